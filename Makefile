@@ -1,0 +1,42 @@
+# Two commands matter: `make demo` and `make test`. Both bootstrap everything they need
+# (uv in a local virtualenv if it is missing, then the locked dependencies) on a machine
+# that has nothing but Python 3.11+.
+PYTHON ?= python3
+BOOTSTRAP := .bootstrap
+UV := $(shell command -v uv 2>/dev/null || echo $(BOOTSTRAP)/bin/uv)
+RUN := $(UV) run --frozen --no-python-downloads --python $(PYTHON)
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: demo test lint typecheck pytest bench sync fmt clean
+
+demo: sync
+	$(RUN) python scripts/demo.py
+
+test: lint typecheck pytest
+
+lint: sync
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+
+typecheck: sync
+	$(RUN) mypy
+
+pytest: sync
+	$(RUN) pytest
+
+bench: sync
+	$(RUN) --group bench python -m bench
+
+fmt: sync
+	$(RUN) ruff format .
+	$(RUN) ruff check --fix .
+
+sync: $(UV)
+	$(UV) sync --frozen --no-python-downloads --python $(PYTHON) --quiet
+
+$(BOOTSTRAP)/bin/uv:
+	$(PYTHON) -m venv $(BOOTSTRAP)
+	$(BOOTSTRAP)/bin/python -m pip install --quiet --disable-pip-version-check uv
+
+clean:
+	rm -rf .venv $(BOOTSTRAP) .mypy_cache .ruff_cache

@@ -1,0 +1,94 @@
+"""Settings: one frozen object, built once from an injectable environment mapping."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from server.errors import ConfigurationError
+
+Transport = Literal["stdio", "sse", "streamable-http"]
+
+# (variable, field, help) for every setting, so --help and the README never drift from the code.
+ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
+    ("NEUROFLASH_CLIENT_ID", "neuroflash_client_id", "neuroflash service-account client id"),
+    ("NEUROFLASH_CLIENT_SECRET", "neuroflash_client_secret", "neuroflash service-account client secret"),
+    ("NEUROFLASH_TOKEN_URL", "neuroflash_token_url", "OAuth token endpoint"),
+    ("NEUROFLASH_API_URL", "neuroflash_api_url", "neuroflash API base URL"),
+    ("NEUROFLASH_WORKSPACE_ID", "neuroflash_workspace_id", "default workspace for tools called without one"),
+    ("NEURALSNAP_API_KEY", "neuralsnap_api_key", "NeuralSnap API key (ns_live_... or ns_test_...)"),
+    ("NEURALSNAP_API_URL", "neuralsnap_api_url", "NeuralSnap API base URL, including /api/v1"),
+    ("FLASHSNAP_TIMEOUT_S", "timeout_s", "timeout of one upstream HTTP request, in seconds"),
+    ("FLASHSNAP_MAX_WAIT_S", "max_wait_s", "how long a call may wait for a rate limit before it fails"),
+    (
+        "FLASHSNAP_MAX_CONCURRENT_GENERATIONS",
+        "max_concurrent_generations",
+        "generations at once per workspace",
+    ),
+    ("FLASHSNAP_LOG_LEVEL", "log_level", "DEBUG, INFO, WARNING or ERROR (logs go to stderr)"),
+    ("FLASHSNAP_TRANSPORT", "transport", "stdio, sse or streamable-http"),
+    ("FLASHSNAP_HOST", "host", "address the HTTP transports bind to"),
+    ("FLASHSNAP_PORT", "port", "port the HTTP transports bind to"),
+)
+
+
+class Settings(BaseModel):
+    """Everything the server reads from its environment; secrets mask their own repr."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    neuroflash_client_id: str | None = None
+    neuroflash_client_secret: SecretStr | None = None
+    neuroflash_token_url: str = "https://id.neuroflash.com/oauth/v2/token"
+    neuroflash_api_url: str = "https://app.neuroflash.com"
+    neuroflash_workspace_id: str | None = None
+    neuralsnap_api_key: SecretStr | None = None
+    neuralsnap_api_url: str = "https://neuralsnap.ai/api/v1"
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_wait_s: float = Field(default=30.0, ge=0)
+    max_concurrent_generations: int = Field(default=4, ge=1)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    transport: Transport = "stdio"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    sandbox: bool = False
+
+    @field_validator("neuroflash_api_url", "neuralsnap_api_url", "neuroflash_token_url")
+    @classmethod
+    def _strip_trailing_slash(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return url.rstrip("/")
+
+    @field_validator("neuralsnap_api_key")
+    @classmethod
+    def _check_key_format(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None and not key.get_secret_value().startswith(("ns_live_", "ns_test_")):
+            # The value itself is never echoed: it is a secret even when it is malformed.
+            raise ValueError("must start with ns_live_ or ns_test_")
+        return key
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Build settings from `environ` (default: the process environment); blank values count as unset."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, object] = {
+            field: environ[var].strip() for var, field, _ in ENVIRONMENT if environ.get(var, "").strip()
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            field_to_var = {field: var for var, field, _ in ENVIRONMENT}
+            problems = [
+                f"{field_to_var.get(str(err['loc'][0]), str(err['loc'][0]))}: {err['msg']}"
+                for err in exc.errors()
+            ]
+            raise ConfigurationError("invalid configuration: " + "; ".join(problems)) from None
+
+    @property
+    def neuroflash_configured(self) -> bool:
+        return bool(self.neuroflash_client_id and self.neuroflash_client_secret)

@@ -1,0 +1,173 @@
+"""The error tree: every failure a tool can meet, each carrying what a model needs to act on it.
+
+```
+FlashsnapError                   what happened, what to do, request id, retry time
+├── ConfigurationError           the environment is invalid (raised at start-up only)
+├── InvalidArguments             arguments the input schema alone cannot judge
+├── MissingCredential            a tool needs a variable that is not set
+└── UpstreamError                the upstream refused or failed a request
+    ├── CredentialsRejected      client id/secret or API key refused (never retried)
+    ├── NotFound                 unknown workspace or snapshot
+    ├── UpstreamRejected         the upstream judged the request invalid (400/422)
+    ├── ModelNotAvailable        the model is not on the workspace's plan
+    ├── QuotaExhausted           daily or monthly word quota spent
+    ├── FairUseReached           the workspace hit its fair-use limit
+    ├── RateLimited              too many requests; retry_after_s says when to retry
+    └── UpstreamUnavailable      5xx, timeout, broken connection, malformed answer
+        └── IncompleteStream     a generation stream ended without [DONE]
+```
+
+`server.results` turns these into `isError` tool results, in that one place.
+Messages never contain a secret: they are built from codes and public facts only.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+
+class FlashsnapError(Exception):
+    """Base of every anticipated failure; `str()` is the text a model reads."""
+
+    code = "error"
+    default_hint = ""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        request_id: str | None = None,
+        retry_after_s: float | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = self.default_hint if hint is None else hint
+        self.request_id = request_id
+        self.retry_after_s = retry_after_s
+        self.details = details or {}
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        if self.hint:
+            parts.append(self.hint)
+        if self.retry_after_s is not None:
+            parts.append(f"Retry after {self.retry_after_s:.0f} s.")
+        if self.request_id:
+            parts.append(f"(upstream request id: {self.request_id})")
+        return " ".join(parts)
+
+    def payload(self) -> dict[str, Any]:
+        """The structured form of the error, for `structuredContent` of an `isError` result."""
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.hint:
+            body["hint"] = self.hint
+        if self.request_id:
+            body["request_id"] = self.request_id
+        if self.retry_after_s is not None:
+            body["retry_after_s"] = round(self.retry_after_s, 3)
+        body.update(self.details)
+        return body
+
+
+class ConfigurationError(FlashsnapError):
+    code = "configuration_error"
+
+
+class InvalidArguments(FlashsnapError):
+    code = "invalid_arguments"
+    default_hint = "Correct the arguments and call the tool again."
+
+
+class MissingCredential(FlashsnapError):
+    code = "missing_credential"
+
+    def __init__(self, variables: str, service: str) -> None:
+        super().__init__(
+            f"{service} is not configured: {variables} is not set.",
+            hint=f"Ask the user to set {variables} in the server's environment and restart it.",
+            details={"variables": variables},
+        )
+
+
+class UpstreamError(FlashsnapError):
+    code = "upstream_error"
+
+    def __init__(self, message: str, *, status: int | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.status = status
+
+
+class CredentialsRejected(UpstreamError):
+    code = "credentials_rejected"
+    default_hint = "Check the service account's credentials with the user; retrying will not help."
+
+
+class NotFound(UpstreamError):
+    code = "not_found"
+
+
+class UpstreamRejected(UpstreamError):
+    code = "invalid_request"
+    default_hint = "Correct the request and call the tool again."
+
+
+class ModelNotAvailable(UpstreamError):
+    code = "model_not_available"
+    default_hint = "Call list_models to see the models this workspace's plan includes, and pick one of them."
+
+
+class QuotaExhausted(UpstreamError):
+    code = "quota_exhausted"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        period: Literal["daily", "monthly"] | None,
+        resets_at: datetime | None,
+        **kwargs: Any,
+    ) -> None:
+        when = f" It resets at {resets_at.isoformat()}." if resets_at else ""
+        kwargs.setdefault("hint", f"Do not retry before the reset.{when} No words were spent.")
+        super().__init__(message, **kwargs)
+        self.period = period
+        self.resets_at = resets_at
+        self.details.update({"period": period, "resets_at": resets_at.isoformat() if resets_at else None})
+
+
+class FairUseReached(UpstreamError):
+    code = "fair_use_reached"
+    default_hint = "The workspace reached its fair-use limit; generation is blocked until it resets. No words were spent."
+
+
+class RateLimited(UpstreamError):
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, scope: str, retry_after_s: float, **kwargs: Any) -> None:
+        kwargs.setdefault("hint", "Wait, then call the tool again.")
+        super().__init__(message, retry_after_s=retry_after_s, **kwargs)
+        self.scope = scope
+        self.details.update({"reason": "rate_limited", "scope": scope})
+
+
+class UpstreamUnavailable(UpstreamError):
+    code = "upstream_unavailable"
+
+    def __init__(self, message: str, *, maybe_processed: bool = False, **kwargs: Any) -> None:
+        if "hint" not in kwargs:
+            kwargs["hint"] = (
+                "The request may have reached the upstream, so it was not repeated automatically; "
+                "check before repeating it."
+                if maybe_processed
+                else "Nothing was processed; it is safe to call the tool again in a moment."
+            )
+        super().__init__(message, **kwargs)
+        self.maybe_processed = maybe_processed
+        self.details["maybe_processed"] = maybe_processed
+
+
+class IncompleteStream(UpstreamUnavailable):
+    code = "incomplete_stream"

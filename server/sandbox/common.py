@@ -1,0 +1,65 @@
+"""What both emulated APIs share: request counting, fault injection, error bodies, request ids."""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+
+import anyio
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from server.sandbox.state import EmulatorState, Fault
+
+
+def error(status: int, message: str, code: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The contract's generic error body."""
+    return JSONResponse({"error": message, "code": code}, status_code=status, headers=headers)
+
+
+def secrets_equal(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+class EmulatedAPI:
+    """Base of the route handlers: every request is counted, delayed and faulted the same way."""
+
+    def __init__(self, state: EmulatorState) -> None:
+        self.state = state
+
+    async def _begin(self, route: str) -> tuple[Response | None, Fault | None]:
+        """Count the request, apply latency and any injected fault; a status fault answers at once."""
+        state = self.state
+        with state.lock:
+            state.requests[route] += 1
+            latency = state.latency_s.get(route, 0.0)
+        if latency:
+            await anyio.sleep(latency)
+        fault = state.take_fault(route)
+        if fault is not None and fault.status is not None:
+            return error(fault.status, "Injected upstream failure.", "INTERNAL_ERROR"), fault
+        return None, fault
+
+    def _done(self, route: str, response: Response) -> Response:
+        self.state.record(route, response.status_code)
+        return response
+
+
+class RequestIdMiddleware:
+    """Stamps `x-request-id` (a UUID v4) on every response, errors and streams included."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = str(uuid.uuid4()).encode()
+
+        async def stamped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id)]
+            await send(message)
+
+        await self.app(scope, receive, stamped)

@@ -1,0 +1,289 @@
+"""The emulated neuroflash API and token endpoint, true to ../shared/upstream-contract.md."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from server.sandbox import catalog
+from server.sandbox.common import EmulatedAPI, RequestIdMiddleware, error, secrets_equal
+from server.sandbox.state import EmulatorState, Fault, Quota, completion_words
+
+REASONING_EFFORTS = {"max", "xhigh", "high", "medium", "low", "minimal", "none"}
+CHUNK_WORDS = 3
+
+
+def page(items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "data": items,
+        "page": {"size": len(items), "totalElements": len(items), "totalPages": 1, "currentPage": 0},
+    }
+
+
+class NeuroflashEmulator(EmulatedAPI):
+    """neuroflash route handlers; each counts its requests under a route name."""
+
+    def _authorized(self, request: Request) -> bool:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and self.state.token_valid(token)
+
+    async def token(self, request: Request) -> Response:
+        early, _ = await self._begin("token")
+        if early is not None:
+            return self._done("token", early)
+        form = await request.form()
+        if form.get("grant_type") != "client_credentials":
+            return self._done("token", JSONResponse({"error": "unsupported_grant_type"}, status_code=400))
+        client_id, secret = str(form.get("client_id", "")), str(form.get("client_secret", ""))
+        with self.state.lock:
+            known = self.state.clients.get(client_id)
+        if known is None or not secrets_equal(known, secret):
+            body = {"error": "invalid_client", "error_description": "Client authentication failed."}
+            return self._done("token", JSONResponse(body, status_code=401))
+        token = self.state.issue_token(client_id)
+        body = {"access_token": token, "token_type": "Bearer", "expires_in": int(self.state.token_ttl_s)}
+        return self._done("token", JSONResponse(body))
+
+    async def _guard(self, route: str, request: Request) -> tuple[Response | None, Fault | None]:
+        """`_begin`, then the bearer check every API route makes."""
+        early, fault = await self._begin(route)
+        if early is None and not self._authorized(request):
+            early = error(401, "Unauthorized", "UNAUTHORIZED")
+        return (None if early is None else self._done(route, early)), fault
+
+    async def workspaces(self, request: Request) -> Response:
+        early, _ = await self._guard("workspaces", request)
+        if early is not None:
+            return early
+        with self.state.lock:
+            items = [{"id": ws.id, "name": ws.name} for ws in self.state.workspaces.values()]
+        return self._done("workspaces", JSONResponse(page(items)))
+
+    async def quotas(self, request: Request) -> Response:
+        early, _ = await self._guard("quotas", request)
+        if early is not None:
+            return early
+        workspace_id = request.path_params["workspace_id"]
+        if workspace_id not in self.state.workspaces:
+            return self._done("quotas", error(404, "Workspace not found.", "NOT_FOUND"))
+        wanted = request.query_params.get("usageTypeKey") or None
+        with self.state.lock:
+            usage_types = [u for u in self.state.workspaces[workspace_id].quotas if wanted in (None, u)]
+            items = [quota_body(workspace_id, self.state.quota(workspace_id, u)) for u in usage_types]
+        return self._done("quotas", JSONResponse(page(items)))
+
+    async def models(self, request: Request) -> Response:
+        early, _ = await self._guard("models", request)
+        if early is not None:
+            return early
+        workspace = self.state.workspaces.get(request.headers.get("x-workspace-id", ""))
+        if "x-workspace-id" not in request.headers:
+            return self._done("models", error(400, "The x-workspace-id header is required.", "BAD_REQUEST"))
+        if workspace is None:
+            return self._done("models", error(404, "Workspace not found.", "NOT_FOUND"))
+        on_plan = catalog.PLANS[workspace.plan]
+        items = [
+            {**m, "description": f"{m['name']} by {m['provider']}", "available": m["id"] in on_plan}
+            for m in catalog.MODELS
+        ]
+        return self._done("models", JSONResponse(items))
+
+    async def chat(self, request: Request) -> Response:
+        early, fault = await self._guard("chat", request)
+        if early is not None:
+            return early
+        cut_after = fault.cut_after_chunks if fault is not None else None
+        if "x-workspace-id" not in request.headers:
+            return self._done("chat", error(400, "The x-workspace-id header is required.", "BAD_REQUEST"))
+        workspace_id = request.headers["x-workspace-id"]
+        workspace = self.state.workspaces.get(workspace_id)
+        if workspace is None:
+            return self._done("chat", error(404, "Workspace not found.", "NOT_FOUND"))
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            return self._done("chat", validation_error([("body", "must be a JSON object")]))
+        problems, model = validate_chat(body)
+        if problems:
+            return self._done("chat", validation_error(problems))
+        assert model is not None
+        if model["id"] not in catalog.PLANS[workspace.plan]:
+            msg = f"The model {model['id']} is not available on this workspace's plan."
+            return self._done("chat", error(403, msg, "MODEL_NOT_AVAILABLE"))
+        quota = self.state.quota(workspace_id, "tokens")
+        if quota.fair_use_reached:
+            return self._done("chat", error(403, "Fair use limit reached.", "FAIR_USE_LIMIT_REACHED"))
+        if quota.remaining_daily <= 0 or quota.available <= 0:
+            which = "Daily" if quota.remaining_daily <= 0 else "Monthly"
+            return self._done("chat", error(429, f"{which} word quota exceeded.", "QUOTA_EXCEEDED"))
+
+        max_words = int(body.get("max_tokens") or 10_000)
+        words = completion_words(body["messages"], model["id"], max_words)
+        finish = "length" if len(words) >= max_words else "stop"
+        model_name = f"{model['provider']}/{model['id']}"
+        gen_id = "gen-" + uuid.uuid4().hex[:24]
+        if not body.get("stream"):
+            self.state.charge(workspace_id, len(words))
+            return self._done("chat", JSONResponse(completion_body(gen_id, model_name, words, finish)))
+        self.state.record("chat", 200)
+        stream = self._stream(workspace_id, gen_id, model_name, words, finish, cut_after)
+        return StreamingResponse(stream, media_type="text/event-stream")
+
+    async def _stream(
+        self, workspace_id: str, gen_id: str, model: str, words: list[str], finish: str, cut_after: int | None
+    ) -> AsyncIterator[bytes]:
+        state = self.state
+        completed = False
+        try:
+            base = {"id": gen_id, "object": "chat.completion.chunk", "model": model}
+            yield frame(
+                {
+                    **base,
+                    "choices": [
+                        {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+                    ],
+                }
+            )
+            for n, start in enumerate(range(0, len(words), CHUNK_WORDS)):
+                if cut_after is not None and n >= cut_after:
+                    return  # the connection closes without [DONE], as upstream ones have been seen to
+                with state.lock:
+                    delay = state.latency_s.get("chat_chunk", 0.0)
+                if delay:
+                    await anyio.sleep(delay)
+                text = " ".join(words[start : start + CHUNK_WORDS])
+                content = text if start == 0 else " " + text
+                yield frame(
+                    {**base, "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": None}]}
+                )
+            state.charge(workspace_id, len(words))
+            usage = usage_body(words)
+            yield frame(
+                {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}], "usage": usage}
+            )
+            yield b"data: [DONE]\n\n"
+            completed = True
+        finally:
+            with state.lock:
+                if completed:
+                    state.streams_completed += 1
+                elif cut_after is None:
+                    state.streams_closed_early += 1
+
+
+def frame(payload: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+def usage_body(words: list[str]) -> dict[str, int]:
+    completion_tokens = round(len(words) * 1.3)
+    return {
+        "prompt_tokens": 12,
+        "completion_tokens": completion_tokens,
+        "total_tokens": 12 + completion_tokens,
+        "words_used": len(words),
+    }
+
+
+def completion_body(gen_id: str, model: str, words: list[str], finish: str) -> dict[str, Any]:
+    return {
+        "id": gen_id,
+        "object": "chat.completion",
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": " ".join(words)},
+                "finish_reason": finish,
+            }
+        ],
+        "usage": usage_body(words),
+    }
+
+
+def validation_error(problems: list[tuple[str, str]]) -> JSONResponse:
+    errors = [{"field": f, "message": m, "type": "validation"} for f, m in problems]
+    return JSONResponse({"errors": errors}, status_code=422)
+
+
+def validate_chat(body: dict[str, Any]) -> tuple[list[tuple[str, str]], dict[str, Any] | None]:
+    """The upstream's 422 rules; returns the problems and the model entry when it is known."""
+    problems: list[tuple[str, str]] = []
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        problems.append(("messages", "must be a non-empty list"))
+    elif not all(
+        isinstance(m, dict)
+        and m.get("role") in {"system", "user", "assistant"}
+        and isinstance(m.get("content"), str)
+        for m in messages
+    ):
+        problems.append(
+            ("messages", "each message needs a role (system, user, assistant) and a string content")
+        )
+    model = None
+    model_id = body.get("model")
+    if not isinstance(model_id, str) or not model_id:
+        problems.append(("model", "is required"))
+    else:
+        provider, _, bare = model_id.rpartition("/")
+        model = next((m for m in catalog.MODELS if m["id"] == bare and provider in ("", m["provider"])), None)
+        if model is None:
+            problems.append(("model", f"unknown model {model_id!r}"))
+    temperature = body.get("temperature")
+    if temperature is not None and not (isinstance(temperature, int | float) and 0 <= temperature <= 2):
+        problems.append(("temperature", "must be a number from 0 to 2"))
+    max_tokens = body.get("max_tokens")
+    if max_tokens is not None and not (isinstance(max_tokens, int) and max_tokens >= 1):
+        problems.append(("max_tokens", "must be a positive integer"))
+    effort = body.get("reasoning_effort")
+    if effort is not None and effort not in REASONING_EFFORTS:
+        problems.append(("reasoning_effort", f"must be one of {sorted(REASONING_EFFORTS)}"))
+    return problems, model
+
+
+def quota_body(workspace_id: str, quota: Quota) -> dict[str, Any]:
+    return {
+        "id": f"{workspace_id}:{quota.usage_type}",
+        "workspaceId": workspace_id,
+        "usageTypeKey": quota.usage_type,
+        "bonusAmount": quota.bonus,
+        "spilloverAmount": quota.spillover,
+        "usedAmount": quota.used,
+        "usedAmountDaily": quota.used_daily,
+        "dailyRefreshed": quota.daily_refreshed.isoformat() if quota.daily_refreshed else None,
+        "availableAmount": quota.available,
+        "limitAmount": quota.limit,
+        "limitAmountDaily": quota.limit_daily,
+        "fairUseLimitReached": quota.fair_use_reached,
+    }
+
+
+def build_token_app(state: EmulatorState) -> Starlette:
+    emulator = NeuroflashEmulator(state)
+    app = Starlette(routes=[Route("/oauth/v2/token", emulator.token, methods=["POST"])])
+    app.add_middleware(RequestIdMiddleware)
+    return app
+
+
+def build_api_app(state: EmulatorState) -> Starlette:
+    emulator = NeuroflashEmulator(state)
+    routes = [
+        Route("/api/workspace-service/v1/workspaces", emulator.workspaces, methods=["GET"]),
+        Route("/api/usage-service/v1/workspaces/{workspace_id}/quotas", emulator.quotas, methods=["GET"]),
+        Route("/api/ds-prototypes/model_selection/models", emulator.models, methods=["GET"]),
+        Route("/api/ds-prototypes/content_generation/chat/completions", emulator.chat, methods=["POST"]),
+    ]
+    app = Starlette(routes=routes)
+    app.add_middleware(RequestIdMiddleware)
+    return app
