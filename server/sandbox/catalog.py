@@ -84,9 +84,55 @@ PLANS: dict[str, frozenset[str]] = {
 }
 
 # The words the emulator's deterministic "model" writes with.
-VOCABULARY = (
-    "clear ideas travel further when each sentence carries one thought and every paragraph "
-    "earns its place readers remember stories more than lists so open with a moment then show "
-    "the change it caused good copy respects the reader's time names the benefit plainly and "
-    "ends with a single next step"
-).split()
+VOCABULARY = [
+    "clear",
+    "ideas",
+    "travel",
+    "further",
+    "when",
+    "each",
+    "sentence",
+    "carries",
+    "one",
+    "thought",
+    "and",
+    "every",
+    "paragraph",
+    "earns",
+    "its",
+    "place",
+    "readers",
+    "remember",
+    "stories",
+    "more",
+    "than",
+    "lists",
+    "so",
+    "open",
+    "with",
+    "a",
+    "moment",
+    "then",
+    "show",
+    "the",
+    "change",
+    "it",
+    "caused",
+    "good",
+    "copy",
+    "respects",
+    "the",
+    "reader's",
+    "time",
+    "names",
+    "the",
+    "benefit",
+    "plainly",
+    "and",
+    "ends",
+    "with",
+    "a",
+    "single",
+    "next",
+    "step",
+]

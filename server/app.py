@@ -1,0 +1,48 @@
+"""The app factory: builds the MCPServer, its lifespan, and registers every tool (the only importer of tools)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from mcp.server.mcpserver import MCPServer
+
+import tools
+from server import __version__
+from server.clock import Clock
+from server.config import Settings
+from server.results import guarded
+from server.runtime import Runtime, open_runtime
+
+INSTRUCTIONS = """\
+flashsnap-mcp connects you to neuroflash (AI writing) and NeuralSnap (the user's second brain).
+- neuroflash: list_workspaces, check_quota, list_models, then generate. generate spends words from
+  the workspace's daily and monthly quota; check_quota says what is left and when it resets.
+- NeuralSnap: snapshot saves a structured thought; search_snapshots and get_snapshot find it again.
+Failed calls say what happened and what to do. Never repeat a generate or snapshot whose error says
+maybe_processed is true without checking first: it may already have spent words or saved the snapshot."""
+
+SANDBOX_NOTE = """
+SANDBOX MODE: this server talks to a local emulator with demo data, not the real services.
+Nothing generated or saved here is real, and no real quota is spent."""
+
+
+def create_app(settings: Settings, *, clock: Clock | None = None) -> MCPServer[Runtime]:
+    """A ready MCPServer; its lifespan opens the upstream clients once and closes them at exit."""
+
+    @asynccontextmanager
+    async def lifespan(_: MCPServer[Runtime]) -> AsyncIterator[Runtime]:
+        async with open_runtime(settings, clock) as runtime:
+            yield runtime
+
+    app: MCPServer[Runtime] = MCPServer(
+        "flashsnap-mcp",
+        title="neuroflash + NeuralSnap",
+        version=__version__,
+        instructions=INSTRUCTIONS + (SANDBOX_NOTE if settings.sandbox else ""),
+        lifespan=lifespan,
+        log_level=settings.log_level,
+    )
+    for spec in tools.ALL:
+        app.add_tool(guarded(spec.fn), name=spec.name, title=spec.title, annotations=spec.annotations)
+    return app

@@ -1,0 +1,113 @@
+"""The `flashsnap-mcp` command: options, logging to stderr, sandbox wiring and the transport."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+
+from server import __version__, logs
+from server.config import ENVIRONMENT, Settings
+from server.errors import ConfigurationError
+
+log = logging.getLogger("server")
+
+EPILOG = "environment variables:\n" + "\n".join(f"  {var:<38} {text}" for var, _, text in ENVIRONMENT)
+EPILOG += """
+
+Logs go to stderr; in stdio mode stdout carries nothing but MCP messages.
+--sandbox needs no account: it serves a local emulator of both APIs with demo data."""
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="flashsnap-mcp",
+        description="An MCP server for neuroflash (AI writing) and NeuralSnap (second brain).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="serve a built-in emulator of both APIs on loopback with demo credentials, "
+        "so every tool works with no account (upstream variables are ignored)",
+    )
+    parser.add_argument(
+        "--transport",
+        choices=["stdio", "sse", "streamable-http"],
+        help="how MCP clients connect (default: stdio, or FLASHSNAP_TRANSPORT)",
+    )
+    parser.add_argument(
+        "--host", help="address for the HTTP transports (default: 127.0.0.1, or FLASHSNAP_HOST)"
+    )
+    parser.add_argument(
+        "--port", type=int, help="port for the HTTP transports (default: 8000, or FLASHSNAP_PORT)"
+    )
+    parser.add_argument(
+        "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log verbosity (default: INFO)"
+    )
+    parser.add_argument("--version", action="version", version=f"flashsnap-mcp {__version__}")
+    return parser.parse_args(argv)
+
+
+@contextlib.contextmanager
+def sandbox_environment(environ: Mapping[str, str]) -> Iterator[dict[str, str]]:
+    """Start the emulator in this process and yield the environment that points at it."""
+    # Imported here: the runtime never depends on the sandbox unless --sandbox asks for it.
+    from server.sandbox.runner import Emulator, seed_sandbox
+    from server.sandbox.state import EmulatorState
+
+    with Emulator(seed_sandbox(EmulatorState())) as emulator:
+        log.warning("SANDBOX MODE: serving the neuroflash and NeuralSnap emulator at %s", emulator.url)
+        from server.sandbox import catalog
+
+        yield {
+            **{k: v for k, v in environ.items() if k.startswith("FLASHSNAP_")},
+            **emulator.environment(),
+            "NEUROFLASH_WORKSPACE_ID": catalog.MARKETING_WORKSPACE,
+        }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    overrides = {
+        "transport": args.transport,
+        "host": args.host,
+        "port": args.port,
+        "log_level": args.log_level,
+    }
+    logs.configure(args.log_level or os.environ.get("FLASHSNAP_LOG_LEVEL", "INFO").upper())
+    try:
+        with contextlib.ExitStack() as stack:
+            environ: Mapping[str, str] = os.environ
+            if args.sandbox:
+                environ = stack.enter_context(sandbox_environment(os.environ))
+            settings = Settings.from_env(environ, sandbox=args.sandbox, **overrides)
+            secrets = [
+                s.get_secret_value()
+                for s in (settings.neuroflash_client_secret, settings.neuralsnap_api_key)
+                if s
+            ]
+            logs.configure(settings.log_level, secrets)
+            serve(settings)
+    except ConfigurationError as exc:
+        print(f"flashsnap-mcp: {exc}", file=sys.stderr)  # noqa: T201 - a start-up error for a person
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        pass
+
+
+def serve(settings: Settings) -> None:
+    from server.app import create_app
+
+    app = create_app(settings)
+    log.info("flashsnap-mcp %s starting over %s", __version__, settings.transport)
+    if settings.transport == "stdio":
+        app.run("stdio")
+    elif settings.transport == "sse":
+        app.run("sse", host=settings.host, port=settings.port)
+    else:
+        app.run("streamable-http", host=settings.host, port=settings.port)

@@ -1,0 +1,54 @@
+"""Logging to stderr only, through a filter that masks anything shaped like a credential."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Iterable
+
+# Shapes of secrets this server handles, masked even when their value is not known up front.
+_PATTERNS = (
+    re.compile(r"(?i)(bearer\s+)[^\s\"',]+"),
+    re.compile(r"ns_(?:live|test)_[A-Za-z0-9_\-]+"),
+    re.compile(r"(?i)(client_secret=)[^&\s\"']+"),
+    re.compile(r"(?i)(\"?(?:access_token|client_secret)\"?\s*[:=]\s*\"?)[^\s\"',}]+"),
+)
+MASK = "***"
+
+
+class SecretMask(logging.Filter):
+    """Rewrites each record's message with known secret values and secret-shaped text masked."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self._secrets = [s for s in secrets if s]
+
+    def mask(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, MASK)
+        for pattern in _PATTERNS:
+            text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + MASK, text)
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = self.mask(record.getMessage()), None
+        if record.exc_info and record.exc_info[1] is not None:
+            # Format the traceback now, masked, so no handler formats the raw one.
+            record.exc_text = self.mask(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True
+
+
+def configure(level: str, secrets: Iterable[str] = ()) -> None:
+    """Send every log record to stderr, masked; stdout stays free for the protocol."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(SecretMask(secrets))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    # httpx2 logs every request line at INFO; keep it at WARNING unless debugging.
+    logging.getLogger("httpx2").setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)

@@ -1,0 +1,138 @@
+"""The NeuralSnap API client: create, search and fetch snapshots."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, NoReturn
+
+import httpx2
+from pydantic import BaseModel, ConfigDict, Field
+
+from server.errors import CredentialsRejected, NotFound, RateLimited, UpstreamRejected, UpstreamUnavailable
+from server.upstream.responses import UNSAFE_METHODS, error_body, parse, retry_after, transport_failure
+
+SERVICE = "NeuralSnap"
+SnapshotType = Literal["Belief", "Model", "Rule", "Conviction", "Principle"]
+
+
+class SnapshotFields(BaseModel):
+    """What a client may set on a snapshot (the POST body)."""
+
+    name: str
+    core: str
+    type: SnapshotType = "Belief"
+    one_liner: str | None = None
+    story: str | None = None
+    moment: str | None = None
+    emotion: dict[str, Any] | None = None
+    source: str | None = None
+    trigger_pattern: str | None = None
+    method: str | None = None
+    steps: str | None = None
+    filter: str | None = None
+    challenge: str | None = None
+    break_test: str | None = None
+    risks: str | None = None
+    proof: str | None = None
+    confidence: float = 0.5
+    significance_score: float = 0.5
+    tags: list[str] = Field(default_factory=list)
+
+
+class Snapshot(SnapshotFields):
+    """A stored snapshot, as the API returns it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    brain_id: str | None = None
+    source_type: str | None = None
+    source_id: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+    tags: list[str] = Field(default_factory=list)
+
+
+class SearchHit(Snapshot):
+    similarity: float | None = None
+
+
+class _One(BaseModel):
+    data: Snapshot
+
+
+class _Many(BaseModel):
+    data: list[SearchHit]
+    count: int | None = None
+
+
+class NeuralSnapClient:
+    """Typed methods over one shared `httpx2.AsyncClient` that carries the API key."""
+
+    def __init__(self, http: httpx2.AsyncClient) -> None:
+        self._http = http
+
+    async def create(self, fields: SnapshotFields) -> Snapshot:
+        response = await self._send("POST", "/snapshots", json=fields.model_dump(exclude_none=True))
+        return parse(_One, response, what=SERVICE).data
+
+    async def search(self, query: str, limit: int) -> list[SearchHit]:
+        response = await self._send("GET", "/snapshots/search", params={"q": query, "limit": limit})
+        return parse(_Many, response, what=SERVICE).data
+
+    async def recent(self, limit: int, offset: int = 0) -> tuple[list[SearchHit], int | None]:
+        response = await self._send("GET", "/snapshots", params={"limit": limit, "offset": offset})
+        page = parse(_Many, response, what=SERVICE)
+        return page.data, page.count
+
+    async def get(self, snapshot_id: str) -> Snapshot:
+        response = await self._send("GET", f"/snapshots/{snapshot_id}", not_found=snapshot_id)
+        return parse(_One, response, what=SERVICE).data
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        not_found: str | None = None,
+    ) -> httpx2.Response:
+        try:
+            response = await self._http.request(method, path, json=json, params=params)
+        except httpx2.TransportError as exc:
+            raise transport_failure(exc, service=SERVICE, method=method) from None
+        if not response.is_success:
+            _raise_for(response, not_found)
+        return response
+
+
+def _raise_for(response: httpx2.Response, snapshot_id: str | None) -> NoReturn:
+    code, message = error_body(response)
+    status = response.status_code
+    if status == 401:
+        raise CredentialsRejected(
+            "NeuralSnap rejected the API key.",
+            hint="Check NEURALSNAP_API_KEY (it must be a live or test key that is not revoked); "
+            "retrying will not help.",
+            status=status,
+        )
+    if status == 404:
+        raise NotFound(
+            f"There is no snapshot with id {snapshot_id!r}." if snapshot_id else f"NeuralSnap: {message}",
+            hint="Use search_snapshots to find the snapshot's id.",
+            status=status,
+        )
+    if status == 429:
+        raise RateLimited(
+            "NeuralSnap's hourly rate limit is reached.",
+            scope="neuralsnap",
+            retry_after_s=retry_after(response) or 60.0,
+            status=status,
+        )
+    if status in (400, 422):
+        raise UpstreamRejected(f"NeuralSnap rejected the snapshot: {message}", status=status)
+    raise UpstreamUnavailable(
+        f"NeuralSnap answered HTTP {status} ({code or message}).",
+        status=status,
+        maybe_processed=response.request.method in UNSAFE_METHODS,
+    )

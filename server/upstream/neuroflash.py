@@ -1,0 +1,277 @@
+"""The neuroflash API client: workspaces, quotas, models and streamed chat completions."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import date
+from typing import Any, Literal, NoReturn
+
+import httpx2
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+from server.errors import (
+    CredentialsRejected,
+    FairUseReached,
+    IncompleteStream,
+    ModelNotAvailable,
+    NotFound,
+    QuotaExhausted,
+    RateLimited,
+    UpstreamRejected,
+    UpstreamUnavailable,
+)
+from server.upstream.responses import (
+    UNSAFE_METHODS,
+    error_body,
+    parse,
+    request_id,
+    retry_after,
+    transport_failure,
+)
+
+SERVICE = "neuroflash"
+
+
+class Workspace(BaseModel):
+    id: str
+    name: str
+
+
+class Quota(BaseModel):
+    """One entry of the quotas endpoint, in its camelCase wire names."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+    usage_type_key: str
+    limit_amount: int = 0
+    used_amount: int = 0
+    available_amount: int = 0
+    limit_amount_daily: int = 0
+    used_amount_daily: int = 0
+    bonus_amount: int = 0
+    spillover_amount: int = 0
+    daily_refreshed: date | None = None
+    fair_use_limit_reached: bool = False
+
+
+class Model(BaseModel):
+    id: str
+    name: str
+    provider: str
+    description: str | None = None
+    context_window: int | None = None
+    available: bool = True
+    reasoning_model: bool = False
+
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class ChatRequest(BaseModel):
+    """The chat-completions body; unset options are left out of the wire form."""
+
+    messages: list[ChatMessage]
+    model: str
+    temperature: float | None = None
+    max_tokens: int | None = None
+    reasoning_effort: str | None = None
+    stream: bool = True
+
+
+class _Delta(BaseModel):
+    content: str | None = None
+
+
+class _Choice(BaseModel):
+    delta: _Delta = Field(default_factory=_Delta)
+    finish_reason: str | None = None
+
+
+class _Usage(BaseModel):
+    words_used: int = 0
+
+
+class ChatChunk(BaseModel):
+    id: str | None = None
+    model: str | None = None
+    choices: list[_Choice] = Field(default_factory=list)
+    usage: _Usage | None = None
+
+
+class ChatResult(BaseModel):
+    text: str
+    model: str
+    finish_reason: str
+    words_used: int
+    request_id: str | None
+
+
+class _Page(BaseModel):
+    data: list[Any] = Field(validation_alias=AliasChoices("data", "content"))
+
+
+TextSink = Callable[[str], Awaitable[None]]
+
+
+class NeuroflashClient:
+    """Typed methods over one shared, authenticated `httpx2.AsyncClient` whose base URL is the API's."""
+
+    def __init__(self, http: httpx2.AsyncClient) -> None:
+        self._http = http
+
+    async def workspaces(self) -> list[Workspace]:
+        response = await self._send("GET", "/api/workspace-service/v1/workspaces")
+        return [Workspace.model_validate(item) for item in _items(response, "workspaces")]
+
+    async def quotas(self, workspace_id: str) -> list[Quota]:
+        path = f"/api/usage-service/v1/workspaces/{workspace_id}/quotas"
+        response = await self._send("GET", path, params={"page": 0, "size": 50}, workspace_id=workspace_id)
+        return [Quota.model_validate(item) for item in _items(response, "quotas")]
+
+    async def models(self, workspace_id: str) -> list[Model]:
+        response = await self._send(
+            "GET", "/api/ds-prototypes/model_selection/models", workspace_id=workspace_id, header=True
+        )
+        return [Model.model_validate(item) for item in _items(response, "models")]
+
+    async def chat(self, workspace_id: str, body: ChatRequest, on_text: TextSink) -> ChatResult:
+        """Stream a completion, handing each piece of text to `on_text` as it arrives."""
+        request = self._http.build_request(
+            "POST",
+            "/api/ds-prototypes/content_generation/chat/completions",
+            json=body.model_dump(exclude_none=True),
+            headers={"x-workspace-id": workspace_id},
+        )
+        try:
+            response = await self._http.send(request, stream=True)
+        except httpx2.TransportError as exc:
+            raise transport_failure(exc, service=SERVICE, method="POST") from None
+        try:
+            if response.status_code != 200:
+                await response.aread()
+                _raise_for(response, workspace_id)
+            return await _read_stream(response, on_text)
+        finally:
+            await response.aclose()
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        workspace_id: str | None = None,
+        header: bool = False,
+    ) -> httpx2.Response:
+        headers = {"x-workspace-id": workspace_id} if header and workspace_id else None
+        try:
+            response = await self._http.request(method, path, params=params, headers=headers)
+        except httpx2.TransportError as exc:
+            raise transport_failure(exc, service=SERVICE, method=method) from None
+        if not response.is_success:
+            _raise_for(response, workspace_id)
+        return response
+
+
+def _items(response: httpx2.Response, what: str) -> list[Any]:
+    """The list inside the paged envelope, or a bare array (both are accepted upstream)."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, list):
+        return body
+    return parse(_Page, response, what=f"neuroflash ({what})").data
+
+
+async def _read_stream(response: httpx2.Response, on_text: TextSink) -> ChatResult:
+    rid = request_id(response)
+    parts: list[str] = []
+    model, finish, words = "", "", 0
+    try:
+        async for event in httpx2.EventSource(response):
+            if event.data.strip() == "[DONE]":
+                return ChatResult(
+                    text="".join(parts),
+                    model=model,
+                    finish_reason=finish or "stop",
+                    words_used=words,
+                    request_id=rid,
+                )
+            chunk = ChatChunk.model_validate_json(event.data)
+            model = chunk.model or model
+            if chunk.usage is not None:
+                words = chunk.usage.words_used
+            for choice in chunk.choices:
+                finish = choice.finish_reason or finish
+                if choice.delta.content:
+                    parts.append(choice.delta.content)
+                    await on_text(choice.delta.content)
+    except httpx2.SSEError:
+        raise UpstreamUnavailable(
+            "neuroflash answered the generation with something other than an event stream.",
+            request_id=rid,
+            maybe_processed=True,
+        ) from None
+    except ValidationError:
+        raise UpstreamUnavailable(
+            "neuroflash sent a malformed stream event.", request_id=rid, maybe_processed=True
+        ) from None
+    except httpx2.TransportError as exc:
+        raise IncompleteStream(
+            f"The generation stream broke ({type(exc).__name__}) before it finished.",
+            request_id=rid,
+            maybe_processed=True,
+            details={"partial_text": "".join(parts)},
+        ) from None
+    raise IncompleteStream(
+        "The generation stream ended before [DONE]: the text is incomplete.",
+        request_id=rid,
+        maybe_processed=True,
+        details={"partial_text": "".join(parts)},
+    )
+
+
+def _raise_for(response: httpx2.Response, workspace_id: str | None) -> NoReturn:
+    """Map a neuroflash error answer to the error tree."""
+    code, message = error_body(response)
+    status, rid = response.status_code, request_id(response)
+    if status == 401:
+        raise CredentialsRejected(
+            "neuroflash refused the service account's access token, even a freshly issued one.",
+            request_id=rid,
+            status=status,
+        )
+    if status == 404:
+        raise NotFound(
+            f"neuroflash does not know the workspace {workspace_id!r}."
+            if workspace_id
+            else f"neuroflash answered 404: {message}",
+            hint="Call list_workspaces to see the workspaces this account can use.",
+            request_id=rid,
+            status=status,
+        )
+    if status == 403 and code == "MODEL_NOT_AVAILABLE":
+        raise ModelNotAvailable(f"neuroflash: {message}", request_id=rid, status=status)
+    if status == 403 and code == "FAIR_USE_LIMIT_REACHED":
+        raise FairUseReached("The workspace has reached its fair-use limit.", request_id=rid, status=status)
+    if status == 429 and code == "QUOTA_EXCEEDED":
+        raise QuotaExhausted(
+            f"neuroflash: {message}", period=None, resets_at=None, request_id=rid, status=status
+        )
+    if status == 429:
+        retry = retry_after(response) or 1.0
+        raise RateLimited(
+            "neuroflash is rate limiting requests.", scope=SERVICE, retry_after_s=retry, request_id=rid
+        )
+    if status in (400, 403, 422):
+        raise UpstreamRejected(f"neuroflash rejected the request: {message}", request_id=rid, status=status)
+    raise UpstreamUnavailable(
+        f"neuroflash answered HTTP {status}: {message}",
+        request_id=rid,
+        status=status,
+        maybe_processed=response.request.method in UNSAFE_METHODS,
+    )

@@ -1,0 +1,81 @@
+"""check_quota: the word quotas of a workspace, and whether a generation can run now."""
+
+from datetime import date, datetime
+
+from pydantic import BaseModel, Field
+
+from server.quota import TEXT_USAGE, judge
+from server.toolspec import READ_ONLY, ToolContext, ToolSpec, WorkspaceId, runtime
+
+
+class MonthlyQuota(BaseModel):
+    limit: int
+    used: int
+    available: int = Field(description="What is left this month, bonus and spillover included.")
+    bonus: int
+    spillover: int
+
+
+class DailyQuota(BaseModel):
+    limit: int
+    used: int
+    remaining: int
+    daily_refreshed: date | None = Field(description="The day (UTC) the daily count was last reset.")
+    next_reset: datetime = Field(description="When the daily count resets next: midnight UTC.")
+
+
+class UsageQuota(BaseModel):
+    usage_type: str = Field(description="'tokens' counts words of text; 'images' counts images.")
+    monthly: MonthlyQuota
+    daily: DailyQuota
+    fair_use_limit_reached: bool
+
+
+class QuotaReport(BaseModel):
+    workspace_id: str
+    can_generate: bool = Field(description="Whether a text generation can run now.")
+    reason: str | None = Field(description="Why not, when can_generate is false.")
+    quotas: list[UsageQuota]
+
+
+async def check_quota(ctx: ToolContext, workspace_id: WorkspaceId = None) -> QuotaReport:
+    """Show a neuroflash workspace's word quotas (monthly and daily) and whether text can be generated now.
+
+    Call it before a long or repeated generation, or after generate reports a spent
+    quota. The daily count resets at midnight UTC; the monthly one with the billing
+    period. Each generation spends its words_used from both.
+    """
+    neuroflash = runtime(ctx).neuroflash()
+    workspace_id = await neuroflash.workspaces.resolve(workspace_id)
+    quotas = await neuroflash.quotas.quotas(workspace_id, fresh=True)
+    now = runtime(ctx).clock.now()
+    report: list[UsageQuota] = []
+    can_generate, reason = True, None
+    for q in quotas:
+        verdict = judge(q, now)
+        if q.usage_type_key == TEXT_USAGE:
+            can_generate, reason = verdict.can_generate, verdict.reason
+        report.append(
+            UsageQuota(
+                usage_type=q.usage_type_key,
+                monthly=MonthlyQuota(
+                    limit=q.limit_amount,
+                    used=q.used_amount,
+                    available=q.available_amount,
+                    bonus=q.bonus_amount,
+                    spillover=q.spillover_amount,
+                ),
+                daily=DailyQuota(
+                    limit=q.limit_amount_daily,
+                    used=verdict.daily_used,
+                    remaining=verdict.daily_remaining,
+                    daily_refreshed=q.daily_refreshed,
+                    next_reset=verdict.next_daily_reset,
+                ),
+                fair_use_limit_reached=q.fair_use_limit_reached,
+            )
+        )
+    return QuotaReport(workspace_id=workspace_id, can_generate=can_generate, reason=reason, quotas=report)
+
+
+TOOL = ToolSpec(check_quota, "check_quota", "Check neuroflash word quotas", READ_ONLY)

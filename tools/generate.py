@@ -1,0 +1,98 @@
+"""generate: write text with a neuroflash model, streamed, relaying progress as it arrives."""
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field
+
+from server.errors import InvalidArguments, QuotaExhausted
+from server.toolspec import CREATES, ToolContext, ToolSpec, WorkspaceId, runtime
+from server.upstream.neuroflash import ChatMessage, ChatRequest
+
+
+class Message(BaseModel):
+    role: Literal["system", "user", "assistant"] = Field(description="Who speaks.")
+    content: str = Field(min_length=1, max_length=200_000, description="What is said.")
+
+
+class Generation(BaseModel):
+    text: str = Field(description="The generated text.")
+    model: str = Field(description="The model that wrote it, as provider/model.")
+    finish_reason: str = Field(description="'stop' when the model finished; 'length' when max_tokens cut it.")
+    words_used: int = Field(description="Words charged to the workspace's quota for this generation.")
+    request_id: str | None = Field(description="neuroflash's x-request-id, for support.")
+    workspace_id: str
+
+
+async def generate(
+    ctx: ToolContext,
+    model: Annotated[
+        str,
+        Field(min_length=1, max_length=100, description="Model id from list_models, e.g. 'gpt-4.1-mini'."),
+    ],
+    prompt: Annotated[
+        str | None,
+        Field(
+            min_length=1, max_length=200_000, description="What to write. Give this or messages, not both."
+        ),
+    ] = None,
+    messages: Annotated[
+        list[Message] | None,
+        Field(min_length=1, max_length=200, description="A conversation to continue, instead of prompt."),
+    ] = None,
+    system: Annotated[
+        str | None, Field(min_length=1, max_length=50_000, description="Instructions that steer the model.")
+    ] = None,
+    workspace_id: WorkspaceId = None,
+    max_tokens: Annotated[
+        int | None, Field(ge=1, le=64_000, description="Upper bound on the answer's length.")
+    ] = None,
+    temperature: Annotated[
+        float | None, Field(ge=0, le=2, description="0 is focused and repeatable, 2 is most varied.")
+    ] = None,
+    reasoning_effort: Annotated[
+        Literal["max", "xhigh", "high", "medium", "low", "minimal", "none"] | None,
+        Field(description="How hard a reasoning model thinks (see reasoning_model in list_models)."),
+    ] = None,
+) -> Generation:
+    """Generate text with a neuroflash language model; this spends words from the workspace's quota.
+
+    Give either prompt or messages. The text streams from neuroflash and progress is
+    reported as it arrives. Each call is a new, billed generation: do not repeat a
+    call that failed with maybe_processed true without checking first. When the quota
+    is spent, the call is refused before anything is sent, with the reset time.
+    """
+    if (prompt is None) == (messages is None):
+        raise InvalidArguments("Give exactly one of prompt or messages.")
+    conversation = [ChatMessage(role="user", content=prompt)] if prompt is not None else []
+    conversation += [ChatMessage(role=m.role, content=m.content) for m in messages or []]
+    if system is not None:
+        conversation.insert(0, ChatMessage(role="system", content=system))
+    body = ChatRequest(
+        messages=conversation,
+        model=model,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        reasoning_effort=reasoning_effort,
+    )
+
+    neuroflash = runtime(ctx).neuroflash()
+    workspace_id = await neuroflash.workspaces.resolve(workspace_id)
+    await neuroflash.quotas.admit(workspace_id)
+
+    received = {"chars": 0, "words": 0}
+
+    async def relay(text: str) -> None:
+        received["chars"] += len(text)
+        received["words"] += len(text.split())
+        await ctx.report_progress(received["chars"], None, f"{received['words']} words so far")
+
+    async with neuroflash.generation_slots(workspace_id):
+        try:
+            result = await neuroflash.client.chat(workspace_id, body, relay)
+        except QuotaExhausted as exc:
+            raise await neuroflash.quotas.explain(workspace_id, exc) from None
+    neuroflash.quotas.spend(workspace_id, result.words_used)
+    return Generation(workspace_id=workspace_id, **result.model_dump())
+
+
+TOOL = ToolSpec(generate, "generate", "Generate text with neuroflash", CREATES)

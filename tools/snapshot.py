@@ -1,0 +1,77 @@
+"""snapshot: save a structured thought to the user's NeuralSnap brain."""
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from server.toolspec import CREATES, ToolContext, ToolSpec, runtime
+from server.upstream.neuralsnap import Snapshot, SnapshotFields
+
+Text = Annotated[str | None, Field(min_length=1, max_length=20_000)]
+
+
+async def snapshot(
+    ctx: ToolContext,
+    name: Annotated[str, Field(min_length=1, max_length=200, description="A short title for the thought.")],
+    core: Annotated[
+        str,
+        Field(min_length=1, max_length=20_000, description="The thought itself, in one or a few sentences."),
+    ],
+    type: Annotated[
+        Literal["Belief", "Model", "Rule", "Conviction", "Principle"],
+        Field(description="What kind of thought it is."),
+    ] = "Belief",
+    one_liner: Annotated[Text, Field(description="The thought in one line.")] = None,
+    story: Annotated[Text, Field(description="The story behind it.")] = None,
+    moment: Annotated[Text, Field(description="The moment it was formed.")] = None,
+    emotion: Annotated[
+        dict[str, Any] | None, Field(description="Feelings attached to it, as an object.")
+    ] = None,
+    source: Annotated[Text, Field(description="Where it comes from: a book, a person, a URL.")] = None,
+    trigger_pattern: Annotated[Text, Field(description="When it applies.")] = None,
+    method: Annotated[Text, Field(description="How to apply it.")] = None,
+    steps: Annotated[Text, Field(description="Steps to follow, as text.")] = None,
+    filter: Annotated[Text, Field(description="What it rules out.")] = None,
+    challenge: Annotated[Text, Field(description="The strongest objection.")] = None,
+    break_test: Annotated[Text, Field(description="What would prove it wrong.")] = None,
+    risks: Annotated[Text, Field(description="What can go wrong when following it.")] = None,
+    proof: Annotated[Text, Field(description="Evidence for it.")] = None,
+    confidence: Annotated[float, Field(ge=0, le=1, description="How sure the user is, 0 to 1.")] = 0.5,
+    significance_score: Annotated[float, Field(ge=0, le=1, description="How much it matters, 0 to 1.")] = 0.5,
+    tags: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=50)]],
+        Field(max_length=30, description="Labels to find it by."),
+    ] = [],  # noqa: B006 - pydantic copies defaults; a list reads best in the schema
+) -> Snapshot:
+    """Save a structured thought (a "snapshot") to the user's NeuralSnap second brain.
+
+    Use it when the user wants to keep an idea, belief, rule or lesson. name and core
+    are required; add whatever else the user said. Each call creates a new snapshot,
+    so do not repeat a call that failed with maybe_processed true without checking
+    with search_snapshots first. Returns the stored snapshot with its id.
+    """
+    fields = SnapshotFields(
+        name=name,
+        core=core,
+        type=type,
+        one_liner=one_liner,
+        story=story,
+        moment=moment,
+        emotion=emotion,
+        source=source,
+        trigger_pattern=trigger_pattern,
+        method=method,
+        steps=steps,
+        filter=filter,
+        challenge=challenge,
+        break_test=break_test,
+        risks=risks,
+        proof=proof,
+        confidence=confidence,
+        significance_score=significance_score,
+        tags=tags,
+    )
+    return await runtime(ctx).neuralsnap().create(fields)
+
+
+TOOL = ToolSpec(snapshot, "snapshot", "Save a NeuralSnap snapshot", CREATES)
