@@ -1,4 +1,4 @@
-"""The app factory: builds the MCPServer, its lifespan, and registers every tool (the only importer of tools)."""
+"""The app factory: the MCPServer, its lifespan, and every tool (this is the only importer of `tools`)."""
 
 from __future__ import annotations
 

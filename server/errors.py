@@ -140,7 +140,7 @@ class QuotaExhausted(UpstreamError):
 
 class FairUseReached(UpstreamError):
     code = "fair_use_reached"
-    default_hint = "The workspace reached its fair-use limit; generation is blocked until it resets. No words were spent."
+    default_hint = "Generation is blocked until the fair-use limit resets. No words were spent."
 
 
 class RateLimited(UpstreamError):

@@ -90,7 +90,8 @@ async def open_runtime(settings: Settings, clock: Clock | None = None) -> AsyncI
     async with AsyncExitStack() as stack:
         runtime = Runtime(settings, clock)
         if settings.neuroflash_configured:
-            assert settings.neuroflash_client_id is not None and settings.neuroflash_client_secret is not None
+            assert settings.neuroflash_client_id is not None
+            assert settings.neuroflash_client_secret is not None
             identity = await stack.enter_async_context(_http_client(settings, settings.neuroflash_token_url))
             tokens = await stack.enter_async_context(
                 TokenManager(

@@ -20,7 +20,7 @@ ToolContext = Context[Runtime, Any]
 WorkspaceId = Annotated[
     str | None,
     Field(
-        description="The neuroflash workspace id (see list_workspaces). Leave it out to use the default workspace.",
+        description="neuroflash workspace id (see list_workspaces); leave it out for the default workspace.",
         min_length=1,
         max_length=100,
         pattern=r"^[A-Za-z0-9_-]+$",

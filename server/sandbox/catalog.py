@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 DEMO_CLIENT_ID = "sandbox-client"
-DEMO_CLIENT_SECRET = "sandbox-secret-not-for-production"  # noqa: S105 - a public demo value
+DEMO_CLIENT_SECRET = "sandbox-secret-not-for-production"  # a public demo value
 DEMO_API_KEY = "ns_test_sandbox_demo_key"
 
 MARKETING_WORKSPACE = "7d4f1c2e-8a3b-4e5f-9c6d-1a2b3c4d5e6f"
