@@ -30,8 +30,8 @@ class EmulatedAPI:
     async def _begin(self, route: str) -> tuple[Response | None, Fault | None]:
         """Count the request, apply latency and any injected fault; a status fault answers at once."""
         state = self.state
+        state.arrived(route)
         with state.lock:
-            state.requests[route] += 1
             latency = state.latency_s.get(route, 0.0)
         if latency:
             await anyio.sleep(latency)

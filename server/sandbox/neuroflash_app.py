@@ -46,8 +46,8 @@ class NeuroflashEmulator(EmulatedAPI):
         with self.state.lock:
             known = self.state.clients.get(client_id)
         if known is None or not secrets_equal(known, secret):
-            body = {"error": "invalid_client", "error_description": "Client authentication failed."}
-            return self._done("token", JSONResponse(body, status_code=401))
+            refusal = {"error": "invalid_client", "error_description": "Client authentication failed."}
+            return self._done("token", JSONResponse(refusal, status_code=401))
         token = self.state.issue_token(client_id)
         body = {"access_token": token, "token_type": "Bearer", "expires_in": int(self.state.token_ttl_s)}
         return self._done("token", JSONResponse(body))
@@ -179,6 +179,7 @@ class NeuroflashEmulator(EmulatedAPI):
                     state.streams_completed += 1
                 elif cut_after is None:
                     state.streams_closed_early += 1
+            state.changed()
 
 
 def frame(payload: dict[str, Any]) -> bytes:

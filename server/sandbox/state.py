@@ -11,6 +11,7 @@ import hashlib
 import secrets
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -78,6 +79,7 @@ class EmulatorState:
     def __init__(self, clock: Clock | None = None, *, token_ttl_s: float = 14_399) -> None:
         self.clock = clock or SystemClock()
         self.lock = threading.RLock()
+        self._changed = threading.Condition(self.lock)
         self.token_ttl_s = token_ttl_s
         self.clients: dict[str, str] = {catalog.DEMO_CLIENT_ID: catalog.DEMO_CLIENT_SECRET}
         self.tokens: dict[str, tuple[str, float]] = {}  # token -> (client id, expires at)
@@ -147,6 +149,19 @@ class EmulatorState:
         with self.lock:
             self.faults.setdefault(route, []).append(fault)
 
+    def wait_for(self, route: str, count: int, timeout: float = 10.0) -> bool:
+        """Block until `count` requests to `route` have arrived (for tests, from a worker thread)."""
+        return self.wait_until(lambda: self.requests[route] >= count, timeout)
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+        """Block until `predicate()` holds after some request arrived or a stream ended; False on timeout."""
+        with self._changed:
+            return self._changed.wait_for(predicate, timeout)
+
+    def changed(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
     def count(self, route: str) -> int:
         with self.lock:
             return self.requests[route]
@@ -159,6 +174,11 @@ class EmulatorState:
 
     def today(self) -> date:
         return datetime.fromtimestamp(self.clock.now(), UTC).date()
+
+    def arrived(self, route: str) -> None:
+        with self._changed:
+            self.requests[route] += 1
+            self._changed.notify_all()
 
     def record(self, route: str, status: int) -> None:
         with self.lock:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import date
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal, NoReturn, TypeVar
 
 import httpx2
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.alias_generators import to_camel
 
 from server.errors import (
@@ -24,7 +24,6 @@ from server.errors import (
 from server.upstream.responses import (
     UNSAFE_METHODS,
     error_body,
-    parse,
     request_id,
     retry_after,
     transport_failure,
@@ -109,11 +108,8 @@ class ChatResult(BaseModel):
     request_id: str | None
 
 
-class _Page(BaseModel):
-    data: list[Any] = Field(validation_alias=AliasChoices("data", "content"))
-
-
 TextSink = Callable[[str], Awaitable[None]]
+ItemT = TypeVar("ItemT", bound=BaseModel)
 
 
 class NeuroflashClient:
@@ -124,18 +120,18 @@ class NeuroflashClient:
 
     async def workspaces(self) -> list[Workspace]:
         response = await self._send("GET", "/api/workspace-service/v1/workspaces")
-        return [Workspace.model_validate(item) for item in _items(response, "workspaces")]
+        return _items(Workspace, response, "workspaces")
 
     async def quotas(self, workspace_id: str) -> list[Quota]:
         path = f"/api/usage-service/v1/workspaces/{workspace_id}/quotas"
         response = await self._send("GET", path, params={"page": 0, "size": 50}, workspace_id=workspace_id)
-        return [Quota.model_validate(item) for item in _items(response, "quotas")]
+        return _items(Quota, response, "quotas")
 
     async def models(self, workspace_id: str) -> list[Model]:
         response = await self._send(
             "GET", "/api/ds-prototypes/model_selection/models", workspace_id=workspace_id, header=True
         )
-        return [Model.model_validate(item) for item in _items(response, "models")]
+        return _items(Model, response, "models")
 
     async def chat(self, workspace_id: str, body: ChatRequest, on_text: TextSink) -> ChatResult:
         """Stream a completion, handing each piece of text to `on_text` as it arrives."""
@@ -176,15 +172,21 @@ class NeuroflashClient:
         return response
 
 
-def _items(response: httpx2.Response, what: str) -> list[Any]:
+def _items(model: type[ItemT], response: httpx2.Response, what: str) -> list[ItemT]:
     """The list inside the paged envelope, or a bare array (both are accepted upstream)."""
     try:
         body = response.json()
     except ValueError:
         body = None
-    if isinstance(body, list):
-        return body
-    return parse(_Page, response, what=f"neuroflash ({what})").data
+    items = body if isinstance(body, list) else body.get("data") if isinstance(body, dict) else None
+    try:
+        return TypeAdapter(list[model]).validate_python(items)  # type: ignore[valid-type]
+    except ValidationError:
+        raise UpstreamUnavailable(
+            f"neuroflash sent a {what} answer this server cannot read.",
+            request_id=request_id(response),
+            status=response.status_code,
+        ) from None
 
 
 async def _read_stream(response: httpx2.Response, on_text: TextSink) -> ChatResult:
