@@ -40,12 +40,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         choices=["stdio", "sse", "streamable-http"],
         help="how MCP clients connect (default: stdio, or FLASHSNAP_TRANSPORT)",
     )
-    parser.add_argument(
-        "--host", help="address for the HTTP transports (default: 127.0.0.1, or FLASHSNAP_HOST)"
-    )
-    parser.add_argument(
-        "--port", type=int, help="port for the HTTP transports (default: 8000, or FLASHSNAP_PORT)"
-    )
+    parser.add_argument("--host", help="address for the HTTP transports (default: 127.0.0.1, or FLASHSNAP_HOST)")
+    parser.add_argument("--port", type=int, help="port for the HTTP transports (default: 8000, or FLASHSNAP_PORT)")
     parser.add_argument(
         "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log verbosity (default: INFO)"
     )
@@ -87,9 +83,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 environ = stack.enter_context(sandbox_environment(os.environ))
             settings = Settings.from_env(environ, sandbox=args.sandbox, **overrides)
             secrets = [
-                s.get_secret_value()
-                for s in (settings.neuroflash_client_secret, settings.neuralsnap_api_key)
-                if s
+                s.get_secret_value() for s in (settings.neuroflash_client_secret, settings.neuralsnap_api_key) if s
             ]
             logs.configure(settings.log_level, secrets)
             serve(settings)

@@ -84,8 +84,7 @@ class Settings(BaseModel):
         except ValidationError as exc:
             field_to_var = {field: var for var, field, _ in ENVIRONMENT}
             problems = [
-                f"{field_to_var.get(str(err['loc'][0]), str(err['loc'][0]))}: {err['msg']}"
-                for err in exc.errors()
+                f"{field_to_var.get(str(err['loc'][0]), str(err['loc'][0]))}: {err['msg']}" for err in exc.errors()
             ]
             raise ConfigurationError("invalid configuration: " + "; ".join(problems)) from None
 

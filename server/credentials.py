@@ -184,9 +184,7 @@ class BearerAuth(httpx2.Auth):
     def __init__(self, tokens: TokenManager) -> None:
         self._tokens = tokens
 
-    async def async_auth_flow(
-        self, request: httpx2.Request
-    ) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
+    async def async_auth_flow(self, request: httpx2.Request) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
         token = await self._tokens.token()
         request.headers["Authorization"] = f"Bearer {token.get_secret_value()}"
         response = yield request

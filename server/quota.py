@@ -59,8 +59,7 @@ def refusal(verdict: Verdict, workspace_id: str) -> QuotaExhausted | FairUseReac
         f"The monthly word quota of workspace {workspace_id} is spent.",
         period="monthly",
         resets_at=None,
-        hint="It renews with the plan's next billing period; ask the user to add words or wait. "
-        "No words were spent.",
+        hint="It renews with the plan's next billing period; ask the user to add words or wait. No words were spent.",
     )
 
 

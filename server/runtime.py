@@ -114,9 +114,7 @@ async def open_runtime(settings: Settings, clock: Clock | None = None) -> AsyncI
                 max_concurrent_generations=settings.max_concurrent_generations,
             )
         else:
-            log.warning(
-                "neuroflash tools are disabled: set NEUROFLASH_CLIENT_ID and NEUROFLASH_CLIENT_SECRET"
-            )
+            log.warning("neuroflash tools are disabled: set NEUROFLASH_CLIENT_ID and NEUROFLASH_CLIENT_SECRET")
         if settings.neuralsnap_api_key is not None:
             http = await stack.enter_async_context(
                 _http_client(settings, settings.neuralsnap_api_url, ApiKeyAuth(settings.neuralsnap_api_key))

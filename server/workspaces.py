@@ -25,9 +25,7 @@ class WorkspaceResolver:
             return self._only
         raise InvalidArguments(
             "workspace_id is required: this account has "
-            + (
-                "no workspaces." if not workspaces else f"{len(workspaces)} workspaces and no default is set."
-            ),
+            + ("no workspaces." if not workspaces else f"{len(workspaces)} workspaces and no default is set."),
             hint="Pass workspace_id, one of: " + _choices(workspaces)
             if workspaces
             else "Ask the user to check the neuroflash service account.",

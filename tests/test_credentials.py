@@ -28,9 +28,7 @@ async def test_twenty_concurrent_calls_fetch_exactly_one_token(client: Client, s
     assert state.count("workspaces") == 20
 
 
-async def test_a_hundred_concurrent_calls_fetch_exactly_one_token(
-    client: Client, state: EmulatorState
-) -> None:
+async def test_a_hundred_concurrent_calls_fetch_exactly_one_token(client: Client, state: EmulatorState) -> None:
     await call_many(client, 100, "check_quota")
     assert state.count("token") == 1
 
@@ -46,9 +44,7 @@ async def test_a_revoked_token_is_refreshed_once_and_the_call_replayed_once(
     assert state.count_status("workspaces", 401) == 1
 
 
-async def test_a_token_revoked_under_concurrent_calls_is_refreshed_once(
-    client: Client, state: EmulatorState
-) -> None:
+async def test_a_token_revoked_under_concurrent_calls_is_refreshed_once(client: Client, state: EmulatorState) -> None:
     await call_many(client, 1)
     state.revoke_tokens()
     await call_many(client, 20)
@@ -96,9 +92,7 @@ async def test_the_token_endpoint_failing_briefly_is_retried_with_backoff(
     assert len(clock.sleeps) == 2
 
 
-async def test_the_token_endpoint_down_for_good_is_a_clear_error(
-    connect: Connect, state: EmulatorState
-) -> None:
+async def test_the_token_endpoint_down_for_good_is_a_clear_error(connect: Connect, state: EmulatorState) -> None:
     state.inject("token", Fault(status=502, times=10))
     async with connect() as client:
         err = error(await client.call_tool("list_workspaces", {}))

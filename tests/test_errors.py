@@ -90,9 +90,7 @@ async def test_unknown_workspace_says_where_to_look(client: Client, state: Emula
     assert err["request_id"]
 
 
-async def test_several_workspaces_without_default_list_the_choices(
-    client: Client, state: EmulatorState
-) -> None:
+async def test_several_workspaces_without_default_list_the_choices(client: Client, state: EmulatorState) -> None:
     state.add_workspace("second-ws", "Second")
     err = error(await client.call_tool("list_models", {}))
     assert err["code"] == "invalid_arguments"
@@ -111,9 +109,7 @@ async def test_model_off_the_plan_points_to_list_models(connect: Connect, state:
     assert state.words_charged == 0
 
 
-async def test_refused_generate_sends_no_request_when_daily_quota_spent(
-    client: Client, state: EmulatorState
-) -> None:
+async def test_refused_generate_sends_no_request_when_daily_quota_spent(client: Client, state: EmulatorState) -> None:
     state.set_quota(catalog.MARKETING_WORKSPACE, used_daily=20_000)
     err = error(await client.call_tool("generate", GENERATE))
     assert err["code"] == "quota_exhausted"
@@ -123,9 +119,7 @@ async def test_refused_generate_sends_no_request_when_daily_quota_spent(
     assert state.count("chat") == 0
 
 
-async def test_refused_generate_sends_no_request_when_monthly_quota_spent(
-    client: Client, state: EmulatorState
-) -> None:
+async def test_refused_generate_sends_no_request_when_monthly_quota_spent(client: Client, state: EmulatorState) -> None:
     state.set_quota(catalog.MARKETING_WORKSPACE, used=200_000)
     err = error(await client.call_tool("generate", GENERATE))
     assert err["period"] == "monthly"
@@ -133,18 +127,14 @@ async def test_refused_generate_sends_no_request_when_monthly_quota_spent(
     assert state.count("chat") == 0
 
 
-async def test_refused_generate_sends_no_request_when_fair_use_reached(
-    client: Client, state: EmulatorState
-) -> None:
+async def test_refused_generate_sends_no_request_when_fair_use_reached(client: Client, state: EmulatorState) -> None:
     state.set_quota(catalog.MARKETING_WORKSPACE, fair_use_reached=True)
     err = error(await client.call_tool("generate", GENERATE))
     assert err["code"] == "fair_use_reached"
     assert state.count("chat") == 0
 
 
-async def test_quota_spent_upstream_after_admission_names_the_period(
-    client: Client, state: EmulatorState
-) -> None:
+async def test_quota_spent_upstream_after_admission_names_the_period(client: Client, state: EmulatorState) -> None:
     assert not (await client.call_tool("check_quota", {})).is_error  # the quota book now says "room left"
     state.set_quota(catalog.MARKETING_WORKSPACE, used_daily=20_000)  # spent elsewhere, e.g. in the web app
     err = error(await client.call_tool("generate", GENERATE))
@@ -175,9 +165,7 @@ async def test_unknown_snapshot_points_to_search(client: Client) -> None:
     assert "search_snapshots" in err["hint"]
 
 
-async def test_upstream_failure_of_a_read_says_it_is_safe_to_retry(
-    client: Client, state: EmulatorState
-) -> None:
+async def test_upstream_failure_of_a_read_says_it_is_safe_to_retry(client: Client, state: EmulatorState) -> None:
     state.inject("workspaces", Fault(status=503))
     err = error(await client.call_tool("list_workspaces", {}))
     assert err["code"] == "upstream_unavailable"

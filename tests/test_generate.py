@@ -27,9 +27,7 @@ async def test_progress_arrives_in_increasing_order_while_text_streams(client: C
     assert seen[-1][2] == f"{result['words_used']} words so far"
 
 
-async def test_a_stream_cut_before_done_is_an_error_and_is_not_repeated(
-    client: Client, state: EmulatorState
-) -> None:
+async def test_a_stream_cut_before_done_is_an_error_and_is_not_repeated(client: Client, state: EmulatorState) -> None:
     state.inject("chat", Fault(cut_after_chunks=2))
     err = error(await client.call_tool("generate", GENERATE))
     assert err["code"] == "incomplete_stream"

@@ -21,9 +21,7 @@ COMMAND = shutil.which("flashsnap-mcp", path=str(Path(sys.executable).parent)) o
 
 
 def params(*args: str, env: dict[str, str] | None = None) -> StdioServerParameters:
-    base = {
-        k: v for k, v in os.environ.items() if not k.startswith(("NEUROFLASH_", "NEURALSNAP_", "FLASHSNAP_"))
-    }
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("NEUROFLASH_", "NEURALSNAP_", "FLASHSNAP_"))}
     return StdioServerParameters(command=COMMAND, args=list(args), env={**base, **(env or {})})
 
 
@@ -49,17 +47,13 @@ async def test_every_tool_works_over_stdio_in_sandbox_mode(mode: str) -> None:
             assert generated["text"]
             assert seen == sorted(seen)
             assert seen
-            saved = data(
-                await client.call_tool("snapshot", {"name": "Stdio works", "core": "Pipes carry JSON."})
-            )
+            saved = data(await client.call_tool("snapshot", {"name": "Stdio works", "core": "Pipes carry JSON."}))
             found = data(await client.call_tool("search_snapshots", {"query": "pipes json"}))
             assert [s["id"] for s in found["snapshots"]] == [saved["id"]]
             assert data(await client.call_tool("get_snapshot", {"id": saved["id"]}))["name"] == "Stdio works"
             spent = workspaces["workspaces"][1]["id"]
             err = error(
-                await client.call_tool(
-                    "generate", {"model": "gpt-4.1-mini", "prompt": "x", "workspace_id": spent}
-                )
+                await client.call_tool("generate", {"model": "gpt-4.1-mini", "prompt": "x", "workspace_id": spent})
             )
             assert err["code"] == "quota_exhausted"
 
@@ -118,9 +112,7 @@ async def test_every_line_on_stdout_is_a_json_rpc_message() -> None:
             for message in requests:
                 await process.stdin.send(json.dumps(message).encode() + b"\n")
                 wanted = message.get("id")
-                while wanted is not None and not any(
-                    f'"id":{wanted}' in line.replace(" ", "") for line in lines
-                ):
+                while wanted is not None and not any(f'"id":{wanted}' in line.replace(" ", "") for line in lines):
                     chunk = await process.stdout.receive()
                     buffer += chunk
                     *complete, rest = buffer.split(b"\n")

@@ -38,9 +38,7 @@ async def test_every_tool_is_listed_with_schemas_and_annotations(client: Client)
         assert tools[spends].annotations.idempotent_hint is False  # type: ignore[union-attr]
 
 
-async def test_the_session_speaks_the_protocol_asked_for(
-    client: Client, request: pytest.FixtureRequest
-) -> None:
+async def test_the_session_speaks_the_protocol_asked_for(client: Client, request: pytest.FixtureRequest) -> None:
     expected = {"auto": "2026-07-28", "legacy": "2025-11-25"}[request.node.callspec.params["client"]]
     assert client.protocol_version == expected
 
@@ -81,9 +79,7 @@ async def test_list_models_shows_the_plans_models_and_filters_by_provider(client
     assert set(model) == {"id", "name", "provider", "context_window", "available", "reasoning_model"}
 
 
-async def test_list_models_hides_models_off_the_plan_unless_asked(
-    connect: object, state: EmulatorState
-) -> None:
+async def test_list_models_hides_models_off_the_plan_unless_asked(connect: object, state: EmulatorState) -> None:
     state.add_workspace("free-ws", "Free", plan="free")
     async with connect(env={"NEUROFLASH_WORKSPACE_ID": "free-ws"}) as client:  # type: ignore[operator]
         shown = data(await client.call_tool("list_models", {}))["models"]

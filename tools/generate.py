@@ -31,9 +31,7 @@ async def generate(
     ],
     prompt: Annotated[
         str | None,
-        Field(
-            min_length=1, max_length=200_000, description="What to write. Give this or messages, not both."
-        ),
+        Field(min_length=1, max_length=200_000, description="What to write. Give this or messages, not both."),
     ] = None,
     messages: Annotated[
         list[Message] | None,
@@ -43,9 +41,7 @@ async def generate(
         str | None, Field(min_length=1, max_length=50_000, description="Instructions that steer the model.")
     ] = None,
     workspace_id: WorkspaceId = None,
-    max_tokens: Annotated[
-        int | None, Field(ge=1, le=64_000, description="Upper bound on the answer's length.")
-    ] = None,
+    max_tokens: Annotated[int | None, Field(ge=1, le=64_000, description="Upper bound on the answer's length.")] = None,
     temperature: Annotated[
         float | None, Field(ge=0, le=2, description="0 is focused and repeatable, 2 is most varied.")
     ] = None,

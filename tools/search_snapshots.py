@@ -16,9 +16,7 @@ class SearchResult(BaseModel):
 
 async def search_snapshots(
     ctx: ToolContext,
-    query: Annotated[
-        str, Field(min_length=1, max_length=500, description="What to look for, in plain words.")
-    ],
+    query: Annotated[str, Field(min_length=1, max_length=500, description="What to look for, in plain words.")],
     limit: Annotated[int, Field(ge=1, le=100, description="How many snapshots to return at most.")] = 10,
 ) -> SearchResult:
     """Search the user's NeuralSnap second brain for saved snapshots, best match first.

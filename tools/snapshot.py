@@ -24,9 +24,7 @@ async def snapshot(
     one_liner: Annotated[Text, Field(description="The thought in one line.")] = None,
     story: Annotated[Text, Field(description="The story behind it.")] = None,
     moment: Annotated[Text, Field(description="The moment it was formed.")] = None,
-    emotion: Annotated[
-        dict[str, Any] | None, Field(description="Feelings attached to it, as an object.")
-    ] = None,
+    emotion: Annotated[dict[str, Any] | None, Field(description="Feelings attached to it, as an object.")] = None,
     source: Annotated[Text, Field(description="Where it comes from: a book, a person, a URL.")] = None,
     trigger_pattern: Annotated[Text, Field(description="When it applies.")] = None,
     method: Annotated[Text, Field(description="How to apply it.")] = None,

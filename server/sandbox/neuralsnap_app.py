@@ -86,9 +86,7 @@ class NeuralSnapEmulator(EmulatedAPI):
         }
         with self.state.lock:
             self.state.snapshots[snapshot["id"]] = snapshot
-        return self._done(
-            "snapshot_create", JSONResponse({"data": snapshot}, status_code=201, headers=headers)
-        )
+        return self._done("snapshot_create", JSONResponse({"data": snapshot}, status_code=201, headers=headers))
 
     def _own(self, brain: str) -> list[dict[str, Any]]:
         with self.state.lock:
@@ -102,9 +100,7 @@ class NeuralSnapEmulator(EmulatedAPI):
         limit = int_param(request, "limit", 20, 1, 100)
         offset = int_param(request, "offset", 0, 0, 1_000_000)
         if limit is None or offset is None:
-            return self._done(
-                "snapshot_list", error(400, "limit or offset is out of range.", "BAD_REQUEST", headers)
-            )
+            return self._done("snapshot_list", error(400, "limit or offset is out of range.", "BAD_REQUEST", headers))
         mine = self._own(brain)
         body = {"data": mine[offset : offset + limit], "count": len(mine)}
         return self._done("snapshot_list", JSONResponse(body, headers=headers))

@@ -149,9 +149,7 @@ class NeuroflashEmulator(EmulatedAPI):
             yield frame(
                 {
                     **base,
-                    "choices": [
-                        {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
-                    ],
+                    "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
                 }
             )
             for n, start in enumerate(range(0, len(words), CHUNK_WORDS)):
@@ -163,14 +161,10 @@ class NeuroflashEmulator(EmulatedAPI):
                     await anyio.sleep(delay)
                 text = " ".join(words[start : start + CHUNK_WORDS])
                 content = text if start == 0 else " " + text
-                yield frame(
-                    {**base, "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": None}]}
-                )
+                yield frame({**base, "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": None}]})
             state.charge(workspace_id, len(words))
             usage = usage_body(words)
-            yield frame(
-                {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}], "usage": usage}
-            )
+            yield frame({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}], "usage": usage})
             yield b"data: [DONE]\n\n"
             completed = True
         finally:
@@ -224,14 +218,10 @@ def validate_chat(body: dict[str, Any]) -> tuple[list[tuple[str, str]], dict[str
     if not isinstance(messages, list) or not messages:
         problems.append(("messages", "must be a non-empty list"))
     elif not all(
-        isinstance(m, dict)
-        and m.get("role") in {"system", "user", "assistant"}
-        and isinstance(m.get("content"), str)
+        isinstance(m, dict) and m.get("role") in {"system", "user", "assistant"} and isinstance(m.get("content"), str)
         for m in messages
     ):
-        problems.append(
-            ("messages", "each message needs a role (system, user, assistant) and a string content")
-        )
+        problems.append(("messages", "each message needs a role (system, user, assistant) and a string content"))
     model = None
     model_id = body.get("model")
     if not isinstance(model_id, str) or not model_id:

@@ -46,10 +46,9 @@ def build_app(state: EmulatorState) -> Starlette:
 
 def seed_sandbox(state: EmulatorState) -> EmulatorState:
     """The demo world: a business workspace with room to write, and a free one whose day is spent."""
-    state.add_workspace(
-        catalog.SIDE_PROJECT_WORKSPACE, "Side Project", plan="free", monthly=10_000, daily=2_000
-    )
+    state.add_workspace(catalog.SIDE_PROJECT_WORKSPACE, "Side Project", plan="free", monthly=10_000, daily=2_000)
     state.set_quota(catalog.SIDE_PROJECT_WORKSPACE, used=2_000, used_daily=2_000)
+    state.latency_s["chat_chunk"] = 0.03  # text arrives over time, as from a real model
     return state
 
 

@@ -112,9 +112,7 @@ class EmulatorState:
     ) -> Workspace:
         with self.lock:
             ws = Workspace(workspace_id, name, plan)
-            ws.quotas["tokens"] = Quota(
-                "tokens", limit=monthly, limit_daily=daily, daily_refreshed=self.today()
-            )
+            ws.quotas["tokens"] = Quota("tokens", limit=monthly, limit_daily=daily, daily_refreshed=self.today())
             ws.quotas["images"] = Quota("images", limit=100, limit_daily=20, daily_refreshed=self.today())
             self.workspaces[workspace_id] = ws
             return ws
@@ -235,5 +233,5 @@ class EmulatorState:
 def completion_words(messages: list[dict[str, Any]], model: str, max_words: int) -> list[str]:
     """The deterministic reply to `messages`: the same request always gets the same words."""
     digest = hashlib.sha256(repr((messages, model)).encode()).digest()
-    count = min(max_words, 24 + digest[0] % 40)
-    return [catalog.VOCABULARY[(digest[i % len(digest)] + i) % len(catalog.VOCABULARY)] for i in range(count)]
+    sentences = [catalog.SENTENCES[b % len(catalog.SENTENCES)] for b in digest[: 2 + digest[0] % 4]]
+    return " ".join(dict.fromkeys(sentences)).split()[:max_words]

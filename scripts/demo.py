@@ -1,0 +1,121 @@
+"""`make demo`: start flashsnap-mcp over stdio in sandbox mode and walk through every tool with a real MCP client."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import anyio
+from mcp import Client, StdioServerParameters
+from mcp.types import CallToolResult, TextContent
+
+WIDTH = 30
+EXPECTED_CHARS = 300  # the bar's scale: about what a 60-token answer holds
+BOLD, PLAIN = ("\033[1m", "\033[0m") if sys.stdout.isatty() else ("", "")
+
+
+def heading(title: str) -> None:
+    print(f"\n{BOLD}== {title}{PLAIN}")
+
+
+def show_error(result: CallToolResult) -> None:
+    text = " ".join(b.text for b in result.content if isinstance(b, TextContent))
+    print("  isError: true — what the model reads:")
+    print(textwrap.indent(textwrap.fill(text, 90), "    "))
+
+
+def structured(result: CallToolResult) -> dict[str, Any]:
+    if result.is_error:
+        show_error(result)
+        raise SystemExit("demo: a call that should have worked failed")
+    assert result.structured_content is not None
+    return result.structured_content
+
+
+async def main() -> None:
+    command = shutil.which("flashsnap-mcp", path=str(Path(sys.executable).parent)) or "flashsnap-mcp"
+    server = StdioServerParameters(command=command, args=["--sandbox", "--log-level", "WARNING"])
+    print(f"Starting `{command} --sandbox` as a subprocess and connecting over stdio…")
+    with anyio.fail_after(120):
+        async with Client(server, mode="legacy") as client:
+            print(f"Connected: {client.server_info.name if client.server_info else '?'} ({client.protocol_version})")
+            tools = (await client.list_tools()).tools
+            print("Tools:", ", ".join(t.name for t in tools))
+
+            heading("list_workspaces")
+            workspaces = structured(await client.call_tool("list_workspaces", {}))
+            for ws in workspaces["workspaces"]:
+                print(f"  {ws['name']:<16} {ws['id']}{'  (default)' if ws['is_default'] else ''}")
+
+            heading("check_quota (default workspace)")
+            quota = structured(await client.call_tool("check_quota", {}))
+            for q in quota["quotas"]:
+                d, m = q["daily"], q["monthly"]
+                print(
+                    f"  {q['usage_type']:<7} daily {d['used']:>6}/{d['limit']:<6}"
+                    f" monthly {m['used']:>7}/{m['limit']:<7} resets {d['next_reset']}"
+                )
+            print(f"  can_generate: {quota['can_generate']}")
+
+            heading("list_models (openai)")
+            models = structured(await client.call_tool("list_models", {"provider": "openai"}))
+            for model in models["models"]:
+                print(f"  {model['id']:<14} {model['context_window']:>9} tokens  reasoning={model['reasoning_model']}")
+
+            heading("generate (streamed, with live progress)")
+
+            async def progress(progress: float, total: float | None, message: str | None) -> None:
+                filled = min(WIDTH, int(progress * WIDTH / EXPECTED_CHARS))
+                bar = "█" * filled + "░" * (WIDTH - filled)
+                print(f"\r  [{bar}] {message or ''}   ", end="", flush=True)
+
+            args = {
+                "model": "gpt-4.1-mini",
+                "prompt": "Write a tagline for a note-taking app.",
+                "max_tokens": 60,
+            }
+            result = structured(await client.call_tool("generate", args, progress_callback=progress))
+            print(f"\r  [{'█' * WIDTH}] done: {result['words_used']} words, finish_reason={result['finish_reason']}")
+            print(textwrap.indent(textwrap.fill(result["text"], 90), "  > "))
+            print(f"  model={result['model']}  request_id={result['request_id']}")
+
+            heading("snapshot: save the idea to NeuralSnap")
+            saved = structured(
+                await client.call_tool(
+                    "snapshot",
+                    {
+                        "name": "Taglines earn attention",
+                        "core": "A tagline names one benefit plainly and ends with a next step.",
+                        "type": "Principle",
+                        "tags": ["copywriting", "demo"],
+                        "confidence": 0.8,
+                    },
+                )
+            )
+            print(f"  saved snapshot {saved['id']} ({saved['type']}) tags={saved['tags']}")
+
+            heading("search_snapshots + get_snapshot: find it again")
+            found = structured(await client.call_tool("search_snapshots", {"query": "tagline benefit"}))
+            for hit in found["snapshots"]:
+                print(f"  {hit['similarity']:.2f}  {hit['name']}  ({hit['id']})")
+            again = structured(await client.call_tool("get_snapshot", {"id": found["snapshots"][0]["id"]}))
+            print(f"  get_snapshot → {json.dumps({k: again[k] for k in ('name', 'core', 'created_at')})}")
+
+            heading("generate in a workspace whose daily quota is spent")
+            spent = next(ws for ws in workspaces["workspaces"] if not ws["is_default"])
+            refused = await client.call_tool(
+                "generate",
+                {"model": "gpt-4.1-mini", "prompt": "One more, please.", "workspace_id": spent["id"]},
+            )
+            show_error(refused)
+            if refused.structured_content:
+                print(f"  structured: {json.dumps(refused.structured_content['error'])}")
+    print("\nDone: every tool answered over stdio, against the sandbox emulator.")
+
+
+if __name__ == "__main__":
+    anyio.run(main)
