@@ -32,8 +32,9 @@ def structured(result: CallToolResult) -> dict[str, Any]:
     if result.is_error:
         show_error(result)
         raise SystemExit("demo: a call that should have worked failed")
-    assert result.structured_content is not None
-    return result.structured_content
+    content: dict[str, Any] | None = result.structured_content
+    assert content is not None
+    return content
 
 
 async def main() -> None:
