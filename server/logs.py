@@ -12,7 +12,7 @@ _PATTERNS = (
     re.compile(r"(?i)(bearer\s+)[^\s\"',]+"),
     re.compile(r"ns_(?:live|test)_[A-Za-z0-9_\-]+"),
     re.compile(r"(?i)(client_secret=)[^&\s\"']+"),
-    re.compile(r"(?i)(\"?(?:access_token|client_secret)\"?\s*[:=]\s*\"?)[^\s\"',}]+"),
+    re.compile(r"(?i)(\"?(?:access_token|client_secret)\"?\s*[:=]\s*\"?)[^\s\"',}&]+"),
 )
 MASK = "***"
 

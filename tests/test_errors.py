@@ -192,3 +192,13 @@ async def test_a_crash_is_a_short_internal_error_with_the_traceback_on_stderr(
     assert "secret internals" not in text(result)
     assert "secret internals" in caplog.text
     assert "Traceback" in caplog.text
+
+
+async def test_a_spent_neuralsnap_rate_limit_says_when_to_retry(client: Client, state: EmulatorState) -> None:
+    state.set_rate_limit(1, window_s=3600)
+    assert not (await client.call_tool("search_snapshots", {"query": "x"})).is_error
+    err = error(await client.call_tool("search_snapshots", {"query": "x"}))
+    assert err["code"] == "rate_limited"
+    assert err["scope"] == "neuralsnap"
+    assert 3500 < err["retry_after_s"] <= 3600
+    assert "Retry after" in text_of(err) or err["retry_after_s"]

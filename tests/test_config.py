@@ -1,0 +1,46 @@
+"""Settings from an injected environment: defaults, validation that names the variable, masked secrets."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.config import Settings
+from server.errors import ConfigurationError
+
+
+def test_defaults_follow_the_contract() -> None:
+    settings = Settings.from_env({})
+    assert settings.neuroflash_token_url == "https://id.neuroflash.com/oauth/v2/token"
+    assert settings.neuroflash_api_url == "https://app.neuroflash.com"
+    assert settings.neuralsnap_api_url == "https://neuralsnap.ai/api/v1"
+    assert settings.transport == "stdio"
+    assert settings.host == "127.0.0.1"
+    assert not settings.neuroflash_configured
+
+
+def test_blank_values_count_as_unset_and_urls_lose_trailing_slashes() -> None:
+    settings = Settings.from_env({"NEUROFLASH_CLIENT_ID": "  ", "NEURALSNAP_API_URL": "http://x/api/v1/"})
+    assert settings.neuroflash_client_id is None
+    assert settings.neuralsnap_api_url == "http://x/api/v1"
+
+
+def test_secrets_mask_their_own_repr() -> None:
+    settings = Settings.from_env(
+        {"NEUROFLASH_CLIENT_ID": "id", "NEUROFLASH_CLIENT_SECRET": "s3cr3t-value", "NEURALSNAP_API_KEY": "ns_test_k3y"}
+    )
+    assert "s3cr3t-value" not in repr(settings)
+    assert "ns_test_k3y" not in repr(settings)
+    assert settings.neuroflash_configured
+
+
+def test_a_malformed_key_names_the_variable_but_not_the_value() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        Settings.from_env({"NEURALSNAP_API_KEY": "sk-live-not-neuralsnap"})
+    assert "NEURALSNAP_API_KEY" in str(caught.value)
+    assert "ns_live_" in str(caught.value)
+    assert "sk-live-not-neuralsnap" not in str(caught.value)
+
+
+def test_numbers_are_validated_with_the_variable_named() -> None:
+    with pytest.raises(ConfigurationError, match="FLASHSNAP_MAX_CONCURRENT_GENERATIONS"):
+        Settings.from_env({"FLASHSNAP_MAX_CONCURRENT_GENERATIONS": "0"})
