@@ -9,9 +9,9 @@ from mcp.server.mcpserver import MCPServer
 
 import tools
 from server import __version__
+from server.calls import tool_call
 from server.clock import Clock
 from server.config import Settings
-from server.results import guarded
 from server.runtime import Runtime, open_runtime
 
 INSTRUCTIONS = """\
@@ -44,5 +44,5 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> MCPServer[R
         log_level=settings.log_level,
     )
     for spec in tools.ALL:
-        app.add_tool(guarded(spec.fn), name=spec.name, title=spec.title, annotations=spec.annotations)
+        app.add_tool(tool_call(spec.fn), name=spec.name, title=spec.title, annotations=spec.annotations)
     return app

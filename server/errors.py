@@ -17,7 +17,7 @@ FlashsnapError                   what happened, what to do, request id, retry ti
         └── IncompleteStream     a generation stream ended without [DONE]
 ```
 
-`server.results` turns these into `isError` tool results, in that one place.
+`server.calls` turns these into `isError` tool results, in that one place.
 Messages never contain a secret: they are built from codes and public facts only.
 """
 

@@ -17,6 +17,8 @@ from server.config import Settings
 from server.credentials import BearerAuth, TokenManager
 from server.errors import MissingCredential
 from server.quota import QuotaBook
+from server.scheduler.gate import Gate
+from server.scheduler.transport import ScheduledTransport
 from server.upstream.neuralsnap import NeuralSnapClient
 from server.upstream.neuroflash import NeuroflashClient
 from server.workspaces import WorkspaceResolver
@@ -60,6 +62,7 @@ class Runtime:
     clock: Clock
     _neuroflash: Neuroflash | None = None
     _neuralsnap: NeuralSnapClient | None = None
+    gates: dict[str, Gate] = field(default_factory=dict)  # one per upstream credential
 
     def neuroflash(self) -> Neuroflash:
         if self._neuroflash is None:
@@ -72,15 +75,25 @@ class Runtime:
         return self._neuralsnap
 
 
-def _http_client(settings: Settings, base_url: str, auth: httpx2.Auth | None = None) -> httpx2.AsyncClient:
+def _http_client(
+    settings: Settings,
+    base_url: str,
+    auth: httpx2.Auth | None = None,
+    transport: httpx2.AsyncBaseTransport | None = None,
+) -> httpx2.AsyncClient:
     return httpx2.AsyncClient(
         base_url=base_url,
         auth=auth,
+        transport=transport,
         timeout=httpx2.Timeout(settings.timeout_s, connect=min(10.0, settings.timeout_s)),
         limits=httpx2.Limits(max_connections=100, max_keepalive_connections=20),
         headers={"User-Agent": USER_AGENT},
         trust_env=False,
     )
+
+
+def _scheduled(gate: Gate, clock: Clock) -> ScheduledTransport:
+    return ScheduledTransport(httpx2.AsyncHTTPTransport(retries=0), gate, clock)
 
 
 @asynccontextmanager
@@ -102,8 +115,9 @@ async def open_runtime(settings: Settings, clock: Clock | None = None) -> AsyncI
                     clock=clock,
                 )
             )
+            gate = runtime.gates["neuroflash"] = Gate("neuroflash", clock, probe_first=False)
             http = await stack.enter_async_context(
-                _http_client(settings, settings.neuroflash_api_url, BearerAuth(tokens))
+                _http_client(settings, settings.neuroflash_api_url, BearerAuth(tokens), _scheduled(gate, clock))
             )
             client = NeuroflashClient(http)
             runtime._neuroflash = Neuroflash(
@@ -116,8 +130,14 @@ async def open_runtime(settings: Settings, clock: Clock | None = None) -> AsyncI
         else:
             log.warning("neuroflash tools are disabled: set NEUROFLASH_CLIENT_ID and NEUROFLASH_CLIENT_SECRET")
         if settings.neuralsnap_api_key is not None:
+            gate = runtime.gates["neuralsnap"] = Gate("neuralsnap", clock, probe_first=True)
             http = await stack.enter_async_context(
-                _http_client(settings, settings.neuralsnap_api_url, ApiKeyAuth(settings.neuralsnap_api_key))
+                _http_client(
+                    settings,
+                    settings.neuralsnap_api_url,
+                    ApiKeyAuth(settings.neuralsnap_api_key),
+                    _scheduled(gate, clock),
+                )
             )
             runtime._neuralsnap = NeuralSnapClient(http)
         else:

@@ -17,6 +17,16 @@ CREATES = ToolAnnotations(readOnlyHint=False, destructiveHint=False, idempotentH
 
 ToolContext = Context[Runtime, Any]
 
+MaxWait = Annotated[
+    float | None,
+    Field(
+        ge=0,
+        le=3600,
+        description="How many seconds this call may wait for a rate limit or a free slot before it fails "
+        "with retry_after_s (default: the server's FLASHSNAP_MAX_WAIT_S, 30 s).",
+    ),
+]
+
 WorkspaceId = Annotated[
     str | None,
     Field(

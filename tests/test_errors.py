@@ -165,18 +165,25 @@ async def test_unknown_snapshot_points_to_search(client: Client) -> None:
     assert "search_snapshots" in err["hint"]
 
 
-async def test_upstream_failure_of_a_read_says_it_is_safe_to_retry(client: Client, state: EmulatorState) -> None:
+async def test_a_read_that_fails_once_is_retried(client: Client, state: EmulatorState) -> None:
     state.inject("workspaces", Fault(status=503))
+    assert not (await client.call_tool("list_workspaces", {})).is_error
+    assert state.count("workspaces") == 2
+
+
+async def test_a_read_that_keeps_failing_says_it_is_safe_to_retry(client: Client, state: EmulatorState) -> None:
+    state.inject("workspaces", Fault(status=503, times=10))
     err = error(await client.call_tool("list_workspaces", {}))
     assert err["code"] == "upstream_unavailable"
     assert err["maybe_processed"] is False
     assert err["request_id"]
+    assert state.count("workspaces") == 4  # a bounded number of attempts
 
 
 async def test_a_crash_is_a_short_internal_error_with_the_traceback_on_stderr(
     connect: Connect, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from server.results import guarded
+    from server.calls import tool_call
 
     async def explode() -> str:
         raise RuntimeError("secret internals")
@@ -184,7 +191,7 @@ async def test_a_crash_is_a_short_internal_error_with_the_traceback_on_stderr(
     async with connect() as client:
         # The app under test, with one extra tool that crashes, wrapped like every real tool.
         assert isinstance(client.server, MCPServer)
-        client.server.add_tool(guarded(explode), name="explode")
+        client.server.add_tool(tool_call(explode), name="explode")
         with caplog.at_level(logging.ERROR):
             result = await client.call_tool("explode", {})
     assert result.is_error

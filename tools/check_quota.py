@@ -1,6 +1,6 @@
 """check_quota: the word quotas of a workspace, and whether a generation can run now."""
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 
 from pydantic import BaseModel, Field
 
@@ -31,11 +31,24 @@ class UsageQuota(BaseModel):
     fair_use_limit_reached: bool
 
 
+class RateLimit(BaseModel):
+    """The scheduler's view of one upstream credential."""
+
+    scope: str = Field(description="'neuralsnap' or 'neuroflash'.")
+    limit: int | None = Field(description="Requests allowed per window, as the upstream last said; null if unknown.")
+    remaining: int | None = Field(description="Requests left in the current window; null if unknown.")
+    resets_at: datetime | None = Field(description="When the current window resets.")
+    blocked_until: datetime | None = Field(description="Set after a 429: nothing is sent before this time.")
+    queued: int = Field(description="Calls waiting for their turn now.")
+    estimated_wait_s: float = Field(description="About how long a new call would wait before it is sent.")
+
+
 class QuotaReport(BaseModel):
     workspace_id: str
     can_generate: bool = Field(description="Whether a text generation can run now.")
     reason: str | None = Field(description="Why not, when can_generate is false.")
     quotas: list[UsageQuota]
+    rate_limits: list[RateLimit] = Field(description="What the server knows of each upstream's rate limit.")
 
 
 async def check_quota(ctx: ToolContext, workspace_id: WorkspaceId = None) -> QuotaReport:
@@ -43,7 +56,8 @@ async def check_quota(ctx: ToolContext, workspace_id: WorkspaceId = None) -> Quo
 
     Call it before a long or repeated generation, or after generate reports a spent
     quota. The daily count resets at midnight UTC; the monthly one with the billing
-    period. Each generation spends its words_used from both.
+    period. Each generation spends its words_used from both. rate_limits shows what the
+    server knows of each upstream's request budget and how long a new call would wait.
     """
     neuroflash = runtime(ctx).neuroflash()
     workspace_id = await neuroflash.workspaces.resolve(workspace_id)
@@ -75,7 +89,25 @@ async def check_quota(ctx: ToolContext, workspace_id: WorkspaceId = None) -> Quo
                 fair_use_limit_reached=q.fair_use_limit_reached,
             )
         )
-    return QuotaReport(workspace_id=workspace_id, can_generate=can_generate, reason=reason, quotas=report)
+    limits = [
+        RateLimit(
+            scope=view.scope,
+            limit=view.limit,
+            remaining=view.remaining,
+            resets_at=_utc(view.resets_at),
+            blocked_until=_utc(view.blocked_until),
+            queued=view.queued,
+            estimated_wait_s=round(view.estimated_wait_s, 3),
+        )
+        for view in (gate.view() for gate in runtime(ctx).gates.values())
+    ]
+    return QuotaReport(
+        workspace_id=workspace_id, can_generate=can_generate, reason=reason, quotas=report, rate_limits=limits
+    )
+
+
+def _utc(timestamp: float | None) -> datetime | None:
+    return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC)
 
 
 TOOL = ToolSpec(check_quota, "check_quota", "Check neuroflash word quotas", READ_ONLY)

@@ -5,7 +5,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field
 
 from server.errors import InvalidArguments, QuotaExhausted
-from server.toolspec import CREATES, ToolContext, ToolSpec, WorkspaceId, runtime
+from server.scheduler import budget as budgets
+from server.toolspec import CREATES, MaxWait, ToolContext, ToolSpec, WorkspaceId, runtime
 from server.upstream.neuroflash import ChatMessage, ChatRequest
 
 
@@ -49,6 +50,7 @@ async def generate(
         Literal["max", "xhigh", "high", "medium", "low", "minimal", "none"] | None,
         Field(description="How hard a reasoning model thinks (see reasoning_model in list_models)."),
     ] = None,
+    max_wait_s: MaxWait = None,
 ) -> Generation:
     """Generate text with a neuroflash language model; this spends words from the workspace's quota.
 
@@ -75,14 +77,15 @@ async def generate(
     workspace_id = await neuroflash.workspaces.resolve(workspace_id)
     await neuroflash.quotas.admit(workspace_id)
 
+    budget = budgets.current(runtime(ctx).clock)
     received = {"chars": 0, "words": 0}
 
     async def relay(text: str) -> None:
         received["chars"] += len(text)
         received["words"] += len(text.split())
-        await ctx.report_progress(received["chars"], None, f"{received['words']} words so far")
+        await budget.report(received["chars"], f"{received['words']} words so far")
 
-    async with neuroflash.generation_slots(workspace_id):
+    async with budget.hold(neuroflash.generation_slots(workspace_id), scope="neuroflash generations"):
         try:
             result = await neuroflash.client.chat(workspace_id, body, relay)
         except QuotaExhausted as exc:

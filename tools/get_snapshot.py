@@ -4,7 +4,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from server.toolspec import READ_ONLY, ToolContext, ToolSpec, runtime
+from server.toolspec import READ_ONLY, MaxWait, ToolContext, ToolSpec, runtime
 from server.upstream.neuralsnap import Snapshot
 
 
@@ -19,6 +19,7 @@ async def get_snapshot(
             description="The snapshot's id, as snapshot or search_snapshots returned it.",
         ),
     ],
+    max_wait_s: MaxWait = None,
 ) -> Snapshot:
     """Fetch one snapshot from the user's NeuralSnap second brain by its id, with all its fields."""
     return await runtime(ctx).neuralsnap().get(id)

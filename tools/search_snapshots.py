@@ -4,7 +4,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field
 
-from server.toolspec import READ_ONLY, ToolContext, ToolSpec, runtime
+from server.toolspec import READ_ONLY, MaxWait, ToolContext, ToolSpec, runtime
 from server.upstream.neuralsnap import SearchHit
 
 
@@ -18,6 +18,7 @@ async def search_snapshots(
     ctx: ToolContext,
     query: Annotated[str, Field(min_length=1, max_length=500, description="What to look for, in plain words.")],
     limit: Annotated[int, Field(ge=1, le=100, description="How many snapshots to return at most.")] = 10,
+    max_wait_s: MaxWait = None,
 ) -> SearchResult:
     """Search the user's NeuralSnap second brain for saved snapshots, best match first.
 

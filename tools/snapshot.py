@@ -4,7 +4,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from server.toolspec import CREATES, ToolContext, ToolSpec, runtime
+from server.toolspec import CREATES, MaxWait, ToolContext, ToolSpec, runtime
 from server.upstream.neuralsnap import Snapshot, SnapshotFields
 
 Text = Annotated[str | None, Field(min_length=1, max_length=20_000)]
@@ -40,6 +40,7 @@ async def snapshot(
         list[Annotated[str, Field(min_length=1, max_length=50)]],
         Field(max_length=30, description="Labels to find it by."),
     ] = [],  # noqa: B006 - pydantic copies defaults; a list reads best in the schema
+    max_wait_s: MaxWait = None,
 ) -> Snapshot:
     """Save a structured thought (a "snapshot") to the user's NeuralSnap second brain.
 

@@ -36,6 +36,12 @@ class EmulatedAPI:
         if latency:
             await anyio.sleep(latency)
         fault = state.take_fault(route)
+        if fault is not None and fault.status == 429:
+            wait = fault.retry_after_s or 1
+            headers = {"Retry-After": str(wait)} if fault.retry_after_header else None
+            return error(
+                429, f"Rate limit exceeded. Try again in {wait} seconds.", "RATE_LIMIT_EXCEEDED", headers
+            ), fault
         if fault is not None and fault.status is not None:
             return error(fault.status, "Injected upstream failure.", "INTERNAL_ERROR"), fault
         return None, fault

@@ -144,6 +144,9 @@ class NeuroflashEmulator(EmulatedAPI):
     ) -> AsyncIterator[bytes]:
         state = self.state
         completed = False
+        with state.lock:
+            state.active_streams += 1
+            state.max_concurrent_streams = max(state.max_concurrent_streams, state.active_streams)
         try:
             base = {"id": gen_id, "object": "chat.completion.chunk", "model": model}
             yield frame(
@@ -169,6 +172,7 @@ class NeuroflashEmulator(EmulatedAPI):
             completed = True
         finally:
             with state.lock:
+                state.active_streams -= 1
                 if completed:
                     state.streams_completed += 1
                 elif cut_after is None:

@@ -12,12 +12,16 @@ import secrets
 import threading
 from collections import Counter
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
 from server.clock import Clock, SystemClock
 from server.sandbox import catalog
+
+# Each request is served in its own task, so a context variable carries its arrival time.
+_arrival: ContextVar[float] = ContextVar("emulator_arrival")
 
 
 @dataclass
@@ -57,6 +61,8 @@ class Fault:
 
     status: int | None = None  # answer with this status and a generic error body
     cut_after_chunks: int | None = None  # stream: close the connection after N content chunks
+    retry_after_s: int | None = None  # with status 429: the wait it names
+    retry_after_header: bool = True  # with status 429: False names the wait only in the body
     times: int = 1
 
 
@@ -97,6 +103,8 @@ class EmulatorState:
         self.words_charged = 0
         self.streams_closed_early = 0
         self.streams_completed = 0
+        self.active_streams = 0
+        self.max_concurrent_streams = 0
         self.add_workspace(catalog.MARKETING_WORKSPACE, "Marketing Team", plan="business")
 
     # --- set-up and control, for tests and the sandbox seed ---------------------------------
@@ -174,14 +182,16 @@ class EmulatorState:
         return datetime.fromtimestamp(self.clock.now(), UTC).date()
 
     def arrived(self, route: str) -> None:
+        _arrival.set(self.clock.now())
         with self._changed:
             self.requests[route] += 1
             self._changed.notify_all()
 
     def record(self, route: str, status: int) -> None:
+        """Log the answer to a request, stamped with the time the request arrived."""
         with self.lock:
             self.responses[(route, status)] += 1
-            self.log.append(RequestRecord(self.clock.now(), route, status))
+            self.log.append(RequestRecord(_arrival.get(self.clock.now()), route, status))
 
     def take_fault(self, route: str) -> Fault | None:
         with self.lock:

@@ -1,15 +1,18 @@
-"""The one place where failures become `isError` tool results a model can act on."""
+"""What every tool call goes through: its wait budget, its progress, and the one place failures become results."""
 
 from __future__ import annotations
 
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
+from mcp.server.mcpserver import Context
 from mcp.types import CallToolResult, TextContent
 
 from server.errors import FlashsnapError
+from server.runtime import Runtime
+from server.scheduler import budget as budgets
 
 log = logging.getLogger("server.tools")
 
@@ -31,8 +34,21 @@ def error_result(error: FlashsnapError) -> CallToolResult:
     )
 
 
-def guarded(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T | CallToolResult]]:
-    """Wrap a tool so that anticipated failures become error results and crashes a short notice.
+class Progress:
+    """Progress notifications for one call, kept strictly increasing whoever reports them."""
+
+    def __init__(self, ctx: Context[Runtime, Any]) -> None:
+        self._ctx = ctx
+        self._last = 0.0
+
+    async def __call__(self, value: float | None, message: str) -> None:
+        value = self._last + 1 if value is None or value <= self._last else value
+        self._last = value
+        await self._ctx.report_progress(value, None, message)
+
+
+def tool_call(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T | CallToolResult]]:
+    """Wrap a tool: give it its wait budget and progress, turn failures into `isError` results.
 
     The SDK reads the tool's signature and output schema through `__wrapped__`, so the
     wrapper changes nothing a client sees but the errors.
@@ -41,6 +57,13 @@ def guarded(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T | CallTool
     @functools.wraps(fn)
     async def call(*args: P.args, **kwargs: P.kwargs) -> T | CallToolResult:
         try:
+            ctx = kwargs.get("ctx")
+            if isinstance(ctx, Context):
+                runtime: Runtime = ctx.request_context.lifespan_context
+                max_wait = kwargs.get("max_wait_s")
+                wait_s = float(max_wait) if isinstance(max_wait, int | float) else runtime.settings.max_wait_s
+                with budgets.budget(runtime.clock, wait_s, Progress(ctx)):
+                    return await fn(*args, **kwargs)
             return await fn(*args, **kwargs)
         except FlashsnapError as exc:
             log.info("tool %s: %s: %s", fn.__name__, exc.code, exc.message)

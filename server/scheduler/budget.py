@@ -1,0 +1,102 @@
+"""The wait budget of one tool call: how long it may wait, and the heartbeats it sends meanwhile.
+
+A tool call sets its budget in a context variable; the scheduler, deep below in the HTTP
+transport, reads it. A wait that fits is taken, with a progress notification every few
+seconds so the client's timeout keeps resetting; a wait that does not fit fails at once
+with `RateLimited`, carrying `{reason, retry_after_s, scope}`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+
+import anyio
+
+from server.clock import Clock
+from server.errors import RateLimited
+
+Report = Callable[[float | None, str], Awaitable[None]]
+HEARTBEAT_EVERY_S = 5.0
+
+
+async def _silent(progress: float | None, message: str) -> None:
+    return None
+
+
+@dataclass
+class Budget:
+    clock: Clock
+    deadline: float
+    report: Report = _silent  # progress to the client: (value or None for "one more step", message)
+    waited_s: float = field(default=0.0)
+
+    async def heartbeat(self, message: str) -> None:
+        await self.report(None, message)
+
+    def left(self) -> float:
+        return max(0.0, self.deadline - self.clock.now())
+
+    def check(self, wait_s: float, *, scope: str, why: str) -> None:
+        """Raise at once when a wait of `wait_s` would outlast the budget."""
+        if wait_s > self.left() + 1e-9:
+            raise RateLimited(
+                f"{why}: the next request to {scope} can go out in {wait_s:.0f} s, "
+                f"longer than this call may wait ({self.left():.0f} s).",
+                scope=scope,
+                retry_after_s=wait_s,
+            )
+
+    async def wait(self, wait_s: float, *, scope: str, why: str) -> None:
+        """Wait `wait_s` (after `check`), sending a heartbeat at the start and every few seconds."""
+        self.check(wait_s, scope=scope, why=why)
+        end = self.clock.now() + wait_s
+        while (left := end - self.clock.now()) > 0:
+            await self.heartbeat(f"{why}; waiting {left:.0f} s for {scope}")
+            step = min(left, HEARTBEAT_EVERY_S)
+            await self.clock.sleep(step)
+            self.waited_s += step
+
+    @asynccontextmanager
+    async def hold(self, limiter: anyio.CapacityLimiter, *, scope: str) -> AsyncIterator[None]:
+        """Hold one of `limiter`'s places, waiting for one no longer than the budget allows."""
+        acquired = False
+        # Real time, which is the clock's time in production; waiting here is for other calls to finish.
+        with anyio.move_on_after(self.left()):
+            while not acquired:
+                with anyio.move_on_after(HEARTBEAT_EVERY_S):
+                    await limiter.acquire()
+                    acquired = True
+                if not acquired:
+                    await self.heartbeat(f"waiting for one of {limiter.total_tokens:.0f} places for {scope}")
+        if not acquired:
+            raise RateLimited(
+                f"All {limiter.total_tokens:.0f} places for {scope} stayed busy for as long as this call may wait.",
+                scope=scope,
+                retry_after_s=HEARTBEAT_EVERY_S,
+            )
+        try:
+            yield
+        finally:
+            limiter.release()
+
+
+_current: ContextVar[Budget | None] = ContextVar("flashsnap_budget", default=None)
+
+
+def current(clock: Clock) -> Budget:
+    """The running call's budget; outside a tool call, a budget of zero wait."""
+    return _current.get() or Budget(clock, deadline=clock.now())
+
+
+@contextmanager
+def budget(clock: Clock, max_wait_s: float, report: Report = _silent) -> Iterator[Budget]:
+    """Give the code inside this block a wait budget of `max_wait_s` seconds."""
+    given = Budget(clock, clock.now() + max_wait_s, report)
+    token = _current.set(given)
+    try:
+        yield given
+    finally:
+        _current.reset(token)

@@ -1,0 +1,89 @@
+"""The scheduling transport: every upstream request passes its credential's gate, and retries only what is safe.
+
+Retry rules (a request that may have been processed is never repeated when it spends words
+or creates data):
+
+| outcome                                   | GET (reads)              | POST (generate, snapshot) |
+|-------------------------------------------|--------------------------|---------------------------|
+| 429 rate limit (not a quota)              | wait, retry              | wait, retry               |
+| connection refused / connect timeout      | back off, retry          | back off, retry           |
+| timeout or broken connection after sending| back off, retry          | fail, `maybe_processed`   |
+| 5xx                                       | back off, retry          | fail, `maybe_processed`   |
+
+All waits come out of the call's wait budget; a wait that does not fit fails at once.
+"""
+
+from __future__ import annotations
+
+import httpx2
+
+from server.backoff import full_jitter
+from server.clock import Clock
+from server.scheduler import budget as budgets
+from server.scheduler.gate import Gate
+from server.upstream.responses import UNSAFE_METHODS, error_body, retry_after
+
+UNSENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)
+RATE_LIMIT_CODES = frozenset({None, "RATE_LIMIT_EXCEEDED", "TOO_MANY_REQUESTS"})
+MAX_THROTTLES = 10  # the wait budget is the real bound; this one stops a zero Retry-After from spinning
+
+
+class ScheduledTransport(httpx2.AsyncBaseTransport):
+    def __init__(self, inner: httpx2.AsyncBaseTransport, gate: Gate, clock: Clock, *, attempts: int = 4) -> None:
+        self._inner = inner
+        self.gate = gate
+        self._clock = clock
+        self._attempts = attempts
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        budget = budgets.current(self._clock)
+        safe = request.method not in UNSAFE_METHODS
+        failures = throttles = 0
+        while True:
+            await self.gate.acquire(budget)
+            try:
+                response = await self._inner.handle_async_request(request)
+            except httpx2.TransportError as exc:
+                unsent = isinstance(exc, UNSENT)
+                self.gate.unanswered(sent=not unsent)
+                failures += 1
+                if (unsent or safe) and failures < self._attempts:
+                    await self._back_off(budget, failures)
+                    continue
+                raise
+            if response.status_code == 429:
+                response = await _buffered(response, request)
+                code, _ = error_body(response)
+                if code not in RATE_LIMIT_CODES:  # a spent quota: retrying cannot help
+                    self.gate.answered_with(response.headers)
+                    return response
+                throttles += 1
+                # Retry-After, else the body's "Try again in N seconds", else backoff with full jitter.
+                wait = retry_after(response)
+                self.gate.answered_with(response.headers, throttled_for=wait or full_jitter(throttles, base_s=1.0))
+                if throttles < MAX_THROTTLES:
+                    continue  # provably not processed; the gate holds the whole queue until the retry time
+                return response
+            self.gate.answered_with(response.headers)
+            if response.status_code >= 500 and safe:
+                failures += 1
+                if failures < self._attempts:
+                    await response.aclose()
+                    await self._back_off(budget, failures)
+                    continue
+            return response
+
+    async def _back_off(self, budget: budgets.Budget, attempt: int) -> None:
+        await budget.wait(min(full_jitter(attempt), budget.left()), scope=self.gate.scope, why="retrying")
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+async def _buffered(response: httpx2.Response, request: httpx2.Request) -> httpx2.Response:
+    """A small error answer read into memory, so it can be inspected here and read again above."""
+    try:
+        body = await response.aread()
+    finally:
+        await response.aclose()
+    return httpx2.Response(response.status_code, headers=response.headers, content=body, request=request)
