@@ -13,6 +13,7 @@ from mcp.types import CallToolResult, TextContent
 from server.errors import FlashsnapError
 from server.runtime import Runtime
 from server.scheduler import budget as budgets
+from server.scheduler import fair
 
 log = logging.getLogger("server.tools")
 
@@ -62,8 +63,12 @@ def tool_call(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T | CallTo
                 runtime: Runtime = ctx.request_context.lifespan_context
                 max_wait = kwargs.get("max_wait_s")
                 wait_s = float(max_wait) if isinstance(max_wait, int | float) else runtime.settings.max_wait_s
-                with budgets.budget(runtime.clock, wait_s, Progress(ctx)):
-                    return await fn(*args, **kwargs)
+                session = fair.current_session.set(id(ctx.request_context.session))
+                try:
+                    with budgets.budget(runtime.clock, wait_s, Progress(ctx)):
+                        return await fn(*args, **kwargs)
+                finally:
+                    fair.current_session.reset(session)
             return await fn(*args, **kwargs)
         except FlashsnapError as exc:
             log.info("tool %s: %s: %s", fn.__name__, exc.code, exc.message)

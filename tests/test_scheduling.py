@@ -156,3 +156,23 @@ async def test_generations_beyond_the_concurrency_limit_wait_their_turn(connect:
     assert len(results) == 5
     assert state.count("chat") == 5
     assert state.max_concurrent_streams == 2
+
+
+async def test_a_cancelled_call_leaves_the_queue_and_sends_nothing(client: Client, state: EmulatorState) -> None:
+    state.latency_s["snapshot_search"] = 1.0  # the probe is slow, so the next call must wait at the gate
+
+    async def neuralsnap_queue() -> int:
+        report = data(await client.call_tool("check_quota", {}))
+        return int(next(r for r in report["rate_limits"] if r["scope"] == "neuralsnap")["queued"])
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as probe:
+            probe.start_soon(client.call_tool, "search_snapshots", {"query": "x"})
+            async with anyio.create_task_group() as waiting:
+                waiting.start_soon(client.call_tool, "snapshot", {"name": "n", "core": "c"})
+                while await neuralsnap_queue() < 1:
+                    pass
+                waiting.cancel_scope.cancel()
+            assert await neuralsnap_queue() == 0
+    assert state.count("snapshot_search") == 1
+    assert state.count("snapshot_create") == 0

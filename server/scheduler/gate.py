@@ -11,7 +11,8 @@ State comes from the upstream's own answers: `X-RateLimit-Limit`, `-Remaining` a
   rest of the window instead of bursting (advisory: pacing never makes a call fail);
 - fails a call at once when its place in the queue cannot be reached within its wait budget.
 
-Only the head of the queue sleeps; the others wait their turn on a fair (FIFO) lock.
+Only the head of the queue sleeps; the others wait for their turn, which `FairQueue` hands out
+round-robin between sessions.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import anyio
 from server.clock import Clock
 from server.errors import RateLimited
 from server.scheduler.budget import HEARTBEAT_EVERY_S, Budget
+from server.scheduler.fair import FairQueue
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ class Gate:
         self._clock = clock
         self._probe_first = probe_first
         self._pace_below = pace_below
-        self._lock = anyio.Lock()  # anyio's lock wakes waiters in arrival order: first come, first served
+        self._turns = FairQueue()
         self._changed = anyio.Event()
         self.limit: int | None = None
         self.remaining: int | None = None
@@ -63,7 +65,7 @@ class Gate:
     # --- admission ---------------------------------------------------------------------------
 
     async def acquire(self, budget: Budget) -> None:
-        """Wait until a request may go out, then count it as sent."""
+        """Wait for this call's turn, then until a request may go out, and count it as sent."""
         ahead = self.queued
         budget.check(self.estimate(ahead), scope=self.scope, why="rate limit")
         self.queued += 1
@@ -72,18 +74,26 @@ class Gate:
             try:
                 await self._wait_at_head(budget)
             finally:
-                self._lock.release()
+                self._turns.release()
         finally:
             self.queued -= 1
 
     async def _take_turn(self, budget: Budget, ahead: int) -> None:
-        # Real time, which is the clock's time in production; a test's fake clock only moves the head.
-        with anyio.move_on_after(max(budget.left(), 0.0) + HEARTBEAT_EVERY_S):
-            while True:
-                with anyio.move_on_after(HEARTBEAT_EVERY_S):
-                    await self._lock.acquire()
-                    return
-                await budget.heartbeat(f"queued behind {self.queued - 1} calls for {self.scope}")
+        if self._turns.try_take():
+            return
+        ticket = self._turns.enqueue()
+        try:
+            # Real time, which is the clock's time in production; a test's fake clock only moves the head.
+            with anyio.move_on_after(max(budget.left(), 0.0) + HEARTBEAT_EVERY_S):
+                while True:
+                    with anyio.move_on_after(HEARTBEAT_EVERY_S):
+                        await ticket.granted.wait()
+                        return
+                    await budget.heartbeat(f"queued behind {self.queued - 1} calls for {self.scope}")
+        except BaseException:
+            self._turns.withdraw(ticket)
+            raise
+        self._turns.withdraw(ticket)
         raise RateLimited(
             f"The queue for {self.scope} did not reach this call within its wait budget.",
             scope=self.scope,

@@ -1,0 +1,67 @@
+"""Turns at a gate, handed out round-robin between sessions and first come, first served within one.
+
+One busy client cannot starve the others: with calls queued from sessions A (many) and
+B (one), B's call goes second, not last.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Hashable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+
+import anyio
+
+# The session a call belongs to; tool calls set it, anything else shares one anonymous session.
+current_session: ContextVar[Hashable] = ContextVar("flashsnap_session", default=None)
+
+
+@dataclass(eq=False)
+class Ticket:
+    session: Hashable
+    granted: anyio.Event = field(default_factory=anyio.Event)
+
+
+class FairQueue:
+    def __init__(self) -> None:
+        self._waiting: OrderedDict[Hashable, deque[Ticket]] = OrderedDict()
+        self._busy = False
+
+    @property
+    def waiting(self) -> int:
+        return sum(len(q) for q in self._waiting.values())
+
+    def try_take(self) -> bool:
+        if self._busy or self._waiting:
+            return False
+        self._busy = True
+        return True
+
+    def enqueue(self) -> Ticket:
+        ticket = Ticket(current_session.get())
+        self._waiting.setdefault(ticket.session, deque()).append(ticket)
+        return ticket
+
+    def withdraw(self, ticket: Ticket) -> None:
+        """Leave the queue (a cancelled or timed-out call); a turn already granted is passed on."""
+        if ticket.granted.is_set():
+            self.release()
+            return
+        queue = self._waiting.get(ticket.session)
+        if queue is not None and ticket in queue:
+            queue.remove(ticket)
+            if not queue:
+                del self._waiting[ticket.session]
+
+    def release(self) -> None:
+        """End the current turn and grant the next: the oldest call of the next session in the rotation."""
+        if not self._waiting:
+            self._busy = False
+            return
+        session, queue = next(iter(self._waiting.items()))
+        ticket = queue.popleft()
+        del self._waiting[session]
+        if queue:
+            self._waiting[session] = queue  # to the back of the rotation
+        ticket.granted.set()
