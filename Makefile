@@ -25,7 +25,7 @@ pytest: sync
 	$(RUN) pytest
 
 bench: sync
-	$(RUN) --group bench python -m bench
+	$(RUN) --group bench python -m bench $(BENCH)
 
 fmt: sync
 	$(RUN) ruff format .

@@ -8,6 +8,7 @@ and change it under `lock`, because uvicorn serves them from another thread.
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 import threading
 from collections import Counter
@@ -232,11 +233,13 @@ class EmulatorState:
             self.words_charged += words
 
     def rate_window(self, key: str) -> RateWindow:
+        """The key's current window; windows are fixed, aligned to multiples of their length (e.g. the hour)."""
         with self.lock:
             now = self.clock.now()
             window = self.windows.get(key)
             if window is None or now >= window.reset_at:
-                window = self.windows[key] = RateWindow(reset_at=now + self.rate_window_s)
+                reset_at = (math.floor(now / self.rate_window_s) + 1) * self.rate_window_s
+                window = self.windows[key] = RateWindow(reset_at=reset_at)
             return window
 
 

@@ -133,7 +133,8 @@ class Gate:
             return 0.0
         if self.remaining > self._pace_below * self.limit or self.queued <= self.remaining:
             return 0.0
-        interval = (self.reset_at - now) / self.remaining
+        # remaining + 1 intervals: the last paced send lands one interval before the reset, not on it.
+        interval = (self.reset_at - now) / (self.remaining + 1)
         return max(0.0, self._last_send + interval - now)
 
     async def _await_answer(self, budget: Budget, why: str) -> None:

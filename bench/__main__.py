@@ -1,0 +1,23 @@
+"""`python -m bench [name ...]`: run the benchmarks and rewrite their sections of docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import sys
+
+import anyio
+
+from bench import report, scheduling
+
+BENCHES = {"scheduling": scheduling.run}
+
+
+def main() -> None:
+    names = sys.argv[1:] or list(BENCHES)
+    for name in names:
+        section = anyio.run(BENCHES[name])
+        report.write_section(name, section)
+        print(section)
+
+
+if __name__ == "__main__":
+    main()
