@@ -51,6 +51,7 @@ async def test_a_502_on_generate_is_not_repeated(client: Client, state: Emulator
 async def test_a_cancelled_generate_closes_the_upstream_stream(client: Client, state: EmulatorState) -> None:
     state.latency_s["chat_chunk"] = 0.05
     first_progress = anyio.Event()
+    tasks_before = len(anyio.get_running_tasks())
 
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
         first_progress.set()
@@ -66,6 +67,7 @@ async def test_a_cancelled_generate_closes_the_upstream_stream(client: Client, s
             tg.cancel_scope.cancel()
         closed = await anyio.to_thread.run_sync(state.wait_until, lambda: state.streams_closed_early == 1)
     assert closed
+    assert len(anyio.get_running_tasks()) == tasks_before  # no task outlived the call
     assert state.streams_completed == 0
     assert state.words_charged == 0
     state.latency_s.clear()
