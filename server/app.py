@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from mcp.server.mcpserver import MCPServer
@@ -27,11 +27,20 @@ SANDBOX MODE: this server talks to a local emulator with demo data, not the real
 Nothing generated or saved here is real, and no real quota is spent."""
 
 
-def create_app(settings: Settings, *, clock: Clock | None = None) -> MCPServer[Runtime]:
-    """A ready MCPServer; its lifespan opens the upstream clients once and closes them at exit."""
+def create_app(
+    settings: Settings, *, clock: Clock | None = None, shared: Callable[[], Runtime] | None = None
+) -> MCPServer[Runtime]:
+    """A ready MCPServer; its lifespan opens the upstream clients once and closes them at exit.
+
+    `shared` hands every session the one runtime an HTTP server opened for the whole process, so
+    sessions share the token manager and the rate-limit gates instead of opening their own.
+    """
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[Runtime]) -> AsyncIterator[Runtime]:
+        if shared is not None:
+            yield shared()
+            return
         async with open_runtime(settings, clock) as runtime:
             yield runtime
 

@@ -95,13 +95,24 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def serve(settings: Settings) -> None:
-    from server.app import create_app
-
-    app = create_app(settings)
-    log.info("flashsnap-mcp %s starting over %s", __version__, settings.transport)
     if settings.transport == "stdio":
-        app.run("stdio")
-    elif settings.transport == "sse":
-        app.run("sse", host=settings.host, port=settings.port)
-    else:
-        app.run("streamable-http", host=settings.host, port=settings.port)
+        from server.app import create_app
+
+        log.info("flashsnap-mcp %s starting over stdio", __version__)
+        create_app(settings).run("stdio")
+        return
+    import uvicorn
+
+    from server.http import build_http_app
+
+    config = uvicorn.Config(
+        build_http_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,  # our stderr handler, with its secret mask
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+        lifespan="on",
+    )
+    # uvicorn stops on SIGTERM and SIGINT: no new connections, in-flight calls get the grace period,
+    # then the lifespan closes the upstream clients.
+    uvicorn.Server(config).run()

@@ -32,6 +32,11 @@ ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
     ("FLASHSNAP_TRANSPORT", "transport", "stdio, sse or streamable-http"),
     ("FLASHSNAP_HOST", "host", "address the HTTP transports bind to"),
     ("FLASHSNAP_PORT", "port", "port the HTTP transports bind to"),
+    ("FLASHSNAP_HTTP_TOKEN", "http_token", "bearer token every HTTP request must carry (required off loopback)"),
+    ("FLASHSNAP_ALLOWED_ORIGINS", "allowed_origins", "extra browser origins allowed over HTTP, comma-separated"),
+    ("FLASHSNAP_ALLOWED_HOSTS", "allowed_hosts", "extra Host header names allowed over HTTP, comma-separated"),
+    ("FLASHSNAP_MAX_BODY_BYTES", "max_body_bytes", "largest HTTP request body accepted"),
+    ("FLASHSNAP_SHUTDOWN_GRACE_S", "shutdown_grace_s", "how long in-flight HTTP calls may finish on shutdown"),
 )
 
 
@@ -54,7 +59,26 @@ class Settings(BaseModel):
     transport: Transport = "stdio"
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    http_token: SecretStr | None = None
+    allowed_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    shutdown_grace_s: float = Field(default=10.0, ge=0)
     sandbox: bool = False
+
+    @field_validator("allowed_origins", "allowed_hosts", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(item.strip().rstrip("/") for item in value.split(",") if item.strip())
+        return value
+
+    @field_validator("http_token")
+    @classmethod
+    def _check_token_strength(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is not None and len(token.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return token
 
     @field_validator("neuroflash_api_url", "neuralsnap_api_url", "neuroflash_token_url")
     @classmethod

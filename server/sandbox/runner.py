@@ -1,19 +1,14 @@
-"""Serves the emulator with uvicorn on a loopback port, in a thread of its own."""
+"""The emulator as one app (both upstreams and the identity service), and its demo seed."""
 
 from __future__ import annotations
 
-import asyncio
-import socket
-import threading
-from types import TracebackType
-
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
 from server.sandbox import catalog, neuralsnap_app, neuroflash_app
+from server.sandbox.loopback import LoopbackServer
 from server.sandbox.state import EmulatorState
 
 TOKEN_PREFIX = "/id"
@@ -52,29 +47,12 @@ def seed_sandbox(state: EmulatorState) -> EmulatorState:
     return state
 
 
-class Emulator:
+class Emulator(LoopbackServer):
     """A running emulator: `with Emulator() as emu:` then point clients at `emu.environment()`."""
 
     def __init__(self, state: EmulatorState | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.state = state or EmulatorState()
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind((host, port))
-        self.host, self.port = self._socket.getsockname()[:2]
-        # log_config=None: uvicorn must never set up a handler on stdout (stdio mode owns it).
-        config = uvicorn.Config(
-            build_app(self.state),
-            log_config=None,
-            access_log=False,
-            lifespan="off",
-            timeout_graceful_shutdown=1,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._serve, name="flashsnap-emulator", daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        super().__init__(build_app(self.state), host=host, port=port)
 
     def environment(self) -> dict[str, str]:
         """The variables that point flashsnap-mcp at this emulator, with the demo credentials."""
@@ -86,25 +64,3 @@ class Emulator:
             "NEURALSNAP_API_KEY": catalog.DEMO_API_KEY,
             "NEURALSNAP_API_URL": f"{self.url}{NEURALSNAP_PREFIX}",
         }
-
-    def _serve(self) -> None:
-        asyncio.run(self._server.serve(sockets=[self._socket]))
-
-    def start(self) -> Emulator:
-        self._socket.listen(128)  # connections queue in the backlog until uvicorn accepts them
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        if self._thread.is_alive():
-            self._thread.join(timeout=10)
-        self._socket.close()
-
-    def __enter__(self) -> Emulator:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

@@ -1,0 +1,82 @@
+"""The HTTP transports: Streamable HTTP at /mcp and the legacy HTTP+SSE transport at /sse, one runtime for all."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from mcp.server.transport_security import RequestBodyLimitMiddleware, TransportSecuritySettings
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route
+from starlette.types import ASGIApp
+
+from server import __version__
+from server.app import create_app
+from server.clock import Clock
+from server.config import Settings
+from server.http_security import HTTPGuard, require_token_off_loopback
+from server.runtime import Runtime, open_runtime
+
+log = logging.getLogger(__name__)
+
+# The guard checks Host and Origin for every path; the SDK's own copy of that check stays off.
+_SDK_CHECKS_OFF = TransportSecuritySettings(enable_dns_rebinding_protection=False)
+
+
+def build_http_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
+    """The whole HTTP server as one ASGI app: the guard, /healthz, and the transport's endpoints."""
+    require_token_off_loopback(settings.host, settings.http_token)
+    runtime: list[Runtime] = []
+    mcp = create_app(settings, clock=clock, shared=lambda: runtime[0])
+    if settings.transport == "sse":
+        transport = mcp.sse_app(
+            sse_path="/sse",
+            message_path="/messages/",
+            max_request_body_size=settings.max_body_bytes,
+            transport_security=_SDK_CHECKS_OFF,
+            host=settings.host,
+        )
+    else:
+        transport = mcp.streamable_http_app(
+            streamable_http_path="/mcp",
+            max_request_body_size=settings.max_body_bytes,
+            transport_security=_SDK_CHECKS_OFF,
+            host=settings.host,
+        )
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        # One runtime for the process: every session shares its token manager and gates.
+        async with open_runtime(settings, clock) as opened:
+            runtime.append(opened)
+            async with transport.router.lifespan_context(transport):
+                log.info("flashsnap-mcp %s serving %s on http://%s:%s", __version__, settings.transport,
+                         settings.host, settings.port)  # fmt: skip
+                yield
+            log.info("shutting down: upstream clients closed")
+
+    async def healthz(_: Request) -> JSONResponse:
+        # No secrets and no upstream call: only whether this process is up, and how it is set up.
+        ready = bool(runtime)
+        body = {
+            "status": "ok" if ready else "starting",
+            "version": __version__,
+            "transport": settings.transport,
+            "sandbox": settings.sandbox,
+            "neuroflash": settings.neuroflash_configured,
+            "neuralsnap": settings.neuralsnap_api_key is not None,
+        }
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    app = Starlette(routes=[Route("/healthz", healthz), Mount("/", transport)], lifespan=lifespan)
+    guarded = HTTPGuard(
+        app,
+        bind_host=settings.host,
+        token=settings.http_token,
+        allowed_origins=settings.allowed_origins,
+        allowed_hosts=settings.allowed_hosts,
+    )
+    return RequestBodyLimitMiddleware(guarded, settings.max_body_bytes)
