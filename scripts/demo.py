@@ -13,6 +13,8 @@ import anyio
 from mcp import Client, StdioServerParameters
 from mcp.types import CallToolResult, TextContent
 
+from server.calls import ERROR_META
+
 WIDTH = 30
 EXPECTED_CHARS = 300  # the bar's scale: about what a 60-token answer holds
 BOLD, PLAIN = ("\033[1m", "\033[0m") if sys.stdout.isatty() else ("", "")
@@ -113,8 +115,8 @@ async def main() -> None:
                 {"model": "gpt-4.1-mini", "prompt": "One more, please.", "workspace_id": spent["id"]},
             )
             show_error(refused)
-            if refused.structured_content:
-                print(f"  structured: {json.dumps(refused.structured_content['error'])}")
+            if refused.meta:
+                print(f"  _meta[{ERROR_META!r}]: {json.dumps(refused.meta[ERROR_META])}")
     print("\nDone: every tool answered over stdio, against the sandbox emulator.")
 
 

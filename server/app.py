@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -53,5 +54,11 @@ def create_app(
         log_level=settings.log_level,
     )
     for spec in tools.ALL:
-        app.add_tool(tool_call(spec.fn), name=spec.name, title=spec.title, annotations=spec.annotations)
+        app.add_tool(
+            tool_call(spec.fn),
+            name=spec.name,
+            title=spec.title,
+            description=inspect.cleandoc(spec.fn.__doc__ or ""),
+            annotations=spec.annotations,
+        )
     return app

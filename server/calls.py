@@ -26,12 +26,19 @@ INTERNAL_ERROR = (
 )
 
 
+ERROR_META = "io.flashsnap/error"
+
+
 def error_result(error: FlashsnapError) -> CallToolResult:
-    """An `isError` result: the text a model reads, and the same facts as structured content."""
+    """An `isError` result: the text a model reads, and the same facts, machine-readable, in `_meta`.
+
+    Not in `structuredContent`: the spec holds that to the tool's output schema, which
+    describes success, and clients such as the MCP Inspector reject a result that breaks it.
+    """
     return CallToolResult(
         content=[TextContent(type="text", text=str(error))],
-        structured_content={"error": error.payload()},
         is_error=True,
+        _meta={ERROR_META: error.payload()},
     )
 
 

@@ -53,18 +53,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def sandbox_environment(environ: Mapping[str, str]) -> Iterator[dict[str, str]]:
     """Start the emulator in this process and yield the environment that points at it."""
     # Imported here: the runtime never depends on the sandbox unless --sandbox asks for it.
-    from server.sandbox.runner import Emulator, seed_sandbox
+    from server.sandbox.runner import Emulator, sandbox_environment, seed_sandbox
     from server.sandbox.state import EmulatorState
 
     with Emulator(seed_sandbox(EmulatorState())) as emulator:
         log.warning("SANDBOX MODE: serving the neuroflash and NeuralSnap emulator at %s", emulator.url)
-        from server.sandbox import catalog
-
-        yield {
-            **{k: v for k, v in environ.items() if k.startswith("FLASHSNAP_")},
-            **emulator.environment(),
-            "NEUROFLASH_WORKSPACE_ID": catalog.MARKETING_WORKSPACE,
-        }
+        own = {k: v for k, v in environ.items() if k.startswith("FLASHSNAP_")}
+        yield {**own, **sandbox_environment(emulator)}
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -6,6 +6,8 @@ from typing import Any
 
 from mcp.types import CallToolResult, TextContent
 
+from server.calls import ERROR_META
+
 
 def text(result: CallToolResult) -> str:
     return "\n".join(block.text for block in result.content if isinstance(block, TextContent))
@@ -20,9 +22,10 @@ def data(result: CallToolResult) -> dict[str, Any]:
 
 
 def error(result: CallToolResult) -> dict[str, Any]:
-    """The structured error of a failed call (also checks the text carries the message)."""
+    """The machine-readable error of a failed call (and a check that the text carries its message)."""
     assert result.is_error, result
-    assert result.structured_content is not None, text(result)
-    err: dict[str, Any] = result.structured_content["error"]
+    assert result.structured_content is None  # error results never break the tool's output schema
+    assert result.meta is not None, text(result)
+    err: dict[str, Any] = result.meta[ERROR_META]
     assert err["message"] in text(result)
     return err

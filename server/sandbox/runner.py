@@ -64,3 +64,8 @@ class Emulator(LoopbackServer):
             "NEURALSNAP_API_KEY": catalog.DEMO_API_KEY,
             "NEURALSNAP_API_URL": f"{self.url}{NEURALSNAP_PREFIX}",
         }
+
+
+def sandbox_environment(emulator: Emulator) -> dict[str, str]:
+    """What `--sandbox` runs with: the emulator's variables, and the business workspace as default."""
+    return {**emulator.environment(), "NEUROFLASH_WORKSPACE_ID": catalog.MARKETING_WORKSPACE}
