@@ -6,9 +6,9 @@ import sys
 
 import anyio
 
-from bench import report, scheduling
+from bench import load, report, scheduling
 
-BENCHES = {"scheduling": scheduling.run}
+BENCHES = {"scheduling": scheduling.run, "load": load.run}
 
 
 def main() -> None:
