@@ -19,7 +19,11 @@ from bench.report import machine
 
 SESSIONS = int(os.environ.get("BENCH_SESSIONS", "20"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "20"))
-CALLS = (("list_workspaces", {}), ("list_models", {"provider": "openai"}), ("check_quota", {}))
+CALLS: tuple[tuple[str, dict[str, str]], ...] = (
+    ("list_workspaces", {}),
+    ("list_models", {"provider": "openai"}),
+    ("check_quota", {}),
+)
 
 
 def free_port() -> int:
