@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hmac
 import uuid
+from collections.abc import AsyncIterator, Callable
 
 import anyio
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.sandbox.state import EmulatorState, Fault
@@ -44,11 +45,30 @@ class EmulatedAPI:
             ), fault
         if fault is not None and fault.status is not None:
             return error(fault.status, "Injected upstream failure.", "INTERNAL_ERROR"), fault
+        if fault is not None and fault.body is not None:
+            return BROKEN[fault.body](), fault
         return None, fault
 
     def _done(self, route: str, response: Response) -> Response:
         self.state.record(route, response.status_code)
         return response
+
+
+OVERSIZED_BYTES = 32 * 1024 * 1024
+
+
+async def _reset_after_headers() -> AsyncIterator[bytes]:
+    yield b'{"data": ['
+    raise ConnectionResetError("injected: the connection drops mid-body")
+
+
+# A 200 whose body is broken, one way each: what a proxy, a deploy or a bug upstream can send.
+BROKEN: dict[str, Callable[[], Response]] = {
+    "malformed": lambda: Response(b'{"data": [{"id": ', media_type="application/json"),
+    "wrong_type": lambda: Response(b"<html><body>Down for maintenance</body></html>", media_type="text/html"),
+    "oversized": lambda: Response(b" " * OVERSIZED_BYTES, media_type="application/json"),
+    "reset": lambda: StreamingResponse(_reset_after_headers(), media_type="application/json"),
+}
 
 
 class RequestIdMiddleware:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, Literal
 
 from server.clock import Clock, SystemClock
 from server.sandbox import catalog
@@ -61,6 +61,7 @@ class Fault:
     """What the next matching request meets instead of a normal answer."""
 
     status: int | None = None  # answer with this status and a generic error body
+    body: Literal["malformed", "wrong_type", "oversized", "reset"] | None = None  # a 200 that is broken
     cut_after_chunks: int | None = None  # stream: close the connection after N content chunks
     retry_after_s: int | None = None  # with status 429: the wait it names
     retry_after_header: bool = True  # with status 429: False names the wait only in the body

@@ -21,7 +21,14 @@ from server.backoff import full_jitter
 from server.clock import Clock
 from server.scheduler import budget as budgets
 from server.scheduler.gate import Gate
-from server.upstream.responses import UNSAFE_METHODS, error_body, retry_after
+from server.upstream.responses import (
+    MAX_RESPONSE_BYTES,
+    UNSAFE_METHODS,
+    CappedStream,
+    ResponseTooLarge,
+    error_body,
+    retry_after,
+)
 
 UNSENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)
 RATE_LIMIT_CODES = frozenset({None, "RATE_LIMIT_EXCEEDED", "TOO_MANY_REQUESTS"})
@@ -59,12 +66,16 @@ class ScheduledTransport(httpx2.AsyncBaseTransport):
                     return response
                 throttles += 1
                 # Retry-After, else the body's "Try again in N seconds", else backoff with full jitter.
-                wait = retry_after(response)
+                wait = retry_after(response, self._clock.now())
                 self.gate.answered_with(response.headers, throttled_for=wait or full_jitter(throttles, base_s=1.0))
                 if throttles < MAX_THROTTLES:
                     continue  # provably not processed; the gate holds the whole queue until the retry time
                 return response
             self.gate.answered_with(response.headers)
+            if _declared_size(response) > MAX_RESPONSE_BYTES:
+                await response.aclose()
+                raise ResponseTooLarge(f"the answer declares more than {MAX_RESPONSE_BYTES} bytes")
+            response.stream = CappedStream(response.stream)  # type: ignore[arg-type]
             if response.status_code >= 500 and safe:
                 failures += 1
                 if failures < self._attempts:
@@ -78,6 +89,13 @@ class ScheduledTransport(httpx2.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+def _declared_size(response: httpx2.Response) -> int:
+    try:
+        return int(response.headers.get("content-length", "0"))
+    except ValueError:
+        return 0
 
 
 async def _buffered(response: httpx2.Response, request: httpx2.Request) -> httpx2.Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, Literal, NoReturn
 
 import httpx2
@@ -126,7 +127,7 @@ def _raise_for(response: httpx2.Response, snapshot_id: str | None) -> NoReturn:
         raise RateLimited(
             "NeuralSnap's hourly rate limit is reached.",
             scope="neuralsnap",
-            retry_after_s=retry_after(response) or 60.0,
+            retry_after_s=retry_after(response, time.time()) or 60.0,
             status=status,
         )
     if status in (400, 422):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import Any, Literal, NoReturn, TypeVar
@@ -263,7 +264,7 @@ def _raise_for(response: httpx2.Response, workspace_id: str | None) -> NoReturn:
     if status == 429 and code == "QUOTA_EXCEEDED":
         raise QuotaExhausted(f"neuroflash: {message}", period=None, resets_at=None, request_id=rid, status=status)
     if status == 429:
-        retry = retry_after(response) or 1.0
+        retry = retry_after(response, time.time()) or 1.0
         raise RateLimited("neuroflash is rate limiting requests.", scope=SERVICE, retry_after_s=retry, request_id=rid)
     if status in (400, 403, 422):
         raise UpstreamRejected(f"neuroflash rejected the request: {message}", request_id=rid, status=status)

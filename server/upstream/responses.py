@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
+from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 import httpx2
@@ -52,24 +54,69 @@ def parse(model: type[ModelT], response: httpx2.Response, *, what: str) -> Model
 
 
 def transport_failure(exc: httpx2.TransportError, *, service: str, method: str) -> UpstreamUnavailable:
-    """A request that got no answer. Only a refused connection proves nothing was processed."""
+    """A request that got no whole answer. Only a refused connection proves nothing was processed."""
     unsent = isinstance(exc, httpx2.ConnectError | httpx2.ConnectTimeout | httpx2.PoolTimeout)
-    kind = "timed out" if isinstance(exc, httpx2.TimeoutException) else f"failed ({type(exc).__name__})"
+    if isinstance(exc, ResponseTooLarge):
+        kind = f"was answered with more than {MAX_RESPONSE_BYTES // 2**20} MiB, which this server refuses"
+    elif isinstance(exc, httpx2.TimeoutException):
+        kind = "timed out"
+    else:
+        kind = f"failed ({type(exc).__name__})"
     return UpstreamUnavailable(
         f"The request to {service} {kind}.", maybe_processed=method in UNSAFE_METHODS and not unsent
     )
 
 
 _TRY_AGAIN = re.compile(r"try again in (\d+(?:\.\d+)?) ?s", re.IGNORECASE)
+# A wait longer than a day is not a rate limit but a broken header: it is ignored, not obeyed.
+MAX_RETRY_AFTER_S = 86_400.0
 
 
-def retry_after(response: httpx2.Response) -> float | None:
-    """Seconds to wait from `Retry-After` (delta seconds), else from a "Try again in N seconds" body."""
+def retry_after(response: httpx2.Response, now: float) -> float | None:
+    """Seconds to wait: `Retry-After` (seconds or an HTTP date), else the body's "Try again in N seconds".
+
+    A negative, unreadable or absurdly long value counts as absent; a date in the past means now.
+    """
     header = response.headers.get("retry-after", "").strip()
-    try:
-        return max(0.0, float(header))
-    except ValueError:
-        pass
-    _, message = error_body(response)
-    match = _TRY_AGAIN.search(message)
-    return float(match.group(1)) if match else None
+    wait: float | None = None
+    if header:
+        try:
+            wait = float(header)
+        except ValueError:
+            try:
+                wait = max(0.0, parsedate_to_datetime(header).timestamp() - now)
+            except (TypeError, ValueError):
+                wait = None
+    if wait is None:
+        _, message = error_body(response)
+        match = _TRY_AGAIN.search(message)
+        wait = float(match.group(1)) if match else None
+    if wait is None or not 0 <= wait <= MAX_RETRY_AFTER_S:
+        return None
+    return wait
+
+
+class ResponseTooLarge(httpx2.ReadError):
+    """An upstream answer grew past the size this server accepts."""
+
+
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+
+
+class CappedStream(httpx2.AsyncByteStream):
+    """A response body that fails with `ResponseTooLarge` past `limit` bytes, instead of filling memory."""
+
+    def __init__(self, inner: httpx2.AsyncByteStream, limit: int = MAX_RESPONSE_BYTES) -> None:
+        self._inner = inner
+        self._limit = limit
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        seen = 0
+        async for chunk in self._inner:
+            seen += len(chunk)
+            if seen > self._limit:
+                raise ResponseTooLarge(f"the answer exceeded {self._limit} bytes")
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
