@@ -91,6 +91,7 @@ class EmulatorState:
         self.token_ttl_s = token_ttl_s
         self.clients: dict[str, str] = {catalog.DEMO_CLIENT_ID: catalog.DEMO_CLIENT_SECRET}
         self.tokens: dict[str, tuple[str, float]] = {}  # token -> (client id, expires at)
+        self.issued: list[str] = []  # every token ever issued, revoked ones too (for leak checks)
         self.workspaces: dict[str, Workspace] = {}
         self.api_keys: dict[str, str] = {catalog.DEMO_API_KEY: "brain-sandbox"}  # key -> brain id
         self.snapshots: dict[str, dict[str, Any]] = {}
@@ -210,6 +211,7 @@ class EmulatorState:
         with self.lock:
             token = "nf_at_" + secrets.token_urlsafe(24)
             self.tokens[token] = (client_id, self.clock.now() + self.token_ttl_s)
+            self.issued.append(token)
             return token
 
     def token_valid(self, token: str) -> bool:
