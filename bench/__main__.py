@@ -6,9 +6,9 @@ import sys
 
 import anyio
 
-from bench import load, report, scheduling
+from bench import load, overhead, report, scheduling
 
-BENCHES = {"scheduling": scheduling.run, "load": load.run}
+BENCHES = {"scheduling": scheduling.run, "load": load.run, "overhead": overhead.run}
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -162,6 +163,8 @@ class NeuroflashEmulator(EmulatedAPI):
                     delay = state.latency_s.get("chat_chunk", 0.0)
                 if delay:
                     await anyio.sleep(delay)
+                with state.lock:
+                    state.chunk_times.append(time.time())
                 text = " ".join(words[start : start + CHUNK_WORDS])
                 content = text if start == 0 else " " + text
                 yield frame({**base, "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": None}]})

@@ -107,6 +107,7 @@ class EmulatorState:
         self.streams_closed_early = 0
         self.streams_completed = 0
         self.active_streams = 0
+        self.chunk_times: list[float] = []  # wall time each content chunk was sent (for the relay benchmark)
         self.max_concurrent_streams = 0
         self.add_workspace(catalog.MARKETING_WORKSPACE, "Marketing Team", plan="business")
 
