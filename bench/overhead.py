@@ -55,16 +55,12 @@ async def overhead(env: dict[str, str]) -> dict[str, list[float]]:
     results: dict[str, list[float]] = {}
     url = env["NEUROFLASH_API_URL"] + "/api/ds-prototypes/model_selection/models"
     async with httpx2.AsyncClient() as http:
-        token = (
-            await http.post(
-                env["NEUROFLASH_TOKEN_URL"],
-                data={
-                    "grant_type": "client_credentials",
-                    "client_id": env["NEUROFLASH_CLIENT_ID"],
-                    "client_secret": env["NEUROFLASH_CLIENT_SECRET"],
-                },
-            )  # fmt: skip
-        ).json()["access_token"]
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": env["NEUROFLASH_CLIENT_ID"],
+            "client_secret": env["NEUROFLASH_CLIENT_SECRET"],
+        }
+        token = (await http.post(env["NEUROFLASH_TOKEN_URL"], data=form)).json()["access_token"]
         headers = {"Authorization": f"Bearer {token}", "x-workspace-id": env["NEUROFLASH_WORKSPACE_ID"]}
         results["direct httpx2 request"] = await timed(CALLS, lambda: http.get(url, headers=headers))
     # Both servers are up at once and called in turn, so drift on a shared machine hits both alike.
