@@ -19,6 +19,7 @@ from server.sandbox import Emulator, EmulatorState
 from server.sandbox.loopback import LoopbackServer
 from tests.conftest import MODES
 from tests.results import data
+from tests.walkthrough import walk_every_tool
 
 TOKEN = "test-access-token-0123456789"
 ServeHTTP = Callable[..., AbstractAsyncContextManager[str]]
@@ -52,27 +53,7 @@ def connect(url: str, transport: str, mode: str, token: str | None = None) -> Cl
 async def test_every_tool_works_over_http(serve_http: ServeHTTP, transport: str, mode: str) -> None:
     async with serve_http(transport) as url, connect(url, transport, mode) as client:
         with anyio.fail_after(30):
-            assert len((await client.list_tools()).tools) == 7
-            data(await client.call_tool("list_workspaces", {}))
-            data(await client.call_tool("check_quota", {}))
-            models = data(await client.call_tool("list_models", {}))["models"]
-            seen: list[float] = []
-
-            async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-                seen.append(progress)
-
-            text = data(
-                await client.call_tool(
-                    "generate", {"model": models[0]["id"], "prompt": "Hi"}, progress_callback=on_progress
-                )
-            )["text"]
-            assert text
-            assert seen == sorted(seen)
-            assert seen
-            saved = data(await client.call_tool("snapshot", {"name": "Over HTTP", "core": "It works."}))
-            found = data(await client.call_tool("search_snapshots", {"query": "over http"}))
-            assert found["snapshots"][0]["id"] == saved["id"]
-            assert data(await client.call_tool("get_snapshot", {"id": saved["id"]}))["core"] == "It works."
+            await walk_every_tool(client, f"Over {transport}")
 
 
 @pytest.mark.parametrize("transport", ["streamable-http", "sse"])

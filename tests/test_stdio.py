@@ -15,7 +15,8 @@ from mcp import Client, StdioServerParameters
 
 from server.sandbox import Emulator, EmulatorState
 from tests.conftest import MODES
-from tests.results import data, error
+from tests.results import error
+from tests.walkthrough import walk_every_tool
 
 COMMAND = shutil.which("flashsnap-mcp", path=str(Path(sys.executable).parent)) or "flashsnap-mcp"
 
@@ -30,27 +31,8 @@ async def test_every_tool_works_over_stdio_in_sandbox_mode(mode: str) -> None:
     with anyio.fail_after(60):
         async with Client(params("--sandbox"), mode=mode) as client:
             assert "SANDBOX MODE" in (client.instructions or "")
-            workspaces = data(await client.call_tool("list_workspaces", {}))
+            workspaces = await walk_every_tool(client, "Stdio works")
             assert len(workspaces["workspaces"]) == 2
-            assert data(await client.call_tool("check_quota", {}))["can_generate"] is True
-            models = data(await client.call_tool("list_models", {}))["models"]
-            seen: list[float] = []
-
-            async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-                seen.append(progress)
-
-            generated = data(
-                await client.call_tool(
-                    "generate", {"model": models[0]["id"], "prompt": "Hello"}, progress_callback=on_progress
-                )
-            )
-            assert generated["text"]
-            assert seen == sorted(seen)
-            assert seen
-            saved = data(await client.call_tool("snapshot", {"name": "Stdio works", "core": "Pipes carry JSON."}))
-            found = data(await client.call_tool("search_snapshots", {"query": "pipes json"}))
-            assert [s["id"] for s in found["snapshots"]] == [saved["id"]]
-            assert data(await client.call_tool("get_snapshot", {"id": saved["id"]}))["name"] == "Stdio works"
             spent = workspaces["workspaces"][1]["id"]
             err = error(
                 await client.call_tool("generate", {"model": "gpt-4.1-mini", "prompt": "x", "workspace_id": spent})

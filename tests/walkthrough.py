@@ -1,0 +1,31 @@
+"""One pass over every tool, as a user's assistant would make it; shared by the transport tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mcp import Client
+
+from tests.results import data
+
+
+async def walk_every_tool(client: Client, note: str) -> dict[str, Any]:
+    """Call each tool once, checking what a user would see; returns list_workspaces' result."""
+    assert len((await client.list_tools()).tools) == 7
+    workspaces = data(await client.call_tool("list_workspaces", {}))
+    assert data(await client.call_tool("check_quota", {}))["can_generate"] is True
+    models = data(await client.call_tool("list_models", {}))["models"]
+    seen: list[float] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append(progress)
+
+    args = {"model": models[0]["id"], "prompt": "Hello"}
+    assert data(await client.call_tool("generate", args, progress_callback=on_progress))["text"]
+    assert seen
+    assert seen == sorted(seen)
+    saved = data(await client.call_tool("snapshot", {"name": note, "core": f"{note}: it works."}))
+    found = data(await client.call_tool("search_snapshots", {"query": note}))
+    assert [s["id"] for s in found["snapshots"]] == [saved["id"]]
+    assert data(await client.call_tool("get_snapshot", {"id": saved["id"]}))["name"] == note
+    return workspaces
