@@ -14,6 +14,7 @@ from server.errors import FlashsnapError
 from server.runtime import Runtime
 from server.scheduler import budget as budgets
 from server.scheduler import fair
+from server.toolspec import runtime
 
 log = logging.getLogger("server.tools")
 
@@ -67,12 +68,12 @@ def tool_call(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T | CallTo
         try:
             ctx = kwargs.get("ctx")
             if isinstance(ctx, Context):
-                runtime: Runtime = ctx.request_context.lifespan_context
+                shared = runtime(ctx)
                 max_wait = kwargs.get("max_wait_s")
-                wait_s = float(max_wait) if isinstance(max_wait, int | float) else runtime.settings.max_wait_s
+                wait_s = float(max_wait) if isinstance(max_wait, int | float) else shared.settings.max_wait_s
                 session = fair.current_session.set(id(ctx.request_context.session))
                 try:
-                    with budgets.budget(runtime.clock, wait_s, Progress(ctx)):
+                    with budgets.budget(shared.clock, wait_s, Progress(ctx)):
                         return await fn(*args, **kwargs)
                 finally:
                     fair.current_session.reset(session)

@@ -11,7 +11,7 @@ import hashlib
 import math
 import secrets
 import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -91,7 +91,7 @@ class EmulatorState:
         self.token_ttl_s = token_ttl_s
         self.clients: dict[str, str] = {catalog.DEMO_CLIENT_ID: catalog.DEMO_CLIENT_SECRET}
         self.tokens: dict[str, tuple[str, float]] = {}  # token -> (client id, expires at)
-        self.issued: list[str] = []  # every token ever issued, revoked ones too (for leak checks)
+        self.issued: deque[str] = deque(maxlen=10_000)  # recent tokens issued, revoked ones too (leak checks)
         self.workspaces: dict[str, Workspace] = {}
         self.api_keys: dict[str, str] = {catalog.DEMO_API_KEY: "brain-sandbox"}  # key -> brain id
         self.snapshots: dict[str, dict[str, Any]] = {}
@@ -102,12 +102,13 @@ class EmulatorState:
         self.latency_s: dict[str, float] = {}
         self.requests: Counter[str] = Counter()
         self.responses: Counter[tuple[str, int]] = Counter()
-        self.log: list[RequestRecord] = []
+        # Bounded, so a sandbox that runs for days keeps flat memory.
+        self.log: deque[RequestRecord] = deque(maxlen=100_000)
         self.words_charged = 0
         self.streams_closed_early = 0
         self.streams_completed = 0
         self.active_streams = 0
-        self.chunk_times: list[float] = []  # wall time each content chunk was sent (for the relay benchmark)
+        self.chunk_times: deque[float] = deque(maxlen=100_000)  # when each content chunk was sent (benchmarks)
         self.max_concurrent_streams = 0
         self.add_workspace(catalog.MARKETING_WORKSPACE, "Marketing Team", plan="business")
 
@@ -211,7 +212,9 @@ class EmulatorState:
     def issue_token(self, client_id: str) -> str:
         with self.lock:
             token = "nf_at_" + secrets.token_urlsafe(24)
-            self.tokens[token] = (client_id, self.clock.now() + self.token_ttl_s)
+            now = self.clock.now()
+            self.tokens = {t: entry for t, entry in self.tokens.items() if entry[1] > now}  # forget expired ones
+            self.tokens[token] = (client_id, now + self.token_ttl_s)
             self.issued.append(token)
             return token
 
