@@ -11,6 +11,7 @@ from mcp.server.mcpserver import Context
 from mcp.types import CallToolResult, TextContent
 
 from server.errors import FlashsnapError
+from server.logs import SecretMask
 from server.runtime import Runtime
 from server.scheduler import budget as budgets
 from server.scheduler import fair
@@ -30,16 +31,18 @@ INTERNAL_ERROR = (
 ERROR_META = "io.flashsnap/error"
 
 
-def error_result(error: FlashsnapError) -> CallToolResult:
+def error_result(error: FlashsnapError, mask: SecretMask) -> CallToolResult:
     """An `isError` result: the text a model reads, and the same facts, machine-readable, in `_meta`.
 
     Not in `structuredContent`: the spec holds that to the tool's output schema, which
     describes success, and clients such as the MCP Inspector reject a result that breaks it.
+    Upstream messages are quoted in both, so both pass through the secret mask.
     """
+    payload = {k: mask.mask(v) if isinstance(v, str) else v for k, v in error.payload().items()}
     return CallToolResult(
-        content=[TextContent(type="text", text=str(error))],
+        content=[TextContent(type="text", text=mask.mask(str(error)))],
         is_error=True,
-        _meta={ERROR_META: error.payload()},
+        _meta={ERROR_META: payload},
     )
 
 
@@ -65,10 +68,12 @@ def tool_call(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T | CallTo
 
     @functools.wraps(fn)
     async def call(*args: P.args, **kwargs: P.kwargs) -> T | CallToolResult:
+        mask = SecretMask()
         try:
             ctx = kwargs.get("ctx")
             if isinstance(ctx, Context):
                 shared = runtime(ctx)
+                mask = shared.mask
                 max_wait = kwargs.get("max_wait_s")
                 wait_s = float(max_wait) if isinstance(max_wait, int | float) else shared.settings.max_wait_s
                 session = fair.current_session.set(id(ctx.request_context.session))
@@ -80,7 +85,7 @@ def tool_call(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T | CallTo
             return await fn(*args, **kwargs)
         except FlashsnapError as exc:
             log.info("tool %s: %s: %s", fn.__name__, exc.code, exc.message)
-            return error_result(exc)
+            return error_result(exc, mask)
         except Exception:
             log.exception("tool %s crashed", fn.__name__)
             return CallToolResult(content=[TextContent(type="text", text=INTERNAL_ERROR)], is_error=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -78,7 +79,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                 environ = stack.enter_context(sandbox_environment(os.environ))
             settings = Settings.from_env(environ, sandbox=args.sandbox, **overrides)
             secrets = [
-                s.get_secret_value() for s in (settings.neuroflash_client_secret, settings.neuralsnap_api_key) if s
+                s.get_secret_value()
+                for s in (settings.neuroflash_client_secret, settings.neuralsnap_api_key, settings.http_token)
+                if s
             ]
             logs.configure(settings.log_level, secrets)
             serve(settings)
@@ -105,7 +108,7 @@ def serve(settings: Settings) -> None:
         host=settings.host,
         port=settings.port,
         log_config=None,  # our stderr handler, with its secret mask
-        timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
         lifespan="on",
     )
     # uvicorn stops on SIGTERM and SIGINT: no new connections, in-flight calls get the grace period,

@@ -7,7 +7,10 @@ expiry in two windows:
   background refresh runs;
 - mandatory (default 30 s before expiry): calls wait for the new token.
 
-Renewal is single-flight: however many calls wait, one token request goes out. A 401 on an
+(Both are capped at a quarter of the token's lifetime, for short-lived tokens.)
+
+Renewal is single-flight: however many calls wait, one token request goes out, and a failed
+one answers the calls queued behind it for a few seconds instead of each retrying. A 401 on an
 API call invalidates exactly the token that call used (a newer one is kept), then the call
 is replayed once with a fresh token. The lock is held around the token request only,
 never around an API call.
@@ -27,9 +30,10 @@ from pydantic import BaseModel, SecretStr, ValidationError
 
 from server.backoff import full_jitter
 from server.clock import Clock
-from server.errors import CredentialsRejected, UpstreamUnavailable
+from server.errors import CredentialsRejected, FlashsnapError, UpstreamUnavailable
 
 log = logging.getLogger(__name__)
+FAILURE_MEMORY_S = 5.0  # how long a failed token request answers for the calls that queued behind it
 
 
 class TokenResponse(BaseModel):
@@ -44,6 +48,10 @@ class TokenResponse(BaseModel):
 class _Token:
     value: SecretStr
     expires_at: float
+    lifetime: float
+
+    def left(self, now: float) -> float:
+        return self.expires_at - now
 
 
 class TokenManager:
@@ -73,6 +81,7 @@ class TokenManager:
         self._lock = anyio.Lock()
         self._background: TaskGroup | None = None
         self._refreshing = False
+        self._failure: tuple[float, FlashsnapError] | None = None
         self.requests_sent = 0
 
     async def __aenter__(self) -> TokenManager:
@@ -92,11 +101,16 @@ class TokenManager:
         """A token that is valid now; waits for a new one only inside the mandatory window."""
         current = self._token
         now = self._clock.now()
-        if current is not None and now < current.expires_at - self._mandatory_s:
-            if now >= current.expires_at - self._advisory_s:
+        if current is not None and current.left(now) > self._window(current, self._mandatory_s):
+            if current.left(now) <= self._window(current, self._advisory_s):
                 self._refresh_in_background()
             return current.value
-        return await self._refresh(unless_valid_beyond=self._mandatory_s)
+        return await self._refresh(advisory=False)
+
+    @staticmethod
+    def _window(token: _Token, seconds: float) -> float:
+        # A short-lived token must not spend its whole life "about to expire": at most a quarter of it.
+        return min(seconds, token.lifetime / 4)
 
     def invalidate(self, used: SecretStr) -> None:
         """Forget the token a call was refused with, unless a newer one already replaced it."""
@@ -111,19 +125,29 @@ class TokenManager:
 
     async def _background_refresh(self) -> None:
         try:
-            await self._refresh(unless_valid_beyond=self._advisory_s)
+            await self._refresh(advisory=True)
         except Exception as exc:  # the cached token still serves; the mandatory window will retry
             log.warning("background token refresh failed: %s", exc)
         finally:
             self._refreshing = False
 
-    async def _refresh(self, *, unless_valid_beyond: float) -> SecretStr:
+    async def _refresh(self, *, advisory: bool) -> SecretStr:
         async with self._lock:
             # Whoever held the lock before us may have fetched a token already: single flight.
             current = self._token
-            if current is not None and self._clock.now() < current.expires_at - unless_valid_beyond:
+            now = self._clock.now()
+            window = self._advisory_s if advisory else self._mandatory_s
+            if current is not None and current.left(now) > self._window(current, window):
                 return current.value
-            self._token = await self._fetch()
+            # ... or just failed to: the callers queued behind a failure share it, not each retry.
+            if self._failure is not None and now - self._failure[0] < FAILURE_MEMORY_S:
+                raise self._failure[1]
+            try:
+                self._token = await self._fetch()
+            except FlashsnapError as exc:
+                self._failure = (self._clock.now(), exc)
+                raise
+            self._failure = None
             return self._token.value
 
     async def _fetch(self) -> _Token:
@@ -150,7 +174,7 @@ class TokenManager:
             raise UpstreamUnavailable(
                 f"The neuroflash token endpoint could not be reached ({type(exc).__name__})."
             ) from None
-        if response.status_code in (400, 401):
+        if response.status_code in (400, 401):  # RFC 6749: invalid_client, unsupported_grant_type
             raise CredentialsRejected(
                 "neuroflash rejected the service account credentials "
                 f"(HTTP {response.status_code}, {_oauth_error(response)}).",
@@ -167,7 +191,7 @@ class TokenManager:
         except ValidationError:
             raise UpstreamUnavailable("The neuroflash token endpoint sent a malformed answer.") from None
         log.info("obtained a neuroflash access token, valid for %.0f s", body.expires_in)
-        return _Token(body.access_token, self._clock.now() + body.expires_in)
+        return _Token(body.access_token, self._clock.now() + body.expires_in, body.expires_in)
 
 
 def _oauth_error(response: httpx2.Response) -> str:

@@ -17,7 +17,7 @@ from server import __version__
 from server.app import create_app
 from server.clock import Clock
 from server.config import Settings
-from server.http_security import HTTPGuard, require_token_off_loopback
+from server.http_security import HTTPGuard, require_token_when_exposed
 from server.runtime import Runtime, open_runtime
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ _SDK_CHECKS_OFF = TransportSecuritySettings(enable_dns_rebinding_protection=Fals
 
 def build_http_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
     """The whole HTTP server as one ASGI app: the guard, /healthz, and the transport's endpoints."""
-    require_token_off_loopback(settings.host, settings.http_token)
+    require_token_when_exposed(settings.host, settings.http_token, settings.allowed_hosts)
     runtime: list[Runtime] = []
     mcp = create_app(settings, clock=clock, shared=lambda: runtime[0])
     if settings.transport == "sse":
@@ -72,11 +72,11 @@ def build_http_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp
         return JSONResponse(body, status_code=200 if ready else 503)
 
     app = Starlette(routes=[Route("/healthz", healthz), Mount("/", transport)], lifespan=lifespan)
-    guarded = HTTPGuard(
-        app,
+    # The guard is outermost: a client without the token gets 401 before its body is read.
+    return HTTPGuard(
+        RequestBodyLimitMiddleware(app, settings.max_body_bytes),
         bind_host=settings.host,
         token=settings.http_token,
         allowed_origins=settings.allowed_origins,
         allowed_hosts=settings.allowed_hosts,
     )
-    return RequestBodyLimitMiddleware(guarded, settings.max_body_bytes)

@@ -32,12 +32,22 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def require_token_off_loopback(host: str, token: SecretStr | None) -> None:
-    """Refuse to serve a non-loopback address without an access token."""
-    if not is_loopback(host) and token is None:
+def require_token_when_exposed(host: str, token: SecretStr | None, allowed_hosts: tuple[str, ...] = ()) -> None:
+    """Refuse to serve without an access token when other machines can reach the server.
+
+    That is a non-loopback bind, or a loopback one behind a reverse proxy (`FLASHSNAP_ALLOWED_HOSTS`).
+    """
+    if token is not None:
+        return
+    if not is_loopback(host):
         raise ConfigurationError(
             f"refusing to listen on {host}: it is reachable from other machines and no access token is set. "
             "Set FLASHSNAP_HTTP_TOKEN (16+ characters), or bind to 127.0.0.1."
+        )
+    if allowed_hosts:
+        raise ConfigurationError(
+            "refusing to serve FLASHSNAP_ALLOWED_HOSTS without an access token: a reverse proxy exposes the "
+            "server to other machines. Set FLASHSNAP_HTTP_TOKEN (16+ characters)."
         )
 
 
@@ -60,7 +70,10 @@ class HTTPGuard:
         self._hosts = frozenset(h.lower() for h in allowed_hosts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "websocket":  # no MCP transport here uses one: refused, not let through unchecked
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        if scope["type"] != "http":  # lifespan
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)

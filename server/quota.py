@@ -74,13 +74,18 @@ class QuotaBook:
         self._lock = anyio.Lock()
 
     async def quotas(self, workspace_id: str, *, fresh: bool = False) -> list[Quota]:
-        now = self._clock.now()
+        if not fresh and (cached := self._cached(workspace_id)) is not None:
+            return cached
+        async with self._lock:  # concurrent calls on a cold cache make one request, not one each
+            if not fresh and (cached := self._cached(workspace_id)) is not None:
+                return cached
+            quotas = await self._client.quotas(workspace_id)
+            self._seen[workspace_id] = (self._clock.now(), quotas)
+            return quotas
+
+    def _cached(self, workspace_id: str) -> list[Quota] | None:
         seen = self._seen.get(workspace_id)
-        if not fresh and seen is not None and now - seen[0] < self._ttl_s:
-            return seen[1]
-        quotas = await self._client.quotas(workspace_id)
-        self._seen[workspace_id] = (self._clock.now(), quotas)
-        return quotas
+        return seen[1] if seen is not None and self._clock.now() - seen[0] < self._ttl_s else None
 
     async def admit(self, workspace_id: str) -> None:
         """Raise the refusal, before any chat request is sent, when the text quota cannot serve one."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator, Generator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -16,6 +17,7 @@ from server.clock import Clock, SystemClock
 from server.config import Settings
 from server.credentials import BearerAuth, TokenManager
 from server.errors import MissingCredential
+from server.logs import SecretMask
 from server.quota import QuotaBook
 from server.scheduler.gate import Gate
 from server.scheduler.transport import ScheduledTransport
@@ -63,6 +65,12 @@ class Runtime:
     _neuroflash: Neuroflash | None = None
     _neuralsnap: NeuralSnapClient | None = None
     gates: dict[str, Gate] = field(default_factory=dict)  # one per upstream credential
+
+    @functools.cached_property
+    def mask(self) -> SecretMask:
+        """Masks this server's secrets (and anything shaped like one) in text bound for a client."""
+        known = (self.settings.neuroflash_client_secret, self.settings.neuralsnap_api_key, self.settings.http_token)
+        return SecretMask(s.get_secret_value() for s in known if s is not None)
 
     def neuroflash(self) -> Neuroflash:
         if self._neuroflash is None:

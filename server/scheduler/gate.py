@@ -101,13 +101,15 @@ class Gate:
         )
 
     async def _wait_at_head(self, budget: Budget) -> None:
+        paced = False
         while True:
             now = self._clock.now()
             blocked = self.blocked_until > now
             spent = (
                 self.remaining is not None and self.remaining <= 0 and (self.reset_at is None or now < self.reset_at)
             )
-            learning = self._probe_first and self.answered == 0
+            # Until an answer has named the limit, one probe at a time (a few header-less answers end it).
+            learning = self._probe_first and self.limit is None and self.answered < PROBE_ANSWERS
             if (blocked or spent or learning) and self.in_flight > 0:
                 # Let the requests already out be answered first: what they say may change the wait.
                 await self._await_answer(budget, "waiting for answers to requests already sent")
@@ -121,10 +123,13 @@ class Gate:
             if self.reset_at is not None and now >= self.reset_at:
                 # The window is over: a fresh one starts with our next send.
                 self.remaining, self.reset_at = self.limit, None
-            pace = self._pace(now)
+            pace = 0.0 if paced else min(self._pace(now), budget.left())
             if pace > 0:
-                # Advisory: a call that cannot afford the pacing delay goes now, within the budget.
-                await self._clock.sleep(min(pace, budget.left()))
+                # Advisory: never longer than the budget allows; then look again, since a 429 or a
+                # spent budget may have arrived meanwhile.
+                await budget.wait(pace, scope=self.scope, why="pacing the last requests of the window")
+                paced = True
+                continue
             self._send()
             return
 
@@ -138,13 +143,14 @@ class Gate:
         return max(0.0, self._last_send + interval - now)
 
     async def _await_answer(self, budget: Budget, why: str) -> None:
+        """Wait for the next answer; heartbeat every few seconds; give up when the budget is gone."""
         event = self._changed
-        with anyio.move_on_after(HEARTBEAT_EVERY_S):
+        with anyio.move_on_after(min(HEARTBEAT_EVERY_S, budget.left())):
             await event.wait()
             return
-        await budget.heartbeat(f"{why} ({self.scope})")
         if budget.left() <= 0:
             raise RateLimited(f"{why}.", scope=self.scope, retry_after_s=self.estimate(0) or HEARTBEAT_EVERY_S)
+        await budget.heartbeat(f"{why} ({self.scope})")
 
     def _send(self) -> None:
         if self.remaining is not None:
@@ -215,6 +221,7 @@ class Gate:
         )
 
 
+PROBE_ANSWERS = 3
 _HEADERS = ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset")
 
 

@@ -32,6 +32,7 @@ from server.upstream.responses import (
 
 UNSENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)
 RATE_LIMIT_CODES = frozenset({None, "RATE_LIMIT_EXCEEDED", "TOO_MANY_REQUESTS"})
+ERROR_BODY_BYTES = 64 * 1024
 MAX_THROTTLES = 10  # the wait budget is the real bound; this one stops a zero Retry-After from spinning
 
 
@@ -58,15 +59,23 @@ class ScheduledTransport(httpx2.AsyncBaseTransport):
                     await self._back_off(budget, failures)
                     continue
                 raise
+            except BaseException:
+                self.gate.unanswered(sent=True)  # cancelled or crashed: never leave it counted as in flight
+                raise
             if response.status_code == 429:
-                response = await _buffered(response, request)
+                try:
+                    response = await _buffered(response, request)
+                except BaseException:
+                    self.gate.unanswered(sent=True)
+                    raise
                 code, _ = error_body(response)
-                if code not in RATE_LIMIT_CODES:  # a spent quota: retrying cannot help
-                    self.gate.answered_with(response.headers)
-                    return response
-                throttles += 1
                 # Retry-After, else the body's "Try again in N seconds", else backoff with full jitter.
                 wait = retry_after(response, self._clock.now())
+                # A 429 naming no code counts as a rate limit only when it says when to come back.
+                if code not in RATE_LIMIT_CODES or (code is None and wait is None):
+                    self.gate.answered_with(response.headers)  # a spent quota, say: retrying cannot help
+                    return response
+                throttles += 1
                 self.gate.answered_with(response.headers, throttled_for=wait or full_jitter(throttles, base_s=1.0))
                 if throttles < MAX_THROTTLES:
                     continue  # provably not processed; the gate holds the whole queue until the retry time
@@ -99,9 +108,14 @@ def _declared_size(response: httpx2.Response) -> int:
 
 
 async def _buffered(response: httpx2.Response, request: httpx2.Request) -> httpx2.Response:
-    """A small error answer read into memory, so it can be inspected here and read again above."""
+    """A small error answer read into memory (64 KiB at most), to be inspected here and read again above."""
+    body = b""
     try:
-        body = await response.aread()
+        async for chunk in response.aiter_raw():
+            body += chunk
+            if len(body) > ERROR_BODY_BYTES:
+                body = body[:ERROR_BODY_BYTES]
+                break
     finally:
         await response.aclose()
     return httpx2.Response(response.status_code, headers=response.headers, content=body, request=request)

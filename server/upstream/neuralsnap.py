@@ -130,8 +130,8 @@ def _raise_for(response: httpx2.Response, snapshot_id: str | None) -> NoReturn:
             retry_after_s=retry_after(response, time.time()) or 60.0,
             status=status,
         )
-    if status in (400, 422):
-        raise UpstreamRejected(f"NeuralSnap rejected the snapshot: {message}", status=status)
+    if 400 <= status < 500:  # refused, so not processed
+        raise UpstreamRejected(f"NeuralSnap rejected the request: {message}", status=status)
     raise UpstreamUnavailable(
         f"NeuralSnap answered HTTP {status} ({code or message}).",
         status=status,

@@ -45,11 +45,12 @@ class Quota(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
     usage_type_key: str
-    limit_amount: int = 0
-    used_amount: int = 0
-    available_amount: int = 0
-    limit_amount_daily: int = 0
-    used_amount_daily: int = 0
+    # Required: a quota that leaves them out is unreadable, not "spent".
+    limit_amount: int
+    used_amount: int
+    available_amount: int
+    limit_amount_daily: int
+    used_amount_daily: int
     bonus_amount: int = 0
     spillover_amount: int = 0
     daily_refreshed: date | None = None
@@ -273,7 +274,7 @@ def _raise_for(response: httpx2.Response, workspace_id: str | None) -> NoReturn:
     if status == 429:
         retry = retry_after(response, time.time()) or 1.0
         raise RateLimited("neuroflash is rate limiting requests.", scope=SERVICE, retry_after_s=retry, request_id=rid)
-    if status in (400, 403, 422):
+    if 400 <= status < 500:  # refused, so not processed: never "maybe processed", never "retry as is"
         raise UpstreamRejected(f"neuroflash rejected the request: {message}", request_id=rid, status=status)
     raise UpstreamUnavailable(
         f"neuroflash answered HTTP {status}: {message}",
