@@ -66,11 +66,20 @@ async def test_in_the_advisory_window_the_current_token_serves_while_one_refresh
     client: Client, state: EmulatorState, clock: FakeClock
 ) -> None:
     await call_many(client, 1)
+    start = clock.now()
     clock.advance(state.token_ttl_s - 100)  # advisory window: 120 s before expiry
+    state.inject("token", Fault(status=503, times=3))  # the background refresh fails: nobody notices
     await call_many(client, 10)
-    assert await anyio.to_thread.run_sync(state.wait_for, "token", 2)  # the background refresh
+    assert await anyio.to_thread.run_sync(state.wait_for, "token", 4)
+    assert state.count_status("workspaces", 200) == 11
+    # Once the failure is older than FAILURE_MEMORY_S, a call in the window starts the refresh again.
+    with anyio.fail_after(10):
+        while state.count("token") < 5:
+            clock.advance(1)
+            await call_many(client, 1)
+    assert clock.now() - start < state.token_ttl_s - 30  # all of it before the mandatory window
     await call_many(client, 10)
-    assert state.count("token") == 2
+    assert state.count("token") == 5
     assert state.count_status("workspaces", 401) == 0
 
 
@@ -100,3 +109,20 @@ async def test_the_token_endpoint_down_for_good_is_a_clear_error(connect: Connec
     assert "token endpoint" in err["message"]
     assert state.count("token") == 3
     assert state.count("workspaces") == 0
+
+
+async def test_callers_queued_behind_a_failed_token_request_share_its_failure(
+    client: Client, state: EmulatorState
+) -> None:
+    state.inject("token", Fault(status=502, times=100))
+    results = []
+
+    async def one() -> None:
+        results.append(await client.call_tool("list_workspaces", {}))
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            for _ in range(20):
+                tg.start_soon(one)
+    assert all(r.is_error for r in results)
+    assert state.count("token") == 3  # one request with its retries, not one per caller

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from mcp import Client
 
 from server.app import create_app
+from server.calls import INTERNAL_ERROR
 from server.clock import FakeClock
 from server.config import Settings
 from server.sandbox import Emulator, EmulatorState
@@ -59,6 +60,7 @@ def test_any_arguments_get_a_valid_answer_and_invalid_ones_send_nothing(
             message = text(result)
             if result.is_error:
                 assert message  # an answer a model can read
+                assert INTERNAL_ERROR not in message, (args, message)  # never a crash
                 if is_rejection(tool, message):
                     assert sum(state.requests.values()) == before, (args, message)
             else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -81,7 +82,9 @@ async def test_twenty_sessions_share_one_token_and_one_rate_limit(
     assert answered == [True] * 200
     assert state.count("token") == 1
     assert state.count_status("snapshot_create", 429) == 0
-    assert len(state.snapshots) == 100  # two windows of 50, every request of the budget used
+    assert len(state.snapshots) == 100
+    windows = {math.floor(r.at / 60) for r in state.log if r.route == "snapshot_create"}
+    assert len(windows) == 2  # two windows of 50: every request of the budget used
 
 
 async def test_a_foreign_origin_is_refused(serve_http: ServeHTTP, state: EmulatorState) -> None:
@@ -126,6 +129,22 @@ async def test_an_oversized_body_is_refused(serve_http: ServeHTTP, state: Emulat
     async with serve_http(max_body_bytes=2048) as url, httpx2.AsyncClient() as http:
         response = await http.post(f"{url}/mcp", content=b"x" * 10_000, headers={"Content-Type": "application/json"})
     assert response.status_code == 413
+
+
+def test_a_reverse_proxy_setup_without_a_token_refuses_to_start(emulator: Emulator) -> None:
+    from server.errors import ConfigurationError
+
+    proxied = {"transport": "streamable-http", "allowed_hosts": "mcp.example.com"}
+    with pytest.raises(ConfigurationError, match="FLASHSNAP_HTTP_TOKEN"):
+        build_http_app(Settings.from_env(emulator.environment(), **proxied))
+
+
+async def test_a_websocket_is_refused(serve_http: ServeHTTP) -> None:
+    async with serve_http() as url, httpx2.AsyncClient() as http:
+        upgrade = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+                   "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}  # fmt: skip
+        response = await http.get(f"{url}/mcp", headers=upgrade)
+    assert response.status_code != 101
 
 
 def test_a_non_loopback_bind_without_a_token_refuses_to_start(emulator: Emulator) -> None:

@@ -178,3 +178,15 @@ async def test_a_cancelled_call_leaves_the_queue_and_sends_nothing(client: Clien
             assert await neuralsnap_queue() == 0
     assert state.count("snapshot_search") == 1
     assert state.count("snapshot_create") == 0
+
+
+async def test_a_request_cancelled_in_flight_does_not_stall_the_queue(client: Client, state: EmulatorState) -> None:
+    state.latency_s["snapshot_search"] = 1.0
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client.call_tool, "search_snapshots", {"query": "x"})
+            assert await anyio.to_thread.run_sync(state.wait_for, "snapshot_search", 1)  # it is out, unanswered
+            tg.cancel_scope.cancel()
+        state.latency_s.clear()
+        # The probe never answered; had it stayed "in flight", this call would wait for it forever.
+        data(await client.call_tool("search_snapshots", {"query": "x", "max_wait_s": 1}))
