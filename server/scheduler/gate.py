@@ -138,8 +138,10 @@ class Gate:
             return 0.0
         if self.remaining > self._pace_below * self.limit or self.queued <= self.remaining:
             return 0.0
-        # remaining + 1 intervals: the last paced send lands one interval before the reset, not on it.
-        interval = (self.reset_at - now) / (self.remaining + 1)
+        # Spread over the window's time left, less a tenth of the window as a margin, in remaining + 1
+        # intervals: the last paced send lands well before the reset, never slipping into the next window.
+        margin = 0.1 * (self.window_s or (self.reset_at - now))
+        interval = max(0.0, self.reset_at - now - margin) / (self.remaining + 1)
         return max(0.0, self._last_send + interval - now)
 
     async def _await_answer(self, budget: Budget, why: str) -> None:
