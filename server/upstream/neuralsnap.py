@@ -9,7 +9,7 @@ import httpx2
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.errors import CredentialsRejected, NotFound, RateLimited, UpstreamRejected, UpstreamUnavailable
-from server.upstream.responses import UNSAFE_METHODS, error_body, parse, retry_after, transport_failure
+from server.upstream.responses import UNSAFE_METHODS, error_body, parse, retry_after, send
 
 SERVICE = "NeuralSnap"
 SnapshotType = Literal["Belief", "Model", "Rule", "Conviction", "Principle"]
@@ -98,13 +98,15 @@ class NeuralSnapClient:
         params: dict[str, Any] | None = None,
         not_found: str | None = None,
     ) -> httpx2.Response:
-        try:
-            response = await self._http.request(method, path, json=json, params=params)
-        except httpx2.TransportError as exc:
-            raise transport_failure(exc, service=SERVICE, method=method) from None
-        if not response.is_success:
-            _raise_for(response, not_found)
-        return response
+        return await send(
+            self._http,
+            method,
+            path,
+            service=SERVICE,
+            raise_for=lambda response: _raise_for(response, not_found),
+            json=json,
+            params=params,
+        )
 
 
 def _raise_for(response: httpx2.Response, snapshot_id: str | None) -> NoReturn:

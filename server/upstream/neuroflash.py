@@ -28,6 +28,7 @@ from server.upstream.responses import (
     error_body,
     request_id,
     retry_after,
+    send,
     transport_failure,
 )
 
@@ -166,13 +167,15 @@ class NeuroflashClient:
         header: bool = False,
     ) -> httpx2.Response:
         headers = {"x-workspace-id": workspace_id} if header and workspace_id else None
-        try:
-            response = await self._http.request(method, path, params=params, headers=headers)
-        except httpx2.TransportError as exc:
-            raise transport_failure(exc, service=SERVICE, method=method) from None
-        if not response.is_success:
-            _raise_for(response, workspace_id)
-        return response
+        return await send(
+            self._http,
+            method,
+            path,
+            service=SERVICE,
+            raise_for=lambda response: _raise_for(response, workspace_id),
+            params=params,
+            headers=headers,
+        )
 
 
 @functools.cache

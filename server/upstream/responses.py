@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from email.utils import parsedate_to_datetime
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import httpx2
 from pydantic import BaseModel, ValidationError
@@ -51,6 +51,25 @@ def parse(model: type[ModelT], response: httpx2.Response, *, what: str) -> Model
             status=response.status_code,
             maybe_processed=response.request.method in UNSAFE_METHODS,
         ) from None
+
+
+async def send(
+    http: httpx2.AsyncClient,
+    method: str,
+    path: str,
+    *,
+    service: str,
+    raise_for: Callable[[httpx2.Response], NoReturn],
+    **options: Any,
+) -> httpx2.Response:
+    """One request: a failure to get an answer, or an error answer, becomes the error tree's."""
+    try:
+        response = await http.request(method, path, **options)
+    except httpx2.TransportError as exc:
+        raise transport_failure(exc, service=service, method=method) from None
+    if not response.is_success:
+        raise_for(response)
+    return response
 
 
 def transport_failure(exc: httpx2.TransportError, *, service: str, method: str) -> UpstreamUnavailable:
