@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import anyio
 
@@ -31,7 +31,6 @@ class Budget:
     clock: Clock
     deadline: float
     report: Report = _silent  # progress to the client: (value or None for "one more step", message)
-    waited_s: float = field(default=0.0)
 
     async def heartbeat(self, message: str) -> None:
         await self.report(None, message)
@@ -57,7 +56,6 @@ class Budget:
             await self.heartbeat(f"{why}; waiting {left:.0f} s for {scope}")
             step = min(left, HEARTBEAT_EVERY_S)
             await self.clock.sleep(step)
-            self.waited_s += step
 
     @asynccontextmanager
     async def hold(self, limiter: anyio.CapacityLimiter, *, scope: str) -> AsyncIterator[None]:

@@ -59,7 +59,6 @@ class Gate:
         self.in_flight = 0
         self.queued = 0
         self.answered = 0
-        self.throttled = 0  # 429s seen
         self._last_send = -math.inf
 
     # --- admission ---------------------------------------------------------------------------
@@ -181,7 +180,6 @@ class Gate:
             else:
                 self.remaining = min(self.remaining if self.remaining is not None else remaining, remaining)
         if throttled_for is not None:
-            self.throttled += 1
             self.blocked_until = max(self.blocked_until, now + throttled_for)
         self._notify()
 

@@ -24,13 +24,13 @@ from server.scheduler.gate import Gate
 from server.upstream.responses import (
     MAX_RESPONSE_BYTES,
     UNSAFE_METHODS,
+    UNSENT,
     CappedStream,
     ResponseTooLarge,
     error_body,
     retry_after,
 )
 
-UNSENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)
 RATE_LIMIT_CODES = frozenset({None, "RATE_LIMIT_EXCEEDED", "TOO_MANY_REQUESTS"})
 ERROR_BODY_BYTES = 64 * 1024
 MAX_THROTTLES = 10  # the wait budget is the real bound; this one stops a zero Retry-After from spinning

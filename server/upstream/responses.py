@@ -16,6 +16,8 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 
 # Methods that create data or spend words: a failure after sending may have been processed.
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# Failures that prove the request never left: the only ones after which a write may be sent again.
+UNSENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)
 
 
 def request_id(response: httpx2.Response) -> str | None:
@@ -74,7 +76,7 @@ async def send(
 
 def transport_failure(exc: httpx2.TransportError, *, service: str, method: str) -> UpstreamUnavailable:
     """A request that got no whole answer. Only a refused connection proves nothing was processed."""
-    unsent = isinstance(exc, httpx2.ConnectError | httpx2.ConnectTimeout | httpx2.PoolTimeout)
+    unsent = isinstance(exc, UNSENT)
     if isinstance(exc, ResponseTooLarge):
         kind = f"was answered with more than {MAX_RESPONSE_BYTES // 2**20} MiB, which this server refuses"
     elif isinstance(exc, httpx2.TimeoutException):
