@@ -78,12 +78,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             if args.sandbox:
                 environ = stack.enter_context(sandbox_environment(os.environ))
             settings = Settings.from_env(environ, sandbox=args.sandbox, **overrides)
-            secrets = [
-                s.get_secret_value()
-                for s in (settings.neuroflash_client_secret, settings.neuralsnap_api_key, settings.http_token)
-                if s
-            ]
-            logs.configure(settings.log_level, secrets)
+            logs.configure(settings.log_level, settings.secrets)
             serve(settings)
     except ConfigurationError as exc:
         print(f"flashsnap-mcp: {exc}", file=sys.stderr)  # noqa: T201 - a start-up error for a person

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from server.errors import ConfigurationError
 
@@ -37,6 +39,12 @@ ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
     ("FLASHSNAP_ALLOWED_HOSTS", "allowed_hosts", "extra Host header names allowed over HTTP, comma-separated"),
     ("FLASHSNAP_MAX_BODY_BYTES", "max_body_bytes", "largest HTTP request body accepted"),
     ("FLASHSNAP_SHUTDOWN_GRACE_S", "shutdown_grace_s", "how long in-flight HTTP calls may finish on shutdown"),
+    ("FLASHSNAP_STATE", "state", "where shared state lives: sqlite (default), redis or memory (this process only)"),
+    ("FLASHSNAP_STATE_DIR", "state_dir", "directory of the SQLite state (default: the user cache directory)"),
+    ("FLASHSNAP_REDIS_URL", "redis_url", "redis:// or rediss:// URL of a Redis or Valkey server shared by replicas"),
+    ("FLASHSNAP_REDIS_PREFIX", "redis_prefix", "prefix of every Redis key (default flashsnap:)"),
+    ("FLASHSNAP_HTTP_STATELESS", "http_stateless", "1: any replica serves any request (default on with Redis)"),
+    ("FLASHSNAP_WORKERS", "workers", "HTTP worker processes on this host, sharing the state store"),
 )
 
 
@@ -64,6 +72,12 @@ class Settings(BaseModel):
     allowed_hosts: tuple[str, ...] = ()
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     shutdown_grace_s: float = Field(default=10.0, ge=0)
+    state: Literal["sqlite", "redis", "memory"] | None = None
+    state_dir: Path | None = None
+    redis_url: SecretStr | None = None  # it may carry a password
+    redis_prefix: str = Field(default="flashsnap:", min_length=1, max_length=100)
+    http_stateless: bool | None = None
+    workers: int = Field(default=1, ge=1, le=64)
     sandbox: bool = False
 
     @field_validator("allowed_origins", "allowed_hosts", mode="before")
@@ -72,6 +86,19 @@ class Settings(BaseModel):
         if isinstance(value, str):
             return tuple(item.strip().rstrip("/") for item in value.split(",") if item.strip())
         return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is not None and not url.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")  # the value may hold a password
+        return url
+
+    @model_validator(mode="after")
+    def _check_state(self) -> Settings:
+        if self.state == "redis" and self.redis_url is None:
+            raise ValueError("FLASHSNAP_STATE=redis needs FLASHSNAP_REDIS_URL")
+        return self
 
     @field_validator("http_token")
     @classmethod
@@ -108,9 +135,35 @@ class Settings(BaseModel):
         except ValidationError as exc:
             field_to_var = {field: var for var, field, _ in ENVIRONMENT}
             problems = [
-                f"{field_to_var.get(str(err['loc'][0]), str(err['loc'][0]))}: {err['msg']}" for err in exc.errors()
+                f"{field_to_var.get(str(err['loc'][0]), str(err['loc'][0]))}: {err['msg']}"
+                if err["loc"]
+                else str(err["msg"]).removeprefix("Value error, ")
+                for err in exc.errors()
             ]
             raise ConfigurationError("invalid configuration: " + "; ".join(problems)) from None
+
+    @property
+    def store(self) -> Literal["sqlite", "redis", "memory"]:
+        """The state store in use: as asked, else Redis when a URL is given, else SQLite."""
+        if self.state is not None:
+            return self.state
+        return "redis" if self.redis_url is not None else "sqlite"
+
+    @property
+    def stateless(self) -> bool:
+        """Streamable HTTP without sessions: as asked, else on for clusters (Redis) and several workers."""
+        if self.http_stateless is not None:
+            return self.http_stateless
+        return self.redis_url is not None or self.workers > 1
+
+    @property
+    def secrets(self) -> list[str]:
+        """Every secret value, for the log mask: credentials, the HTTP token, a Redis password."""
+        found = [s.get_secret_value() for s in (self.neuroflash_client_secret, self.neuralsnap_api_key,
+                                                 self.http_token, self.redis_url) if s is not None]  # fmt: skip
+        if self.redis_url is not None and (password := urlsplit(self.redis_url.get_secret_value()).password):
+            found.append(password)
+        return found
 
     @property
     def neuroflash_configured(self) -> bool:

@@ -1,24 +1,27 @@
 """The neuroflash token manager, and the `httpx2.Auth` flow that puts its token on requests.
 
-One `TokenManager` serves the whole process. It caches the token and renews it around
-expiry in two windows:
+One token serves every process that uses the same service account: the token lives in the
+state store (`token_lease.py`), and each process keeps a copy. It is renewed around expiry in
+two windows:
 
-- advisory (default 120 s before expiry): the cached token still serves calls while one
-  background refresh runs;
+- advisory (default 120 s before expiry): the token still serves calls while one background
+  refresh runs, in one process only;
 - mandatory (default 30 s before expiry): calls wait for the new token.
 
 (Both are capped at a quarter of the token's lifetime, for short-lived tokens.)
 
-Renewal is single-flight: however many calls wait, one token request goes out, and a failed
-one answers the calls queued behind it for a few seconds instead of each retrying. A 401 on an
-API call invalidates exactly the token that call used (a newer one is kept), then the call
-is replayed once with a fresh token. The lock is held around the token request only,
-never around an API call.
+Renewal is single-flight across processes: one process holds a short lease and fetches, renewing
+the lease while it does; the others wait for its result (a process that dies holding the lease
+delays them by seconds). A failed fetch answers the calls queued behind it, in every process,
+for a few seconds instead of each retrying. A 401 on an API call invalidates exactly the token
+that call used, everywhere (a newer one is kept), then the call is replayed once with a fresh
+token. No lock is held around an API call.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from types import TracebackType
@@ -28,12 +31,17 @@ import httpx2
 from anyio.abc import TaskGroup
 from pydantic import BaseModel, SecretStr, ValidationError
 
+from server import token_lease as lease
 from server.backoff import full_jitter
 from server.clock import Clock
 from server.errors import CredentialsRejected, FlashsnapError, UpstreamUnavailable
+from server.state.memory import MemoryStore
+from server.state.store import Mutation, Store
 
 log = logging.getLogger(__name__)
 FAILURE_MEMORY_S = 5.0  # how long a failed token request answers for the calls that queued behind it
+LEASE_S = 5.0  # how long a process that died while fetching holds the others up, at most
+POLL_S = 0.05  # how often a process waiting for another's fetch looks for its result
 
 
 class TokenResponse(BaseModel):
@@ -65,6 +73,8 @@ class TokenManager:
         client_id: str,
         client_secret: SecretStr,
         clock: Clock,
+        store: Store | None = None,
+        key: str = "token",
         advisory_s: float = 120.0,
         mandatory_s: float = 30.0,
         attempts: int = 3,
@@ -74,6 +84,9 @@ class TokenManager:
         self._client_id = client_id
         self._client_secret = client_secret
         self._clock = clock
+        self._store: Store = store or MemoryStore(clock)
+        self._key = key
+        self._owner = secrets.token_hex(8)
         self._advisory_s = advisory_s
         self._mandatory_s = mandatory_s
         self._attempts = attempts
@@ -81,7 +94,6 @@ class TokenManager:
         self._lock = anyio.Lock()
         self._background: TaskGroup | None = None
         self._refreshing = False
-        self._failure: tuple[float, FlashsnapError] | None = None
         self.requests_sent = 0
 
     async def __aenter__(self) -> TokenManager:
@@ -112,10 +124,12 @@ class TokenManager:
         # A short-lived token must not spend its whole life "about to expire": at most a quarter of it.
         return min(seconds, token.lifetime / 4)
 
-    def invalidate(self, used: SecretStr) -> None:
-        """Forget the token a call was refused with, unless a newer one already replaced it."""
-        if self._token is not None and self._token.value.get_secret_value() == used.get_secret_value():
+    async def invalidate(self, used: SecretStr) -> None:
+        """Forget the token a call was refused with, here and in the store, unless a newer one replaced it."""
+        value = used.get_secret_value()
+        if self._token is not None and self._token.value.get_secret_value() == value:
             self._token = None
+        await self._store.update(self._key, lambda doc: lease.forget(doc, self._clock.now(), used=value))
 
     def _refresh_in_background(self) -> None:
         if self._refreshing or self._background is None:
@@ -132,23 +146,70 @@ class TokenManager:
             self._refreshing = False
 
     async def _refresh(self, *, advisory: bool) -> SecretStr:
-        async with self._lock:
-            # Whoever held the lock before us may have fetched a token already: single flight.
-            current = self._token
-            now = self._clock.now()
+        async with self._lock:  # one flight per process; the lease makes it one across processes
             window = self._advisory_s if advisory else self._mandatory_s
-            if current is not None and current.left(now) > self._window(current, window):
-                return current.value
-            # ... or just failed to: the callers queued behind a failure share it, not each retry.
-            if self._failure is not None and now - self._failure[0] < FAILURE_MEMORY_S:
-                raise self._failure[1]
-            try:
-                self._token = await self._fetch()
-            except FlashsnapError as exc:
-                self._failure = (self._clock.now(), exc)
-                raise
-            self._failure = None
-            return self._token.value
+            while True:
+                current = self._token
+                # Whoever held the lock before us may have fetched a token already: single flight.
+                if current is not None and current.left(self._clock.now()) > self._window(current, window):
+                    return current.value
+                claim = await self._store.update(
+                    self._key,
+                    lambda doc: lease.claim(
+                        doc, self._clock.now(), owner=self._owner, fresh_for=window, lease_s=LEASE_S
+                    ),
+                )
+                if isinstance(claim, lease.Have):
+                    self._token = _Token(SecretStr(claim.token), claim.expires_at, claim.lifetime)
+                    return self._token.value
+                if isinstance(claim, lease.Failed):
+                    # ... or just failed to: the callers queued behind a failure share it, not each retry.
+                    raise _rebuild(claim)
+                if isinstance(claim, lease.Mine):
+                    return await self._fetch_as_owner()
+                if advisory and current is not None:
+                    return current.value  # another process refreshes ahead; ours still serves meanwhile
+                await anyio.sleep(POLL_S)  # real time: waiting for another process's fetch
+
+    async def _fetch_as_owner(self) -> SecretStr:
+        """Fetch while holding the lease (renewed as it goes), then hand the result to every process."""
+        renewal = anyio.CancelScope()
+        if self._background is not None:
+            self._background.start_soon(self._keep_lease, renewal)
+        try:
+            token = await self._fetch()
+        except FlashsnapError as exc:
+            failed = _describe(exc)
+            await self._publish(
+                lambda doc: lease.store_failure(
+                    doc, self._clock.now(), owner=self._owner, failed=failed, memory_s=FAILURE_MEMORY_S
+                )
+            )
+            raise
+        except BaseException:
+            await self._publish(lambda doc: lease.release(doc, self._clock.now(), owner=self._owner))
+            raise
+        finally:
+            renewal.cancel()
+        value, lifetime = token.value.get_secret_value(), token.lifetime
+        await self._publish(
+            lambda doc: lease.store_token(doc, self._clock.now(), owner=self._owner, value=value, lifetime=lifetime)
+        )
+        self._token = token
+        return token.value
+
+    async def _publish(self, mutate: Mutation[None]) -> None:
+        # Shielded: a cancelled fetch must still free the lease for the processes waiting on it.
+        with anyio.CancelScope(shield=True):
+            await self._store.update(self._key, mutate)
+
+    async def _keep_lease(self, scope: anyio.CancelScope) -> None:
+        with scope:
+            while True:
+                await anyio.sleep(LEASE_S / 3)  # real time: the lease is held against other processes' clocks
+                await self._store.update(
+                    self._key, lambda doc: lease.renew(doc, self._clock.now(), owner=self._owner, lease_s=LEASE_S)
+                )
 
     async def _fetch(self) -> _Token:
         for attempt in range(1, self._attempts + 1):
@@ -213,7 +274,19 @@ class BearerAuth(httpx2.Auth):
         request.headers["Authorization"] = f"Bearer {token.get_secret_value()}"
         response = yield request
         if response.status_code == 401:
-            self._tokens.invalidate(token)
+            await self._tokens.invalidate(token)
             token = await self._tokens.token()
             request.headers["Authorization"] = f"Bearer {token.get_secret_value()}"
             yield request
+
+
+def _describe(exc: FlashsnapError) -> lease.Failed:
+    kind = "rejected" if isinstance(exc, CredentialsRejected) else "unavailable"
+    return lease.Failed(kind, exc.message, exc.hint, getattr(exc, "status", None))
+
+
+def _rebuild(failed: lease.Failed) -> FlashsnapError:
+    """The failure another process (or this one) met, raised again for the calls that waited on it."""
+    if failed.kind == "rejected":
+        return CredentialsRejected(failed.message, hint=failed.hint, status=failed.status)
+    return UpstreamUnavailable(failed.message, status=failed.status)

@@ -6,9 +6,12 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 import anyio
+from pydantic import ValidationError
 
 from server.clock import Clock
 from server.errors import FairUseReached, QuotaExhausted
+from server.state.memory import MemoryStore
+from server.state.store import Change, Doc, Store
 from server.upstream.neuroflash import NeuroflashClient, Quota
 
 TEXT_USAGE = "tokens"  # neuroflash's usage type for words of text
@@ -64,28 +67,45 @@ def refusal(verdict: Verdict, workspace_id: str) -> QuotaExhausted | FairUseReac
 
 
 class QuotaBook:
-    """The last quotas seen per workspace, kept `ttl_s` seconds and updated by each generation."""
+    """The last quotas seen per workspace, kept `ttl_s` seconds and updated by each generation.
 
-    def __init__(self, client: NeuroflashClient, clock: Clock, *, ttl_s: float = 30.0) -> None:
+    Kept in the state store, so a generation the quota cannot pay for is refused up front
+    whichever process receives it, and words spent in one process count in all.
+    """
+
+    def __init__(
+        self, client: NeuroflashClient, clock: Clock, *, store: Store | None = None, key: str = "quota",
+        ttl_s: float = 30.0,
+    ) -> None:  # fmt: skip
         self._client = client
         self._clock = clock
+        self._store: Store = store or MemoryStore(clock)
+        self._key = key
         self._ttl_s = ttl_s
-        self._seen: dict[str, tuple[float, list[Quota]]] = {}
         self._lock = anyio.Lock()
 
     async def quotas(self, workspace_id: str, *, fresh: bool = False) -> list[Quota]:
-        if not fresh and (cached := self._cached(workspace_id)) is not None:
+        if not fresh and (cached := await self._cached(workspace_id)) is not None:
             return cached
         async with self._lock:  # concurrent calls on a cold cache make one request, not one each
-            if not fresh and (cached := self._cached(workspace_id)) is not None:
+            if not fresh and (cached := await self._cached(workspace_id)) is not None:
                 return cached
             quotas = await self._client.quotas(workspace_id)
-            self._seen[workspace_id] = (self._clock.now(), quotas)
+            seen = {"seen_at": self._clock.now(), "quotas": [q.model_dump(mode="json") for q in quotas]}
+            await self._store.update(self._name(workspace_id), lambda _: Change(None, seen, self._ttl_s))
             return quotas
 
-    def _cached(self, workspace_id: str) -> list[Quota] | None:
-        seen = self._seen.get(workspace_id)
-        return seen[1] if seen is not None and self._clock.now() - seen[0] < self._ttl_s else None
+    def _name(self, workspace_id: str) -> str:
+        return f"{self._key}:{workspace_id}"
+
+    async def _cached(self, workspace_id: str) -> list[Quota] | None:
+        doc = await self._store.get(self._name(workspace_id))
+        if doc is None or self._clock.now() - float(doc.get("seen_at", 0)) >= self._ttl_s:
+            return None
+        try:
+            return [Quota.model_validate(q) for q in doc["quotas"]]
+        except (KeyError, TypeError, ValidationError):
+            return None  # written by something else: ask the upstream
 
     async def admit(self, workspace_id: str) -> None:
         """Raise the refusal, before any chat request is sent, when the text quota cannot serve one."""
@@ -93,24 +113,21 @@ class QuotaBook:
         if text is not None and not (verdict := judge(text, self._clock.now())).can_generate:
             raise refusal(verdict, workspace_id)
 
-    def spend(self, workspace_id: str, words: int) -> None:
-        """Count a finished generation's words against the cached quota."""
-        seen = self._seen.get(workspace_id)
-        if seen is None:
-            return
-        updated = [
-            q.model_copy(
-                update={
-                    "used_amount": q.used_amount + words,
-                    "used_amount_daily": q.used_amount_daily + words,
-                    "available_amount": max(0, q.available_amount - words),
-                }
-            )
-            if q.usage_type_key == TEXT_USAGE
-            else q
-            for q in seen[1]
-        ]
-        self._seen[workspace_id] = (seen[0], updated)
+    async def spend(self, workspace_id: str, words: int) -> None:
+        """Count a finished generation's words against the cached quota, for every process."""
+
+        def count(doc: Doc | None) -> Change[None]:
+            if doc is None or not isinstance(doc.get("quotas"), list):
+                return Change(None)
+            for q in doc["quotas"]:
+                if isinstance(q, dict) and q.get("usage_type_key") == TEXT_USAGE:
+                    q["used_amount"] = int(q.get("used_amount", 0)) + words
+                    q["used_amount_daily"] = int(q.get("used_amount_daily", 0)) + words
+                    q["available_amount"] = max(0, int(q.get("available_amount", 0)) - words)
+            left = self._ttl_s - (self._clock.now() - float(doc.get("seen_at", 0)))
+            return Change(None, doc, max(0.001, left)) if left > 0 else Change(None)
+
+        await self._store.update(self._name(workspace_id), count)
 
     async def explain(self, workspace_id: str, upstream: QuotaExhausted) -> QuotaExhausted | FairUseReached:
         """After an upstream QUOTA_EXCEEDED: look the quota up afresh to say which one and when."""

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 from collections.abc import AsyncIterator, Generator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 
-import anyio
 import httpx2
 from pydantic import SecretStr
 
@@ -16,11 +16,14 @@ from server import __version__
 from server.clock import Clock, SystemClock
 from server.config import Settings
 from server.credentials import BearerAuth, TokenManager
-from server.errors import MissingCredential
+from server.errors import ConfigurationError, MissingCredential
 from server.logs import SecretMask
 from server.quota import QuotaBook
 from server.scheduler.gate import Gate
+from server.scheduler.slots import Slots
 from server.scheduler.transport import ScheduledTransport
+from server.state.opening import StoreRefused, open_store
+from server.state.store import Store
 from server.upstream.neuralsnap import NeuralSnapClient
 from server.upstream.neuroflash import NeuroflashClient
 from server.workspaces import WorkspaceResolver
@@ -48,20 +51,14 @@ class Neuroflash:
     tokens: TokenManager
     workspaces: WorkspaceResolver
     quotas: QuotaBook
-    max_concurrent_generations: int
-    _slots: dict[str, anyio.CapacityLimiter] = field(default_factory=dict)
-
-    def generation_slots(self, workspace_id: str) -> anyio.CapacityLimiter:
-        """At most `max_concurrent_generations` streams per workspace at once."""
-        if workspace_id not in self._slots:
-            self._slots[workspace_id] = anyio.CapacityLimiter(self.max_concurrent_generations)
-        return self._slots[workspace_id]
+    generation_slots: Slots  # at most FLASHSNAP_MAX_CONCURRENT_GENERATIONS streams per workspace, all processes
 
 
 @dataclass
 class Runtime:
     settings: Settings
     clock: Clock
+    store: Store
     _neuroflash: Neuroflash | None = None
     _neuralsnap: NeuralSnapClient | None = None
     gates: dict[str, Gate] = field(default_factory=dict)  # one per upstream credential
@@ -69,8 +66,7 @@ class Runtime:
     @functools.cached_property
     def mask(self) -> SecretMask:
         """Masks this server's secrets (and anything shaped like one) in text bound for a client."""
-        known = (self.settings.neuroflash_client_secret, self.settings.neuralsnap_api_key, self.settings.http_token)
-        return SecretMask(s.get_secret_value() for s in known if s is not None)
+        return SecretMask(self.settings.secrets)
 
     def neuroflash(self) -> Neuroflash:
         if self._neuroflash is None:
@@ -104,15 +100,39 @@ def _scheduled(gate: Gate, clock: Clock) -> ScheduledTransport:
     return ScheduledTransport(httpx2.AsyncHTTPTransport(retries=0), gate, clock)
 
 
+def account_key(settings: Settings, *identity: str) -> str:
+    """The state-store prefix of one credential: a hash of what identifies it, never the secret itself.
+
+    Sandbox state lives in a namespace of its own, so it never mixes with a real account's.
+    """
+    digest = hashlib.sha256("\0".join(identity).encode()).hexdigest()[:24]
+    return f"{'sandbox' if settings.sandbox else 'live'}:{digest}"
+
+
+async def open_state(settings: Settings, clock: Clock) -> Store:
+    """The configured state store; Redis that does not answer stops the start (ConfigurationError)."""
+    redis_url = settings.redis_url.get_secret_value() if settings.redis_url is not None else None
+    try:
+        return await open_store(
+            settings.store, clock, state_dir=settings.state_dir, redis_url=redis_url, redis_prefix=settings.redis_prefix
+        )
+    except StoreRefused as exc:
+        raise ConfigurationError(f"cannot start: {exc}") from None
+
+
 @asynccontextmanager
 async def open_runtime(settings: Settings, clock: Clock | None = None) -> AsyncIterator[Runtime]:
-    """Open one HTTP client per upstream (and the token manager) for the life of the server."""
+    """Open the state store and one HTTP client per upstream (and the token manager) for the life of the server."""
     clock = clock or SystemClock()
     async with AsyncExitStack() as stack:
-        runtime = Runtime(settings, clock)
+        store = await open_state(settings, clock)
+        stack.push_async_callback(store.aclose)
+        log.info("shared state: %s (%s)", store.kind, store.describe())
+        runtime = Runtime(settings, clock, store)
         if settings.neuroflash_configured:
             assert settings.neuroflash_client_id is not None
             assert settings.neuroflash_client_secret is not None
+            account = account_key(settings, "neuroflash", settings.neuroflash_token_url, settings.neuroflash_client_id)
             identity = await stack.enter_async_context(_http_client(settings, settings.neuroflash_token_url))
             tokens = await stack.enter_async_context(
                 TokenManager(
@@ -121,24 +141,37 @@ async def open_runtime(settings: Settings, clock: Clock | None = None) -> AsyncI
                     client_id=settings.neuroflash_client_id,
                     client_secret=settings.neuroflash_client_secret,
                     clock=clock,
+                    store=store,
+                    key=f"{account}:token",
                 )
             )
-            gate = runtime.gates["neuroflash"] = Gate("neuroflash", clock, probe_first=False)
+            gate = runtime.gates["neuroflash"] = Gate(
+                "neuroflash", clock, store=store, key=f"{account}:gate", probe_first=False,
+                flight_ttl_s=settings.timeout_s + 10,
+            )  # fmt: skip
             http = await stack.enter_async_context(
                 _http_client(settings, settings.neuroflash_api_url, BearerAuth(tokens), _scheduled(gate, clock))
             )
             client = NeuroflashClient(http)
+            slots = await stack.enter_async_context(
+                Slots(clock, settings.max_concurrent_generations, store=store, key=f"{account}:slots")
+            )
             runtime._neuroflash = Neuroflash(
                 client=client,
                 tokens=tokens,
                 workspaces=WorkspaceResolver(client, settings.neuroflash_workspace_id),
-                quotas=QuotaBook(client, clock),
-                max_concurrent_generations=settings.max_concurrent_generations,
+                quotas=QuotaBook(client, clock, store=store, key=f"{account}:quota"),
+                generation_slots=slots,
             )
         else:
             log.warning("neuroflash tools are disabled: set NEUROFLASH_CLIENT_ID and NEUROFLASH_CLIENT_SECRET")
         if settings.neuralsnap_api_key is not None:
-            gate = runtime.gates["neuralsnap"] = Gate("neuralsnap", clock, probe_first=True)
+            key = settings.neuralsnap_api_key.get_secret_value()
+            account = account_key(settings, "neuralsnap", settings.neuralsnap_api_url, key)
+            gate = runtime.gates["neuralsnap"] = Gate(
+                "neuralsnap", clock, store=store, key=f"{account}:gate", probe_first=True,
+                flight_ttl_s=settings.timeout_s + 10,
+            )  # fmt: skip
             http = await stack.enter_async_context(
                 _http_client(
                     settings,

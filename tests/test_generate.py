@@ -67,7 +67,10 @@ async def test_a_cancelled_generate_closes_the_upstream_stream(client: Client, s
             tg.cancel_scope.cancel()
         closed = await anyio.to_thread.run_sync(state.wait_until, lambda: state.streams_closed_early == 1)
     assert closed
-    assert len(anyio.get_running_tasks()) == tasks_before  # no task outlived the call
+    # The call's shielded clean-up (its generation slot, its rate-limit settlement) finishes, then no task is left.
+    with anyio.fail_after(5):
+        while len(anyio.get_running_tasks()) > tasks_before:  # noqa: ASYNC110 - the server's tasks offer no event
+            await anyio.sleep(0.01)
     assert state.streams_completed == 0
     assert state.words_charged == 0
     state.latency_s.clear()

@@ -89,6 +89,7 @@ async def check_quota(ctx: ToolContext, workspace_id: WorkspaceId = None) -> Quo
                 fair_use_limit_reached=q.fair_use_limit_reached,
             )
         )
+    views = [await gate.view() for gate in runtime(ctx).gates.values()]
     limits = [
         RateLimit(
             scope=view.scope,
@@ -99,7 +100,7 @@ async def check_quota(ctx: ToolContext, workspace_id: WorkspaceId = None) -> Quo
             queued=view.queued,
             estimated_wait_s=round(view.estimated_wait_s, 3),
         )
-        for view in (gate.view() for gate in runtime(ctx).gates.values())
+        for view in views
     ]
     return QuotaReport(
         workspace_id=workspace_id, can_generate=can_generate, reason=reason, quotas=report, rate_limits=limits

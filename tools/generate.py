@@ -85,12 +85,12 @@ async def generate(
         received["words"] += len(text.split())
         await budget.report(received["chars"], f"{received['words']} words so far")
 
-    async with budget.hold(neuroflash.generation_slots(workspace_id), scope="neuroflash generations"):
+    async with neuroflash.generation_slots.hold(workspace_id, budget, scope="neuroflash generations"):
         try:
             result = await neuroflash.client.chat(workspace_id, body, relay)
         except QuotaExhausted as exc:
             raise await neuroflash.quotas.explain(workspace_id, exc) from None
-    neuroflash.quotas.spend(workspace_id, result.words_used)
+    await neuroflash.quotas.spend(workspace_id, result.words_used)
     return Generation(workspace_id=workspace_id, **result.model_dump())
 
 

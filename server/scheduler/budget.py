@@ -8,12 +8,10 @@ with `RateLimited`, carrying `{reason, retry_after_s, scope}`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-
-import anyio
 
 from server.clock import Clock
 from server.errors import RateLimited
@@ -56,29 +54,6 @@ class Budget:
             await self.heartbeat(f"{why}; waiting {left:.0f} s for {scope}")
             step = min(left, HEARTBEAT_EVERY_S)
             await self.clock.sleep(step)
-
-    @asynccontextmanager
-    async def hold(self, limiter: anyio.CapacityLimiter, *, scope: str) -> AsyncIterator[None]:
-        """Hold one of `limiter`'s places, waiting for one no longer than the budget allows."""
-        acquired = False
-        # Real time, which is the clock's time in production; waiting here is for other calls to finish.
-        with anyio.move_on_after(self.left()):
-            while not acquired:
-                with anyio.move_on_after(HEARTBEAT_EVERY_S):
-                    await limiter.acquire()
-                    acquired = True
-                if not acquired:
-                    await self.heartbeat(f"waiting for one of {limiter.total_tokens:.0f} places for {scope}")
-        if not acquired:
-            raise RateLimited(
-                f"All {limiter.total_tokens:.0f} places for {scope} stayed busy for as long as this call may wait.",
-                scope=scope,
-                retry_after_s=HEARTBEAT_EVERY_S,
-            )
-        try:
-            yield
-        finally:
-            limiter.release()
 
 
 _current: ContextVar[Budget | None] = ContextVar("flashsnap_budget", default=None)

@@ -1,23 +1,28 @@
 """The gate in front of one upstream credential: first come, first served, never over the known budget.
 
 State comes from the upstream's own answers: `X-RateLimit-Limit`, `-Remaining` and `-Reset`
-(every NeuralSnap answer, errors included), and 429s with `Retry-After`. The gate
+(every NeuralSnap answer, errors included), and 429s with `Retry-After`. It lives in the state
+store (`window.py` holds the decisions), so every process using the credential shares one budget.
+The gate
 
 - sends nothing while the known remaining budget is 0 before the reset;
-- counts its own sends against the budget, so a burst never overshoots into a 429;
+- reserves each send before it leaves, so a burst never overshoots into a 429, whichever
+  processes it comes from;
 - until it has seen one answer, lets a single probe out and holds the rest for what it learns;
-- after a 429, holds the whole queue until the retry time (the penalty box);
+- after a 429, holds every waiting call until the retry time (the penalty box);
 - when the budget runs low and more calls wait than it holds, spreads the last sends over the
   rest of the window instead of bursting (advisory: pacing never makes a call fail);
 - fails a call at once when its place in the queue cannot be reached within its wait budget.
 
-Only the head of the queue sleeps; the others wait for their turn, which `FairQueue` hands out
-round-robin between sessions.
+Within a process only the head of the queue asks the store; the others wait for their turn,
+which `FairQueue` hands out round-robin between sessions. Between processes, waiting calls go
+roughly in arrival order (tickets in the shared document).
 """
 
 from __future__ import annotations
 
-import math
+import contextlib
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -27,6 +32,22 @@ from server.clock import Clock
 from server.errors import RateLimited
 from server.scheduler.budget import HEARTBEAT_EVERY_S, Budget
 from server.scheduler.fair import FairQueue
+from server.scheduler.window import (
+    Answer,
+    Asker,
+    AwaitAnswers,
+    Decision,
+    Send,
+    Wait,
+    Window,
+    decide,
+    forget_ticket,
+    settle,
+)
+from server.state.memory import MemoryStore
+from server.state.store import Change, Doc, Mutation, Store
+
+POLL_S = 0.05  # how often a call waiting on other processes looks at the shared window again
 
 
 @dataclass(frozen=True)
@@ -43,35 +64,51 @@ class GateView:
     estimated_wait_s: float
 
 
+@dataclass(frozen=True)
+class Reservation:
+    """A send the gate let out; settle it with `answered` or `unanswered`."""
+
+    id: str
+    tracked: bool
+
+
 class Gate:
-    def __init__(self, scope: str, clock: Clock, *, probe_first: bool = True, pace_below: float = 0.1) -> None:
+    def __init__(
+        self,
+        scope: str,
+        clock: Clock,
+        *,
+        store: Store | None = None,
+        key: str | None = None,
+        probe_first: bool = True,
+        pace_below: float = 0.1,
+        flight_ttl_s: float = 120.0,
+    ) -> None:
         self.scope = scope
         self._clock = clock
+        self._store: Store = store or MemoryStore(clock)
+        self._key = key or f"gate:{scope}"
         self._probe_first = probe_first
         self._pace_below = pace_below
+        self._flight_ttl_s = flight_ttl_s
+        self._poll_s = POLL_S if self._store.shared else HEARTBEAT_EVERY_S
         self._turns = FairQueue()
         self._changed = anyio.Event()
-        self.limit: int | None = None
-        self.remaining: int | None = None
-        self.reset_at: float | None = None
-        self.blocked_until = 0.0
-        self.window_s: float | None = None
-        self.in_flight = 0
+        self._seen = Window()  # the last state read or written, for estimates
         self.queued = 0
-        self.answered = 0
-        self._last_send = -math.inf
 
     # --- admission ---------------------------------------------------------------------------
 
-    async def acquire(self, budget: Budget) -> None:
-        """Wait for this call's turn, then until a request may go out, and count it as sent."""
+    async def acquire(self, budget: Budget) -> Reservation:
+        """Wait for this call's turn, then until a request may go out, and reserve it."""
         ahead = self.queued
         budget.check(self.estimate(ahead), scope=self.scope, why="rate limit")
+        arrived = self._clock.now()
         self.queued += 1
         try:
             await self._take_turn(budget, ahead)
             try:
-                await self._wait_at_head(budget)
+                return await self._wait_at_head(budget, arrived)
             finally:
                 self._turns.release()
         finally:
@@ -99,134 +136,90 @@ class Gate:
             retry_after_s=self.estimate(ahead),
         )
 
-    async def _wait_at_head(self, budget: Budget) -> None:
+    async def _wait_at_head(self, budget: Budget, arrived: float) -> Reservation:
+        me = secrets.token_hex(8)
         paced = False
-        while True:
-            now = self._clock.now()
-            blocked = self.blocked_until > now
-            spent = (
-                self.remaining is not None and self.remaining <= 0 and (self.reset_at is None or now < self.reset_at)
-            )
-            # Until an answer has named the limit, one probe at a time (a few header-less answers end it).
-            learning = self._probe_first and self.limit is None and self.answered < PROBE_ANSWERS
-            if (blocked or spent or learning) and self.in_flight > 0:
-                # Let the requests already out be answered first: what they say may change the wait.
-                await self._await_answer(budget, "waiting for answers to requests already sent")
-                continue
-            if blocked:
-                await budget.wait(self.blocked_until - now, scope=self.scope, why="rate limited by the upstream")
-                continue
-            if spent and self.reset_at is not None:
-                await budget.wait(self.reset_at - now, scope=self.scope, why="rate limit budget spent")
-                continue
-            if self.reset_at is not None and now >= self.reset_at:
-                # The window is over: a fresh one starts with our next send.
-                self.remaining, self.reset_at = self.limit, None
-            pace = 0.0 if paced else min(self._pace(now), budget.left())
-            if pace > 0:
-                # Advisory: never longer than the budget allows; then look again, since a 429 or a
-                # spent budget may have arrived meanwhile.
-                await budget.wait(pace, scope=self.scope, why="pacing the last requests of the window")
-                paced = True
-                continue
-            self._send()
-            return
+        heartbeat_at = anyio.current_time() + HEARTBEAT_EVERY_S
+        try:
+            while True:
+                asker = Asker(me, arrived, self._probe_first, paced, self.queued - 1, self._flight_ttl_s,
+                              self._pace_below)  # fmt: skip
+                decision, self._seen = await self._store.update(self._key, self._decider(asker))
+                if isinstance(decision, Send):
+                    return Reservation(me, decision.tracked)
+                if isinstance(decision, Wait):
+                    seconds = decision.seconds
+                    if decision.advisory:
+                        # Never longer than the budget allows; then look again, since a 429 or a
+                        # spent budget may have arrived meanwhile.
+                        seconds, paced = min(seconds, budget.left()), True
+                    await budget.wait(seconds, scope=self.scope, why=decision.why)
+                    heartbeat_at = anyio.current_time() + HEARTBEAT_EVERY_S
+                    continue
+                assert isinstance(decision, AwaitAnswers)
+                await self._await_change(budget, decision.why)
+                if anyio.current_time() >= heartbeat_at:
+                    await budget.heartbeat(f"{decision.why} ({self.scope})")
+                    heartbeat_at = anyio.current_time() + HEARTBEAT_EVERY_S
+        except BaseException:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(1.0), contextlib.suppress(Exception):
+                await self._store.update(self._key, lambda doc: forget_ticket(doc, self._clock.now(), me))
+            raise
 
-    def _pace(self, now: float) -> float:
-        if self.limit is None or self.remaining is None or self.reset_at is None:
-            return 0.0
-        if self.remaining > self._pace_below * self.limit or self.queued <= self.remaining:
-            return 0.0
-        # Spread over the window's time left, less a tenth of the window as a margin, in remaining + 1
-        # intervals: the last paced send lands well before the reset, never slipping into the next window.
-        margin = 0.1 * (self.window_s or (self.reset_at - now))
-        interval = max(0.0, self.reset_at - now - margin) / (self.remaining + 1)
-        return max(0.0, self._last_send + interval - now)
+    def _decider(self, asker: Asker) -> Mutation[tuple[Decision, Window]]:
+        return lambda doc: decide(doc, self._clock.now(), asker)
 
-    async def _await_answer(self, budget: Budget, why: str) -> None:
-        """Wait for the next answer; heartbeat every few seconds; give up when the budget is gone."""
+    async def _await_change(self, budget: Budget, why: str) -> None:
+        """Wait for an answer here, or a moment for one elsewhere; give up when the budget is gone."""
         event = self._changed
-        with anyio.move_on_after(min(HEARTBEAT_EVERY_S, budget.left())):
+        with anyio.move_on_after(min(self._poll_s, budget.left())):
             await event.wait()
             return
         if budget.left() <= 0:
             raise RateLimited(f"{why}.", scope=self.scope, retry_after_s=self.estimate(0) or HEARTBEAT_EVERY_S)
-        await budget.heartbeat(f"{why} ({self.scope})")
-
-    def _send(self) -> None:
-        if self.remaining is not None:
-            self.remaining -= 1
-        self.in_flight += 1
-        self._last_send = self._clock.now()
 
     # --- what the upstream said --------------------------------------------------------------
 
-    def answered_with(self, headers: Mapping[str, str], *, throttled_for: float | None = None) -> None:
+    async def answered(
+        self, reservation: Reservation, headers: Mapping[str, str], *, throttled_for: float | None = None
+    ) -> None:
         """Learn from an answer: its rate-limit headers and, for a rate-limit 429, how long to hold the queue."""
-        self.in_flight -= 1
-        self.answered += 1
-        now = self._clock.now()
-        limit, remaining, reset = (_int(headers.get(h)) for h in _HEADERS)
-        if limit is not None:
-            self.limit = limit
-        # An answer from a window that is already over says nothing about the current one.
-        if remaining is not None and reset is not None and reset > now:
-            others = self.in_flight  # sent before this answer, maybe not counted in it yet
-            if self.reset_at is None or reset > self.reset_at + 0.5:
-                if self.reset_at is None and self.window_s is None:
-                    self.window_s = max(1.0, reset - now)
-                self.reset_at = float(reset)
-                self.remaining = max(0, remaining - others)
-            else:
-                self.remaining = min(self.remaining if self.remaining is not None else remaining, remaining)
-        if throttled_for is not None:
-            self.blocked_until = max(self.blocked_until, now + throttled_for)
-        self._notify()
+        await self._settle(
+            Answer.from_headers(reservation.id, reservation.tracked, headers, throttled_for=throttled_for)
+        )
 
-    def unanswered(self, *, sent: bool) -> None:
+    async def unanswered(self, reservation: Reservation, *, sent: bool) -> None:
         """A request got no answer; if it never left, its place in the budget is given back."""
-        self.in_flight -= 1
-        if not sent and self.remaining is not None:
-            self.remaining += 1
-        self._notify()
+        await self._settle(Answer(reservation.id, reservation.tracked, answered=False, sent=sent))
 
-    def _notify(self) -> None:
+    async def _settle(self, answer: Answer) -> None:
+        def learn(doc: Doc | None) -> Change[Window]:
+            return settle(doc, self._clock.now(), answer)
+
+        # Shielded: a cancelled call must still give back what it reserved.
+        with anyio.CancelScope(shield=True):
+            self._seen = await self._store.update(self._key, learn)
         self._changed.set()
         self._changed = anyio.Event()
 
     # --- estimates ---------------------------------------------------------------------------
 
     def estimate(self, ahead: int) -> float:
-        """Seconds until a call with `ahead` calls before it could go out, from what is known."""
-        now = self._clock.now()
-        hard = max(0.0, self.blocked_until - now)
-        if self.remaining is None or self.reset_at is None or self.limit is None:
-            return hard
-        if ahead < self.remaining:
-            return hard
-        until_reset = max(0.0, self.reset_at - now)
-        extra_windows = (ahead - self.remaining) // max(1, self.limit)
-        return max(hard, until_reset + extra_windows * (self.window_s or until_reset))
+        """Seconds until a call with `ahead` calls before it could go out, from what was last seen."""
+        return self._seen.estimate(self._clock.now(), ahead)
 
-    def view(self) -> GateView:
+    async def view(self) -> GateView:
+        now = self._clock.now()
+        self._seen = Window.load(await self._store.get(self._key), now)
+        w = self._seen
+        queued = self.queued + len(w.waiting)
         return GateView(
             scope=self.scope,
-            limit=self.limit,
-            remaining=self.remaining,
-            resets_at=self.reset_at,
-            blocked_until=self.blocked_until if self.blocked_until > self._clock.now() else None,
-            queued=self.queued,
-            in_flight=self.in_flight,
-            estimated_wait_s=self.estimate(self.queued),
+            limit=w.limit,
+            remaining=w.remaining,
+            resets_at=w.reset_at,
+            blocked_until=w.blocked_until if w.blocked_until > now else None,
+            queued=queued,
+            in_flight=w.in_flight,
+            estimated_wait_s=w.estimate(now, queued),
         )
-
-
-PROBE_ANSWERS = 3
-_HEADERS = ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset")
-
-
-def _int(value: str | None) -> int | None:
-    try:
-        return int(float(value)) if value is not None else None
-    except ValueError:
-        return None

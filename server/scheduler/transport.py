@@ -48,39 +48,41 @@ class ScheduledTransport(httpx2.AsyncBaseTransport):
         safe = request.method not in UNSAFE_METHODS
         failures = throttles = 0
         while True:
-            await self.gate.acquire(budget)
+            reservation = await self.gate.acquire(budget)
             try:
                 response = await self._inner.handle_async_request(request)
             except httpx2.TransportError as exc:
                 unsent = isinstance(exc, UNSENT)
-                self.gate.unanswered(sent=not unsent)
+                await self.gate.unanswered(reservation, sent=not unsent)
                 failures += 1
                 if (unsent or safe) and failures < self._attempts:
                     await self._back_off(budget, failures)
                     continue
                 raise
             except BaseException:
-                self.gate.unanswered(sent=True)  # cancelled or crashed: never leave it counted as in flight
+                # Cancelled or crashed: never leave it counted as in flight (the settlement is shielded).
+                await self.gate.unanswered(reservation, sent=True)
                 raise
             if response.status_code == 429:
                 try:
                     response = await _buffered(response, request)
                 except BaseException:
-                    self.gate.unanswered(sent=True)
+                    await self.gate.unanswered(reservation, sent=True)
                     raise
                 code, _ = error_body(response)
                 # Retry-After, else the body's "Try again in N seconds", else backoff with full jitter.
                 wait = retry_after(response, self._clock.now())
                 # A 429 naming no code counts as a rate limit only when it says when to come back.
                 if code not in RATE_LIMIT_CODES or (code is None and wait is None):
-                    self.gate.answered_with(response.headers)  # a spent quota, say: retrying cannot help
+                    await self.gate.answered(reservation, response.headers)  # a spent quota: retrying cannot help
                     return response
                 throttles += 1
-                self.gate.answered_with(response.headers, throttled_for=wait or full_jitter(throttles, base_s=1.0))
+                throttled_for = wait or full_jitter(throttles, base_s=1.0)
+                await self.gate.answered(reservation, response.headers, throttled_for=throttled_for)
                 if throttles < MAX_THROTTLES:
                     continue  # provably not processed; the gate holds the whole queue until the retry time
                 return response
-            self.gate.answered_with(response.headers)
+            await self.gate.answered(reservation, response.headers)
             if _declared_size(response) > MAX_RESPONSE_BYTES:
                 await response.aclose()
                 raise ResponseTooLarge(f"the answer declares more than {MAX_RESPONSE_BYTES} bytes")

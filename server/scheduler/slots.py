@@ -1,0 +1,128 @@
+"""Places that at most `limit` holders use at once, across every process sharing the state store.
+
+Generation streams per workspace use it: a place is a lease in a shared document, renewed while
+held by one background loop per process, so a process that dies frees its places within
+`lease_s` seconds. A call waits for a place within its wait budget, with heartbeats.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import AsyncIterator
+from types import TracebackType
+
+import anyio
+from anyio.abc import TaskGroup
+
+from server.clock import Clock
+from server.errors import RateLimited
+from server.scheduler.budget import HEARTBEAT_EVERY_S, Budget
+from server.state.memory import MemoryStore
+from server.state.store import Change, Doc, Mutation, Store
+
+POLL_S = 0.05
+
+
+def _held(doc: Doc | None, now: float) -> dict[str, float]:
+    holders = (doc or {}).get("holders")
+    if not isinstance(holders, dict):
+        return {}
+    return {str(k): float(v) for k, v in holders.items() if isinstance(v, int | float) and v > now}
+
+
+class Slots:
+    def __init__(
+        self, clock: Clock, limit: int, *, store: Store | None = None, key: str = "slots", lease_s: float = 30.0
+    ) -> None:
+        self._clock = clock
+        self.limit = limit
+        self._store: Store = store or MemoryStore(clock)
+        self._key = key
+        self._lease_s = lease_s
+        self._poll_s = POLL_S if self._store.shared else HEARTBEAT_EVERY_S
+        self._mine: dict[str, str] = {}  # holder -> document key, for renewal
+        self._freed = anyio.Event()
+        self._renewals: TaskGroup | None = None
+
+    async def __aenter__(self) -> Slots:
+        self._renewals = anyio.create_task_group()
+        await self._renewals.__aenter__()
+        self._renewals.start_soon(self._renew_forever)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._renewals is not None
+        self._renewals.cancel_scope.cancel()
+        await self._renewals.__aexit__(exc_type, exc, tb)
+        self._renewals = None
+
+    async def in_use(self, name: str) -> int:
+        return len(_held(await self._store.get(f"{self._key}:{name}"), self._clock.now()))
+
+    @contextlib.asynccontextmanager
+    async def hold(self, name: str, budget: Budget, *, scope: str) -> AsyncIterator[None]:
+        """Hold one of the places of `name`, waiting for one no longer than the budget allows."""
+        key, me = f"{self._key}:{name}", secrets.token_hex(8)
+        acquired = False
+        heartbeat_at = anyio.current_time() + HEARTBEAT_EVERY_S
+        # Real time, which is the clock's time in production; waiting here is for other calls to finish.
+        with anyio.move_on_after(budget.left()):
+            while not (acquired := await self._store.update(key, self._taker(me))):
+                freed = self._freed
+                with anyio.move_on_after(self._poll_s):
+                    await freed.wait()
+                if anyio.current_time() >= heartbeat_at:
+                    await budget.heartbeat(f"waiting for one of {self.limit} places for {scope}")
+                    heartbeat_at = anyio.current_time() + HEARTBEAT_EVERY_S
+        if not acquired:
+            raise RateLimited(
+                f"All {self.limit} places for {scope} stayed busy for as long as this call may wait.",
+                scope=scope,
+                retry_after_s=HEARTBEAT_EVERY_S,
+            )
+        self._mine[me] = key
+        try:
+            yield
+        finally:
+            del self._mine[me]
+            with anyio.CancelScope(shield=True):
+                await self._store.update(key, self._giver(me))
+            self._freed.set()
+            self._freed = anyio.Event()
+
+    def _taker(self, me: str) -> Mutation[bool]:
+        def take(doc: Doc | None) -> Change[bool]:
+            now = self._clock.now()
+            held = _held(doc, now)
+            if len(held) >= self.limit:
+                return Change(False)
+            held[me] = now + self._lease_s
+            return Change(True, {"holders": held}, self._lease_s)
+
+        return take
+
+    def _giver(self, me: str) -> Mutation[None]:
+        def give(doc: Doc | None) -> Change[None]:
+            held = _held(doc, self._clock.now())
+            held.pop(me, None)
+            return Change(None, {"holders": held} if held else None, self._lease_s)
+
+        return give
+
+    async def _renew_forever(self) -> None:
+        while True:
+            await anyio.sleep(self._lease_s / 3)  # real time: leases are judged by other processes too
+            for me, key in list(self._mine.items()):
+                await self._store.update(key, self._renewer(me))
+
+    def _renewer(self, me: str) -> Mutation[None]:
+        def renew(doc: Doc | None) -> Change[None]:
+            now = self._clock.now()
+            held = _held(doc, now)
+            held[me] = now + self._lease_s
+            return Change(None, {"holders": held}, self._lease_s)
+
+        return renew

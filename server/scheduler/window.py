@@ -1,0 +1,260 @@
+"""The rate-limit state of one credential as a shared document, and the pure decisions made on it.
+
+Every process that uses the credential reads and changes this one document through the state
+store, each decision in one atomic update: "may this request go now?" reserves a send before it
+leaves (so N processes together never send more than the budget left), and "what did the answer
+say?" settles it from the rate-limit headers. A reservation of a process that dies expires.
+
+Waiting calls of all processes leave a ticket with their arrival time; a send is granted only
+while the budget left covers every older ticket, so calls go roughly in arrival order whichever
+process holds them. Tickets expire too.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from server.state.store import Change, Doc
+
+PROBE_ANSWERS = 3  # header-less answers after which the gate stops probing one request at a time
+TICKET_GRACE_S = 2.0  # a waiting call's ticket outlives its next look at the gate by this much
+WINDOW_TTL_S = 86_400.0
+
+
+@dataclass
+class Window:
+    limit: int | None = None
+    remaining: int | None = None
+    reset_at: float | None = None
+    blocked_until: float = 0.0
+    window_s: float | None = None
+    answered: int = 0
+    last_send: float = -math.inf
+    flights: dict[str, float] = field(default_factory=dict)  # reservation -> expires at
+    waiting: dict[str, tuple[float, float]] = field(default_factory=dict)  # ticket -> (arrived at, expires at)
+
+    @classmethod
+    def load(cls, doc: Doc | None, now: float) -> Window:
+        if doc is None:
+            return cls()
+        try:
+            window = cls(
+                limit=_opt_int(doc.get("limit")),
+                remaining=_opt_int(doc.get("remaining")),
+                reset_at=_opt_float(doc.get("reset_at")),
+                blocked_until=float(doc.get("blocked_until") or 0.0),
+                window_s=_opt_float(doc.get("window_s")),
+                answered=int(doc.get("answered") or 0),
+                last_send=float(doc["last_send"]) if doc.get("last_send") is not None else -math.inf,
+                flights={str(k): float(v) for k, v in dict(doc.get("flights") or {}).items()},
+                waiting={str(k): (float(v[0]), float(v[1])) for k, v in dict(doc.get("waiting") or {}).items()},
+            )
+        except (TypeError, ValueError, KeyError, IndexError):
+            return cls()  # unreadable: start afresh rather than misread
+        window.flights = {k: exp for k, exp in window.flights.items() if exp > now}
+        window.waiting = {k: v for k, v in window.waiting.items() if v[1] > now}
+        return window
+
+    def dump(self) -> Doc:
+        return {
+            "limit": self.limit,
+            "remaining": self.remaining,
+            "reset_at": self.reset_at,
+            "blocked_until": self.blocked_until,
+            "window_s": self.window_s,
+            "answered": self.answered,
+            "last_send": None if self.last_send == -math.inf else self.last_send,
+            "flights": self.flights,
+            "waiting": {k: list(v) for k, v in self.waiting.items()},
+        }
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.flights)
+
+    def estimate(self, now: float, ahead: int) -> float:
+        """Seconds until a call with `ahead` calls before it could go out, from what is known."""
+        hard = max(0.0, self.blocked_until - now)
+        if self.remaining is None or self.reset_at is None or self.limit is None:
+            return hard
+        if ahead < self.remaining:
+            return hard
+        until_reset = max(0.0, self.reset_at - now)
+        extra_windows = (ahead - self.remaining) // max(1, self.limit)
+        return max(hard, until_reset + extra_windows * (self.window_s or until_reset))
+
+
+@dataclass(frozen=True)
+class Send:
+    tracked: bool  # counted in the shared document (and so to be settled there)
+
+
+@dataclass(frozen=True)
+class Wait:
+    seconds: float
+    why: str
+    advisory: bool = False  # pacing: never worth failing a call for
+
+
+@dataclass(frozen=True)
+class AwaitAnswers:
+    why: str
+
+
+Decision = Send | Wait | AwaitAnswers
+
+
+@dataclass(frozen=True)
+class Asker:
+    """Who asks to send: one attempt of one call, at the head of its process's queue."""
+
+    id: str
+    arrived_at: float
+    probe_first: bool
+    paced: bool  # already waited once for pacing: pacing is advisory, never twice
+    queued_here: int  # calls waiting behind it in this process
+    flight_ttl_s: float
+    pace_below: float = 0.1
+
+
+def decide(doc: Doc | None, now: float, asker: Asker) -> Change[tuple[Decision, Window]]:
+    """Whether `asker` may send now; if so, its send is reserved in the same step."""
+    w = Window.load(doc, now)
+    blocked = w.blocked_until > now
+    spent = w.remaining is not None and w.remaining <= 0 and (w.reset_at is None or now < w.reset_at)
+    learning = asker.probe_first and w.limit is None and w.answered < PROBE_ANSWERS
+    decision: Decision | None = None
+    if (blocked or spent or learning) and w.in_flight > 0:
+        # Let the requests already out be answered first: what they say may change the wait.
+        decision = AwaitAnswers("waiting for answers to requests already sent")
+    elif blocked:
+        decision = Wait(w.blocked_until - now, "rate limited by the upstream")
+    elif spent and w.reset_at is not None:
+        decision = Wait(w.reset_at - now, "rate limit budget spent")
+    else:
+        if w.reset_at is not None and now >= w.reset_at:
+            w.remaining, w.reset_at = w.limit, None  # the window is over: a fresh one starts with our next send
+        others = [t for k, t in w.waiting.items() if k != asker.id]
+        older = sum(1 for arrived, _ in others if arrived < asker.arrived_at)
+        if w.remaining is not None and older >= w.remaining:
+            decision = AwaitAnswers("waiting for calls that came first")
+        elif not asker.paced and (pace := _pace(w, now, asker, len(others))) > 0:
+            decision = Wait(pace, "pacing the last requests of the window", advisory=True)
+    if decision is not None:
+        wake = now + (decision.seconds if isinstance(decision, Wait) else 0.0)
+        ticket = w.waiting.get(asker.id)
+        if ticket is not None and ticket[1] >= wake + TICKET_GRACE_S / 2 and doc is not None and not _changed(doc, w):
+            return Change((decision, w))  # ticket still fresh and nothing else changed: no write
+        w.waiting[asker.id] = (asker.arrived_at, wake + TICKET_GRACE_S)
+        return Change((decision, w), w.dump(), WINDOW_TTL_S)
+    tracked = w.limit is not None or w.remaining is not None or learning or bool(w.waiting) or w.in_flight > 0
+    if not tracked and doc is not None and not _changed(doc, w):
+        return Change((Send(tracked=False), w))  # nothing is known to count against: no write
+    if not tracked and doc is None:
+        return Change((Send(tracked=False), w))
+    w.waiting.pop(asker.id, None)
+    if tracked:
+        if w.remaining is not None:
+            w.remaining -= 1
+        w.flights[asker.id] = now + asker.flight_ttl_s
+        w.last_send = now
+    return Change((Send(tracked=tracked), w), w.dump(), WINDOW_TTL_S)
+
+
+def _changed(doc: Doc, w: Window) -> bool:
+    return doc != w.dump()
+
+
+def _pace(w: Window, now: float, asker: Asker, others_waiting: int) -> float:
+    """When the budget runs low and more calls wait than it holds, spread the last sends over the window."""
+    if w.limit is None or w.remaining is None or w.reset_at is None:
+        return 0.0
+    demand = asker.queued_here + 1 + others_waiting
+    if w.remaining > asker.pace_below * w.limit or demand <= w.remaining:
+        return 0.0
+    # Spread over the window's time left, less a tenth of the window as a margin, in remaining + 1
+    # intervals: the last paced send lands well before the reset, never slipping into the next window.
+    margin = 0.1 * (w.window_s or (w.reset_at - now))
+    interval = max(0.0, w.reset_at - now - margin) / (w.remaining + 1)
+    return max(0.0, w.last_send + interval - now)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What one answer (or its absence) says, for `settle`."""
+
+    reservation: str
+    tracked: bool
+    answered: bool  # False: no answer came (failure, cancellation)
+    sent: bool = True  # with answered=False: whether the request may have left
+    limit: int | None = None
+    remaining: int | None = None
+    reset: int | None = None
+    throttled_for: float | None = None  # a rate-limit 429: hold everyone this long
+
+    @classmethod
+    def from_headers(cls, reservation: str, tracked: bool, headers: Mapping[str, str], **kw: Any) -> Answer:
+        limit, remaining, reset = (_header_int(headers.get(h)) for h in HEADERS)
+        return cls(reservation, tracked, True, limit=limit, remaining=remaining, reset=reset, **kw)
+
+    @property
+    def informative(self) -> bool:
+        return self.tracked or self.limit is not None or self.remaining is not None or self.throttled_for is not None
+
+
+def settle(doc: Doc | None, now: float, answer: Answer) -> Change[Window]:
+    """Learn from an answer: its rate-limit headers and, for a rate-limit 429, how long to hold everyone."""
+    w = Window.load(doc, now)
+    if not answer.informative:
+        return Change(w)
+    w.flights.pop(answer.reservation, None)
+    if not answer.answered:
+        if not answer.sent and answer.tracked and w.remaining is not None:
+            w.remaining += 1  # it never left: its place in the budget is given back
+        return Change(w, w.dump(), WINDOW_TTL_S)
+    w.answered += 1
+    if answer.limit is not None:
+        w.limit = answer.limit
+    # An answer from a window that is already over says nothing about the current one.
+    if answer.remaining is not None and answer.reset is not None and answer.reset > now:
+        others = w.in_flight  # sent before this answer, maybe not counted in it yet
+        if w.reset_at is None or answer.reset > w.reset_at + 0.5:
+            if w.reset_at is None and w.window_s is None:
+                w.window_s = max(1.0, answer.reset - now)
+            w.reset_at = float(answer.reset)
+            w.remaining = max(0, answer.remaining - others)
+        else:
+            w.remaining = min(w.remaining if w.remaining is not None else answer.remaining, answer.remaining)
+    if answer.throttled_for is not None:
+        w.blocked_until = max(w.blocked_until, now + answer.throttled_for)
+    return Change(w, w.dump(), WINDOW_TTL_S)
+
+
+def forget_ticket(doc: Doc | None, now: float, ticket: str) -> Change[None]:
+    """A call that stopped waiting (cancelled, out of budget) takes its ticket back."""
+    w = Window.load(doc, now)
+    if ticket not in w.waiting:
+        return Change(None)
+    del w.waiting[ticket]
+    return Change(None, w.dump(), WINDOW_TTL_S)
+
+
+HEADERS = ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset")
+
+
+def _header_int(value: str | None) -> int | None:
+    try:
+        return int(float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _opt_int(value: object) -> int | None:
+    return None if value is None else int(value)  # type: ignore[call-overload]
+
+
+def _opt_float(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]

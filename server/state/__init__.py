@@ -1,0 +1,1 @@
+"""Shared state: JSON documents under keys, changed atomically, in memory, SQLite or Redis."""

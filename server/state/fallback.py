@@ -1,0 +1,73 @@
+"""A shared store that degrades to process-local state while it fails, and comes back when it answers.
+
+Calls never fail because the store did: while it is down they go on with state of this process
+only (one warning, not one per call), and every few seconds one call tries the shared store
+again. What was kept locally meanwhile is dropped on return: the shared store is the truth, and
+the gates relearn from the next answers' headers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from server.clock import Clock
+from server.state.memory import MemoryStore
+from server.state.store import Doc, Mutation, R, Store, StoreUnavailable
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class FallbackStore:
+    def __init__(self, shared: Store, clock: Clock, *, retry_every_s: float = 5.0) -> None:
+        self.primary = shared
+        self.kind = shared.kind
+        self.shared = shared.shared
+        self._clock = clock
+        self._retry_every_s = retry_every_s
+        self._local = MemoryStore(clock)
+        self._down_since: float | None = None
+        self._tried_at = 0.0
+        self.problem: str | None = None
+
+    @property
+    def degraded(self) -> bool:
+        return self._down_since is not None
+
+    async def get(self, key: str) -> Doc | None:
+        return await self._either(lambda store: store.get(key))
+
+    async def update(self, key: str, mutate: Mutation[R]) -> R:
+        return await self._either(lambda store: store.update(key, mutate))
+
+    async def ping(self) -> None:
+        await self.primary.ping()
+
+    def describe(self) -> str:
+        return self.primary.describe()
+
+    async def aclose(self) -> None:
+        await self.primary.aclose()
+        await self._local.aclose()
+
+    async def _either(self, op: Callable[[Store], Awaitable[T]]) -> T:
+        now = self._clock.now()
+        if self._down_since is not None and now - self._tried_at < self._retry_every_s:
+            return await op(self._local)
+        try:
+            result = await op(self.primary)
+        except StoreUnavailable as exc:
+            self._tried_at = now
+            if self._down_since is None:
+                self._down_since = now
+                self.problem = str(exc)
+                log.warning("shared state unavailable, going on with this process's own state: %s", exc)
+            return await op(self._local)
+        if self._down_since is not None:
+            log.warning("shared state is back (%s); process-local state dropped", self.primary.describe())
+            self._down_since = None
+            self.problem = None
+            self._local = MemoryStore(self._clock)
+        return result

@@ -1,0 +1,147 @@
+"""State shared by every process of one user on one machine: an SQLite database in the state directory.
+
+The directory is made 0700 and the database 0600 (SQLite gives its WAL and shared-memory files
+the database's permissions), so a token kept there is readable by its user only. WAL lets
+readers go on while one process writes; writes are short `BEGIN IMMEDIATE` transactions that
+wait for each other up to a busy timeout. Every call runs in a worker thread, one at a time per
+store, so the event loop never blocks on the disk or on another process's lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import stat
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import anyio
+
+from server.clock import Clock
+from server.state.store import KEEP, SCHEMA, Doc, Mutation, R, StoreUnavailable, decode, encode
+
+T = TypeVar("T")
+FILENAME = f"state-v{SCHEMA}.sqlite3"  # another schema version keeps its own file and never misreads ours
+PURGE_EVERY = 500  # writes between sweeps of expired documents
+
+
+class SQLiteStore:
+    kind = "sqlite"
+    shared = True
+    degraded = False
+    problem: str | None = None
+
+    def __init__(self, path: Path, clock: Clock, *, busy_timeout_s: float = 5.0) -> None:
+        self.path = path
+        self._clock = clock
+        self._busy_timeout_s = busy_timeout_s
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        self._limiter = anyio.CapacityLimiter(1)
+        self._writes = 0
+
+    @classmethod
+    def in_directory(cls, directory: Path, clock: Clock) -> SQLiteStore:
+        return cls(directory / FILENAME, clock)
+
+    # --- the interface --------------------------------------------------------------------------
+
+    async def get(self, key: str) -> Doc | None:
+        return await self._run(lambda db: self._select(db, key))
+
+    async def update(self, key: str, mutate: Mutation[R]) -> R:
+        return await self._run(lambda db: self._update(db, key, mutate))
+
+    async def ping(self) -> None:
+        await self._run(lambda db: db.execute("SELECT count(*) FROM docs").fetchone())
+
+    def describe(self) -> str:
+        return str(self.path)
+
+    async def aclose(self) -> None:
+        await self._run_unlocked(self._close)
+
+    # --- in the worker thread -------------------------------------------------------------------
+
+    async def _run(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._run_unlocked(lambda: op(self._connection()))
+
+    async def _run_unlocked(self, op: Callable[[], T]) -> T:
+        def guarded() -> T:
+            with self._lock:
+                try:
+                    return op()
+                except sqlite3.Error as exc:
+                    self._close()  # a fresh connection next time: the file may have been fixed or replaced
+                    raise StoreUnavailable(f"the state database {self.path} failed: {exc}") from None
+                except OSError as exc:
+                    raise StoreUnavailable(f"the state directory {self.path.parent} is unusable: {exc}") from None
+
+        return await anyio.to_thread.run_sync(guarded, limiter=self._limiter)
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None:
+            self._db = self._connect()
+        return self._db
+
+    def _connect(self) -> sqlite3.Connection:
+        directory = self.path.parent
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if directory.stat().st_uid == os.getuid():
+            directory.chmod(0o700)
+        # Create the file 0600 before SQLite opens it, whatever the umask.
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        if stat.S_IMODE(self.path.stat().st_mode) & 0o077:
+            self.path.chmod(0o600)
+        db = sqlite3.connect(self.path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS docs (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL NOT NULL)"
+            )
+        except sqlite3.Error:
+            db.close()
+            raise
+        return db
+
+    def _close(self) -> None:
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._db = None
+
+    def _select(self, db: sqlite3.Connection, key: str) -> Doc | None:
+        row = db.execute("SELECT value FROM docs WHERE key = ? AND expires_at > ?", (key, self._clock.now())).fetchone()
+        return decode(row[0]) if row is not None else None
+
+    def _update(self, db: sqlite3.Connection, key: str, mutate: Mutation[R]) -> R:
+        # Optimistic first: most updates decide to keep the document and need no write lock at all.
+        change = mutate(self._select(db, key))
+        if change.doc is KEEP:
+            return change.result
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            change = mutate(self._select(db, key))  # again, under the lock: someone may have written since
+            now = self._clock.now()
+            if change.doc is None:
+                db.execute("DELETE FROM docs WHERE key = ?", (key,))
+            elif change.doc is not KEEP:
+                assert isinstance(change.doc, dict)
+                db.execute(
+                    "INSERT INTO docs (key, value, expires_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+                    (key, encode(change.doc), now + change.ttl_s),
+                )
+            self._writes += 1
+            if self._writes % PURGE_EVERY == 0:
+                db.execute("DELETE FROM docs WHERE expires_at <= ?", (now,))
+            db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise
+        return change.result

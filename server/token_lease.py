@@ -1,0 +1,140 @@
+"""The neuroflash token as a shared document: who fetches it (a lease), the token, a recent failure.
+
+Pure functions over the document, each applied in one atomic store update, so that however
+many processes need a token at once, one fetches it and the others take its result:
+
+- `claim`: take a token fresh enough, or the failure of a fetch that just failed, or the
+  lease to fetch; or learn that another process holds the lease (and wait for it).
+- `store_token` / `store_failure`: the lease holder's result, for everyone.
+- `forget`: a 401 invalidates exactly the token that was refused, everywhere.
+
+The document expires when the last thing in it does: a token is kept no longer than it is valid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from server.state.store import Change, Doc
+
+
+@dataclass(frozen=True)
+class Have:
+    token: str
+    expires_at: float
+    lifetime: float
+
+
+@dataclass(frozen=True)
+class Failed:
+    kind: str  # "rejected" or "unavailable"
+    message: str
+    hint: str | None
+    status: int | None
+
+
+@dataclass(frozen=True)
+class Mine:
+    """This process holds the lease: it fetches."""
+
+
+@dataclass(frozen=True)
+class Busy:
+    """Another process fetches; its lease runs until `until`."""
+
+    until: float
+
+
+Claim = Have | Failed | Mine | Busy
+
+
+def _live(doc: Doc | None, now: float) -> dict[str, Any]:
+    """The parts of the document that have not expired."""
+    doc = dict(doc or {})
+    live: dict[str, Any] = {}
+    token = doc.get("token")
+    if isinstance(token, dict) and float(token.get("expires_at", 0)) > now and isinstance(token.get("value"), str):
+        live["token"] = token
+    lease = doc.get("lease")
+    if isinstance(lease, dict) and float(lease.get("until", 0)) > now:
+        live["lease"] = lease
+    failure = doc.get("failure")
+    if isinstance(failure, dict) and float(failure.get("until", 0)) > now:
+        live["failure"] = failure
+    return live
+
+
+def _change(result: Any, live: dict[str, Any], now: float) -> Change[Any]:
+    if not live:
+        return Change(result, None)
+    ends = [live["token"]["expires_at"]] if "token" in live else []
+    ends += [live[k]["until"] for k in ("lease", "failure") if k in live]
+    return Change(result, live, ttl_s=max(1.0, max(ends) - now))
+
+
+def claim(doc: Doc | None, now: float, *, owner: str, fresh_for: float, lease_s: float) -> Change[Claim]:
+    """A token valid for more than `fresh_for` seconds, a recent failure, or the lease to fetch."""
+    live = _live(doc, now)
+    token = live.get("token")
+    if token is not None and token["expires_at"] - now > min(fresh_for, float(token["lifetime"]) / 4):
+        return Change(Have(token["value"], token["expires_at"], token["lifetime"]))
+    failure = live.get("failure")
+    if failure is not None:
+        return Change(Failed(failure["kind"], failure["message"], failure.get("hint"), failure.get("status")))
+    lease = live.get("lease")
+    if lease is not None and lease["owner"] != owner:
+        return Change(Busy(float(lease["until"])))
+    live["lease"] = {"owner": owner, "until": now + lease_s}
+    return _change(Mine(), live, now)
+
+
+def renew(doc: Doc | None, now: float, *, owner: str, lease_s: float) -> Change[bool]:
+    """Keep the lease while the fetch goes on; False if it was lost (expired and taken)."""
+    live = _live(doc, now)
+    lease = live.get("lease")
+    if lease is not None and lease["owner"] != owner:
+        return Change(False)
+    live["lease"] = {"owner": owner, "until": now + lease_s}
+    return _change(True, live, now)
+
+
+def store_token(doc: Doc | None, now: float, *, owner: str, value: str, lifetime: float) -> Change[None]:
+    live = _live(doc, now)
+    if live.get("lease", {}).get("owner") == owner:
+        del live["lease"]
+    live.pop("failure", None)
+    live["token"] = {"value": value, "expires_at": now + lifetime, "lifetime": lifetime}
+    return _change(None, live, now)
+
+
+def store_failure(doc: Doc | None, now: float, *, owner: str, failed: Failed, memory_s: float) -> Change[None]:
+    live = _live(doc, now)
+    if live.get("lease", {}).get("owner") == owner:
+        del live["lease"]
+    live["failure"] = {
+        "kind": failed.kind,
+        "message": failed.message,
+        "hint": failed.hint,
+        "status": failed.status,
+        "until": now + memory_s,
+    }
+    return _change(None, live, now)
+
+
+def release(doc: Doc | None, now: float, *, owner: str) -> Change[None]:
+    """Give the lease back without a result (the fetch was cancelled)."""
+    live = _live(doc, now)
+    if live.get("lease", {}).get("owner") != owner:
+        return Change(None)
+    del live["lease"]
+    return _change(None, live, now)
+
+
+def forget(doc: Doc | None, now: float, *, used: str) -> Change[None]:
+    """Drop the token a call was refused with, unless a newer one already replaced it."""
+    live = _live(doc, now)
+    if live.get("token", {}).get("value") != used:
+        return Change(None)
+    del live["token"]
+    return _change(None, live, now)
