@@ -9,6 +9,7 @@ import math
 import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 from server import __version__, logs
 from server.config import ENVIRONMENT, Settings
@@ -46,6 +47,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log verbosity (default: INFO)"
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="HTTP worker processes on this host, sharing the state store (default: 1, or FLASHSNAP_WORKERS)",
+    )
     parser.add_argument("--version", action="version", version=f"flashsnap-mcp {__version__}")
     return parser.parse_args(argv)
 
@@ -70,6 +76,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "host": args.host,
         "port": args.port,
         "log_level": args.log_level,
+        "workers": args.workers,
     }
     logs.configure(args.log_level or os.environ.get("FLASHSNAP_LOG_LEVEL", "INFO").upper())
     try:
@@ -79,12 +86,75 @@ def main(argv: Sequence[str] | None = None) -> None:
                 environ = stack.enter_context(sandbox_environment(os.environ))
             settings = Settings.from_env(environ, sandbox=args.sandbox, **overrides)
             logs.configure(settings.log_level, settings.secrets)
-            serve(settings)
+            preflight(settings)
+            if settings.workers > 1 and settings.transport != "stdio":
+                serve_workers(settings, environ)
+            else:
+                serve(settings)
     except ConfigurationError as exc:
         print(f"flashsnap-mcp: {exc}", file=sys.stderr)  # noqa: T201 - a start-up error for a person
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         pass
+
+
+def preflight(settings: Settings) -> None:
+    """Refuse to start when a Redis store was asked for and does not answer (naming the host, never a password)."""
+    if settings.store != "redis":
+        return
+    import anyio
+
+    from server.clock import SystemClock
+    from server.runtime import open_state
+
+    async def reach() -> None:
+        store = await open_state(settings, SystemClock())
+        await store.aclose()
+
+    anyio.run(reach)
+
+
+def serve_workers(settings: Settings, environ: Mapping[str, str]) -> None:
+    """Several uvicorn workers on one socket; each builds its app from the environment and shares the store."""
+    import uvicorn
+
+    if settings.store == "memory":
+        log.warning("FLASHSNAP_STATE=memory with %d workers: each worker keeps its own budget", settings.workers)
+    # The workers are new processes: they read everything, the sandbox's variables too, from the environment.
+    os.environ.update(environ)
+    os.environ.update(
+        {
+            "FLASHSNAP_TRANSPORT": settings.transport,
+            "FLASHSNAP_HOST": settings.host,
+            "FLASHSNAP_PORT": str(settings.port),
+            "FLASHSNAP_LOG_LEVEL": settings.log_level,
+            "FLASHSNAP_WORKERS": str(settings.workers),
+            WORKER_SANDBOX: "1" if settings.sandbox else "",
+        }
+    )
+    log.info("flashsnap-mcp %s starting %d workers", __version__, settings.workers)
+    uvicorn.run(
+        "server.cli:worker_app",
+        factory=True,
+        workers=settings.workers,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
+        lifespan="on",
+    )
+
+
+WORKER_SANDBOX = "FLASHSNAP_WORKER_SANDBOX"  # set by the parent for workers of a --sandbox server
+
+
+def worker_app() -> Any:
+    """The app of one HTTP worker, built from the environment its parent prepared."""
+    from server.http import build_http_app
+
+    settings = Settings.from_env(os.environ, sandbox=os.environ.get(WORKER_SANDBOX) == "1")
+    logs.configure(settings.log_level, settings.secrets)
+    return build_http_app(settings)
 
 
 def serve(settings: Settings) -> None:

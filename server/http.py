@@ -19,6 +19,7 @@ from server.clock import Clock
 from server.config import Settings
 from server.http_security import HTTPGuard, require_token_when_exposed
 from server.runtime import Runtime, open_runtime
+from server.state.opening import health
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ def build_http_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp
     else:
         transport = mcp.streamable_http_app(
             streamable_http_path="/mcp",
+            # Stateless: no session lives in this process, so any replica or worker serves any request.
+            stateless_http=settings.stateless,
             max_request_body_size=settings.max_body_bytes,
             transport_security=_SDK_CHECKS_OFF,
             host=settings.host,
@@ -59,16 +62,21 @@ def build_http_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp
             log.info("shutting down: upstream clients closed")
 
     async def healthz(_: Request) -> JSONResponse:
-        # No secrets and no upstream call: only whether this process is up, and how it is set up.
+        # No secrets and no upstream call: whether this process is up, how it is set up, and its state store.
         ready = bool(runtime)
+        state = (await health(runtime[0].store)) if ready else None
+        status = "starting" if state is None else ("degraded" if state.degraded else "ok")
         body = {
-            "status": "ok" if ready else "starting",
+            "status": status,
             "version": __version__,
             "transport": settings.transport,
+            "stateless": settings.stateless if settings.transport == "streamable-http" else False,
             "sandbox": settings.sandbox,
             "neuroflash": settings.neuroflash_configured,
             "neuralsnap": settings.neuralsnap_api_key is not None,
+            "state": state.as_dict() if state is not None else None,
         }
+        # Degraded still serves (with this process's own state), so a balancer keeps it in rotation.
         return JSONResponse(body, status_code=200 if ready else 503)
 
     app = Starlette(routes=[Route("/healthz", healthz), Mount("/", transport)], lifespan=lifespan)
