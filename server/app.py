@@ -6,6 +6,7 @@ import inspect
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+from mcp.server.caching import CacheableMethod, CacheHint
 from mcp.server.mcpserver import MCPServer
 
 import tools
@@ -14,6 +15,7 @@ from server.calls import tool_call
 from server.clock import Clock
 from server.config import Settings
 from server.runtime import Runtime, open_runtime
+from server.toolselect import Selection, ToolFilter, select
 
 INSTRUCTIONS = """\
 flashsnap-mcp connects you to neuroflash (AI writing) and NeuralSnap (the user's second brain).
@@ -23,9 +25,21 @@ flashsnap-mcp connects you to neuroflash (AI writing) and NeuralSnap (the user's
 Failed calls say what happened and what to do. Never repeat a generate or snapshot whose error says
 maybe_processed is true without checking first: it may already have spent words or saved the snapshot."""
 
+# SEP-2549 freshness hints, only where they are true: the tool list and the server's description are fixed
+# for the life of the process (headers may narrow the list per client, hence private). Tool results change.
+CACHE_HINTS: dict[CacheableMethod, CacheHint] = {
+    "tools/list": CacheHint(ttl_ms=600_000, scope="private"),
+    "server/discover": CacheHint(ttl_ms=600_000, scope="private"),
+}
+
 SANDBOX_NOTE = """
 SANDBOX MODE: this server talks to a local emulator with demo data, not the real services.
 Nothing generated or saved here is real, and no real quota is spent."""
+
+
+def tool_selection(settings: Settings) -> Selection:
+    """The tools the operator turned on; unknown names raise ConfigurationError, listing the valid ones."""
+    return select({spec.name: bool(spec.annotations.read_only_hint) for spec in tools.ALL}, settings)
 
 
 def create_app(
@@ -52,8 +66,13 @@ def create_app(
         instructions=INSTRUCTIONS + (SANDBOX_NOTE if settings.sandbox else ""),
         lifespan=lifespan,
         log_level=settings.log_level,
+        cache_hints=CACHE_HINTS,
     )
+    selection = tool_selection(settings)
+    app.middleware.append(ToolFilter(selection))
     for spec in tools.ALL:
+        if spec.name not in selection.enabled:
+            continue  # unlisted; the filter answers a call to it with how to turn it on
         app.add_tool(
             tool_call(spec.fn),
             name=spec.name,

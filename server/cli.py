@@ -52,6 +52,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         help="HTTP worker processes on this host, sharing the state store (default: 1, or FLASHSNAP_WORKERS)",
     )
+    parser.add_argument("--tools", help="only these tools, comma-separated (default: all, or FLASHSNAP_TOOLS)")
+    parser.add_argument("--exclude-tools", help="turn these tools off, comma-separated (or FLASHSNAP_EXCLUDE_TOOLS)")
+    parser.add_argument(
+        "--read-only", action="store_true", default=None, help="only tools that change nothing (or FLASHSNAP_READ_ONLY)"
+    )
     parser.add_argument("--version", action="version", version=f"flashsnap-mcp {__version__}")
     return parser.parse_args(argv)
 
@@ -77,6 +82,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "port": args.port,
         "log_level": args.log_level,
         "workers": args.workers,
+        "tools": args.tools,
+        "exclude_tools": args.exclude_tools,
+        "read_only": args.read_only,
     }
     logs.configure(args.log_level or os.environ.get("FLASHSNAP_LOG_LEVEL", "INFO").upper())
     try:
@@ -87,6 +95,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             settings = Settings.from_env(environ, sandbox=args.sandbox, **overrides)
             logs.configure(settings.log_level, settings.secrets)
             preflight(settings)
+            from server.app import tool_selection
+
+            tool_selection(settings)  # unknown tool names stop the start, before any worker is forked
             if settings.workers > 1 and settings.transport != "stdio":
                 serve_workers(settings, environ)
             else:
@@ -129,6 +140,10 @@ def serve_workers(settings: Settings, environ: Mapping[str, str]) -> None:
             "FLASHSNAP_PORT": str(settings.port),
             "FLASHSNAP_LOG_LEVEL": settings.log_level,
             "FLASHSNAP_WORKERS": str(settings.workers),
+            # Flags the workers cannot see: the tool selection (blank means unset).
+            "FLASHSNAP_TOOLS": ",".join(settings.tools or ()),
+            "FLASHSNAP_EXCLUDE_TOOLS": ",".join(settings.exclude_tools),
+            "FLASHSNAP_READ_ONLY": "1" if settings.read_only else "",
             WORKER_SANDBOX: "1" if settings.sandbox else "",
         }
     )
