@@ -21,7 +21,8 @@ EPILOG = "environment variables:\n" + "\n".join(f"  {var:<38} {text}" for var, _
 EPILOG += """
 
 Logs go to stderr; in stdio mode stdout carries nothing but MCP messages.
---sandbox needs no account: it serves a local emulator of both APIs with demo data."""
+--sandbox needs no account: it serves a local emulator of both APIs with demo data.
+`flashsnap-mcp check [--sandbox] [--json]` tries every configured service and says what to fix."""
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -75,6 +76,12 @@ def sandbox_environment(environ: Mapping[str, str]) -> Iterator[dict[str, str]]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["check"]:  # `flashsnap-mcp check`: the setup check, its own command (server/check.py)
+        from server.check import main as check
+
+        check(argv[1:])
+        return
     args = parse_args(argv)
     overrides = {
         "transport": args.transport,

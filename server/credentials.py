@@ -119,6 +119,12 @@ class TokenManager:
             return current.value
         return await self._refresh(advisory=False)
 
+    def validity(self) -> tuple[float, float] | None:
+        """(seconds left, full lifetime) of the token held now, for the setup check; None before the first one."""
+        if self._token is None:
+            return None
+        return self._token.left(self._clock.now()), self._token.lifetime
+
     @staticmethod
     def _window(token: _Token, seconds: float) -> float:
         # A short-lived token must not spend its whole life "about to expire": at most a quarter of it.
