@@ -196,9 +196,10 @@ class Gate:
         def learn(doc: Doc | None) -> Change[Window]:
             return settle(doc, self._clock.now(), answer)
 
-        # Shielded: a cancelled call must still give back what it reserved.
-        with anyio.CancelScope(shield=True):
-            self._seen = await self._store.update(self._key, learn)
+        if answer.informative:  # an untracked send with no rate-limit headers has nothing to settle
+            # Shielded: a cancelled call must still give back what it reserved.
+            with anyio.CancelScope(shield=True):
+                self._seen = await self._store.update(self._key, learn)
         self._changed.set()
         self._changed = anyio.Event()
 

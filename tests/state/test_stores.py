@@ -13,6 +13,7 @@ import anyio
 import pytest
 import redis
 
+
 from server.clock import FakeClock
 from server.state.fallback import FallbackStore
 from server.state.memory import MemoryStore
@@ -198,4 +199,26 @@ async def test_a_locked_database_degrades_then_recovers(tmp_path: Path, caplog: 
     messages = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert sum("going on with this process's own state" in m for m in messages) == 1
     assert sum("shared state is back" in m for m in messages) == 1
+    await store.aclose()
+
+
+async def test_a_write_waits_for_another_process_lock_off_the_event_loop(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / FILENAME, FakeClock())
+    assert await store.update("k", increment) == 1
+    other = sqlite3.connect(store.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process is in the middle of a write
+    results: list[int] = []
+
+    async def write() -> None:
+        results.append(await store.update("k", increment))
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(write)
+            await anyio.wait_all_tasks_blocked()  # the write waits for the lock in its worker thread...
+            assert await store.get("k") == {"n": 1}  # ...while the event loop goes on, and reads too
+            assert results == []
+            other.execute("COMMIT")
+    assert results == [2]
+    other.close()
     await store.aclose()
