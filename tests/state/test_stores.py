@@ -13,7 +13,6 @@ import anyio
 import pytest
 import redis
 
-
 from server.clock import FakeClock
 from server.state.fallback import FallbackStore
 from server.state.memory import MemoryStore
