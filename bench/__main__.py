@@ -6,9 +6,9 @@ import sys
 
 import anyio
 
-from bench import load, overhead, report, scheduling
+from bench import load, overhead, report, scheduling, shared
 
-BENCHES = {"scheduling": scheduling.run, "load": load.run, "overhead": overhead.run}
+BENCHES = {"scheduling": scheduling.run, "load": load.run, "overhead": overhead.run, "shared": shared.run}
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -167,8 +168,10 @@ def _server_pid() -> int:
 
 async def run() -> str:
     state = EmulatorState()
-    with Emulator(state) as emulator:
-        env = {**os.environ, **emulator.environment(), "NEUROFLASH_WORKSPACE_ID": catalog.MARKETING_WORKSPACE}
+    with Emulator(state) as emulator, tempfile.TemporaryDirectory(prefix="flashsnap-bench-") as state_dir:
+        # The default store (SQLite), in a directory of this run's own: nothing left from an earlier run.
+        env = {**os.environ, **emulator.environment(), "NEUROFLASH_WORKSPACE_ID": catalog.MARKETING_WORKSPACE,
+               "FLASHSNAP_STATE_DIR": state_dir}  # fmt: skip
         calls = await overhead(env)
         starts = await startup(env)
         lags, rate = await relay(env, state)
