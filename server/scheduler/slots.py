@@ -17,6 +17,7 @@ from anyio.abc import TaskGroup
 
 from server.clock import Clock
 from server.errors import RateLimited
+from server.metrics import NO_METRICS, Observer
 from server.scheduler.budget import HEARTBEAT_EVERY_S, Budget
 from server.state.memory import MemoryStore
 from server.state.store import Change, Doc, Mutation, Store
@@ -33,9 +34,11 @@ def _held(doc: Doc | None, now: float) -> dict[str, float]:
 
 class Slots:
     def __init__(
-        self, clock: Clock, limit: int, *, store: Store | None = None, key: str = "slots", lease_s: float = 30.0
-    ) -> None:
+        self, clock: Clock, limit: int, *, store: Store | None = None, key: str = "slots", lease_s: float = 30.0,
+        observer: Observer = NO_METRICS,
+    ) -> None:  # fmt: skip
         self._clock = clock
+        self._observer = observer
         self.limit = limit
         self._store: Store = store or MemoryStore(clock)
         self._key = key
@@ -84,10 +87,12 @@ class Slots:
                 retry_after_s=HEARTBEAT_EVERY_S,
             )
         self._mine[me] = key
+        self._observer.slots_in_use(name, 1)
         try:
             yield
         finally:
             del self._mine[me]
+            self._observer.slots_in_use(name, -1)
             with anyio.CancelScope(shield=True):
                 await self._store.update(key, self._giver(me))
             self._freed.set()
