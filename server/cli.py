@@ -11,7 +11,7 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from server import __version__, logs
+from server import __version__, logs, tracing
 from server.config import ENVIRONMENT, Settings
 from server.errors import ConfigurationError
 
@@ -86,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 environ = stack.enter_context(sandbox_environment(os.environ))
             settings = Settings.from_env(environ, sandbox=args.sandbox, **overrides)
             logs.configure(settings.log_level, settings.secrets)
+            tracing.configure(os.environ)
             preflight(settings)
             if settings.workers > 1 and settings.transport != "stdio":
                 serve_workers(settings, environ)
@@ -154,6 +155,7 @@ def worker_app() -> Any:
 
     settings = Settings.from_env(os.environ, sandbox=os.environ.get(WORKER_SANDBOX) == "1")
     logs.configure(settings.log_level, settings.secrets)
+    tracing.configure(os.environ)
     return build_http_app(settings)
 
 

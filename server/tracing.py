@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -99,19 +99,8 @@ def configure(environ: Mapping[str, str]) -> Any:
     # Resource.create reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES; the service name defaults to ours.
     resource = Resource.create({"service.name": environ.get("OTEL_SERVICE_NAME") or "flashsnap-mcp",
                                 "service.version": __version__})  # fmt: skip
-    provider = TracerProvider(resource=resource)
+    provider = TracerProvider(resource=resource)  # flushes what is buffered when the process exits
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     log.info("exporting traces over OTLP")
     return provider
-
-
-@contextlib.contextmanager
-def exported(environ: Mapping[str, str]) -> Iterator[None]:
-    """`configure` for the life of the process, flushing buffered spans at exit."""
-    provider = configure(environ)
-    try:
-        yield
-    finally:
-        if provider is not None:
-            provider.shutdown()
