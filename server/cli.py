@@ -20,6 +20,7 @@ log = logging.getLogger("server")
 EPILOG = "environment variables:\n" + "\n".join(f"  {var:<38} {text}" for var, _, text in ENVIRONMENT)
 EPILOG += """
 
+flashsnap-mcp status [--watch] [--json] shows what the servers sharing the state store know.
 Logs go to stderr; in stdio mode stdout carries nothing but MCP messages.
 --sandbox needs no account: it serves a local emulator of both APIs with demo data."""
 
@@ -70,6 +71,12 @@ def sandbox_environment(environ: Mapping[str, str]) -> Iterator[dict[str, str]]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["status"]:
+        from server.status import main as status
+
+        status(argv[1:])
+        return
     args = parse_args(argv)
     overrides = {
         "transport": args.transport,

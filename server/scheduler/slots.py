@@ -25,7 +25,7 @@ from server.state.store import Change, Doc, Mutation, Store
 POLL_S = 0.05
 
 
-def _held(doc: Doc | None, now: float) -> dict[str, float]:
+def holders(doc: Doc | None, now: float) -> dict[str, float]:
     holders = (doc or {}).get("holders")
     if not isinstance(holders, dict):
         return {}
@@ -63,7 +63,7 @@ class Slots:
         self._renewals = None
 
     async def in_use(self, name: str) -> int:
-        return len(_held(await self._store.get(f"{self._key}:{name}"), self._clock.now()))
+        return len(holders(await self._store.get(f"{self._key}:{name}"), self._clock.now()))
 
     @contextlib.asynccontextmanager
     async def hold(self, name: str, budget: Budget, *, scope: str) -> AsyncIterator[None]:
@@ -101,7 +101,7 @@ class Slots:
     def _taker(self, me: str) -> Mutation[bool]:
         def take(doc: Doc | None) -> Change[bool]:
             now = self._clock.now()
-            held = _held(doc, now)
+            held = holders(doc, now)
             if len(held) >= self.limit:
                 return Change(False)
             held[me] = now + self._lease_s
@@ -111,7 +111,7 @@ class Slots:
 
     def _giver(self, me: str) -> Mutation[None]:
         def give(doc: Doc | None) -> Change[None]:
-            held = _held(doc, self._clock.now())
+            held = holders(doc, self._clock.now())
             held.pop(me, None)
             return Change(None, {"holders": held} if held else None, self._lease_s)
 
@@ -126,7 +126,7 @@ class Slots:
     def _renewer(self, me: str) -> Mutation[None]:
         def renew(doc: Doc | None) -> Change[None]:
             now = self._clock.now()
-            held = _held(doc, now)
+            held = holders(doc, now)
             held[me] = now + self._lease_s
             return Change(None, {"holders": held}, self._lease_s)
 
