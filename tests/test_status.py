@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import subprocess
 from pathlib import Path
@@ -40,17 +41,21 @@ async def test_status_shows_what_two_servers_share() -> None:
     with Emulator(state) as emulator:
         env = emulator.environment()
         with anyio.fail_after(90):
-            async with http_replica(env) as one, http_replica(env) as two:
-                async with Client(f"{one}/mcp") as first, Client(f"{two}/mcp") as second:
-                    data(await first.call_tool("check_quota", {}))
-                    for i in range(3):
-                        data(await first.call_tool("snapshot", {"name": f"a{i}", "core": "from one"}))
-                    for i in range(2):
-                        data(await second.call_tool("snapshot", {"name": f"b{i}", "core": "from two"}))
-                    data(await second.call_tool("generate", {"model": "gpt-4.1-mini", "prompt": "Hi"}))
+            async with (
+                http_replica(env) as one,
+                http_replica(env) as two,
+                Client(f"{one}/mcp") as first,
+                Client(f"{two}/mcp") as second,
+            ):
+                data(await first.call_tool("check_quota", {}))
+                for i in range(3):
+                    data(await first.call_tool("snapshot", {"name": f"a{i}", "core": "from one"}))
+                for i in range(2):
+                    data(await second.call_tool("snapshot", {"name": f"b{i}", "core": "from two"}))
+                data(await second.call_tool("generate", {"model": "gpt-4.1-mini", "prompt": "Hi"}))
 
-                    done = await anyio.to_thread.run_sync(status, "--json")
-                    text = await anyio.to_thread.run_sync(status)
+                done = await anyio.to_thread.run_sync(status, "--json")
+                text = await anyio.to_thread.run_sync(status)
     assert done.returncode == 0, done.stderr
     view: dict[str, Any] = json.loads(done.stdout)
     assert view["store"] == "sqlite"
@@ -107,6 +112,10 @@ def test_status_without_shared_state_says_so() -> None:
     assert done.stdout == ""
 
 
+def put(_: dict[str, Any] | None, *, ttl_s: float) -> Change[None]:
+    return Change(None, {"x": 1}, ttl_s)
+
+
 @pytest.mark.parametrize("kind", ["memory", "sqlite", "redis"])
 async def test_every_store_lists_live_keys_by_literal_prefix(kind: str, tmp_path: Path, clock: FakeClock) -> None:
     with contextlib.ExitStack() as stack:
@@ -119,7 +128,7 @@ async def test_every_store_lists_live_keys_by_literal_prefix(kind: str, tmp_path
         try:
             for key, ttl in (("a:quota:1", 60.0), ("a:quota:2", 60.0), ("a%_:quota:3", 60.0), ("a:gate", 60.0),
                              ("a:quota:gone", 1.0)):  # fmt: skip
-                await store.update(key, lambda _, t=ttl: Change(None, {"x": 1}, t))
+                await store.update(key, functools.partial(put, ttl_s=ttl))
             if kind != "redis":  # Redis expires keys by its own clock; the others by the injected one
                 clock.advance(2)
                 assert await store.keys("a:quota:") == ["a:quota:1", "a:quota:2"]
