@@ -8,7 +8,12 @@ import anyio
 
 from bench import load, overhead, report, scheduling
 
-BENCHES = {"scheduling": scheduling.run, "load": load.run, "overhead": overhead.run}
+BENCHES = {
+    "scheduling": scheduling.run,
+    "load": load.run,
+    "overhead": overhead.run,
+    "metrics": overhead.run_metrics,
+}
 
 
 def main() -> None:
