@@ -8,7 +8,13 @@ import anyio
 
 from bench import load, overhead, report, scheduling, shared
 
-BENCHES = {"scheduling": scheduling.run, "load": load.run, "overhead": overhead.run, "shared": shared.run}
+BENCHES = {
+    "scheduling": scheduling.run,
+    "load": load.run,
+    "overhead": overhead.run,
+    "metrics": overhead.run_metrics,
+    "shared": shared.run,
+}
 
 
 def main() -> None:

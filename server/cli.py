@@ -11,7 +11,7 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from server import __version__, logs
+from server import __version__, logs, tracing
 from server.config import ENVIRONMENT, Settings
 from server.errors import ConfigurationError
 
@@ -20,6 +20,7 @@ log = logging.getLogger("server")
 EPILOG = "environment variables:\n" + "\n".join(f"  {var:<38} {text}" for var, _, text in ENVIRONMENT)
 EPILOG += """
 
+flashsnap-mcp status [--watch] [--json] shows what the servers sharing the state store know.
 Logs go to stderr; in stdio mode stdout carries nothing but MCP messages.
 --sandbox needs no account: it serves a local emulator of both APIs with demo data."""
 
@@ -70,6 +71,12 @@ def sandbox_environment(environ: Mapping[str, str]) -> Iterator[dict[str, str]]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["status"]:
+        from server.status import main as status
+
+        status(argv[1:])
+        return
     args = parse_args(argv)
     overrides = {
         "transport": args.transport,
@@ -86,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 environ = stack.enter_context(sandbox_environment(os.environ))
             settings = Settings.from_env(environ, sandbox=args.sandbox, **overrides)
             logs.configure(settings.log_level, settings.secrets)
+            tracing.configure(os.environ)
             preflight(settings)
             if settings.workers > 1 and settings.transport != "stdio":
                 serve_workers(settings, environ)
@@ -154,6 +162,7 @@ def worker_app() -> Any:
 
     settings = Settings.from_env(os.environ, sandbox=os.environ.get(WORKER_SANDBOX) == "1")
     logs.configure(settings.log_level, settings.secrets)
+    tracing.configure(os.environ)
     return build_http_app(settings)
 
 

@@ -45,6 +45,7 @@ ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
     ("FLASHSNAP_REDIS_PREFIX", "redis_prefix", "prefix of every Redis key (default flashsnap:)"),
     ("FLASHSNAP_HTTP_STATELESS", "http_stateless", "1: any replica serves any request (default on with Redis)"),
     ("FLASHSNAP_WORKERS", "workers", "HTTP worker processes on this host, sharing the state store"),
+    ("FLASHSNAP_METRICS_PORT", "metrics_port", "serve Prometheus metrics on 127.0.0.1:PORT/metrics (stdio too)"),
 )
 
 
@@ -78,6 +79,7 @@ class Settings(BaseModel):
     redis_prefix: str = Field(default="flashsnap:", min_length=1, max_length=100)
     http_stateless: bool | None = None
     workers: int = Field(default=1, ge=1, le=64)
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
     sandbox: bool = False
 
     @field_validator("allowed_origins", "allowed_hosts", mode="before")

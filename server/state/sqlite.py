@@ -64,6 +64,12 @@ class SQLiteStore:
     async def update(self, key: str, mutate: Mutation[R]) -> R:
         return await self._run(lambda db: self._update(db, key, mutate))
 
+    async def keys(self, prefix: str) -> list[str]:
+        # substr, not LIKE: a prefix may hold % or _.
+        query = "SELECT key FROM docs WHERE substr(key, 1, ?) = ? AND expires_at > ? ORDER BY key"
+        rows = await self._run(lambda db: db.execute(query, (len(prefix), prefix, self._clock.now())).fetchall())
+        return [str(row[0]) for row in rows]
+
     async def ping(self) -> None:
         await self._run(lambda db: db.execute("SELECT count(*) FROM docs").fetchone())
 
