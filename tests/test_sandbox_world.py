@@ -108,7 +108,7 @@ async def test_with_memory_state_the_world_stays_in_the_process(state_dir: Path)
 
 
 def test_two_emulators_on_one_world_are_one_upstream(state_dir: Path, clock: FakeClock) -> None:
-    """Tokens and the rate-limit window are shared too (in-process, over real HTTP)."""
+    """Tokens, snapshots and the rate-limit window, over real HTTP to two emulators on one world file."""
     emulators = [Emulator(seed_sandbox(EmulatorState(clock, world=state_dir / FILENAME))) for _ in range(2)]
     with emulators[0] as a, emulators[1] as b, httpx2.Client(timeout=10) as http:
         a.state.set_rate_limit(2, 3600)
@@ -118,8 +118,11 @@ def test_two_emulators_on_one_world_are_one_upstream(state_dir: Path, clock: Fak
         token = http.post(f"{a.url}{TOKEN_PREFIX}/oauth/v2/token", data=form).json()["access_token"]
         assert b.state.token_valid(token)
         key = {"Authorization": f"Bearer {catalog.DEMO_API_KEY}"}
-        statuses = [http.get(f"{e.url}{NEURALSNAP_PREFIX}/snapshots", headers=key).status_code for e in (a, b, a)]
-        assert statuses == [200, 200, 429]
+        created = http.post(f"{a.url}{NEURALSNAP_PREFIX}/snapshots", headers=key, json=SNAPSHOT)
+        listed = http.get(f"{b.url}{NEURALSNAP_PREFIX}/snapshots?limit=1", headers=key)
+        assert listed.json() == {"data": [created.json()["data"]], "count": 1}
+        assert listed.headers["X-RateLimit-Remaining"] == "0"  # the window of both: 2 sends, one on each
+        assert http.get(f"{a.url}{NEURALSNAP_PREFIX}/snapshots", headers=key).status_code == 429
         b.state.revoke_tokens()
         assert not a.state.token_valid(token)
 
@@ -142,3 +145,18 @@ def test_a_world_of_another_version_or_an_unusable_directory_is_ignored(
     warnings = [r.getMessage() for r in caplog.records if "sandbox world" in r.getMessage()]
     assert len(warnings) == 2
     assert "another version" in warnings[0]
+
+
+def test_a_reset_empties_the_world_for_processes_that_have_it_open(state_dir: Path, clock: FakeClock) -> None:
+    world = state_dir / FILENAME
+    running = seed_sandbox(EmulatorState(clock, world=world))
+    running.add_snapshot({"id": "s1", "brain_id": "b", "created_at": "2026-01-01T00:00:00Z"})
+    running.charge(catalog.MARKETING_WORKSPACE, 40)
+    token = running.issue_token(catalog.DEMO_CLIENT_ID)
+    seed_sandbox(EmulatorState(clock, world=world, reset_world=True)).close()
+    assert running.shared
+    assert running.snapshot("s1") is None
+    assert not running.token_valid(token)
+    assert running.quota(catalog.MARKETING_WORKSPACE, "tokens").used == 0  # the seed fills the world in again
+    assert running.quota(catalog.SIDE_PROJECT_WORKSPACE, "tokens").available == 0
+    running.close()

@@ -92,8 +92,8 @@ class NeuralSnapEmulator(EmulatedAPI):
         offset = int_param(request, "offset", 0, 0, 1_000_000)
         if limit is None or offset is None:
             return self._done("snapshot_list", error(400, "limit or offset is out of range.", "BAD_REQUEST", headers))
-        mine = self.state.snapshots_of(brain)
-        body = {"data": mine[offset : offset + limit], "count": len(mine)}
+        page, count = self.state.snapshot_page(brain, offset, limit)
+        body = {"data": page, "count": count}
         return self._done("snapshot_list", JSONResponse(body, headers=headers))
 
     async def search(self, request: Request) -> Response:

@@ -390,6 +390,15 @@ class EmulatorState:
             mine = [s for s in self.snapshots.values() if s["brain_id"] == brain_id]
         return sorted(mine, key=lambda s: s["created_at"], reverse=True)
 
+    def snapshot_page(self, brain_id: str, offset: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+        """One page of a brain's snapshots, newest first, and how many it has."""
+        with self.lock:
+            with self._shared() as world:
+                if world is not None:
+                    return world.snapshot_page(brain_id, offset, limit)
+            mine = self.snapshots_of(brain_id)
+            return mine[offset : offset + limit], len(mine)
+
     def snapshot_count(self) -> int:
         with self.lock:
             with self._shared() as world:

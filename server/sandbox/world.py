@@ -58,13 +58,26 @@ class WorldFile:
     """An open world file; every method is one transaction (callers serialize calls in the process)."""
 
     def __init__(self, path: Path, *, busy_timeout_s: float = 5.0, reset: bool = False) -> None:
+        """Open (or create) the world at `path`; `reset` empties it first, or replaces it if it is unreadable."""
         self.path = path
         try:
-            if reset:
+            try:
+                self._db = _connect(path, busy_timeout_s)
+            except (sqlite3.DatabaseError, WorldUnusable) as exc:
+                if not (reset and _unreadable(exc)):
+                    raise
                 forget(path)
-            self._db = _connect(path, busy_timeout_s)
+                self._db = _connect(path, busy_timeout_s)
+            if reset:
+                self._empty()
         except (sqlite3.Error, OSError, WorldUnusable) as exc:
             raise WorldUnusable(f"the sandbox world {path} is unusable: {exc}") from None
+
+    def _empty(self) -> None:
+        # Emptied in place rather than deleted, so processes that have it open start afresh too.
+        with self._write() as db:
+            for table in ("tokens", "quotas", "windows", "snapshots"):
+                db.execute(f"DELETE FROM {table}")  # noqa: S608 - a fixed list of our own tables
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
@@ -161,6 +174,18 @@ class WorldFile:
         )
         return [_object(body) for (body,) in rows]
 
+    def snapshot_page(self, brain_id: str, offset: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+        """One page of `snapshots_of`, and how many there are in all."""
+        rows = self._db.execute(
+            "SELECT body, count(*) OVER () FROM snapshots WHERE brain_id = ? "
+            "ORDER BY created_at DESC, rowid ASC LIMIT ? OFFSET ?",
+            (brain_id, limit, offset),
+        ).fetchall()
+        if rows:
+            return [_object(body) for body, _ in rows], int(rows[0][1])
+        count = self._db.execute("SELECT count(*) FROM snapshots WHERE brain_id = ?", (brain_id,)).fetchone()[0]
+        return [], int(count)
+
     def snapshot_count(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM snapshots").fetchone()[0])
 
@@ -210,6 +235,14 @@ def _create_or_check(db: sqlite3.Connection) -> None:
         raise WorldUnusable("it is not a flashsnap-mcp sandbox world")
     elif version != SCHEMA:
         raise WorldUnusable(f"it was written by another version (schema {version}, this one reads {SCHEMA})")
+
+
+def _unreadable(exc: Exception) -> bool:
+    """A file that is not a world we can read (corrupt, not SQLite, not ours, another version),
+    as opposed to one that is merely busy or in a directory we cannot write."""
+    if isinstance(exc, WorldUnusable):
+        return True
+    return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 
 
 def _quota_from(kind: type[Quota], fields: dict[str, Any]) -> Quota:
