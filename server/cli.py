@@ -79,7 +79,8 @@ def sandbox_environment(environ: Mapping[str, str], *, reset: bool = False) -> I
     # One world per state directory, shared by every --sandbox process; with FLASHSNAP_STATE=memory, this one's own.
     settings = Settings.from_env(own)
     world = None if settings.store == "memory" else world_file(settings.state_dir or default_state_dir())
-    with Emulator(seed_sandbox(EmulatorState(world=world, reset_world=reset))) as emulator:
+    state = seed_sandbox(EmulatorState(world=world, reset_world=reset))
+    with contextlib.closing(state), Emulator(state) as emulator:
         log.warning("SANDBOX MODE: serving the neuroflash and NeuralSnap emulator at %s", emulator.url)
         yield {**own, **sandbox_environment(emulator)}
 

@@ -109,8 +109,14 @@ async def test_with_memory_state_the_world_stays_in_the_process(state_dir: Path)
 
 def test_two_emulators_on_one_world_are_one_upstream(state_dir: Path, clock: FakeClock) -> None:
     """Tokens, snapshots and the rate-limit window, over real HTTP to two emulators on one world file."""
-    emulators = [Emulator(seed_sandbox(EmulatorState(clock, world=state_dir / FILENAME))) for _ in range(2)]
-    with emulators[0] as a, emulators[1] as b, httpx2.Client(timeout=10) as http:
+    states = [seed_sandbox(EmulatorState(clock, world=state_dir / FILENAME)) for _ in range(2)]
+    with (
+        contextlib.closing(states[0]),
+        contextlib.closing(states[1]),
+        Emulator(states[0]) as a,
+        Emulator(states[1]) as b,
+        httpx2.Client(timeout=10) as http,
+    ):
         a.state.set_rate_limit(2, 3600)
         b.state.set_rate_limit(2, 3600)
         form = {"grant_type": "client_credentials", "client_id": catalog.DEMO_CLIENT_ID}

@@ -60,10 +60,6 @@ class Emulator(LoopbackServer):
         self.state = state or EmulatorState()
         super().__init__(build_app(self.state), host=host, port=port)
 
-    def stop(self) -> None:
-        super().stop()
-        self.state.close()  # a world file is closed once nothing serves from it
-
     def environment(self) -> dict[str, str]:
         """The variables that point flashsnap-mcp at this emulator, with the demo credentials."""
         return {

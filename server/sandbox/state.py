@@ -153,6 +153,7 @@ class EmulatorState:
             self.close()
 
     def close(self) -> None:
+        """Close the world file (its owner does, once nothing serves from it)."""
         with self.lock:
             if self._world is not None:
                 self._world.close()
