@@ -22,7 +22,9 @@ EPILOG += """
 
 flashsnap-mcp status [--watch] [--json] shows what the servers sharing the state store know.
 Logs go to stderr; in stdio mode stdout carries nothing but MCP messages.
---sandbox needs no account: it serves a local emulator of both APIs with demo data."""
+--sandbox needs no account: it serves a local emulator of both APIs with demo data. Its world
+(snapshots, words used, tokens, rate-limit windows) is kept in the state directory and shared by
+every --sandbox process (FLASHSNAP_STATE=memory keeps it in the process); --sandbox-reset forgets it."""
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -37,6 +39,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="serve a built-in emulator of both APIs on loopback with demo credentials, "
         "so every tool works with no account (upstream variables are ignored)",
+    )
+    parser.add_argument(
+        "--sandbox-reset",
+        action="store_true",
+        help="start the sandbox's world afresh: forget its snapshots, words used, tokens and rate-limit "
+        "windows (implies --sandbox)",
     )
     parser.add_argument(
         "--transport",
@@ -54,19 +62,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="HTTP worker processes on this host, sharing the state store (default: 1, or FLASHSNAP_WORKERS)",
     )
     parser.add_argument("--version", action="version", version=f"flashsnap-mcp {__version__}")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.sandbox = args.sandbox or args.sandbox_reset
+    return args
 
 
 @contextlib.contextmanager
-def sandbox_environment(environ: Mapping[str, str]) -> Iterator[dict[str, str]]:
+def sandbox_environment(environ: Mapping[str, str], *, reset: bool = False) -> Iterator[dict[str, str]]:
     """Start the emulator in this process and yield the environment that points at it."""
     # Imported here: the runtime never depends on the sandbox unless --sandbox asks for it.
     from server.sandbox.runner import Emulator, sandbox_environment, seed_sandbox
     from server.sandbox.state import EmulatorState
+    from server.sandbox.world import world_file
+    from server.state.opening import default_state_dir
 
-    with Emulator(seed_sandbox(EmulatorState())) as emulator:
+    own = {k: v for k, v in environ.items() if k.startswith("FLASHSNAP_")}
+    # One world per state directory, shared by every --sandbox process; with FLASHSNAP_STATE=memory, this one's own.
+    settings = Settings.from_env(own)
+    world = None if settings.store == "memory" else world_file(settings.state_dir or default_state_dir())
+    state = seed_sandbox(EmulatorState(world=world, reset_world=reset))
+    with contextlib.closing(state), Emulator(state) as emulator:
         log.warning("SANDBOX MODE: serving the neuroflash and NeuralSnap emulator at %s", emulator.url)
-        own = {k: v for k, v in environ.items() if k.startswith("FLASHSNAP_")}
         yield {**own, **sandbox_environment(emulator)}
 
 
@@ -90,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         with contextlib.ExitStack() as stack:
             environ: Mapping[str, str] = os.environ
             if args.sandbox:
-                environ = stack.enter_context(sandbox_environment(os.environ))
+                environ = stack.enter_context(sandbox_environment(os.environ, reset=args.sandbox_reset))
             settings = Settings.from_env(environ, sandbox=args.sandbox, **overrides)
             logs.configure(settings.log_level, settings.secrets)
             tracing.configure(os.environ)
