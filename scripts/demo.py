@@ -110,7 +110,7 @@ async def main() -> None:
             again = structured(await client.call_tool("get_snapshot", {"id": found["snapshots"][0]["id"]}))
             print(f"  get_snapshot → {json.dumps({k: again[k] for k in ('name', 'core', 'created_at')})}")
 
-            heading("generate in a workspace whose daily quota is spent")
+            heading("generate in a workspace whose quota is spent")
             spent = next(ws for ws in workspaces["workspaces"] if not ws["is_default"])
             refused = await client.call_tool(
                 "generate",

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from server import __version__, logs
+from server import __version__, logs, tracing
 from server.config import ENVIRONMENT, Settings
 from server.errors import ConfigurationError
 
@@ -20,8 +20,11 @@ log = logging.getLogger("server")
 EPILOG = "environment variables:\n" + "\n".join(f"  {var:<38} {text}" for var, _, text in ENVIRONMENT)
 EPILOG += """
 
+flashsnap-mcp status [--watch] [--json] shows what the servers sharing the state store know.
 Logs go to stderr; in stdio mode stdout carries nothing but MCP messages.
---sandbox needs no account: it serves a local emulator of both APIs with demo data.
+--sandbox needs no account: it serves a local emulator of both APIs with demo data. Its world
+(snapshots, words used, tokens, rate-limit windows) is kept in the state directory and shared by
+every --sandbox process (FLASHSNAP_STATE=memory keeps it in the process); --sandbox-reset forgets it.
 `flashsnap-mcp check [--sandbox] [--json]` tries every configured service and says what to fix."""
 
 
@@ -37,6 +40,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="serve a built-in emulator of both APIs on loopback with demo credentials, "
         "so every tool works with no account (upstream variables are ignored)",
+    )
+    parser.add_argument(
+        "--sandbox-reset",
+        action="store_true",
+        help="start the sandbox's world afresh: forget its snapshots, words used, tokens and rate-limit "
+        "windows (implies --sandbox)",
     )
     parser.add_argument(
         "--transport",
@@ -59,24 +68,37 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--read-only", action="store_true", default=None, help="only tools that change nothing (or FLASHSNAP_READ_ONLY)"
     )
     parser.add_argument("--version", action="version", version=f"flashsnap-mcp {__version__}")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.sandbox = args.sandbox or args.sandbox_reset
+    return args
 
 
 @contextlib.contextmanager
-def sandbox_environment(environ: Mapping[str, str]) -> Iterator[dict[str, str]]:
+def sandbox_environment(environ: Mapping[str, str], *, reset: bool = False) -> Iterator[dict[str, str]]:
     """Start the emulator in this process and yield the environment that points at it."""
     # Imported here: the runtime never depends on the sandbox unless --sandbox asks for it.
     from server.sandbox.runner import Emulator, sandbox_environment, seed_sandbox
     from server.sandbox.state import EmulatorState
+    from server.sandbox.world import world_file
+    from server.state.opening import default_state_dir
 
-    with Emulator(seed_sandbox(EmulatorState())) as emulator:
+    own = {k: v for k, v in environ.items() if k.startswith("FLASHSNAP_")}
+    # One world per state directory, shared by every --sandbox process; with FLASHSNAP_STATE=memory, this one's own.
+    settings = Settings.from_env(own)
+    world = None if settings.store == "memory" else world_file(settings.state_dir or default_state_dir())
+    state = seed_sandbox(EmulatorState(world=world, reset_world=reset))
+    with contextlib.closing(state), Emulator(state) as emulator:
         log.warning("SANDBOX MODE: serving the neuroflash and NeuralSnap emulator at %s", emulator.url)
-        own = {k: v for k, v in environ.items() if k.startswith("FLASHSNAP_")}
         yield {**own, **sandbox_environment(emulator)}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["status"]:
+        from server.status import main as status
+
+        status(argv[1:])
+        return
     if argv[:1] == ["check"]:  # `flashsnap-mcp check`: the setup check, its own command (server/check.py)
         from server.check import main as check
 
@@ -98,9 +120,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         with contextlib.ExitStack() as stack:
             environ: Mapping[str, str] = os.environ
             if args.sandbox:
-                environ = stack.enter_context(sandbox_environment(os.environ))
+                environ = stack.enter_context(sandbox_environment(os.environ, reset=args.sandbox_reset))
             settings = Settings.from_env(environ, sandbox=args.sandbox, **overrides)
             logs.configure(settings.log_level, settings.secrets)
+            tracing.configure(os.environ)
             preflight(settings)
             from server.app import tool_selection
 
@@ -176,6 +199,7 @@ def worker_app() -> Any:
 
     settings = Settings.from_env(os.environ, sandbox=os.environ.get(WORKER_SANDBOX) == "1")
     logs.configure(settings.log_level, settings.secrets)
+    tracing.configure(os.environ)
     return build_http_app(settings)
 
 

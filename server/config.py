@@ -48,6 +48,7 @@ ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
     ("FLASHSNAP_TOOLS", "tools", "only these tools, comma-separated (default: all)"),
     ("FLASHSNAP_EXCLUDE_TOOLS", "exclude_tools", "tools to turn off, comma-separated"),
     ("FLASHSNAP_READ_ONLY", "read_only", "1: only tools that change nothing (no generate, no snapshot)"),
+    ("FLASHSNAP_METRICS_PORT", "metrics_port", "serve Prometheus metrics on 127.0.0.1:PORT/metrics (stdio too)"),
 )
 
 
@@ -84,6 +85,7 @@ class Settings(BaseModel):
     tools: tuple[str, ...] | None = None  # None: every tool; server/toolselect.py checks the names
     exclude_tools: tuple[str, ...] = ()
     read_only: bool = False
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
     sandbox: bool = False
 
     @field_validator("tools", "exclude_tools", mode="before")

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from mcp.server.transport_security import RequestBodyLimitMiddleware, TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp
 
@@ -18,6 +18,7 @@ from server.app import create_app
 from server.clock import Clock
 from server.config import Settings
 from server.http_security import HTTPGuard, require_token_when_exposed
+from server.metrics import CONTENT_TYPE, Metrics
 from server.runtime import Runtime, open_runtime
 from server.state.opening import health
 
@@ -79,7 +80,16 @@ def build_http_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp
         # Degraded still serves (with this process's own state), so a balancer keeps it in rotation.
         return JSONResponse(body, status_code=200 if ready else 503)
 
-    app = Starlette(routes=[Route("/healthz", healthz), Mount("/", transport)], lifespan=lifespan)
+    async def metrics(_: Request) -> Response:
+        # Behind the guard like /mcp: with FLASHSNAP_HTTP_TOKEN set, scrapers send the bearer token too.
+        observer = runtime[0].metrics if runtime else None
+        if not isinstance(observer, Metrics):
+            return Response("starting\n", status_code=503, media_type="text/plain")
+        return Response(observer.exposition(), media_type=CONTENT_TYPE)
+
+    app = Starlette(
+        routes=[Route("/healthz", healthz), Route("/metrics", metrics), Mount("/", transport)], lifespan=lifespan
+    )
     # The guard is outermost: a client without the token gets 401 before its body is read.
     return HTTPGuard(
         RequestBodyLimitMiddleware(app, settings.max_body_bytes),

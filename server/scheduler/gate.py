@@ -28,8 +28,10 @@ from dataclasses import dataclass
 
 import anyio
 
+from server import tracing
 from server.clock import Clock
 from server.errors import RateLimited
+from server.metrics import NO_METRICS, Observer
 from server.scheduler.budget import HEARTBEAT_EVERY_S, Budget
 from server.scheduler.fair import FairQueue
 from server.scheduler.window import (
@@ -83,8 +85,10 @@ class Gate:
         probe_first: bool = True,
         pace_below: float = 0.1,
         flight_ttl_s: float = 120.0,
+        observer: Observer = NO_METRICS,
     ) -> None:
         self.scope = scope
+        self._observer = observer
         self._clock = clock
         self._store: Store = store or MemoryStore(clock)
         self._key = key or f"gate:{scope}"
@@ -102,17 +106,23 @@ class Gate:
     async def acquire(self, budget: Budget) -> Reservation:
         """Wait for this call's turn, then until a request may go out, and reserve it."""
         ahead = self.queued
-        budget.check(self.estimate(ahead), scope=self.scope, why="rate limit")
-        arrived = self._clock.now()
-        self.queued += 1
-        try:
-            await self._take_turn(budget, ahead)
+        with tracing.span(
+            f"gate wait {self.scope}", {"flashsnap.gate": self.scope, "flashsnap.gate.queued_ahead": ahead}
+        ):
+            budget.check(self.estimate(ahead), scope=self.scope, why="rate limit")
+            arrived = self._clock.now()
+            self.queued += 1
+            self._observer.gate_queued(self.scope, self.queued)
             try:
-                return await self._wait_at_head(budget, arrived)
+                await self._take_turn(budget, ahead)
+                try:
+                    return await self._wait_at_head(budget, arrived)
+                finally:
+                    self._turns.release()
             finally:
-                self._turns.release()
-        finally:
-            self.queued -= 1
+                self.queued -= 1
+                self._observer.gate_queued(self.scope, self.queued)
+                self._observer.gate_waited(self.scope, self._clock.now() - arrived)
 
     async def _take_turn(self, budget: Budget, ahead: int) -> None:
         if self._turns.try_take():
@@ -146,6 +156,7 @@ class Gate:
                               self._pace_below)  # fmt: skip
                 decision, self._seen = await self._store.update(self._key, self._decider(asker))
                 if isinstance(decision, Send):
+                    self._observer.rate_limit(self.scope, self._seen.limit, self._seen.remaining)
                     return Reservation(me, decision.tracked)
                 if isinstance(decision, Wait):
                     seconds = decision.seconds
@@ -196,9 +207,11 @@ class Gate:
         def learn(doc: Doc | None) -> Change[Window]:
             return settle(doc, self._clock.now(), answer)
 
-        # Shielded: a cancelled call must still give back what it reserved.
-        with anyio.CancelScope(shield=True):
-            self._seen = await self._store.update(self._key, learn)
+        if answer.informative:  # an untracked send with no rate-limit headers has nothing to settle
+            # Shielded: a cancelled call must still give back what it reserved.
+            with anyio.CancelScope(shield=True):
+                self._seen = await self._store.update(self._key, learn)
+            self._observer.rate_limit(self.scope, self._seen.limit, self._seen.remaining)
         self._changed.set()
         self._changed = anyio.Event()
 

@@ -42,6 +42,9 @@ class FallbackStore:
     async def update(self, key: str, mutate: Mutation[R]) -> R:
         return await self._either(lambda store: store.update(key, mutate))
 
+    async def keys(self, prefix: str) -> list[str]:
+        return await self._either(lambda store: store.keys(prefix))
+
     async def ping(self) -> None:
         await self.primary.ping()
 

@@ -16,6 +16,11 @@ from server.state.store import KEEP, Doc, Mutation, R, StoreUnavailable, decode,
 MAX_CONFLICTS = 100  # a transaction that loses this many races in a row reports the store as unusable
 
 
+def _glob_escape(text: str) -> str:
+    """`text` matched literally by SCAN's glob pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
 def where(url: str) -> str:
     """The URL without user or password: what logs and errors may name."""
     parts = urlsplit(url)
@@ -73,6 +78,14 @@ class RedisStore:
         except RedisError as exc:
             raise self._unavailable(exc) from None
         raise StoreUnavailable(f"Redis at {self._where}: too much contention on one key")
+
+    async def keys(self, prefix: str) -> list[str]:
+        pattern = _glob_escape(self._prefix + prefix) + "*"
+        try:
+            found = [key async for key in self._redis.scan_iter(match=pattern, count=500)]
+        except RedisError as exc:
+            raise self._unavailable(exc) from None
+        return sorted({str(key)[len(self._prefix) :] for key in found})
 
     async def ping(self) -> None:
         try:
