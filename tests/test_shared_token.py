@@ -17,7 +17,7 @@ from server.runtime import account_key
 from server.sandbox import Emulator
 from server.sandbox.state import Fault
 from server.state.sqlite import FILENAME, SQLiteStore
-from server.token_lease import claim
+from server.token_lease import Mine, claim
 from tests.conftest import Connect
 from tests.results import data, error
 
@@ -85,3 +85,16 @@ async def test_the_token_is_stored_no_longer_than_it_is_valid(
             store = SQLiteStore(state_dir / FILENAME, clock)
             assert await store.get(token_key(emulator)) is None
             await store.aclose()
+
+
+def test_a_token_document_of_another_shape_reads_as_absent() -> None:
+    """Written by a version with the same schema number but other fields: a fresh fetch, not a crash."""
+    for doc in (
+        {"token": {"value": "nf_at_x", "expires_at": 2e9}},  # no lifetime
+        {"token": {"value": 7, "expires_at": 2e9, "lifetime": 60}},
+        {"lease": {"until": 2e9}},  # no owner
+        {"failure": {"kind": "rejected", "until": "soon"}},
+        {"token": "nf_at_x", "lease": [], "failure": None},
+    ):
+        result = claim(doc, 1e9, owner="me", fresh_for=30, lease_s=5).result
+        assert isinstance(result, Mine), doc

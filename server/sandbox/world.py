@@ -19,13 +19,13 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import os
 import sqlite3
-import stat
 from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
+
+from server.state.files import private_file
 
 if TYPE_CHECKING:
     from server.sandbox.state import Quota
@@ -198,14 +198,8 @@ def forget(path: Path) -> None:
 
 
 def _connect(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
-    directory = path.parent
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if directory.stat().st_uid == os.getuid():
-        directory.chmod(0o700)
-    # Create the file 0600 before SQLite opens it, whatever the umask; SQLite gives its sidecars the same.
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-    if stat.S_IMODE(path.stat().st_mode) & 0o077:
-        path.chmod(0o600)
+    # Created 0600 before SQLite opens it; SQLite gives its WAL and shared-memory files the same mode.
+    private_file(path)
     db = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
     try:
         db.execute("PRAGMA journal_mode=WAL")

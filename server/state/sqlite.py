@@ -14,9 +14,7 @@ thread, whose connection waits up to the busy timeout. Checkpoints and sweeps ru
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
-import stat
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +23,7 @@ from typing import TypeVar
 import anyio
 
 from server.clock import Clock
+from server.state.files import private_file
 from server.state.store import KEEP, SCHEMA, Doc, Mutation, R, StoreUnavailable, decode, encode
 
 T = TypeVar("T")
@@ -153,14 +152,8 @@ class SQLiteStore:
         return self._db
 
     def _connect(self) -> sqlite3.Connection:
-        directory = self.path.parent
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if directory.stat().st_uid == os.getuid():
-            directory.chmod(0o700)
-        # Create the file 0600 before SQLite opens it, whatever the umask.
-        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-        if stat.S_IMODE(self.path.stat().st_mode) & 0o077:
-            self.path.chmod(0o600)
+        # Created 0600 before SQLite opens it; SQLite gives its WAL and shared-memory files the same mode.
+        private_file(self.path)
         db = sqlite3.connect(self.path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=False)
         try:
             db.execute("PRAGMA journal_mode=WAL")

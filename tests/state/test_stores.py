@@ -19,7 +19,7 @@ from server.state.memory import MemoryStore
 from server.state.opening import StoreRefused, health, open_store
 from server.state.redis import RedisStore
 from server.state.sqlite import FILENAME, SQLiteStore
-from server.state.store import Change, Doc, Store
+from server.state.store import Change, Doc, Store, StoreUnavailable
 from tests.servers import Valkey, free_port
 
 KINDS = ["memory", "sqlite", "redis"]
@@ -103,8 +103,8 @@ async def test_redis_keys_live_under_the_prefix_with_a_ttl(valkey_server: Valkey
     await store.update("token", lambda doc: Change(None, {"t": 1}, ttl_s=30))
     raw = redis.Redis(port=valkey_server.port)
     try:
-        assert raw.keys(f"{prefix}*") == [f"{prefix}token".encode()]
-        assert 0 < raw.pttl(f"{prefix}token") <= 30_000
+        assert raw.keys(f"{prefix}*") == [f"{prefix}v1:token".encode()]  # the schema version in the key
+        assert 0 < raw.pttl(f"{prefix}v1:token") <= 30_000
     finally:
         raw.close()
     await store.aclose()
@@ -122,7 +122,7 @@ async def test_a_document_of_another_schema_version_reads_as_absent(
             db.execute("UPDATE docs SET value = ? WHERE key = 'gate'", (foreign,))
     else:
         raw = redis.Redis(port=valkey_server.port)
-        raw.set(f"{prefix}gate", foreign)
+        raw.set(f"{prefix}v1:gate", foreign)
         raw.close()
     assert await store.get("gate") is None
     assert await store.update("gate", increment) == 1  # and is replaced, not misread
@@ -130,12 +130,25 @@ async def test_a_document_of_another_schema_version_reads_as_absent(
 
 
 async def test_the_database_is_readable_by_its_user_only(tmp_path: Path, clock: FakeClock) -> None:
-    directory = tmp_path / "state"
-    directory.mkdir(mode=0o755)
+    directory = tmp_path / "new" / "state"
     store = SQLiteStore.in_directory(directory, clock)
     await store.update("token", increment)
-    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700  # a directory it makes is private
     for path in directory.iterdir():  # the database, its WAL and shared-memory files
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
+    await store.aclose()
+
+
+async def test_a_directory_the_user_chose_keeps_its_mode_and_the_database_is_private(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    directory = tmp_path / "shared-with-my-group"
+    directory.mkdir()
+    directory.chmod(0o2775)
+    store = SQLiteStore.in_directory(directory, clock)
+    await store.update("token", increment)
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o2775
+    for path in directory.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
     await store.aclose()
 
@@ -221,3 +234,62 @@ async def test_a_write_waits_for_another_process_lock_off_the_event_loop(tmp_pat
     assert results == [2]
     other.close()
     await store.aclose()
+
+
+class Stuck:
+    """A shared store that fails slowly (as a locked database does after its busy timeout),
+    or hangs until released: the fallback's primary, to show what it does meanwhile."""
+
+    kind = "sqlite"
+    shared = True
+    degraded = False
+    problem = None
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.tries = 0
+        self.release = anyio.Event()
+        self.hang = False
+
+    async def get(self, key: str) -> Doc | None:
+        raise NotImplementedError
+
+    async def update(self, key: str, mutate: object) -> object:
+        self.tries += 1
+        if self.hang:
+            await self.release.wait()
+        self.clock.advance(6)  # the attempt took longer than the retry interval
+        raise StoreUnavailable("the state database is locked")
+
+    async def ping(self) -> None: ...
+
+    def describe(self) -> str:
+        return "stuck.sqlite3"
+
+    async def aclose(self) -> None: ...
+
+
+async def test_a_slow_failure_is_not_retried_by_the_very_next_call() -> None:
+    clock = FakeClock()
+    primary = Stuck(clock)
+    store = FallbackStore(primary, clock)  # type: ignore[arg-type]
+    assert await store.update("k", increment) == 1
+    assert await store.update("k", increment) == 2
+    assert primary.tries == 1  # the retry interval counts from the failure, not from the attempt
+
+
+async def test_while_one_call_tries_the_store_again_the_others_go_on_locally() -> None:
+    clock = FakeClock()
+    primary = Stuck(clock)
+    store = FallbackStore(primary, clock)  # type: ignore[arg-type]
+    await store.update("k", increment)
+    clock.advance(5.1)
+    primary.hang = True
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(store.update, "k", increment)  # tries the shared store, and hangs there
+            await anyio.wait_all_tasks_blocked()
+            assert primary.tries == 2
+            assert await store.update("k", increment) == 2  # not stuck behind it
+            assert primary.tries == 2
+            primary.release.set()
