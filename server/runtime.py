@@ -164,9 +164,9 @@ async def open_runtime(settings: Settings, clock: Clock | None = None) -> AsyncI
                     observer=observer,
                 )
             )
-            gate = runtime.gates["neuroflash"] = Gate(
-                "neuroflash", clock, store=store, key=f"{account}:gate", probe_first=False,
-                flight_ttl_s=settings.timeout_s + 10, observer=observer,
+            gate = runtime.gates["neuroflash"] = await stack.enter_async_context(
+                Gate("neuroflash", clock, store=store, key=f"{account}:gate", probe_first=False,
+                     flight_ttl_s=settings.timeout_s + 10, observer=observer)
             )  # fmt: skip
             await _register(runtime, account, "neuroflash", settings.neuroflash_api_url)
             http = await stack.enter_async_context(
@@ -192,9 +192,9 @@ async def open_runtime(settings: Settings, clock: Clock | None = None) -> AsyncI
         if settings.neuralsnap_api_key is not None:
             key = settings.neuralsnap_api_key.get_secret_value()
             account = account_key(settings, "neuralsnap", settings.neuralsnap_api_url, key)
-            gate = runtime.gates["neuralsnap"] = Gate(
-                "neuralsnap", clock, store=store, key=f"{account}:gate", probe_first=True,
-                flight_ttl_s=settings.timeout_s + 10, observer=observer,
+            gate = runtime.gates["neuralsnap"] = await stack.enter_async_context(
+                Gate("neuralsnap", clock, store=store, key=f"{account}:gate", probe_first=True,
+                     flight_ttl_s=settings.timeout_s + 10, observer=observer)
             )  # fmt: skip
             await _register(runtime, account, "neuralsnap", settings.neuralsnap_api_url)
             http = await stack.enter_async_context(

@@ -14,6 +14,9 @@ The gate
   rest of the window instead of bursting (advisory: pacing never makes a call fail);
 - fails a call at once when its place in the queue cannot be reached within its wait budget.
 
+A send in flight is reserved for a few seconds at a time and renewed while its request is out, so
+a process killed mid-request holds the others up for seconds, not for the request's timeout.
+
 Within a process only the head of the queue asks the store; the others wait for their turn,
 which `FairQueue` hands out round-robin between sessions. Between processes, waiting calls go
 roughly in arrival order (tickets in the shared document).
@@ -25,8 +28,10 @@ import contextlib
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import TracebackType
 
 import anyio
+from anyio.abc import TaskGroup
 
 from server import tracing
 from server.clock import Clock
@@ -44,12 +49,14 @@ from server.scheduler.window import (
     Window,
     decide,
     forget_ticket,
+    renew_flights,
     settle,
 )
 from server.state.memory import MemoryStore
 from server.state.store import Change, Doc, Mutation, Store
 
 POLL_S = 0.05  # how often a call waiting on other processes looks at the shared window again
+FLIGHT_LEASE_S = 6.0  # a send in flight stays reserved this long unless its process renews it
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,7 @@ class Gate:
         probe_first: bool = True,
         pace_below: float = 0.1,
         flight_ttl_s: float = 120.0,
+        flight_lease_s: float = FLIGHT_LEASE_S,
         observer: Observer = NO_METRICS,
     ) -> None:
         self.scope = scope
@@ -94,12 +102,46 @@ class Gate:
         self._key = key or f"gate:{scope}"
         self._probe_first = probe_first
         self._pace_below = pace_below
-        self._flight_ttl_s = flight_ttl_s
+        # On a shared store a reservation is a short lease renewed while the request is out; in
+        # memory nobody else can be held up by a dead process, so it simply lasts the request.
+        self._flight_lease_s = flight_lease_s
+        self._flight_ttl_s = flight_lease_s if self._store.shared else flight_ttl_s
+        self._out: set[str] = set()  # tracked reservations of this process not yet settled
+        self._renewals: TaskGroup | None = None
         self._poll_s = POLL_S if self._store.shared else HEARTBEAT_EVERY_S
         self._turns = FairQueue()
         self._changed = anyio.Event()
         self._seen = Window()  # the last state read or written, for estimates
         self.queued = 0
+
+    async def __aenter__(self) -> Gate:
+        if self._store.shared:
+            self._renewals = anyio.create_task_group()
+            await self._renewals.__aenter__()
+            self._renewals.start_soon(self._renew_forever)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._renewals is not None:
+            self._renewals.cancel_scope.cancel()
+            await self._renewals.__aexit__(exc_type, exc, tb)
+            self._renewals = None
+
+    async def _renew_forever(self) -> None:
+        while True:
+            await anyio.sleep(self._flight_lease_s / 3)  # real time: leases are judged by other processes too
+            if self._out:
+                with contextlib.suppress(Exception):  # a missed renewal costs at most a lease
+                    await self._store.update(self._key, self._renewer(set(self._out)))
+
+    def _renewer(self, reservations: set[str]) -> Mutation[None]:
+        def renew(doc: Doc | None) -> Change[None]:
+            now = self._clock.now()
+            return renew_flights(doc, now, reservations, now + self._flight_lease_s)
+
+        return renew
 
     # --- admission ---------------------------------------------------------------------------
 
@@ -157,6 +199,8 @@ class Gate:
                 decision, self._seen = await self._store.update(self._key, self._decider(asker))
                 if isinstance(decision, Send):
                     self._observer.rate_limit(self.scope, self._seen.limit, self._seen.remaining)
+                    if decision.tracked:
+                        self._out.add(me)
                     return Reservation(me, decision.tracked)
                 if isinstance(decision, Wait):
                     seconds = decision.seconds
@@ -204,6 +248,8 @@ class Gate:
         await self._settle(Answer(reservation.id, reservation.tracked, answered=False, sent=sent))
 
     async def _settle(self, answer: Answer) -> None:
+        self._out.discard(answer.reservation)
+
         def learn(doc: Doc | None) -> Change[Window]:
             return settle(doc, self._clock.now(), answer)
 

@@ -260,6 +260,17 @@ def _remaining(w: Window, reported: int, assumed: int | None) -> int:
     return max(0, reported - w.in_flight) if own is None else min(own, max(0, reported - w.in_flight))
 
 
+def renew_flights(doc: Doc | None, now: float, reservations: set[str], until: float) -> Change[None]:
+    """Keep this process's sends in flight reserved; one that already ran out stays gone."""
+    w = Window.load(doc, now)
+    mine = reservations & w.flights.keys()
+    if not mine:
+        return Change(None)
+    for reservation in mine:
+        w.flights[reservation] = until
+    return Change(None, w.dump(), WINDOW_TTL_S)
+
+
 def forget_ticket(doc: Doc | None, now: float, ticket: str) -> Change[None]:
     """A call that stopped waiting (cancelled, out of budget) takes its ticket back."""
     w = Window.load(doc, now)
