@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import socket
 from collections.abc import AsyncIterator, Generator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from server.scheduler.gate import Gate
 from server.scheduler.slots import Slots
 from server.scheduler.transport import ScheduledTransport
 from server.state import accounts
-from server.state.opening import StoreRefused, open_store
+from server.state.opening import StoreRefused, default_state_dir, open_store
 from server.state.store import Store
 from server.upstream.neuralsnap import NeuralSnapClient
 from server.upstream.neuroflash import NeuroflashClient
@@ -115,12 +116,16 @@ async def _register(runtime: Runtime, account: str, service: str, api_url: str) 
     await accounts.register(runtime.store, entry)
 
 
-def account_key(settings: Settings, *identity: str) -> str:
+def account_key(settings: Settings, service: str, url: str, credential: str) -> str:
     """The state-store prefix of one credential: a hash of what identifies it, never the secret itself.
 
-    Sandbox state lives in a namespace of its own, so it never mixes with a real account's.
+    Sandbox state lives in a namespace of its own, so it never mixes with a real account's. The
+    sandbox's emulator listens on a new port at each start, but its world lives in the state
+    directory: that directory (on this host) identifies the sandbox account, not the URL.
     """
-    digest = hashlib.sha256("\0".join(identity).encode()).hexdigest()[:24]
+    if settings.sandbox:
+        url = f"sandbox-world:{socket.gethostname()}:{settings.state_dir or default_state_dir()}"
+    digest = hashlib.sha256("\0".join((service, url, credential)).encode()).hexdigest()[:24]
     return f"{'sandbox' if settings.sandbox else 'live'}:{digest}"
 
 

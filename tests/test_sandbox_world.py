@@ -4,6 +4,7 @@ snapshots, words used, tokens and rate-limit windows live in a file in the state
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import sqlite3
 import stat
@@ -21,6 +22,7 @@ from server.sandbox import Emulator, EmulatorState, catalog
 from server.sandbox.runner import NEURALSNAP_PREFIX, TOKEN_PREFIX, seed_sandbox
 from server.sandbox.world import FILENAME, WorldFile
 from tests.results import data, error
+from tests.test_status import status
 from tests.test_stdio import params
 
 GENERATE = {"model": "gpt-4.1-mini", "prompt": "A line about shared worlds.", "max_tokens": 12}
@@ -166,3 +168,18 @@ def test_a_reset_empties_the_world_for_processes_that_have_it_open(state_dir: Pa
     assert running.quota(catalog.MARKETING_WORKSPACE, "tokens").used == 0  # the seed fills the world in again
     assert running.quota(catalog.SIDE_PROJECT_WORKSPACE, "tokens").available == 0
     running.close()
+
+
+async def test_sandbox_processes_in_turn_are_one_account_with_one_token() -> None:
+    """The emulator listens on a new port each time, but the account is the world's, not the port's."""
+    with anyio.fail_after(90):
+        for _ in range(2):
+            async with Client(params("--sandbox")) as client:
+                data(await client.call_tool("check_quota", {}))
+                data(await client.call_tool("search_snapshots", {"query": "one account"}))
+    done = await anyio.to_thread.run_sync(status, "--json")
+    assert done.returncode == 0, done.stderr
+    accounts = json.loads(done.stdout)["accounts"]
+    assert sorted(a["service"] for a in accounts) == ["neuralsnap", "neuroflash"]  # not one pair per process
+    neuralsnap = next(a for a in accounts if a["service"] == "neuralsnap")
+    assert neuralsnap["gate"]["limit"] - neuralsnap["gate"]["remaining"] == 2  # one budget, both processes' sends

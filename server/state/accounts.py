@@ -8,6 +8,7 @@ from server.state.store import Change, Doc, Store
 
 KEY = "accounts"
 KEEP_S = 30 * 86_400.0  # an account no server has opened for a month drops out of the index
+MAX_ACCOUNTS = 100  # and the index never holds more than this many, the least recently seen dropped first
 
 
 @dataclass(frozen=True)
@@ -22,11 +23,19 @@ async def register(store: Store, account: Account) -> None:
     """Note that a server uses `account` (each start refreshes the entry)."""
 
     def add(doc: Doc | None) -> Change[None]:
-        entries = {k: v for k, v in (doc or {}).items() if isinstance(v, dict)}
+        entries = {k: v for k, v in (doc or {}).items() if _seen_at(v) > account.seen_at - KEEP_S}
         entries[account.key] = {"service": account.service, "api": account.api, "seen_at": account.seen_at}
-        return Change(None, entries, KEEP_S)
+        newest = sorted(entries, key=lambda k: _seen_at(entries[k]), reverse=True)[:MAX_ACCOUNTS]
+        return Change(None, {k: entries[k] for k in newest}, KEEP_S)
 
     await store.update(KEY, add)
+
+
+def _seen_at(entry: object) -> float:
+    try:
+        return float(entry["seen_at"]) if isinstance(entry, dict) else float("-inf")
+    except (KeyError, TypeError, ValueError):
+        return float("-inf")
 
 
 async def listed(store: Store) -> list[Account]:

@@ -14,6 +14,7 @@ import pytest
 import redis
 
 from server.clock import FakeClock
+from server.state import accounts
 from server.state.fallback import FallbackStore
 from server.state.memory import MemoryStore
 from server.state.opening import StoreRefused, health, open_store
@@ -293,3 +294,17 @@ async def test_while_one_call_tries_the_store_again_the_others_go_on_locally() -
             assert await store.update("k", increment) == 2  # not stuck behind it
             assert primary.tries == 2
             primary.release.set()
+
+
+async def test_the_account_index_forgets_accounts_nobody_opened_for_a_month_and_stays_bounded(
+    clock: FakeClock,
+) -> None:
+    store = MemoryStore(clock)
+    now = clock.now()
+    await accounts.register(store, accounts.Account("live:old", "neuralsnap", "api", now - accounts.KEEP_S - 1))
+    for n in range(accounts.MAX_ACCOUNTS + 5):
+        await accounts.register(store, accounts.Account(f"sandbox:{n}", "neuralsnap", "127.0.0.1", now + n))
+    listed = await accounts.listed(store)
+    assert len(listed) == accounts.MAX_ACCOUNTS
+    assert "live:old" not in {a.key for a in listed}
+    assert {a.key for a in listed} == {f"sandbox:{n}" for n in range(5, accounts.MAX_ACCOUNTS + 5)}  # newest kept
