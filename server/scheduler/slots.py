@@ -34,7 +34,7 @@ def holders(doc: Doc | None, now: float) -> dict[str, float]:
 
 class Slots:
     def __init__(
-        self, clock: Clock, limit: int, *, store: Store | None = None, key: str = "slots", lease_s: float = 30.0,
+        self, clock: Clock, limit: int, *, store: Store | None = None, key: str = "slots", lease_s: float = 9.0,
         observer: Observer = NO_METRICS,
     ) -> None:  # fmt: skip
         self._clock = clock
@@ -127,6 +127,10 @@ class Slots:
         def renew(doc: Doc | None) -> Change[None]:
             now = self._clock.now()
             held = holders(doc, now)
+            if me not in held and len(held) >= self.limit:
+                # Our lease ran out (a long stall) and the place was taken meanwhile: never hold one
+                # more than the limit; the stream goes on and its end gives back nothing.
+                return Change(None)
             held[me] = now + self._lease_s
             return Change(None, {"holders": held}, self._lease_s)
 

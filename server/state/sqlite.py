@@ -14,6 +14,8 @@ thread, whose connection waits up to the busy timeout. Checkpoints and sweeps ru
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -27,7 +29,9 @@ from server.state.files import private_file
 from server.state.store import KEEP, SCHEMA, Doc, Mutation, R, StoreUnavailable, decode, encode
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 FILENAME = f"state-v{SCHEMA}.sqlite3"  # another schema version keeps its own file and never misreads ours
+CHECK_FILE_EVERY_S = 5.0  # how often a store makes sure its file is still the one at its path
 PURGE_EVERY = 500  # writes between sweeps of expired documents (and checkpoints of the WAL)
 
 
@@ -50,6 +54,8 @@ class SQLiteStore:
         self._lock = threading.Lock()
         self._limiter = anyio.CapacityLimiter(1)
         self._writes = 0
+        self._file: tuple[int, int] | None = None  # (device, inode) of the database this store opened
+        self._check_file_at = 0.0
 
     @classmethod
     def in_directory(cls, directory: Path, clock: Clock) -> SQLiteStore:
@@ -82,12 +88,30 @@ class SQLiteStore:
     # --- on the event loop, when nothing is locked --------------------------------------------
 
     async def _run(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        await self._reopen_if_replaced()
         writes = self._writes
         result = await self._either(op)
         if self._writes // PURGE_EVERY != writes // PURGE_EVERY:
             with contextlib.suppress(StoreUnavailable):  # housekeeping: never the call's failure
                 await self._run_unlocked(lambda: self._sweep(self._connection()))
         return result
+
+    async def _reopen_if_replaced(self) -> None:
+        """A user who clears the cache directory under running servers must not split them: servers
+        started later would make a new database while these went on with the deleted one."""
+        now = self._clock.now()
+        if self._file is None or now < self._check_file_at:
+            return
+        self._check_file_at = now + CHECK_FILE_EVERY_S
+        try:
+            found = os.stat(self.path)
+            same = (found.st_dev, found.st_ino) == self._file
+        except OSError:
+            same = False
+        if not same:
+            log.warning("the state database %s was removed or replaced; opening it again", self.path)
+            self._close_quick()
+            await self._run_unlocked(self._close)
 
     async def _either(self, op: Callable[[sqlite3.Connection], T]) -> T:
         if self._quick is not None:
@@ -154,6 +178,8 @@ class SQLiteStore:
     def _connect(self) -> sqlite3.Connection:
         # Created 0600 before SQLite opens it; SQLite gives its WAL and shared-memory files the same mode.
         private_file(self.path)
+        found = os.stat(self.path)
+        self._file = (found.st_dev, found.st_ino)
         db = sqlite3.connect(self.path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=False)
         try:
             db.execute("PRAGMA journal_mode=WAL")

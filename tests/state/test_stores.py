@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 import stat
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -308,3 +309,20 @@ async def test_the_account_index_forgets_accounts_nobody_opened_for_a_month_and_
     assert len(listed) == accounts.MAX_ACCOUNTS
     assert "live:old" not in {a.key for a in listed}
     assert {a.key for a in listed} == {f"sandbox:{n}" for n in range(5, accounts.MAX_ACCOUNTS + 5)}  # newest kept
+
+
+async def test_servers_keep_one_database_when_the_state_directory_is_deleted_under_them(
+    tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    directory = tmp_path / "cache" / "flashsnap-mcp"
+    running = SQLiteStore.in_directory(directory, clock)
+    assert await running.update("k", increment) == 1
+    shutil.rmtree(tmp_path / "cache")  # the user clears the cache while the server runs
+    later = SQLiteStore.in_directory(directory, clock)  # a server started afterwards
+    assert await later.update("k", increment) == 1
+    clock.advance(5)  # the running server looks at its file again
+    assert await running.update("k", increment) == 2  # on the new database, with the later server
+    assert await later.get("k") == {"n": 2}
+    assert sum("removed or replaced" in r.getMessage() for r in caplog.records) == 1
+    await running.aclose()
+    await later.aclose()
