@@ -26,6 +26,8 @@ from server.runtime import open_state
 from server.scheduler.slots import holders
 from server.scheduler.window import Window
 from server.state import accounts
+from server.state.opening import default_state_dir
+from server.state.sqlite import FILENAME
 from server.state.store import Store
 
 CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear screen: --watch redraws in place
@@ -123,7 +125,8 @@ def render(view: dict[str, Any]) -> str:
             if token["refreshing"]:
                 state += ", being refreshed"
             if token["last_failure"]:
-                state += f"; last request failed ({token['last_failure']['kind']}): {token['last_failure']['message']}"
+                failed = token["last_failure"]
+                state += f"; last request failed ({_printable(failed['kind'])}): {_printable(failed['message'])}"
             lines.append(f"  token        {state}")
         g = a["gate"]
         limit = "unknown" if g["limit"] is None else str(g["limit"])
@@ -147,6 +150,11 @@ def render(view: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _printable(text: object) -> str:
+    """Text that may quote an upstream, safe for a terminal: no escape sequences, bounded."""
+    return "".join(ch if ch.isprintable() else "?" for ch in str(text))[:300]
+
+
 def _duration(seconds: float | None) -> str:
     s = int(seconds or 0)
     return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s"
@@ -166,6 +174,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
     clock = SystemClock()
+    if settings.store == "sqlite":
+        database = (settings.state_dir or default_state_dir()) / FILENAME
+        if not database.exists():  # a mistyped directory: say so, and create nothing there
+            print(f"flashsnap-mcp status: no shared state at {database} (no server has run with this "  # noqa: T201
+                  "FLASHSNAP_STATE_DIR)", file=sys.stderr)  # fmt: skip
+            return 1
     store = await open_state(settings, clock)
     try:
         if not store.shared or store.degraded:

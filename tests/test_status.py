@@ -112,6 +112,17 @@ def test_status_without_shared_state_says_so() -> None:
     assert done.stdout == ""
 
 
+def test_status_of_a_mistyped_state_directory_says_so_and_creates_nothing(tmp_path: Path) -> None:
+    mistyped = tmp_path / "flashsnap-mpc"
+    done = subprocess.run(
+        [COMMAND, "status"], capture_output=True, text=True, timeout=60,
+        env={**(params().env or {}), "FLASHSNAP_STATE_DIR": str(mistyped)}, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert str(mistyped) in done.stderr
+    assert not mistyped.exists()
+
+
 def put(_: dict[str, Any] | None, *, ttl_s: float) -> Change[None]:
     return Change(None, {"x": 1}, ttl_s)
 
