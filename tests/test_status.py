@@ -86,7 +86,10 @@ async def test_status_shows_what_two_servers_share() -> None:
         assert secret not in done.stdout + text.stdout + done.stderr + text.stderr
 
 
-async def test_watch_redraws_in_place_until_stopped() -> None:
+async def test_watch_redraws_in_place_until_stopped(state_dir: Path) -> None:
+    store = SQLiteStore.in_directory(state_dir, FakeClock())  # a server ran here once
+    await store.update("accounts", lambda doc: Change(None, {}))
+    await store.aclose()
     frames = ""
     with anyio.fail_after(30):
         async with await anyio.open_process(
