@@ -19,9 +19,7 @@ import httpx2
 
 from server.backoff import full_jitter
 from server.clock import Clock
-from server.scheduler import budget as budgets
-from server.scheduler.gate import Gate
-from server.upstream.responses import (
+from server.httpio import (
     MAX_RESPONSE_BYTES,
     UNSAFE_METHODS,
     UNSENT,
@@ -30,6 +28,8 @@ from server.upstream.responses import (
     error_body,
     retry_after,
 )
+from server.scheduler import budget as budgets
+from server.scheduler.gate import Gate
 
 RATE_LIMIT_CODES = frozenset({None, "RATE_LIMIT_EXCEEDED", "TOO_MANY_REQUESTS"})
 ERROR_BODY_BYTES = 64 * 1024

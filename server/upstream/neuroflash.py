@@ -23,14 +23,8 @@ from server.errors import (
     UpstreamRejected,
     UpstreamUnavailable,
 )
-from server.upstream.responses import (
-    UNSAFE_METHODS,
-    error_body,
-    request_id,
-    retry_after,
-    send,
-    transport_failure,
-)
+from server.httpio import UNSAFE_METHODS, error_body, retry_after
+from server.upstream.responses import request_id, send, transport_failure
 
 SERVICE = "neuroflash"
 
@@ -263,24 +257,25 @@ def _raise_for(response: httpx2.Response, workspace_id: str | None) -> NoReturn:
         raise NotFound(
             f"neuroflash does not know the workspace {workspace_id!r}."
             if workspace_id
-            else f"neuroflash answered 404: {message}",
+            else f"neuroflash answered 404, saying: «{message}»",
             hint="Call list_workspaces to see the workspaces this account can use.",
             request_id=rid,
             status=status,
         )
     if status == 403 and code == "MODEL_NOT_AVAILABLE":
-        raise ModelNotAvailable(f"neuroflash: {message}", request_id=rid, status=status)
+        raise ModelNotAvailable(f"neuroflash refused the model, saying: «{message}»", request_id=rid, status=status)
     if status == 403 and code == "FAIR_USE_LIMIT_REACHED":
         raise FairUseReached("The workspace has reached its fair-use limit.", request_id=rid, status=status)
     if status == 429 and code == "QUOTA_EXCEEDED":
-        raise QuotaExhausted(f"neuroflash: {message}", period=None, resets_at=None, request_id=rid, status=status)
+        message = f"neuroflash refused the generation for its quota, saying: «{message}»"
+        raise QuotaExhausted(message, period=None, resets_at=None, request_id=rid, status=status)
     if status == 429:
         retry = retry_after(response, time.time()) or 1.0
         raise RateLimited("neuroflash is rate limiting requests.", scope=SERVICE, retry_after_s=retry, request_id=rid)
     if 400 <= status < 500:  # refused, so not processed: never "maybe processed", never "retry as is"
-        raise UpstreamRejected(f"neuroflash rejected the request: {message}", request_id=rid, status=status)
+        raise UpstreamRejected(f"neuroflash rejected the request, saying: «{message}»", request_id=rid, status=status)
     raise UpstreamUnavailable(
-        f"neuroflash answered HTTP {status}: {message}",
+        f"neuroflash answered HTTP {status}, saying: «{message}»",
         request_id=rid,
         status=status,
         maybe_processed=response.request.method in UNSAFE_METHODS,
