@@ -18,6 +18,7 @@ from server.config import Settings
 from server.credentials import BearerAuth, TokenManager
 from server.errors import ConfigurationError, MissingCredential
 from server.logs import SecretMask
+from server.model_catalog import ModelCatalog
 from server.quota import QuotaBook
 from server.scheduler.gate import Gate
 from server.scheduler.slots import Slots
@@ -52,6 +53,7 @@ class Neuroflash:
     workspaces: WorkspaceResolver
     quotas: QuotaBook
     generation_slots: Slots  # at most FLASHSNAP_MAX_CONCURRENT_GENERATIONS streams per workspace, all processes
+    models: ModelCatalog  # an unknown or unavailable model is refused before anything is sent
 
 
 @dataclass
@@ -162,6 +164,7 @@ async def open_runtime(settings: Settings, clock: Clock | None = None) -> AsyncI
                 workspaces=WorkspaceResolver(client, settings.neuroflash_workspace_id),
                 quotas=QuotaBook(client, clock, store=store, key=f"{account}:quota"),
                 generation_slots=slots,
+                models=ModelCatalog(client, clock),
             )
         else:
             log.warning("neuroflash tools are disabled: set NEUROFLASH_CLIENT_ID and NEUROFLASH_CLIENT_SECRET")

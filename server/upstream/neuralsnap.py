@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from typing import Any, Literal, NoReturn
+from urllib.parse import quote
 
 import httpx2
 from pydantic import BaseModel, ConfigDict, Field
@@ -87,7 +88,7 @@ class NeuralSnapClient:
         return page.data, page.count
 
     async def get(self, snapshot_id: str) -> Snapshot:
-        response = await self._send("GET", f"/snapshots/{snapshot_id}", not_found=snapshot_id)
+        response = await self._send("GET", f"/snapshots/{quote(snapshot_id, safe='')}", not_found=snapshot_id)
         return parse(_One, response, what=SERVICE).data
 
     async def _send(

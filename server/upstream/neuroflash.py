@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import Any, Literal, NoReturn, TypeVar
+from urllib.parse import quote
 
 import httpx2
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -121,7 +122,7 @@ class NeuroflashClient:
         return _items(Workspace, response, "workspaces")
 
     async def quotas(self, workspace_id: str) -> list[Quota]:
-        path = f"/api/usage-service/v1/workspaces/{workspace_id}/quotas"
+        path = f"/api/usage-service/v1/workspaces/{quote(workspace_id, safe='')}/quotas"
         response = await self._send("GET", path, params={"page": 0, "size": 50}, workspace_id=workspace_id)
         return _items(Quota, response, "quotas")
 
