@@ -159,10 +159,13 @@ def worker_app() -> Any:
 
 def serve(settings: Settings) -> None:
     if settings.transport == "stdio":
+        import anyio
+
         from server.app import create_app
+        from server.stdio import serve_stdio
 
         log.info("flashsnap-mcp %s starting over stdio", __version__)
-        create_app(settings).run("stdio")
+        anyio.run(serve_stdio, create_app(settings))
         return
     import uvicorn
 

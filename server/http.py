@@ -18,6 +18,7 @@ from server.app import create_app
 from server.clock import Clock
 from server.config import Settings
 from server.http_security import HTTPGuard, require_token_when_exposed
+from server.jsonrpc_guard import GuardedHTTP
 from server.runtime import Runtime, open_runtime
 from server.state.opening import health
 
@@ -82,7 +83,7 @@ def build_http_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp
     app = Starlette(routes=[Route("/healthz", healthz), Mount("/", transport)], lifespan=lifespan)
     # The guard is outermost: a client without the token gets 401 before its body is read.
     return HTTPGuard(
-        RequestBodyLimitMiddleware(app, settings.max_body_bytes),
+        RequestBodyLimitMiddleware(GuardedHTTP(app), settings.max_body_bytes),
         bind_host=settings.host,
         token=settings.http_token,
         allowed_origins=settings.allowed_origins,
