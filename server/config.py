@@ -24,6 +24,7 @@ ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
     ("NEURALSNAP_API_KEY", "neuralsnap_api_key", "NeuralSnap API key (ns_live_... or ns_test_...)"),
     ("NEURALSNAP_API_URL", "neuralsnap_api_url", "NeuralSnap API base URL, including /api/v1"),
     ("FLASHSNAP_TIMEOUT_S", "timeout_s", "timeout of one upstream HTTP request, in seconds"),
+    ("FLASHSNAP_MAX_GENERATION_S", "max_generation_s", "longest a generate may stream, keep-alives or not"),
     ("FLASHSNAP_MAX_WAIT_S", "max_wait_s", "how long a call may wait for a rate limit before it fails"),
     (
         "FLASHSNAP_MAX_CONCURRENT_GENERATIONS",
@@ -61,6 +62,7 @@ class Settings(BaseModel):
     neuralsnap_api_key: SecretStr | None = None
     neuralsnap_api_url: str = "https://neuralsnap.ai/api/v1"
     timeout_s: float = Field(default=60.0, gt=0)
+    max_generation_s: float = Field(default=600.0, gt=0)
     max_wait_s: float = Field(default=30.0, ge=0)
     max_concurrent_generations: int = Field(default=4, ge=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

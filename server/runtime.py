@@ -154,7 +154,7 @@ async def open_runtime(settings: Settings, clock: Clock | None = None) -> AsyncI
             http = await stack.enter_async_context(
                 _http_client(settings, settings.neuroflash_api_url, BearerAuth(tokens), _scheduled(gate, clock))
             )
-            client = NeuroflashClient(http)
+            client = NeuroflashClient(http, clock, idle_s=settings.timeout_s, max_s=settings.max_generation_s)
             slots = await stack.enter_async_context(
                 Slots(clock, settings.max_concurrent_generations, store=store, key=f"{account}:slots")
             )

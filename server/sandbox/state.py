@@ -111,6 +111,7 @@ class EmulatorState:
         self.words_charged = 0
         self.streams_closed_early = 0
         self.streams_completed = 0
+        self.pings_sent = 0  # keep-alive comments sent by stalled streams
         self.active_streams = 0
         self.chunk_times: deque[float] = deque(maxlen=100_000)  # when each content chunk was sent (benchmarks)
         self.max_concurrent_streams = 0
