@@ -20,6 +20,7 @@ from server.config import Settings
 from server.http_security import HTTPGuard, require_token_when_exposed
 from server.jsonrpc_guard import GuardedHTTP
 from server.runtime import Runtime, open_runtime
+from server.sessions import evict_oldest_idle
 from server.state.opening import health
 
 log = logging.getLogger(__name__)
@@ -47,9 +48,12 @@ def build_http_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp
             # Stateless: no session lives in this process, so any replica or worker serves any request.
             stateless_http=settings.stateless,
             max_request_body_size=settings.max_body_bytes,
+            session_idle_timeout=settings.session_idle_s,
+            max_sessions=settings.max_sessions,
             transport_security=_SDK_CHECKS_OFF,
             host=settings.host,
         )
+        evict_oldest_idle(mcp.session_manager)
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
