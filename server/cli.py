@@ -118,6 +118,8 @@ def serve_workers(settings: Settings, environ: Mapping[str, str]) -> None:
     """Several uvicorn workers on one socket; each builds its app from the environment and shares the store."""
     import uvicorn
 
+    from server.http_limits import uvicorn_options
+
     if settings.store == "memory":
         log.warning("FLASHSNAP_STATE=memory with %d workers: each worker keeps its own budget", settings.workers)
     # The workers are new processes: they read everything, the sandbox's variables too, from the environment.
@@ -142,6 +144,7 @@ def serve_workers(settings: Settings, environ: Mapping[str, str]) -> None:
         log_config=None,
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
         lifespan="on",
+        **uvicorn_options(settings, workers=True),
     )
 
 
@@ -170,6 +173,7 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     from server.http import build_http_app
+    from server.http_limits import uvicorn_options
 
     config = uvicorn.Config(
         build_http_app(settings),
@@ -178,6 +182,7 @@ def serve(settings: Settings) -> None:
         log_config=None,  # our stderr handler, with its secret mask
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
         lifespan="on",
+        **uvicorn_options(settings),
     )
     # uvicorn stops on SIGTERM and SIGINT: no new connections, in-flight calls get the grace period,
     # then the lifespan closes the upstream clients.

@@ -41,6 +41,12 @@ ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
     ("FLASHSNAP_MAX_BODY_BYTES", "max_body_bytes", "largest HTTP request body accepted"),
     ("FLASHSNAP_SESSION_IDLE_S", "session_idle_s", "an HTTP session idle this long is closed"),
     ("FLASHSNAP_MAX_SESSIONS", "max_sessions", "HTTP sessions at once; a new one closes the longest-idle"),
+    (
+        "FLASHSNAP_HTTP_READ_TIMEOUT_S",
+        "http_read_timeout_s",
+        "seconds a client has to send a request's headers, and its body",
+    ),
+    ("FLASHSNAP_MAX_CONNECTIONS", "max_connections", "HTTP connections at once; more are answered 503"),
     ("FLASHSNAP_SHUTDOWN_GRACE_S", "shutdown_grace_s", "how long in-flight HTTP calls may finish on shutdown"),
     ("FLASHSNAP_STATE", "state", "where shared state lives: sqlite (default), redis or memory (this process only)"),
     ("FLASHSNAP_STATE_DIR", "state_dir", "directory of the SQLite state (default: the user cache directory)"),
@@ -77,6 +83,8 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     session_idle_s: float = Field(default=300.0, gt=0, le=86_400)
     max_sessions: int = Field(default=1000, ge=1, le=100_000)
+    http_read_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    max_connections: int = Field(default=1000, ge=1)
     shutdown_grace_s: float = Field(default=10.0, ge=0)
     state: Literal["sqlite", "redis", "memory"] | None = None
     state_dir: Path | None = None

@@ -86,8 +86,14 @@ def build_http_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp
 
     app = Starlette(routes=[Route("/healthz", healthz), Mount("/", transport)], lifespan=lifespan)
     # The guard is outermost: a client without the token gets 401 before its body is read.
+    # Then the body: whole, in time and within its size, and well-formed JSON-RPC, before the SDK reads it.
+    guarded = GuardedHTTP(
+        RequestBodyLimitMiddleware(app, settings.max_body_bytes),
+        read_timeout_s=settings.http_read_timeout_s,
+        max_body_bytes=settings.max_body_bytes,
+    )
     return HTTPGuard(
-        RequestBodyLimitMiddleware(GuardedHTTP(app), settings.max_body_bytes),
+        guarded,
         bind_host=settings.host,
         token=settings.http_token,
         allowed_origins=settings.allowed_origins,

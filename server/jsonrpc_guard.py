@@ -13,6 +13,7 @@ import logging
 import re
 from typing import Any
 
+import anyio
 from mcp_types import jsonrpc_message_adapter
 from pydantic import ValidationError
 from starlette.responses import JSONResponse
@@ -141,23 +142,39 @@ def _has_surrogate(value: Any) -> bool:
 
 
 class GuardedHTTP:
-    """ASGI middleware: a POSTed JSON-RPC message that `judge` refuses is answered here, 400 with its error."""
+    """ASGI middleware: a POSTed body must arrive whole, in time and within its size (else 408 or 413); a
+    JSON-RPC message that `judge` refuses is answered here, 400 with its error."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, read_timeout_s: float = 10.0, max_body_bytes: int = 1_048_576) -> None:
         self.app = app
+        self._read_timeout_s = read_timeout_s
+        self._max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
         chunks: list[bytes] = []
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
+        size = 0
+        # A body that trickles in holds a connection and a task: it must arrive whole in time.
+        with anyio.move_on_after(self._read_timeout_s) as deadline:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                chunks.append(message.get("body", b""))
+                size += len(chunks[-1])
+                if size > self._max_body_bytes:
+                    await JSONResponse({"error": "The request body is too large."}, status_code=413)(
+                        scope, receive, send
+                    )
+                    return
+                if not message.get("more_body", False):
+                    break
+        if deadline.cancelled_caught:
+            late = JSONResponse({"error": "The request body did not arrive in time."}, status_code=408)
+            await late(scope, receive, send)
+            return
         body = b"".join(chunks)
         try:
             verdict = judge(body.decode("utf-8"))
