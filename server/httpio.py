@@ -16,7 +16,33 @@ import httpx2
 # Methods that create data or spend words: a failure after sending may have been processed.
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Failures that prove the request never left: the only ones after which a write may be sent again.
-UNSENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)
+UNSENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)  # RequestNotSent is a ConnectError
+
+
+class RequestNotSent(httpx2.ConnectError):
+    """The connection failed before the request was written whole: an upstream acts on whole requests only,
+    so nothing can have been processed. A pooled keep-alive connection the upstream closed in the same
+    instant fails this way."""
+
+
+class SendTrace:
+    """httpcore's `trace` extension for one attempt: whether the whole request was handed to the connection.
+
+    A write that fails (headers or body) means the request never arrived whole; once the last byte was
+    handed over, a failure may come after the upstream read it, so it counts as sent.
+    """
+
+    def __init__(self) -> None:
+        self.written = False
+
+    async def __call__(self, event: str, info: dict[str, Any]) -> None:
+        if event.endswith("send_request_body.complete"):
+            self.written = True
+
+
+# Idle pooled connections are dropped before common upstream keep-alive limits (5 s and more) close them,
+# so a request is never written into a connection the upstream is closing at that moment.
+KEEPALIVE_EXPIRY_S = 4.0
 
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 # Upstream text shown to a model or written to a log: enough for a reason, too little for a payload.

@@ -17,6 +17,7 @@ from server.clock import Clock, SystemClock
 from server.config import Settings
 from server.credentials import BearerAuth, TokenManager
 from server.errors import ConfigurationError, MissingCredential
+from server.httpio import KEEPALIVE_EXPIRY_S
 from server.logs import SecretMask
 from server.model_catalog import ModelCatalog
 from server.quota import QuotaBook
@@ -92,7 +93,7 @@ def _http_client(
         auth=auth,
         transport=transport,
         timeout=httpx2.Timeout(settings.timeout_s, connect=min(10.0, settings.timeout_s)),
-        limits=httpx2.Limits(max_connections=100, max_keepalive_connections=20),
+        limits=httpx2.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=KEEPALIVE_EXPIRY_S),
         headers={"User-Agent": USER_AGENT},
         trust_env=False,
     )

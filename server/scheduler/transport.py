@@ -7,6 +7,8 @@ or creates data):
 |-------------------------------------------|--------------------------|---------------------------|
 | 429 rate limit (not a quota)              | wait, retry              | wait, retry               |
 | connection refused / connect timeout      | back off, retry          | back off, retry           |
+| connection failed before the request was  | back off, retry          | back off, retry           |
+| written whole (a stale pooled connection) |                          |                           |
 | timeout or broken connection after sending| back off, retry          | fail, `maybe_processed`   |
 | 5xx                                       | back off, retry          | fail, `maybe_processed`   |
 
@@ -24,7 +26,9 @@ from server.httpio import (
     UNSAFE_METHODS,
     UNSENT,
     CappedStream,
+    RequestNotSent,
     ResponseTooLarge,
+    SendTrace,
     error_body,
     retry_after,
 )
@@ -49,15 +53,19 @@ class ScheduledTransport(httpx2.AsyncBaseTransport):
         failures = throttles = 0
         while True:
             reservation = await self.gate.acquire(budget)
+            trace = SendTrace()
+            request.extensions = {**request.extensions, "trace": trace}
             try:
                 response = await self._inner.handle_async_request(request)
             except httpx2.TransportError as exc:
-                unsent = isinstance(exc, UNSENT)
+                unsent = isinstance(exc, UNSENT) or not trace.written
                 await self.gate.unanswered(reservation, sent=not unsent)
                 failures += 1
                 if (unsent or safe) and failures < self._attempts:
                     await self._back_off(budget, failures)
                     continue
+                if unsent and not isinstance(exc, UNSENT):
+                    raise RequestNotSent(f"the connection failed before the request was written ({exc})") from exc
                 raise
             except BaseException:
                 # Cancelled or crashed: never leave it counted as in flight (the settlement is shielded).
