@@ -7,12 +7,20 @@ UV := $(shell command -v uv 2>/dev/null || echo $(BOOTSTRAP)/bin/uv)
 RUN := $(UV) run --frozen --no-python-downloads --python $(PYTHON)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: demo test lint typecheck pytest bench sync fmt clean
+.PHONY: demo test lint typecheck pytest bench sync fmt clean mcpb dist
 
 demo: sync
 	$(RUN) python scripts/demo.py
 
 test: lint typecheck pytest
+
+# Claude Desktop bundle (flashsnap-mcp.mcpb), packed with the official MCPB CLI from npm.
+mcpb: sync
+	$(RUN) python scripts/build_mcpb.py
+
+# Wheel and sdist in dist/, for `uvx --from dist/flashsnap_mcp-*.whl flashsnap-mcp` or an index.
+dist: sync
+	$(UV) build --no-python-downloads --python $(PYTHON) -o dist
 
 lint: sync
 	$(RUN) ruff check .
@@ -39,4 +47,4 @@ $(BOOTSTRAP)/bin/uv:
 	$(BOOTSTRAP)/bin/python -m pip install --quiet --disable-pip-version-check uv
 
 clean:
-	rm -rf .venv $(BOOTSTRAP) .mypy_cache .ruff_cache
+	rm -rf .venv $(BOOTSTRAP) .mypy_cache .ruff_cache dist flashsnap-mcp.mcpb

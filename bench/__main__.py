@@ -6,9 +6,15 @@ import sys
 
 import anyio
 
-from bench import load, overhead, report, scheduling
+from bench import load, overhead, report, scheduling, shared
 
-BENCHES = {"scheduling": scheduling.run, "load": load.run, "overhead": overhead.run}
+BENCHES = {
+    "scheduling": scheduling.run,
+    "load": load.run,
+    "overhead": overhead.run,
+    "metrics": overhead.run_metrics,
+    "shared": shared.run,
+}
 
 
 def main() -> None:

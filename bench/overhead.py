@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -75,6 +76,56 @@ async def overhead(env: dict[str, str]) -> dict[str, list[float]]:
                 await client.call_tool("list_models", {})
                 results[name].append(time.perf_counter() - started)
     return results
+
+
+async def metrics_cost(env: dict[str, str]) -> dict[str, list[float]]:
+    """The same round trip with metrics off (stdio default) and on (FLASHSNAP_METRICS_PORT), called in turn."""
+    variants = {"metrics off": ours(env), "metrics on": ours({**env, "FLASHSNAP_METRICS_PORT": "0"})}
+    results: dict[str, list[float]] = {name: [] for name in variants}
+    async with (
+        Client(variants["metrics off"], mode="legacy") as off,
+        Client(variants["metrics on"], mode="legacy") as on,
+    ):
+        clients = (("metrics off", off), ("metrics on", on))
+        for _, client in clients:
+            for _ in range(10):  # warm-up: tokens, connections, caches
+                await client.call_tool("list_models", {})
+        for _ in range(CALLS):
+            for name, client in clients:
+                started = time.perf_counter()
+                await client.call_tool("list_models", {})
+                results[name].append(time.perf_counter() - started)
+    return results
+
+
+async def run_metrics() -> str:
+    with Emulator(EmulatorState()) as emulator:
+        env = {**os.environ, **emulator.environment(), "NEUROFLASH_WORKSPACE_ID": catalog.MARKETING_WORKSPACE}
+        calls = await metrics_cost(env)
+    off = calls["metrics off"]
+    rows = [
+        f"| {name} | {quantile(t, 50) * 1000:.2f} ms | {quantile(t, 99) * 1000:.2f} ms | "
+        f"{quantile(t, 50) / quantile(off, 50):.3f}× | {quantile(t, 99) / quantile(off, 99):.3f}× |"
+        for name, t in calls.items()
+    ]
+    ratio = quantile(calls["metrics on"], 50) / quantile(off, 50)
+    return "\n".join(
+        [
+            "## Cost of metrics",
+            "",
+            f"{CALLS} `list_models` round trips over stdio per server, two flashsnap-mcp processes called in turn: "
+            "one with metrics off (stdio's default), one recording them (`FLASHSNAP_METRICS_PORT` set, so every "
+            "tool call, gate wait and upstream request updates the Prometheus registry).",
+            "",
+            "| server | p50 | p99 | p50 vs off | p99 vs off |",
+            "|---|---|---|---|---|",
+            *rows,
+            "",
+            f"Goal: within 1.03× of metrics off. Measured: **{ratio:.3f}×** at p50.",
+            "",
+            f"Reproduce: `make bench BENCH=metrics`. Machine: {machine()}.",
+        ]
+    )
 
 
 async def startup(env: dict[str, str]) -> dict[str, list[float]]:
@@ -167,8 +218,10 @@ def _server_pid() -> int:
 
 async def run() -> str:
     state = EmulatorState()
-    with Emulator(state) as emulator:
-        env = {**os.environ, **emulator.environment(), "NEUROFLASH_WORKSPACE_ID": catalog.MARKETING_WORKSPACE}
+    with Emulator(state) as emulator, tempfile.TemporaryDirectory(prefix="flashsnap-bench-") as state_dir:
+        # The default store (SQLite), in a directory of this run's own: nothing left from an earlier run.
+        env = {**os.environ, **emulator.environment(), "NEUROFLASH_WORKSPACE_ID": catalog.MARKETING_WORKSPACE,
+               "FLASHSNAP_STATE_DIR": state_dir}  # fmt: skip
         calls = await overhead(env)
         starts = await startup(env)
         lags, rate = await relay(env, state)

@@ -44,10 +44,12 @@ async def main() -> None:
     server = StdioServerParameters(command=command, args=["--sandbox", "--log-level", "WARNING"])
     print(f"Starting `{command} --sandbox` as a subprocess and connecting over stdio…")
     with anyio.fail_after(120):
-        async with Client(server, mode="legacy") as client:
+        async with Client(server) as client:  # the default: the 2026-07-28 protocol
             print(f"Connected: {client.server_info.name if client.server_info else '?'} ({client.protocol_version})")
-            tools = (await client.list_tools()).tools
-            print("Tools:", ", ".join(t.name for t in tools))
+            listed = await client.list_tools()
+            print("Tools:", ", ".join(t.name for t in listed.tools))
+            if listed.ttl_ms:  # SEP-2549: the list is fixed for the server's life, so the client may cache it
+                print(f"  (tools/list may be cached for {listed.ttl_ms // 1000} s, scope {listed.cache_scope})")
 
             heading("list_workspaces")
             workspaces = structured(await client.call_tool("list_workspaces", {}))
@@ -108,7 +110,7 @@ async def main() -> None:
             again = structured(await client.call_tool("get_snapshot", {"id": found["snapshots"][0]["id"]}))
             print(f"  get_snapshot → {json.dumps({k: again[k] for k in ('name', 'core', 'created_at')})}")
 
-            heading("generate in a workspace whose daily quota is spent")
+            heading("generate in a workspace whose quota is spent")
             spent = next(ws for ws in workspaces["workspaces"] if not ws["is_default"])
             refused = await client.call_tool(
                 "generate",

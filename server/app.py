@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+from mcp.server.caching import CacheableMethod, CacheHint
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, InputRequiredResult
@@ -19,6 +20,7 @@ from server.clock import Clock
 from server.config import Settings
 from server.logs import SecretMask
 from server.runtime import Runtime, open_runtime
+from server.toolselect import Selection, ToolFilter, select
 
 INSTRUCTIONS = """\
 flashsnap-mcp connects you to neuroflash (AI writing) and NeuralSnap (the user's second brain).
@@ -29,6 +31,13 @@ Failed calls say what happened and what to do. Never repeat a generate or snapsh
 maybe_processed is true without checking first: it may already have spent words or saved the snapshot."""
 
 _NO_MASK = SecretMask()
+
+# SEP-2549 freshness hints, only where they are true: the tool list and the server's description are fixed
+# for the life of the process (headers may narrow the list per client, hence private). Tool results change.
+CACHE_HINTS: dict[CacheableMethod, CacheHint] = {
+    "tools/list": CacheHint(ttl_ms=600_000, scope="private"),
+    "server/discover": CacheHint(ttl_ms=600_000, scope="private"),
+}
 
 SANDBOX_NOTE = """
 SANDBOX MODE: this server talks to a local emulator with demo data, not the real services.
@@ -56,6 +65,11 @@ class FlashsnapServer(MCPServer[Runtime]):
             return error_result(error, context.request_context.lifespan_context.mask if context else _NO_MASK)
 
 
+def tool_selection(settings: Settings) -> Selection:
+    """The tools the operator turned on; unknown names raise ConfigurationError, listing the valid ones."""
+    return select({spec.name: bool(spec.annotations.read_only_hint) for spec in tools.ALL}, settings)
+
+
 def create_app(
     settings: Settings, *, clock: Clock | None = None, shared: Callable[[], Runtime] | None = None
 ) -> FlashsnapServer:
@@ -80,8 +94,13 @@ def create_app(
         instructions=INSTRUCTIONS + (SANDBOX_NOTE if settings.sandbox else ""),
         lifespan=lifespan,
         log_level=settings.log_level,
+        cache_hints=CACHE_HINTS,
     )
+    selection = tool_selection(settings)
+    app.middleware.append(ToolFilter(selection))
     for spec in tools.ALL:
+        if spec.name not in selection.enabled:
+            continue  # unlisted; the filter answers a call to it with how to turn it on
         app.add_tool(
             tool_call(spec.fn),
             name=spec.name,

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
 from mcp.server.mcpserver import Context
 from mcp.types import CallToolResult, TextContent
 
-from server.errors import FlashsnapError
+from server.errors import FairUseReached, FlashsnapError, QuotaExhausted, RateLimited
 from server.logs import SecretMask
+from server.metrics import NO_METRICS, Observer
 from server.runtime import Runtime
 from server.scheduler import budget as budgets
 from server.scheduler import fair
@@ -66,14 +68,19 @@ def tool_call(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T | CallTo
     wrapper changes nothing a client sees but the errors.
     """
 
+    name = fn.__name__  # the tool's name (tools/*.py name each function after its tool)
+
     @functools.wraps(fn)
     async def call(*args: P.args, **kwargs: P.kwargs) -> T | CallToolResult:
         mask = SecretMask()
+        observer: Observer = NO_METRICS
+        started, outcome = time.perf_counter(), "ok"
         try:
             ctx = kwargs.get("ctx")
             if isinstance(ctx, Context):
                 shared = runtime(ctx)
                 mask = shared.mask
+                observer = shared.metrics
                 max_wait = kwargs.get("max_wait_s")
                 wait_s = float(max_wait) if isinstance(max_wait, int | float) else shared.settings.max_wait_s
                 session = fair.current_session.set(id(ctx.request_context.session))
@@ -84,10 +91,30 @@ def tool_call(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T | CallTo
                     fair.current_session.reset(session)
             return await fn(*args, **kwargs)
         except FlashsnapError as exc:
+            outcome = exc.code
+            if name == "generate" and (reason := refusal_reason(exc)) is not None:
+                observer.generate_refused(reason)
             log.info("tool %s: %s: %s", fn.__name__, exc.code, exc.message)
             return error_result(exc, mask)
         except Exception:
+            outcome = "internal_error"
             log.exception("tool %s crashed", fn.__name__)
             return CallToolResult(content=[TextContent(type="text", text=INTERNAL_ERROR)], is_error=True)
+        finally:
+            observer.tool_call(name, outcome, time.perf_counter() - started)
 
     return call
+
+
+GENERATION_SLOTS = "neuroflash generations"  # the scope a generation waiting for a free stream reports
+
+
+def refusal_reason(error: FlashsnapError) -> str | None:
+    """Why a generate was refused with no words spent, or None when it was not a refusal."""
+    if isinstance(error, QuotaExhausted):
+        return f"{error.period}_quota" if error.period else "quota"
+    if isinstance(error, FairUseReached):
+        return "fair_use"
+    if isinstance(error, RateLimited):
+        return "slots_busy" if error.scope == GENERATION_SLOTS else "rate_limited"
+    return None

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from server import __version__, logs
+from server import __version__, logs, tracing
 from server.config import ENVIRONMENT, Settings
 from server.errors import ConfigurationError
 
@@ -20,8 +20,12 @@ log = logging.getLogger("server")
 EPILOG = "environment variables:\n" + "\n".join(f"  {var:<38} {text}" for var, _, text in ENVIRONMENT)
 EPILOG += """
 
+flashsnap-mcp status [--watch] [--json] shows what the servers sharing the state store know.
 Logs go to stderr; in stdio mode stdout carries nothing but MCP messages.
---sandbox needs no account: it serves a local emulator of both APIs with demo data."""
+--sandbox needs no account: it serves a local emulator of both APIs with demo data. Its world
+(snapshots, words used, tokens, rate-limit windows) is kept in the state directory and shared by
+every --sandbox process (FLASHSNAP_STATE=memory keeps it in the process); --sandbox-reset forgets it.
+`flashsnap-mcp check [--sandbox] [--json]` tries every configured service and says what to fix."""
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -38,6 +42,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "so every tool works with no account (upstream variables are ignored)",
     )
     parser.add_argument(
+        "--sandbox-reset",
+        action="store_true",
+        help="start the sandbox's world afresh: forget its snapshots, words used, tokens and rate-limit "
+        "windows (implies --sandbox)",
+    )
+    parser.add_argument(
         "--transport",
         choices=["stdio", "sse", "streamable-http"],
         help="how MCP clients connect (default: stdio, or FLASHSNAP_TRANSPORT)",
@@ -52,24 +62,48 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         help="HTTP worker processes on this host, sharing the state store (default: 1, or FLASHSNAP_WORKERS)",
     )
+    parser.add_argument("--tools", help="only these tools, comma-separated (default: all, or FLASHSNAP_TOOLS)")
+    parser.add_argument("--exclude-tools", help="turn these tools off, comma-separated (or FLASHSNAP_EXCLUDE_TOOLS)")
+    parser.add_argument(
+        "--read-only", action="store_true", default=None, help="only tools that change nothing (or FLASHSNAP_READ_ONLY)"
+    )
     parser.add_argument("--version", action="version", version=f"flashsnap-mcp {__version__}")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.sandbox = args.sandbox or args.sandbox_reset
+    return args
 
 
 @contextlib.contextmanager
-def sandbox_environment(environ: Mapping[str, str]) -> Iterator[dict[str, str]]:
+def sandbox_environment(environ: Mapping[str, str], *, reset: bool = False) -> Iterator[dict[str, str]]:
     """Start the emulator in this process and yield the environment that points at it."""
     # Imported here: the runtime never depends on the sandbox unless --sandbox asks for it.
     from server.sandbox.runner import Emulator, sandbox_environment, seed_sandbox
     from server.sandbox.state import EmulatorState
+    from server.sandbox.world import world_file
+    from server.state.opening import default_state_dir
 
-    with Emulator(seed_sandbox(EmulatorState())) as emulator:
+    own = {k: v for k, v in environ.items() if k.startswith("FLASHSNAP_")}
+    # One world per state directory, shared by every --sandbox process; with FLASHSNAP_STATE=memory, this one's own.
+    settings = Settings.from_env(own)
+    world = None if settings.store == "memory" else world_file(settings.state_dir or default_state_dir())
+    state = seed_sandbox(EmulatorState(world=world, reset_world=reset))
+    with contextlib.closing(state), Emulator(state) as emulator:
         log.warning("SANDBOX MODE: serving the neuroflash and NeuralSnap emulator at %s", emulator.url)
-        own = {k: v for k, v in environ.items() if k.startswith("FLASHSNAP_")}
         yield {**own, **sandbox_environment(emulator)}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["status"]:
+        from server.status import main as status
+
+        status(argv[1:])
+        return
+    if argv[:1] == ["check"]:  # `flashsnap-mcp check`: the setup check, its own command (server/check.py)
+        from server.check import main as check
+
+        check(argv[1:])
+        return
     args = parse_args(argv)
     overrides = {
         "transport": args.transport,
@@ -77,16 +111,23 @@ def main(argv: Sequence[str] | None = None) -> None:
         "port": args.port,
         "log_level": args.log_level,
         "workers": args.workers,
+        "tools": args.tools,
+        "exclude_tools": args.exclude_tools,
+        "read_only": args.read_only,
     }
     logs.configure(args.log_level or os.environ.get("FLASHSNAP_LOG_LEVEL", "INFO").upper())
     try:
         with contextlib.ExitStack() as stack:
             environ: Mapping[str, str] = os.environ
             if args.sandbox:
-                environ = stack.enter_context(sandbox_environment(os.environ))
+                environ = stack.enter_context(sandbox_environment(os.environ, reset=args.sandbox_reset))
             settings = Settings.from_env(environ, sandbox=args.sandbox, **overrides)
             logs.configure(settings.log_level, settings.secrets)
+            tracing.configure(os.environ)
             preflight(settings)
+            from server.app import tool_selection
+
+            tool_selection(settings)  # unknown tool names stop the start, before any worker is forked
             if settings.workers > 1 and settings.transport != "stdio":
                 serve_workers(settings, environ)
             else:
@@ -131,6 +172,10 @@ def serve_workers(settings: Settings, environ: Mapping[str, str]) -> None:
             "FLASHSNAP_PORT": str(settings.port),
             "FLASHSNAP_LOG_LEVEL": settings.log_level,
             "FLASHSNAP_WORKERS": str(settings.workers),
+            # Flags the workers cannot see: the tool selection (blank means unset).
+            "FLASHSNAP_TOOLS": ",".join(settings.tools or ()),
+            "FLASHSNAP_EXCLUDE_TOOLS": ",".join(settings.exclude_tools),
+            "FLASHSNAP_READ_ONLY": "1" if settings.read_only else "",
             WORKER_SANDBOX: "1" if settings.sandbox else "",
         }
     )
@@ -157,6 +202,7 @@ def worker_app() -> Any:
 
     settings = Settings.from_env(os.environ, sandbox=os.environ.get(WORKER_SANDBOX) == "1")
     logs.configure(settings.log_level, settings.secrets)
+    tracing.configure(os.environ)
     return build_http_app(settings)
 
 

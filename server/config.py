@@ -54,6 +54,10 @@ ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
     ("FLASHSNAP_REDIS_PREFIX", "redis_prefix", "prefix of every Redis key (default flashsnap:)"),
     ("FLASHSNAP_HTTP_STATELESS", "http_stateless", "1: any replica serves any request (default on with Redis)"),
     ("FLASHSNAP_WORKERS", "workers", "HTTP worker processes on this host, sharing the state store"),
+    ("FLASHSNAP_TOOLS", "tools", "only these tools, comma-separated (default: all)"),
+    ("FLASHSNAP_EXCLUDE_TOOLS", "exclude_tools", "tools to turn off, comma-separated"),
+    ("FLASHSNAP_READ_ONLY", "read_only", "1: only tools that change nothing (no generate, no snapshot)"),
+    ("FLASHSNAP_METRICS_PORT", "metrics_port", "serve Prometheus metrics on 127.0.0.1:PORT/metrics (stdio too)"),
 )
 
 
@@ -92,7 +96,18 @@ class Settings(BaseModel):
     redis_prefix: str = Field(default="flashsnap:", min_length=1, max_length=100)
     http_stateless: bool | None = None
     workers: int = Field(default=1, ge=1, le=64)
+    tools: tuple[str, ...] | None = None  # None: every tool; server/toolselect.py checks the names
+    exclude_tools: tuple[str, ...] = ()
+    read_only: bool = False
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
     sandbox: bool = False
+
+    @field_validator("tools", "exclude_tools", mode="before")
+    @classmethod
+    def _split_names(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(name.strip() for name in value.split(",") if name.strip())
+        return value
 
     @field_validator("allowed_origins", "allowed_hosts", mode="before")
     @classmethod

@@ -32,10 +32,12 @@ from anyio.abc import TaskGroup
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from server import token_lease as lease
+from server import tracing
 from server.backoff import full_jitter
 from server.clock import Clock
 from server.errors import CredentialsRejected, FlashsnapError, UpstreamUnavailable
 from server.httpio import upstream_text
+from server.metrics import NO_METRICS, Observer
 from server.state.memory import MemoryStore
 from server.state.store import Mutation, Store
 
@@ -79,8 +81,11 @@ class TokenManager:
         advisory_s: float = 120.0,
         mandatory_s: float = 30.0,
         attempts: int = 3,
+        observer: Observer = NO_METRICS,
     ) -> None:
         self._http = http
+        self._observer = observer
+        self._after_401 = False  # the next fetch replaces a token the upstream refused
         self._token_url = token_url
         self._client_id = client_id
         self._client_secret = client_secret
@@ -120,6 +125,12 @@ class TokenManager:
             return current.value
         return await self._refresh(advisory=False)
 
+    def validity(self) -> tuple[float, float] | None:
+        """(seconds left, full lifetime) of the token held now, for the setup check; None before the first one."""
+        if self._token is None:
+            return None
+        return self._token.left(self._clock.now()), self._token.lifetime
+
     @staticmethod
     def _window(token: _Token, seconds: float) -> float:
         # A short-lived token must not spend its whole life "about to expire": at most a quarter of it.
@@ -130,6 +141,7 @@ class TokenManager:
         value = used.get_secret_value()
         if self._token is not None and self._token.value.get_secret_value() == value:
             self._token = None
+            self._after_401 = True
         await self._store.update(self._key, lambda doc: lease.forget(doc, self._clock.now(), used=value))
 
     def _refresh_in_background(self) -> None:
@@ -167,6 +179,9 @@ class TokenManager:
                     # ... or just failed to: the callers queued behind a failure share it, not each retry.
                     raise _rebuild(claim)
                 if isinstance(claim, lease.Mine):
+                    trigger = "background" if advisory else "after_401" if self._after_401 else "blocking"
+                    self._after_401 = False
+                    self._observer.token_refresh(trigger)
                     return await self._fetch_as_owner()
                 if advisory and current is not None:
                     return current.value  # another process refreshes ahead; ours still serves meanwhile
@@ -181,6 +196,7 @@ class TokenManager:
             token = await self._fetch()
         except FlashsnapError as exc:
             failed = _describe(exc)
+            self._observer.token_failure(failed.kind)
             await self._publish(
                 lambda doc: lease.store_failure(
                     doc, self._clock.now(), owner=self._owner, failed=failed, memory_s=FAILURE_MEMORY_S
@@ -223,6 +239,26 @@ class TokenManager:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _request_token(self) -> _Token:
+        url = httpx2.URL(self._token_url)
+        with tracing.http_span("POST", url, url.path) as span:
+            try:
+                token = await self._post_for_token()
+            except CredentialsRejected as exc:
+                self._observer.token_request("rejected")
+                tracing.answered(span, exc.status or 400)
+                raise
+            except UpstreamUnavailable as exc:
+                self._observer.token_request("unavailable")
+                if exc.status is not None:
+                    tracing.answered(span, exc.status)
+                else:
+                    tracing.failed(span, exc)
+                raise
+            self._observer.token_request("ok")
+            tracing.answered(span, 200)
+            return token
+
+    async def _post_for_token(self) -> _Token:
         form = {
             "grant_type": "client_credentials",
             "client_id": self._client_id,

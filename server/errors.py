@@ -5,6 +5,7 @@ FlashsnapError                   what happened, what to do, request id, retry ti
 ├── ConfigurationError           the environment is invalid (raised at start-up only)
 ├── InvalidArguments             arguments the input schema alone cannot judge
 ├── MissingCredential            a tool needs a variable that is not set
+├── ToolDisabled                 the tool is turned off by the operator or this request's headers
 └── UpstreamError                the upstream refused or failed a request
     ├── CredentialsRejected      client id/secret or API key refused (never retried)
     ├── NotFound                 unknown workspace or snapshot
@@ -89,6 +90,17 @@ class MissingCredential(FlashsnapError):
             f"{service} is not configured: {variables} is not set.",
             hint=f"Ask the user to set {variables} in the server's environment and restart it.",
             details={"variables": variables},
+        )
+
+
+class ToolDisabled(FlashsnapError):
+    code = "tool_disabled"
+
+    def __init__(self, tool: str, why: str, enable: str) -> None:
+        super().__init__(
+            f"The tool {tool} is turned off on this server: {why}.",
+            hint=f"It is not an error in the arguments; to use it, {enable}.",
+            details={"tool": tool},
         )
 
 

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from mcp.server.transport_security import RequestBodyLimitMiddleware, TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp
 
@@ -19,6 +19,7 @@ from server.clock import Clock
 from server.config import Settings
 from server.http_security import HTTPGuard, require_token_when_exposed
 from server.jsonrpc_guard import GuardedHTTP
+from server.metrics import CONTENT_TYPE, Metrics
 from server.runtime import Runtime, open_runtime
 from server.sessions import evict_oldest_idle
 from server.state.opening import health
@@ -84,7 +85,16 @@ def build_http_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp
         # Degraded still serves (with this process's own state), so a balancer keeps it in rotation.
         return JSONResponse(body, status_code=200 if ready else 503)
 
-    app = Starlette(routes=[Route("/healthz", healthz), Mount("/", transport)], lifespan=lifespan)
+    async def metrics(_: Request) -> Response:
+        # Behind the guard like /mcp: with FLASHSNAP_HTTP_TOKEN set, scrapers send the bearer token too.
+        observer = runtime[0].metrics if runtime else None
+        if not isinstance(observer, Metrics):
+            return Response("starting\n", status_code=503, media_type="text/plain")
+        return Response(observer.exposition(), media_type=CONTENT_TYPE)
+
+    app = Starlette(
+        routes=[Route("/healthz", healthz), Route("/metrics", metrics), Mount("/", transport)], lifespan=lifespan
+    )
     # The guard is outermost: a client without the token gets 401 before its body is read.
     # Then the body: whole, in time and within its size, and well-formed JSON-RPC, before the SDK reads it.
     guarded = GuardedHTTP(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import socket
 from collections.abc import AsyncIterator, Generator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -19,12 +20,14 @@ from server.credentials import BearerAuth, TokenManager
 from server.errors import ConfigurationError, MissingCredential
 from server.httpio import KEEPALIVE_EXPIRY_S
 from server.logs import SecretMask
+from server.metrics import NO_METRICS, Metrics, Observer, fingerprint, serve_metrics
 from server.model_catalog import ModelCatalog
 from server.quota import QuotaBook
 from server.scheduler.gate import Gate
 from server.scheduler.slots import Slots
 from server.scheduler.transport import ScheduledTransport
-from server.state.opening import StoreRefused, open_store
+from server.state import accounts
+from server.state.opening import StoreRefused, default_state_dir, open_store
 from server.state.store import Store
 from server.upstream.neuralsnap import NeuralSnapClient
 from server.upstream.neuroflash import NeuroflashClient
@@ -65,6 +68,7 @@ class Runtime:
     _neuroflash: Neuroflash | None = None
     _neuralsnap: NeuralSnapClient | None = None
     gates: dict[str, Gate] = field(default_factory=dict)  # one per upstream credential
+    metrics: Observer = NO_METRICS
 
     @functools.cached_property
     def mask(self) -> SecretMask:
@@ -99,16 +103,32 @@ def _http_client(
     )
 
 
-def _scheduled(gate: Gate, clock: Clock) -> ScheduledTransport:
-    return ScheduledTransport(httpx2.AsyncHTTPTransport(retries=0), gate, clock)
+def _scheduled(gate: Gate, clock: Clock, observer: Observer) -> ScheduledTransport:
+    return ScheduledTransport(httpx2.AsyncHTTPTransport(retries=0), gate, clock, observer=observer)
 
 
-def account_key(settings: Settings, *identity: str) -> str:
+def _observer(settings: Settings) -> Observer:
+    """Metrics when something exports them: the HTTP transports' /metrics, or FLASHSNAP_METRICS_PORT."""
+    return Metrics() if settings.transport != "stdio" or settings.metrics_port is not None else NO_METRICS
+
+
+async def _register(runtime: Runtime, account: str, service: str, api_url: str) -> None:
+    """List the account for `flashsnap-mcp status`, and name its credential in the metrics (a hash, no secret)."""
+    runtime.metrics.credential(service, fingerprint(account))
+    entry = accounts.Account(account, service, httpx2.URL(api_url).host, runtime.clock.now())
+    await accounts.register(runtime.store, entry)
+
+
+def account_key(settings: Settings, service: str, url: str, credential: str) -> str:
     """The state-store prefix of one credential: a hash of what identifies it, never the secret itself.
 
-    Sandbox state lives in a namespace of its own, so it never mixes with a real account's.
+    Sandbox state lives in a namespace of its own, so it never mixes with a real account's. The
+    sandbox's emulator listens on a new port at each start, but its world lives in the state
+    directory: that directory (on this host) identifies the sandbox account, not the URL.
     """
-    digest = hashlib.sha256("\0".join(identity).encode()).hexdigest()[:24]
+    if settings.sandbox:
+        url = f"sandbox-world:{socket.gethostname()}:{settings.state_dir or default_state_dir()}"
+    digest = hashlib.sha256("\0".join((service, url, credential)).encode()).hexdigest()[:24]
     return f"{'sandbox' if settings.sandbox else 'live'}:{digest}"
 
 
@@ -131,7 +151,10 @@ async def open_runtime(settings: Settings, clock: Clock | None = None) -> AsyncI
         store = await open_state(settings, clock)
         stack.push_async_callback(store.aclose)
         log.info("shared state: %s (%s)", store.kind, store.describe())
-        runtime = Runtime(settings, clock, store)
+        runtime = Runtime(settings, clock, store, metrics=_observer(settings))
+        if settings.metrics_port is not None:
+            stack.enter_context(serve_metrics(runtime.metrics, settings.metrics_port))
+        observer = runtime.metrics
         if settings.neuroflash_configured:
             assert settings.neuroflash_client_id is not None
             assert settings.neuroflash_client_secret is not None
@@ -146,18 +169,24 @@ async def open_runtime(settings: Settings, clock: Clock | None = None) -> AsyncI
                     clock=clock,
                     store=store,
                     key=f"{account}:token",
+                    observer=observer,
                 )
             )
-            gate = runtime.gates["neuroflash"] = Gate(
-                "neuroflash", clock, store=store, key=f"{account}:gate", probe_first=False,
-                flight_ttl_s=settings.timeout_s + 10,
+            gate = runtime.gates["neuroflash"] = await stack.enter_async_context(
+                Gate("neuroflash", clock, store=store, key=f"{account}:gate", probe_first=False,
+                     flight_ttl_s=settings.timeout_s + 10, observer=observer)
             )  # fmt: skip
+            await _register(runtime, account, "neuroflash", settings.neuroflash_api_url)
             http = await stack.enter_async_context(
-                _http_client(settings, settings.neuroflash_api_url, BearerAuth(tokens), _scheduled(gate, clock))
+                _http_client(
+                    settings, settings.neuroflash_api_url, BearerAuth(tokens), _scheduled(gate, clock, observer)
+                )
             )
             client = NeuroflashClient(http, clock, idle_s=settings.timeout_s, max_s=settings.max_generation_s)
             slots = await stack.enter_async_context(
-                Slots(clock, settings.max_concurrent_generations, store=store, key=f"{account}:slots")
+                Slots(
+                    clock, settings.max_concurrent_generations, store=store, key=f"{account}:slots", observer=observer
+                )
             )
             runtime._neuroflash = Neuroflash(
                 client=client,
@@ -172,16 +201,17 @@ async def open_runtime(settings: Settings, clock: Clock | None = None) -> AsyncI
         if settings.neuralsnap_api_key is not None:
             key = settings.neuralsnap_api_key.get_secret_value()
             account = account_key(settings, "neuralsnap", settings.neuralsnap_api_url, key)
-            gate = runtime.gates["neuralsnap"] = Gate(
-                "neuralsnap", clock, store=store, key=f"{account}:gate", probe_first=True,
-                flight_ttl_s=settings.timeout_s + 10,
+            gate = runtime.gates["neuralsnap"] = await stack.enter_async_context(
+                Gate("neuralsnap", clock, store=store, key=f"{account}:gate", probe_first=True,
+                     flight_ttl_s=settings.timeout_s + 10, observer=observer)
             )  # fmt: skip
+            await _register(runtime, account, "neuralsnap", settings.neuralsnap_api_url)
             http = await stack.enter_async_context(
                 _http_client(
                     settings,
                     settings.neuralsnap_api_url,
                     ApiKeyAuth(settings.neuralsnap_api_key),
-                    _scheduled(gate, clock),
+                    _scheduled(gate, clock, observer),
                 )
             )
             runtime._neuralsnap = NeuralSnapClient(http)

@@ -14,7 +14,7 @@ The document expires when the last thing in it does: a token is kept no longer t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from server.state.store import Change, Doc
 
@@ -50,19 +50,32 @@ Claim = Have | Failed | Mine | Busy
 
 
 def _live(doc: Doc | None, now: float) -> dict[str, Any]:
-    """The parts of the document that have not expired."""
+    """The parts of the document that are well formed and have not expired (anything else reads as absent)."""
     doc = dict(doc or {})
     live: dict[str, Any] = {}
     token = doc.get("token")
-    if isinstance(token, dict) and float(token.get("expires_at", 0)) > now and isinstance(token.get("value"), str):
+    if _shaped(token, value=str, expires_at=float, lifetime=float) and token["expires_at"] > now:
         live["token"] = token
     lease = doc.get("lease")
-    if isinstance(lease, dict) and float(lease.get("until", 0)) > now:
+    if _shaped(lease, owner=str, until=float) and lease["until"] > now:
         live["lease"] = lease
     failure = doc.get("failure")
-    if isinstance(failure, dict) and float(failure.get("until", 0)) > now:
+    if _shaped(failure, kind=str, message=str, until=float) and failure["until"] > now:
         live["failure"] = failure
     return live
+
+
+def _shaped(part: Any, **fields: type) -> TypeGuard[dict[str, Any]]:
+    """Whether `part` is an object with each field of its type (ints pass for floats, bools for nothing)."""
+    if not isinstance(part, dict):
+        return False
+    for name, kind in fields.items():
+        value = part.get(name)
+        if isinstance(value, bool):
+            return False
+        if not (isinstance(value, kind) or (kind is float and isinstance(value, int))):
+            return False
+    return True
 
 
 def _change(result: Any, live: dict[str, Any], now: float) -> Change[Any]:
@@ -81,7 +94,15 @@ def claim(doc: Doc | None, now: float, *, owner: str, fresh_for: float, lease_s:
         return Change(Have(token["value"], token["expires_at"], token["lifetime"]))
     failure = live.get("failure")
     if failure is not None:
-        return Change(Failed(failure["kind"], failure["message"], failure.get("hint"), failure.get("status")))
+        hint, status = failure.get("hint"), failure.get("status")
+        return Change(
+            Failed(
+                failure["kind"],
+                failure["message"],
+                hint if isinstance(hint, str) else None,
+                status if isinstance(status, int) and not isinstance(status, bool) else None,
+            )
+        )
     lease = live.get("lease")
     if lease is not None and lease["owner"] != owner:
         return Change(Busy(float(lease["until"])))

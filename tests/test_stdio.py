@@ -115,7 +115,7 @@ def test_help_explains_every_option_and_variable() -> None:
     import subprocess
 
     out = subprocess.run([COMMAND, "--help"], capture_output=True, text=True, check=True, timeout=60).stdout
-    for needle in ("--sandbox", "--transport", "--host", "--port", "--log-level"):
+    for needle in ("--sandbox", "--sandbox-reset", "--transport", "--host", "--port", "--log-level"):
         assert needle in out
     from server.config import ENVIRONMENT
 

@@ -5,6 +5,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field
 
 from server.arguments import Closed
+from server.calls import GENERATION_SLOTS
 from server.errors import InvalidArguments, QuotaExhausted
 from server.scheduler import budget as budgets
 from server.toolspec import CREATES, MaxWait, ToolContext, ToolSpec, WorkspaceId, runtime
@@ -87,12 +88,13 @@ async def generate(
         received["words"] += len(text.split())
         await budget.report(received["chars"], f"{received['words']} words so far")
 
-    async with neuroflash.generation_slots.hold(workspace_id, budget, scope="neuroflash generations"):
+    async with neuroflash.generation_slots.hold(workspace_id, budget, scope=GENERATION_SLOTS):
         try:
             result = await neuroflash.client.chat(workspace_id, body, relay)
         except QuotaExhausted as exc:
             raise await neuroflash.quotas.explain(workspace_id, exc) from None
     await neuroflash.quotas.spend(workspace_id, result.words_used)
+    runtime(ctx).metrics.words_spent(workspace_id, result.words_used)
     return Generation(workspace_id=workspace_id, **result.model_dump())
 
 

@@ -34,10 +34,7 @@ class NeuralSnapEmulator(EmulatedAPI):
         scheme, _, key = request.headers.get("authorization", "").partition(" ")
         with self.state.lock:
             brain = self.state.api_keys.get(key) if scheme.lower() == "bearer" else None
-            window = self.state.rate_window(key)
-            over = brain is not None and early is None and window.used >= self.state.rate_limit
-            if brain is not None and early is None and not over:
-                window.used += 1
+            window, over = self.state.spend_rate(key, spend=brain is not None and early is None)
             headers = {
                 "X-RateLimit-Limit": str(self.state.rate_limit),
                 "X-RateLimit-Remaining": str(max(0, self.state.rate_limit - window.used)),
@@ -84,14 +81,8 @@ class NeuralSnapEmulator(EmulatedAPI):
             "created_at": now,
             "updated_at": now,
         }
-        with self.state.lock:
-            self.state.snapshots[snapshot["id"]] = snapshot
+        self.state.add_snapshot(snapshot)
         return self._done("snapshot_create", JSONResponse({"data": snapshot}, status_code=201, headers=headers))
-
-    def _own(self, brain: str) -> list[dict[str, Any]]:
-        with self.state.lock:
-            mine = [s for s in self.state.snapshots.values() if s["brain_id"] == brain]
-        return sorted(mine, key=lambda s: s["created_at"], reverse=True)
 
     async def list(self, request: Request) -> Response:
         early, brain, headers = await self._enter("snapshot_list", request)
@@ -101,8 +92,8 @@ class NeuralSnapEmulator(EmulatedAPI):
         offset = int_param(request, "offset", 0, 0, 1_000_000)
         if limit is None or offset is None:
             return self._done("snapshot_list", error(400, "limit or offset is out of range.", "BAD_REQUEST", headers))
-        mine = self._own(brain)
-        body = {"data": mine[offset : offset + limit], "count": len(mine)}
+        page, count = self.state.snapshot_page(brain, offset, limit)
+        body = {"data": page, "count": count}
         return self._done("snapshot_list", JSONResponse(body, headers=headers))
 
     async def search(self, request: Request) -> Response:
@@ -114,7 +105,7 @@ class NeuralSnapEmulator(EmulatedAPI):
         if not query or limit is None:
             msg = "q is required and limit must be from 1 to 100."
             return self._done("snapshot_search", error(400, msg, "BAD_REQUEST", headers))
-        scored = [(similarity(query, s), s) for s in self._own(brain)]
+        scored = [(similarity(query, s), s) for s in self.state.snapshots_of(brain)]
         hits = sorted((p for p in scored if p[0] > 0), key=lambda p: p[0], reverse=True)[:limit]
         data = [{**s, "similarity": f"{score:.4f}"} for score, s in hits]
         body = {"data": data, "count": len(data), "query": query}
@@ -124,8 +115,7 @@ class NeuralSnapEmulator(EmulatedAPI):
         early, brain, headers = await self._enter("snapshot_get", request)
         if early is not None:
             return early
-        with self.state.lock:
-            snapshot = self.state.snapshots.get(request.path_params["snapshot_id"])
+        snapshot = self.state.snapshot(request.path_params["snapshot_id"])
         if snapshot is None or snapshot["brain_id"] != brain:
             return self._done("snapshot_get", error(404, "Snapshot not found.", "NOT_FOUND", headers))
         return self._done("snapshot_get", JSONResponse({"data": snapshot}, headers=headers))

@@ -1,4 +1,4 @@
-"""The emulated neuroflash API and token endpoint, true to ../shared/upstream-contract.md."""
+"""The emulated neuroflash API and token endpoint, true to docs/upstream-contract.md."""
 
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ def build_app(state: EmulatorState) -> Starlette:
                 "requests": dict(state.requests),
                 "responses": {f"{route} {status}": n for (route, status), n in state.responses.items()},
                 "words_charged": state.words_charged,
-                "snapshots": len(state.snapshots),
+                "snapshots": state.snapshot_count(),
             }
         return JSONResponse(body)
 
@@ -40,9 +40,15 @@ def build_app(state: EmulatorState) -> Starlette:
 
 
 def seed_sandbox(state: EmulatorState) -> EmulatorState:
-    """The demo world: a business workspace with room to write, and a free one whose day is spent."""
-    state.add_workspace(catalog.SIDE_PROJECT_WORKSPACE, "Side Project", plan="free", monthly=10_000, daily=2_000)
-    state.set_quota(catalog.SIDE_PROJECT_WORKSPACE, used=2_000, used_daily=2_000)
+    """The demo world: a business workspace with room to write, and a free one whose quota is spent.
+
+    The free one has spent its month as well as its day, so it stays spent in a world file that
+    outlives the day (the emulator resets daily counts, like upstream, and monthly ones never).
+    """
+    state.add_workspace(
+        catalog.SIDE_PROJECT_WORKSPACE, "Side Project", plan="free", monthly=10_000, daily=2_000,
+        used=10_000, used_daily=2_000,
+    )  # fmt: skip
     state.latency_s["chat_chunk"] = 0.03  # text arrives over time, as from a real model
     return state
 

@@ -1,25 +1,36 @@
-"""The emulator's in-memory world: accounts, quotas, snapshots, rate limits, faults and counters.
+"""The emulator's world: accounts, quotas, snapshots, rate limits, faults and counters.
 
 Tests drive it directly (set a quota, expire tokens, inject a 502, cut a stream) and read
 its counters to assert what did or did not reach the "upstream". The HTTP apps only read
 and change it under `lock`, because uvicorn serves them from another thread.
+
+By default the world lives in this process. Given a world file (`--sandbox` does), what an
+upstream remembers (tokens, quota usage, rate-limit windows, snapshots) lives there instead,
+shared by every process that opens the same file (server/sandbox/world.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import math
 import secrets
+import sqlite3
 import threading
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from server.clock import Clock, SystemClock
 from server.sandbox import catalog
+from server.sandbox.world import WorldFile, WorldUnusable
+
+log = logging.getLogger(__name__)
 
 # Each request is served in its own task, so a context variable carries its arrival time.
 _arrival: ContextVar[float] = ContextVar("emulator_arrival")
@@ -88,7 +99,15 @@ class RateWindow:
 class EmulatorState:
     """Everything the emulator knows; safe to read and change from tests while it serves."""
 
-    def __init__(self, clock: Clock | None = None, *, token_ttl_s: float = 14_399) -> None:
+    def __init__(
+        self,
+        clock: Clock | None = None,
+        *,
+        token_ttl_s: float = 14_399,
+        world: Path | None = None,
+        reset_world: bool = False,
+    ) -> None:
+        """`world`: the file shared with other processes (`reset_world` empties it first); None keeps it here."""
         self.clock = clock or SystemClock()
         self.lock = threading.RLock()
         self._changed = threading.Condition(self.lock)
@@ -115,7 +134,40 @@ class EmulatorState:
         self.active_streams = 0
         self.chunk_times: deque[float] = deque(maxlen=100_000)  # when each content chunk was sent (benchmarks)
         self.max_concurrent_streams = 0
+        self._world = self._open_world(world, reset_world) if world is not None else None
         self.add_workspace(catalog.MARKETING_WORKSPACE, "Marketing Team", plan="business")
+
+    # --- the world file -----------------------------------------------------------------------
+
+    @staticmethod
+    def _open_world(path: Path, reset: bool) -> WorldFile | None:
+        try:
+            return WorldFile(path, reset=reset)
+        except WorldUnusable as exc:
+            log.warning("%s; keeping the sandbox world in this process only (--sandbox-reset starts it afresh)", exc)
+            return None
+
+    @contextlib.contextmanager
+    def _shared(self) -> Iterator[WorldFile | None]:
+        """The world file, if any. Should it fail mid-run: one warning, and this process keeps its own world
+        from then on (the block's exception is swallowed, so the caller goes on to its in-process path)."""
+        try:
+            yield self._world
+        except sqlite3.Error as exc:
+            log.warning("the sandbox world failed (%s); keeping the sandbox world in this process only", exc)
+            self.close()
+
+    def close(self) -> None:
+        """Close the world file (its owner does, once nothing serves from it)."""
+        with self.lock:
+            if self._world is not None:
+                self._world.close()
+                self._world = None
+
+    @property
+    def shared(self) -> bool:
+        """Whether the world lives in a file other processes share."""
+        return self._world is not None
 
     # --- set-up and control, for tests and the sandbox seed ---------------------------------
 
@@ -127,38 +179,61 @@ class EmulatorState:
         plan: str = "business",
         monthly: int = 200_000,
         daily: int = 20_000,
+        used: int = 0,
+        used_daily: int = 0,
     ) -> Workspace:
+        """A workspace and its starting quotas; a world file keeps any usage it already has for it."""
         with self.lock:
             ws = Workspace(workspace_id, name, plan)
-            ws.quotas["tokens"] = Quota("tokens", limit=monthly, limit_daily=daily, daily_refreshed=self.today())
-            ws.quotas["images"] = Quota("images", limit=100, limit_daily=20, daily_refreshed=self.today())
+            today = self.today()
+            ws.quotas["tokens"] = Quota("tokens", monthly, daily, used, used_daily, daily_refreshed=today)
+            ws.quotas["images"] = Quota("images", limit=100, limit_daily=20, daily_refreshed=today)
             self.workspaces[workspace_id] = ws
             return ws
 
     def set_quota(self, workspace_id: str, usage_type: str = "tokens", **changes: Any) -> Quota:
         """Change fields of a quota, e.g. `used_daily=20_000` or `fair_use_reached=True`."""
+
+        def apply(quota: Quota) -> None:
+            for name, value in changes.items():
+                setattr(quota, name, value)
+
         with self.lock:
             quota = self.workspaces[workspace_id].quotas[usage_type]
-            for name, value in changes.items():
+            for name in changes:
                 if not hasattr(quota, name):
                     raise AttributeError(name)
-                setattr(quota, name, value)
+            with self._shared() as world:
+                if world is not None:
+                    return world.change_quota(workspace_id, quota, apply)
+            apply(quota)
             return quota
 
     def expire_tokens(self) -> None:
         """Make every issued token expired, as if its four hours had passed upstream."""
         with self.lock:
             now = self.clock.now()
+            with self._shared() as world:
+                if world is not None:
+                    world.expire_tokens(now)
+                    return
             self.tokens = {t: (client, now - 1) for t, (client, _) in self.tokens.items()}
 
     def revoke_tokens(self) -> None:
         with self.lock:
+            with self._shared() as world:
+                if world is not None:
+                    world.revoke_tokens()
+                    return
             self.tokens.clear()
 
     def set_rate_limit(self, limit: int, window_s: float) -> None:
         with self.lock:
             self.rate_limit, self.rate_window_s = limit, window_s
             self.windows.clear()
+            with self._shared() as world:
+                if world is not None:
+                    world.clear_windows()
 
     def inject(self, route: str, fault: Fault) -> None:
         """Queue a fault for the next `fault.times` requests to `route` (a counter name)."""
@@ -218,31 +293,53 @@ class EmulatorState:
         with self.lock:
             token = "nf_at_" + secrets.token_urlsafe(24)
             now = self.clock.now()
+            self.issued.append(token)
+            with self._shared() as world:
+                if world is not None:
+                    world.add_token(token, client_id, now + self.token_ttl_s, now)
+                    return token
             self.tokens = {t: entry for t, entry in self.tokens.items() if entry[1] > now}  # forget expired ones
             self.tokens[token] = (client_id, now + self.token_ttl_s)
-            self.issued.append(token)
             return token
 
     def token_valid(self, token: str) -> bool:
         with self.lock:
+            with self._shared() as world:
+                if world is not None:
+                    expires_at = world.token_expiry(token)
+                    return expires_at is not None and self.clock.now() < expires_at
             entry = self.tokens.get(token)
             return entry is not None and self.clock.now() < entry[1]
 
     def quota(self, workspace_id: str, usage_type: str) -> Quota:
         """A quota with its daily count reset if a UTC midnight has passed since its last refresh."""
-        with self.lock:
-            quota = self.workspaces[workspace_id].quotas[usage_type]
-            today = self.today()
-            if quota.daily_refreshed != today:
-                quota.used_daily, quota.daily_refreshed = 0, today
-            return quota
+        return self._change_quota(workspace_id, usage_type, lambda _: None)
 
     def charge(self, workspace_id: str, words: int) -> None:
-        with self.lock:
-            quota = self.quota(workspace_id, "tokens")
+        def spend(quota: Quota) -> None:
             quota.used += words
             quota.used_daily += words
+
+        with self.lock:
+            self._change_quota(workspace_id, "tokens", spend)
             self.words_charged += words
+
+    def _change_quota(self, workspace_id: str, usage_type: str, change: Callable[[Quota], None]) -> Quota:
+        """Read-modify-write of one quota, its daily count refreshed first: in the world file, one transaction."""
+        today = self.today()
+
+        def refresh_then_change(quota: Quota) -> None:
+            if quota.daily_refreshed != today:
+                quota.used_daily, quota.daily_refreshed = 0, today
+            change(quota)
+
+        with self.lock:
+            quota = self.workspaces[workspace_id].quotas[usage_type]
+            with self._shared() as world:
+                if world is not None:
+                    return world.change_quota(workspace_id, quota, refresh_then_change)
+            refresh_then_change(quota)
+            return quota
 
     def rate_window(self, key: str) -> RateWindow:
         """The key's current window; windows are fixed, aligned to multiples of their length (e.g. the hour)."""
@@ -250,9 +347,70 @@ class EmulatorState:
             now = self.clock.now()
             window = self.windows.get(key)
             if window is None or now >= window.reset_at:
-                reset_at = (math.floor(now / self.rate_window_s) + 1) * self.rate_window_s
-                window = self.windows[key] = RateWindow(reset_at=reset_at)
+                window = self.windows[key] = RateWindow(reset_at=self._next_reset(now))
             return window
+
+    def _next_reset(self, now: float) -> float:
+        return (math.floor(now / self.rate_window_s) + 1) * self.rate_window_s
+
+    def spend_rate(self, key: str, *, spend: bool) -> tuple[RateWindow, bool]:
+        """The key's window after a request that `spend`s one send from it if it has room; and whether it had none."""
+        over = False
+
+        def take(used: int) -> int:
+            nonlocal over
+            over = spend and used >= self.rate_limit
+            return used + 1 if spend and not over else used
+
+        with self.lock:
+            now = self.clock.now()
+            with self._shared() as world:
+                if world is not None:
+                    reset_at, used = world.spend_window(key, self._next_reset(now), now, take)
+                    return RateWindow(reset_at, used), over
+            window = self.rate_window(key)
+            window.used = take(window.used)
+            return RateWindow(window.reset_at, window.used), over
+
+    def add_snapshot(self, snapshot: dict[str, Any]) -> None:
+        with self.lock:
+            with self._shared() as world:
+                if world is not None:
+                    world.add_snapshot(snapshot)
+                    return
+            self.snapshots[snapshot["id"]] = snapshot
+
+    def snapshot(self, snapshot_id: str) -> dict[str, Any] | None:
+        with self.lock:
+            with self._shared() as world:
+                if world is not None:
+                    return world.snapshot(snapshot_id)
+            return self.snapshots.get(snapshot_id)
+
+    def snapshots_of(self, brain_id: str) -> list[dict[str, Any]]:
+        """A brain's snapshots, newest first."""
+        with self.lock:
+            with self._shared() as world:
+                if world is not None:
+                    return world.snapshots_of(brain_id)
+            mine = [s for s in self.snapshots.values() if s["brain_id"] == brain_id]
+        return sorted(mine, key=lambda s: s["created_at"], reverse=True)
+
+    def snapshot_page(self, brain_id: str, offset: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+        """One page of a brain's snapshots, newest first, and how many it has."""
+        with self.lock:
+            with self._shared() as world:
+                if world is not None:
+                    return world.snapshot_page(brain_id, offset, limit)
+            mine = self.snapshots_of(brain_id)
+            return mine[offset : offset + limit], len(mine)
+
+    def snapshot_count(self) -> int:
+        with self.lock:
+            with self._shared() as world:
+                if world is not None:
+                    return world.snapshot_count()
+            return len(self.snapshots)
 
 
 def completion_words(messages: list[dict[str, Any]], model: str, max_words: int) -> list[str]:

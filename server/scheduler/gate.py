@@ -14,6 +14,9 @@ The gate
   rest of the window instead of bursting (advisory: pacing never makes a call fail);
 - fails a call at once when its place in the queue cannot be reached within its wait budget.
 
+A send in flight is reserved for a few seconds at a time and renewed while its request is out, so
+a process killed mid-request holds the others up for seconds, not for the request's timeout.
+
 Within a process only the head of the queue asks the store; the others wait for their turn,
 which `FairQueue` hands out round-robin between sessions. Between processes, waiting calls go
 roughly in arrival order (tickets in the shared document).
@@ -25,11 +28,15 @@ import contextlib
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import TracebackType
 
 import anyio
+from anyio.abc import TaskGroup
 
+from server import tracing
 from server.clock import Clock
 from server.errors import RateLimited
+from server.metrics import NO_METRICS, Observer
 from server.scheduler.budget import HEARTBEAT_EVERY_S, Budget
 from server.scheduler.fair import FairQueue
 from server.scheduler.window import (
@@ -42,12 +49,14 @@ from server.scheduler.window import (
     Window,
     decide,
     forget_ticket,
+    renew_flights,
     settle,
 )
 from server.state.memory import MemoryStore
 from server.state.store import Change, Doc, Mutation, Store
 
 POLL_S = 0.05  # how often a call waiting on other processes looks at the shared window again
+FLIGHT_LEASE_S = 6.0  # a send in flight stays reserved this long unless its process renews it
 
 
 @dataclass(frozen=True)
@@ -83,36 +92,79 @@ class Gate:
         probe_first: bool = True,
         pace_below: float = 0.1,
         flight_ttl_s: float = 120.0,
+        flight_lease_s: float = FLIGHT_LEASE_S,
+        observer: Observer = NO_METRICS,
     ) -> None:
         self.scope = scope
+        self._observer = observer
         self._clock = clock
         self._store: Store = store or MemoryStore(clock)
         self._key = key or f"gate:{scope}"
         self._probe_first = probe_first
         self._pace_below = pace_below
-        self._flight_ttl_s = flight_ttl_s
+        # On a shared store a reservation is a short lease renewed while the request is out; in
+        # memory nobody else can be held up by a dead process, so it simply lasts the request.
+        self._flight_lease_s = flight_lease_s
+        self._flight_ttl_s = flight_lease_s if self._store.shared else flight_ttl_s
+        self._out: set[str] = set()  # tracked reservations of this process not yet settled
+        self._renewals: TaskGroup | None = None
         self._poll_s = POLL_S if self._store.shared else HEARTBEAT_EVERY_S
         self._turns = FairQueue()
         self._changed = anyio.Event()
         self._seen = Window()  # the last state read or written, for estimates
         self.queued = 0
 
+    async def __aenter__(self) -> Gate:
+        if self._store.shared:
+            self._renewals = anyio.create_task_group()
+            await self._renewals.__aenter__()
+            self._renewals.start_soon(self._renew_forever)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._renewals is not None:
+            self._renewals.cancel_scope.cancel()
+            await self._renewals.__aexit__(exc_type, exc, tb)
+            self._renewals = None
+
+    async def _renew_forever(self) -> None:
+        while True:
+            await anyio.sleep(self._flight_lease_s / 3)  # real time: leases are judged by other processes too
+            if self._out:
+                with contextlib.suppress(Exception):  # a missed renewal costs at most a lease
+                    await self._store.update(self._key, self._renewer(set(self._out)))
+
+    def _renewer(self, reservations: set[str]) -> Mutation[None]:
+        def renew(doc: Doc | None) -> Change[None]:
+            now = self._clock.now()
+            return renew_flights(doc, now, reservations, now + self._flight_lease_s)
+
+        return renew
+
     # --- admission ---------------------------------------------------------------------------
 
     async def acquire(self, budget: Budget) -> Reservation:
         """Wait for this call's turn, then until a request may go out, and reserve it."""
         ahead = self.queued
-        budget.check(self.estimate(ahead), scope=self.scope, why="rate limit")
-        arrived = self._clock.now()
-        self.queued += 1
-        try:
-            await self._take_turn(budget, ahead)
+        with tracing.span(
+            f"gate wait {self.scope}", {"flashsnap.gate": self.scope, "flashsnap.gate.queued_ahead": ahead}
+        ):
+            budget.check(self.estimate(ahead), scope=self.scope, why="rate limit")
+            arrived = self._clock.now()
+            self.queued += 1
+            self._observer.gate_queued(self.scope, self.queued)
             try:
-                return await self._wait_at_head(budget, arrived)
+                await self._take_turn(budget, ahead)
+                try:
+                    return await self._wait_at_head(budget, arrived)
+                finally:
+                    self._turns.release()
             finally:
-                self._turns.release()
-        finally:
-            self.queued -= 1
+                self.queued -= 1
+                self._observer.gate_queued(self.scope, self.queued)
+                self._observer.gate_waited(self.scope, self._clock.now() - arrived)
 
     async def _take_turn(self, budget: Budget, ahead: int) -> None:
         if self._turns.try_take():
@@ -146,6 +198,9 @@ class Gate:
                               self._pace_below)  # fmt: skip
                 decision, self._seen = await self._store.update(self._key, self._decider(asker))
                 if isinstance(decision, Send):
+                    self._observer.rate_limit(self.scope, self._seen.limit, self._seen.remaining)
+                    if decision.tracked:
+                        self._out.add(me)
                     return Reservation(me, decision.tracked)
                 if isinstance(decision, Wait):
                     seconds = decision.seconds
@@ -193,12 +248,16 @@ class Gate:
         await self._settle(Answer(reservation.id, reservation.tracked, answered=False, sent=sent))
 
     async def _settle(self, answer: Answer) -> None:
+        self._out.discard(answer.reservation)
+
         def learn(doc: Doc | None) -> Change[Window]:
             return settle(doc, self._clock.now(), answer)
 
-        # Shielded: a cancelled call must still give back what it reserved.
-        with anyio.CancelScope(shield=True):
-            self._seen = await self._store.update(self._key, learn)
+        if answer.informative:  # an untracked send with no rate-limit headers has nothing to settle
+            # Shielded: a cancelled call must still give back what it reserved.
+            with anyio.CancelScope(shield=True):
+                self._seen = await self._store.update(self._key, learn)
+            self._observer.rate_limit(self.scope, self._seen.limit, self._seen.remaining)
         self._changed.set()
         self._changed = anyio.Event()
 

@@ -17,6 +17,7 @@ from anyio.abc import TaskGroup
 
 from server.clock import Clock
 from server.errors import RateLimited
+from server.metrics import NO_METRICS, Observer
 from server.scheduler.budget import HEARTBEAT_EVERY_S, Budget
 from server.state.memory import MemoryStore
 from server.state.store import Change, Doc, Mutation, Store
@@ -24,7 +25,7 @@ from server.state.store import Change, Doc, Mutation, Store
 POLL_S = 0.05
 
 
-def _held(doc: Doc | None, now: float) -> dict[str, float]:
+def holders(doc: Doc | None, now: float) -> dict[str, float]:
     holders = (doc or {}).get("holders")
     if not isinstance(holders, dict):
         return {}
@@ -33,9 +34,11 @@ def _held(doc: Doc | None, now: float) -> dict[str, float]:
 
 class Slots:
     def __init__(
-        self, clock: Clock, limit: int, *, store: Store | None = None, key: str = "slots", lease_s: float = 30.0
-    ) -> None:
+        self, clock: Clock, limit: int, *, store: Store | None = None, key: str = "slots", lease_s: float = 30.0,
+        observer: Observer = NO_METRICS,
+    ) -> None:  # fmt: skip
         self._clock = clock
+        self._observer = observer
         self.limit = limit
         self._store: Store = store or MemoryStore(clock)
         self._key = key
@@ -60,7 +63,7 @@ class Slots:
         self._renewals = None
 
     async def in_use(self, name: str) -> int:
-        return len(_held(await self._store.get(f"{self._key}:{name}"), self._clock.now()))
+        return len(holders(await self._store.get(f"{self._key}:{name}"), self._clock.now()))
 
     @contextlib.asynccontextmanager
     async def hold(self, name: str, budget: Budget, *, scope: str) -> AsyncIterator[None]:
@@ -84,10 +87,12 @@ class Slots:
                 retry_after_s=HEARTBEAT_EVERY_S,
             )
         self._mine[me] = key
+        self._observer.slots_in_use(name, 1)
         try:
             yield
         finally:
             del self._mine[me]
+            self._observer.slots_in_use(name, -1)
             with anyio.CancelScope(shield=True):
                 await self._store.update(key, self._giver(me))
             self._freed.set()
@@ -96,7 +101,7 @@ class Slots:
     def _taker(self, me: str) -> Mutation[bool]:
         def take(doc: Doc | None) -> Change[bool]:
             now = self._clock.now()
-            held = _held(doc, now)
+            held = holders(doc, now)
             if len(held) >= self.limit:
                 return Change(False)
             held[me] = now + self._lease_s
@@ -106,7 +111,7 @@ class Slots:
 
     def _giver(self, me: str) -> Mutation[None]:
         def give(doc: Doc | None) -> Change[None]:
-            held = _held(doc, self._clock.now())
+            held = holders(doc, self._clock.now())
             held.pop(me, None)
             return Change(None, {"holders": held} if held else None, self._lease_s)
 
@@ -121,7 +126,7 @@ class Slots:
     def _renewer(self, me: str) -> Mutation[None]:
         def renew(doc: Doc | None) -> Change[None]:
             now = self._clock.now()
-            held = _held(doc, now)
+            held = holders(doc, now)
             held[me] = now + self._lease_s
             return Change(None, {"holders": held}, self._lease_s)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import httpx2
 
+from server import tracing
 from server.backoff import full_jitter
 from server.clock import Clock
 from server.httpio import (
@@ -32,6 +33,7 @@ from server.httpio import (
     error_body,
     retry_after,
 )
+from server.metrics import NO_METRICS, Observer
 from server.scheduler import budget as budgets
 from server.scheduler.gate import Gate
 
@@ -41,11 +43,15 @@ MAX_THROTTLES = 10  # the wait budget is the real bound; this one stops a zero R
 
 
 class ScheduledTransport(httpx2.AsyncBaseTransport):
-    def __init__(self, inner: httpx2.AsyncBaseTransport, gate: Gate, clock: Clock, *, attempts: int = 4) -> None:
+    def __init__(
+        self, inner: httpx2.AsyncBaseTransport, gate: Gate, clock: Clock, *, attempts: int = 4,
+        observer: Observer = NO_METRICS,
+    ) -> None:  # fmt: skip
         self._inner = inner
         self.gate = gate
         self._clock = clock
         self._attempts = attempts
+        self._observer = observer
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         budget = budgets.current(self._clock)
@@ -56,12 +62,13 @@ class ScheduledTransport(httpx2.AsyncBaseTransport):
             trace = SendTrace()
             request.extensions = {**request.extensions, "trace": trace}
             try:
-                response = await self._inner.handle_async_request(request)
+                response = await self._attempt(request, resends=failures + throttles)
             except httpx2.TransportError as exc:
                 unsent = isinstance(exc, UNSENT) or not trace.written
                 await self.gate.unanswered(reservation, sent=not unsent)
                 failures += 1
                 if (unsent or safe) and failures < self._attempts:
+                    self._observer.retry(self.gate.scope, "transport")
                     await self._back_off(budget, failures)
                     continue
                 if unsent and not isinstance(exc, UNSENT):
@@ -88,6 +95,7 @@ class ScheduledTransport(httpx2.AsyncBaseTransport):
                 throttled_for = wait or full_jitter(throttles, base_s=1.0)
                 await self.gate.answered(reservation, response.headers, throttled_for=throttled_for)
                 if throttles < MAX_THROTTLES:
+                    self._observer.retry(self.gate.scope, "rate_limited")
                     continue  # provably not processed; the gate holds the whole queue until the retry time
                 return response
             await self.gate.answered(reservation, response.headers)
@@ -98,9 +106,26 @@ class ScheduledTransport(httpx2.AsyncBaseTransport):
             if response.status_code >= 500 and safe:
                 failures += 1
                 if failures < self._attempts:
+                    self._observer.retry(self.gate.scope, "server_error")
                     await response.aclose()
                     await self._back_off(budget, failures)
                     continue
+            return response
+
+    async def _attempt(self, request: httpx2.Request, *, resends: int) -> httpx2.Response:
+        """One attempt, observed: a client span (until the answer's head) and the request counter."""
+        method, path = request.method, request.url.path
+        with tracing.http_span(method, request.url, path) as span:
+            if span is not None and resends:
+                span.set_attribute("http.request.resend_count", resends)
+            try:
+                response = await self._inner.handle_async_request(request)
+            except Exception as exc:
+                self._observer.upstream(self.gate.scope, method, path, "error")
+                tracing.failed(span, exc)
+                raise
+            self._observer.upstream(self.gate.scope, method, path, str(response.status_code))
+            tracing.answered(span, response.status_code)
             return response
 
     async def _back_off(self, budget: budgets.Budget, attempt: int) -> None:

@@ -32,6 +32,7 @@ class Window:
     blocked_until: float = 0.0
     window_s: float | None = None
     answered: int = 0
+    sent: int = 0  # sends counted against the current window (or, before the first reset is known, ever)
     last_send: float = -math.inf
     flights: dict[str, float] = field(default_factory=dict)  # reservation -> expires at
     waiting: dict[str, tuple[float, float]] = field(default_factory=dict)  # ticket -> (arrived at, expires at)
@@ -48,6 +49,7 @@ class Window:
                 blocked_until=float(doc.get("blocked_until") or 0.0),
                 window_s=_opt_float(doc.get("window_s")),
                 answered=int(doc.get("answered") or 0),
+                sent=int(doc.get("sent") or 0),
                 last_send=float(doc["last_send"]) if doc.get("last_send") is not None else -math.inf,
                 flights={str(k): float(v) for k, v in dict(doc.get("flights") or {}).items()},
                 waiting={str(k): (float(v[0]), float(v[1])) for k, v in dict(doc.get("waiting") or {}).items()},
@@ -66,6 +68,7 @@ class Window:
             "blocked_until": self.blocked_until,
             "window_s": self.window_s,
             "answered": self.answered,
+            "sent": self.sent,
             "last_send": None if self.last_send == -math.inf else self.last_send,
             "flights": self.flights,
             "waiting": {k: list(v) for k, v in self.waiting.items()},
@@ -136,7 +139,11 @@ def decide(doc: Doc | None, now: float, asker: Asker) -> Change[tuple[Decision, 
         decision = Wait(w.reset_at - now, "rate limit budget spent")
     else:
         if w.reset_at is not None and now >= w.reset_at:
-            w.remaining, w.reset_at = w.limit, None  # the window is over: a fresh one starts with our next send
+            # The window is over: a fresh one starts with our next send. Sends still unanswered may land
+            # in it, so they count against it.
+            w.sent = w.in_flight
+            w.remaining = None if w.limit is None else max(0, w.limit - w.sent)
+            w.reset_at = None
         others = [t for k, t in w.waiting.items() if k != asker.id]
         older = sum(1 for arrived, _ in others if arrived < asker.arrived_at)
         if w.remaining is not None and older >= w.remaining:
@@ -159,6 +166,7 @@ def decide(doc: Doc | None, now: float, asker: Asker) -> Change[tuple[Decision, 
     if tracked:
         if w.remaining is not None:
             w.remaining -= 1
+        w.sent += 1
         w.flights[asker.id] = now + asker.flight_ttl_s
         w.last_send = now
     return Change((Send(tracked=tracked), w), w.dump(), WINDOW_TTL_S)
@@ -212,25 +220,55 @@ def settle(doc: Doc | None, now: float, answer: Answer) -> Change[Window]:
         return Change(w)
     w.flights.pop(answer.reservation, None)
     if not answer.answered:
-        if not answer.sent and answer.tracked and w.remaining is not None:
-            w.remaining += 1  # it never left: its place in the budget is given back
+        if not answer.sent and answer.tracked:
+            w.sent = max(0, w.sent - 1)  # it never left: its place in the budget is given back
+            if w.remaining is not None:
+                w.remaining += 1
         return Change(w, w.dump(), WINDOW_TTL_S)
     w.answered += 1
     if answer.limit is not None:
         w.limit = answer.limit
     # An answer from a window that is already over says nothing about the current one.
     if answer.remaining is not None and answer.reset is not None and answer.reset > now:
-        others = w.in_flight  # sent before this answer, maybe not counted in it yet
         if w.reset_at is None or answer.reset > w.reset_at + 0.5:
             if w.reset_at is None and w.window_s is None:
                 w.window_s = max(1.0, answer.reset - now)
+            if w.reset_at is not None:
+                # The upstream's window moved on without us seeing it turn: this answer's request, and
+                # any still unanswered, may be counted in the new one.
+                w.sent = w.in_flight + 1
             w.reset_at = float(answer.reset)
-            w.remaining = max(0, answer.remaining - others)
+            w.remaining = _remaining(w, answer.remaining, assumed=None)
         else:
-            w.remaining = min(w.remaining if w.remaining is not None else answer.remaining, answer.remaining)
+            w.remaining = _remaining(w, answer.remaining, assumed=w.remaining)
     if answer.throttled_for is not None:
         w.blocked_until = max(w.blocked_until, now + answer.throttled_for)
     return Change(w, w.dump(), WINDOW_TTL_S)
+
+
+def _remaining(w: Window, reported: int, assumed: int | None) -> int:
+    """The budget left, from our own count of sends and what the upstream reported.
+
+    The upstream's figure is already stale by the sends still in flight, so on its own it can only
+    be trusted pessimistically (less those in flight). Our own count (limit less sends this window)
+    is exact while nobody else uses the credential, which a report at or above it confirms; a lower
+    report means someone else does, and then the pessimistic reading is the safe one.
+    """
+    own = assumed if assumed is not None else (None if w.limit is None else max(0, w.limit - w.sent))
+    if own is not None and reported >= own:
+        return own
+    return max(0, reported - w.in_flight) if own is None else min(own, max(0, reported - w.in_flight))
+
+
+def renew_flights(doc: Doc | None, now: float, reservations: set[str], until: float) -> Change[None]:
+    """Keep this process's sends in flight reserved; one that already ran out stays gone."""
+    w = Window.load(doc, now)
+    mine = reservations & w.flights.keys()
+    if not mine:
+        return Change(None)
+    for reservation in mine:
+        w.flights[reservation] = until
+    return Change(None, w.dump(), WINDOW_TTL_S)
 
 
 def forget_ticket(doc: Doc | None, now: float, ticket: str) -> Change[None]:

@@ -30,6 +30,7 @@ class FallbackStore:
         self._local = MemoryStore(clock)
         self._down_since: float | None = None
         self._tried_at = 0.0
+        self._probing = False  # a call is trying the shared store again while degraded
         self.problem: str | None = None
 
     @property
@@ -42,6 +43,9 @@ class FallbackStore:
     async def update(self, key: str, mutate: Mutation[R]) -> R:
         return await self._either(lambda store: store.update(key, mutate))
 
+    async def keys(self, prefix: str) -> list[str]:
+        return await self._either(lambda store: store.keys(prefix))
+
     async def ping(self) -> None:
         await self.primary.ping()
 
@@ -53,18 +57,22 @@ class FallbackStore:
         await self._local.aclose()
 
     async def _either(self, op: Callable[[Store], Awaitable[T]]) -> T:
-        now = self._clock.now()
-        if self._down_since is not None and now - self._tried_at < self._retry_every_s:
-            return await op(self._local)
+        if self._down_since is not None and (self._probing or self._clock.now() - self._tried_at < self._retry_every_s):
+            return await op(self._local)  # one call at a time finds out whether the store is back
+        self._probing = self._down_since is not None
         try:
             result = await op(self.primary)
         except StoreUnavailable as exc:
-            self._tried_at = now
+            # Measured from the failure, not the attempt: a try that waited out a lock must not
+            # make the next call wait again at once.
+            self._tried_at = self._clock.now()
             if self._down_since is None:
-                self._down_since = now
+                self._down_since = self._tried_at
                 self.problem = str(exc)
                 log.warning("shared state unavailable, going on with this process's own state: %s", exc)
             return await op(self._local)
+        finally:
+            self._probing = False
         if self._down_since is not None:
             log.warning("shared state is back (%s); process-local state dropped", self.primary.describe())
             self._down_since = None

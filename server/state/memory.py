@@ -29,6 +29,10 @@ class MemoryStore:
             self._docs[key] = (encode(change.doc), self._clock.now() + change.ttl_s)
         return change.result
 
+    async def keys(self, prefix: str) -> list[str]:
+        now = self._clock.now()
+        return sorted(k for k, (_, expires_at) in self._docs.items() if k.startswith(prefix) and expires_at > now)
+
     def _read(self, key: str) -> Doc | None:
         entry = self._docs.get(key)
         if entry is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,12 @@ async def open_store(
     except StoreUnavailable as exc:
         log.warning("%s; keeping state in this process only (set FLASHSNAP_STATE_DIR to fix)", exc)
         return MemoryStore(clock, problem=str(exc))
+    except Exception as exc:  # a platform we did not foresee: state in the process beats no server at all
+        what = f"the state database {sqlite.describe()} could not be opened ({type(exc).__name__})"
+        log.warning("%s; keeping state in this process only (set FLASHSNAP_STATE_DIR to fix)", what, exc_info=True)
+        with contextlib.suppress(Exception):
+            await sqlite.aclose()
+        return MemoryStore(clock, problem=what)
     return FallbackStore(sqlite, clock)
 
 

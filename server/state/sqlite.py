@@ -3,16 +3,18 @@
 The directory is made 0700 and the database 0600 (SQLite gives its WAL and shared-memory files
 the database's permissions), so a token kept there is readable by its user only. WAL lets
 readers go on while one process writes; writes are short `BEGIN IMMEDIATE` transactions that
-wait for each other up to a busy timeout. Every call runs in a worker thread, one at a time per
-store, so the event loop never blocks on the disk or on another process's lock.
+wait for each other up to a busy timeout.
+
+The event loop never waits on the disk or on another process's lock: a call first tries a
+connection that gives up at once when the database is locked and never checkpoints (so it only
+reads, or appends a page to the WAL, in microseconds); when it meets a lock it goes to a worker
+thread, whose connection waits up to the busy timeout. Checkpoints and sweeps run in that thread.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
-import stat
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -21,11 +23,16 @@ from typing import TypeVar
 import anyio
 
 from server.clock import Clock
+from server.state.files import private_file
 from server.state.store import KEEP, SCHEMA, Doc, Mutation, R, StoreUnavailable, decode, encode
 
 T = TypeVar("T")
 FILENAME = f"state-v{SCHEMA}.sqlite3"  # another schema version keeps its own file and never misreads ours
-PURGE_EVERY = 500  # writes between sweeps of expired documents
+PURGE_EVERY = 500  # writes between sweeps of expired documents (and checkpoints of the WAL)
+
+
+class _Locked(Exception):
+    """Another connection holds the lock this call needs."""
 
 
 class SQLiteStore:
@@ -38,7 +45,8 @@ class SQLiteStore:
         self.path = path
         self._clock = clock
         self._busy_timeout_s = busy_timeout_s
-        self._db: sqlite3.Connection | None = None
+        self._db: sqlite3.Connection | None = None  # the worker thread's: waits for locks, checkpoints
+        self._quick: sqlite3.Connection | None = None  # the event loop's: never waits, never checkpoints
         self._lock = threading.Lock()
         self._limiter = anyio.CapacityLimiter(1)
         self._writes = 0
@@ -55,6 +63,12 @@ class SQLiteStore:
     async def update(self, key: str, mutate: Mutation[R]) -> R:
         return await self._run(lambda db: self._update(db, key, mutate))
 
+    async def keys(self, prefix: str) -> list[str]:
+        # substr, not LIKE: a prefix may hold % or _.
+        query = "SELECT key FROM docs WHERE substr(key, 1, ?) = ? AND expires_at > ? ORDER BY key"
+        rows = await self._run(lambda db: db.execute(query, (len(prefix), prefix, self._clock.now())).fetchall())
+        return [str(row[0]) for row in rows]
+
     async def ping(self) -> None:
         await self._run(lambda db: db.execute("SELECT count(*) FROM docs").fetchone())
 
@@ -62,12 +76,62 @@ class SQLiteStore:
         return str(self.path)
 
     async def aclose(self) -> None:
+        self._close_quick()
         await self._run_unlocked(self._close)
+
+    # --- on the event loop, when nothing is locked --------------------------------------------
+
+    async def _run(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        writes = self._writes
+        result = await self._either(op)
+        if self._writes // PURGE_EVERY != writes // PURGE_EVERY:
+            with contextlib.suppress(StoreUnavailable):  # housekeeping: never the call's failure
+                await self._run_unlocked(lambda: self._sweep(self._connection()))
+        return result
+
+    async def _either(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        if self._quick is not None:
+            try:
+                return self._on_loop(op, self._quick)
+            except _Locked:
+                pass  # another process is writing: wait for it in the worker thread
+        result = await self._run_unlocked(lambda: op(self._connection()))
+        if self._quick is None:
+            self._quick = await self._run_unlocked(self._connect_quick)
+        return result
+
+    def _on_loop(self, op: Callable[[sqlite3.Connection], T], db: sqlite3.Connection) -> T:
+        try:
+            return op(db)
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                raise _Locked from None
+            self._close_quick()
+            raise StoreUnavailable(f"the state database {self.path} failed: {exc}") from None
+        except sqlite3.Error as exc:
+            self._close_quick()
+            raise StoreUnavailable(f"the state database {self.path} failed: {exc}") from None
+
+    def _close_quick(self) -> None:
+        if self._quick is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._quick.close()
+            self._quick = None
 
     # --- in the worker thread -------------------------------------------------------------------
 
-    async def _run(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        return await self._run_unlocked(lambda: op(self._connection()))
+    def _connect_quick(self) -> sqlite3.Connection | None:
+        try:
+            db = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints write back the WAL: the thread's job
+        except sqlite3.Error:
+            return None  # the thread's connection serves alone
+        return db
+
+    def _sweep(self, db: sqlite3.Connection) -> None:
+        db.execute("DELETE FROM docs WHERE expires_at <= ?", (self._clock.now(),))
+        db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     async def _run_unlocked(self, op: Callable[[], T]) -> T:
         def guarded() -> T:
@@ -88,14 +152,8 @@ class SQLiteStore:
         return self._db
 
     def _connect(self) -> sqlite3.Connection:
-        directory = self.path.parent
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if directory.stat().st_uid == os.getuid():
-            directory.chmod(0o700)
-        # Create the file 0600 before SQLite opens it, whatever the umask.
-        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-        if stat.S_IMODE(self.path.stat().st_mode) & 0o077:
-            self.path.chmod(0o600)
+        # Created 0600 before SQLite opens it; SQLite gives its WAL and shared-memory files the same mode.
+        private_file(self.path)
         db = sqlite3.connect(self.path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=False)
         try:
             db.execute("PRAGMA journal_mode=WAL")
@@ -136,10 +194,8 @@ class SQLiteStore:
                     "ON CONFLICT(key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
                     (key, encode(change.doc), now + change.ttl_s),
                 )
-            self._writes += 1
-            if self._writes % PURGE_EVERY == 0:
-                db.execute("DELETE FROM docs WHERE expires_at <= ?", (now,))
             db.execute("COMMIT")
+            self._writes += 1
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")

@@ -70,6 +70,9 @@ class Store(Protocol):
 
     async def update(self, key: str, mutate: Mutation[R]) -> R: ...
 
+    async def keys(self, prefix: str) -> list[str]:
+        """The keys of live documents that start with `prefix`, sorted (for the status view, not for hot paths)."""
+
     async def ping(self) -> None:
         """Raise `StoreUnavailable` unless the store answers now."""
 

@@ -1,0 +1,1 @@
+"""Developer commands: `make demo` and `make mcpb`."""

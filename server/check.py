@@ -1,0 +1,345 @@
+"""`flashsnap-mcp check`: try each configured service with its cheapest request and say what works and what to fix."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import anyio
+
+from server import __version__, logs
+from server.clock import Clock, SystemClock
+from server.config import Settings
+from server.errors import ConfigurationError, FlashsnapError
+from server.quota import TEXT_USAGE, judge
+from server.runtime import Runtime, open_runtime, open_state
+
+Status = Literal["ok", "warn", "fail", "skip"]
+MARKS: dict[Status, str] = {"ok": "ok", "warn": "warn", "fail": "FAIL", "skip": "-"}
+MAX_QUOTA_LOOKUPS = 5  # one request each: enough for the accounts people have, bounded for those they don't
+
+
+@dataclass
+class Finding:
+    """One line of the report: what was tried, how it went, the facts, and the fix when it failed."""
+
+    service: str
+    item: str
+    status: Status
+    detail: str
+    fix: str | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Report:
+    findings: list[Finding] = field(default_factory=list)
+
+    def add(self, *args: Any, **kwargs: Any) -> Finding:
+        finding = Finding(*args, **kwargs)
+        self.findings.append(finding)
+        return finding
+
+    @property
+    def ok(self) -> bool:
+        """Everything configured works, and something is configured."""
+        configured = [f for f in self.findings if f.service in ("neuroflash", "neuralsnap") and f.status != "skip"]
+        return bool(configured) and not any(f.status == "fail" for f in self.findings)
+
+
+# What a person fixes, by service and error code; the model-facing hint says what a model should do instead.
+FIXES: dict[tuple[str, str], str] = {
+    ("neuroflash", "upstream_unavailable"): "Check NEUROFLASH_TOKEN_URL / NEUROFLASH_API_URL and the network; "
+    "if they are right, neuroflash is down: try again later.",
+    ("neuralsnap", "upstream_unavailable"): "Check NEURALSNAP_API_URL and the network; "
+    "if they are right, NeuralSnap is down: try again later.",
+    ("neuroflash", "not_found"): "Check NEUROFLASH_TOKEN_URL / NEUROFLASH_API_URL: they point at the wrong place.",
+    ("neuralsnap", "not_found"): "Check NEURALSNAP_API_URL: it must end in /api/v1.",
+    ("neuroflash", "rate_limited"): "Wait for the rate-limit window to reset, then run the check again.",
+    ("neuralsnap", "rate_limited"): "The key's hourly limit is spent: wait for the reset, then run the check again.",
+}
+
+
+def _failed(report: Report, service: str, item: str, exc: FlashsnapError) -> None:
+    fix = FIXES.get((service, exc.code), exc.hint or None)
+    report.add(service, item, "fail", exc.message, fix, {"code": exc.code})
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{max(1, minutes)} min"
+
+
+def _when(timestamp: float | None) -> str:
+    return "unknown" if timestamp is None else datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+async def _check_state(settings: Settings, clock: Clock, report: Report) -> None:
+    try:
+        store = await open_state(settings, clock)
+    except ConfigurationError as exc:
+        report.add(
+            "state",
+            settings.store,
+            "fail",
+            exc.message,
+            "Start the Redis/Valkey server, fix FLASHSNAP_REDIS_URL, or use FLASHSNAP_STATE=sqlite for a single host.",
+        )
+        return
+    try:
+        report.add("state", store.kind, "ok", f"shared state store reachable: {store.describe()}")
+    finally:
+        await store.aclose()
+
+
+async def _check_neuroflash(runtime: Runtime, settings: Settings, report: Report) -> None:
+    service = "neuroflash"
+    if not settings.neuroflash_configured:
+        report.add(
+            service,
+            "credentials",
+            "skip",
+            "not configured: the neuroflash tools are off",
+            "Set NEUROFLASH_CLIENT_ID and NEUROFLASH_CLIENT_SECRET to use them.",
+        )
+        return
+    neuroflash = runtime.neuroflash()
+    try:
+        await neuroflash.tokens.token()
+    except FlashsnapError as exc:
+        _failed(report, service, "token", exc)
+        return
+    left, lifetime = neuroflash.tokens.validity() or (0.0, 0.0)
+    report.add(
+        service,
+        "token",
+        "ok",
+        f"token obtained for client {settings.neuroflash_client_id}, valid for {_duration(left)}",
+        facts={"expires_in_s": round(left), "lifetime_s": round(lifetime)},
+    )
+    try:
+        workspaces = await neuroflash.client.workspaces()
+    except FlashsnapError as exc:
+        _failed(report, service, "workspaces", exc)
+        return
+    default = neuroflash.workspaces.default(workspaces)
+    names = ", ".join(f"{w.name} ({w.id}){' [default]' if w.id == default else ''}" for w in workspaces)
+    facts: dict[str, Any] = {"workspaces": [w.model_dump() for w in workspaces], "default": default}
+    ids = [w.id for w in workspaces]
+    if not workspaces:
+        report.add(
+            service,
+            "workspaces",
+            "fail",
+            "the service account sees no workspace",
+            "Give the service account access to a workspace in neuroflash.",
+            facts,
+        )
+        return
+    if settings.neuroflash_workspace_id and settings.neuroflash_workspace_id not in ids:
+        report.add(
+            service,
+            "workspaces",
+            "fail",
+            f"NEUROFLASH_WORKSPACE_ID={settings.neuroflash_workspace_id} is not "
+            f"one of the account's workspaces: {names}",
+            "Set NEUROFLASH_WORKSPACE_ID to one of " + ", ".join(ids) + ", or leave it unset.",
+            facts,
+        )
+    elif default is None:
+        report.add(
+            service,
+            "workspaces",
+            "warn",
+            f"{len(workspaces)} workspaces, no default: {names}",
+            "Tools then need workspace_id; set NEUROFLASH_WORKSPACE_ID to one of "
+            + ", ".join(ids)
+            + " to have a default.",
+            facts,
+        )
+    else:
+        report.add(service, "workspaces", "ok", f"{len(workspaces)}: {names}", facts=facts)
+    now = runtime.clock.now()
+    for workspace in workspaces[:MAX_QUOTA_LOOKUPS]:
+        try:
+            quotas = await neuroflash.client.quotas(workspace.id)
+        except FlashsnapError as exc:
+            _failed(report, service, f"quota {workspace.name}", exc)
+            continue
+        text = next((q for q in quotas if q.usage_type_key == TEXT_USAGE), None)
+        if text is None:
+            report.add(service, f"quota {workspace.name}", "warn", "no text quota: generate cannot run here")
+            continue
+        verdict = judge(text, now)
+        detail = (
+            f"{verdict.daily_remaining:,} of {text.limit_amount_daily:,} words left today, "
+            f"{text.available_amount:,} this month"
+        )
+        facts = {
+            "workspace_id": workspace.id,
+            "daily_remaining": verdict.daily_remaining,
+            "daily_limit": text.limit_amount_daily,
+            "monthly_available": text.available_amount,
+            "can_generate": verdict.can_generate,
+        }
+        if verdict.can_generate:
+            report.add(service, f"quota {workspace.name}", "ok", detail, facts=facts)
+        else:
+            # Not a setup fault: the credentials work, the words are spent.
+            report.add(
+                service,
+                f"quota {workspace.name}",
+                "warn",
+                f"{detail}; cannot generate: {verdict.reason}",
+                "Wait for the reset, or pick another workspace.",
+                facts,
+            )
+    await _rate_limit(runtime, service, report)
+
+
+async def _check_neuralsnap(runtime: Runtime, settings: Settings, report: Report) -> None:
+    service = "neuralsnap"
+    if settings.neuralsnap_api_key is None:
+        report.add(
+            service,
+            "api key",
+            "skip",
+            "not configured: the NeuralSnap tools are off",
+            "Set NEURALSNAP_API_KEY (ns_live_… or ns_test_…) to use them.",
+        )
+        return
+    kind = "test" if settings.neuralsnap_api_key.get_secret_value().startswith("ns_test_") else "live"
+    try:
+        _, total = await runtime.neuralsnap().recent(1)
+    except FlashsnapError as exc:
+        _failed(report, service, "api key", exc)
+        return
+    saved = "" if total is None else f", {total:,} snapshots saved"
+    report.add(service, "api key", "ok", f"{kind} key accepted{saved}", facts={"key_kind": kind, "snapshots": total})
+    await _rate_limit(runtime, service, report)
+
+
+async def _rate_limit(runtime: Runtime, service: str, report: Report) -> None:
+    gate = runtime.gates.get(service)
+    if gate is None:
+        return
+    view = await gate.view()
+    facts = {"limit": view.limit, "remaining": view.remaining, "resets_at": _when(view.resets_at)}
+    if view.limit is None or view.remaining is None:
+        report.add(service, "rate limit", "ok", "no rate-limit headers in the answers", facts=facts)
+    elif view.remaining == 0:
+        report.add(
+            service,
+            "rate limit",
+            "warn",
+            f"0 of {view.limit:,} requests left until {_when(view.resets_at)}",
+            "Calls wait for the reset (or fail with retry_after_s); a higher plan raises the limit.",
+            facts,
+        )
+    else:
+        report.add(
+            service,
+            "rate limit",
+            "ok",
+            f"{view.remaining:,} of {view.limit:,} requests left until {_when(view.resets_at)}",
+            facts=facts,
+        )
+
+
+def _check_tools(settings: Settings, report: Report) -> None:
+    from server.app import tool_selection  # the app factory is the one that knows the tools
+
+    try:
+        selection = tool_selection(settings)
+    except ConfigurationError as exc:
+        report.add("tools", "selection", "fail", exc.message, "Fix FLASHSNAP_TOOLS / FLASHSNAP_EXCLUDE_TOOLS.")
+        return
+    off = f"; off: {', '.join(selection.off)}" if selection.off else ""
+    report.add(
+        "tools",
+        "selection",
+        "ok",
+        f"{len(selection.enabled)} on: {', '.join(selection.enabled)}{off}",
+        facts={"enabled": list(selection.enabled), "off": list(selection.off)},
+    )
+
+
+async def run_checks(settings: Settings, clock: Clock | None = None) -> Report:
+    """Every check, each bounded in time; one failing does not stop the others."""
+    clock = clock or SystemClock()
+    report = Report()
+    _check_tools(settings, report)
+    await _check_state(settings, clock, report)
+    # The upstream checks use a private in-memory store, so they always ask the token endpoint
+    # (a token cached by a running server would prove nothing about the credentials today).
+    probe = settings.model_copy(update={"state": "memory", "timeout_s": min(settings.timeout_s, 20.0)})
+    with anyio.move_on_after(120) as scope:
+        async with open_runtime(probe, clock) as runtime:
+            await _check_neuroflash(runtime, settings, report)
+            await _check_neuralsnap(runtime, settings, report)
+    if scope.cancelled_caught:
+        report.add("check", "time", "fail", "the checks took longer than 120 s", "Check the network and the API URLs.")
+    return report
+
+
+def render(report: Report) -> str:
+    """A table a person reads: one line per check, the fix indented under it."""
+    rows = [(MARKS[f.status], f.service, f.item, f.detail, f.fix) for f in report.findings]
+    widths = [max(len(row[i] or "") for row in rows) for i in range(3)]
+    lines = []
+    for mark, service, item, detail, fix in rows:
+        lines.append(f"{mark:<{widths[0]}}  {service:<{widths[1]}}  {item:<{widths[2]}}  {detail}")
+        if fix:
+            lines.append(f"{'':<{widths[0] + widths[1] + widths[2] + 6}}fix: {fix}")
+    verdict = "everything configured works" if report.ok else "something needs fixing (see FAIL above)"
+    if not any(f.service in ("neuroflash", "neuralsnap") and f.status != "skip" for f in report.findings):
+        verdict = "no service is configured"
+    return "\n".join([*lines, "", f"flashsnap-mcp {__version__}: {verdict}"])
+
+
+@contextlib.contextmanager
+def _environment(sandbox: bool) -> Iterator[Mapping[str, str]]:
+    if not sandbox:
+        yield os.environ
+        return
+    from server.cli import sandbox_environment
+
+    with sandbox_environment(os.environ) as environ:
+        yield environ
+
+
+def main(argv: Sequence[str]) -> None:
+    parser = argparse.ArgumentParser(
+        prog="flashsnap-mcp check",
+        description="Try each configured service with its cheapest request; exit 0 only when all of it works.",
+    )
+    parser.add_argument("--sandbox", action="store_true", help="check against the built-in emulator")
+    parser.add_argument("--json", action="store_true", help="print the findings as JSON")
+    args = parser.parse_args(argv)
+    logs.configure("ERROR")  # the report is the output; failures are in it
+    with _environment(args.sandbox) as environ:
+        try:
+            settings = Settings.from_env(environ, sandbox=args.sandbox)
+        except ConfigurationError as exc:
+            report = Report()
+            report.add("config", "environment", "fail", exc.message, "Fix the variables named above.")
+        else:
+            logs.configure("ERROR", settings.secrets)
+            report = anyio.run(run_checks, settings)
+            if args.sandbox:
+                report.findings.insert(
+                    0, Finding("mode", "sandbox", "ok", "checking the built-in emulator, not the real services")
+                )
+    if args.json:
+        out = {"ok": report.ok, "version": __version__, "findings": [asdict(f) for f in report.findings]}
+        print(json.dumps(out, indent=2))  # noqa: T201 - the command's output
+    else:
+        print(render(report))  # noqa: T201 - the command's output
+    sys.exit(0 if report.ok else 1)

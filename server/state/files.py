@@ -1,0 +1,24 @@
+"""Files only their user can read: the state database and the sandbox world, on any platform."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from pathlib import Path
+
+
+def private_file(path: Path) -> None:
+    """Create `path` 0600 (and its directory 0700, when it has to be made), whatever the umask.
+
+    A directory that already exists keeps its mode: it may be one the user chose and shares on
+    purpose; the file in it is private all the same.
+    """
+    directory = path.parent
+    if not directory.is_dir():
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):
+            directory.chmod(0o700)  # mkdir's mode passes through the umask
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    if os.name == "posix" and stat.S_IMODE(path.stat().st_mode) & 0o077:
+        path.chmod(0o600)

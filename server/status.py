@@ -1,0 +1,199 @@
+"""`flashsnap-mcp status`: what the servers sharing a state store know, per account; never a token or a key.
+
+It opens the same store the servers use (the state directory or Redis, from the same
+environment) and reads, for each account the servers registered: when the neuroflash token
+expires, each rate-limit gate (limit, remaining, reset, penalty, queue), the last quotas seen
+per workspace, and the generation streams in use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+
+from server import logs
+from server.clock import Clock, SystemClock
+from server.config import Settings
+from server.errors import ConfigurationError
+from server.runtime import open_state
+from server.scheduler.slots import holders
+from server.scheduler.window import Window
+from server.state import accounts
+from server.state.store import Store
+
+CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear screen: --watch redraws in place
+
+
+def _when(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
+async def gather(store: Store, clock: Clock) -> dict[str, Any]:
+    """The whole view as plain data (what --json prints)."""
+    now = clock.now()
+    found: list[dict[str, Any]] = []
+    for account in await accounts.listed(store):
+        entry: dict[str, Any] = {
+            "account": account.key,
+            "service": account.service,
+            "api": account.api,
+            "last_started": _when(account.seen_at),
+        }
+        if account.service == "neuroflash":
+            entry["token"] = _token(await store.get(f"{account.key}:token"), now)
+        entry["gate"] = _gate(await store.get(f"{account.key}:gate"), now)
+        if account.service == "neuroflash":
+            entry["quotas"] = {
+                key.rsplit(":", 1)[-1]: _quota(await store.get(key), now)
+                for key in await store.keys(f"{account.key}:quota:")
+            }
+            entry["generation_slots"] = {
+                key.rsplit(":", 1)[-1]: len(holders(await store.get(key), now))
+                for key in await store.keys(f"{account.key}:slots:")
+            }
+        found.append(entry)
+    return {"at": _when(now), "store": store.kind, "where": store.describe(), "accounts": found}
+
+
+def _token(doc: dict[str, Any] | None, now: float) -> dict[str, Any]:
+    doc = doc or {}
+    token, lease, failure = doc.get("token"), doc.get("lease"), doc.get("failure")
+    expires_at = float(token["expires_at"]) if isinstance(token, dict) and "expires_at" in token else None
+    valid = expires_at is not None and expires_at > now
+    return {
+        "valid_until": _when(expires_at) if valid else None,  # the token itself is never read out
+        "valid_for_s": round(expires_at - now) if valid and expires_at is not None else None,
+        "refreshing": isinstance(lease, dict) and float(lease.get("until", 0)) > now,
+        "last_failure": (
+            {"kind": failure.get("kind"), "message": failure.get("message")}
+            if isinstance(failure, dict) and float(failure.get("until", 0)) > now
+            else None
+        ),
+    }
+
+
+def _gate(doc: dict[str, Any] | None, now: float) -> dict[str, Any]:
+    w = Window.load(doc, now)
+    return {
+        "limit": w.limit,
+        "remaining": w.remaining,
+        "resets_at": _when(w.reset_at) if w.reset_at is not None and w.reset_at > now else None,
+        "penalty_until": _when(w.blocked_until) if w.blocked_until > now else None,
+        "queued": len(w.waiting),
+        "in_flight": w.in_flight,
+    }
+
+
+def _quota(doc: dict[str, Any] | None, now: float) -> dict[str, Any] | None:
+    if doc is None or not isinstance(doc.get("quotas"), list):
+        return None
+    seen_at = float(doc.get("seen_at", now))
+    text = next((q for q in doc["quotas"] if isinstance(q, dict) and q.get("usage_type_key") == "tokens"), None)
+    if text is None:
+        return {"seen_at": _when(seen_at)}
+    return {
+        "seen_at": _when(seen_at),
+        "daily_used": text.get("used_amount_daily"),
+        "daily_limit": text.get("limit_amount_daily"),
+        "monthly_available": text.get("available_amount"),
+        "monthly_limit": text.get("limit_amount"),
+        "fair_use_limit_reached": text.get("fair_use_limit_reached", False),
+    }
+
+
+def render(view: dict[str, Any]) -> str:
+    """The view for a person: one block per account."""
+    lines = [f"flashsnap-mcp status at {view['at']}, state: {view['store']} ({view['where']})"]
+    if not view["accounts"]:
+        lines.append("no accounts yet: no server has started with this state store")
+    for a in view["accounts"]:
+        lines += ["", f"{a['service']}  {a['account']}  ({a['api']}, last started {a['last_started']})"]
+        if (token := a.get("token")) is not None:
+            if token["valid_until"]:
+                state = f"valid until {token['valid_until']} ({_duration(token['valid_for_s'])} left)"
+            else:
+                state = "none held"
+            if token["refreshing"]:
+                state += ", being refreshed"
+            if token["last_failure"]:
+                state += f"; last request failed ({token['last_failure']['kind']}): {token['last_failure']['message']}"
+            lines.append(f"  token        {state}")
+        g = a["gate"]
+        limit = "unknown" if g["limit"] is None else str(g["limit"])
+        remaining = "unknown" if g["remaining"] is None else str(g["remaining"])
+        lines.append(
+            f"  rate limit   limit {limit}, remaining {remaining}, resets {g['resets_at'] or '-'}, "
+            f"penalty until {g['penalty_until'] or '-'}, queued {g['queued']}, in flight {g['in_flight']}"
+        )
+        for workspace, q in (a.get("quotas") or {}).items():
+            if q is None or "daily_used" not in q:
+                continue
+            flag = ", FAIR USE REACHED" if q["fair_use_limit_reached"] else ""
+            lines.append(
+                f"  quota        {workspace}: daily {q['daily_used']}/{q['daily_limit']} used, monthly "
+                f"{q['monthly_available']}/{q['monthly_limit']} left{flag} (seen {q['seen_at']})"
+            )
+        slots = a.get("generation_slots")
+        if slots is not None:
+            held = ", ".join(f"{w}: {n}" for w, n in slots.items() if n) or "none"
+            lines.append(f"  generations  in use: {held}")
+    return "\n".join(lines)
+
+
+def _duration(seconds: float | None) -> str:
+    s = int(seconds or 0)
+    return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s"
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="flashsnap-mcp status",
+        description="Show what the servers sharing this state store know: tokens (expiry only), rate limits, "
+        "quotas, generation slots. Reads FLASHSNAP_STATE, FLASHSNAP_STATE_DIR and FLASHSNAP_REDIS_URL like the server.",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON for scripts (one object per refresh)")
+    parser.add_argument("--watch", action="store_true", help="refresh in place until interrupted")
+    parser.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes with --watch")
+    return parser.parse_args(argv)
+
+
+async def run(args: argparse.Namespace, settings: Settings) -> int:
+    clock = SystemClock()
+    store = await open_state(settings, clock)
+    try:
+        if not store.shared or store.degraded:
+            problem = f": {store.problem}" if store.problem else ""
+            print(f"flashsnap-mcp status: no shared state to read ({store.kind}{problem})", file=sys.stderr)  # noqa: T201
+            return 1
+        while True:
+            view = await gather(store, clock)
+            out = json.dumps(view) if args.json else render(view)
+            if args.watch and not args.json:
+                out = CLEAR + out
+            print(out, flush=True)  # noqa: T201 - this command's output is for a person or a script
+            if not args.watch:
+                return 0
+            await anyio.sleep(max(0.1, args.interval))
+    finally:
+        await store.aclose()
+
+
+def main(argv: Sequence[str]) -> None:
+    args = parse_args(argv)
+    logs.configure(os.environ.get("FLASHSNAP_LOG_LEVEL", "WARNING").upper())
+    try:
+        settings = Settings.from_env(os.environ)
+        code = anyio.run(run, args, settings)
+    except ConfigurationError as exc:
+        print(f"flashsnap-mcp status: {exc}", file=sys.stderr)  # noqa: T201
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        code = 0
+    raise SystemExit(code)

@@ -1,0 +1,29 @@
+"""The README's links lead somewhere inside the repository, and the shipped contract is the current one."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent.parent
+SHARED_CONTRACT = ROOT.parent / "shared" / "upstream-contract.md"
+NOTE = re.compile(r"\n> A copy, kept in this repository.*?are both held to\.\n", re.DOTALL)
+
+
+def test_every_relative_link_in_the_readme_resolves_inside_the_repository() -> None:
+    readme = (ROOT / "README.md").read_text()
+    targets = {m.group(1).split("#")[0] for m in re.finditer(r"\]\(([^)\s]+)\)", readme)}
+    local = {t for t in targets if t and not t.startswith(("http://", "https://", "mailto:"))}
+    assert "docs/upstream-contract.md" in local
+    for target in local:
+        resolved = (ROOT / target).resolve()
+        assert resolved.is_relative_to(ROOT), f"{target} points outside the repository"
+        assert resolved.exists(), f"{target} does not exist"
+
+
+@pytest.mark.skipif(not SHARED_CONTRACT.exists(), reason="no shared contract beside this checkout to compare with")
+def test_the_shipped_upstream_contract_is_the_shared_one() -> None:
+    shipped = NOTE.sub("", (ROOT / "docs" / "upstream-contract.md").read_text(), count=1)
+    assert shipped == SHARED_CONTRACT.read_text(), "copy /work/shared/upstream-contract.md to docs/ again"
