@@ -5,15 +5,20 @@ from __future__ import annotations
 import inspect
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from mcp.server.caching import CacheableMethod, CacheHint
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult, InputRequiredResult
+from pydantic import ValidationError
 
 import tools
-from server import __version__
-from server.calls import tool_call
+from server import __version__, arguments
+from server.calls import error_result, tool_call
 from server.clock import Clock
 from server.config import Settings
+from server.logs import SecretMask
 from server.runtime import Runtime, open_runtime
 from server.toolselect import Selection, ToolFilter, select
 
@@ -24,6 +29,8 @@ flashsnap-mcp connects you to neuroflash (AI writing) and NeuralSnap (the user's
 - NeuralSnap: snapshot saves a structured thought; search_snapshots and get_snapshot find it again.
 Failed calls say what happened and what to do. Never repeat a generate or snapshot whose error says
 maybe_processed is true without checking first: it may already have spent words or saved the snapshot."""
+
+_NO_MASK = SecretMask()
 
 # SEP-2549 freshness hints, only where they are true: the tool list and the server's description are fixed
 # for the life of the process (headers may narrow the list per client, hence private). Tool results change.
@@ -37,6 +44,27 @@ SANDBOX MODE: this server talks to a local emulator with demo data, not the real
 Nothing generated or saved here is real, and no real quota is spent."""
 
 
+class FlashsnapServer(MCPServer[Runtime]):
+    """The SDK's server, with argument failures answered in this server's error format."""
+
+    def close_tool_arguments(self) -> None:
+        # The SDK builds each tool's argument model from its signature; closing it needs the tool itself.
+        for tool in self._tool_manager.list_tools():
+            arguments.close(tool)
+
+    async def call_tool(
+        self, name: str, arguments_: dict[str, Any], context: Context[Runtime, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        try:
+            return await super().call_tool(name, arguments_, context)
+        except ToolError as exc:
+            tool = self._tool_manager.get_tool(name)
+            if tool is None or not isinstance(exc.__cause__, ValidationError):
+                raise
+            error = arguments.invalid_arguments(name, arguments.allowed_names(tool), exc.__cause__)
+            return error_result(error, context.request_context.lifespan_context.mask if context else _NO_MASK)
+
+
 def tool_selection(settings: Settings) -> Selection:
     """The tools the operator turned on; unknown names raise ConfigurationError, listing the valid ones."""
     return select({spec.name: bool(spec.annotations.read_only_hint) for spec in tools.ALL}, settings)
@@ -44,7 +72,7 @@ def tool_selection(settings: Settings) -> Selection:
 
 def create_app(
     settings: Settings, *, clock: Clock | None = None, shared: Callable[[], Runtime] | None = None
-) -> MCPServer[Runtime]:
+) -> FlashsnapServer:
     """A ready MCPServer; its lifespan opens the upstream clients once and closes them at exit.
 
     `shared` hands every session the one runtime an HTTP server opened for the whole process, so
@@ -59,7 +87,7 @@ def create_app(
         async with open_runtime(settings, clock) as runtime:
             yield runtime
 
-    app: MCPServer[Runtime] = MCPServer(
+    app = FlashsnapServer(
         "flashsnap-mcp",
         title="neuroflash + NeuralSnap",
         version=__version__,
@@ -80,4 +108,5 @@ def create_app(
             description=inspect.cleandoc(spec.fn.__doc__ or ""),
             annotations=spec.annotations,
         )
+    app.close_tool_arguments()
     return app

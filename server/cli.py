@@ -159,6 +159,8 @@ def serve_workers(settings: Settings, environ: Mapping[str, str]) -> None:
     """Several uvicorn workers on one socket; each builds its app from the environment and shares the store."""
     import uvicorn
 
+    from server.http_limits import uvicorn_options
+
     if settings.store == "memory":
         log.warning("FLASHSNAP_STATE=memory with %d workers: each worker keeps its own budget", settings.workers)
     # The workers are new processes: they read everything, the sandbox's variables too, from the environment.
@@ -187,6 +189,7 @@ def serve_workers(settings: Settings, environ: Mapping[str, str]) -> None:
         log_config=None,
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
         lifespan="on",
+        **uvicorn_options(settings, workers=True),
     )
 
 
@@ -205,14 +208,18 @@ def worker_app() -> Any:
 
 def serve(settings: Settings) -> None:
     if settings.transport == "stdio":
+        import anyio
+
         from server.app import create_app
+        from server.stdio import serve_stdio
 
         log.info("flashsnap-mcp %s starting over stdio", __version__)
-        create_app(settings).run("stdio")
+        anyio.run(serve_stdio, create_app(settings))
         return
     import uvicorn
 
     from server.http import build_http_app
+    from server.http_limits import uvicorn_options
 
     config = uvicorn.Config(
         build_http_app(settings),
@@ -221,6 +228,7 @@ def serve(settings: Settings) -> None:
         log_config=None,  # our stderr handler, with its secret mask
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
         lifespan="on",
+        **uvicorn_options(settings),
     )
     # uvicorn stops on SIGTERM and SIGINT: no new connections, in-flight calls get the grace period,
     # then the lifespan closes the upstream clients.

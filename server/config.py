@@ -24,6 +24,7 @@ ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
     ("NEURALSNAP_API_KEY", "neuralsnap_api_key", "NeuralSnap API key (ns_live_... or ns_test_...)"),
     ("NEURALSNAP_API_URL", "neuralsnap_api_url", "NeuralSnap API base URL, including /api/v1"),
     ("FLASHSNAP_TIMEOUT_S", "timeout_s", "timeout of one upstream HTTP request, in seconds"),
+    ("FLASHSNAP_MAX_GENERATION_S", "max_generation_s", "longest a generate may stream, keep-alives or not"),
     ("FLASHSNAP_MAX_WAIT_S", "max_wait_s", "how long a call may wait for a rate limit before it fails"),
     (
         "FLASHSNAP_MAX_CONCURRENT_GENERATIONS",
@@ -38,6 +39,14 @@ ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
     ("FLASHSNAP_ALLOWED_ORIGINS", "allowed_origins", "extra browser origins allowed over HTTP, comma-separated"),
     ("FLASHSNAP_ALLOWED_HOSTS", "allowed_hosts", "extra Host header names allowed over HTTP, comma-separated"),
     ("FLASHSNAP_MAX_BODY_BYTES", "max_body_bytes", "largest HTTP request body accepted"),
+    ("FLASHSNAP_SESSION_IDLE_S", "session_idle_s", "an HTTP session idle this long is closed"),
+    ("FLASHSNAP_MAX_SESSIONS", "max_sessions", "HTTP sessions at once; a new one closes the longest-idle"),
+    (
+        "FLASHSNAP_HTTP_READ_TIMEOUT_S",
+        "http_read_timeout_s",
+        "seconds a client has to send a request's headers, and its body",
+    ),
+    ("FLASHSNAP_MAX_CONNECTIONS", "max_connections", "HTTP connections at once; more are answered 503"),
     ("FLASHSNAP_SHUTDOWN_GRACE_S", "shutdown_grace_s", "how long in-flight HTTP calls may finish on shutdown"),
     ("FLASHSNAP_STATE", "state", "where shared state lives: sqlite (default), redis or memory (this process only)"),
     ("FLASHSNAP_STATE_DIR", "state_dir", "directory of the SQLite state (default: the user cache directory)"),
@@ -65,6 +74,7 @@ class Settings(BaseModel):
     neuralsnap_api_key: SecretStr | None = None
     neuralsnap_api_url: str = "https://neuralsnap.ai/api/v1"
     timeout_s: float = Field(default=60.0, gt=0)
+    max_generation_s: float = Field(default=600.0, gt=0)
     max_wait_s: float = Field(default=30.0, ge=0)
     max_concurrent_generations: int = Field(default=4, ge=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -75,6 +85,10 @@ class Settings(BaseModel):
     allowed_origins: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] = ()
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    session_idle_s: float = Field(default=300.0, gt=0, le=86_400)
+    max_sessions: int = Field(default=1000, ge=1, le=100_000)
+    http_read_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    max_connections: int = Field(default=1000, ge=1)
     shutdown_grace_s: float = Field(default=10.0, ge=0)
     state: Literal["sqlite", "redis", "memory"] | None = None
     state_dir: Path | None = None

@@ -36,6 +36,7 @@ from server import tracing
 from server.backoff import full_jitter
 from server.clock import Clock
 from server.errors import CredentialsRejected, FlashsnapError, UpstreamUnavailable
+from server.httpio import upstream_text
 from server.metrics import NO_METRICS, Observer
 from server.state.memory import MemoryStore
 from server.state.store import Mutation, Store
@@ -296,7 +297,7 @@ def _oauth_error(response: httpx2.Response) -> str:
         error = response.json().get("error")
     except (ValueError, AttributeError):
         error = None
-    return str(error) if isinstance(error, str) else "no error code"
+    return upstream_text(error, 64) if isinstance(error, str) and error.strip() else "no error code"
 
 
 class BearerAuth(httpx2.Auth):

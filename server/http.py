@@ -18,8 +18,10 @@ from server.app import create_app
 from server.clock import Clock
 from server.config import Settings
 from server.http_security import HTTPGuard, require_token_when_exposed
+from server.jsonrpc_guard import GuardedHTTP
 from server.metrics import CONTENT_TYPE, Metrics
 from server.runtime import Runtime, open_runtime
+from server.sessions import evict_oldest_idle
 from server.state.opening import health
 
 log = logging.getLogger(__name__)
@@ -47,9 +49,12 @@ def build_http_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp
             # Stateless: no session lives in this process, so any replica or worker serves any request.
             stateless_http=settings.stateless,
             max_request_body_size=settings.max_body_bytes,
+            session_idle_timeout=settings.session_idle_s,
+            max_sessions=settings.max_sessions,
             transport_security=_SDK_CHECKS_OFF,
             host=settings.host,
         )
+        evict_oldest_idle(mcp.session_manager)
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -91,8 +96,14 @@ def build_http_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp
         routes=[Route("/healthz", healthz), Route("/metrics", metrics), Mount("/", transport)], lifespan=lifespan
     )
     # The guard is outermost: a client without the token gets 401 before its body is read.
-    return HTTPGuard(
+    # Then the body: whole, in time and within its size, and well-formed JSON-RPC, before the SDK reads it.
+    guarded = GuardedHTTP(
         RequestBodyLimitMiddleware(app, settings.max_body_bytes),
+        read_timeout_s=settings.http_read_timeout_s,
+        max_body_bytes=settings.max_body_bytes,
+    )
+    return HTTPGuard(
+        guarded,
         bind_host=settings.host,
         token=settings.http_token,
         allowed_origins=settings.allowed_origins,

@@ -18,8 +18,10 @@ from server.clock import Clock, SystemClock
 from server.config import Settings
 from server.credentials import BearerAuth, TokenManager
 from server.errors import ConfigurationError, MissingCredential
+from server.httpio import KEEPALIVE_EXPIRY_S
 from server.logs import SecretMask
 from server.metrics import NO_METRICS, Metrics, Observer, fingerprint, serve_metrics
+from server.model_catalog import ModelCatalog
 from server.quota import QuotaBook
 from server.scheduler.gate import Gate
 from server.scheduler.slots import Slots
@@ -55,6 +57,7 @@ class Neuroflash:
     workspaces: WorkspaceResolver
     quotas: QuotaBook
     generation_slots: Slots  # at most FLASHSNAP_MAX_CONCURRENT_GENERATIONS streams per workspace, all processes
+    models: ModelCatalog  # an unknown or unavailable model is refused before anything is sent
 
 
 @dataclass
@@ -94,7 +97,7 @@ def _http_client(
         auth=auth,
         transport=transport,
         timeout=httpx2.Timeout(settings.timeout_s, connect=min(10.0, settings.timeout_s)),
-        limits=httpx2.Limits(max_connections=100, max_keepalive_connections=20),
+        limits=httpx2.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=KEEPALIVE_EXPIRY_S),
         headers={"User-Agent": USER_AGENT},
         trust_env=False,
     )
@@ -179,7 +182,7 @@ async def open_runtime(settings: Settings, clock: Clock | None = None) -> AsyncI
                     settings, settings.neuroflash_api_url, BearerAuth(tokens), _scheduled(gate, clock, observer)
                 )
             )
-            client = NeuroflashClient(http)
+            client = NeuroflashClient(http, clock, idle_s=settings.timeout_s, max_s=settings.max_generation_s)
             slots = await stack.enter_async_context(
                 Slots(
                     clock, settings.max_concurrent_generations, store=store, key=f"{account}:slots", observer=observer
@@ -191,6 +194,7 @@ async def open_runtime(settings: Settings, clock: Clock | None = None) -> AsyncI
                 workspaces=WorkspaceResolver(client, settings.neuroflash_workspace_id),
                 quotas=QuotaBook(client, clock, store=store, key=f"{account}:quota"),
                 generation_slots=slots,
+                models=ModelCatalog(client, clock),
             )
         else:
             log.warning("neuroflash tools are disabled: set NEUROFLASH_CLIENT_ID and NEUROFLASH_CLIENT_SECRET")

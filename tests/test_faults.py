@@ -42,6 +42,8 @@ FAULTS: dict[str, Fault] = {
 }
 
 # Codes a failed call may end with: each one an answer a model can act on.
+UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"  # well-formed, so the request goes out
+
 CLEAR_CODES = {"upstream_unavailable", "incomplete_stream", "rate_limited"}
 
 
@@ -87,7 +89,7 @@ async def test_latency_beyond_the_timeout_is_retried_for_reads_and_reported_for_
         state.latency_s[route] = 1.0  # every request to the route outlasts the timeout
         before = state.count(route)
         with anyio.fail_after(30):
-            result = await client.call_tool(tool, TOOLS[tool][1] if tool != "get_snapshot" else {"id": "x"})
+            result = await client.call_tool(tool, TOOLS[tool][1] if tool != "get_snapshot" else {"id": UNKNOWN_ID})
         state.latency_s.clear()
         assert result.is_error  # every attempt outlasts the timeout
         err = error(result)

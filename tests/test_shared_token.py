@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -89,12 +90,13 @@ async def test_the_token_is_stored_no_longer_than_it_is_valid(
 
 def test_a_token_document_of_another_shape_reads_as_absent() -> None:
     """Written by a version with the same schema number but other fields: a fresh fetch, not a crash."""
-    for doc in (
+    docs: tuple[dict[str, Any], ...] = (
         {"token": {"value": "nf_at_x", "expires_at": 2e9}},  # no lifetime
         {"token": {"value": 7, "expires_at": 2e9, "lifetime": 60}},
         {"lease": {"until": 2e9}},  # no owner
         {"failure": {"kind": "rejected", "until": "soon"}},
         {"token": "nf_at_x", "lease": [], "failure": None},
-    ):
+    )
+    for doc in docs:
         result = claim(doc, 1e9, owner="me", fresh_for=30, lease_s=5).result
         assert isinstance(result, Mine), doc

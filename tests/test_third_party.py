@@ -100,7 +100,11 @@ def test_the_inspector_lists_and_calls_every_tool_over_stdio(node_tools: NodeToo
         assert result["structuredContent"], name
     # A fresh sandbox holds no snapshot: the Inspector shows the model-facing error.
     missing = node_tools.inspect(
-        *target, method="tools/call", tool="get_snapshot", args={"id": "nope"}, expect_error=True
+        *target,
+        method="tools/call",
+        tool="get_snapshot",
+        args={"id": "00000000-0000-4000-8000-000000000000"},
+        expect_error=True,
     )
     assert missing["isError"] is True
     assert missing["_meta"]["io.flashsnap/error"]["code"] == "not_found"

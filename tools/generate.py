@@ -4,6 +4,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
+from server.arguments import Closed
 from server.calls import GENERATION_SLOTS
 from server.errors import InvalidArguments, QuotaExhausted
 from server.scheduler import budget as budgets
@@ -11,7 +12,7 @@ from server.toolspec import CREATES, MaxWait, ToolContext, ToolSpec, WorkspaceId
 from server.upstream.neuroflash import ChatMessage, ChatRequest
 
 
-class Message(BaseModel):
+class Message(Closed):
     role: Literal["system", "user", "assistant"] = Field(description="Who speaks.")
     content: str = Field(min_length=1, max_length=200_000, description="What is said.")
 
@@ -76,6 +77,7 @@ async def generate(
 
     neuroflash = runtime(ctx).neuroflash()
     workspace_id = await neuroflash.workspaces.resolve(workspace_id)
+    await neuroflash.models.admit(workspace_id, model)
     await neuroflash.quotas.admit(workspace_id)
 
     budget = budgets.current(runtime(ctx).clock)

@@ -13,10 +13,11 @@ async def get_snapshot(
     id: Annotated[
         str,
         Field(
-            min_length=1,
-            max_length=100,
-            pattern=r"^[A-Za-z0-9_-]+$",
-            description="The snapshot's id, as snapshot or search_snapshots returned it.",
+            min_length=36,
+            max_length=36,
+            # NeuralSnap's ids are UUIDs: anything else (a route name such as "search", a path) never reaches it.
+            pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+            description="The snapshot's id (a UUID), as snapshot or search_snapshots returned it.",
         ),
     ],
     max_wait_s: MaxWait = None,

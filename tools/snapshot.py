@@ -4,10 +4,21 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
+from server.arguments import Closed
+from server.errors import InvalidArguments
 from server.toolspec import CREATES, MaxWait, ToolContext, ToolSpec, runtime
 from server.upstream.neuralsnap import Snapshot, SnapshotFields
 
 Text = Annotated[str | None, Field(min_length=1, max_length=20_000)]
+
+
+class Feeling(Closed):
+    """One feeling attached to a thought; the list is sent to NeuralSnap as its `emotion` object."""
+
+    name: str = Field(min_length=1, max_length=50, description="The feeling, e.g. 'joy' or 'doubt'.")
+    value: Annotated[str, Field(max_length=200)] | float | bool = Field(
+        description="How it is felt: an intensity from 0 to 1, a word, or true."
+    )
 
 
 async def snapshot(
@@ -24,7 +35,10 @@ async def snapshot(
     one_liner: Annotated[Text, Field(description="The thought in one line.")] = None,
     story: Annotated[Text, Field(description="The story behind it.")] = None,
     moment: Annotated[Text, Field(description="The moment it was formed.")] = None,
-    emotion: Annotated[dict[str, Any] | None, Field(description="Feelings attached to it, as an object.")] = None,
+    emotion: Annotated[
+        list[Feeling] | None,
+        Field(max_length=20, description="Feelings attached to it, each a name and how it is felt."),
+    ] = None,
     source: Annotated[Text, Field(description="Where it comes from: a book, a person, a URL.")] = None,
     trigger_pattern: Annotated[Text, Field(description="When it applies.")] = None,
     method: Annotated[Text, Field(description="How to apply it.")] = None,
@@ -49,6 +63,11 @@ async def snapshot(
     so do not repeat a call that failed with maybe_processed true without checking
     with search_snapshots first. Returns the stored snapshot with its id.
     """
+    feelings: dict[str, Any] | None = None
+    if emotion is not None:
+        feelings = {f.name: f.value for f in emotion}
+        if len(feelings) < len(emotion):
+            raise InvalidArguments("Invalid arguments for snapshot: emotion: each feeling's name must be unique.")
     fields = SnapshotFields(
         name=name,
         core=core,
@@ -56,7 +75,7 @@ async def snapshot(
         one_liner=one_liner,
         story=story,
         moment=moment,
-        emotion=emotion,
+        emotion=feelings,
         source=source,
         trigger_pattern=trigger_pattern,
         method=method,

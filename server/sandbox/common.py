@@ -43,8 +43,11 @@ class EmulatedAPI:
             return error(
                 429, f"Rate limit exceeded. Try again in {wait} seconds.", "RATE_LIMIT_EXCEEDED", headers
             ), fault
+        if fault is not None and fault.status is not None and fault.body == "wrong_type":
+            return BROKEN["wrong_type"](fault.status), fault
         if fault is not None and fault.status is not None:
-            return error(fault.status, "Injected upstream failure.", "INTERNAL_ERROR"), fault
+            code = "BAD_REQUEST" if 400 <= fault.status < 500 else "INTERNAL_ERROR"
+            return error(fault.status, fault.message or "Injected upstream failure.", code), fault
         if fault is not None and fault.body is not None:
             return BROKEN[fault.body](), fault
         return None, fault
@@ -63,11 +66,13 @@ async def _reset_after_headers() -> AsyncIterator[bytes]:
 
 
 # A 200 whose body is broken, one way each: what a proxy, a deploy or a bug upstream can send.
-BROKEN: dict[str, Callable[[], Response]] = {
-    "malformed": lambda: Response(b'{"data": [{"id": ', media_type="application/json"),
-    "wrong_type": lambda: Response(b"<html><body>Down for maintenance</body></html>", media_type="text/html"),
-    "oversized": lambda: Response(b" " * OVERSIZED_BYTES, media_type="application/json"),
-    "reset": lambda: StreamingResponse(_reset_after_headers(), media_type="application/json"),
+BROKEN: dict[str, Callable[..., Response]] = {
+    "malformed": lambda status=200: Response(b'{"data": [{"id": ', status, media_type="application/json"),
+    "wrong_type": lambda status=200: Response(
+        b"<html><body>Down for maintenance</body></html>", status, media_type="text/html"
+    ),
+    "oversized": lambda status=200: Response(b" " * OVERSIZED_BYTES, status, media_type="application/json"),
+    "reset": lambda status=200: StreamingResponse(_reset_after_headers(), status, media_type="application/json"),
 }
 
 

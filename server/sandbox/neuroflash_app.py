@@ -137,11 +137,18 @@ class NeuroflashEmulator(EmulatedAPI):
             self.state.charge(workspace_id, len(words))
             return self._done("chat", JSONResponse(completion_body(gen_id, model_name, words, finish)))
         self.state.record("chat", 200)
-        stream = self._stream(workspace_id, gen_id, model_name, words, finish, cut_after)
+        stream = self._stream(workspace_id, gen_id, model_name, words, finish, cut_after, fault)
         return StreamingResponse(stream, media_type="text/event-stream")
 
     async def _stream(
-        self, workspace_id: str, gen_id: str, model: str, words: list[str], finish: str, cut_after: int | None
+        self,
+        workspace_id: str,
+        gen_id: str,
+        model: str,
+        words: list[str],
+        finish: str,
+        cut_after: int | None,
+        fault: Fault | None = None,
     ) -> AsyncIterator[bytes]:
         state = self.state
         completed = False
@@ -159,6 +166,13 @@ class NeuroflashEmulator(EmulatedAPI):
             for n, start in enumerate(range(0, len(words), CHUNK_WORDS)):
                 if cut_after is not None and n >= cut_after:
                     return  # the connection closes without [DONE], as upstream ones have been seen to
+                if fault is not None and fault.stall_after_chunks is not None and n >= fault.stall_after_chunks:
+                    while True:  # a stuck generation behind a proxy that keeps the connection alive
+                        yield b": ping\n\n"
+                        with state.lock:
+                            state.pings_sent += 1
+                        state.changed()
+                        await anyio.sleep(fault.ping_every_s)
                 with state.lock:
                     delay = state.latency_s.get("chat_chunk", 0.0)
                 if delay:

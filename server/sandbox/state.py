@@ -72,7 +72,11 @@ class Fault:
     """What the next matching request meets instead of a normal answer."""
 
     status: int | None = None  # answer with this status and a generic error body
-    body: Literal["malformed", "wrong_type", "oversized", "reset"] | None = None  # a 200 that is broken
+    message: str | None = None  # with status: the error body's text (a proxy's or a bug's: any size, any words)
+    # A 200 that is broken; with status, "wrong_type" is an HTML error page (a proxy's) instead of JSON.
+    body: Literal["malformed", "wrong_type", "oversized", "reset"] | None = None
+    stall_after_chunks: int | None = None  # stream: after N content chunks send only ": ping" comments
+    ping_every_s: float = 0.05  # with stall_after_chunks: how often the keep-alive comment comes
     cut_after_chunks: int | None = None  # stream: close the connection after N content chunks
     retry_after_s: int | None = None  # with status 429: the wait it names
     retry_after_header: bool = True  # with status 429: False names the wait only in the body
@@ -126,6 +130,7 @@ class EmulatorState:
         self.words_charged = 0
         self.streams_closed_early = 0
         self.streams_completed = 0
+        self.pings_sent = 0  # keep-alive comments sent by stalled streams
         self.active_streams = 0
         self.chunk_times: deque[float] = deque(maxlen=100_000)  # when each content chunk was sent (benchmarks)
         self.max_concurrent_streams = 0

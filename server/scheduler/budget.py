@@ -17,7 +17,9 @@ from server.clock import Clock
 from server.errors import RateLimited
 
 Report = Callable[[float | None, str], Awaitable[None]]
-HEARTBEAT_EVERY_S = 5.0
+# Clients whose timeout a progress notification resets (TypeScript SDK clients, Claude Desktop) commonly
+# time out after 10 s or more; a beat every 2.5 s keeps two or more inside any such window.
+HEARTBEAT_EVERY_S = 2.5
 
 
 async def _silent(progress: float | None, message: str) -> None:

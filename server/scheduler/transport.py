@@ -7,6 +7,8 @@ or creates data):
 |-------------------------------------------|--------------------------|---------------------------|
 | 429 rate limit (not a quota)              | wait, retry              | wait, retry               |
 | connection refused / connect timeout      | back off, retry          | back off, retry           |
+| connection failed before the request was  | back off, retry          | back off, retry           |
+| written whole (a stale pooled connection) |                          |                           |
 | timeout or broken connection after sending| back off, retry          | fail, `maybe_processed`   |
 | 5xx                                       | back off, retry          | fail, `maybe_processed`   |
 
@@ -20,18 +22,20 @@ import httpx2
 from server import tracing
 from server.backoff import full_jitter
 from server.clock import Clock
-from server.metrics import NO_METRICS, Observer
-from server.scheduler import budget as budgets
-from server.scheduler.gate import Gate
-from server.upstream.responses import (
+from server.httpio import (
     MAX_RESPONSE_BYTES,
     UNSAFE_METHODS,
     UNSENT,
     CappedStream,
+    RequestNotSent,
     ResponseTooLarge,
+    SendTrace,
     error_body,
     retry_after,
 )
+from server.metrics import NO_METRICS, Observer
+from server.scheduler import budget as budgets
+from server.scheduler.gate import Gate
 
 RATE_LIMIT_CODES = frozenset({None, "RATE_LIMIT_EXCEEDED", "TOO_MANY_REQUESTS"})
 ERROR_BODY_BYTES = 64 * 1024
@@ -55,16 +59,20 @@ class ScheduledTransport(httpx2.AsyncBaseTransport):
         failures = throttles = 0
         while True:
             reservation = await self.gate.acquire(budget)
+            trace = SendTrace()
+            request.extensions = {**request.extensions, "trace": trace}
             try:
                 response = await self._attempt(request, resends=failures + throttles)
             except httpx2.TransportError as exc:
-                unsent = isinstance(exc, UNSENT)
+                unsent = isinstance(exc, UNSENT) or not trace.written
                 await self.gate.unanswered(reservation, sent=not unsent)
                 failures += 1
                 if (unsent or safe) and failures < self._attempts:
                     self._observer.retry(self.gate.scope, "transport")
                     await self._back_off(budget, failures)
                     continue
+                if unsent and not isinstance(exc, UNSENT):
+                    raise RequestNotSent(f"the connection failed before the request was written ({exc})") from exc
                 raise
             except BaseException:
                 # Cancelled or crashed: never leave it counted as in flight (the settlement is shielded).

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 from typing import Any, Literal, NoReturn
+from urllib.parse import quote
 
 import httpx2
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.errors import CredentialsRejected, NotFound, RateLimited, UpstreamRejected, UpstreamUnavailable
-from server.upstream.responses import UNSAFE_METHODS, error_body, parse, retry_after, send
+from server.httpio import UNSAFE_METHODS, error_body, retry_after
+from server.upstream.responses import parse, send
 
 SERVICE = "NeuralSnap"
 SnapshotType = Literal["Belief", "Model", "Rule", "Conviction", "Principle"]
@@ -86,7 +88,7 @@ class NeuralSnapClient:
         return page.data, page.count
 
     async def get(self, snapshot_id: str) -> Snapshot:
-        response = await self._send("GET", f"/snapshots/{snapshot_id}", not_found=snapshot_id)
+        response = await self._send("GET", f"/snapshots/{quote(snapshot_id, safe='')}", not_found=snapshot_id)
         return parse(_One, response, what=SERVICE).data
 
     async def _send(
@@ -110,7 +112,7 @@ class NeuralSnapClient:
 
 
 def _raise_for(response: httpx2.Response, snapshot_id: str | None) -> NoReturn:
-    code, message = error_body(response)
+    _, message = error_body(response)
     status = response.status_code
     if status == 401:
         raise CredentialsRejected(
@@ -121,7 +123,9 @@ def _raise_for(response: httpx2.Response, snapshot_id: str | None) -> NoReturn:
         )
     if status == 404:
         raise NotFound(
-            f"There is no snapshot with id {snapshot_id!r}." if snapshot_id else f"NeuralSnap: {message}",
+            f"There is no snapshot with id {snapshot_id!r}."
+            if snapshot_id
+            else f"NeuralSnap answered 404, saying: «{message}»",
             hint="Use search_snapshots to find the snapshot's id.",
             status=status,
         )
@@ -133,9 +137,9 @@ def _raise_for(response: httpx2.Response, snapshot_id: str | None) -> NoReturn:
             status=status,
         )
     if 400 <= status < 500:  # refused, so not processed
-        raise UpstreamRejected(f"NeuralSnap rejected the request: {message}", status=status)
+        raise UpstreamRejected(f"NeuralSnap rejected the request, saying: «{message}»", status=status)
     raise UpstreamUnavailable(
-        f"NeuralSnap answered HTTP {status} ({code or message}).",
+        f"NeuralSnap answered HTTP {status}, saying: «{message}».",
         status=status,
         maybe_processed=response.request.method in UNSAFE_METHODS,
     )

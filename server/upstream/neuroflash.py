@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import date
 from typing import Any, Literal, NoReturn, TypeVar
+from urllib.parse import quote
 
+import anyio
 import httpx2
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.alias_generators import to_camel
 
+from server.clock import Clock, SystemClock
 from server.errors import (
     CredentialsRejected,
     FairUseReached,
@@ -23,14 +26,8 @@ from server.errors import (
     UpstreamRejected,
     UpstreamUnavailable,
 )
-from server.upstream.responses import (
-    UNSAFE_METHODS,
-    error_body,
-    request_id,
-    retry_after,
-    send,
-    transport_failure,
-)
+from server.httpio import UNSAFE_METHODS, error_body, retry_after
+from server.upstream.responses import request_id, send, transport_failure
 
 SERVICE = "neuroflash"
 
@@ -116,18 +113,64 @@ TextSink = Callable[[str], Awaitable[None]]
 ItemT = TypeVar("ItemT", bound=BaseModel)
 
 
-class NeuroflashClient:
-    """Typed methods over one shared, authenticated `httpx2.AsyncClient` whose base URL is the API's."""
+class GenerationDeadline(httpx2.ReadTimeout):
+    """A stream that sent no text for the idle timeout (keep-alive comments do not count), or ran too long."""
 
-    def __init__(self, http: httpx2.AsyncClient) -> None:
+
+class StreamWatch:
+    """The two clocks of one generation: time since the last text, and time since the start."""
+
+    def __init__(self, clock: Clock, idle_s: float, max_s: float) -> None:
+        self._clock = clock
+        self.idle_s, self.max_s = idle_s, max_s
+        self.started = self.last_data = clock.now()
+
+    def data(self) -> None:
+        self.last_data = self._clock.now()
+
+    def check(self) -> None:
+        now = self._clock.now()
+        if now - self.started > self.max_s:
+            raise GenerationDeadline(f"the generation ran longer than {self.max_s:.0f} s")
+        if now - self.last_data > self.idle_s:
+            raise GenerationDeadline(f"no text arrived for {self.idle_s:.0f} s, only keep-alives")
+
+
+class _WatchedStream(httpx2.AsyncByteStream):
+    """The body of a generation stream, checked against its watch at each chunk, keep-alive comments included."""
+
+    def __init__(self, inner: httpx2.AsyncByteStream, watch: StreamWatch) -> None:
+        self._inner, self._watch = inner, watch
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._inner:
+            self._watch.check()
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class NeuroflashClient:
+    """Typed methods over one shared, authenticated `httpx2.AsyncClient` whose base URL is the API's.
+
+    A generation ends when no text came for `idle_s` (comments and keep-alives do not count) or after
+    `max_s` in all, whatever the upstream keeps sending.
+    """
+
+    def __init__(
+        self, http: httpx2.AsyncClient, clock: Clock | None = None, *, idle_s: float = 60.0, max_s: float = 600.0
+    ) -> None:
         self._http = http
+        self._clock: Clock = clock or SystemClock()
+        self._idle_s, self._max_s = idle_s, max_s
 
     async def workspaces(self) -> list[Workspace]:
         response = await self._send("GET", "/api/workspace-service/v1/workspaces")
         return _items(Workspace, response, "workspaces")
 
     async def quotas(self, workspace_id: str) -> list[Quota]:
-        path = f"/api/usage-service/v1/workspaces/{workspace_id}/quotas"
+        path = f"/api/usage-service/v1/workspaces/{quote(workspace_id, safe='')}/quotas"
         response = await self._send("GET", path, params={"page": 0, "size": 50}, workspace_id=workspace_id)
         return _items(Quota, response, "quotas")
 
@@ -145,17 +188,26 @@ class NeuroflashClient:
             json=body.model_dump(exclude_none=True),
             headers={"x-workspace-id": workspace_id},
         )
-        try:
-            response = await self._http.send(request, stream=True)
-        except httpx2.TransportError as exc:
-            raise transport_failure(exc, service=SERVICE, method="POST") from None
-        try:
-            if response.status_code != 200:
-                await response.aread()
-                _raise_for(response, workspace_id)
-            return await _read_stream(response, on_text)
-        finally:
-            await response.aclose()
+        watch = StreamWatch(self._clock, self._idle_s, self._max_s)
+        # The watch runs on the injected clock at each chunk; this real-time cap also ends a silent stream.
+        with anyio.move_on_after(self._max_s) as cap:
+            try:
+                response = await self._http.send(request, stream=True)
+            except httpx2.TransportError as exc:
+                raise transport_failure(exc, service=SERVICE, method="POST") from None
+            try:
+                if response.status_code != 200:
+                    await response.aread()
+                    _raise_for(response, workspace_id)
+                response.stream = _WatchedStream(response.stream, watch)  # type: ignore[arg-type]
+                return await _read_stream(response, on_text, watch)
+            finally:
+                await response.aclose()
+        assert cap.cancelled_caught
+        raise IncompleteStream(
+            f"The generation ran longer than {self._max_s:.0f} s (FLASHSNAP_MAX_GENERATION_S) and was stopped.",
+            maybe_processed=True,
+        )
 
     async def _send(
         self,
@@ -201,7 +253,7 @@ def _items(model: type[ItemT], response: httpx2.Response, what: str) -> list[Ite
         ) from None
 
 
-async def _read_stream(response: httpx2.Response, on_text: TextSink) -> ChatResult:
+async def _read_stream(response: httpx2.Response, on_text: TextSink, watch: StreamWatch) -> ChatResult:
     rid = request_id(response)
     parts: list[str] = []
     model, finish, words = "", "", 0
@@ -216,6 +268,7 @@ async def _read_stream(response: httpx2.Response, on_text: TextSink) -> ChatResu
                     request_id=rid,
                 )
             chunk = ChatChunk.model_validate_json(event.data)
+            watch.data()
             model = chunk.model or model
             if chunk.usage is not None:
                 words = chunk.usage.words_used
@@ -233,6 +286,13 @@ async def _read_stream(response: httpx2.Response, on_text: TextSink) -> ChatResu
     except ValidationError:
         raise UpstreamUnavailable(
             "neuroflash sent a malformed stream event.", request_id=rid, maybe_processed=True
+        ) from None
+    except GenerationDeadline as exc:
+        raise IncompleteStream(
+            f"The generation was stopped: {exc} (FLASHSNAP_TIMEOUT_S, FLASHSNAP_MAX_GENERATION_S).",
+            request_id=rid,
+            maybe_processed=True,
+            details={"partial_text": "".join(parts)},
         ) from None
     except httpx2.TransportError as exc:
         raise IncompleteStream(
@@ -263,24 +323,25 @@ def _raise_for(response: httpx2.Response, workspace_id: str | None) -> NoReturn:
         raise NotFound(
             f"neuroflash does not know the workspace {workspace_id!r}."
             if workspace_id
-            else f"neuroflash answered 404: {message}",
+            else f"neuroflash answered 404, saying: «{message}»",
             hint="Call list_workspaces to see the workspaces this account can use.",
             request_id=rid,
             status=status,
         )
     if status == 403 and code == "MODEL_NOT_AVAILABLE":
-        raise ModelNotAvailable(f"neuroflash: {message}", request_id=rid, status=status)
+        raise ModelNotAvailable(f"neuroflash refused the model, saying: «{message}»", request_id=rid, status=status)
     if status == 403 and code == "FAIR_USE_LIMIT_REACHED":
         raise FairUseReached("The workspace has reached its fair-use limit.", request_id=rid, status=status)
     if status == 429 and code == "QUOTA_EXCEEDED":
-        raise QuotaExhausted(f"neuroflash: {message}", period=None, resets_at=None, request_id=rid, status=status)
+        message = f"neuroflash refused the generation for its quota, saying: «{message}»"
+        raise QuotaExhausted(message, period=None, resets_at=None, request_id=rid, status=status)
     if status == 429:
         retry = retry_after(response, time.time()) or 1.0
         raise RateLimited("neuroflash is rate limiting requests.", scope=SERVICE, retry_after_s=retry, request_id=rid)
     if 400 <= status < 500:  # refused, so not processed: never "maybe processed", never "retry as is"
-        raise UpstreamRejected(f"neuroflash rejected the request: {message}", request_id=rid, status=status)
+        raise UpstreamRejected(f"neuroflash rejected the request, saying: «{message}»", request_id=rid, status=status)
     raise UpstreamUnavailable(
-        f"neuroflash answered HTTP {status}: {message}",
+        f"neuroflash answered HTTP {status}, saying: «{message}»",
         request_id=rid,
         status=status,
         maybe_processed=response.request.method in UNSAFE_METHODS,

@@ -1,0 +1,90 @@
+"""Tool arguments held to their schema: unknown names refused, strict types, finite numbers, one error format.
+
+The SDK validates arguments before a tool's code runs and would answer a mistake with pydantic's
+own text (the input echoed, a library URL, no `_meta`). Here every tool's argument model is made
+strict and closed, its published schema says `additionalProperties: false`, and a failed
+validation becomes an `invalid_arguments` error like every other failure.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mcp.server.mcpserver.tools import Tool
+from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from server.errors import InvalidArguments
+
+# Strict: no bool taken for an int, no "1" for a number. Finite: NaN and Infinity are no JSON an upstream accepts.
+STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+MAX_PROBLEMS = 10
+
+
+def close(tool: Tool) -> None:
+    """Swap the tool's argument model for a strict, closed copy, and publish that copy's schema."""
+    loose = tool.fn_metadata.arg_model
+    config = {**loose.model_config, **STRICT}
+    strict: type[ArgModelBase] = type(loose.__name__, (loose,), {"model_config": config, "__module__": __name__})
+    tool.fn_metadata.arg_model = strict
+    tool.parameters = inline_refs(strict.model_json_schema(by_alias=True))
+
+
+def inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema with each `$ref` replaced by its definition: OpenAI's strict mode (as openai-agents
+    converts it) refuses a reference it has not validated, and no argument model here is recursive."""
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                siblings = {k: resolve(v) for k, v in node.items() if k != "$ref"}
+                return {**resolve(defs[ref.removeprefix("#/$defs/")]), **siblings}
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    inlined: dict[str, Any] = resolve(schema)
+    return inlined
+
+
+def allowed_names(tool: Tool) -> list[str]:
+    return [field.alias or name for name, field in tool.fn_metadata.arg_model.model_fields.items()]
+
+
+def invalid_arguments(tool: str, allowed: list[str], exc: ValidationError) -> InvalidArguments:
+    """Each failed field and its rule; never the rejected value (it is the caller's data and may be huge)."""
+    rules: dict[str, list[str]] = {}
+    unknown: list[str] = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = [str(part) for part in err["loc"] if not _union_member(part)]
+        field = ".".join(loc) or "arguments"
+        if err["type"] == "extra_forbidden" and len(loc) == 1:
+            unknown.append(field)
+        elif len(rules) < MAX_PROBLEMS or field in rules:
+            rules.setdefault(field, []).append(str(err["msg"])[:200])
+    # A value that matches no member of a union fails each of them: one rule, "… or …", per field.
+    problems = [{"field": field, "rule": " or ".join(dict.fromkeys(msgs))} for field, msgs in rules.items()]
+    parts = [f"{p['field']}: {p['rule']}" for p in problems]
+    if unknown:
+        parts.append(f"unknown argument(s) {', '.join(unknown)} (the arguments of {tool} are: {', '.join(allowed)})")
+    details: dict[str, Any] = {"fields": problems, "allowed": allowed}
+    if unknown:
+        details["unknown"] = unknown
+    return InvalidArguments(f"Invalid arguments for {tool}: " + "; ".join(parts) + ".", details=details)
+
+
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "none", "list", "dict"})
+
+
+def _union_member(part: object) -> bool:
+    """pydantic names the union member a value failed in the location (`float`, `constrained-str`, `list[…]`)."""
+    return isinstance(part, str) and (part in _TYPE_TAGS or "-" in part or "[" in part)
+
+
+class Closed(BaseModel):
+    """Base of nested argument models (a message, a feeling): the same strict, closed rules."""
+
+    model_config = STRICT

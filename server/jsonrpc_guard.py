@@ -1,0 +1,196 @@
+"""Every JSON-RPC request that carries an id gets an answer, however malformed the rest of it is.
+
+The SDK's transports drop some malformed messages without a word (a lone surrogate, `params` that
+is not an object, `"jsonrpc": "1.0"`, a batch, nesting thousands deep), and the client waits for
+its own timeout. This guard judges each incoming message before the SDK sees it: a good one
+passes unchanged; a bad one is answered here with the JSON-RPC error it deserves and its id.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any
+
+import anyio
+from mcp_types import jsonrpc_message_adapter
+from pydantic import ValidationError
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
+
+PARSE_ERROR, INVALID_REQUEST, INVALID_PARAMS = -32700, -32600, -32602
+MAX_DEPTH = 64  # far beyond any real tool argument; Python's own parsers give up near 1,000
+
+_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_TOP_LEVEL_ID = re.compile(r'\s*:\s*(-?\d{1,18}(?![\d.eE])|"(?:[^"\\]|\\.){0,200}")')
+
+
+def judge(text: str) -> list[dict[str, Any]] | None:
+    """None when the message may go on to the SDK; else the error answers to send instead (maybe none)."""
+    if not text.strip():
+        return []
+    if _too_deep(text):
+        return [_error(_top_level_id(text), INVALID_REQUEST, f"The message is nested deeper than {MAX_DEPTH} levels.")]
+    try:
+        message = json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError):
+        return [_error(_top_level_id(text), PARSE_ERROR, "Parse error: the message is not valid JSON.")]
+    if isinstance(message, list):
+        ids = [m["id"] for m in message if isinstance(m, dict) and _valid_id(m.get("id")) and "method" in m]
+        reason = "Batches are not supported: send one JSON-RPC message at a time."
+        return [_error(i, INVALID_REQUEST, reason) for i in ids] or [_error(None, INVALID_REQUEST, reason)]
+    if not isinstance(message, dict):
+        return [_error(None, INVALID_REQUEST, "A JSON-RPC message must be a JSON object.")]
+    if "method" not in message:
+        return None  # a response to a request of the server's: the SDK matches it or ignores it
+    has_id = "id" in message
+    msg_id = message.get("id")
+    if has_id and not _valid_id(msg_id):
+        return [_error(None, INVALID_REQUEST, "The id must be a string or an integer.")]
+    problem = _problem(message)
+    if problem is None:
+        return None
+    code, reason = problem
+    if not has_id:
+        log.info("dropped a malformed notification: %s", reason)
+        return []
+    log.info("answered a malformed request: %s", reason)
+    return [_error(msg_id, code, reason)]
+
+
+def _problem(message: dict[str, Any]) -> tuple[int, str] | None:
+    if message.get("jsonrpc") != "2.0":
+        return INVALID_REQUEST, 'Only JSON-RPC "2.0" is spoken here.'
+    if not isinstance(message.get("method"), str):
+        return INVALID_REQUEST, "The method must be a string."
+    if "params" in message and not isinstance(message["params"], dict):
+        return INVALID_PARAMS, "Invalid params: params must be a JSON object."
+    if _has_surrogate(message):
+        return INVALID_PARAMS, "Invalid params: a string holds a lone surrogate, which is not valid Unicode."
+    try:
+        jsonrpc_message_adapter.validate_python(message, by_name=False)
+    except ValidationError:
+        return INVALID_REQUEST, "The message is not a valid JSON-RPC request."
+    return None
+
+
+def _error(msg_id: Any, code: int, message: str) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": msg_id, "error": {"code": code, "message": message}}
+
+
+def _valid_id(value: Any) -> bool:
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _too_deep(text: str) -> bool:
+    if text.count("[") + text.count("{") <= MAX_DEPTH:  # the common case costs two C-speed counts
+        return False
+    depth = 0
+    for token in _TOKENS.finditer(text):
+        kind = token.group()
+        if kind in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return True
+        elif kind in "]}":
+            depth -= 1
+    return False
+
+
+def _top_level_id(text: str) -> Any:
+    """The id of a message too broken to parse, found at the top level of its text; None when there is none."""
+    depth = 0
+    tokens = list(_TOKENS.finditer(text))
+    for n, token in enumerate(tokens):
+        kind = token.group()
+        if kind in "[{":
+            depth += 1
+        elif kind in "]}":
+            depth -= 1
+        elif depth == 1 and kind == '"id"' and (n == 0 or tokens[n - 1].group() != '"id"'):
+            found = _TOP_LEVEL_ID.match(text, token.end())
+            if found:
+                try:
+                    value = json.loads(found.group(1))
+                except ValueError:
+                    return None
+                return value if _valid_id(value) else None
+    return None
+
+
+def _has_surrogate(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+class GuardedHTTP:
+    """ASGI middleware: a POSTed body must arrive whole, in time and within its size (else 408 or 413); a
+    JSON-RPC message that `judge` refuses is answered here, 400 with its error."""
+
+    def __init__(self, app: ASGIApp, *, read_timeout_s: float = 10.0, max_body_bytes: int = 1_048_576) -> None:
+        self.app = app
+        self._read_timeout_s = read_timeout_s
+        self._max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        # A body that trickles in holds a connection and a task: it must arrive whole in time.
+        with anyio.move_on_after(self._read_timeout_s) as deadline:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                chunks.append(message.get("body", b""))
+                size += len(chunks[-1])
+                if size > self._max_body_bytes:
+                    await JSONResponse({"error": "The request body is too large."}, status_code=413)(
+                        scope, receive, send
+                    )
+                    return
+                if not message.get("more_body", False):
+                    break
+        if deadline.cancelled_caught:
+            late = JSONResponse({"error": "The request body did not arrive in time."}, status_code=408)
+            await late(scope, receive, send)
+            return
+        body = b"".join(chunks)
+        try:
+            verdict = judge(body.decode("utf-8"))
+        except UnicodeDecodeError:
+            verdict = [_error(None, PARSE_ERROR, "Parse error: the body is not UTF-8.")]
+        if verdict:
+            answer = verdict[0] if len(verdict) == 1 else verdict
+            await JSONResponse(answer, status_code=400)(scope, receive, send)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)

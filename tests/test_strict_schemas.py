@@ -1,0 +1,30 @@
+"""Every input schema passes OpenAI's strict mode, judged by openai-agents' own MCP converter."""
+
+from __future__ import annotations
+
+from agents.mcp.util import MCPUtil
+from mcp import Client
+
+
+class _Server:
+    """The little of an openai-agents MCP server its converter reads; the tool list is our server's real one."""
+
+    name = "flashsnap"
+    tool_input_guardrails = None
+    tool_output_guardrails = None
+
+    def _get_failure_error_function(self, fn: object) -> object:
+        return fn
+
+    def _get_needs_approval_for_tool(self, tool: object, agent: object) -> bool:
+        return False
+
+
+async def test_every_input_schema_is_accepted_in_strict_mode(client: Client) -> None:
+    tools = (await client.list_tools()).tools
+    assert len(tools) == 7
+    for tool in tools:
+        converted = MCPUtil.to_function_tool(tool, _Server(), True)  # type: ignore[arg-type]
+        # The converter falls back to a loose schema, silently, when strict conversion fails.
+        assert converted.strict_json_schema, tool.name
+        assert converted.params_json_schema["additionalProperties"] is False
