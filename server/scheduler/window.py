@@ -255,9 +255,15 @@ def _remaining(w: Window, reported: int, assumed: int | None) -> int:
     report means someone else does, and then the pessimistic reading is the safe one.
     """
     own = assumed if assumed is not None else (None if w.limit is None else max(0, w.limit - w.sent))
-    if own is not None and reported >= own:
-        return own
-    return max(0, reported - w.in_flight) if own is None else min(own, max(0, reported - w.in_flight))
+    floor = max(0, reported - w.in_flight)  # the pessimistic reading: every send in flight uncounted
+    if own is None:
+        return floor
+    if reported >= own:
+        # Nobody else spends. At a window's first answer our count may still be low: a send that
+        # crossed into this window was counted against it, and the upstream may have counted it
+        # in the last one. (Later answers may be staler than ones already settled: no give-back.)
+        return max(own, floor) if assumed is None else own
+    return min(own, floor)
 
 
 def renew_flights(doc: Doc | None, now: float, reservations: set[str], until: float) -> Change[None]:

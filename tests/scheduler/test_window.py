@@ -85,3 +85,18 @@ def test_sends_in_flight_when_the_window_turns_count_against_the_new_one() -> No
     while books.ask(10.0) is not None:
         granted += 1
     assert granted == LIMIT - 2
+
+
+def test_a_send_that_the_upstream_counted_in_the_last_window_is_given_back_to_the_new_one() -> None:
+    books = Books()
+    learn(books, now=0.0, reset=10)
+    late = books.ask(9.99)  # out when the window turns: it may count against the new one...
+    assert late is not None
+    first = books.ask(10.0)
+    assert first is not None
+    books.answer(late, 10.01, remaining=15, reset=10)  # ...but the upstream counted it in the old one
+    books.answer(first, 10.02, remaining=LIMIT - 1, reset=20)  # and only `first` in the new one
+    granted = 0
+    while books.ask(10.1) is not None:
+        granted += 1
+    assert granted == LIMIT - 1
