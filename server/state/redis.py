@@ -1,7 +1,9 @@
 """State shared by every replica of a cluster: Redis or Valkey, through redis-py's asyncio client.
 
-Each update is a WATCH/MULTI transaction: read the key, decide, write only if nobody wrote it
-meanwhile, else decide again. Every key lives under the configured prefix and carries a TTL.
+Each update reads the key, decides, and writes with an atomic compare-and-set (a Lua script):
+the write lands only if the key still holds what was read, else the update decides again on
+what another process wrote. A decision to keep the document costs one GET; a write, a GET and
+one script call. Every key lives under the configured prefix and carries a TTL.
 The schema version is part of every key (`flashsnap:v1:…`), so during a rolling upgrade that
 changes it, old and new replicas keep apart instead of overwriting each other's documents.
 """
@@ -13,11 +15,21 @@ from urllib.parse import urlsplit
 
 import anyio
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import RedisError
 
 from server.state.store import KEEP, SCHEMA, Doc, Mutation, R, StoreUnavailable, decode, encode
 
-MAX_CONFLICTS = 100  # a transaction that loses this many races in a row reports the store as unusable
+MAX_CONFLICTS = 100  # an update that loses this many races in a row reports the store as unusable
+
+# KEYS[1]: the document; ARGV: what was read ("" when absent), what to write ("" deletes), TTL in ms.
+# Documents are JSON objects, never "", so "" can stand for "absent".
+COMPARE_AND_SET = """
+local current = redis.call('GET', KEYS[1])
+if current == false then current = '' end
+if current ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
+return 1
+"""
 
 
 def _glob_escape(text: str) -> str:
@@ -51,6 +63,7 @@ class RedisStore:
             decode_responses=True,
             retry_on_timeout=False,
         )
+        self._compare_and_set = self._redis.register_script(COMPARE_AND_SET)  # EVALSHA, loaded once
 
     async def get(self, key: str) -> Doc | None:
         try:
@@ -73,26 +86,21 @@ class RedisStore:
 
     async def _transaction(self, name: str, mutate: Mutation[R]) -> R:
         try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                for attempt in range(MAX_CONFLICTS):
-                    try:
-                        await pipe.watch(name)
-                        change = mutate(decode(await pipe.get(name)))
-                        if change.doc is KEEP:
-                            await pipe.unwatch()  # type: ignore[no-untyped-call]
-                            return change.result
-                        pipe.multi()  # type: ignore[no-untyped-call]
-                        if change.doc is None:
-                            pipe.delete(name)
-                        else:
-                            assert isinstance(change.doc, dict)
-                            pipe.set(name, encode(change.doc), px=max(1, int(change.ttl_s * 1000)))
-                        await pipe.execute()
-                        return change.result
-                    except WatchError:
-                        # Another process wrote the key first: decide again on what it wrote, after a
-                        # short random pause, so that contenders do not collide again in lockstep.
-                        await anyio.sleep(random.uniform(0, 0.001 * min(attempt + 1, 20)))  # noqa: S311 - jitter
+            for attempt in range(MAX_CONFLICTS):
+                read = await self._redis.get(name)
+                change = mutate(decode(read))
+                if change.doc is KEEP:
+                    return change.result
+                written = ""
+                if change.doc is not None:
+                    assert isinstance(change.doc, dict)
+                    written = encode(change.doc)
+                ttl_ms = max(1, int(change.ttl_s * 1000))
+                if await self._compare_and_set(keys=[name], args=[read or "", written, ttl_ms]):
+                    return change.result
+                # Another process wrote the key first: decide again on what it wrote, after a short
+                # random pause, so that contenders do not collide again in lockstep.
+                await anyio.sleep(random.uniform(0, 0.001 * min(attempt + 1, 20)))  # noqa: S311 - jitter
         except RedisError as exc:
             raise self._unavailable(exc) from None
         raise StoreUnavailable(f"Redis at {self._where}: too much contention on one key")
