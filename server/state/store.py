@@ -2,7 +2,7 @@
 
 A document is a JSON object under a key. `update` hands the current document (or None) to a
 pure function and writes what it returns in one atomic step: a transaction in SQLite, a
-WATCH/MULTI transaction in Redis, a plain call in memory. The function may run more than once
+compare-and-set script in Redis, a plain call in memory. The function may run more than once
 (an optimistic backend retries on contention), so it must not have side effects. It may keep
 the document as it is (`KEEP`), which costs no write: the common path of an unconstrained gate
 reads and moves on.
