@@ -1,9 +1,11 @@
 """State shared by every replica of a cluster: Redis or Valkey, through redis-py's asyncio client.
 
-Each update reads the key, decides, and writes with an atomic compare-and-set (a Lua script):
-the write lands only if the key still holds what was read, else the update decides again on
-what another process wrote. A decision to keep the document costs one GET; a write, a GET and
-one script call. Every key lives under the configured prefix and carries a TTL.
+Each update decides on the document and writes with an atomic compare-and-set (a Lua script):
+the write lands only if the key still holds what the decision was based on, else the script
+answers with what it holds and the update decides again. The decision is first made on the
+document as this process last read or wrote it, so a write usually costs one round trip; a
+decision to keep the document is confirmed on a fresh GET, never on a remembered copy.
+Every key lives under the configured prefix and carries a TTL.
 The schema version is part of every key (`flashsnap:v1:…`), so during a rolling upgrade that
 changes it, old and new replicas keep apart instead of overwriting each other's documents.
 """
@@ -21,14 +23,17 @@ from server.state.store import KEEP, SCHEMA, Doc, Mutation, R, StoreUnavailable,
 
 MAX_CONFLICTS = 100  # an update that loses this many races in a row reports the store as unusable
 
-# KEYS[1]: the document; ARGV: what was read ("" when absent), what to write ("" deletes), TTL in ms.
-# Documents are JSON objects, never "", so "" can stand for "absent".
+MAX_REMEMBERED = 1_000  # documents remembered as last read or written (a process uses a handful)
+
+# KEYS[1]: the document; ARGV: what it is assumed to hold ("" when absent), what to write ("" deletes),
+# the TTL in ms. Returns {1} when written, else {0, what it holds} (nothing after 0 when absent), so
+# a loser decides again without another round trip. Documents are JSON objects, never "".
 COMPARE_AND_SET = """
 local current = redis.call('GET', KEYS[1])
 if current == false then current = '' end
-if current ~= ARGV[1] then return 0 end
+if current ~= ARGV[1] then return {0, current} end
 if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
-return 1
+return {1}
 """
 
 
@@ -56,6 +61,7 @@ class RedisStore:
         self._where = where(url)
         self._prefix = f"{prefix}v{SCHEMA}:"
         self._locks: dict[str, anyio.Lock] = {}
+        self._last: dict[str, str | None] = {}  # key -> the document as this process last read or wrote it
         self._redis = aioredis.Redis.from_url(
             url,
             socket_timeout=timeout_s,
@@ -86,24 +92,45 @@ class RedisStore:
 
     async def _transaction(self, name: str, mutate: Mutation[R]) -> R:
         try:
+            read, fresh = (self._last[name], False) if name in self._last else (await self._read(name), True)
             for attempt in range(MAX_CONFLICTS):
-                read = await self._redis.get(name)
                 change = mutate(decode(read))
                 if change.doc is KEEP:
-                    return change.result
+                    if fresh:
+                        return change.result
+                    read, fresh = await self._read(name), True  # keep only on what the key holds now
+                    continue
                 written = ""
                 if change.doc is not None:
                     assert isinstance(change.doc, dict)
                     written = encode(change.doc)
                 ttl_ms = max(1, int(change.ttl_s * 1000))
-                if await self._compare_and_set(keys=[name], args=[read or "", written, ttl_ms]):
+                guessed = not fresh
+                answer = await self._compare_and_set(keys=[name], args=[read or "", written, ttl_ms])
+                if answer[0] == 1:
+                    self._remember(name, written or None)
                     return change.result
-                # Another process wrote the key first: decide again on what it wrote, after a short
-                # random pause, so that contenders do not collide again in lockstep.
-                await anyio.sleep(random.uniform(0, 0.001 * min(attempt + 1, 20)))  # noqa: S311 - jitter
+                read, fresh = (str(answer[1]) if len(answer) > 1 else None), True
+                self._remember(name, read)
+                if not guessed:
+                    # Another process wrote the key first: pause briefly at random before deciding
+                    # again, so that contenders do not collide again in lockstep.
+                    await anyio.sleep(random.uniform(0, 0.001 * min(attempt + 1, 20)))  # noqa: S311 - jitter
         except RedisError as exc:
+            self._last.pop(name, None)
             raise self._unavailable(exc) from None
         raise StoreUnavailable(f"Redis at {self._where}: too much contention on one key")
+
+    async def _read(self, name: str) -> str | None:
+        found = await self._redis.get(name)
+        raw = None if found is None else str(found)
+        self._remember(name, raw)
+        return raw
+
+    def _remember(self, name: str, raw: str | None) -> None:
+        if len(self._last) >= MAX_REMEMBERED and name not in self._last:
+            self._last.clear()
+        self._last[name] = raw
 
     async def keys(self, prefix: str) -> list[str]:
         pattern = _glob_escape(self._prefix + prefix) + "*"

@@ -326,3 +326,21 @@ async def test_servers_keep_one_database_when_the_state_directory_is_deleted_und
     assert sum("removed or replaced" in r.getMessage() for r in caplog.records) == 1
     await running.aclose()
     await later.aclose()
+
+
+@pytest.mark.parametrize("stores", ["sqlite", "redis"], indirect=True)
+async def test_a_decision_is_never_made_on_what_another_process_has_since_changed(stores: OpenStore) -> None:
+    """Redis decides first on the copy it last wrote: a write on a stale copy must lose, a keep must be
+    confirmed on what the key holds now."""
+    mine, other = stores(), stores()
+    assert await mine.update("k", increment) == 1
+    assert await other.update("k", increment) == 2  # behind my back
+
+    def keep_if_one(doc: Doc | None) -> Change[str]:
+        return Change("still one") if (doc or {}).get("n") == 1 else Change("moved on")
+
+    assert await mine.update("k", keep_if_one) == "moved on"
+    assert await mine.update("k", increment) == 3  # not 2: the write on my stale copy lost and was redone
+    assert await other.get("k") == {"n": 3}
+    await mine.aclose()
+    await other.aclose()
