@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import statistics
 import sys
 import time
@@ -16,6 +15,7 @@ from anyio.streams.text import TextReceiveStream
 from mcp import Client
 
 from bench.report import machine
+from tests.servers import free_port
 
 SESSIONS = int(os.environ.get("BENCH_SESSIONS", "20"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "20"))
@@ -24,12 +24,6 @@ CALLS: tuple[tuple[str, dict[str, str]], ...] = (
     ("list_models", {"provider": "openai"}),
     ("check_quota", {}),
 )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def rss_mib(pid: int) -> float:

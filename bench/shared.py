@@ -16,26 +16,25 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
-from mcp import Client, StdioServerParameters
+from mcp import Client
 
-from bench.overhead import BIN, quantile
+from bench.overhead import ours, quantile
 from bench.report import machine
 from bench.scheduling import CALLS, LIMIT, WINDOW_S, Outcome, routes, snapshot_body
 from server.clock import SystemClock
 from server.sandbox import Emulator, EmulatorState, catalog
 from tests.servers import http_replica, valkey
+from tests.test_stdio import params
 
 COST_CALLS = int(os.environ.get("BENCH_CALLS", "300"))
 
 
-def stdio(env: dict[str, str]) -> StdioServerParameters:
-    return StdioServerParameters(command=str(BIN / "flashsnap-mcp"), args=["--log-level", "WARNING"], env=env)
-
-
 def base_env(emulator: Emulator, **extra: str) -> dict[str, str]:
-    own = {k: v for k, v in os.environ.items() if not k.startswith(("NEUROFLASH_", "NEURALSNAP_", "FLASHSNAP_"))}
-    return {**own, **emulator.environment(), "NEUROFLASH_WORKSPACE_ID": catalog.MARKETING_WORKSPACE,
-            "FLASHSNAP_MAX_WAIT_S": "600", **extra}  # fmt: skip
+    """This machine's environment without any real credentials or settings, pointed at the emulator."""
+    env = params(env={**emulator.environment(), "NEUROFLASH_WORKSPACE_ID": catalog.MARKETING_WORKSPACE,
+                      "FLASHSNAP_MAX_WAIT_S": "600", **extra}).env  # fmt: skip
+    assert env is not None
+    return env
 
 
 async def fire(clients: list[Client]) -> int:
@@ -58,7 +57,7 @@ async def fire(clients: list[Client]) -> int:
 @contextlib.asynccontextmanager
 async def stdio_clients(env: dict[str, str], n: int) -> AsyncIterator[list[Client]]:
     async with contextlib.AsyncExitStack() as stack:
-        yield [await stack.enter_async_context(Client(stdio(env))) for _ in range(n)]
+        yield [await stack.enter_async_context(Client(ours(env))) for _ in range(n)]
 
 
 @contextlib.asynccontextmanager
@@ -106,7 +105,7 @@ async def cost(work: Path) -> dict[str, dict[str, list[float]]]:
         }
         async with contextlib.AsyncExitStack() as stack:
             clients = {
-                name: await stack.enter_async_context(Client(stdio(base_env(emulator, **extra))))
+                name: await stack.enter_async_context(Client(ours(base_env(emulator, **extra))))
                 for name, extra in stores.items()
             }
             for tool, args in (("list_models", {}), ("search_snapshots", {"query": "measured"})):

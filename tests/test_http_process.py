@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 
 import anyio
@@ -12,13 +11,8 @@ from anyio.streams.text import TextReceiveStream
 from mcp import Client
 
 from tests.results import data
+from tests.servers import free_port
 from tests.test_stdio import COMMAND, params
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def wait_for_line(process: Process, needle: str, seen: list[str]) -> None:
