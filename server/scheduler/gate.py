@@ -28,10 +28,8 @@ import contextlib
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from types import TracebackType
 
 import anyio
-from anyio.abc import TaskGroup
 
 from server import tracing
 from server.clock import Clock
@@ -39,6 +37,7 @@ from server.errors import RateLimited
 from server.metrics import NO_METRICS, Observer
 from server.scheduler.budget import HEARTBEAT_EVERY_S, Budget
 from server.scheduler.fair import FairQueue
+from server.scheduler.leases import POLL_S, LeaseKeeper
 from server.scheduler.window import (
     Answer,
     Asker,
@@ -55,7 +54,6 @@ from server.scheduler.window import (
 from server.state.memory import MemoryStore
 from server.state.store import Change, Doc, Mutation, Store
 
-POLL_S = 0.05  # how often a call waiting on other processes looks at the shared window again
 FLIGHT_LEASE_S = 6.0  # a send in flight stays reserved this long unless its process renews it
 
 
@@ -81,7 +79,7 @@ class Reservation:
     tracked: bool
 
 
-class Gate:
+class Gate(LeaseKeeper):
     def __init__(
         self,
         scope: str,
@@ -104,42 +102,27 @@ class Gate:
         self._pace_below = pace_below
         # On a shared store a reservation is a short lease renewed while the request is out; in
         # memory nobody else can be held up by a dead process, so it simply lasts the request.
-        self._flight_lease_s = flight_lease_s
+        self._lease_s = flight_lease_s
         self._flight_ttl_s = flight_lease_s if self._store.shared else flight_ttl_s
         self._out: set[str] = set()  # tracked reservations of this process not yet settled
-        self._renewals: TaskGroup | None = None
         self._poll_s = POLL_S if self._store.shared else HEARTBEAT_EVERY_S
         self._turns = FairQueue()
         self._changed = anyio.Event()
         self._seen = Window()  # the last state read or written, for estimates
         self.queued = 0
 
-    async def __aenter__(self) -> Gate:
-        if self._store.shared:
-            self._renewals = anyio.create_task_group()
-            await self._renewals.__aenter__()
-            self._renewals.start_soon(self._renew_forever)
-        return self
+    def _keeps_leases(self) -> bool:
+        return self._store.shared
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._renewals is not None:
-            self._renewals.cancel_scope.cancel()
-            await self._renewals.__aexit__(exc_type, exc, tb)
-            self._renewals = None
-
-    async def _renew_forever(self) -> None:
-        while True:
-            await anyio.sleep(self._flight_lease_s / 3)  # real time: leases are judged by other processes too
-            if self._out:
-                with contextlib.suppress(Exception):  # a missed renewal costs at most a lease
-                    await self._store.update(self._key, self._renewer(set(self._out)))
+    async def _renew(self) -> None:
+        if self._out:
+            with contextlib.suppress(Exception):  # a missed renewal costs at most a lease
+                await self._store.update(self._key, self._renewer(set(self._out)))
 
     def _renewer(self, reservations: set[str]) -> Mutation[None]:
         def renew(doc: Doc | None) -> Change[None]:
             now = self._clock.now()
-            return renew_flights(doc, now, reservations, now + self._flight_lease_s)
+            return renew_flights(doc, now, reservations, now + self._lease_s)
 
         return renew
 

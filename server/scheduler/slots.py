@@ -10,19 +10,16 @@ from __future__ import annotations
 import contextlib
 import secrets
 from collections.abc import AsyncIterator
-from types import TracebackType
 
 import anyio
-from anyio.abc import TaskGroup
 
 from server.clock import Clock
 from server.errors import RateLimited
 from server.metrics import NO_METRICS, Observer
 from server.scheduler.budget import HEARTBEAT_EVERY_S, Budget
+from server.scheduler.leases import POLL_S, LeaseKeeper
 from server.state.memory import MemoryStore
 from server.state.store import Change, Doc, Mutation, Store
-
-POLL_S = 0.05
 
 
 def holders(doc: Doc | None, now: float) -> dict[str, float]:
@@ -32,7 +29,7 @@ def holders(doc: Doc | None, now: float) -> dict[str, float]:
     return {str(k): float(v) for k, v in holders.items() if isinstance(v, int | float) and v > now}
 
 
-class Slots:
+class Slots(LeaseKeeper):
     def __init__(
         self, clock: Clock, limit: int, *, store: Store | None = None, key: str = "slots", lease_s: float = 9.0,
         observer: Observer = NO_METRICS,
@@ -46,21 +43,6 @@ class Slots:
         self._poll_s = POLL_S if self._store.shared else HEARTBEAT_EVERY_S
         self._mine: dict[str, str] = {}  # holder -> document key, for renewal
         self._freed = anyio.Event()
-        self._renewals: TaskGroup | None = None
-
-    async def __aenter__(self) -> Slots:
-        self._renewals = anyio.create_task_group()
-        await self._renewals.__aenter__()
-        self._renewals.start_soon(self._renew_forever)
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        assert self._renewals is not None
-        self._renewals.cancel_scope.cancel()
-        await self._renewals.__aexit__(exc_type, exc, tb)
-        self._renewals = None
 
     async def in_use(self, name: str) -> int:
         return len(holders(await self._store.get(f"{self._key}:{name}"), self._clock.now()))
@@ -117,11 +99,9 @@ class Slots:
 
         return give
 
-    async def _renew_forever(self) -> None:
-        while True:
-            await anyio.sleep(self._lease_s / 3)  # real time: leases are judged by other processes too
-            for me, key in list(self._mine.items()):
-                await self._store.update(key, self._renewer(me))
+    async def _renew(self) -> None:
+        for me, key in list(self._mine.items()):
+            await self._store.update(key, self._renewer(me))
 
     def _renewer(self, me: str) -> Mutation[None]:
         def renew(doc: Doc | None) -> Change[None]:
