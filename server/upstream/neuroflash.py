@@ -288,25 +288,17 @@ async def _read_stream(response: httpx2.Response, on_text: TextSink, watch: Stre
             "neuroflash sent a malformed stream event.", request_id=rid, maybe_processed=True
         ) from None
     except GenerationDeadline as exc:
-        raise IncompleteStream(
-            f"The generation was stopped: {exc} (FLASHSNAP_TIMEOUT_S, FLASHSNAP_MAX_GENERATION_S).",
-            request_id=rid,
-            maybe_processed=True,
-            details={"partial_text": "".join(parts)},
+        raise _cut(
+            f"The generation was stopped: {exc} (FLASHSNAP_TIMEOUT_S, FLASHSNAP_MAX_GENERATION_S).", rid, parts
         ) from None
     except httpx2.TransportError as exc:
-        raise IncompleteStream(
-            f"The generation stream broke ({type(exc).__name__}) before it finished.",
-            request_id=rid,
-            maybe_processed=True,
-            details={"partial_text": "".join(parts)},
-        ) from None
-    raise IncompleteStream(
-        "The generation stream ended before [DONE]: the text is incomplete.",
-        request_id=rid,
-        maybe_processed=True,
-        details={"partial_text": "".join(parts)},
-    )
+        raise _cut(f"The generation stream broke ({type(exc).__name__}) before it finished.", rid, parts) from None
+    raise _cut("The generation stream ended before [DONE]: the text is incomplete.", rid, parts)
+
+
+def _cut(message: str, rid: str | None, parts: list[str]) -> IncompleteStream:
+    """A stream that ended early: the words may be spent, so it is never repeated; the text so far goes with it."""
+    return IncompleteStream(message, request_id=rid, maybe_processed=True, details={"partial_text": "".join(parts)})
 
 
 def _raise_for(response: httpx2.Response, workspace_id: str | None) -> NoReturn:
