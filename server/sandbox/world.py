@@ -25,7 +25,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from server.state.files import private_file
+from server.state.files import open_private_database
 
 if TYPE_CHECKING:
     from server.sandbox.state import Quota
@@ -198,12 +198,8 @@ def forget(path: Path) -> None:
 
 
 def _connect(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
-    # Created 0600 before SQLite opens it; SQLite gives its WAL and shared-memory files the same mode.
-    private_file(path)
-    db = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
+    db = open_private_database(path, busy_timeout_s)
     try:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
         db.execute("BEGIN IMMEDIATE")  # two processes starting at once: one creates, the other then checks
         try:
             _create_or_check(db)

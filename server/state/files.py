@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 import stat
 from pathlib import Path
 
@@ -22,3 +23,17 @@ def private_file(path: Path) -> None:
     os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
     if os.name == "posix" and stat.S_IMODE(path.stat().st_mode) & 0o077:
         path.chmod(0o600)
+
+
+def open_private_database(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
+    """An SQLite database only its user can read, in WAL mode, in autocommit (callers open transactions)."""
+    # Created 0600 before SQLite opens it; SQLite gives its WAL and shared-memory files the same mode.
+    private_file(path)
+    db = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+    except BaseException:
+        db.close()
+        raise
+    return db

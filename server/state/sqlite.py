@@ -25,7 +25,7 @@ from typing import TypeVar
 import anyio
 
 from server.clock import Clock
-from server.state.files import private_file
+from server.state.files import open_private_database
 from server.state.store import KEEP, SCHEMA, Doc, Mutation, R, StoreUnavailable, decode, encode
 
 T = TypeVar("T")
@@ -176,14 +176,10 @@ class SQLiteStore:
         return self._db
 
     def _connect(self) -> sqlite3.Connection:
-        # Created 0600 before SQLite opens it; SQLite gives its WAL and shared-memory files the same mode.
-        private_file(self.path)
+        db = open_private_database(self.path, self._busy_timeout_s)
         found = os.stat(self.path)
         self._file = (found.st_dev, found.st_ino)
-        db = sqlite3.connect(self.path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=False)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
             db.execute(
                 "CREATE TABLE IF NOT EXISTS docs (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL NOT NULL)"
             )
