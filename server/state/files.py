@@ -6,6 +6,7 @@ import contextlib
 import os
 import sqlite3
 import stat
+import time
 from pathlib import Path
 
 
@@ -31,9 +32,23 @@ def open_private_database(path: Path, busy_timeout_s: float) -> sqlite3.Connecti
     private_file(path)
     db = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
     try:
-        db.execute("PRAGMA journal_mode=WAL")
+        _switch_to_wal(db, deadline=time.monotonic() + busy_timeout_s)
         db.execute("PRAGMA synchronous=NORMAL")
     except BaseException:
         db.close()
         raise
     return db
+
+
+def _switch_to_wal(db: sqlite3.Connection, *, deadline: float) -> None:
+    # Switching a new database to WAL takes an exclusive lock, and SQLite reports a conflict at once
+    # instead of waiting (to avoid a deadlock): several processes opening a fresh database meet it.
+    # Called off the event loop, so it may wait here, up to the busy timeout.
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.01)

@@ -344,3 +344,27 @@ async def test_a_decision_is_never_made_on_what_another_process_has_since_change
     assert await other.get("k") == {"n": 3}
     await mine.aclose()
     await other.aclose()
+
+
+async def test_opening_a_fresh_database_waits_for_another_process_instead_of_failing(tmp_path: Path) -> None:
+    """Processes starting together on a new machine: one holds the new file while another switches it to WAL."""
+    path = tmp_path / FILENAME
+    other = sqlite3.connect(path, isolation_level=None)  # still in rollback-journal mode
+    other.execute("CREATE TABLE t (x)")
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO t VALUES (1)")  # another process is writing it, as at its creation
+    store = SQLiteStore(path, FakeClock())
+    results: list[int] = []
+
+    async def write() -> None:
+        results.append(await store.update("k", increment))
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(write)
+            await anyio.wait_all_tasks_blocked()
+            assert results == []  # waiting, not failed
+            other.execute("COMMIT")
+    assert results == [1]
+    other.close()
+    await store.aclose()
