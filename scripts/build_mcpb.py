@@ -25,7 +25,7 @@ BUNDLE = ROOT / "flashsnap-mcp.mcpb"
 CONTENTS = ("pyproject.toml", "uv.lock", "README.md", "server", "tools")
 LAUNCHER = '''"""Entry point of the flashsnap-mcp bundle: the same server as the `flashsnap-mcp` command."""
 
-from server.cli import main
+from server.cli.main import main
 
 main()
 '''

@@ -18,7 +18,7 @@ from server import __version__, arguments
 from server.calls import error_result, tool_call
 from server.clock import Clock
 from server.config import Settings
-from server.logs import SecretMask
+from server.observe.logs import SecretMask
 from server.runtime import Runtime, open_runtime
 from server.toolselect import Selection, ToolFilter, select
 

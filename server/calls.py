@@ -12,8 +12,8 @@ from mcp.server.mcpserver import Context
 from mcp.types import CallToolResult, TextContent
 
 from server.errors import FairUseReached, FlashsnapError, QuotaExhausted, RateLimited
-from server.logs import SecretMask
-from server.metrics import NO_METRICS, Observer
+from server.observe.logs import SecretMask
+from server.observe.metrics import NO_METRICS, Observer
 from server.runtime import Runtime
 from server.scheduler import budget as budgets
 from server.scheduler import fair

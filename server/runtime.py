@@ -16,22 +16,22 @@ from pydantic import SecretStr
 from server import __version__
 from server.clock import Clock, SystemClock
 from server.config import Settings
-from server.credentials import BearerAuth, TokenManager
+from server.credentials.tokens import BearerAuth, TokenManager
 from server.errors import ConfigurationError, MissingCredential
 from server.httpio import KEEPALIVE_EXPIRY_S
-from server.logs import SecretMask
-from server.metrics import NO_METRICS, Metrics, Observer, fingerprint, serve_metrics
-from server.model_catalog import ModelCatalog
-from server.quota import QuotaBook
+from server.neuralsnap.client import NeuralSnapClient
+from server.neuroflash.catalog import ModelCatalog
+from server.neuroflash.client import NeuroflashClient
+from server.neuroflash.quota import QuotaBook
+from server.neuroflash.workspaces import WorkspaceResolver
+from server.observe.logs import SecretMask
+from server.observe.metrics import NO_METRICS, Metrics, Observer, fingerprint, serve_metrics
 from server.scheduler.gate import Gate
 from server.scheduler.slots import Slots
 from server.scheduler.transport import ScheduledTransport
 from server.state import accounts
 from server.state.opening import StoreRefused, default_state_dir, open_store
 from server.state.store import Store
-from server.upstream.neuralsnap import NeuralSnapClient
-from server.upstream.neuroflash import NeuroflashClient
-from server.workspaces import WorkspaceResolver
 
 log = logging.getLogger(__name__)
 USER_AGENT = f"flashsnap-mcp/{__version__}"

@@ -12,7 +12,7 @@ from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from server.calls import error_result
 from server.config import Settings
 from server.errors import ConfigurationError, ToolDisabled
-from server.logs import SecretMask
+from server.observe.logs import SecretMask
 
 log = logging.getLogger(__name__)
 

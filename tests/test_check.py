@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from server.check import render, run_checks
+from server.cli.check import render, run_checks
 from server.clock import FakeClock
 from server.config import Settings
 from server.sandbox import Emulator, EmulatorState, catalog

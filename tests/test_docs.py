@@ -26,4 +26,6 @@ def test_every_relative_link_in_the_readme_resolves_inside_the_repository() -> N
 @pytest.mark.skipif(not SHARED_CONTRACT.exists(), reason="no shared contract beside this checkout to compare with")
 def test_the_shipped_upstream_contract_is_the_shared_one() -> None:
     shipped = NOTE.sub("", (ROOT / "docs" / "upstream-contract.md").read_text(), count=1)
-    assert shipped == SHARED_CONTRACT.read_text(), "docs/upstream-contract.md differs from ../shared/upstream-contract.md: copy it again"
+    assert shipped == SHARED_CONTRACT.read_text(), (
+        "docs/upstream-contract.md differs from ../shared/upstream-contract.md: copy it again"
+    )

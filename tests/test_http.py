@@ -15,9 +15,9 @@ from mcp.client.sse import sse_client
 
 from server.clock import FakeClock
 from server.config import Settings
-from server.http import build_http_app
 from server.sandbox import Emulator, EmulatorState
 from server.sandbox.loopback import LoopbackServer
+from server.transports.http import build_http_app
 from tests.conftest import MODES
 from tests.results import data
 from tests.walkthrough import walk_every_tool

@@ -7,7 +7,7 @@ import logging
 import pytest
 from mcp import Client
 
-from server.logs import SecretMask
+from server.observe.logs import SecretMask
 from server.sandbox import Emulator, catalog
 from tests.results import data
 

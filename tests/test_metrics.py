@@ -13,10 +13,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from server.clock import FakeClock
 from server.config import Settings
-from server.http import build_http_app
 from server.sandbox import Emulator, EmulatorState, catalog
 from server.sandbox.loopback import LoopbackServer
 from server.sandbox.state import Fault
+from server.transports.http import build_http_app
 from tests.results import data, error
 
 TOKEN = "metrics-test-token-0123456789"

@@ -20,9 +20,9 @@ from mcp.client.stdio import stdio_client
 
 from server.clock import FakeClock, SystemClock
 from server.config import Settings
-from server.http import build_http_app
 from server.sandbox import Emulator, EmulatorState
 from server.sandbox.loopback import LoopbackServer
+from server.transports.http import build_http_app
 from tests.results import data
 from tests.servers import Balancer, Valkey, free_port, http_replica, valkey
 from tests.test_stdio import COMMAND, params

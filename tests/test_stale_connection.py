@@ -10,9 +10,9 @@ import anyio
 
 from server.clock import FakeClock
 from server.config import Settings
+from server.neuralsnap.client import SnapshotFields
 from server.runtime import open_runtime
 from server.sandbox import Emulator, EmulatorState
-from server.upstream.neuralsnap import SnapshotFields
 
 
 def _pooled_sockets(client: Any) -> list[socket.socket]:

@@ -14,13 +14,13 @@ import pytest
 from anyio.streams.text import TextReceiveStream
 from mcp import Client
 
+from server.cli.status import CLEAR
 from server.clock import FakeClock
 from server.sandbox import Emulator, EmulatorState, catalog
 from server.state.memory import MemoryStore
 from server.state.redis import RedisStore
 from server.state.sqlite import SQLiteStore
 from server.state.store import Change, Store
-from server.status import CLEAR
 from tests.results import data
 from tests.servers import http_replica, valkey
 from tests.test_stdio import COMMAND, params

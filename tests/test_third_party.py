@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from server.config import Settings
-from server.http import build_http_app
 from server.sandbox import Emulator, EmulatorState
 from server.sandbox.loopback import LoopbackServer
 from server.sandbox.runner import sandbox_environment, seed_sandbox
+from server.transports.http import build_http_app
 from tests.test_stdio import COMMAND, params
 
 NODE_DIR = Path(__file__).parent / "node"

@@ -19,9 +19,9 @@ from server.app import create_app
 from server.clock import FakeClock
 from server.config import Settings
 from server.errors import ConfigurationError
-from server.http import build_http_app
 from server.sandbox import Emulator, EmulatorState
 from server.sandbox.loopback import LoopbackServer
+from server.transports.http import build_http_app
 from tests.conftest import MODES, Connect
 from tests.results import data, error
 from tests.test_stdio import COMMAND, params

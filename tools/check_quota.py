@@ -4,7 +4,7 @@ from datetime import UTC, date, datetime
 
 from pydantic import BaseModel, Field
 
-from server.quota import TEXT_USAGE, judge
+from server.neuroflash.quota import TEXT_USAGE, judge
 from server.toolspec import READ_ONLY, ToolContext, ToolSpec, WorkspaceId, runtime
 
 

@@ -7,9 +7,9 @@ from pydantic import BaseModel, Field
 from server.arguments import Closed
 from server.calls import GENERATION_SLOTS
 from server.errors import InvalidArguments, QuotaExhausted
+from server.neuroflash.client import ChatMessage, ChatRequest
 from server.scheduler import budget as budgets
 from server.toolspec import CREATES, MaxWait, ToolContext, ToolSpec, WorkspaceId, runtime
-from server.upstream.neuroflash import ChatMessage, ChatRequest
 
 
 class Message(Closed):

@@ -4,8 +4,8 @@ from typing import Annotated
 
 from pydantic import Field
 
+from server.neuralsnap.client import Snapshot
 from server.toolspec import READ_ONLY, MaxWait, ToolContext, ToolSpec, runtime
-from server.upstream.neuralsnap import Snapshot
 
 
 async def get_snapshot(

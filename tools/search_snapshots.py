@@ -4,8 +4,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field
 
+from server.neuralsnap.client import SearchHit
 from server.toolspec import READ_ONLY, MaxWait, ToolContext, ToolSpec, runtime
-from server.upstream.neuralsnap import SearchHit
 
 
 class SearchResult(BaseModel):

@@ -6,8 +6,8 @@ from pydantic import Field
 
 from server.arguments import Closed
 from server.errors import InvalidArguments
+from server.neuralsnap.client import Snapshot, SnapshotFields
 from server.toolspec import CREATES, MaxWait, ToolContext, ToolSpec, runtime
-from server.upstream.neuralsnap import Snapshot, SnapshotFields
 
 Text = Annotated[str | None, Field(min_length=1, max_length=20_000)]
 

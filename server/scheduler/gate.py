@@ -31,13 +31,12 @@ from dataclasses import dataclass
 
 import anyio
 
-from server import tracing
 from server.clock import Clock
 from server.errors import RateLimited
-from server.metrics import NO_METRICS, Observer
+from server.observe import tracing
+from server.observe.metrics import NO_METRICS, Observer
 from server.scheduler.budget import HEARTBEAT_EVERY_S, Budget
 from server.scheduler.fair import FairQueue
-from server.scheduler.leases import POLL_S, LeaseKeeper
 from server.scheduler.window import (
     Answer,
     Asker,
@@ -51,6 +50,7 @@ from server.scheduler.window import (
     renew_flights,
     settle,
 )
+from server.state.leases import POLL_S, LeaseKeeper
 from server.state.memory import MemoryStore
 from server.state.store import Change, Doc, Mutation, Store
 

@@ -15,9 +15,9 @@ import anyio
 
 from server.clock import Clock
 from server.errors import RateLimited
-from server.metrics import NO_METRICS, Observer
+from server.observe.metrics import NO_METRICS, Observer
 from server.scheduler.budget import HEARTBEAT_EVERY_S, Budget
-from server.scheduler.leases import POLL_S, LeaseKeeper
+from server.state.leases import POLL_S, LeaseKeeper
 from server.state.memory import MemoryStore
 from server.state.store import Change, Doc, Mutation, Store
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import httpx2
 
-from server import tracing
 from server.backoff import full_jitter
 from server.clock import Clock
 from server.httpio import (
@@ -33,7 +32,8 @@ from server.httpio import (
     error_body,
     retry_after,
 )
-from server.metrics import NO_METRICS, Observer
+from server.observe import tracing
+from server.observe.metrics import NO_METRICS, Observer
 from server.scheduler import budget as budgets
 from server.scheduler.gate import Gate
 

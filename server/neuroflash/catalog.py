@@ -6,7 +6,7 @@ import logging
 
 from server.clock import Clock
 from server.errors import ModelNotAvailable, UpstreamUnavailable
-from server.upstream.neuroflash import Model, NeuroflashClient
+from server.neuroflash.client import Model, NeuroflashClient
 
 log = logging.getLogger(__name__)
 

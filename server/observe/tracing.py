@@ -22,7 +22,7 @@ from opentelemetry import trace
 from opentelemetry.trace import ProxyTracerProvider, Span, SpanKind, StatusCode
 
 from server import __version__
-from server.metrics import route_template
+from server.observe.metrics import route_template
 
 log = logging.getLogger(__name__)
 

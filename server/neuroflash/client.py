@@ -27,7 +27,7 @@ from server.errors import (
     UpstreamUnavailable,
 )
 from server.httpio import UNSAFE_METHODS, error_body, retry_after
-from server.upstream.responses import request_id, send, transport_failure
+from server.responses import request_id, send, transport_failure
 
 SERVICE = "neuroflash"
 

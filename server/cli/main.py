@@ -11,9 +11,10 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from server import __version__, logs, tracing
+from server import __version__
 from server.config import ENVIRONMENT, Settings
 from server.errors import ConfigurationError
+from server.observe import logs, tracing
 
 log = logging.getLogger("server")
 
@@ -95,12 +96,12 @@ def sandbox_environment(environ: Mapping[str, str], *, reset: bool = False) -> I
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["status"]:
-        from server.status import main as status
+        from server.cli.status import main as status
 
         status(argv[1:])
         return
     if argv[:1] == ["check"]:  # `flashsnap-mcp check`: the setup check, its own command (server/check.py)
-        from server.check import main as check
+        from server.cli.check import main as check
 
         check(argv[1:])
         return
@@ -159,7 +160,7 @@ def serve_workers(settings: Settings, environ: Mapping[str, str]) -> None:
     """Several uvicorn workers on one socket; each builds its app from the environment and shares the store."""
     import uvicorn
 
-    from server.http_limits import uvicorn_options
+    from server.transports.limits import uvicorn_options
 
     if settings.store == "memory":
         log.warning("FLASHSNAP_STATE=memory with %d workers: each worker keeps its own budget", settings.workers)
@@ -181,7 +182,7 @@ def serve_workers(settings: Settings, environ: Mapping[str, str]) -> None:
     )
     log.info("flashsnap-mcp %s starting %d workers", __version__, settings.workers)
     uvicorn.run(
-        "server.cli:worker_app",
+        "server.cli.main:worker_app",
         factory=True,
         workers=settings.workers,
         host=settings.host,
@@ -198,7 +199,7 @@ WORKER_SANDBOX = "FLASHSNAP_WORKER_SANDBOX"  # set by the parent for workers of 
 
 def worker_app() -> Any:
     """The app of one HTTP worker, built from the environment its parent prepared."""
-    from server.http import build_http_app
+    from server.transports.http import build_http_app
 
     settings = Settings.from_env(os.environ, sandbox=os.environ.get(WORKER_SANDBOX) == "1")
     logs.configure(settings.log_level, settings.secrets)
@@ -211,15 +212,15 @@ def serve(settings: Settings) -> None:
         import anyio
 
         from server.app import create_app
-        from server.stdio import serve_stdio
+        from server.transports.stdio import serve_stdio
 
         log.info("flashsnap-mcp %s starting over stdio", __version__)
         anyio.run(serve_stdio, create_app(settings))
         return
     import uvicorn
 
-    from server.http import build_http_app
-    from server.http_limits import uvicorn_options
+    from server.transports.http import build_http_app
+    from server.transports.limits import uvicorn_options
 
     config = uvicorn.Config(
         build_http_app(settings),

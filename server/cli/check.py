@@ -14,11 +14,12 @@ from typing import Any, Literal
 
 import anyio
 
-from server import __version__, logs
+from server import __version__
 from server.clock import Clock, SystemClock
 from server.config import Settings
 from server.errors import ConfigurationError, FlashsnapError
-from server.quota import TEXT_USAGE, judge
+from server.neuroflash.quota import TEXT_USAGE, judge
+from server.observe import logs
 from server.runtime import Runtime, open_runtime, open_state
 
 Status = Literal["ok", "warn", "fail", "skip"]
@@ -309,7 +310,7 @@ def _environment(sandbox: bool) -> Iterator[Mapping[str, str]]:
     if not sandbox:
         yield os.environ
         return
-    from server.cli import sandbox_environment
+    from server.cli.main import sandbox_environment
 
     with sandbox_environment(os.environ) as environ:
         yield environ

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from server.errors import InvalidArguments
-from server.upstream.neuroflash import NeuroflashClient, Workspace
+from server.neuroflash.client import NeuroflashClient, Workspace
 
 
 class WorkspaceResolver:

@@ -66,7 +66,7 @@ def uvicorn_options(settings: Settings, *, workers: bool = False) -> dict[str, A
     """The uvicorn settings that bound slow and greedy clients (worker processes import the protocol by name)."""
     own = type("HeaderDeadline", (HeaderDeadlineProtocol,), {"header_timeout_s": settings.http_read_timeout_s})
     return {
-        "http": "server.http_limits:HeaderDeadlineProtocol" if workers else own,
+        "http": "server.transports.limits:HeaderDeadlineProtocol" if workers else own,
         "limit_concurrency": settings.max_connections,
         "timeout_keep_alive": 5,
     }

@@ -10,9 +10,9 @@ from pydantic import ValidationError
 
 from server.clock import Clock
 from server.errors import FairUseReached, QuotaExhausted
+from server.neuroflash.client import NeuroflashClient, Quota
 from server.state.memory import MemoryStore
 from server.state.store import Change, Doc, Store
-from server.upstream.neuroflash import NeuroflashClient, Quota
 
 TEXT_USAGE = "tokens"  # neuroflash's usage type for words of text
 

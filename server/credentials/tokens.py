@@ -31,13 +31,13 @@ import httpx2
 from anyio.abc import TaskGroup
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from server import token_lease as lease
-from server import tracing
 from server.backoff import full_jitter
 from server.clock import Clock
+from server.credentials import lease
 from server.errors import CredentialsRejected, FlashsnapError, UpstreamUnavailable
 from server.httpio import upstream_text
-from server.metrics import NO_METRICS, Observer
+from server.observe import tracing
+from server.observe.metrics import NO_METRICS, Observer
 from server.state.memory import MemoryStore
 from server.state.store import Mutation, Store
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from server.errors import CredentialsRejected, NotFound, RateLimited, UpstreamRejected, UpstreamUnavailable
 from server.httpio import UNSAFE_METHODS, error_body, retry_after
-from server.upstream.responses import parse, send
+from server.responses import parse, send
 
 SERVICE = "NeuralSnap"
 SnapshotType = Literal["Belief", "Model", "Rule", "Conviction", "Principle"]

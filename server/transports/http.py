@@ -17,12 +17,12 @@ from server import __version__
 from server.app import create_app
 from server.clock import Clock
 from server.config import Settings
-from server.http_security import HTTPGuard, require_token_when_exposed
-from server.jsonrpc_guard import GuardedHTTP
-from server.metrics import CONTENT_TYPE, Metrics
+from server.observe.metrics import CONTENT_TYPE, Metrics
 from server.runtime import Runtime, open_runtime
-from server.sessions import evict_oldest_idle
 from server.state.opening import health
+from server.transports.jsonrpc_guard import GuardedHTTP
+from server.transports.security import HTTPGuard, require_token_when_exposed
+from server.transports.sessions import evict_oldest_idle
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from mcp.server.stdio import stdio_server
 from mcp.shared.message import SessionMessage
 from mcp_types import jsonrpc_message_adapter
 
-from server.jsonrpc_guard import judge
+from server.transports.jsonrpc_guard import judge
 
 
 class GuardedStdin:

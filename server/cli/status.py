@@ -18,10 +18,10 @@ from typing import Any
 
 import anyio
 
-from server import logs
 from server.clock import Clock, SystemClock
 from server.config import Settings
 from server.errors import ConfigurationError
+from server.observe import logs
 from server.runtime import open_state
 from server.scheduler.slots import holders
 from server.scheduler.window import Window

@@ -1,0 +1,1 @@
+"""NeuralSnap: its typed client, wire models, and the service the tools call."""

@@ -1,0 +1,1 @@
+"""neuroflash: its typed client, wire models, and the service the tools call."""

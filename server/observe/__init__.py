@@ -1,0 +1,1 @@
+"""Observability: logs with the secret mask, Prometheus metrics, OpenTelemetry traces."""

@@ -1,1 +1,0 @@
-"""Typed clients of the two upstream APIs, one shared `httpx2.AsyncClient` each."""
