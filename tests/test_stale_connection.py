@@ -10,7 +10,7 @@ import anyio
 
 from server.clock import FakeClock
 from server.config import Settings
-from server.neuralsnap.client import SnapshotFields
+from server.neuralsnap.wire import SnapshotFields
 from server.runtime import open_runtime
 from server.sandbox import Emulator, EmulatorState
 
@@ -33,7 +33,7 @@ async def test_a_snapshot_on_a_dead_pooled_connection_is_sent_again_once(
 ) -> None:
     settings = Settings.from_env(emulator.environment())
     async with open_runtime(settings, clock) as runtime:
-        neuralsnap = runtime.neuralsnap()
+        neuralsnap = runtime.neuralsnap().client
         with anyio.fail_after(30):
             await neuralsnap.create(SnapshotFields(name="first", core="c"))
             # The upstream's side of the kept-alive connection goes away in the instant of reuse: the pool still

@@ -3,60 +3,18 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Literal, NoReturn
+from typing import Any, NoReturn
 from urllib.parse import quote
 
 import httpx2
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from server.errors import CredentialsRejected, NotFound, RateLimited, UpstreamRejected, UpstreamUnavailable
 from server.httpio import UNSAFE_METHODS, error_body, retry_after
+from server.neuralsnap.wire import SearchHit, Snapshot, SnapshotFields
 from server.responses import parse, send
 
 SERVICE = "NeuralSnap"
-SnapshotType = Literal["Belief", "Model", "Rule", "Conviction", "Principle"]
-
-
-class SnapshotFields(BaseModel):
-    """What a client may set on a snapshot (the POST body)."""
-
-    name: str
-    core: str
-    type: SnapshotType = "Belief"
-    one_liner: str | None = None
-    story: str | None = None
-    moment: str | None = None
-    emotion: dict[str, Any] | None = None
-    source: str | None = None
-    trigger_pattern: str | None = None
-    method: str | None = None
-    steps: str | None = None
-    filter: str | None = None
-    challenge: str | None = None
-    break_test: str | None = None
-    risks: str | None = None
-    proof: str | None = None
-    confidence: float = 0.5
-    significance_score: float = 0.5
-    tags: list[str] = Field(default_factory=list)
-
-
-class Snapshot(SnapshotFields):
-    """A stored snapshot, as the API returns it."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    id: str
-    brain_id: str | None = None
-    source_type: str | None = None
-    source_id: str | None = None
-    created_at: str | None = None
-    updated_at: str | None = None
-    tags: list[str] = Field(default_factory=list)
-
-
-class SearchHit(Snapshot):
-    similarity: float | None = None
 
 
 class _One(BaseModel):

@@ -6,7 +6,8 @@ import logging
 
 from server.clock import Clock
 from server.errors import ModelNotAvailable, UpstreamUnavailable
-from server.neuroflash.client import Model, NeuroflashClient
+from server.neuroflash.client import NeuroflashClient
+from server.neuroflash.wire import Model
 
 log = logging.getLogger(__name__)
 

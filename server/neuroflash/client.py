@@ -5,14 +5,12 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import date
-from typing import Any, Literal, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import quote
 
 import anyio
 import httpx2
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
-from pydantic.alias_generators import to_camel
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from server.clock import Clock, SystemClock
 from server.errors import (
@@ -27,86 +25,10 @@ from server.errors import (
     UpstreamUnavailable,
 )
 from server.httpio import UNSAFE_METHODS, error_body, retry_after
+from server.neuroflash.wire import ChatChunk, ChatRequest, ChatResult, Model, Quota, Workspace
 from server.responses import request_id, send, transport_failure
 
 SERVICE = "neuroflash"
-
-
-class Workspace(BaseModel):
-    id: str
-    name: str
-
-
-class Quota(BaseModel):
-    """One entry of the quotas endpoint, in its camelCase wire names."""
-
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
-
-    usage_type_key: str
-    # Required: a quota that leaves them out is unreadable, not "spent".
-    limit_amount: int
-    used_amount: int
-    available_amount: int
-    limit_amount_daily: int
-    used_amount_daily: int
-    bonus_amount: int = 0
-    spillover_amount: int = 0
-    daily_refreshed: date | None = None
-    fair_use_limit_reached: bool = False
-
-
-class Model(BaseModel):
-    id: str
-    name: str
-    provider: str
-    description: str | None = None
-    context_window: int | None = None
-    available: bool = True
-    reasoning_model: bool = False
-
-
-class ChatMessage(BaseModel):
-    role: Literal["system", "user", "assistant"]
-    content: str
-
-
-class ChatRequest(BaseModel):
-    """The chat-completions body; unset options are left out of the wire form."""
-
-    messages: list[ChatMessage]
-    model: str
-    temperature: float | None = None
-    max_tokens: int | None = None
-    reasoning_effort: str | None = None
-    stream: bool = True
-
-
-class _Delta(BaseModel):
-    content: str | None = None
-
-
-class _Choice(BaseModel):
-    delta: _Delta = Field(default_factory=_Delta)
-    finish_reason: str | None = None
-
-
-class _Usage(BaseModel):
-    words_used: int = 0
-
-
-class ChatChunk(BaseModel):
-    id: str | None = None
-    model: str | None = None
-    choices: list[_Choice] = Field(default_factory=list)
-    usage: _Usage | None = None
-
-
-class ChatResult(BaseModel):
-    text: str
-    model: str
-    finish_reason: str
-    words_used: int
-    request_id: str | None
 
 
 TextSink = Callable[[str], Awaitable[None]]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from server.errors import InvalidArguments
-from server.neuroflash.client import NeuroflashClient, Workspace
+from server.neuroflash.client import NeuroflashClient
+from server.neuroflash.wire import Workspace
 
 
 class WorkspaceResolver:
