@@ -11,7 +11,7 @@ from typing import Any, ParamSpec, TypeVar
 from mcp.server.mcpserver import Context
 from mcp.types import CallToolResult, TextContent
 
-from server.errors import FairUseReached, FlashsnapError, QuotaExhausted, RateLimited
+from server.errors import FlashsnapError
 from server.observe.logs import SecretMask
 from server.observe.metrics import NO_METRICS, Observer
 from server.runtime import Runtime
@@ -92,8 +92,6 @@ def tool_call(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T | CallTo
             return await fn(*args, **kwargs)
         except FlashsnapError as exc:
             outcome = exc.code
-            if name == "generate" and (reason := refusal_reason(exc)) is not None:
-                observer.generate_refused(reason)
             log.info("tool %s: %s: %s", fn.__name__, exc.code, exc.message)
             return error_result(exc, mask)
         except Exception:
@@ -104,17 +102,3 @@ def tool_call(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T | CallTo
             observer.tool_call(name, outcome, time.perf_counter() - started)
 
     return call
-
-
-GENERATION_SLOTS = "neuroflash generations"  # the scope a generation waiting for a free stream reports
-
-
-def refusal_reason(error: FlashsnapError) -> str | None:
-    """Why a generate was refused with no words spent, or None when it was not a refusal."""
-    if isinstance(error, QuotaExhausted):
-        return f"{error.period}_quota" if error.period else "quota"
-    if isinstance(error, FairUseReached):
-        return "fair_use"
-    if isinstance(error, RateLimited):
-        return "slots_busy" if error.scope == GENERATION_SLOTS else "rate_limited"
-    return None

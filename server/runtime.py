@@ -1,35 +1,36 @@
-"""What the lifespan opens once and every tool call shares: clients, token manager, quota book."""
+"""The runtime: what the lifespan opens once (store, gates, one client and service per upstream) and shares."""
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import socket
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 
 import httpx2
-from pydantic import SecretStr
 
 from server import __version__
 from server.clock import Clock, SystemClock
 from server.config import Settings
-from server.credentials.tokens import BearerAuth, TokenManager
+from server.credentials.auth import ApiKeyAuth, BearerAuth
+from server.credentials.tokens import TokenManager
 from server.errors import ConfigurationError, MissingCredential
 from server.httpio import KEEPALIVE_EXPIRY_S
 from server.neuralsnap.client import NeuralSnapClient
+from server.neuralsnap.service import NeuralSnapService
 from server.neuroflash.catalog import ModelCatalog
 from server.neuroflash.client import NeuroflashClient
 from server.neuroflash.quota import QuotaBook
+from server.neuroflash.service import NeuroflashService
 from server.neuroflash.workspaces import WorkspaceResolver
 from server.observe.logs import SecretMask
 from server.observe.metrics import NO_METRICS, Metrics, Observer, fingerprint, serve_metrics
-from server.scheduler.gate import Gate
+from server.scheduler.gate import Gate, GateView
 from server.scheduler.slots import Slots
 from server.scheduler.transport import ScheduledTransport
-from server.state import accounts
+from server.state import accounts, layout
 from server.state.opening import StoreRefused, default_state_dir, open_store
 from server.state.store import Store
 
@@ -37,36 +38,19 @@ log = logging.getLogger(__name__)
 USER_AGENT = f"flashsnap-mcp/{__version__}"
 
 
-class ApiKeyAuth(httpx2.Auth):
-    """NeuralSnap's bearer API key, kept out of the client's default headers."""
-
-    def __init__(self, key: SecretStr) -> None:
-        self._key = key
-
-    def auth_flow(self, request: httpx2.Request) -> Generator[httpx2.Request, httpx2.Response, None]:
-        request.headers["Authorization"] = f"Bearer {self._key.get_secret_value()}"
-        yield request
-
-
-@dataclass
-class Neuroflash:
-    """The neuroflash side: its client and the state that guards generation."""
-
-    client: NeuroflashClient
-    tokens: TokenManager
-    workspaces: WorkspaceResolver
-    quotas: QuotaBook
-    generation_slots: Slots  # at most FLASHSNAP_MAX_CONCURRENT_GENERATIONS streams per workspace, all processes
-    models: ModelCatalog  # an unknown or unavailable model is refused before anything is sent
-
-
 @dataclass
 class Runtime:
+    """What the lifespan opens once and every tool call shares: the store, the gates, one service per upstream.
+
+    A service whose credentials are not configured is absent; asking for it raises
+    `MissingCredential`, naming the variable to set, so only the tools that need it fail.
+    """
+
     settings: Settings
     clock: Clock
     store: Store
-    _neuroflash: Neuroflash | None = None
-    _neuralsnap: NeuralSnapClient | None = None
+    _neuroflash: NeuroflashService | None = None
+    _neuralsnap: NeuralSnapService | None = None
     gates: dict[str, Gate] = field(default_factory=dict)  # one per upstream credential
     metrics: Observer = NO_METRICS
 
@@ -75,15 +59,29 @@ class Runtime:
         """Masks this server's secrets (and anything shaped like one) in text bound for a client."""
         return SecretMask(self.settings.secrets)
 
-    def neuroflash(self) -> Neuroflash:
+    def neuroflash(self) -> NeuroflashService:
+        """The neuroflash service.
+
+        Raises:
+            MissingCredential: NEUROFLASH_CLIENT_ID and NEUROFLASH_CLIENT_SECRET are not both set.
+        """
         if self._neuroflash is None:
             raise MissingCredential("NEUROFLASH_CLIENT_ID and NEUROFLASH_CLIENT_SECRET", "neuroflash")
         return self._neuroflash
 
-    def neuralsnap(self) -> NeuralSnapClient:
+    def neuralsnap(self) -> NeuralSnapService:
+        """The NeuralSnap service.
+
+        Raises:
+            MissingCredential: NEURALSNAP_API_KEY is not set.
+        """
         if self._neuralsnap is None:
             raise MissingCredential("NEURALSNAP_API_KEY", "NeuralSnap")
         return self._neuralsnap
+
+    async def rate_limits(self) -> list[GateView]:
+        """What the scheduler knows of each upstream credential's rate limit, one view per gate."""
+        return [await gate.view() for gate in self.gates.values()]
 
 
 def _http_client(
@@ -120,16 +118,14 @@ async def _register(runtime: Runtime, account: str, service: str, api_url: str) 
 
 
 def account_key(settings: Settings, service: str, url: str, credential: str) -> str:
-    """The state-store prefix of one credential: a hash of what identifies it, never the secret itself.
+    """The state-store prefix of one credential (see server/state/layout.py).
 
-    Sandbox state lives in a namespace of its own, so it never mixes with a real account's. The
-    sandbox's emulator listens on a new port at each start, but its world lives in the state
+    The sandbox's emulator listens on a new port at each start, but its world lives in the state
     directory: that directory (on this host) identifies the sandbox account, not the URL.
     """
     if settings.sandbox:
         url = f"sandbox-world:{socket.gethostname()}:{settings.state_dir or default_state_dir()}"
-    digest = hashlib.sha256("\0".join((service, url, credential)).encode()).hexdigest()[:24]
-    return f"{'sandbox' if settings.sandbox else 'live'}:{digest}"
+    return layout.account_key(service, url, credential, sandbox=settings.sandbox)
 
 
 async def open_state(settings: Settings, clock: Clock) -> Store:
@@ -159,6 +155,7 @@ async def open_runtime(settings: Settings, clock: Clock | None = None) -> AsyncI
             assert settings.neuroflash_client_id is not None
             assert settings.neuroflash_client_secret is not None
             account = account_key(settings, "neuroflash", settings.neuroflash_token_url, settings.neuroflash_client_id)
+            keys = layout.AccountKeys(account)
             identity = await stack.enter_async_context(_http_client(settings, settings.neuroflash_token_url))
             tokens = await stack.enter_async_context(
                 TokenManager(
@@ -168,12 +165,12 @@ async def open_runtime(settings: Settings, clock: Clock | None = None) -> AsyncI
                     client_secret=settings.neuroflash_client_secret,
                     clock=clock,
                     store=store,
-                    key=f"{account}:token",
+                    key=keys.token,
                     observer=observer,
                 )
             )
             gate = runtime.gates["neuroflash"] = await stack.enter_async_context(
-                Gate("neuroflash", clock, store=store, key=f"{account}:gate", probe_first=False,
+                Gate("neuroflash", clock, store=store, key=keys.gate, probe_first=False,
                      flight_ttl_s=settings.timeout_s + 10, observer=observer)
             )  # fmt: skip
             await _register(runtime, account, "neuroflash", settings.neuroflash_api_url)
@@ -184,25 +181,26 @@ async def open_runtime(settings: Settings, clock: Clock | None = None) -> AsyncI
             )
             client = NeuroflashClient(http, clock, idle_s=settings.timeout_s, max_s=settings.max_generation_s)
             slots = await stack.enter_async_context(
-                Slots(
-                    clock, settings.max_concurrent_generations, store=store, key=f"{account}:slots", observer=observer
-                )
+                Slots(clock, settings.max_concurrent_generations, store=store, key=keys.slots, observer=observer)
             )
-            runtime._neuroflash = Neuroflash(
+            runtime._neuroflash = NeuroflashService(
                 client=client,
                 tokens=tokens,
                 workspaces=WorkspaceResolver(client, settings.neuroflash_workspace_id),
-                quotas=QuotaBook(client, clock, store=store, key=f"{account}:quota"),
+                quotas=QuotaBook(client, clock, store=store, key=keys.quota),
                 generation_slots=slots,
                 models=ModelCatalog(client, clock),
+                clock=clock,
+                metrics=observer,
             )
         else:
             log.warning("neuroflash tools are disabled: set NEUROFLASH_CLIENT_ID and NEUROFLASH_CLIENT_SECRET")
         if settings.neuralsnap_api_key is not None:
             key = settings.neuralsnap_api_key.get_secret_value()
             account = account_key(settings, "neuralsnap", settings.neuralsnap_api_url, key)
+            keys = layout.AccountKeys(account)
             gate = runtime.gates["neuralsnap"] = await stack.enter_async_context(
-                Gate("neuralsnap", clock, store=store, key=f"{account}:gate", probe_first=True,
+                Gate("neuralsnap", clock, store=store, key=keys.gate, probe_first=True,
                      flight_ttl_s=settings.timeout_s + 10, observer=observer)
             )  # fmt: skip
             await _register(runtime, account, "neuralsnap", settings.neuralsnap_api_url)
@@ -214,7 +212,7 @@ async def open_runtime(settings: Settings, clock: Clock | None = None) -> AsyncI
                     _scheduled(gate, clock, observer),
                 )
             )
-            runtime._neuralsnap = NeuralSnapClient(http)
+            runtime._neuralsnap = NeuralSnapService(NeuralSnapClient(http))
         else:
             log.warning("NeuralSnap tools are disabled: set NEURALSNAP_API_KEY")
         yield runtime

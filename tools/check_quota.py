@@ -59,9 +59,7 @@ async def check_quota(ctx: ToolContext, workspace_id: WorkspaceId = None) -> Quo
     period. Each generation spends its words_used from both. rate_limits shows what the
     server knows of each upstream's request budget and how long a new call would wait.
     """
-    neuroflash = runtime(ctx).neuroflash()
-    workspace_id = await neuroflash.workspaces.resolve(workspace_id)
-    quotas = await neuroflash.quotas.quotas(workspace_id, fresh=True)
+    workspace_id, quotas = await runtime(ctx).neuroflash().quota_status(workspace_id)
     now = runtime(ctx).clock.now()
     report: list[UsageQuota] = []
     can_generate, reason = True, None
@@ -89,7 +87,6 @@ async def check_quota(ctx: ToolContext, workspace_id: WorkspaceId = None) -> Quo
                 fair_use_limit_reached=q.fair_use_limit_reached,
             )
         )
-    views = [await gate.view() for gate in runtime(ctx).gates.values()]
     limits = [
         RateLimit(
             scope=view.scope,
@@ -100,7 +97,7 @@ async def check_quota(ctx: ToolContext, workspace_id: WorkspaceId = None) -> Quo
             queued=view.queued,
             estimated_wait_s=round(view.estimated_wait_s, 3),
         )
-        for view in views
+        for view in await runtime(ctx).rate_limits()
     ]
     return QuotaReport(
         workspace_id=workspace_id, can_generate=can_generate, reason=reason, quotas=report, rate_limits=limits

@@ -5,10 +5,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field
 
 from server.arguments import Closed
-from server.calls import GENERATION_SLOTS
-from server.errors import InvalidArguments, QuotaExhausted
-from server.neuroflash.client import ChatMessage, ChatRequest
-from server.scheduler import budget as budgets
+from server.errors import InvalidArguments
+from server.neuroflash.wire import ChatMessage, ChatRequest
 from server.toolspec import CREATES, MaxWait, ToolContext, ToolSpec, WorkspaceId, runtime
 
 
@@ -75,26 +73,7 @@ async def generate(
         reasoning_effort=reasoning_effort,
     )
 
-    neuroflash = runtime(ctx).neuroflash()
-    workspace_id = await neuroflash.workspaces.resolve(workspace_id)
-    await neuroflash.models.admit(workspace_id, model)
-    await neuroflash.quotas.admit(workspace_id)
-
-    budget = budgets.current(runtime(ctx).clock)
-    received = {"chars": 0, "words": 0}
-
-    async def relay(text: str) -> None:
-        received["chars"] += len(text)
-        received["words"] += len(text.split())
-        await budget.report(received["chars"], f"{received['words']} words so far")
-
-    async with neuroflash.generation_slots.hold(workspace_id, budget, scope=GENERATION_SLOTS):
-        try:
-            result = await neuroflash.client.chat(workspace_id, body, relay)
-        except QuotaExhausted as exc:
-            raise await neuroflash.quotas.explain(workspace_id, exc) from None
-    await neuroflash.quotas.spend(workspace_id, result.words_used)
-    runtime(ctx).metrics.words_spent(workspace_id, result.words_used)
+    workspace_id, result = await runtime(ctx).neuroflash().generate(workspace_id, body)
     return Generation(workspace_id=workspace_id, **result.model_dump())
 
 

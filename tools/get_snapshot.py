@@ -4,7 +4,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from server.neuralsnap.client import Snapshot
+from server.neuralsnap.wire import Snapshot
 from server.toolspec import READ_ONLY, MaxWait, ToolContext, ToolSpec, runtime
 
 

@@ -38,9 +38,7 @@ async def list_models(
     Call it before generate to pick a model id. By default only models on the
     workspace's plan are listed; a model that is not cannot be used.
     """
-    neuroflash = runtime(ctx).neuroflash()
-    workspace_id = await neuroflash.workspaces.resolve(workspace_id)
-    models = await neuroflash.client.models(workspace_id)
+    workspace_id, models = await runtime(ctx).neuroflash().list_models(workspace_id)
     return ModelList(
         workspace_id=workspace_id,
         models=[

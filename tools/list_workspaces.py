@@ -25,9 +25,7 @@ async def list_workspaces(ctx: ToolContext) -> WorkspaceList:
     workspace_id is required. The default workspace is marked; tools use it when
     workspace_id is left out.
     """
-    neuroflash = runtime(ctx).neuroflash()
-    workspaces = await neuroflash.client.workspaces()
-    default = neuroflash.workspaces.default(workspaces)
+    workspaces, default = await runtime(ctx).neuroflash().list_workspaces()
     return WorkspaceList(
         workspaces=[WorkspaceItem(id=w.id, name=w.name, is_default=w.id == default) for w in workspaces],
         default_workspace_id=default,

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field
 
-from server.neuralsnap.client import SearchHit
+from server.neuralsnap.wire import SearchHit
 from server.toolspec import READ_ONLY, MaxWait, ToolContext, ToolSpec, runtime
 
 

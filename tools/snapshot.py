@@ -6,7 +6,7 @@ from pydantic import Field
 
 from server.arguments import Closed
 from server.errors import InvalidArguments
-from server.neuralsnap.client import Snapshot, SnapshotFields
+from server.neuralsnap.wire import Snapshot, SnapshotFields
 from server.toolspec import CREATES, MaxWait, ToolContext, ToolSpec, runtime
 
 Text = Annotated[str | None, Field(min_length=1, max_length=20_000)]
@@ -89,7 +89,7 @@ async def snapshot(
         significance_score=significance_score,
         tags=tags,
     )
-    return await runtime(ctx).neuralsnap().create(fields)
+    return await runtime(ctx).neuralsnap().save(fields)
 
 
 TOOL = ToolSpec(snapshot, "snapshot", "Save a NeuralSnap snapshot", CREATES)

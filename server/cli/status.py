@@ -20,12 +20,14 @@ import anyio
 
 from server.clock import Clock, SystemClock
 from server.config import Settings
+from server.credentials import lease
 from server.errors import ConfigurationError
+from server.neuroflash.quota import TEXT_USAGE, read_book
 from server.observe import logs
 from server.runtime import open_state
 from server.scheduler.slots import holders
 from server.scheduler.window import Window
-from server.state import accounts
+from server.state import accounts, layout
 from server.state.opening import default_state_dir
 from server.state.sqlite import FILENAME
 from server.state.store import Store
@@ -48,36 +50,30 @@ async def gather(store: Store, clock: Clock) -> dict[str, Any]:
             "api": account.api,
             "last_started": _when(account.seen_at),
         }
+        keys = layout.AccountKeys(account.key)
         if account.service == "neuroflash":
-            entry["token"] = _token(await store.get(f"{account.key}:token"), now)
-        entry["gate"] = _gate(await store.get(f"{account.key}:gate"), now)
+            entry["token"] = _token(await store.get(keys.token), now)
+        entry["gate"] = _gate(await store.get(keys.gate), now)
         if account.service == "neuroflash":
             entry["quotas"] = {
-                key.rsplit(":", 1)[-1]: _quota(await store.get(key), now)
-                for key in await store.keys(f"{account.key}:quota:")
+                layout.workspace_of(key): _quota(await store.get(key)) for key in await store.keys(f"{keys.quota}:")
             }
             entry["generation_slots"] = {
-                key.rsplit(":", 1)[-1]: len(holders(await store.get(key), now))
-                for key in await store.keys(f"{account.key}:slots:")
+                layout.workspace_of(key): len(holders(await store.get(key), now))
+                for key in await store.keys(f"{keys.slots}:")
             }
         found.append(entry)
     return {"at": _when(now), "store": store.kind, "where": store.describe(), "accounts": found}
 
 
 def _token(doc: dict[str, Any] | None, now: float) -> dict[str, Any]:
-    doc = doc or {}
-    token, lease, failure = doc.get("token"), doc.get("lease"), doc.get("failure")
-    expires_at = float(token["expires_at"]) if isinstance(token, dict) and "expires_at" in token else None
-    valid = expires_at is not None and expires_at > now
+    live = lease.live_parts(doc, now)  # the token itself is never read out
+    token, failure = live.get("token"), live.get("failure")
     return {
-        "valid_until": _when(expires_at) if valid else None,  # the token itself is never read out
-        "valid_for_s": round(expires_at - now) if valid and expires_at is not None else None,
-        "refreshing": isinstance(lease, dict) and float(lease.get("until", 0)) > now,
-        "last_failure": (
-            {"kind": failure.get("kind"), "message": failure.get("message")}
-            if isinstance(failure, dict) and float(failure.get("until", 0)) > now
-            else None
-        ),
+        "valid_until": _when(token["expires_at"]) if token else None,
+        "valid_for_s": round(token["expires_at"] - now) if token else None,
+        "refreshing": "lease" in live,
+        "last_failure": {"kind": failure["kind"], "message": failure["message"]} if failure else None,
     }
 
 
@@ -93,20 +89,21 @@ def _gate(doc: dict[str, Any] | None, now: float) -> dict[str, Any]:
     }
 
 
-def _quota(doc: dict[str, Any] | None, now: float) -> dict[str, Any] | None:
-    if doc is None or not isinstance(doc.get("quotas"), list):
+def _quota(doc: dict[str, Any] | None) -> dict[str, Any] | None:
+    book = read_book(doc)
+    if book is None:
         return None
-    seen_at = float(doc.get("seen_at", now))
-    text = next((q for q in doc["quotas"] if isinstance(q, dict) and q.get("usage_type_key") == "tokens"), None)
+    seen_at, quotas = book
+    text = next((q for q in quotas if q.usage_type_key == TEXT_USAGE), None)
     if text is None:
         return {"seen_at": _when(seen_at)}
     return {
         "seen_at": _when(seen_at),
-        "daily_used": text.get("used_amount_daily"),
-        "daily_limit": text.get("limit_amount_daily"),
-        "monthly_available": text.get("available_amount"),
-        "monthly_limit": text.get("limit_amount"),
-        "fair_use_limit_reached": text.get("fair_use_limit_reached", False),
+        "daily_used": text.used_amount_daily,
+        "daily_limit": text.limit_amount_daily,
+        "monthly_available": text.available_amount,
+        "monthly_limit": text.limit_amount,
+        "fair_use_limit_reached": text.fair_use_limit_reached,
     }
 
 

@@ -49,7 +49,7 @@ class Busy:
 Claim = Have | Failed | Mine | Busy
 
 
-def _live(doc: Doc | None, now: float) -> dict[str, Any]:
+def live_parts(doc: Doc | None, now: float) -> dict[str, Any]:
     """The parts of the document that are well formed and have not expired (anything else reads as absent)."""
     doc = dict(doc or {})
     live: dict[str, Any] = {}
@@ -88,7 +88,7 @@ def _change(result: Any, live: dict[str, Any], now: float) -> Change[Any]:
 
 def claim(doc: Doc | None, now: float, *, owner: str, fresh_for: float, lease_s: float) -> Change[Claim]:
     """A token valid for more than `fresh_for` seconds, a recent failure, or the lease to fetch."""
-    live = _live(doc, now)
+    live = live_parts(doc, now)
     token = live.get("token")
     if token is not None and token["expires_at"] - now > min(fresh_for, float(token["lifetime"]) / 4):
         return Change(Have(token["value"], token["expires_at"], token["lifetime"]))
@@ -112,7 +112,7 @@ def claim(doc: Doc | None, now: float, *, owner: str, fresh_for: float, lease_s:
 
 def renew(doc: Doc | None, now: float, *, owner: str, lease_s: float) -> Change[bool]:
     """Keep the lease while the fetch goes on; False if it was lost (expired and taken)."""
-    live = _live(doc, now)
+    live = live_parts(doc, now)
     lease = live.get("lease")
     if lease is not None and lease["owner"] != owner:
         return Change(False)
@@ -121,7 +121,7 @@ def renew(doc: Doc | None, now: float, *, owner: str, lease_s: float) -> Change[
 
 
 def store_token(doc: Doc | None, now: float, *, owner: str, value: str, lifetime: float) -> Change[None]:
-    live = _live(doc, now)
+    live = live_parts(doc, now)
     if live.get("lease", {}).get("owner") == owner:
         del live["lease"]
     live.pop("failure", None)
@@ -130,7 +130,7 @@ def store_token(doc: Doc | None, now: float, *, owner: str, value: str, lifetime
 
 
 def store_failure(doc: Doc | None, now: float, *, owner: str, failed: Failed, memory_s: float) -> Change[None]:
-    live = _live(doc, now)
+    live = live_parts(doc, now)
     if live.get("lease", {}).get("owner") == owner:
         del live["lease"]
     live["failure"] = {
@@ -145,7 +145,7 @@ def store_failure(doc: Doc | None, now: float, *, owner: str, failed: Failed, me
 
 def release(doc: Doc | None, now: float, *, owner: str) -> Change[None]:
     """Give the lease back without a result (the fetch was cancelled)."""
-    live = _live(doc, now)
+    live = live_parts(doc, now)
     if live.get("lease", {}).get("owner") != owner:
         return Change(None)
     del live["lease"]
@@ -154,7 +154,7 @@ def release(doc: Doc | None, now: float, *, owner: str) -> Change[None]:
 
 def forget(doc: Doc | None, now: float, *, used: str) -> Change[None]:
     """Drop the token a call was refused with, unless a newer one already replaced it."""
-    live = _live(doc, now)
+    live = live_parts(doc, now)
     if live.get("token", {}).get("value") != used:
         return Change(None)
     del live["token"]

@@ -1,7 +1,7 @@
-"""The neuroflash token manager, and the `httpx2.Auth` flow that puts its token on requests.
+"""The neuroflash token manager: one client-credentials token, cached, renewed ahead, shared by every process.
 
 One token serves every process that uses the same service account: the token lives in the
-state store (`token_lease.py`), and each process keeps a copy. It is renewed around expiry in
+state store (`lease.py`), and each process keeps a copy. It is renewed around expiry in
 two windows:
 
 - advisory (default 120 s before expiry): the token still serves calls while one background
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -38,6 +37,7 @@ from server.errors import CredentialsRejected, FlashsnapError, UpstreamUnavailab
 from server.httpio import upstream_text
 from server.observe import tracing
 from server.observe.metrics import NO_METRICS, Observer
+from server.state.leases import renew_every
 from server.state.memory import MemoryStore
 from server.state.store import Mutation, Store
 
@@ -221,12 +221,13 @@ class TokenManager:
             await self._store.update(self._key, mutate)
 
     async def _keep_lease(self, scope: anyio.CancelScope) -> None:
+        async def renew() -> None:
+            await self._store.update(
+                self._key, lambda doc: lease.renew(doc, self._clock.now(), owner=self._owner, lease_s=LEASE_S)
+            )
+
         with scope:
-            while True:
-                await anyio.sleep(LEASE_S / 3)  # real time: the lease is held against other processes' clocks
-                await self._store.update(
-                    self._key, lambda doc: lease.renew(doc, self._clock.now(), owner=self._owner, lease_s=LEASE_S)
-                )
+            await renew_every(LEASE_S, renew)
 
     async def _fetch(self) -> _Token:
         for attempt in range(1, self._attempts + 1):
@@ -298,23 +299,6 @@ def _oauth_error(response: httpx2.Response) -> str:
     except (ValueError, AttributeError):
         error = None
     return upstream_text(error, 64) if isinstance(error, str) and error.strip() else "no error code"
-
-
-class BearerAuth(httpx2.Auth):
-    """Puts the manager's token on each request; on a 401, invalidates it and replays once."""
-
-    def __init__(self, tokens: TokenManager) -> None:
-        self._tokens = tokens
-
-    async def async_auth_flow(self, request: httpx2.Request) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
-        token = await self._tokens.token()
-        request.headers["Authorization"] = f"Bearer {token.get_secret_value()}"
-        response = yield request
-        if response.status_code == 401:
-            await self._tokens.invalidate(token)
-            token = await self._tokens.token()
-            request.headers["Authorization"] = f"Bearer {token.get_secret_value()}"
-            yield request
 
 
 def _describe(exc: FlashsnapError) -> lease.Failed:

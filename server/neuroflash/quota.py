@@ -10,7 +10,8 @@ from pydantic import ValidationError
 
 from server.clock import Clock
 from server.errors import FairUseReached, QuotaExhausted
-from server.neuroflash.client import NeuroflashClient, Quota
+from server.neuroflash.client import NeuroflashClient
+from server.neuroflash.wire import Quota
 from server.state.memory import MemoryStore
 from server.state.store import Change, Doc, Store
 
@@ -66,6 +67,16 @@ def refusal(verdict: Verdict, workspace_id: str) -> QuotaExhausted | FairUseReac
     )
 
 
+def read_book(doc: Doc | None) -> tuple[float, list[Quota]] | None:
+    """(seen at, quotas) of a quota-book document; None when absent or not of this format."""
+    if doc is None:
+        return None
+    try:
+        return float(doc["seen_at"]), [Quota.model_validate(q) for q in doc["quotas"]]
+    except (KeyError, TypeError, ValueError, ValidationError):
+        return None  # written by something else: ask the upstream
+
+
 class QuotaBook:
     """The last quotas seen per workspace, kept `ttl_s` seconds and updated by each generation.
 
@@ -99,13 +110,10 @@ class QuotaBook:
         return f"{self._key}:{workspace_id}"
 
     async def _cached(self, workspace_id: str) -> list[Quota] | None:
-        doc = await self._store.get(self._name(workspace_id))
-        if doc is None or self._clock.now() - float(doc.get("seen_at", 0)) >= self._ttl_s:
+        seen = read_book(await self._store.get(self._name(workspace_id)))
+        if seen is None or self._clock.now() - seen[0] >= self._ttl_s:
             return None
-        try:
-            return [Quota.model_validate(q) for q in doc["quotas"]]
-        except (KeyError, TypeError, ValidationError):
-            return None  # written by something else: ask the upstream
+        return seen[1]
 
     async def admit(self, workspace_id: str) -> None:
         """Raise the refusal, before any chat request is sent, when the text quota cannot serve one."""

@@ -6,8 +6,9 @@ of its length; a process that dies stops renewing, and its leases run out by the
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Self
+from typing import NoReturn, Self
 
 import anyio
 from anyio.abc import TaskGroup
@@ -43,6 +44,14 @@ class LeaseKeeper:
             self._renewals = None
 
     async def _renew_forever(self) -> None:
-        while True:
-            await anyio.sleep(self._lease_s / 3)  # real time: leases are judged by other processes too
-            await self._renew()
+        await renew_every(self._lease_s, self._renew)
+
+
+async def renew_every(lease_s: float, renew: Callable[[], Awaitable[None]]) -> NoReturn:
+    """Run `renew()` every third of `lease_s` seconds, until cancelled.
+
+    Real time, not the injected clock: a lease is judged by other processes' clocks too.
+    """
+    while True:
+        await anyio.sleep(lease_s / 3)
+        await renew()

@@ -1,0 +1,121 @@
+"""The neuroflash service the tools call: workspaces, the model catalog, the quota book, generation slots, generate.
+
+Each method is one thing a tool asks for. `generate` owns the whole sequence of a generation:
+resolve the workspace, admit the model and the quota (refusing before anything is sent), hold
+one of the workspace's generation slots, stream, and count the words spent for every process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from server.clock import Clock
+from server.credentials.tokens import TokenManager
+from server.errors import FairUseReached, FlashsnapError, QuotaExhausted, RateLimited
+from server.neuroflash.catalog import ModelCatalog
+from server.neuroflash.client import NeuroflashClient
+from server.neuroflash.quota import QuotaBook
+from server.neuroflash.wire import ChatRequest, ChatResult, Model, Quota, Workspace
+from server.neuroflash.workspaces import WorkspaceResolver
+from server.observe.metrics import Observer
+from server.scheduler import budget as budgets
+from server.scheduler.slots import Slots
+
+GENERATION_SLOTS = "neuroflash generations"  # the scope a generation waiting for a free stream reports
+
+
+@dataclass
+class NeuroflashService:
+    """neuroflash as the tools see it; one per process, opened by the runtime."""
+
+    client: NeuroflashClient
+    tokens: TokenManager
+    workspaces: WorkspaceResolver
+    quotas: QuotaBook
+    generation_slots: Slots  # at most FLASHSNAP_MAX_CONCURRENT_GENERATIONS streams per workspace, all processes
+    models: ModelCatalog  # an unknown or unavailable model is refused before anything is sent
+    clock: Clock
+    metrics: Observer
+
+    async def list_workspaces(self) -> tuple[list[Workspace], str | None]:
+        """The account's workspaces and the id of the default one (None when a tool must be told).
+
+        Raises:
+            FlashsnapError: the workspace list could not be read (its subclass says why).
+        """
+        workspaces = await self.client.workspaces()
+        return workspaces, self.workspaces.default(workspaces)
+
+    async def list_models(self, workspace_id: str | None) -> tuple[str, list[Model]]:
+        """The workspace meant (the default when None) and every model of the catalog, available or not.
+
+        Raises:
+            InvalidArguments: no workspace was named and the account has no default.
+            FlashsnapError: the model list could not be read (its subclass says why).
+        """
+        workspace_id = await self.workspaces.resolve(workspace_id)
+        return workspace_id, await self.client.models(workspace_id)
+
+    async def quota_status(self, workspace_id: str | None) -> tuple[str, list[Quota]]:
+        """The workspace meant and its quotas, read afresh from the upstream (and shared with every process).
+
+        Raises:
+            InvalidArguments: no workspace was named and the account has no default.
+            FlashsnapError: the quotas could not be read (its subclass says why).
+        """
+        workspace_id = await self.workspaces.resolve(workspace_id)
+        return workspace_id, await self.quotas.quotas(workspace_id, fresh=True)
+
+    async def generate(self, workspace_id: str | None, body: ChatRequest) -> tuple[str, ChatResult]:
+        """Stream one generation and count its words; progress goes to the call's wait budget.
+
+        Returns the workspace used and the result. Nothing is sent when the workspace, the
+        model or the quota rules the generation out; every refusal is counted by its reason.
+
+        Raises:
+            InvalidArguments: no workspace was named and the account has no default.
+            ModelNotAvailable: the model is unknown, or not on the workspace's plan (nothing sent).
+            QuotaExhausted: the daily or monthly word quota is spent (nothing sent, or the upstream said so).
+            FairUseReached: the workspace is blocked for fair use (nothing sent).
+            RateLimited: no generation slot or no rate-limit room within the call's wait budget.
+            IncompleteStream: the stream broke off; words may have been spent (`maybe_processed`).
+            FlashsnapError: any other upstream failure (its subclass says which).
+        """
+        try:
+            return await self._generate(workspace_id, body)
+        except FlashsnapError as exc:
+            if (reason := refusal_reason(exc)) is not None:
+                self.metrics.generate_refused(reason)
+            raise
+
+    async def _generate(self, workspace_id: str | None, body: ChatRequest) -> tuple[str, ChatResult]:
+        workspace_id = await self.workspaces.resolve(workspace_id)
+        await self.models.admit(workspace_id, body.model)
+        await self.quotas.admit(workspace_id)
+        budget = budgets.current(self.clock)
+        received = {"chars": 0, "words": 0}
+
+        async def relay(text: str) -> None:
+            received["chars"] += len(text)
+            received["words"] += len(text.split())
+            await budget.report(received["chars"], f"{received['words']} words so far")
+
+        async with self.generation_slots.hold(workspace_id, budget, scope=GENERATION_SLOTS):
+            try:
+                result = await self.client.chat(workspace_id, body, relay)
+            except QuotaExhausted as exc:
+                raise await self.quotas.explain(workspace_id, exc) from None
+        await self.quotas.spend(workspace_id, result.words_used)
+        self.metrics.words_spent(workspace_id, result.words_used)
+        return workspace_id, result
+
+
+def refusal_reason(error: FlashsnapError) -> str | None:
+    """Why a generate was refused with no words spent (a metrics label), or None when it was not a refusal."""
+    if isinstance(error, QuotaExhausted):
+        return f"{error.period}_quota" if error.period else "quota"
+    if isinstance(error, FairUseReached):
+        return "fair_use"
+    if isinstance(error, RateLimited):
+        return "slots_busy" if error.scope == GENERATION_SLOTS else "rate_limited"
+    return None

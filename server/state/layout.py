@@ -1,0 +1,58 @@
+"""What the shared store holds: every key's name is made here, and each document's format has one owner.
+
+All keys live under one account prefix per credential, `live:<hash>` or `sandbox:<hash>`
+(the hash of service, API URL and credential: never the secret itself), except the index:
+
+- `accounts`: which service each account prefix is (format: `server/state/accounts.py`; 30 days unseen).
+- `<account>:token`: the token, its fetch lease, a recent failure (`server/credentials/lease.py`; its validity).
+- `<account>:gate`: the rate-limit window, 429 penalty, sends in flight (`server/scheduler/window.py`; the reset).
+- `<account>:quota:<workspace>`: the last quotas seen, words spent since (`server/neuroflash/quota.py`; 30 s).
+- `<account>:slots:<workspace>`: generation streams held as leases (`server/scheduler/slots.py`; the last lease).
+
+Readers (the servers and `flashsnap-mcp status`) go through the owner's parser, so a format is
+written once. Backends add their own prefix and schema version (`FLASHSNAP_REDIS_PREFIX` + `v1:`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+
+def account_key(service: str, url: str, credential: str, *, sandbox: bool) -> str:
+    """The store prefix of one credential: a hash of what identifies it, never the secret itself.
+
+    Sandbox state lives in a namespace of its own, so it never mixes with a real account's.
+    """
+    digest = hashlib.sha256("\0".join((service, url, credential)).encode()).hexdigest()[:24]
+    return f"{'sandbox' if sandbox else 'live'}:{digest}"
+
+
+@dataclass(frozen=True)
+class AccountKeys:
+    """The keys of one account's documents."""
+
+    account: str
+
+    @property
+    def token(self) -> str:
+        return f"{self.account}:token"
+
+    @property
+    def gate(self) -> str:
+        return f"{self.account}:gate"
+
+    @property
+    def quota(self) -> str:
+        """The prefix of the quota documents; one per workspace follows it after a colon."""
+        return f"{self.account}:quota"
+
+    @property
+    def slots(self) -> str:
+        """The prefix of the generation-slot documents; one per workspace follows it after a colon."""
+        return f"{self.account}:slots"
+
+
+def workspace_of(key: str) -> str:
+    """The workspace a per-workspace key (quota, slots) is about."""
+    return key.rsplit(":", 1)[-1]
