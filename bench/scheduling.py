@@ -20,7 +20,7 @@ from bench.report import DOCS, machine
 from server.app import create_app
 from server.config import Settings
 from server.sandbox import Emulator, EmulatorState
-from server.sandbox.state import RequestRecord
+from server.sandbox.records import RequestRecord
 
 CALLS = 200
 LIMIT = 20

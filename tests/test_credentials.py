@@ -7,7 +7,7 @@ from mcp import Client
 
 from server.clock import FakeClock
 from server.sandbox import EmulatorState
-from server.sandbox.state import Fault
+from server.sandbox.records import Fault
 from tests.conftest import Connect
 from tests.results import data, error
 

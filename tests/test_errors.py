@@ -9,7 +9,7 @@ from mcp import Client
 from mcp.server.mcpserver import MCPServer
 
 from server.sandbox import EmulatorState, catalog
-from server.sandbox.state import Fault
+from server.sandbox.records import Fault
 from tests.conftest import Connect
 from tests.results import error, text
 

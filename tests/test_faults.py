@@ -14,7 +14,7 @@ import pytest
 from mcp import Client
 
 from server.sandbox import EmulatorState
-from server.sandbox.state import Fault
+from server.sandbox.records import Fault
 from tests.conftest import Connect
 from tests.results import data, error, text
 

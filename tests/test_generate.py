@@ -6,7 +6,7 @@ import anyio
 from mcp import Client
 
 from server.sandbox import EmulatorState
-from server.sandbox.state import Fault
+from server.sandbox.records import Fault
 from tests.results import data, error
 
 GENERATE = {"model": "gpt-4.1-mini", "prompt": "Write three sentences about tea."}

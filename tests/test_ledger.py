@@ -9,7 +9,7 @@ import anyio
 from mcp import Client
 
 from server.sandbox import EmulatorState
-from server.sandbox.state import Fault
+from server.sandbox.records import Fault
 
 
 async def test_words_charged_equal_words_reported_and_each_snapshot_exists_once(

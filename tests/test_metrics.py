@@ -15,7 +15,7 @@ from server.clock import FakeClock
 from server.config import Settings
 from server.sandbox import Emulator, EmulatorState, catalog
 from server.sandbox.loopback import LoopbackServer
-from server.sandbox.state import Fault
+from server.sandbox.records import Fault
 from server.transports.http import build_http_app
 from tests.results import data, error
 

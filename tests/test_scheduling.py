@@ -11,7 +11,7 @@ from mcp import Client
 
 from server.clock import FakeClock
 from server.sandbox import EmulatorState
-from server.sandbox.state import Fault
+from server.sandbox.records import Fault
 from tests.results import data, error
 
 WINDOW = 60.0

@@ -11,7 +11,7 @@ from mcp import Client
 from mcp.client.stdio import stdio_client
 
 from server.sandbox import Emulator, EmulatorState
-from server.sandbox.state import Fault
+from server.sandbox.records import Fault
 from tests.test_stdio import params
 
 CANARY_ID = "canary-client"

@@ -17,7 +17,7 @@ from server.config import Settings
 from server.credentials.lease import Mine, claim
 from server.runtime import account_key
 from server.sandbox import Emulator
-from server.sandbox.state import Fault
+from server.sandbox.records import Fault
 from server.state.sqlite import FILENAME, SQLiteStore
 from tests.conftest import Connect
 from tests.results import data, error

@@ -18,7 +18,7 @@ import pytest
 from server.config import Settings
 from server.sandbox import Emulator, EmulatorState
 from server.sandbox.loopback import LoopbackServer
-from server.sandbox.runner import sandbox_environment, seed_sandbox
+from server.sandbox.runner import emulator_environment, seed_sandbox
 from server.transports.http import build_http_app
 from tests.test_stdio import COMMAND, params
 
@@ -74,7 +74,7 @@ def node_tools() -> NodeTools:
 def http_url() -> Iterator[str]:
     """A sandboxed flashsnap-mcp over Streamable HTTP on a loopback port."""
     with Emulator(seed_sandbox(EmulatorState())) as emulator:
-        settings = Settings.from_env(sandbox_environment(emulator), transport="streamable-http", sandbox=True)
+        settings = Settings.from_env(emulator_environment(emulator), transport="streamable-http", sandbox=True)
         with LoopbackServer(build_http_app(settings), lifespan="on") as server:
             yield f"{server.url}/mcp"
 

@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from server.sandbox import Emulator, EmulatorState
 from server.sandbox.loopback import LoopbackServer
-from server.sandbox.state import Fault
+from server.sandbox.records import Fault
 from tests.conftest import Connect
 from tests.results import data
 from tests.test_stdio import params

@@ -15,6 +15,8 @@ from typing import Any, Literal
 import anyio
 
 from server import __version__
+from server.app import tool_selection  # the app factory is the one that knows the tools
+from server.cli.sandboxing import sandbox_environment
 from server.clock import Clock, SystemClock
 from server.config import Settings
 from server.errors import ConfigurationError, FlashsnapError
@@ -126,11 +128,10 @@ async def _check_neuroflash(runtime: Runtime, settings: Settings, report: Report
         facts={"expires_in_s": round(left), "lifetime_s": round(lifetime)},
     )
     try:
-        workspaces = await neuroflash.client.workspaces()
+        workspaces, default = await neuroflash.list_workspaces()
     except FlashsnapError as exc:
         _failed(report, service, "workspaces", exc)
         return
-    default = neuroflash.workspaces.default(workspaces)
     names = ", ".join(f"{w.name} ({w.id}){' [default]' if w.id == default else ''}" for w in workspaces)
     facts: dict[str, Any] = {"workspaces": [w.model_dump() for w in workspaces], "default": default}
     ids = [w.id for w in workspaces]
@@ -255,8 +256,6 @@ async def _rate_limit(runtime: Runtime, service: str, report: Report) -> None:
 
 
 def _check_tools(settings: Settings, report: Report) -> None:
-    from server.app import tool_selection  # the app factory is the one that knows the tools
-
     try:
         selection = tool_selection(settings)
     except ConfigurationError as exc:
@@ -310,8 +309,6 @@ def _environment(sandbox: bool) -> Iterator[Mapping[str, str]]:
     if not sandbox:
         yield os.environ
         return
-    from server.cli.main import sandbox_environment
-
     with sandbox_environment(os.environ) as environ:
         yield environ
 

@@ -8,13 +8,25 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import anyio
+import uvicorn
+
 from server import __version__
+from server.app import create_app, tool_selection
+from server.cli.check import main as check
+from server.cli.sandboxing import sandbox_environment
+from server.cli.status import main as status
+from server.clock import SystemClock
 from server.config import ENVIRONMENT, Settings
 from server.errors import ConfigurationError
 from server.observe import logs, tracing
+from server.runtime import open_state
+from server.transports.http import build_http_app
+from server.transports.limits import uvicorn_options
+from server.transports.stdio import serve_stdio
 
 log = logging.getLogger("server")
 
@@ -74,35 +86,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-@contextlib.contextmanager
-def sandbox_environment(environ: Mapping[str, str], *, reset: bool = False) -> Iterator[dict[str, str]]:
-    """Start the emulator in this process and yield the environment that points at it."""
-    # Imported here: the runtime never depends on the sandbox unless --sandbox asks for it.
-    from server.sandbox.runner import Emulator, sandbox_environment, seed_sandbox
-    from server.sandbox.state import EmulatorState
-    from server.sandbox.world import world_file
-    from server.state.opening import default_state_dir
-
-    own = {k: v for k, v in environ.items() if k.startswith("FLASHSNAP_")}
-    # One world per state directory, shared by every --sandbox process; with FLASHSNAP_STATE=memory, this one's own.
-    settings = Settings.from_env(own)
-    world = None if settings.store == "memory" else world_file(settings.state_dir or default_state_dir())
-    state = seed_sandbox(EmulatorState(world=world, reset_world=reset))
-    with contextlib.closing(state), Emulator(state) as emulator:
-        log.warning("SANDBOX MODE: serving the neuroflash and NeuralSnap emulator at %s", emulator.url)
-        yield {**own, **sandbox_environment(emulator)}
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["status"]:
-        from server.cli.status import main as status
-
         status(argv[1:])
         return
     if argv[:1] == ["check"]:  # `flashsnap-mcp check`: the setup check, its own command (server/check.py)
-        from server.cli.check import main as check
-
         check(argv[1:])
         return
     args = parse_args(argv)
@@ -126,8 +115,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             logs.configure(settings.log_level, settings.secrets)
             tracing.configure(os.environ)
             preflight(settings)
-            from server.app import tool_selection
-
             tool_selection(settings)  # unknown tool names stop the start, before any worker is forked
             if settings.workers > 1 and settings.transport != "stdio":
                 serve_workers(settings, environ)
@@ -144,10 +131,6 @@ def preflight(settings: Settings) -> None:
     """Refuse to start when a Redis store was asked for and does not answer (naming the host, never a password)."""
     if settings.store != "redis":
         return
-    import anyio
-
-    from server.clock import SystemClock
-    from server.runtime import open_state
 
     async def reach() -> None:
         store = await open_state(settings, SystemClock())
@@ -158,10 +141,6 @@ def preflight(settings: Settings) -> None:
 
 def serve_workers(settings: Settings, environ: Mapping[str, str]) -> None:
     """Several uvicorn workers on one socket; each builds its app from the environment and shares the store."""
-    import uvicorn
-
-    from server.transports.limits import uvicorn_options
-
     if settings.store == "memory":
         log.warning("FLASHSNAP_STATE=memory with %d workers: each worker keeps its own budget", settings.workers)
     # The workers are new processes: they read everything, the sandbox's variables too, from the environment.
@@ -199,8 +178,6 @@ WORKER_SANDBOX = "FLASHSNAP_WORKER_SANDBOX"  # set by the parent for workers of 
 
 def worker_app() -> Any:
     """The app of one HTTP worker, built from the environment its parent prepared."""
-    from server.transports.http import build_http_app
-
     settings = Settings.from_env(os.environ, sandbox=os.environ.get(WORKER_SANDBOX) == "1")
     logs.configure(settings.log_level, settings.secrets)
     tracing.configure(os.environ)
@@ -209,19 +186,9 @@ def worker_app() -> Any:
 
 def serve(settings: Settings) -> None:
     if settings.transport == "stdio":
-        import anyio
-
-        from server.app import create_app
-        from server.transports.stdio import serve_stdio
-
         log.info("flashsnap-mcp %s starting over stdio", __version__)
         anyio.run(serve_stdio, create_app(settings))
         return
-    import uvicorn
-
-    from server.transports.http import build_http_app
-    from server.transports.limits import uvicorn_options
-
     config = uvicorn.Config(
         build_http_app(settings),
         host=settings.host,

@@ -10,7 +10,8 @@ import anyio
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.sandbox.state import EmulatorState, Fault
+from server.sandbox.records import Fault
+from server.sandbox.state import EmulatorState
 
 
 def error(status: int, message: str, code: str, headers: dict[str, str] | None = None) -> JSONResponse:

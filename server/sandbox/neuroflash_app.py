@@ -16,7 +16,8 @@ from starlette.routing import Route
 
 from server.sandbox import catalog
 from server.sandbox.common import EmulatedAPI, RequestIdMiddleware, error, secrets_equal
-from server.sandbox.state import EmulatorState, Fault, Quota, completion_words
+from server.sandbox.records import Fault, Quota
+from server.sandbox.state import EmulatorState, completion_words
 
 REASONING_EFFORTS = {"max", "xhigh", "high", "medium", "low", "minimal", "none"}
 CHUNK_WORDS = 3

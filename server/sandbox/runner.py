@@ -72,6 +72,6 @@ class Emulator(LoopbackServer):
         }
 
 
-def sandbox_environment(emulator: Emulator) -> dict[str, str]:
+def emulator_environment(emulator: Emulator) -> dict[str, str]:
     """What `--sandbox` runs with: the emulator's variables, and the business workspace as default."""
     return {**emulator.environment(), "NEUROFLASH_WORKSPACE_ID": catalog.MARKETING_WORKSPACE}

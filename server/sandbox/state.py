@@ -21,79 +21,19 @@ import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from server.clock import Clock, SystemClock
 from server.sandbox import catalog
+from server.sandbox.records import Fault, Quota, RateWindow, RequestRecord, Workspace
 from server.sandbox.world import WorldFile, WorldUnusable
 
 log = logging.getLogger(__name__)
 
 # Each request is served in its own task, so a context variable carries its arrival time.
 _arrival: ContextVar[float] = ContextVar("emulator_arrival")
-
-
-@dataclass
-class Quota:
-    """One usage type's quota of one workspace, in the upstream's own field names."""
-
-    usage_type: str
-    limit: int
-    limit_daily: int
-    used: int = 0
-    used_daily: int = 0
-    bonus: int = 0
-    spillover: int = 0
-    daily_refreshed: date | None = None
-    fair_use_reached: bool = False
-
-    @property
-    def available(self) -> int:
-        return max(0, self.limit + self.bonus + self.spillover - self.used)
-
-    @property
-    def remaining_daily(self) -> int:
-        return max(0, self.limit_daily - self.used_daily)
-
-
-@dataclass
-class Workspace:
-    id: str
-    name: str
-    plan: str
-    quotas: dict[str, Quota] = field(default_factory=dict)
-
-
-@dataclass
-class Fault:
-    """What the next matching request meets instead of a normal answer."""
-
-    status: int | None = None  # answer with this status and a generic error body
-    message: str | None = None  # with status: the error body's text (a proxy's or a bug's: any size, any words)
-    # A 200 that is broken; with status, "wrong_type" is an HTML error page (a proxy's) instead of JSON.
-    body: Literal["malformed", "wrong_type", "oversized", "reset"] | None = None
-    stall_after_chunks: int | None = None  # stream: after N content chunks send only ": ping" comments
-    ping_every_s: float = 0.05  # with stall_after_chunks: how often the keep-alive comment comes
-    cut_after_chunks: int | None = None  # stream: close the connection after N content chunks
-    retry_after_s: int | None = None  # with status 429: the wait it names
-    retry_after_header: bool = True  # with status 429: False names the wait only in the body
-    times: int = 1
-
-
-@dataclass
-class RequestRecord:
-    at: float
-    route: str
-    status: int
-
-
-@dataclass
-class RateWindow:
-    reset_at: float
-    used: int = 0
 
 
 class EmulatorState:

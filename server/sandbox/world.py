@@ -23,12 +23,10 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
+from server.sandbox.records import Quota
 from server.state.files import open_private_database
-
-if TYPE_CHECKING:
-    from server.sandbox.state import Quota
 
 SCHEMA: Final = 1
 FILENAME: Final = f"sandbox-world-v{SCHEMA}.sqlite3"
@@ -118,11 +116,10 @@ class WorldFile:
 
     def change_quota(self, workspace_id: str, seed: Quota, change: Callable[[Quota], None]) -> Quota:
         """Read a quota (the seed if the world has none yet), let `change` edit it, write it back: one step."""
-        kind = type(seed)
         with self._write() as db:
             key = (workspace_id, seed.usage_type)
             row = db.execute("SELECT value FROM quotas WHERE workspace_id = ? AND usage_type = ?", key).fetchone()
-            quota = _quota_from(kind, json.loads(row[0])) if row is not None else dataclasses.replace(seed)
+            quota = _quota_from(json.loads(row[0])) if row is not None else dataclasses.replace(seed)
             before = dataclasses.asdict(quota)
             change(quota)
             if row is None or dataclasses.asdict(quota) != before:
@@ -235,10 +232,10 @@ def _unreadable(exc: Exception) -> bool:
     return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 
 
-def _quota_from(kind: type[Quota], fields: dict[str, Any]) -> Quota:
+def _quota_from(fields: dict[str, Any]) -> Quota:
     if fields.get("daily_refreshed"):
         fields["daily_refreshed"] = date.fromisoformat(fields["daily_refreshed"])
-    return kind(**fields)
+    return Quota(**fields)
 
 
 def _object(text: str) -> dict[str, Any]:

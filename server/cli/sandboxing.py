@@ -1,0 +1,31 @@
+"""`--sandbox`: start the emulator of both upstreams in this process and point the server at it."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Mapping
+
+from server.config import Settings
+from server.sandbox.runner import Emulator, emulator_environment, seed_sandbox
+from server.sandbox.state import EmulatorState
+from server.sandbox.world import world_file
+from server.state.opening import default_state_dir
+
+log = logging.getLogger("server")
+
+
+@contextlib.contextmanager
+def sandbox_environment(environ: Mapping[str, str], *, reset: bool = False) -> Iterator[dict[str, str]]:
+    """Start the emulator in this process and yield the environment that points at it.
+
+    Only the FLASHSNAP_* variables of `environ` are kept: real upstream variables never reach a sandbox.
+    """
+    own = {k: v for k, v in environ.items() if k.startswith("FLASHSNAP_")}
+    # One world per state directory, shared by every --sandbox process; with FLASHSNAP_STATE=memory, this one's own.
+    settings = Settings.from_env(own)
+    world = None if settings.store == "memory" else world_file(settings.state_dir or default_state_dir())
+    state = seed_sandbox(EmulatorState(world=world, reset_world=reset))
+    with contextlib.closing(state), Emulator(state) as emulator:
+        log.warning("SANDBOX MODE: serving the neuroflash and NeuralSnap emulator at %s", emulator.url)
+        yield {**own, **emulator_environment(emulator)}
