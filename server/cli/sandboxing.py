@@ -7,12 +7,19 @@ import logging
 from collections.abc import Iterator, Mapping
 
 from server.config import Settings
+from server.errors import ConfigurationError
 from server.sandbox.runner import Emulator, emulator_environment, seed_sandbox
 from server.sandbox.state import EmulatorState
+from server.sandbox.variants import Variants
 from server.sandbox.world import world_file
 from server.state.opening import default_state_dir
 
 log = logging.getLogger("server")
+PROFILE_VARIABLE = "FLASHSNAP_SANDBOX_PROFILE"  # which of the vendors' disagreeing pages the emulator follows
+
+
+def _names(value: str) -> list[str]:
+    return [name.strip() for name in value.split(",") if name.strip()]
 
 
 @contextlib.contextmanager
@@ -25,7 +32,11 @@ def sandbox_environment(environ: Mapping[str, str], *, reset: bool = False) -> I
     # One world per state directory, shared by every --sandbox process; with FLASHSNAP_STATE=memory, this one's own.
     settings = Settings.from_env(own)
     world = None if settings.store == "memory" else world_file(settings.state_dir or default_state_dir())
-    state = seed_sandbox(EmulatorState(world=world, reset_world=reset))
+    try:
+        variants = Variants.profile(*_names(own.get(PROFILE_VARIABLE, "")))
+    except ValueError as exc:
+        raise ConfigurationError(f"{PROFILE_VARIABLE}: {exc}") from None
+    state = seed_sandbox(EmulatorState(world=world, reset_world=reset, variants=variants))
     with contextlib.closing(state), Emulator(state) as emulator:
         log.warning("SANDBOX MODE: serving the neuroflash and NeuralSnap emulator at %s", emulator.url)
         yield {**own, **emulator_environment(emulator)}

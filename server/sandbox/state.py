@@ -28,6 +28,7 @@ from typing import Any
 from server.clock import Clock, SystemClock
 from server.sandbox import catalog
 from server.sandbox.records import Fault, Quota, RateWindow, RequestRecord, Workspace
+from server.sandbox.variants import Variants
 from server.sandbox.world import WorldFile, WorldUnusable
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,14 @@ class EmulatorState:
         token_ttl_s: float = 14_399,
         world: Path | None = None,
         reset_world: bool = False,
+        variants: Variants | None = None,
     ) -> None:
-        """`world`: the file shared with other processes (`reset_world` empties it first); None keeps it here."""
+        """`world`: the file shared with other processes (`reset_world` empties it first); None keeps it here.
+
+        `variants`: which reading of the vendors' disagreeing pages to serve (default: the contract's main text).
+        """
         self.clock = clock or SystemClock()
+        self.variants = variants or Variants()
         self.lock = threading.RLock()
         self._changed = threading.Condition(self.lock)
         self.token_ttl_s = token_ttl_s
