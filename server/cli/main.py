@@ -87,6 +87,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """Run `flashsnap-mcp` (or its `status` and `check` subcommands) with `argv` (default: the process's).
+
+    Raises:
+        SystemExit: 2 when the configuration is unusable (the reason on stderr); the subcommands exit with theirs.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["status"]:
         status(argv[1:])

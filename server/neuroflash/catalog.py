@@ -33,6 +33,9 @@ class ModelCatalog:
         """Refuse a model the workspace does not have, before anything is sent; refresh once when it is unknown.
 
         When the list cannot be read, the upstream judges the model itself: a broken list must not stop generation.
+
+        Raises:
+            ModelNotAvailable: the model is unknown, or not on the workspace's plan (nothing was sent).
         """
         try:
             found = _find(await self._list(workspace_id, fresh=False), model_id)

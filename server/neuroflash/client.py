@@ -51,6 +51,11 @@ class StreamWatch:
         self.last_data = self._clock.now()
 
     def check(self) -> None:
+        """Stop a stream that ran past its deadline, or went quiet for too long.
+
+        Raises:
+            GenerationDeadline: the whole stream took longer than `max_s`, or no text came for `idle_s`.
+        """
         now = self._clock.now()
         if now - self.started > self.max_s:
             raise GenerationDeadline(f"the generation ran longer than {self.max_s:.0f} s")
@@ -103,7 +108,13 @@ class NeuroflashClient:
         return _items(Model, response, "models")
 
     async def chat(self, workspace_id: str, body: ChatRequest, on_text: TextSink) -> ChatResult:
-        """Stream a completion, handing each piece of text to `on_text` as it arrives."""
+        """Stream a completion, handing each piece of text to `on_text` as it arrives.
+
+        Raises:
+            IncompleteStream: the stream broke off or ended without finishing (words may be spent).
+            UpstreamUnavailable: no answer, a 5xx, or a malformed stream (`maybe_processed` once sent).
+            FlashsnapError: an error answer before the stream started (see `_raise_for`).
+        """  # noqa: DOC501 - `raise transport_failure(…)` raises the UpstreamUnavailable named here
         request = self._http.build_request(
             "POST",
             "/api/ds-prototypes/content_generation/chat/completions",
@@ -159,7 +170,11 @@ def _list_adapter(model: type[ItemT]) -> TypeAdapter[list[ItemT]]:
 
 
 def _items(model: type[ItemT], response: httpx2.Response, what: str) -> list[ItemT]:
-    """The list inside the paged envelope, or a bare array (both are accepted upstream)."""
+    """The list inside the paged envelope, or a bare array (both are accepted upstream).
+
+    Raises:
+        UpstreamUnavailable: the body is neither.
+    """
     try:
         body = response.json()
     except ValueError:
@@ -224,7 +239,18 @@ def _cut(message: str, rid: str | None, parts: list[str]) -> IncompleteStream:
 
 
 def _raise_for(response: httpx2.Response, workspace_id: str | None) -> NoReturn:
-    """Map a neuroflash error answer to the error tree."""
+    """Map a neuroflash error answer to the error tree.
+
+    Raises:
+        CredentialsRejected: 401 after the token was refreshed once.
+        FairUseReached: the workspace is blocked for fair use.
+        ModelNotAvailable: the model is not on the workspace's plan.
+        NotFound: the workspace (or another named thing) does not exist.
+        QuotaExhausted: a word quota is spent.
+        RateLimited: a rate limit answered 429.
+        UpstreamRejected: the request was refused as invalid (400, 422) or not allowed (403).
+        UpstreamUnavailable: a 5xx or another status this server cannot act on.
+    """
     code, message = error_body(response)
     status, rid = response.status_code, request_id(response)
     if status == 401:

@@ -116,7 +116,12 @@ class QuotaBook:
         return seen[1]
 
     async def admit(self, workspace_id: str) -> None:
-        """Raise the refusal, before any chat request is sent, when the text quota cannot serve one."""
+        """Raise the refusal, before any chat request is sent, when the text quota cannot serve one.
+
+        Raises:
+            QuotaExhausted: the daily or monthly word quota is spent.
+            FairUseReached: the workspace is blocked for fair use.
+        """  # noqa: DOC501 - `raise refusal(…)` raises one of the two named here
         text = next((q for q in await self.quotas(workspace_id) if q.usage_type_key == TEXT_USAGE), None)
         if text is not None and not (verdict := judge(text, self._clock.now())).can_generate:
             raise refusal(verdict, workspace_id)
