@@ -150,7 +150,7 @@ def test_the_wheel_installs_into_a_fresh_venv_and_serves_the_sandbox(tmp_path: P
     assert {
         "server/sandbox/runner.py",
         "server/sandbox/neuralsnap_app.py",
-        "server/check.py",
+        "server/cli/check.py",
         "tools/generate.py",
     } <= in_wheel
     with tarfile.open(sdist) as archive:
