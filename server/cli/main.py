@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if argv[:1] == ["status"]:
         status(argv[1:])
         return
-    if argv[:1] == ["check"]:  # `flashsnap-mcp check`: the setup check, its own command (server/check.py)
+    if argv[:1] == ["check"]:  # `flashsnap-mcp check`: the setup check, its own command (server/cli/check.py)
         check(argv[1:])
         return
     args = parse_args(argv)
