@@ -26,6 +26,7 @@ lint: sync
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) lint-imports
+	$(RUN) python scripts/check_docstrings.py
 
 typecheck: sync
 	$(RUN) mypy
