@@ -25,6 +25,7 @@ dist: sync
 lint: sync
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
+	$(RUN) python scripts/check_complexity.py
 
 typecheck: sync
 	$(RUN) mypy
