@@ -27,6 +27,7 @@ lint: sync
 	$(RUN) ruff format --check .
 	$(RUN) lint-imports
 	$(RUN) python scripts/check_docstrings.py
+	$(RUN) python scripts/check_complexity.py
 
 typecheck: sync
 	$(RUN) mypy

@@ -28,21 +28,25 @@ async def _silent(progress: float | None, message: str) -> None:
 
 @dataclass
 class Budget:
+    """How long one tool call may still wait: until `deadline` (Unix seconds on `clock`)."""
+
     clock: Clock
     deadline: float
     report: Report = _silent  # progress to the client: (value or None for "one more step", message)
 
     async def heartbeat(self, message: str) -> None:
+        """Tell the client the call is still waiting, and why (a progress notification)."""
         await self.report(None, message)
 
     def left(self) -> float:
+        """Seconds this call may still wait (0 once the deadline passed)."""
         return max(0.0, self.deadline - self.clock.now())
 
     def check(self, wait_s: float, *, scope: str, why: str) -> None:
         """Raise at once when a wait of `wait_s` seconds would outlast the budget.
 
         Raises:
-            RateLimited: the wait would outlast the budget; `retry_after_s` says when to call again.
+            RateLimited: `wait_s` is longer than the seconds left; `retry_after_s` is `wait_s`.
         """
         if wait_s > self.left() + 1e-9:
             raise RateLimited(
@@ -53,7 +57,11 @@ class Budget:
             )
 
     async def wait(self, wait_s: float, *, scope: str, why: str) -> None:
-        """Wait `wait_s` (after `check`), sending a heartbeat at the start and every few seconds."""
+        """Wait `wait_s` seconds (after `check`), sending a heartbeat at the start and every few seconds.
+
+        Raises:
+            RateLimited: `wait_s` is longer than the seconds left (nothing is waited then).
+        """
         self.check(wait_s, scope=scope, why=why)
         end = self.clock.now() + wait_s
         while (left := end - self.clock.now()) > 0:

@@ -19,11 +19,15 @@ current_session: ContextVar[Hashable] = ContextVar("flashsnap_session", default=
 
 @dataclass(eq=False)
 class Ticket:
+    """One call's place in the queue: `granted` is set when its turn comes."""
+
     session: Hashable
     granted: anyio.Event = field(default_factory=anyio.Event)
 
 
 class FairQueue:
+    """The turns at one gate within a process: one at a time, round-robin between sessions."""
+
     def __init__(self) -> None:
         self._waiting: OrderedDict[Hashable, deque[Ticket]] = OrderedDict()
         self._busy = False
@@ -33,12 +37,14 @@ class FairQueue:
         return sum(len(q) for q in self._waiting.values())
 
     def try_take(self) -> bool:
+        """Take the turn at once when nobody holds or waits for it; False means enqueue and wait."""
         if self._busy or self._waiting:
             return False
         self._busy = True
         return True
 
     def enqueue(self) -> Ticket:
+        """Join the queue in the current session (`current_session`); wait on the ticket's `granted`."""
         ticket = Ticket(current_session.get())
         self._waiting.setdefault(ticket.session, deque()).append(ticket)
         return ticket

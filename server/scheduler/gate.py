@@ -59,7 +59,7 @@ FLIGHT_LEASE_S = 6.0  # a send in flight stays reserved this long unless its pro
 
 @dataclass(frozen=True)
 class GateView:
-    """What the gate knows, for check_quota."""
+    """What the gate knows, for check_quota: times in Unix seconds, waits in seconds, counts in requests."""
 
     scope: str
     limit: int | None
@@ -80,6 +80,14 @@ class Reservation:
 
 
 class Gate(LeaseKeeper):
+    """The way out for one credential's requests: each waits its turn, then until the shared window lets it go.
+
+    Decisions are made on the window document in the state store (`window.decide`, `window.settle`), so
+    every process sharing the credential shares one budget. Enter it (`async with`) on a shared store so
+    the reservations of requests in flight are renewed; `flight_lease_s` and `flight_ttl_s` are seconds,
+    `pace_below` a fraction of the limit (pace the last sends once the budget left falls below it).
+    """
+
     def __init__(
         self,
         scope: str,
@@ -129,7 +137,16 @@ class Gate(LeaseKeeper):
     # --- admission ---------------------------------------------------------------------------
 
     async def acquire(self, budget: Budget) -> Reservation:
-        """Wait for this call's turn, then until a request may go out, and reserve it."""
+        """Wait for this call's turn, then until a request may go out, and reserve it.
+
+        Returns:
+            The reservation to settle with `answered` or `unanswered` once the request is done.
+
+        Raises:
+            RateLimited: the estimated wait, the queue ahead or a hold of the window (a 429's penalty, a spent
+                budget) does not fit the call's wait budget.
+            StoreUnavailable: the state store failed (a store opened by the runtime falls back to memory instead).
+        """
         ahead = self.queued
         with tracing.span(
             f"gate wait {self.scope}", {"flashsnap.gate": self.scope, "flashsnap.gate.queued_ahead": ahead}
@@ -150,6 +167,11 @@ class Gate(LeaseKeeper):
                 self._observer.gate_waited(self.scope, self._clock.now() - arrived)
 
     async def _take_turn(self, budget: Budget, ahead: int) -> None:
+        """Wait for this process's turn at the head of the queue, `ahead` calls before it.
+
+        Raises:
+            RateLimited: the turn did not come within the call's wait budget.
+        """
         if self._turns.try_take():
             return
         ticket = self._turns.enqueue()
@@ -172,6 +194,7 @@ class Gate(LeaseKeeper):
         )
 
     async def _wait_at_head(self, budget: Budget, arrived: float) -> Reservation:
+        """At the head of the queue, ask the window until it lets a send out (`arrived`: Unix seconds)."""
         me = secrets.token_hex(8)
         paced = False
         heartbeat_at = anyio.current_time() + HEARTBEAT_EVERY_S
@@ -211,7 +234,7 @@ class Gate(LeaseKeeper):
         """Wait for an answer here, or a moment for one elsewhere; give up when the budget is gone.
 
         Raises:
-            RateLimited: the call's wait budget ran out.
+            RateLimited: the call's wait budget is spent; `why` says what it waited for.
         """
         event = self._changed
         with anyio.move_on_after(min(self._poll_s, budget.left())):
@@ -225,13 +248,26 @@ class Gate(LeaseKeeper):
     async def answered(
         self, reservation: Reservation, headers: Mapping[str, str], *, throttled_for: float | None = None
     ) -> None:
-        """Learn from an answer: its rate-limit headers and, for a rate-limit 429, how long to hold the queue."""
+        """Learn from an answer: its rate-limit headers and, for a rate-limit 429, how long to hold the queue.
+
+        Args:
+            reservation: what `acquire` returned for the request answered.
+            headers: the answer's headers (`X-RateLimit-Limit`, `-Remaining`, `-Reset` in Unix seconds).
+            throttled_for: for a rate-limit 429, seconds to hold every call of the credential.
+
+        Raises:
+            StoreUnavailable: the state store failed (a store opened by the runtime falls back to memory instead).
+        """
         await self._settle(
             Answer.from_headers(reservation.id, reservation.tracked, headers, throttled_for=throttled_for)
         )
 
     async def unanswered(self, reservation: Reservation, *, sent: bool) -> None:
-        """A request got no answer; if it never left, its place in the budget is given back."""
+        """A request got no answer; if it never left (`sent=False`), its place in the budget is given back.
+
+        Raises:
+            StoreUnavailable: the state store failed (a store opened by the runtime falls back to memory instead).
+        """
         await self._settle(Answer(reservation.id, reservation.tracked, answered=False, sent=sent))
 
     async def _settle(self, answer: Answer) -> None:
@@ -251,10 +287,15 @@ class Gate(LeaseKeeper):
     # --- estimates ---------------------------------------------------------------------------
 
     def estimate(self, ahead: int) -> float:
-        """Seconds until a call with `ahead` calls before it could go out, from what was last seen."""
+        """Seconds until a call with `ahead` calls before it could go out, from what was last seen (no store read)."""
         return self._seen.estimate(self._clock.now(), ahead)
 
     async def view(self) -> GateView:
+        """What the gate knows now, read afresh from the state store.
+
+        Raises:
+            StoreUnavailable: the state store failed (a store opened by the runtime falls back to memory instead).
+        """
         now = self._clock.now()
         self._seen = Window.load(await self._store.get(self._key), now)
         w = self._seen

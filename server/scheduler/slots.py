@@ -23,6 +23,7 @@ from server.state.store import Change, Doc, Mutation, Store
 
 
 def holders(doc: Doc | None, now: float) -> dict[str, float]:
+    """The live holders of a slots document at `now`: holder -> lease end, both in Unix seconds."""
     holders = (doc or {}).get("holders")
     if not isinstance(holders, dict):
         return {}
@@ -30,6 +31,12 @@ def holders(doc: Doc | None, now: float) -> dict[str, float]:
 
 
 class Slots(LeaseKeeper):
+    """At most `limit` holders at once per name, across every process sharing the state store.
+
+    A place is a lease of `lease_s` seconds, renewed while held when the slots are entered (`async with`);
+    names are keys of their own (`{key}:{name}`), such as one per workspace.
+    """
+
     def __init__(
         self, clock: Clock, limit: int, *, store: Store | None = None, key: str = "slots", lease_s: float = 9.0,
         observer: Observer = NO_METRICS,
@@ -45,14 +52,25 @@ class Slots(LeaseKeeper):
         self._freed = anyio.Event()
 
     async def in_use(self, name: str) -> int:
+        """How many places of `name` are held now.
+
+        Raises:
+            StoreUnavailable: the state store failed (a store opened by the runtime falls back to memory instead).
+        """
         return len(holders(await self._store.get(f"{self._key}:{name}"), self._clock.now()))
 
     @contextlib.asynccontextmanager
     async def hold(self, name: str, budget: Budget, *, scope: str) -> AsyncIterator[None]:
         """Hold one of the places of `name`, waiting for one no longer than the budget allows.
 
+        Args:
+            name: what the places are counted for (a workspace).
+            budget: the call's wait budget; heartbeats go out every few seconds while waiting.
+            scope: what to name in a heartbeat or an error (the upstream and workspace).
+
         Raises:
-            RateLimited: no place came free within the call's wait budget (`scope` names what was waited for).
+            RateLimited: every place stayed busy for as long as the call may wait.
+            StoreUnavailable: the state store failed (a store opened by the runtime falls back to memory instead).
         """
         key, me = f"{self._key}:{name}", secrets.token_hex(8)
         acquired = False

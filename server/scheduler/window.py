@@ -26,6 +26,8 @@ WINDOW_TTL_S = 86_400.0
 
 @dataclass
 class Window:
+    """One credential's rate-limit window as every process sees it; times are Unix seconds."""
+
     limit: int | None = None
     remaining: int | None = None
     reset_at: float | None = None
@@ -39,26 +41,35 @@ class Window:
 
     @classmethod
     def load(cls, doc: Doc | None, now: float) -> Window:
+        """The window a document holds at `now` (Unix seconds), without reservations and tickets that expired.
+
+        An absent or unreadable document reads as a fresh window (nothing known), never as something it is not.
+        """
         if doc is None:
             return cls()
         try:
-            window = cls(
-                limit=_opt_int(doc.get("limit")),
-                remaining=_opt_int(doc.get("remaining")),
-                reset_at=_opt_float(doc.get("reset_at")),
-                blocked_until=float(doc.get("blocked_until") or 0.0),
-                window_s=_opt_float(doc.get("window_s")),
-                answered=int(doc.get("answered") or 0),
-                sent=int(doc.get("sent") or 0),
-                last_send=float(doc["last_send"]) if doc.get("last_send") is not None else -math.inf,
-                flights={str(k): float(v) for k, v in dict(doc.get("flights") or {}).items()},
-                waiting={str(k): (float(v[0]), float(v[1])) for k, v in dict(doc.get("waiting") or {}).items()},
-            )
+            window = cls._read(doc)
         except (TypeError, ValueError, KeyError, IndexError):
             return cls()  # unreadable: start afresh rather than misread
         window.flights = {k: exp for k, exp in window.flights.items() if exp > now}
         window.waiting = {k: v for k, v in window.waiting.items() if v[1] > now}
         return window
+
+    @classmethod
+    def _read(cls, doc: Doc) -> Window:
+        # Raises TypeError, ValueError, KeyError or IndexError on a malformed field; `load` reads those as absent.
+        return cls(
+            limit=_opt_int(doc.get("limit")),
+            remaining=_opt_int(doc.get("remaining")),
+            reset_at=_opt_float(doc.get("reset_at")),
+            blocked_until=float(doc.get("blocked_until") or 0.0),
+            window_s=_opt_float(doc.get("window_s")),
+            answered=int(doc.get("answered") or 0),
+            sent=int(doc.get("sent") or 0),
+            last_send=float(doc["last_send"]) if doc.get("last_send") is not None else -math.inf,
+            flights={str(k): float(v) for k, v in dict(doc.get("flights") or {}).items()},
+            waiting={str(k): (float(v[0]), float(v[1])) for k, v in dict(doc.get("waiting") or {}).items()},
+        )
 
     def dump(self) -> Doc:
         return {
@@ -124,63 +135,144 @@ class Asker:
 
 
 def decide(doc: Doc | None, now: float, asker: Asker) -> Change[tuple[Decision, Window]]:
-    """Whether `asker` may send now; if so, its send is reserved in the same step."""
+    """Whether `asker` may send at `now` (Unix seconds); if so, its send is reserved in the same step.
+
+    The steps, in order: the window may hold everyone (`held`); else a window whose reset passed turns
+    (`turn_if_over`) and older calls or pacing may hold this one (`queued_or_paced`). A call held keeps its
+    ticket (`keep_ticket`); a call let out is reserved (`let_out`).
+    """
     w = Window.load(doc, now)
-    blocked = w.blocked_until > now
-    spent = w.remaining is not None and w.remaining <= 0 and (w.reset_at is None or now < w.reset_at)
-    learning = asker.probe_first and w.limit is None and w.answered < PROBE_ANSWERS
-    decision: Decision | None = None
+    learning = is_learning(w, asker)
+    decision = held(w, now, learning)
+    if decision is None:
+        turn_if_over(w, now)
+        decision = queued_or_paced(w, now, asker)
+    if decision is not None:
+        return keep_ticket(doc, w, now, asker, decision)
+    return let_out(doc, w, now, asker, learning)
+
+
+def is_blocked(w: Window, now: float) -> bool:
+    """Whether a rate-limit 429's penalty still holds every call at `now` (Unix seconds)."""
+    return w.blocked_until > now
+
+
+def is_spent(w: Window, now: float) -> bool:
+    """Whether the known budget is used up and its reset (if known) is still ahead of `now` (Unix seconds)."""
+    return w.remaining is not None and w.remaining <= 0 and (w.reset_at is None or now < w.reset_at)
+
+
+def is_learning(w: Window, asker: Asker) -> bool:
+    """Whether the limit is still unknown and the gate lets a single probe out at a time to learn it."""
+    return asker.probe_first and w.limit is None and w.answered < PROBE_ANSWERS
+
+
+def held(w: Window, now: float, learning: bool) -> Decision | None:
+    """Which hold the window puts on every call: answers still out first, a 429's penalty, a spent budget, or none.
+
+    Waits are in seconds from `now` (Unix seconds).
+    """
+    blocked, spent = is_blocked(w, now), is_spent(w, now)
     if (blocked or spent or learning) and w.in_flight > 0:
         # Let the requests already out be answered first: what they say may change the wait.
-        decision = AwaitAnswers("waiting for answers to requests already sent")
-    elif blocked:
-        decision = Wait(w.blocked_until - now, "rate limited by the upstream")
-    elif spent and w.reset_at is not None:
-        decision = Wait(w.reset_at - now, "rate limit budget spent")
-    else:
-        if w.reset_at is not None and now >= w.reset_at:
-            # The window is over: a fresh one starts with our next send. Sends still unanswered may land
-            # in it, so they count against it.
-            w.sent = w.in_flight
-            w.remaining = None if w.limit is None else max(0, w.limit - w.sent)
-            w.reset_at = None
-        others = [t for k, t in w.waiting.items() if k != asker.id]
-        older = sum(1 for arrived, _ in others if arrived < asker.arrived_at)
-        if w.remaining is not None and older >= w.remaining:
-            decision = AwaitAnswers("waiting for calls that came first")
-        elif not asker.paced and (pace := _pace(w, now, asker, len(others))) > 0:
-            decision = Wait(pace, "pacing the last requests of the window", advisory=True)
-    if decision is not None:
-        wake = now + (decision.seconds if isinstance(decision, Wait) else 0.0)
-        ticket = w.waiting.get(asker.id)
-        if ticket is not None and ticket[1] >= wake + TICKET_GRACE_S / 2 and doc is not None and not _changed(doc, w):
-            return Change((decision, w))  # ticket still fresh and nothing else changed: no write
-        w.waiting[asker.id] = (asker.arrived_at, wake + TICKET_GRACE_S)
-        return Change((decision, w), w.dump(), WINDOW_TTL_S)
-    tracked = w.limit is not None or w.remaining is not None or learning or bool(w.waiting) or w.in_flight > 0
-    if not tracked and doc is not None and not _changed(doc, w):
-        return Change((Send(tracked=False), w))  # nothing is known to count against: no write
-    if not tracked and doc is None:
-        return Change((Send(tracked=False), w))
+        return AwaitAnswers("waiting for answers to requests already sent")
+    if blocked:
+        return Wait(w.blocked_until - now, "rate limited by the upstream")
+    if spent and w.reset_at is not None:
+        return Wait(w.reset_at - now, "rate limit budget spent")
+    # A spent budget with no reset known falls through: `queued_or_paced` holds it (older >= remaining = 0).
+    return None
+
+
+def turn_if_over(w: Window, now: float) -> None:
+    """Start a fresh window (in place) once the reset has passed at `now` (Unix seconds)."""
+    if w.reset_at is not None and now >= w.reset_at:
+        # The window is over: a fresh one starts with our next send. Sends still unanswered may land
+        # in it, so they count against it.
+        w.sent = w.in_flight
+        w.remaining = None if w.limit is None else max(0, w.limit - w.sent)
+        w.reset_at = None
+
+
+def older_waiting(w: Window, asker: Asker) -> int:
+    """How many calls of other processes still wait that arrived before `asker`."""
+    return sum(1 for k, (arrived, _) in w.waiting.items() if k != asker.id and arrived < asker.arrived_at)
+
+
+def others_waiting(w: Window, asker: Asker) -> int:
+    """How many calls of other processes still wait, older or not."""
+    return sum(1 for k in w.waiting if k != asker.id)
+
+
+def queued_or_paced(w: Window, now: float, asker: Asker) -> Decision | None:
+    """Whether older calls (first come, first served) or pacing hold `asker` in an open window."""
+    if w.remaining is not None and older_waiting(w, asker) >= w.remaining:
+        return AwaitAnswers("waiting for calls that came first")
+    if not asker.paced and (seconds := pace(w, now, asker, others_waiting(w, asker))) > 0:
+        return Wait(seconds, "pacing the last requests of the window", advisory=True)
+    return None
+
+
+def wakes_at(decision: Decision, now: float) -> float:
+    """When (Unix seconds) a held call looks at the gate again: after its wait, or at once to await answers."""
+    return now + (decision.seconds if isinstance(decision, Wait) else 0.0)
+
+
+def ticket_is_fresh(ticket: tuple[float, float] | None, wake: float) -> bool:
+    """Whether a waiting call's ticket still outlives its next look (at `wake`, Unix seconds) by half the grace."""
+    return ticket is not None and ticket[1] >= wake + TICKET_GRACE_S / 2
+
+
+def keep_ticket(
+    doc: Doc | None, w: Window, now: float, asker: Asker, decision: Decision
+) -> Change[tuple[Decision, Window]]:
+    """A held call's ticket: rewritten to expire a grace after its next look, unless fresh and nothing changed."""
+    wake = wakes_at(decision, now)
+    if ticket_is_fresh(w.waiting.get(asker.id), wake) and doc is not None and not _changed(doc, w):
+        return Change((decision, w))  # ticket still fresh and nothing else changed: no write
+    w.waiting[asker.id] = (asker.arrived_at, wake + TICKET_GRACE_S)
+    return Change((decision, w), w.dump(), WINDOW_TTL_S)
+
+
+def is_tracked(w: Window, learning: bool) -> bool:
+    """Whether a send must be counted in the shared document: something is known, learnt, waiting or out."""
+    return w.limit is not None or w.remaining is not None or learning or bool(w.waiting) or w.in_flight > 0
+
+
+def let_out(doc: Doc | None, w: Window, now: float, asker: Asker, learning: bool) -> Change[tuple[Decision, Window]]:
+    """A call let out: reserved and counted when tracked; untracked, written only to clean a changed document."""
+    if not is_tracked(w, learning):
+        # Nothing is known to count against (so nobody waits either): a write only stores what loading dropped.
+        if doc is None or not _changed(doc, w):
+            return Change((Send(tracked=False), w))
+        return Change((Send(tracked=False), w), w.dump(), WINDOW_TTL_S)
+    reserve(w, now, asker)
+    return Change((Send(tracked=True), w), w.dump(), WINDOW_TTL_S)
+
+
+def reserve(w: Window, now: float, asker: Asker) -> None:
+    """Count one send of `asker` against the window (in place), in flight until `now + flight_ttl_s` (Unix s)."""
     w.waiting.pop(asker.id, None)
-    if tracked:
-        if w.remaining is not None:
-            w.remaining -= 1
-        w.sent += 1
-        w.flights[asker.id] = now + asker.flight_ttl_s
-        w.last_send = now
-    return Change((Send(tracked=tracked), w), w.dump(), WINDOW_TTL_S)
+    if w.remaining is not None:
+        w.remaining -= 1
+    w.sent += 1
+    w.flights[asker.id] = now + asker.flight_ttl_s
+    w.last_send = now
 
 
 def _changed(doc: Doc, w: Window) -> bool:
     return doc != w.dump()
 
 
-def _pace(w: Window, now: float, asker: Asker, others_waiting: int) -> float:
-    """When the budget runs low and more calls wait than it holds, spread the last sends over the window."""
+def pace(w: Window, now: float, asker: Asker, others: int) -> float:
+    """Seconds to hold `asker` so the last sends spread over the window, when the budget runs low and more wait.
+
+    0 while the budget is not low (above `pace_below` of the limit), when it covers every call waiting, or
+    when the window is not known; the interval runs from the last send, `now` in Unix seconds.
+    """
     if w.limit is None or w.remaining is None or w.reset_at is None:
         return 0.0
-    demand = asker.queued_here + 1 + others_waiting
+    demand = asker.queued_here + 1 + others
     if w.remaining > asker.pace_below * w.limit or demand <= w.remaining:
         return 0.0
     # Spread over the window's time left, less a tenth of the window as a margin, in remaining + 1
@@ -214,36 +306,61 @@ class Answer:
 
 
 def settle(doc: Doc | None, now: float, answer: Answer) -> Change[Window]:
-    """Learn from an answer: its rate-limit headers and, for a rate-limit 429, how long to hold everyone."""
+    """Learn from an answer at `now` (Unix seconds): its rate-limit headers and, for a rate-limit 429, the hold.
+
+    The steps: a request that got no answer gives back its place if it never left (`give_back_unsent`);
+    an answer's report counts only for the current window (`reports_current_window`), where it may start
+    a newer one (`starts_newer_window`, `learn_report`).
+    """
     w = Window.load(doc, now)
     if not answer.informative:
         return Change(w)
     w.flights.pop(answer.reservation, None)
     if not answer.answered:
-        if not answer.sent and answer.tracked:
-            w.sent = max(0, w.sent - 1)  # it never left: its place in the budget is given back
-            if w.remaining is not None:
-                w.remaining += 1
+        give_back_unsent(w, answer)
         return Change(w, w.dump(), WINDOW_TTL_S)
     w.answered += 1
     if answer.limit is not None:
         w.limit = answer.limit
-    # An answer from a window that is already over says nothing about the current one.
-    if answer.remaining is not None and answer.reset is not None and answer.reset > now:
-        if w.reset_at is None or answer.reset > w.reset_at + 0.5:
-            if w.reset_at is None and w.window_s is None:
-                w.window_s = max(1.0, answer.reset - now)
-            if w.reset_at is not None:
-                # The upstream's window moved on without us seeing it turn: this answer's request, and
-                # any still unanswered, may be counted in the new one.
-                w.sent = w.in_flight + 1
-            w.reset_at = float(answer.reset)
-            w.remaining = _remaining(w, answer.remaining, assumed=None)
-        else:
-            w.remaining = _remaining(w, answer.remaining, assumed=w.remaining)
+    if answer.remaining is not None and answer.reset is not None and reports_current_window(answer.reset, now):
+        learn_report(w, now, answer.remaining, answer.reset)
     if answer.throttled_for is not None:
         w.blocked_until = max(w.blocked_until, now + answer.throttled_for)
     return Change(w, w.dump(), WINDOW_TTL_S)
+
+
+def give_back_unsent(w: Window, answer: Answer) -> None:
+    """Give back (in place) the budget place of a tracked request that never left; one that may have left keeps it."""
+    if not answer.sent and answer.tracked:
+        w.sent = max(0, w.sent - 1)  # it never left: its place in the budget is given back
+        if w.remaining is not None:
+            w.remaining += 1
+
+
+def reports_current_window(reset: int, now: float) -> bool:
+    """Whether a report whose window resets at `reset` (Unix seconds) still speaks of the window open at `now`."""
+    # An answer from a window that is already over says nothing about the current one.
+    return reset > now
+
+
+def starts_newer_window(w: Window, reset: int) -> bool:
+    """Whether a reset time (Unix seconds) is the first one known, or later than the known one by over half a second."""
+    return w.reset_at is None or reset > w.reset_at + 0.5
+
+
+def learn_report(w: Window, now: float, remaining: int, reset: int) -> None:
+    """Take in (in place) a current report of `remaining` sends until `reset` (Unix seconds)."""
+    if not starts_newer_window(w, reset):
+        w.remaining = _remaining(w, remaining, assumed=w.remaining)
+        return
+    if w.reset_at is None and w.window_s is None:
+        w.window_s = max(1.0, reset - now)  # the first window seen tells the window's length, in seconds
+    if w.reset_at is not None:
+        # The upstream's window moved on without us seeing it turn: this answer's request, and
+        # any still unanswered, may be counted in the new one.
+        w.sent = w.in_flight + 1
+    w.reset_at = float(reset)
+    w.remaining = _remaining(w, remaining, assumed=None)
 
 
 def _remaining(w: Window, reported: int, assumed: int | None) -> int:
