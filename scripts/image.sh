@@ -165,22 +165,21 @@ phase_done "base image"
 version=$(python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
 revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 server_name=$(python3 -c 'import json; print(json.load(open("server.json"))["name"])')
-previous=$(podman image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
-build=(podman build --layers -f Containerfile -t "$IMAGE"
+build=(podman build --layers -f Containerfile
     --build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg "VERSION=$version" --build-arg "REVISION=$revision"
     --build-arg "SERVER_NAME=$server_name")
 if [ -s "$CA_BUNDLE" ]; then build+=(--secret "id=ca_bundle,src=$CA_BUNDLE"); fi
 say "building $IMAGE from $BASE_IMAGE"
-if ! "${build[@]}" . >"/tmp/$RUN_ID-build.log" 2>&1; then
+# The builder stage is tagged too: its layers are the cache of the next build (the locked dependencies
+# above all), and what is tagged survives the prune below, which drops earlier builds' leftovers.
+if ! { "${build[@]}" --target builder -t "$IMAGE-builder" . && "${build[@]}" -t "$IMAGE" .; } \
+    >"/tmp/$RUN_ID-build.log" 2>&1; then
     tail -n 40 "/tmp/$RUN_ID-build.log" >&2
     rm -f "/tmp/$RUN_ID-build.log"
     fail "the image did not build"
 fi
 rm -f "/tmp/$RUN_ID-build.log"
-current=$(podman image inspect --format '{{.Id}}' "$IMAGE")
-if [ -n "$previous" ] && [ "$previous" != "$current" ]; then
-    podman rmi "$previous" >/dev/null 2>&1 || true # the build it replaces, unless something still uses it
-fi
+podman image prune -f >/dev/null
 size=$(podman image inspect --format '{{.Size}}' "$IMAGE")
 phase_done "build"
 

@@ -112,6 +112,7 @@ async def test_streamable_http_with_a_token_serves_refuses_and_stops_cleanly(har
             assert (await http.get("/metrics")).status_code == 401
 
         auth = {"Authorization": f"Bearer {token}"}
+        generated: dict[str, Any] = {}
         with anyio.fail_after(60):
             async with (
                 httpx2.AsyncClient(headers=auth, timeout=30) as authorized,
@@ -121,18 +122,34 @@ async def test_streamable_http_with_a_token_serves_refuses_and_stops_cleanly(har
                 quota = data(await client.call_tool("check_quota", {}))
                 assert quota["can_generate"] is True
                 metrics = (await authorized.get(f"{base}/metrics")).text
-        assert re.search(r'flashsnap_tool_calls_total\{outcome="ok",tool="check_quota"\} 1\.0', metrics), metrics
+                counted = r'flashsnap_tool_calls_total\{outcome="ok",tool="check_quota"\} 1\.0'
+                assert re.search(counted, metrics), metrics
 
-        # The server runs as the image's user, and with nothing more than the flags allow.
-        status = process_status(name)
-        assert status["Uid"].split() == [str(UID)] * 4, status["Uid"]
-        assert status["Gid"].split() == [str(UID)] * 4, status["Gid"]
-        if hardened:
-            assert int(status["CapEff"], 16) == 0
-            assert status["NoNewPrivs"] == "1"
+                # The server runs as the image's user, and with nothing more than the flags allow.
+                status = process_status(name)
+                assert status["Uid"].split() == [str(UID)] * 4, status["Uid"]
+                assert status["Gid"].split() == [str(UID)] * 4, status["Gid"]
+                if hardened:
+                    assert int(status["CapEff"], 16) == 0
+                    assert status["NoNewPrivs"] == "1"
 
-        # `podman stop` sends the image's stop signal: in-flight calls finish, then the server exits 0.
-        podman("stop", "-t", "30", name, timeout=60)
+                # `podman stop` (SIGTERM) while a generation streams: the call finishes, then the server
+                # exits 0 rather than being killed when the stop timeout runs out.
+                streaming = anyio.Event()
+
+                async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+                    streaming.set()
+
+                async def generate() -> None:
+                    arguments = {"model": "gpt-4.1-mini", "prompt": "Write three sentences about tea."}
+                    generated.update(data(await client.call_tool("generate", arguments, progress_callback=on_progress)))
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(generate)
+                    await streaming.wait()
+                    await anyio.to_thread.run_sync(lambda: podman("stop", "-t", "30", name, timeout=60))
+        assert generated["finish_reason"] == "stop", generated
+        assert generated["text"]
         state = await wait_exited(name)
         output = logs(name)
         assert state["ExitCode"] == 0, f"exit status {state['ExitCode']}:\n{output[-3000:]}"
