@@ -117,7 +117,7 @@ def test_the_image_says_what_its_registry_entry_and_the_compose_file_expect() ->
     (volume,) = [a["value"] for a in image["runtimeArguments"] if a["name"] == "--volume"]
     assert volume.endswith(f":{state_dir[1]}")
     assert 'ENTRYPOINT ["flashsnap-mcp"]' in CONTAINERFILE
-    assert PYPROJECT["project"]["scripts"]["flashsnap-mcp"] == "server.cli:main"
+    assert "flashsnap-mcp" in PYPROJECT["project"]["scripts"]  # the console script the ENTRYPOINT runs
     compose = (ROOT / "deploy" / "compose.yaml").read_text()
     assert f"${{FLASHSNAP_IMAGE:-{image['identifier']}}}" in compose
     assert f"{state_dir[1]}" in (ROOT / "deploy" / "compose.sandbox.yaml").read_text()
