@@ -7,7 +7,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(BOOTSTRAP)/bin/uv)
 RUN := $(UV) run --frozen --no-python-downloads --python $(PYTHON)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: demo test lint typecheck pytest bench sync fmt clean mcpb dist
+.PHONY: demo test lint typecheck pytest bench sync fmt clean mcpb dist image
 
 demo: sync
 	$(RUN) python scripts/demo.py
@@ -21,6 +21,11 @@ mcpb: sync
 # Wheel and sdist in dist/, for `uvx --from dist/flashsnap_mcp-*.whl flashsnap-mcp` or an index.
 dist: sync
 	$(UV) build --no-python-downloads --python $(PYTHON) -o dist
+
+# The OCI image, built with podman and smoke-tested through real containers; leaves localhost/flashsnap-mcp:dev.
+# Needs root on Debian (it installs podman); elsewhere it says why and skips. See scripts/image.sh.
+image:
+	bash scripts/image.sh
 
 lint: sync
 	$(RUN) ruff check .

@@ -35,6 +35,14 @@ MANIFEST = json.loads((ROOT / "mcpb" / "manifest.json").read_text())
 SERVER_JSON = json.loads((ROOT / "server.json").read_text())
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 TOOLS = {spec.name for spec in tools.ALL}
+CONTAINERFILE = (ROOT / "Containerfile").read_text()
+
+
+def containerfile_arg(name: str) -> str:
+    """The default of a build argument in the Containerfile (the last stage's, if several declare it)."""
+    found = re.findall(rf"^ARG {name}=(\S+)$", CONTAINERFILE, re.MULTILINE)
+    assert found, f"no ARG {name}=... in the Containerfile"
+    return str(found[-1])
 
 
 def uv() -> str:
@@ -69,7 +77,12 @@ def test_versions_agree_everywhere() -> None:
     assert create_app(Settings()).version == version
     assert MANIFEST["version"] == version
     assert SERVER_JSON["version"] == version
-    assert [p["version"] for p in SERVER_JSON["packages"]] == [version]
+    # Packages from a registry carry a version; an OCI image carries it as its tag, and the image's label.
+    assert [p.get("version") for p in SERVER_JSON["packages"]] == [version, None]
+    assert [p["identifier"].rpartition(":")[2] for p in SERVER_JSON["packages"] if p["registryType"] == "oci"] == [
+        version
+    ]
+    assert containerfile_arg("VERSION") == version
 
 
 def test_server_json_follows_the_registry_schema_and_names_the_readme_marker() -> None:
@@ -84,9 +97,39 @@ def test_server_json_follows_the_registry_schema_and_names_the_readme_marker() -
     assert (package["registryType"], package["identifier"], package["runtimeHint"]) == ("pypi", "flashsnap-mcp", "uvx")
     secrets = {v["name"] for v in package["environmentVariables"] if v.get("isSecret")}
     assert secrets == {"NEUROFLASH_CLIENT_SECRET", "NEURALSNAP_API_KEY"}
+    image = SERVER_JSON["packages"][1]
+    assert (image["registryType"], image["runtimeHint"], image["transport"]) == ("oci", "docker", {"type": "stdio"})
+    assert image["environmentVariables"] == package["environmentVariables"]
     # A broken copy is refused: the validator is really checking.
     with pytest.raises(jsonschema.ValidationError):
         validator.validate({**SERVER_JSON, "name": "no slash"})
+
+
+def test_the_image_says_what_its_registry_entry_and_the_compose_file_expect() -> None:
+    """The Containerfile's defaults, server.json's OCI entry and deploy/ name one image, one state directory."""
+    image = next(p for p in SERVER_JSON["packages"] if p["registryType"] == "oci")
+    # The registry checks the image's label against the server's name.
+    assert containerfile_arg("SERVER_NAME") == SERVER_JSON["name"]
+    assert 'LABEL io.modelcontextprotocol.server.name="${SERVER_NAME}"' in CONTAINERFILE
+    state_dir = re.search(r"FLASHSNAP_STATE_DIR=(\S+)", CONTAINERFILE)
+    assert state_dir is not None
+    assert f'VOLUME ["{state_dir[1]}"]' in CONTAINERFILE
+    (volume,) = [a["value"] for a in image["runtimeArguments"] if a["name"] == "--volume"]
+    assert volume.endswith(f":{state_dir[1]}")
+    assert 'ENTRYPOINT ["flashsnap-mcp"]' in CONTAINERFILE
+    assert "flashsnap-mcp" in PYPROJECT["project"]["scripts"]  # the console script the ENTRYPOINT runs
+    compose = (ROOT / "deploy" / "compose.yaml").read_text()
+    assert f"${{FLASHSNAP_IMAGE:-{image['identifier']}}}" in compose
+    assert f"{state_dir[1]}" in (ROOT / "deploy" / "compose.sandbox.yaml").read_text()
+    # The build context is an allow-list: no virtualenv, env file or test data goes into a build.
+    ignored = (ROOT / ".containerignore").read_text().splitlines()
+    assert ignored[ignored.index("*") + 1 :][:5] == [
+        "!pyproject.toml",
+        "!uv.lock",
+        "!README.md",
+        "!server/",
+        "!tools/",
+    ]
 
 
 def test_the_bundle_manifest_lists_the_tools_and_keeps_secrets_sensitive() -> None:
