@@ -6,6 +6,7 @@ or creates data):
 | outcome                                   | GET (reads)              | POST (generate, snapshot) |
 |-------------------------------------------|--------------------------|---------------------------|
 | 429 rate limit (not a quota)              | wait, retry              | wait, retry               |
+| 429 spent quota (a wait beyond any window)| fail at once             | fail at once              |
 | connection refused / connect timeout      | back off, retry          | back off, retry           |
 | connection failed before the request was  | back off, retry          | back off, retry           |
 | written whole (a stale pooled connection) |                          |                           |
@@ -31,6 +32,7 @@ from server.httpio import (
     SendTrace,
     error_body,
     retry_after,
+    spent_quota,
 )
 from server.observe import tracing
 from server.observe.metrics import NO_METRICS, Observer
@@ -84,6 +86,11 @@ class ScheduledTransport(httpx2.AsyncBaseTransport):
                 except BaseException:
                     await self.gate.unanswered(reservation, sent=True)
                     raise
+                if spent_quota(response, self._clock.now(), self.gate.longest_window_s) is not None:
+                    # Its wait is longer than any window (a monthly quota): never waited for, never retried,
+                    # and no penalty for the queue: the client above says which quota and when it renews.
+                    await self.gate.answered(reservation, response.headers)
+                    return response
                 code, _ = error_body(response)
                 # Retry-After, else the body's "Try again in N seconds", else backoff with full jitter.
                 wait = retry_after(response, self._clock.now())

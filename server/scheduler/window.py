@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from server.httpio import MAX_WINDOW_S, plausible_rate_limit
 from server.state.store import Change, Doc
 
 PROBE_ANSWERS = 3  # header-less answers after which the gate stops probing one request at a time
@@ -58,7 +59,20 @@ class Window:
             return cls()  # unreadable: start afresh rather than misread
         window.flights = {k: exp for k, exp in window.flights.items() if exp > now}
         window.waiting = {k: v for k, v in window.waiting.items() if v[1] > now}
+        window._forget_implausible(now)
         return window
+
+    def _forget_implausible(self, now: float) -> None:
+        """Figures no window can have (kept by an older version, or another writer) are forgotten, not obeyed:
+        a reset or penalty more than a day ahead would lock the credential for as long."""
+        if self.limit is not None and self.limit <= 0:
+            self.limit = None
+        if self.reset_at is not None and self.reset_at > now + MAX_WINDOW_S:
+            self.reset_at = self.remaining = None
+        if self.window_s is not None and not 0 < self.window_s <= MAX_WINDOW_S:
+            self.window_s = None
+        if self.blocked_until > now + MAX_WINDOW_S:
+            self.blocked_until = 0.0
 
     def dump(self) -> Doc:
         return {
@@ -226,21 +240,23 @@ def settle(doc: Doc | None, now: float, answer: Answer) -> Change[Window]:
                 w.remaining += 1
         return Change(w, w.dump(), WINDOW_TTL_S)
     w.answered += 1
-    if answer.limit is not None:
-        w.limit = answer.limit
+    # The headers' figures bounded first: a reset in milliseconds or years ahead is never kept.
+    seen = plausible_rate_limit(answer.limit, answer.remaining, answer.reset, now)
+    if seen.limit is not None:
+        w.limit = seen.limit
     # An answer from a window that is already over says nothing about the current one.
-    if answer.remaining is not None and answer.reset is not None and answer.reset > now:
-        if w.reset_at is None or answer.reset > w.reset_at + 0.5:
+    if seen.remaining is not None and (reset := seen.reset_at) is not None:
+        if w.reset_at is None or reset > w.reset_at + 0.5:
             if w.reset_at is None and w.window_s is None:
-                w.window_s = max(1.0, answer.reset - now)
+                w.window_s = max(1.0, reset - now)
             if w.reset_at is not None:
                 # The upstream's window moved on without us seeing it turn: this answer's request, and
                 # any still unanswered, may be counted in the new one.
                 w.sent = w.in_flight + 1
-            w.reset_at = float(answer.reset)
-            w.remaining = _remaining(w, answer.remaining, assumed=None)
+            w.reset_at = reset
+            w.remaining = _remaining(w, seen.remaining, assumed=None)
         else:
-            w.remaining = _remaining(w, answer.remaining, assumed=w.remaining)
+            w.remaining = _remaining(w, seen.remaining, assumed=w.remaining)
     if answer.throttled_for is not None:
         w.blocked_until = max(w.blocked_until, now + answer.throttled_for)
     return Change(w, w.dump(), WINDOW_TTL_S)
