@@ -197,7 +197,7 @@ class SpentQuota:
     """A 429 whose wait is longer than any rate-limit window: a quota spent until it renews."""
 
     wait_s: float  # what the upstream said, in seconds from now
-    renews_at: float | None  # Unix seconds; None when the upstream named no plausible renewal (years ahead)
+    renews_at: float  # Unix seconds
     said_by: str  # which part of the answer said it: a header, the body's retry_after, its message
 
 
@@ -214,15 +214,17 @@ def spent_quota(response: httpx2.Response, now: float, longest_window_s: float |
     """Whether a 429 is a spent quota: its wait (`Retry-After`, the body's `retry_after` or "Try again in N
     seconds", else a reset) is longer than any rate-limit window. Never to be waited for or retried.
 
-    `longest_window_s`: the longest rate-limit window seen for this credential, if any.
+    `longest_window_s`: the longest rate-limit window seen for this credential, if any. A wait beyond a
+    billing cycle (`MAX_RENEWAL_S`, e.g. years) is no renewal but a broken figure: not a quota, and
+    `retry_after` ignores it too.
     """
     if response.status_code != 429:
         return None
     said = _said_wait(response, now, with_reset=True)
-    if said is None or said[0] <= quota_threshold(longest_window_s):
+    if said is None or not quota_threshold(longest_window_s) < said[0] <= MAX_RENEWAL_S:
         return None
     wait, said_by = said
-    return SpentQuota(wait, now + wait if wait <= MAX_RENEWAL_S else None, said_by)
+    return SpentQuota(wait, now + wait, said_by)
 
 
 def _said_wait(response: httpx2.Response, now: float, *, with_reset: bool) -> tuple[float, str] | None:

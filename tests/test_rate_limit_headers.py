@@ -98,10 +98,10 @@ def test_a_429_within_an_hour_is_a_rate_limit_and_a_longer_window_raises_the_bar
     assert spent_quota(answer(429, None, {"error": "Too many requests."}), NOW) is None  # no wait named
 
 
-def test_a_renewal_years_ahead_is_a_spent_quota_without_a_believed_renewal() -> None:
-    verdict = spent_quota(answer(429, {"Retry-After": str(int(5 * 365 * DAY))}), NOW)
-    assert verdict is not None
-    assert verdict.renews_at is None
+def test_a_wait_of_years_is_a_broken_figure_not_a_quota() -> None:
+    years = answer(429, {"Retry-After": str(int(5 * 365 * DAY))})
+    assert spent_quota(years, NOW) is None
+    assert retry_after(years, NOW) is None
 
 
 def test_the_body_retry_after_is_a_rate_limit_wait_too() -> None:
