@@ -111,6 +111,12 @@ async def run(args: argparse.Namespace, settings: Settings, clock: Clock | None 
 
 
 def main(argv: Sequence[str]) -> None:
+    """Run `flashsnap-mcp forget` and exit with its status.
+
+    Raises:
+        SystemExit: always: 0 when done or nothing was learned, 1 when nothing was deleted (refused, not
+            confirmed, no shared state), 2 for a configuration error.
+    """
     args = parse_args(argv)
     logs.configure(os.environ.get("FLASHSNAP_LOG_LEVEL", "WARNING").upper())
     try:

@@ -56,6 +56,16 @@ class ScheduledTransport(httpx2.AsyncBaseTransport):
         self._observer = observer
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        """Send `request` through the gate, retrying only what the table above allows.
+
+        A 429 that is a spent quota (`httpio.spent_quota`) is returned at once, for the client to name.
+
+        Raises:
+            RateLimited: the gate cannot let it out within the call's wait budget.
+            RequestNotSent: the connection failed before the request was written whole, attempts spent.
+            ResponseTooLarge: the answer declares more bytes than this server accepts.
+            httpx2.TransportError: no answer, and the failure may not be retried (or attempts are spent).
+        """
         budget = budgets.current(self._clock)
         safe = request.method not in UNSAFE_METHODS
         failures = throttles = 0
