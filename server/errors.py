@@ -8,6 +8,7 @@ FlashsnapError                   what happened, what to do, request id, retry ti
 ├── ToolDisabled                 the tool is turned off by the operator or this request's headers
 └── UpstreamError                the upstream refused or failed a request
     ├── CredentialsRejected      client id/secret or API key refused (never retried)
+    ├── PermissionDenied         a valid key whose plan or permissions do not allow the call (never retried)
     ├── NotFound                 unknown workspace or snapshot
     ├── UpstreamRejected         the upstream judged the request invalid (400/422)
     ├── ModelNotAvailable        the model is not on the workspace's plan
@@ -115,6 +116,11 @@ class UpstreamError(FlashsnapError):
 class CredentialsRejected(UpstreamError):
     code = "credentials_rejected"
     default_hint = "Check the service account's credentials with the user; retrying will not help."
+
+
+class PermissionDenied(UpstreamError):
+    code = "permission_denied"
+    default_hint = "Retrying will not help: the account's plan or the key's permissions must change first."
 
 
 class NotFound(UpstreamError):

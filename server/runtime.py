@@ -216,7 +216,7 @@ async def open_runtime(settings: Settings, clock: Clock | None = None) -> AsyncI
                     _scheduled(gate, clock, observer),
                 )
             )
-            runtime._neuralsnap = NeuralSnapService(NeuralSnapClient(http))
+            runtime._neuralsnap = NeuralSnapService(NeuralSnapClient(http, clock))
         else:
             log.warning("NeuralSnap tools are disabled: set NEURALSNAP_API_KEY")
         yield runtime

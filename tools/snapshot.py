@@ -6,7 +6,7 @@ from pydantic import Field
 
 from server.arguments import Closed
 from server.errors import InvalidArguments
-from server.neuralsnap.wire import Snapshot, SnapshotFields
+from server.neuralsnap.wire import SavedSnapshot, SnapshotFields
 from server.toolspec import CREATES, MaxWait, ToolContext, ToolSpec, runtime
 
 Text = Annotated[str | None, Field(min_length=1, max_length=20_000)]
@@ -55,13 +55,15 @@ async def snapshot(
         Field(max_length=30, description="Labels to find it by."),
     ] = [],  # noqa: B006 - pydantic copies defaults; a list reads best in the schema
     max_wait_s: MaxWait = None,
-) -> Snapshot:
+) -> SavedSnapshot:
     """Save a structured thought (a "snapshot") to the user's NeuralSnap second brain.
 
     Use it when the user wants to keep an idea, belief, rule or lesson. name and core
     are required; add whatever else the user said. Each call creates a new snapshot,
     so do not repeat a call that failed with maybe_processed true without checking
-    with search_snapshots first. Returns the stored snapshot with its id.
+    with search_snapshots first. Returns the stored snapshot with its id; when
+    NeuralSnap's answer could not be read in full, `note` says so (it was saved all
+    the same: do not save it again).
 
     Raises:
         InvalidArguments: two feelings with one name.

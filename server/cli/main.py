@@ -17,6 +17,7 @@ import uvicorn
 from server import __version__
 from server.app import create_app, tool_selection
 from server.cli.check import main as check
+from server.cli.forget import main as forget
 from server.cli.sandboxing import sandbox_environment
 from server.cli.status import main as status
 from server.clock import SystemClock
@@ -33,7 +34,8 @@ log = logging.getLogger("server")
 EPILOG = "environment variables:\n" + "\n".join(f"  {var:<38} {text}" for var, _, text in ENVIRONMENT)
 EPILOG += """
 
-flashsnap-mcp status [--watch] [--json] shows what the servers sharing the state store know.
+flashsnap-mcp status [--watch] [--json] shows what the servers sharing the state store know;
+flashsnap-mcp forget {neuroflash,neuralsnap,all} [--yes] deletes what they learned (tokens, rate limits, quotas).
 Logs go to stderr; in stdio mode stdout carries nothing but MCP messages.
 --sandbox needs no account: it serves a local emulator of both APIs with demo data. Its world
 (snapshots, words used, tokens, rate-limit windows) is kept in the state directory and shared by
@@ -95,6 +97,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["status"]:
         status(argv[1:])
+        return
+    if argv[:1] == ["forget"]:
+        forget(argv[1:])
         return
     if argv[:1] == ["check"]:  # `flashsnap-mcp check`: the setup check, its own command (server/cli/check.py)
         check(argv[1:])

@@ -4,17 +4,22 @@ It opens the same store the servers use (the state directory or Redis, from the 
 environment) and reads, for each account the servers registered: when the neuroflash token
 expires, each rate-limit gate (limit, remaining, reset, penalty, queue), the last quotas seen
 per workspace, and the generation streams in use.
+
+It never crashes on a document it does not like: a figure no upstream can mean (a reset in the
+year 58881, a limit of 0) is shown as stored and marked implausible (the servers ignore it), and
+a document that cannot be read at all is shown raw.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 
@@ -22,6 +27,7 @@ from server.clock import Clock, SystemClock
 from server.config import Settings
 from server.credentials import lease
 from server.errors import ConfigurationError
+from server.httpio import MAX_WINDOW_S
 from server.neuroflash.quota import TEXT_USAGE, read_book
 from server.observe import logs
 from server.runtime import open_state
@@ -32,11 +38,57 @@ from server.state.opening import default_state_dir
 from server.state.sqlite import FILENAME
 from server.state.store import Store
 
+T = TypeVar("T")
 CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear screen: --watch redraws in place
 
 
 def _when(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+    """A time as ISO 8601; one that is no date at all (the year 58881) shown raw, marked."""
+    if ts is None:
+        return None
+    try:
+        return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+    except (OverflowError, OSError, ValueError, TypeError):
+        return f"{_printable(ts)} (implausible: not a date)"
+
+
+def _ahead(value: object, now: float) -> str | None:
+    """A stored time still ahead (None when absent or past); one no window can end at is shown raw, marked."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return f"{_printable(value)} (implausible: not a time)"
+    if value <= now:
+        return None
+    try:
+        when = datetime.fromtimestamp(value, UTC).isoformat(timespec="seconds")
+    except (OverflowError, OSError, ValueError):
+        return f"{_printable(value)} (implausible: not a date, ignored)"
+    if value > now + MAX_WINDOW_S:
+        return f"{when} (implausible: more than a day ahead, ignored)"
+    return when
+
+
+def _figure(value: object, low: int, high: object = None) -> int | str | None:
+    """A stored count as a number; one outside low..high (or no number) shown raw, marked implausible."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return f"{_printable(value)} (implausible)"
+    top = high if isinstance(high, int) and not isinstance(high, bool) and high >= low else None
+    if value < low or (top is not None and value > top) or value != int(value):
+        return f"{_printable(value)} (implausible)"
+    return int(value)
+
+
+def _shown(read: Callable[[dict[str, Any] | None, float], T], doc: dict[str, Any] | None,
+           now: float) -> T | dict[str, Any]:  # fmt: skip
+    """A document through its reader; one the reader chokes on is shown raw instead of ending the view."""
+    try:
+        return read(doc, now)
+    except Exception as exc:  # a view of any document, whoever wrote it
+        raw = json.dumps(doc, default=str)[:300]
+        return {"unreadable": f"{type(exc).__name__}: {_printable(exc)}", "raw": _printable(raw)}
 
 
 async def gather(store: Store, clock: Clock) -> dict[str, Any]:
@@ -52,14 +104,15 @@ async def gather(store: Store, clock: Clock) -> dict[str, Any]:
         }
         keys = layout.AccountKeys(account.key)
         if account.service == "neuroflash":
-            entry["token"] = _token(await store.get(keys.token), now)
-        entry["gate"] = _gate(await store.get(keys.gate), now)
+            entry["token"] = _shown(_token, await store.get(keys.token), now)
+        entry["gate"] = _shown(_gate, await store.get(keys.gate), now)
         if account.service == "neuroflash":
             entry["quotas"] = {
-                layout.workspace_of(key): _quota(await store.get(key)) for key in await store.keys(f"{keys.quota}:")
+                layout.workspace_of(key): _shown(_quota, await store.get(key), now)
+                for key in await store.keys(f"{keys.quota}:")
             }
             entry["generation_slots"] = {
-                layout.workspace_of(key): len(holders(await store.get(key), now))
+                layout.workspace_of(key): _shown(_slots, await store.get(key), now)
                 for key in await store.keys(f"{keys.slots}:")
             }
         found.append(entry)
@@ -78,18 +131,25 @@ def _token(doc: dict[str, Any] | None, now: float) -> dict[str, Any]:
 
 
 def _gate(doc: dict[str, Any] | None, now: float) -> dict[str, Any]:
+    """The gate's figures as stored (so an implausible one is seen, marked), its queue as the servers read it."""
     w = Window.load(doc, now)
+    raw = doc or {}
+    limit = _figure(raw.get("limit"), 1)
     return {
-        "limit": w.limit,
-        "remaining": w.remaining,
-        "resets_at": _when(w.reset_at) if w.reset_at is not None and w.reset_at > now else None,
-        "penalty_until": _when(w.blocked_until) if w.blocked_until > now else None,
+        "limit": limit,
+        "remaining": _figure(raw.get("remaining"), 0, limit),
+        "resets_at": _ahead(raw.get("reset_at"), now),
+        "penalty_until": _ahead(raw.get("blocked_until") or None, now),
         "queued": len(w.waiting),
         "in_flight": w.in_flight,
     }
 
 
-def _quota(doc: dict[str, Any] | None) -> dict[str, Any] | None:
+def _slots(doc: dict[str, Any] | None, now: float) -> int:
+    return len(holders(doc, now))
+
+
+def _quota(doc: dict[str, Any] | None, now: float = 0.0) -> dict[str, Any] | None:
     book = read_book(doc)
     if book is None:
         return None
@@ -114,7 +174,9 @@ def render(view: dict[str, Any]) -> str:
         lines.append("no accounts yet: no server has started with this state store")
     for a in view["accounts"]:
         lines += ["", f"{a['service']}  {a['account']}  ({a['api']}, last started {a['last_started']})"]
-        if (token := a.get("token")) is not None:
+        if (token := a.get("token")) is not None and "unreadable" in token:
+            lines.append(f"  token        unreadable document ({token['unreadable']}): {token['raw']}")
+        elif token is not None:
             if token["valid_until"]:
                 state = f"valid until {token['valid_until']} ({_duration(token['valid_for_s'])} left)"
             else:
@@ -126,6 +188,10 @@ def render(view: dict[str, Any]) -> str:
                 state += f"; last request failed ({_printable(failed['kind'])}): {_printable(failed['message'])}"
             lines.append(f"  token        {state}")
         g = a["gate"]
+        if "unreadable" in g:
+            lines.append(f"  rate limit   unreadable document ({g['unreadable']}): {g['raw']}")
+            g = {"limit": None, "remaining": None, "resets_at": None, "penalty_until": None, "queued": 0,
+                 "in_flight": 0}  # fmt: skip
         limit = "unknown" if g["limit"] is None else str(g["limit"])
         remaining = "unknown" if g["remaining"] is None else str(g["remaining"])
         lines.append(
@@ -133,6 +199,8 @@ def render(view: dict[str, Any]) -> str:
             f"penalty until {g['penalty_until'] or '-'}, queued {g['queued']}, in flight {g['in_flight']}"
         )
         for workspace, q in (a.get("quotas") or {}).items():
+            if q is not None and "unreadable" in q:
+                lines.append(f"  quota        {workspace}: unreadable document ({q['unreadable']}): {q['raw']}")
             if q is None or "daily_used" not in q:
                 continue
             flag = ", FAIR USE REACHED" if q["fair_use_limit_reached"] else ""
@@ -142,7 +210,7 @@ def render(view: dict[str, Any]) -> str:
             )
         slots = a.get("generation_slots")
         if slots is not None:
-            held = ", ".join(f"{w}: {n}" for w, n in slots.items() if n) or "none"
+            held = ", ".join(f"{w}: {n if isinstance(n, int) else n['raw']}" for w, n in slots.items() if n) or "none"
             lines.append(f"  generations  in use: {held}")
     return "\n".join(lines)
 
@@ -169,20 +237,39 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def run(args: argparse.Namespace, settings: Settings) -> int:
-    clock = SystemClock()
+async def open_shared(settings: Settings, clock: Clock, command: str) -> Store | None:
+    """The state store the servers share, or None after saying on stderr why there is none (a directory no
+    server has used, the memory store, a store that failed): an operator command never creates one.
+
+    Raises:
+        ConfigurationError: a Redis store was asked for and does not answer.
+    """
     if settings.store == "sqlite":
         database = (settings.state_dir or default_state_dir()) / FILENAME
         if not database.exists():  # a mistyped directory: say so, and create nothing there
-            print(f"flashsnap-mcp status: no shared state at {database} (no server has run with this "  # noqa: T201
+            print(f"{command}: no shared state at {database} (no server has run with this "  # noqa: T201
                   "FLASHSNAP_STATE_DIR)", file=sys.stderr)  # fmt: skip
-            return 1
+            return None
     store = await open_state(settings, clock)
+    if not store.shared or store.degraded:
+        problem = f": {store.problem}" if store.problem else ""
+        print(f"{command}: no shared state to read ({store.kind}{problem})", file=sys.stderr)  # noqa: T201
+        await store.aclose()
+        return None
+    return store
+
+
+async def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the view once, or redraw it until interrupted; 1 when there is no shared state to read.
+
+    Raises:
+        ConfigurationError: a Redis store was asked for and does not answer.
+    """
+    clock = SystemClock()
+    store = await open_shared(settings, clock, "flashsnap-mcp status")
+    if store is None:
+        return 1
     try:
-        if not store.shared or store.degraded:
-            problem = f": {store.problem}" if store.problem else ""
-            print(f"flashsnap-mcp status: no shared state to read ({store.kind}{problem})", file=sys.stderr)  # noqa: T201
-            return 1
         while True:
             view = await gather(store, clock)
             out = json.dumps(view) if args.json else render(view)

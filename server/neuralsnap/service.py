@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from server.neuralsnap.client import NeuralSnapClient
-from server.neuralsnap.wire import SearchHit, Snapshot, SnapshotFields
+from server.neuralsnap.wire import SavedSnapshot, SearchHit, Snapshot, SnapshotFields
 
 
 @dataclass
@@ -18,12 +18,17 @@ class NeuralSnapService:
 
     client: NeuralSnapClient
 
-    async def save(self, fields: SnapshotFields) -> Snapshot:
+    async def save(self, fields: SnapshotFields) -> SavedSnapshot:
         """Create one snapshot; sent once, never retried after it may have reached NeuralSnap.
+
+        A success whose answer has an unexpected shape is still a success: the snapshot comes back with
+        the fields that could be read and a `note` saying which are shown as sent.
 
         Raises:
             UpstreamRejected: NeuralSnap refused the snapshot's fields (nothing saved).
+            PermissionDenied: the key's plan or permissions do not allow it (nothing saved).
             RateLimited: no room in the rate limit within the call's wait budget (nothing sent).
+            QuotaExhausted: a monthly quota is spent (nothing saved).
             FlashsnapError: any other failure; `maybe_processed` says whether it may have been saved.
         """
         return await self.client.create(fields)
@@ -33,6 +38,8 @@ class NeuralSnapService:
 
         Raises:
             RateLimited: no room in the rate limit within the call's wait budget.
+            QuotaExhausted: the monthly search quota is spent; `resets_at` says when it renews.
+            PermissionDenied: the key's plan or permissions do not allow searching.
             FlashsnapError: any other failure (its subclass says which).
         """
         return await self.client.search(query, limit)

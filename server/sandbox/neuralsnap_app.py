@@ -1,4 +1,10 @@
-"""The emulated NeuralSnap API: snapshots, search, API-key auth and an hourly rate limit."""
+"""The emulated NeuralSnap API: snapshots, search, API-key auth and an hourly rate limit.
+
+It serves the variants of `state.variants` (server/sandbox/variants.py): the snapshot shape of the
+API page or of the concepts page, the nested error form, the Starter plan's 403 on every call, a
+monthly quota spent until the next billing cycle, and X-RateLimit-* headers as broken upstreams
+send them.
+"""
 
 from __future__ import annotations
 
@@ -14,43 +20,80 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from server.sandbox.common import EmulatedAPI, error
+from server.sandbox.common import EmulatedAPI
 from server.sandbox.state import EmulatorState
+from server.sandbox.variants import HeaderOddity, Variants
 
 SNAPSHOT_TYPES = {"Belief", "Model", "Rule", "Conviction", "Principle"}
 TEXT_FIELDS = (
-    "one_liner", "story", "moment", "source", "trigger_pattern", "method", "steps",
+    "one_liner", "story", "moment", "source", "trigger_pattern", "method",
     "filter", "challenge", "break_test", "risks", "proof",
 )  # fmt: skip
 INVALID_KEY = "Invalid API key. Check your Authorization header."
+NO_ACCESS = "Valid key but insufficient permissions: your plan does not include API access."
+YEARS_S = 5 * 365 * 86_400
 
 
 class NeuralSnapEmulator(EmulatedAPI):
     """NeuralSnap route handlers; every answer carries the X-RateLimit-* headers."""
 
-    async def _enter(self, route: str, request: Request) -> tuple[Response | None, str, dict[str, str]]:
-        """Count, fault, authenticate and rate-limit a request; returns (early answer, brain id, headers)."""
+    @property
+    def variants(self) -> Variants:
+        return self.state.variants
+
+    async def _enter(
+        self, route: str, request: Request, *, quota: str | None = None
+    ) -> tuple[Response | None, str, dict[str, str]]:
+        """Count, fault, authenticate, check the plan, rate-limit and check the monthly `quota` of a request;
+        returns (early answer, brain id, headers)."""
         early, _ = await self._begin(route)
         scheme, _, key = request.headers.get("authorization", "").partition(" ")
         with self.state.lock:
             brain = self.state.api_keys.get(key) if scheme.lower() == "bearer" else None
             window, over = self.state.spend_rate(key, spend=brain is not None and early is None)
-            headers = {
-                "X-RateLimit-Limit": str(self.state.rate_limit),
-                "X-RateLimit-Remaining": str(max(0, self.state.rate_limit - window.used)),
-                "X-RateLimit-Reset": str(math.ceil(window.reset_at)),
-            }
-            retry_after = max(1, math.ceil(window.reset_at - self.state.clock.now()))
+            now = self.state.clock.now()
+            headers = rate_limit_headers(
+                self.state.rate_limit, self.state.rate_limit - window.used, window.reset_at, now,
+                self.variants.header_oddities,
+            )  # fmt: skip
+            retry_after = max(1, math.ceil(window.reset_at - now))
+            renewal = max(1, math.ceil(next_billing_cycle(now) - now))
         if early is not None:
             early.headers.update(headers)
         elif brain is None:
-            early = error(401, INVALID_KEY, "AUTH_INVALID_KEY", headers)
+            early = self._error(401, INVALID_KEY, "AUTH_INVALID_KEY", headers)
+        elif self.variants.plan == "starter":
+            early = self._error(403, NO_ACCESS, "FORBIDDEN", headers)
         elif over:
             msg = f"Rate limit exceeded. Try again in {retry_after} seconds."
-            early = error(429, msg, "RATE_LIMIT_EXCEEDED", {**headers, "Retry-After": str(retry_after)})
+            early = self._error(429, msg, "RATE_LIMIT_EXCEEDED", {**headers, "Retry-After": str(retry_after)},
+                                retry_after=retry_after)  # fmt: skip
+        elif quota is not None and quota in self.variants.monthly_spent:
+            # The profile page: a spent monthly quota answers 429 until the next billing cycle, with the
+            # rate-limit code the errors page documents, and the rate window's headers as on every answer.
+            msg = f"Monthly {quota} quota exceeded for your plan. Try again in {renewal} seconds."
+            early = self._error(429, msg, "RATE_LIMIT_EXCEEDED", {**headers, "Retry-After": str(renewal)},
+                                retry_after=renewal)  # fmt: skip
         if early is not None:
             self._done(route, early)
         return early, brain or "", headers
+
+    def _error(
+        self, status: int, message: str, code: str, headers: dict[str, str], *, retry_after: int | None = None
+    ) -> JSONResponse:
+        """An error body in the form the variant serves: flat `{"error", "code"}` or nested `{"error": {…}}`."""
+        if self.variants.nested_errors:
+            details = {} if retry_after is None else {"retry_after": retry_after}
+            body: dict[str, Any] = {"error": {"code": code, "message": message, "details": details}}
+        else:
+            body = {"error": message, "code": code}
+            if retry_after is not None:
+                body["retry_after"] = retry_after
+        return JSONResponse(body, status_code=status, headers=headers)
+
+    def _shaped(self, snapshot: dict[str, Any]) -> dict[str, Any]:
+        """A stored snapshot as the variant's page shows it."""
+        return shaped(snapshot, self.variants.snapshot_shape)
 
     async def create(self, request: Request) -> Response:
         early, brain, headers = await self._enter("snapshot_create", request)
@@ -60,9 +103,9 @@ class NeuralSnapEmulator(EmulatedAPI):
             body = json.loads(await request.body())
         except ValueError:
             body = None
-        problem = validate_snapshot(body)
+        problem = validate_snapshot(body, self.variants.snapshot_shape)
         if problem:
-            return self._done("snapshot_create", error(400, problem, "BAD_REQUEST", headers))
+            return self._done("snapshot_create", self._error(400, problem, "BAD_REQUEST", headers))
         assert isinstance(body, dict)
         now = datetime.fromtimestamp(self.state.clock.now(), UTC).isoformat().replace("+00:00", "Z")
         snapshot: dict[str, Any] = {
@@ -73,6 +116,7 @@ class NeuralSnapEmulator(EmulatedAPI):
             "type": body.get("type", "Belief"),
             **{f: body.get(f) for f in TEXT_FIELDS},
             "emotion": body.get("emotion"),
+            "steps": body.get("steps"),
             "confidence": body.get("confidence", 0.5),
             "significance_score": body.get("significance_score", 0.5),
             "tags": body.get("tags", []),
@@ -82,7 +126,8 @@ class NeuralSnapEmulator(EmulatedAPI):
             "updated_at": now,
         }
         self.state.add_snapshot(snapshot)
-        return self._done("snapshot_create", JSONResponse({"data": snapshot}, status_code=201, headers=headers))
+        answer = JSONResponse({"data": self._shaped(snapshot)}, status_code=201, headers=headers)
+        return self._done("snapshot_create", answer)
 
     async def list(self, request: Request) -> Response:
         early, brain, headers = await self._enter("snapshot_list", request)
@@ -91,23 +136,24 @@ class NeuralSnapEmulator(EmulatedAPI):
         limit = int_param(request, "limit", 20, 1, 100)
         offset = int_param(request, "offset", 0, 0, 1_000_000)
         if limit is None or offset is None:
-            return self._done("snapshot_list", error(400, "limit or offset is out of range.", "BAD_REQUEST", headers))
+            msg = "limit or offset is out of range."
+            return self._done("snapshot_list", self._error(400, msg, "BAD_REQUEST", headers))
         page, count = self.state.snapshot_page(brain, offset, limit)
-        body = {"data": page, "count": count}
+        body = {"data": [self._shaped(s) for s in page], "count": count}
         return self._done("snapshot_list", JSONResponse(body, headers=headers))
 
     async def search(self, request: Request) -> Response:
-        early, brain, headers = await self._enter("snapshot_search", request)
+        early, brain, headers = await self._enter("snapshot_search", request, quota="search")
         if early is not None:
             return early
         query = request.query_params.get("q", "").strip()
         limit = int_param(request, "limit", 10, 1, 100)
         if not query or limit is None:
             msg = "q is required and limit must be from 1 to 100."
-            return self._done("snapshot_search", error(400, msg, "BAD_REQUEST", headers))
+            return self._done("snapshot_search", self._error(400, msg, "BAD_REQUEST", headers))
         scored = [(similarity(query, s), s) for s in self.state.snapshots_of(brain)]
         hits = sorted((p for p in scored if p[0] > 0), key=lambda p: p[0], reverse=True)[:limit]
-        data = [{**s, "similarity": f"{score:.4f}"} for score, s in hits]
+        data = [{**self._shaped(s), "similarity": f"{score:.4f}"} for score, s in hits]
         body = {"data": data, "count": len(data), "query": query}
         return self._done("snapshot_search", JSONResponse(body, headers=headers))
 
@@ -117,8 +163,8 @@ class NeuralSnapEmulator(EmulatedAPI):
             return early
         snapshot = self.state.snapshot(request.path_params["snapshot_id"])
         if snapshot is None or snapshot["brain_id"] != brain:
-            return self._done("snapshot_get", error(404, "Snapshot not found.", "NOT_FOUND", headers))
-        return self._done("snapshot_get", JSONResponse({"data": snapshot}, headers=headers))
+            return self._done("snapshot_get", self._error(404, "Snapshot not found.", "NOT_FOUND", headers))
+        return self._done("snapshot_get", JSONResponse({"data": self._shaped(snapshot)}, headers=headers))
 
 
 def int_param(request: Request, name: str, default: int, low: int, high: int) -> int | None:
@@ -132,8 +178,8 @@ def int_param(request: Request, name: str, default: int, low: int, high: int) ->
     return value if low <= value <= high else None
 
 
-def validate_snapshot(body: object) -> str | None:
-    """The upstream's 400 rules, as one message."""
+def validate_snapshot(body: object, shape: str = "api") -> str | None:
+    """The upstream's 400 rules, as one message (the concepts page's shape also takes the API page's forms)."""
     if not isinstance(body, dict):
         return "The body must be a JSON object."
     for required in ("name", "core"):
@@ -151,9 +197,66 @@ def validate_snapshot(body: object) -> str | None:
     for name in TEXT_FIELDS:
         if body.get(name) is not None and not isinstance(body[name], str):
             return f"{name} must be a string."
-    if body.get("emotion") is not None and not isinstance(body["emotion"], dict):
+    emotion, steps = body.get("emotion"), body.get("steps")
+    if shape == "concepts":
+        if emotion is not None and not isinstance(emotion, str | dict):
+            return "emotion must be a string."
+        steps_list = isinstance(steps, list) and all(isinstance(s, str) for s in steps)
+        if steps is not None and not isinstance(steps, str) and not steps_list:
+            return "steps must be a list of strings."
+        return None
+    if emotion is not None and not isinstance(emotion, dict):
         return "emotion must be an object."
+    if steps is not None and not isinstance(steps, str):
+        return "steps must be a string."
     return None
+
+
+def shaped(snapshot: dict[str, Any], shape: str) -> dict[str, Any]:
+    """A snapshot in the shape of the API page (as stored) or of the concepts page: `emotion` one string,
+    `steps` a list of strings."""
+    if shape != "concepts":
+        return snapshot
+    emotion, steps = snapshot.get("emotion"), snapshot.get("steps")
+    if isinstance(emotion, dict):
+        emotion = ", ".join(f"{name}: {value}" for name, value in emotion.items())
+    if isinstance(steps, str):
+        steps = [line.strip() for line in steps.splitlines() if line.strip()]
+    return {**snapshot, "emotion": emotion, "steps": steps}
+
+
+def next_billing_cycle(now: float) -> float:
+    """When a monthly quota renews: the start of the next calendar month, UTC."""
+    today = datetime.fromtimestamp(now, UTC)
+    year, month = (today.year + 1, 1) if today.month == 12 else (today.year, today.month + 1)
+    return datetime(year, month, 1, tzinfo=UTC).timestamp()
+
+
+def rate_limit_headers(
+    limit: int, remaining: int, reset_at: float, now: float, oddities: frozenset[HeaderOddity] = frozenset()
+) -> dict[str, str]:
+    """X-RateLimit-* as the contract documents them, or bent the ways broken upstreams bend them."""
+    reset: float = math.ceil(reset_at)
+    remaining = max(0, remaining)
+    if "reset_ms" in oddities:
+        reset = reset * 1000
+    elif "reset_relative" in oddities:
+        reset = max(0, math.ceil(reset_at - now))
+    elif "reset_past" in oddities:
+        reset = math.floor(now) - 3600
+    elif "reset_far" in oddities:
+        reset = math.ceil(now) + YEARS_S
+    if "remaining_above_limit" in oddities:
+        remaining = limit + 50
+    if "remaining_negative" in oddities:
+        remaining = -5
+    if "limit_zero" in oddities:
+        limit = 0
+    return {
+        "X-RateLimit-Limit": str(limit),
+        "X-RateLimit-Remaining": str(remaining),
+        "X-RateLimit-Reset": str(int(reset)),
+    }
 
 
 WORD = re.compile(r"\w+")

@@ -72,4 +72,5 @@ PROFILES: dict[str, dict[str, Any]] = {
     "search-quota-spent": {"monthly_spent": frozenset({"search"})},
     "concepts-snapshots": {"snapshot_shape": "concepts"},
     "nested-errors": {"nested_errors": True},
+    "ms-rate-reset": {"header_oddities": frozenset({"reset_ms"})},
 }

@@ -286,6 +286,11 @@ class Gate(LeaseKeeper):
 
     # --- estimates ---------------------------------------------------------------------------
 
+    @property
+    def longest_window_s(self) -> float | None:
+        """The rate-limit window's length as last seen (None before one was), to tell a spent quota's 429."""
+        return self._seen.window_s
+
     def estimate(self, ahead: int) -> float:
         """Seconds until a call with `ahead` calls before it could go out, from what was last seen (no store read)."""
         return self._seen.estimate(self._clock.now(), ahead)

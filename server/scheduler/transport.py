@@ -6,6 +6,7 @@ or creates data):
 | outcome                                   | GET (reads)              | POST (generate, snapshot) |
 |-------------------------------------------|--------------------------|---------------------------|
 | 429 rate limit (not a quota)              | wait, retry              | wait, retry               |
+| 429 spent quota (a wait beyond any window)| fail at once             | fail at once              |
 | connection refused / connect timeout      | back off, retry          | back off, retry           |
 | connection failed before the request was  | back off, retry          | back off, retry           |
 | written whole (a stale pooled connection) |                          |                           |
@@ -35,6 +36,7 @@ from server.httpio import (
     SendTrace,
     error_body,
     retry_after,
+    spent_quota,
 )
 from server.observe import tracing
 from server.observe.metrics import NO_METRICS, Observer
@@ -116,6 +118,8 @@ class ScheduledTransport(httpx2.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         """Send `request` through the gate, retrying what the module's table allows, within the call's wait budget.
 
+        A 429 that is a spent quota (`httpio.spent_quota`) is returned at once, for the client to name.
+
         Raises:
             RateLimited: the gate's queue, a rate-limit wait or a backoff does not fit the call's wait budget.
             RequestNotSent: the last attempt failed before the request was written whole (nothing was processed).
@@ -173,6 +177,11 @@ class ScheduledTransport(httpx2.AsyncBaseTransport):
         except BaseException:
             await self.gate.unanswered(reservation, sent=True)
             raise
+        if spent_quota(response, self._clock.now(), self.gate.longest_window_s) is not None:
+            # Its wait is longer than any window (a monthly quota): never waited for, never retried, and no
+            # penalty for the queue: the client above says which quota and when it renews.
+            await self.gate.answered(reservation, response.headers)
+            return response
         code, _ = error_body(response)
         # Retry-After, else the body's "Try again in N seconds", else backoff with full jitter.
         wait = retry_after(response, self._clock.now())

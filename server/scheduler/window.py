@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from server.httpio import MAX_WINDOW_S, RATE_LIMIT_HEADERS, plausible_rate_limit
 from server.state.store import Change, Doc
 
 PROBE_ANSWERS = 3  # header-less answers after which the gate stops probing one request at a time
@@ -53,6 +54,7 @@ class Window:
             return cls()  # unreadable: start afresh rather than misread
         window.flights = {k: exp for k, exp in window.flights.items() if exp > now}
         window.waiting = {k: v for k, v in window.waiting.items() if v[1] > now}
+        window._forget_implausible(now)
         return window
 
     @classmethod
@@ -70,6 +72,18 @@ class Window:
             flights={str(k): float(v) for k, v in dict(doc.get("flights") or {}).items()},
             waiting={str(k): (float(v[0]), float(v[1])) for k, v in dict(doc.get("waiting") or {}).items()},
         )
+
+    def _forget_implausible(self, now: float) -> None:
+        """Figures no window can have (kept by an older version, or another writer) are forgotten, not obeyed:
+        a reset or penalty more than a day ahead would lock the credential for as long."""
+        if self.limit is not None and self.limit <= 0:
+            self.limit = None
+        if self.reset_at is not None and self.reset_at > now + MAX_WINDOW_S:
+            self.reset_at = self.remaining = None
+        if self.window_s is not None and not 0 < self.window_s <= MAX_WINDOW_S:
+            self.window_s = None
+        if self.blocked_until > now + MAX_WINDOW_S:
+            self.blocked_until = 0.0
 
     def dump(self) -> Doc:
         return {
@@ -297,7 +311,7 @@ class Answer:
 
     @classmethod
     def from_headers(cls, reservation: str, tracked: bool, headers: Mapping[str, str], **kw: Any) -> Answer:
-        limit, remaining, reset = (_header_int(headers.get(h)) for h in HEADERS)
+        limit, remaining, reset = (_header_int(headers.get(h)) for h in RATE_LIMIT_HEADERS)
         return cls(reservation, tracked, True, limit=limit, remaining=remaining, reset=reset, **kw)
 
     @property
@@ -320,10 +334,12 @@ def settle(doc: Doc | None, now: float, answer: Answer) -> Change[Window]:
         give_back_unsent(w, answer)
         return Change(w, w.dump(), WINDOW_TTL_S)
     w.answered += 1
-    if answer.limit is not None:
-        w.limit = answer.limit
-    if answer.remaining is not None and answer.reset is not None and reports_current_window(answer.reset, now):
-        learn_report(w, now, answer.remaining, answer.reset)
+    # The headers' figures bounded first: a reset in milliseconds or years ahead is never kept.
+    seen = plausible_rate_limit(answer.limit, answer.remaining, answer.reset, now)
+    if seen.limit is not None:
+        w.limit = seen.limit
+    if seen.remaining is not None and seen.reset_at is not None and reports_current_window(seen.reset_at, now):
+        learn_report(w, now, seen.remaining, seen.reset_at)
     if answer.throttled_for is not None:
         w.blocked_until = max(w.blocked_until, now + answer.throttled_for)
     return Change(w, w.dump(), WINDOW_TTL_S)
@@ -337,18 +353,18 @@ def give_back_unsent(w: Window, answer: Answer) -> None:
             w.remaining += 1
 
 
-def reports_current_window(reset: int, now: float) -> bool:
+def reports_current_window(reset: float, now: float) -> bool:
     """Whether a report whose window resets at `reset` (Unix seconds) still speaks of the window open at `now`."""
     # An answer from a window that is already over says nothing about the current one.
     return reset > now
 
 
-def starts_newer_window(w: Window, reset: int) -> bool:
+def starts_newer_window(w: Window, reset: float) -> bool:
     """Whether a reset time (Unix seconds) is the first one known, or later than the known one by over half a second."""
     return w.reset_at is None or reset > w.reset_at + 0.5
 
 
-def learn_report(w: Window, now: float, remaining: int, reset: int) -> None:
+def learn_report(w: Window, now: float, remaining: int, reset: float) -> None:
     """Take in (in place) a current report of `remaining` sends until `reset` (Unix seconds)."""
     if not starts_newer_window(w, reset):
         w.remaining = _remaining(w, remaining, assumed=w.remaining)
@@ -403,13 +419,10 @@ def forget_ticket(doc: Doc | None, now: float, ticket: str) -> Change[None]:
     return Change(None, w.dump(), WINDOW_TTL_S)
 
 
-HEADERS = ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset")
-
-
 def _header_int(value: str | None) -> int | None:
     try:
         return int(float(value)) if value is not None else None
-    except ValueError:
+    except (ValueError, OverflowError):  # "inf" is a float, and no int
         return None
 
 

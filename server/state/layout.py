@@ -9,6 +9,10 @@ All keys live under one account prefix per credential, `live:<hash>` or `sandbox
 - `<account>:quota:<workspace>`: the last quotas seen, words spent since (`server/neuroflash/quota.py`; 30 s).
 - `<account>:slots:<workspace>`: generation streams held as leases (`server/scheduler/slots.py`; the last lease).
 
+Everything a server learned about an account lives under `<account>:` (`AccountKeys.everything`), so
+`flashsnap-mcp forget` (`server/cli/forget.py`) deletes an account's documents by that prefix, including
+kinds added later.
+
 Readers (the servers and `flashsnap-mcp status`) go through the owner's parser, so a format is
 written once. Backends add their own prefix and schema version (`FLASHSNAP_REDIS_PREFIX` + `v1:`).
 """
@@ -18,6 +22,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+NAMESPACES = ("live", "sandbox")  # the first part of every account prefix
+
 
 def account_key(service: str, url: str, credential: str, *, sandbox: bool) -> str:
     """The store prefix of one credential: a hash of what identifies it, never the secret itself.
@@ -25,7 +31,7 @@ def account_key(service: str, url: str, credential: str, *, sandbox: bool) -> st
     Sandbox state lives in a namespace of its own, so it never mixes with a real account's.
     """
     digest = hashlib.sha256("\0".join((service, url, credential)).encode()).hexdigest()[:24]
-    return f"{'sandbox' if sandbox else 'live'}:{digest}"
+    return f"{NAMESPACES[1] if sandbox else NAMESPACES[0]}:{digest}"
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,11 @@ class AccountKeys:
     """The keys of one account's documents."""
 
     account: str
+
+    @property
+    def everything(self) -> str:
+        """The prefix of every document of the account: what it learned, whatever the kind."""
+        return f"{self.account}:"
 
     @property
     def token(self) -> str:
