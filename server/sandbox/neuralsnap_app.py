@@ -42,21 +42,22 @@ class NeuralSnapEmulator(EmulatedAPI):
         return self.state.variants
 
     async def _enter(
-        self, route: str, request: Request, *, quota: str | None = None
+        self, route: str, request: Request, *, bucket: str, quota: str | None = None
     ) -> tuple[Response | None, str, dict[str, str]]:
-        """Count, fault, authenticate, check the plan, rate-limit and check the monthly `quota` of a request;
-        returns (early answer, brain id, headers)."""
+        """Count, fault, authenticate, check the plan, rate-limit (the endpoint's `bucket` under the variant's
+        rate model) and check the monthly `quota` of a request; returns (early answer, brain id, headers)."""
         early, _ = await self._begin(route)
         scheme, _, key = request.headers.get("authorization", "").partition(" ")
         with self.state.lock:
             brain = self.state.api_keys.get(key) if scheme.lower() == "bearer" else None
-            window, over = self.state.spend_rate(key, spend=brain is not None and early is None)
+            verdict = self.state.spend_rate(key, spend=brain is not None and early is None, bucket=bucket)
+            window, over, limit = verdict.window, verdict.over, verdict.rule.limit
             now = self.state.clock.now()
             headers = rate_limit_headers(
-                self.state.rate_limit, self.state.rate_limit - window.used, window.reset_at, now,
-                self.variants.header_oddities,
-            )  # fmt: skip
+                limit, limit - window.used, window.reset_at, now, self.variants.header_oddities
+            )
             retry_after = max(1, math.ceil(window.reset_at - now))
+            burst_wait = max(0.0, verdict.burst_reset_at - now)
             renewal = max(1, math.ceil(next_billing_cycle(now) - now))
         if early is not None:
             early.headers.update(headers)
@@ -64,6 +65,12 @@ class NeuralSnapEmulator(EmulatedAPI):
             early = self._error(401, INVALID_KEY, "AUTH_INVALID_KEY", headers)
         elif self.variants.plan == "starter":
             early = self._error(403, NO_ACCESS, "FORBIDDEN", headers)
+        elif verdict.burst_over:
+            # The rate-limits page: a per-second burst limit beside the per-minute one; the window still has room.
+            wait = max(1, math.ceil(burst_wait))
+            msg = f"Rate limit exceeded (burst). Try again in {wait} seconds."
+            early = self._error(429, msg, "RATE_LIMIT_EXCEEDED", {**headers, "Retry-After": str(wait)},
+                                retry_after=wait)  # fmt: skip
         elif over:
             msg = f"Rate limit exceeded. Try again in {retry_after} seconds."
             early = self._error(429, msg, "RATE_LIMIT_EXCEEDED", {**headers, "Retry-After": str(retry_after)},
@@ -96,7 +103,7 @@ class NeuralSnapEmulator(EmulatedAPI):
         return shaped(snapshot, self.variants.snapshot_shape)
 
     async def create(self, request: Request) -> Response:
-        early, brain, headers = await self._enter("snapshot_create", request)
+        early, brain, headers = await self._enter("snapshot_create", request, bucket="write")
         if early is not None:
             return early
         try:
@@ -130,7 +137,7 @@ class NeuralSnapEmulator(EmulatedAPI):
         return self._done("snapshot_create", answer)
 
     async def list(self, request: Request) -> Response:
-        early, brain, headers = await self._enter("snapshot_list", request)
+        early, brain, headers = await self._enter("snapshot_list", request, bucket="read")
         if early is not None:
             return early
         limit = int_param(request, "limit", 20, 1, 100)
@@ -143,7 +150,7 @@ class NeuralSnapEmulator(EmulatedAPI):
         return self._done("snapshot_list", JSONResponse(body, headers=headers))
 
     async def search(self, request: Request) -> Response:
-        early, brain, headers = await self._enter("snapshot_search", request, quota="search")
+        early, brain, headers = await self._enter("snapshot_search", request, bucket="search", quota="search")
         if early is not None:
             return early
         query = request.query_params.get("q", "").strip()
@@ -158,7 +165,7 @@ class NeuralSnapEmulator(EmulatedAPI):
         return self._done("snapshot_search", JSONResponse(body, headers=headers))
 
     async def get(self, request: Request) -> Response:
-        early, brain, headers = await self._enter("snapshot_get", request)
+        early, brain, headers = await self._enter("snapshot_get", request, bucket="read")
         if early is not None:
             return early
         snapshot = self.state.snapshot(request.path_params["snapshot_id"])

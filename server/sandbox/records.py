@@ -65,3 +65,25 @@ class RequestRecord:
 class RateWindow:
     reset_at: float
     used: int = 0
+
+
+@dataclass(frozen=True)
+class RateRule:
+    """How NeuralSnap counts one request: under which window, how many per window, and its burst."""
+
+    window_key: str  # what the window is counted under: the API key, or the key and the endpoint
+    limit: int
+    window_s: float
+    burst: int | None = None  # sends per `burst_s` at most (the rate-limits page's per-second burst)
+    burst_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class RateVerdict:
+    """One request's passage through its rule: the window after it, and whether it was refused."""
+
+    rule: RateRule
+    window: RateWindow
+    over: bool  # the window had no room
+    burst_over: bool = False  # the window had room, but the burst did not
+    burst_reset_at: float = 0.0

@@ -27,11 +27,18 @@ from typing import Any
 
 from server.clock import Clock, SystemClock
 from server.sandbox import catalog
-from server.sandbox.records import Fault, Quota, RateWindow, RequestRecord, Workspace
+from server.sandbox.records import Fault, Quota, RateRule, RateVerdict, RateWindow, RequestRecord, Workspace
 from server.sandbox.variants import Variants
 from server.sandbox.world import WorldFile, WorldUnusable
 
 log = logging.getLogger(__name__)
+
+# NeuralSnap's three documented rate models (docs/upstream-contract.md, "three pages, three models").
+# The rate-limits page: per key and endpoint, per minute, with a per-second burst; (limit, burst) by plan.
+ENDPOINT_LIMITS: dict[str, dict[str, tuple[int, int]]] = {
+    "free": {"read": (60, 10), "write": (30, 5), "search": (30, 5), "crystallize": (10, 2), "memories": (60, 10)},
+    "pro": {"read": (300, 30), "write": (120, 20), "search": (120, 20), "crystallize": (60, 10), "memories": (300, 30)},
+}
 
 # Each request is served in its own task, so a context variable carries its arrival time.
 _arrival: ContextVar[float] = ContextVar("emulator_arrival")
@@ -64,8 +71,9 @@ class EmulatorState:
         self.workspaces: dict[str, Workspace] = {}
         self.api_keys: dict[str, str] = {catalog.DEMO_API_KEY: "brain-sandbox"}  # key -> brain id
         self.snapshots: dict[str, dict[str, Any]] = {}
-        self.rate_limit = 100
-        self.rate_window_s = 3600.0
+        self.rate_limit = 100  # the hourly model's requests per window, and the per-minute model's
+        self.rate_window_s = 3600.0  # the hourly model's window (tests shorten it)
+        self.endpoint_limits: dict[str, tuple[int, int]] | None = None  # per-endpoint (limit, burst); None: the page's
         self.windows: dict[str, RateWindow] = {}  # per API key
         self.faults: dict[str, list[Fault]] = {}
         self.latency_s: dict[str, float] = {}
@@ -292,36 +300,72 @@ class EmulatorState:
             refresh_then_change(quota)
             return quota
 
-    def rate_window(self, key: str) -> RateWindow:
+    def rate_rule(self, key: str, bucket: str) -> RateRule:
+        """How a request of `key` to an endpoint of `bucket` (read, write, search, crystallize) is counted.
+
+        hourly: one window per key (`rate_limit` per `rate_window_s`); per_minute: one window per key,
+        `rate_limit` per minute; per_endpoint: a window per key and endpoint, per minute, with the page's
+        per-second burst. A "minute" and a "second" are `variants.time_scale` times as long.
+        """
+        v = self.variants
+        if v.rate_model == "per_endpoint":
+            table = self.endpoint_limits or ENDPOINT_LIMITS["pro" if v.plan in ("pro", "business") else "free"]
+            limit, burst = table.get(bucket, table["read"])
+            return RateRule(f"{key}\0{bucket}", limit, 60.0 * v.time_scale, burst, v.time_scale)
+        if v.rate_model == "per_minute":
+            return RateRule(key, self.rate_limit, 60.0 * v.time_scale)
+        return RateRule(key, self.rate_limit, self.rate_window_s)
+
+    def rate_window(self, key: str, window_s: float | None = None) -> RateWindow:
         """The key's current window; windows are fixed, aligned to multiples of their length (e.g. the hour)."""
         with self.lock:
             now = self.clock.now()
             window = self.windows.get(key)
             if window is None or now >= window.reset_at:
-                window = self.windows[key] = RateWindow(reset_at=self._next_reset(now))
+                window = self.windows[key] = RateWindow(reset_at=_next_reset(now, window_s or self.rate_window_s))
             return window
 
-    def _next_reset(self, now: float) -> float:
-        return (math.floor(now / self.rate_window_s) + 1) * self.rate_window_s
+    def spend_rate(self, key: str, *, spend: bool, bucket: str = "read") -> RateVerdict:
+        """Pass one request of `key` to `bucket` through its rule, spending a send if it `spend`s and has room.
 
-    def spend_rate(self, key: str, *, spend: bool) -> tuple[RateWindow, bool]:
-        """The key's window after a request that `spend`s one send from it if it has room; and whether it had none."""
-        over = False
-
-        def take(used: int) -> int:
-            nonlocal over
-            over = spend and used >= self.rate_limit
-            return used + 1 if spend and not over else used
-
+        The burst counts each request it lets through (each check one atomic step, so processes sharing the
+        world count together); a request it refuses spends nothing of the window, nor does one the window refuses.
+        """
+        rule = self.rate_rule(key, bucket)
         with self.lock:
             now = self.clock.now()
-            with self._shared() as world:
-                if world is not None:
-                    reset_at, used = world.spend_window(key, self._next_reset(now), now, take)
-                    return RateWindow(reset_at, used), over
-            window = self.rate_window(key)
-            window.used = take(window.used)
-            return RateWindow(window.reset_at, window.used), over
+            burst_over, burst_reset = False, 0.0
+            if rule.burst is not None and spend:
+                burst = rule.burst
+
+                def count(used: int) -> bool:
+                    nonlocal burst_over
+                    burst_over = used >= burst
+                    return not burst_over
+
+                burst_reset, _ = self._spend_window(f"{rule.window_key}\0burst", rule.burst_s, now, count)
+            over = False
+
+            def take(used: int) -> bool:
+                nonlocal over
+                over = spend and not burst_over and used >= rule.limit
+                return spend and not burst_over and not over
+
+            reset_at, used = self._spend_window(rule.window_key, rule.window_s, now, take)
+            return RateVerdict(rule, RateWindow(reset_at, used), over, burst_over, burst_reset)
+
+    def _spend_window(self, key: str, window_s: float, now: float, take: Callable[[int], bool]) -> tuple[float, int]:
+        """(reset, used) of `key`'s window of `window_s` after one more send if `take(used)` says so."""
+
+        def spend(used: int) -> int:
+            return used + 1 if take(used) else used
+
+        with self._shared() as world:
+            if world is not None:
+                return world.spend_window(key, _next_reset(now, window_s), now, spend)
+        window = self.rate_window(key, window_s)
+        window.used = spend(window.used)
+        return window.reset_at, window.used
 
     def add_snapshot(self, snapshot: dict[str, Any]) -> None:
         with self.lock:
@@ -369,3 +413,8 @@ def completion_words(messages: list[dict[str, Any]], model: str, max_words: int)
     digest = hashlib.sha256(repr((messages, model)).encode()).digest()
     sentences = [catalog.SENTENCES[b % len(catalog.SENTENCES)] for b in digest[: 2 + digest[0] % 4]]
     return " ".join(dict.fromkeys(sentences)).split()[:max_words]
+
+
+def _next_reset(now: float, window_s: float) -> float:
+    """The end of the window of `window_s` that `now` falls in; windows are aligned to multiples of their length."""
+    return (math.floor(now / window_s) + 1) * window_s
