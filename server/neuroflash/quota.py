@@ -9,7 +9,7 @@ import anyio
 from pydantic import ValidationError
 
 from server.clock import Clock
-from server.errors import FairUseReached, QuotaExhausted
+from server.errors import FairUseReached, QuotaExhausted, UpstreamError
 from server.neuroflash.client import NeuroflashClient
 from server.neuroflash.wire import Quota
 from server.state.memory import MemoryStore
@@ -137,8 +137,11 @@ class QuotaBook:
 
         await self._store.update(self._name(workspace_id), count)
 
-    async def explain(self, workspace_id: str, upstream: QuotaExhausted) -> QuotaExhausted | FairUseReached:
-        """After an upstream QUOTA_EXCEEDED: look the quota up afresh to say which one and when."""
+    async def explain(self, workspace_id: str, upstream: UpstreamError) -> UpstreamError:
+        """After an upstream 429 or 403: look the quota up afresh to say which quota (and when), or fair use.
+
+        Returns the refusal the quota explains, else `upstream` itself (also when the quota cannot be read).
+        """
         try:
             quotas = await self.quotas(workspace_id, fresh=True)
         except Exception:
