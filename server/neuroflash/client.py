@@ -432,7 +432,7 @@ def _raise_for(response: httpx2.Response, workspace_id: str | None) -> NoReturn:
     where = f" for workspace {workspace_id}" if workspace_id else ""
     if status == 401:
         raise CredentialsRejected(
-            "neuroflash refused the service account's access token, even a freshly issued one.",
+            f"neuroflash refused the service account's access token, even a freshly issued one{said}.",
             request_id=rid,
             status=status,
         )
