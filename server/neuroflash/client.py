@@ -229,7 +229,12 @@ class NeuroflashClient:
         raise RouteMissing(message, paths=tried, hint=hint)
 
     async def _probe(self, path: str, method: str) -> httpx2.Response:
-        """A request the route refuses before it does anything: no workspace header, and for POST an empty body."""
+        """A request the route refuses before it does anything: no workspace header, and for POST an empty body.
+
+        Raises:
+            UpstreamUnavailable: the probe got no answer.
+            CredentialsRejected: no token could be had for it.
+        """
         try:
             return await self._http.request(method, path, json={} if method == "POST" else None)
         except httpx2.TransportError as exc:
@@ -240,6 +245,9 @@ class NeuroflashClient:
 
         A 404 that names what it did not find (a code, or the words workspace or model) is the service's. Any
         other is confirmed with a probe the route refuses before doing anything: 404 again means no route.
+
+        Raises:
+            UpstreamError: the probe got no answer, or no token (its subclass says which).
         """
         if _names_resource(response):
             return False
@@ -291,7 +299,12 @@ class NeuroflashClient:
         header: bool = False,
         judge_404: bool = False,
     ) -> httpx2.Response:
-        """One request; with `judge_404`, a 404 is told apart: the gateway's raises RouteMissing."""
+        """One request; with `judge_404`, a 404 is told apart: the gateway's raises RouteMissing.
+
+        Raises:
+            RouteMissing: with `judge_404`, the path is not a route of the API (the gateway's 404).
+            UpstreamError: any other error answer or failure, by status (see `_raise_for`).
+        """
         headers = {"x-workspace-id": workspace_id} if header and workspace_id else None
 
         def raise_for(response: httpx2.Response) -> NoReturn:
