@@ -25,6 +25,8 @@ dist: sync
 lint: sync
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
+	$(RUN) lint-imports
+	$(RUN) python scripts/check_docstrings.py
 
 typecheck: sync
 	$(RUN) mypy
@@ -47,4 +49,4 @@ $(BOOTSTRAP)/bin/uv:
 	$(BOOTSTRAP)/bin/python -m pip install --quiet --disable-pip-version-check uv
 
 clean:
-	rm -rf .venv $(BOOTSTRAP) .mypy_cache .ruff_cache dist flashsnap-mcp.mcpb
+	rm -rf .venv $(BOOTSTRAP) .mypy_cache .ruff_cache .import_linter_cache dist flashsnap-mcp.mcpb

@@ -65,6 +65,11 @@ class FlashsnapServer(MCPServer[Runtime]):
             return error_result(error, context.request_context.lifespan_context.mask if context else _NO_MASK)
 
 
+def tool_description(fn: Callable[..., Any]) -> str:
+    """What a model reads about a tool: its function's docstring, without the `Raises:` section kept for developers."""
+    return inspect.cleandoc(fn.__doc__ or "").split("\n\nRaises:\n", 1)[0]
+
+
 def tool_selection(settings: Settings) -> Selection:
     """The tools the operator turned on; unknown names raise ConfigurationError, listing the valid ones."""
     return select({spec.name: bool(spec.annotations.read_only_hint) for spec in tools.ALL}, settings)
@@ -105,7 +110,7 @@ def create_app(
             tool_call(spec.fn),
             name=spec.name,
             title=spec.title,
-            description=inspect.cleandoc(spec.fn.__doc__ or ""),
+            description=tool_description(spec.fn),
             annotations=spec.annotations,
         )
     app.close_tool_arguments()

@@ -169,7 +169,11 @@ class Settings(BaseModel):
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
-        """Build settings from `environ` (default: the process environment); blank values count as unset."""
+        """Build settings from `environ` (default: the process environment); blank values count as unset.
+
+        Raises:
+            ConfigurationError: a variable is malformed or out of range; the message names each one and its rule.
+        """
         environ = os.environ if environ is None else environ
         values: dict[str, object] = {
             field: environ[var].strip() for var, field, _ in ENVIRONMENT if environ.get(var, "").strip()

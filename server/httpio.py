@@ -61,6 +61,11 @@ class CappedStream(httpx2.AsyncByteStream):
         self._limit = limit
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        """The body's chunks, as they arrive.
+
+        Raises:
+            ResponseTooLarge: the body grew past the cap.
+        """
         seen = 0
         async for chunk in self._inner:
             seen += len(chunk)

@@ -19,7 +19,11 @@ def request_id(response: httpx2.Response) -> str | None:
 
 
 def parse(model: type[ModelT], response: httpx2.Response, *, what: str) -> ModelT:
-    """Validate a 2xx body against its wire model; anything else is a malformed answer."""
+    """Validate a 2xx body against its wire model; anything else is a malformed answer.
+
+    Raises:
+        UpstreamUnavailable: the body does not fit the model (`maybe_processed` for a request that changes data).
+    """
     try:
         return model.model_validate_json(response.content)
     except ValidationError:
@@ -40,7 +44,12 @@ async def send(
     raise_for: Callable[[httpx2.Response], NoReturn],
     **options: Any,
 ) -> httpx2.Response:
-    """One request: a failure to get an answer, or an error answer, becomes the error tree's."""
+    """One request: a failure to get an answer, or an error answer, becomes the error tree's.
+
+    Raises:
+        UpstreamUnavailable: no answer came (connection, timeout, size cap), with `maybe_processed` when sent.
+        FlashsnapError: an error answer, as `raise_for` reads it.
+    """  # noqa: DOC501 - `raise transport_failure(…)` raises the UpstreamUnavailable named above
     try:
         response = await http.request(method, path, **options)
     except httpx2.TransportError as exc:

@@ -130,7 +130,11 @@ def account_key(settings: Settings, service: str, url: str, credential: str) -> 
 
 
 async def open_state(settings: Settings, clock: Clock) -> Store:
-    """The configured state store; Redis that does not answer stops the start (ConfigurationError)."""
+    """The configured state store, checked once.
+
+    Raises:
+        ConfigurationError: Redis was asked for and does not answer (naming the host, never a password).
+    """
     redis_url = settings.redis_url.get_secret_value() if settings.redis_url is not None else None
     try:
         return await open_store(

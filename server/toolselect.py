@@ -36,7 +36,11 @@ class Selection:
 
 
 def select(catalog: Mapping[str, bool], settings: Settings) -> Selection:
-    """The operator's selection; an unknown name or an empty result stops the start-up (ConfigurationError)."""
+    """The operator's selection: which tools are on, and for each tool that is off, why and how to turn it on.
+
+    Raises:
+        ConfigurationError: an unknown tool name, or a selection that leaves no tool (it stops the start-up).
+    """
     unknown = sorted({name for name in (*(settings.tools or ()), *settings.exclude_tools) if name not in catalog})
     if unknown:
         raise ConfigurationError(

@@ -58,6 +58,10 @@ async def generate(
     reported as it arrives. Each call is a new, billed generation: do not repeat a
     call that failed with maybe_processed true without checking first. When the quota
     is spent, the call is refused before anything is sent, with the reset time.
+
+    Raises:
+        InvalidArguments: neither or both of prompt and messages.
+        FlashsnapError: what the neuroflash service raises (see NeuroflashService.generate).
     """
     if (prompt is None) == (messages is None):
         raise InvalidArguments("Give exactly one of prompt or messages.")

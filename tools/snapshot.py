@@ -62,6 +62,10 @@ async def snapshot(
     are required; add whatever else the user said. Each call creates a new snapshot,
     so do not repeat a call that failed with maybe_processed true without checking
     with search_snapshots first. Returns the stored snapshot with its id.
+
+    Raises:
+        InvalidArguments: two feelings with one name.
+        FlashsnapError: what the NeuralSnap service raises (see NeuralSnapService.save).
     """
     feelings: dict[str, Any] | None = None
     if emotion is not None:

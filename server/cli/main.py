@@ -87,11 +87,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """Run `flashsnap-mcp` (or its `status` and `check` subcommands) with `argv` (default: the process's).
+
+    Raises:
+        SystemExit: 2 when the configuration is unusable (the reason on stderr); the subcommands exit with theirs.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["status"]:
         status(argv[1:])
         return
-    if argv[:1] == ["check"]:  # `flashsnap-mcp check`: the setup check, its own command (server/check.py)
+    if argv[:1] == ["check"]:  # `flashsnap-mcp check`: the setup check, its own command (server/cli/check.py)
         check(argv[1:])
         return
     args = parse_args(argv)

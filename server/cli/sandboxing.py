@@ -27,6 +27,9 @@ def sandbox_environment(environ: Mapping[str, str], *, reset: bool = False) -> I
     """Start the emulator in this process and yield the environment that points at it.
 
     Only the FLASHSNAP_* variables of `environ` are kept: real upstream variables never reach a sandbox.
+
+    Raises:
+        ConfigurationError: FLASHSNAP_SANDBOX_PROFILE names a profile that does not exist.
     """
     own = {k: v for k, v in environ.items() if k.startswith("FLASHSNAP_")}
     # One world per state directory, shared by every --sandbox process; with FLASHSNAP_STATE=memory, this one's own.

@@ -197,6 +197,11 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def main(argv: Sequence[str]) -> None:
+    """Run `flashsnap-mcp status` with `argv`.
+
+    Raises:
+        SystemExit: always: 0 when the view was shown, 1 when there is no shared state, 2 on a bad configuration.
+    """
     args = parse_args(argv)
     logs.configure(os.environ.get("FLASHSNAP_LOG_LEVEL", "WARNING").upper())
     try:

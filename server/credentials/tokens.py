@@ -188,7 +188,11 @@ class TokenManager:
                 await anyio.sleep(POLL_S)  # real time: waiting for another process's fetch
 
     async def _fetch_as_owner(self) -> SecretStr:
-        """Fetch while holding the lease (renewed as it goes), then hand the result to every process."""
+        """Fetch while holding the lease (renewed as it goes), then hand the result to every process.
+
+        Raises:
+            FlashsnapError: the fetch failed (CredentialsRejected or UpstreamUnavailable); the failure is shared too.
+        """
         renewal = anyio.CancelScope()
         if self._background is not None:
             self._background.start_soon(self._keep_lease, renewal)

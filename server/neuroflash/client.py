@@ -54,6 +54,11 @@ class StreamWatch:
         self.last_data = self._clock.now()
 
     def check(self) -> None:
+        """Stop a stream that ran past its deadline, or went quiet for too long.
+
+        Raises:
+            GenerationDeadline: the whole stream took longer than `max_s`, or no text came for `idle_s`.
+        """
         now = self._clock.now()
         if now - self.started > self.max_s:
             raise GenerationDeadline(f"the generation ran longer than {self.max_s:.0f} s")
@@ -234,7 +239,7 @@ class NeuroflashClient:
         Raises:
             UpstreamUnavailable: the probe got no answer.
             CredentialsRejected: no token could be had for it.
-        """
+        """  # noqa: DOC501 - `raise transport_failure(…)` raises the UpstreamUnavailable named here
         try:
             return await self._http.request(method, path, json={} if method == "POST" else None)
         except httpx2.TransportError as exc:

@@ -140,7 +140,7 @@ class QuotaBook:
             QuotaExhausted: the daily or monthly word quota is spent (confirmed, when the book was old).
             FairUseReached: the workspace is blocked for fair use.
             FlashsnapError: the quota could not be read (its subclass says why).
-        """
+        """  # noqa: DOC501 - `raise refusal(…)` raises one of the two named here
         seen = await self._seen(workspace_id)
         quotas = seen[1] if seen is not None else await self.quotas(workspace_id)
         verdict = _text_verdict(quotas, self._clock.now())

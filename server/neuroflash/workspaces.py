@@ -8,12 +8,19 @@ from server.neuroflash.wire import Workspace
 
 
 class WorkspaceResolver:
+    """Which workspace a call means when it names none (the account's only one is looked up once)."""
+
     def __init__(self, client: NeuroflashClient, default_id: str | None) -> None:
         self._client = client
         self.default_id = default_id
         self._only: str | None = None
 
     async def resolve(self, workspace_id: str | None) -> str:
+        """The workspace a call means: the one it names, the configured default, or the account's only one.
+
+        Raises:
+            InvalidArguments: none is named and the account has several (or no) workspaces and no default.
+        """
         if workspace_id:
             return workspace_id
         if self.default_id:

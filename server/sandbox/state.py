@@ -139,7 +139,12 @@ class EmulatorState:
             return ws
 
     def set_quota(self, workspace_id: str, usage_type: str = "tokens", **changes: Any) -> Quota:
-        """Change fields of a quota, e.g. `used_daily=20_000` or `fair_use_reached=True`."""
+        """Change fields of a quota, e.g. `used_daily=20_000` or `fair_use_reached=True`.
+
+        Raises:
+            KeyError: no such workspace or usage type.
+            AttributeError: a field a quota does not have.
+        """
 
         def apply(quota: Quota) -> None:
             for name, value in changes.items():

@@ -56,7 +56,11 @@ class WorldFile:
     """An open world file; every method is one transaction (callers serialize calls in the process)."""
 
     def __init__(self, path: Path, *, busy_timeout_s: float = 5.0, reset: bool = False) -> None:
-        """Open (or create) the world at `path`; `reset` empties it first, or replaces it if it is unreadable."""
+        """Open (or create) the world at `path`; `reset` empties it first, or replaces it if it is unreadable.
+
+        Raises:
+            WorldUnusable: the file or its directory cannot be used (the message says why).
+        """  # noqa: DOC501 - the inner re-raise of a DatabaseError is caught and turned into WorldUnusable
         self.path = path
         try:
             try:

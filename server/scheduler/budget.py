@@ -39,7 +39,11 @@ class Budget:
         return max(0.0, self.deadline - self.clock.now())
 
     def check(self, wait_s: float, *, scope: str, why: str) -> None:
-        """Raise at once when a wait of `wait_s` would outlast the budget."""
+        """Raise at once when a wait of `wait_s` seconds would outlast the budget.
+
+        Raises:
+            RateLimited: the wait would outlast the budget; `retry_after_s` says when to call again.
+        """
         if wait_s > self.left() + 1e-9:
             raise RateLimited(
                 f"{why}: the next request to {scope} can go out in {wait_s:.0f} s, "

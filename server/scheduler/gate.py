@@ -208,7 +208,11 @@ class Gate(LeaseKeeper):
         return lambda doc: decide(doc, self._clock.now(), asker)
 
     async def _await_change(self, budget: Budget, why: str) -> None:
-        """Wait for an answer here, or a moment for one elsewhere; give up when the budget is gone."""
+        """Wait for an answer here, or a moment for one elsewhere; give up when the budget is gone.
+
+        Raises:
+            RateLimited: the call's wait budget ran out.
+        """
         event = self._changed
         with anyio.move_on_after(min(self._poll_s, budget.left())):
             await event.wait()

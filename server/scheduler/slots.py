@@ -49,7 +49,11 @@ class Slots(LeaseKeeper):
 
     @contextlib.asynccontextmanager
     async def hold(self, name: str, budget: Budget, *, scope: str) -> AsyncIterator[None]:
-        """Hold one of the places of `name`, waiting for one no longer than the budget allows."""
+        """Hold one of the places of `name`, waiting for one no longer than the budget allows.
+
+        Raises:
+            RateLimited: no place came free within the call's wait budget (`scope` names what was waited for).
+        """
         key, me = f"{self._key}:{name}", secrets.token_hex(8)
         acquired = False
         heartbeat_at = anyio.current_time() + HEARTBEAT_EVERY_S

@@ -55,8 +55,13 @@ async def open_store(
     kind: StoreKind, clock: Clock, *, state_dir: Path | None = None, redis_url: str | None = None,
     redis_prefix: str = "flashsnap:",
 ) -> Store:  # fmt: skip
-    """The store asked for, checked once. Redis must answer or the server refuses to start; SQLite
-    that cannot be used falls back to memory with one warning (a stdio client must never see a crash)."""
+    """The store asked for, checked once.
+
+    SQLite that cannot be used falls back to memory with one warning (a stdio client must never see a crash).
+
+    Raises:
+        StoreRefused: Redis was asked for and does not answer; the server must not start on its own state.
+    """
     if kind == "memory":
         return MemoryStore(clock)
     if kind == "redis":

@@ -72,6 +72,11 @@ class RedisStore:
         self._compare_and_set = self._redis.register_script(COMPARE_AND_SET)  # EVALSHA, loaded once
 
     async def get(self, key: str) -> Doc | None:
+        """The document under `key`, or None.
+
+        Raises:
+            StoreUnavailable: Redis failed (naming its host, never the URL).
+        """
         try:
             raw = await self._redis.get(self._prefix + key)
         except RedisError as exc:
@@ -133,6 +138,11 @@ class RedisStore:
         self._last[name] = raw
 
     async def keys(self, prefix: str) -> list[str]:
+        """Every key that starts with `prefix`, sorted.
+
+        Raises:
+            StoreUnavailable: Redis failed.
+        """
         pattern = _glob_escape(self._prefix + prefix) + "*"
         try:
             found = [key async for key in self._redis.scan_iter(match=pattern, count=500)]
@@ -141,6 +151,11 @@ class RedisStore:
         return sorted({str(key)[len(self._prefix) :] for key in found})
 
     async def ping(self) -> None:
+        """Check that Redis answers.
+
+        Raises:
+            StoreUnavailable: it does not.
+        """
         try:
             await self._redis.ping()
         except RedisError as exc:

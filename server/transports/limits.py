@@ -2,7 +2,7 @@
 
 uvicorn bounds the idle time between requests, but not how long a request's headers may trickle in;
 the protocol below closes a connection whose headers are not complete in time, and the body read
-is bounded in `server.jsonrpc_guard.GuardedHTTP`.
+is bounded in `server.transports.jsonrpc_guard.GuardedHTTP`.
 """
 
 from __future__ import annotations

@@ -36,6 +36,9 @@ def require_token_when_exposed(host: str, token: SecretStr | None, allowed_hosts
     """Refuse to serve without an access token when other machines can reach the server.
 
     That is a non-loopback bind, or a loopback one behind a reverse proxy (`FLASHSNAP_ALLOWED_HOSTS`).
+
+    Raises:
+        ConfigurationError: such a bind without FLASHSNAP_HTTP_TOKEN.
     """
     if token is not None:
         return

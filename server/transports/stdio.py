@@ -1,4 +1,4 @@
-"""Serving over stdio, with every malformed request answered rather than dropped (see server.jsonrpc_guard)."""
+"""Serving over stdio, every malformed request answered rather than dropped (see transports/jsonrpc_guard.py)."""
 
 from __future__ import annotations
 

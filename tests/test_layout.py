@@ -1,0 +1,114 @@
+"""The layout keeps telling the architecture: no import circles, a small root, a call wrapper that names no tool.
+
+`make lint` runs the import contracts in pyproject.toml (`lint-imports`); these tests add what they cannot say.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import grimp
+
+import tools
+
+ROOT = Path(__file__).parent.parent
+ROOT_FILES_AT_MOST = 14  # besides __init__.py and __main__.py
+
+
+def strongly_connected(imports: Mapping[str, Iterable[str]]) -> list[set[str]]:
+    """Tarjan's strongly connected components of an import graph, iteratively (no recursion limit)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[set[str]] = []
+    for start in sorted(imports):
+        if start in index:
+            continue
+        index[start] = low[start] = len(index)
+        stack.append(start)
+        on_stack.add(start)
+        work = [(start, iter(sorted(imports[start])))]
+        while work:
+            node, successors = work[-1]
+            for successor in successors:
+                if successor not in index:
+                    index[successor] = low[successor] = len(index)
+                    stack.append(successor)
+                    on_stack.add(successor)
+                    work.append((successor, iter(sorted(imports.get(successor, ())))))
+                    break
+                if successor in on_stack:
+                    low[node] = min(low[node], index[successor])
+            else:
+                work.pop()
+                if work:
+                    parent = work[-1][0]
+                    low[parent] = min(low[parent], low[node])
+                if low[node] == index[node]:
+                    component: set[str] = set()
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        component.add(member)
+                        if member == node:
+                            break
+                    found.append(component)
+    return found
+
+
+def circles(imports: Mapping[str, Iterable[str]]) -> list[list[str]]:
+    return sorted(sorted(c) for c in strongly_connected(imports) if len(c) > 1)
+
+
+def test_the_cycle_finder_finds_a_circle_and_only_a_circle() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": {"e"}}
+    assert circles(graph) == [["a", "b", "c"]]
+    assert circles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_circle_between_any_two_modules() -> None:
+    # grimp counts imports inside functions and under TYPE_CHECKING: a deferred import still ties the two modules.
+    graph = grimp.build_graph("server", "tools", cache_dir=None)
+    imports = {module: graph.find_modules_directly_imported_by(module) for module in graph.modules}
+    found = circles(imports)
+    shown = []
+    for circle in found:
+        members = set(circle)
+        edges = [
+            f"  {details['importer']}:{details['line_number']} imports {details['imported']}"
+            for importer in circle
+            for imported in sorted(imports[importer] & members)
+            for details in graph.get_import_details(importer=importer, imported=imported)
+        ]
+        shown.append("circle: " + ", ".join(circle) + "\n" + "\n".join(edges))
+    assert not found, "import circles between modules:\n" + "\n".join(shown)
+
+
+def test_every_room_and_root_module_has_a_place_in_the_layers() -> None:
+    """A new room or root module must be placed in the layers contract, or the contract silently ignores it."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    [layers] = [c for c in config["contracts"] if c["type"] == "layers" and "containers" not in c]
+    placed = {name.strip() for layer in layers["layers"] for name in re.split(r"[|:]", layer)}
+    server = ROOT / "server"
+    present = {f"server.{p.stem}" for p in server.glob("*.py")} | {
+        f"server.{p.parent.name}" for p in server.glob("*/__init__.py")
+    }
+    # The package itself and its entry point sit above everything; the sandbox has contracts of its own.
+    apart = {"server.__init__", "server.__main__", "server.sandbox"}
+    assert present - apart - placed == set()
+    assert placed - present - {"tools"} == set(), "the layers name modules that are gone"
+
+
+def test_the_server_root_keeps_only_the_spine_and_the_ground_floor() -> None:
+    root = sorted(p.name for p in (ROOT / "server").glob("*.py") if p.name not in ("__init__.py", "__main__.py"))
+    assert len(root) <= ROOT_FILES_AT_MOST, f"{len(root)} modules at server/'s root: {root}"
+
+
+def test_the_call_wrapper_names_no_tool() -> None:
+    source = (ROOT / "server" / "calls.py").read_text()
+    named = sorted(spec.name for spec in tools.ALL if re.search(rf"\b{re.escape(spec.name)}\b", source))
+    assert named == [], f"server/calls.py names these tools; the tool's service should own that: {named}"
