@@ -21,6 +21,11 @@ ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
     ("NEUROFLASH_TOKEN_URL", "neuroflash_token_url", "OAuth token endpoint"),
     ("NEUROFLASH_API_URL", "neuroflash_api_url", "neuroflash API base URL"),
     ("NEUROFLASH_WORKSPACE_ID", "neuroflash_workspace_id", "default workspace for tools called without one"),
+    (
+        "NEUROFLASH_CHAT_PATH",
+        "neuroflash_chat_path",
+        "chat-completions path relative to NEUROFLASH_API_URL (default: found by trying the documented ones)",
+    ),
     ("NEURALSNAP_API_KEY", "neuralsnap_api_key", "NeuralSnap API key (ns_live_... or ns_test_...)"),
     ("NEURALSNAP_API_URL", "neuralsnap_api_url", "NeuralSnap API base URL, including /api/v1"),
     ("FLASHSNAP_TIMEOUT_S", "timeout_s", "timeout of one upstream HTTP request, in seconds"),
@@ -71,6 +76,7 @@ class Settings(BaseModel):
     neuroflash_token_url: str = "https://id.neuroflash.com/oauth/v2/token"
     neuroflash_api_url: str = "https://app.neuroflash.com"
     neuroflash_workspace_id: str | None = None
+    neuroflash_chat_path: str | None = None  # None: the reference page's path, else the overview page's, learned
     neuralsnap_api_key: SecretStr | None = None
     neuralsnap_api_url: str = "https://neuralsnap.ai/api/v1"
     timeout_s: float = Field(default=60.0, gt=0)
@@ -142,6 +148,16 @@ class Settings(BaseModel):
         if not url.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
         return url.rstrip("/")
+
+    @field_validator("neuroflash_chat_path")
+    @classmethod
+    def _check_chat_path(cls, path: str | None) -> str | None:
+        if path is None:
+            return None
+        path = "/" + path.strip().lstrip("/")
+        if "://" in path or ".." in path or "?" in path or "#" in path or any(c.isspace() for c in path):
+            raise ValueError("must be a path relative to NEUROFLASH_API_URL, e.g. /api/ds-prototypes/chat/completions")
+        return path.rstrip("/") or None
 
     @field_validator("neuralsnap_api_key")
     @classmethod

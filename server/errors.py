@@ -10,6 +10,8 @@ FlashsnapError                   what happened, what to do, request id, retry ti
     ├── CredentialsRejected      client id/secret or API key refused (never retried)
     ├── PermissionDenied         a valid key whose plan or permissions do not allow the call (never retried)
     ├── NotFound                 unknown workspace or snapshot
+    ├── RouteMissing             the API has no such route (a gateway 404: nothing processed)
+    ├── AccessDenied             a 403 with no known reason: rights in the workspace, plan, a limit
     ├── UpstreamRejected         the upstream judged the request invalid (400/422)
     ├── ModelNotAvailable        the model is not on the workspace's plan
     ├── QuotaExhausted           daily or monthly word quota spent
@@ -189,3 +191,24 @@ class UpstreamUnavailable(UpstreamError):
 
 class IncompleteStream(UpstreamUnavailable):
     code = "incomplete_stream"
+
+
+class AccessDenied(UpstreamError):
+    """A 403 that names no known reason: the workspace, the service account's rights, the plan or a limit."""
+
+    code = "access_denied"
+    default_hint = (
+        "The service account may not do this in that workspace (its rights, the plan, or a limit reached). "
+        "Call check_quota for the workspace, or pick another with list_workspaces; retrying as is will not help."
+    )
+
+
+class RouteMissing(UpstreamError):
+    """The upstream has no such route at the configured API URL: a gateway 404, so nothing was processed."""
+
+    code = "route_missing"
+
+    def __init__(self, message: str, *, paths: list[str], **kwargs: Any) -> None:
+        super().__init__(message, status=404, **kwargs)
+        self.paths = paths
+        self.details.update({"paths_tried": paths, "maybe_processed": False})

@@ -23,6 +23,7 @@ from server.neuralsnap.service import NeuralSnapService
 from server.neuroflash.catalog import ModelCatalog
 from server.neuroflash.client import NeuroflashClient
 from server.neuroflash.quota import QuotaBook
+from server.neuroflash.routes import RouteBook
 from server.neuroflash.service import NeuroflashService
 from server.neuroflash.workspaces import WorkspaceResolver
 from server.observe.logs import SecretMask
@@ -183,7 +184,18 @@ async def open_runtime(settings: Settings, clock: Clock | None = None) -> AsyncI
                     settings, settings.neuroflash_api_url, BearerAuth(tokens), _scheduled(gate, clock, observer)
                 )
             )
-            client = NeuroflashClient(http, clock, idle_s=settings.timeout_s, max_s=settings.max_generation_s)
+            # What answers at this API URL (the chat path, the model list) is shared by every credential using it.
+            route_keys = layout.RouteKeys(
+                layout.routes_key("neuroflash", settings.neuroflash_api_url, sandbox=settings.sandbox)
+            )
+            client = NeuroflashClient(
+                http,
+                clock,
+                idle_s=settings.timeout_s,
+                max_s=settings.max_generation_s,
+                routes=RouteBook(clock, store=store, keys=route_keys),
+                chat_path=settings.neuroflash_chat_path,
+            )
             slots = await stack.enter_async_context(
                 Slots(clock, settings.max_concurrent_generations, store=store, key=keys.slots, observer=observer)
             )

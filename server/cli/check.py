@@ -19,8 +19,9 @@ from server.app import tool_selection  # the app factory is the one that knows t
 from server.cli.sandboxing import sandbox_environment
 from server.clock import Clock, SystemClock
 from server.config import Settings
-from server.errors import ConfigurationError, FlashsnapError
+from server.errors import ConfigurationError, FlashsnapError, RouteMissing
 from server.neuroflash.quota import TEXT_USAGE, judge
+from server.neuroflash.service import NeuroflashService
 from server.observe import logs
 from server.runtime import Runtime, open_runtime, open_state
 
@@ -203,7 +204,57 @@ async def _check_neuroflash(runtime: Runtime, settings: Settings, report: Report
                 "Wait for the reset, or pick another workspace.",
                 facts,
             )
+    await _check_routes(neuroflash, default or workspaces[0].id, settings, report)
     await _rate_limit(runtime, service, report)
+
+
+async def _check_routes(neuroflash: NeuroflashService, workspace_id: str, settings: Settings, report: Report) -> None:
+    """Which chat path answers (found with requests the route refuses before generating: no words spent),
+    and whether the model list's route exists (one read)."""
+    service = "neuroflash"
+    try:
+        path, tried = await neuroflash.client.find_chat_path()
+    except FlashsnapError as exc:
+        _failed(report, service, "chat path", exc)
+    else:
+        facts: dict[str, Any] = {"chat_path": path, "tried": tried, "pinned": settings.neuroflash_chat_path}
+        how = "pinned by NEUROFLASH_CHAT_PATH" if settings.neuroflash_chat_path else "found"
+        if path is not None:
+            passed = (
+                f" ({', '.join(p for p in tried if p != path)} answered the gateway's 404)" if len(tried) > 1 else ""
+            )
+            report.add(
+                service, "chat path", "ok", f"POST {path} answers, {how} without generating{passed}", facts=facts
+            )
+        else:
+            report.add(
+                service,
+                "chat path",
+                "fail",
+                f"no chat-completions route answers: {' and '.join(tried)} gave the gateway's 404",
+                "Set NEUROFLASH_CHAT_PATH to the path your neuroflash documentation gives, "
+                "or check NEUROFLASH_API_URL.",
+                facts,
+            )
+    try:
+        models = await neuroflash.client.models(workspace_id)
+    except RouteMissing as exc:
+        report.add(
+            service,
+            "model list",
+            "warn",
+            f"GET {exc.paths[0]} is not a route of this API: list_models cannot list, generate still works "
+            "(neuroflash judges the model)",
+            None,
+            {"route_missing": exc.paths},
+        )
+    except FlashsnapError as exc:
+        _failed(report, service, "model list", exc)
+    else:
+        usable = sum(1 for m in models if m.available)
+        report.add(
+            service, "model list", "ok", f"{usable} of {len(models)} models on the plan", facts={"models": len(models)}
+        )
 
 
 async def _check_neuralsnap(runtime: Runtime, settings: Settings, report: Report) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from server.clock import Clock
-from server.errors import ModelNotAvailable, UpstreamUnavailable
+from server.errors import ModelNotAvailable, RouteMissing, UpstreamUnavailable
 from server.neuroflash.client import NeuroflashClient
 from server.neuroflash.wire import Model
 
@@ -33,14 +33,21 @@ class ModelCatalog:
         """Refuse a model the workspace does not have, before anything is sent; refresh once when it is unknown.
 
         When the list cannot be read, the upstream judges the model itself: a broken list must not stop generation.
+        A model list whose route is missing (remembered for every process) is not asked for at all; a 5xx or a
+        timeout is transient and leaves the check on for the next call.
 
         Raises:
-            ModelNotAvailable: the model is unknown, or not on the workspace's plan (nothing was sent).
+            ModelNotAvailable: the list was read, and the model is not in it or not on the plan (nothing sent).
         """
+        if await self._client.routes.models_missing():
+            return
         try:
             found = _find(await self._list(workspace_id, fresh=False), model_id)
             if found is None:
                 found = _find(await self._list(workspace_id, fresh=True), model_id)
+        except RouteMissing:
+            log.info("this neuroflash API has no model list; the upstream will judge the model")
+            return
         except UpstreamUnavailable:
             log.info("the model list of a workspace could not be read; the upstream will judge the model")
             return

@@ -14,6 +14,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from server.clock import Clock, SystemClock
 from server.errors import (
+    AccessDenied,
     CredentialsRejected,
     FairUseReached,
     IncompleteStream,
@@ -21,10 +22,12 @@ from server.errors import (
     NotFound,
     QuotaExhausted,
     RateLimited,
+    RouteMissing,
     UpstreamRejected,
     UpstreamUnavailable,
 )
 from server.httpio import UNSAFE_METHODS, error_body, retry_after
+from server.neuroflash.routes import CHAT_PATHS, MODELS_PATH, RouteBook
 from server.neuroflash.wire import ChatChunk, ChatRequest, ChatResult, Model, Quota, Workspace
 from server.responses import request_id, send, transport_failure
 
@@ -78,46 +81,190 @@ class _WatchedStream(httpx2.AsyncByteStream):
         await self._inner.aclose()
 
 
+class _NotFoundAnswer(Exception):
+    """A 404 still to be judged: a missing route (the gateway's) or a missing workspace or model (the service's)."""
+
+    def __init__(self, response: httpx2.Response) -> None:
+        super().__init__("404")
+        self.response = response
+
+
+class _NoRoute(Exception):
+    """The path answered the gateway's 404: no such route, nothing processed."""
+
+
 class NeuroflashClient:
     """Typed methods over one shared, authenticated `httpx2.AsyncClient` whose base URL is the API's.
 
     A generation ends when no text came for `idle_s` (comments and keep-alives do not count) or after
     `max_s` in all, whatever the upstream keeps sending.
+
+    The chat path is `chat_path` when one is pinned (NEUROFLASH_CHAT_PATH); otherwise the one `routes`
+    remembers, else the reference page's, and on a gateway 404 the other one, once (a missing route
+    processed nothing, so no words can be spent twice).
     """
 
     def __init__(
-        self, http: httpx2.AsyncClient, clock: Clock | None = None, *, idle_s: float = 60.0, max_s: float = 600.0
+        self,
+        http: httpx2.AsyncClient,
+        clock: Clock | None = None,
+        *,
+        idle_s: float = 60.0,
+        max_s: float = 600.0,
+        routes: RouteBook | None = None,
+        chat_path: str | None = None,
     ) -> None:
         self._http = http
         self._clock: Clock = clock or SystemClock()
         self._idle_s, self._max_s = idle_s, max_s
+        self.routes = routes or RouteBook(self._clock)
+        self.pinned_chat_path = chat_path
 
     async def workspaces(self) -> list[Workspace]:
+        """The account's workspaces, from any of the list envelopes the pages allow.
+
+        Raises:
+            CredentialsRejected: the token was refused, even a fresh one.
+            UpstreamUnavailable: 5xx, timeout, or an answer that holds no readable list.
+            UpstreamError: any other refusal (its subclass says which, by status).
+        """
         response = await self._send("GET", "/api/workspace-service/v1/workspaces")
         return _items(Workspace, response, "workspaces")
 
     async def quotas(self, workspace_id: str) -> list[Quota]:
+        """The workspace's quotas, read afresh.
+
+        Raises:
+            NotFound: neuroflash does not know the workspace.
+            UpstreamUnavailable: 5xx, timeout, or an unreadable answer.
+            UpstreamError: any other refusal (its subclass says which, by status).
+        """
         path = f"/api/usage-service/v1/workspaces/{quote(workspace_id, safe='')}/quotas"
         response = await self._send("GET", path, params={"page": 0, "size": 50}, workspace_id=workspace_id)
         return _items(Quota, response, "quotas")
 
     async def models(self, workspace_id: str) -> list[Model]:
-        response = await self._send(
-            "GET", "/api/ds-prototypes/model_selection/models", workspace_id=workspace_id, header=True
-        )
+        """The model list of the workspace; whether its route exists is remembered for every process.
+
+        Raises:
+            RouteMissing: the API has no model-list route (a gateway 404); `generate` does not need it.
+            NotFound: the route exists and neuroflash does not know the workspace.
+            UpstreamUnavailable: 5xx, timeout, or an unreadable answer (transient: nothing is remembered).
+            UpstreamError: any other refusal (its subclass says which, by status).
+        """
+        try:
+            response = await self._send("GET", MODELS_PATH, workspace_id=workspace_id, header=True, judge_404=True)
+        except RouteMissing:
+            await self.routes.models_seen(missing=True)
+            raise
+        await self.routes.models_seen(missing=False)
         return _items(Model, response, "models")
+
+    async def find_chat_path(self) -> tuple[str | None, list[str]]:
+        """The chat path that exists, found without generating: a body the route refuses before it generates
+        (no workspace header, no messages) answers 400/422 where the route exists and the gateway's 404 where not.
+
+        Returns the path (None when none exists) and the paths tried; what is found is remembered.
+
+        Raises:
+            UpstreamError: a probe got no answer, or the token was refused (its subclass says which).
+        """
+        tried: list[str] = []
+        for path in await self._chat_candidates():
+            tried.append(path)
+            probe = await self._probe(path, "POST")
+            if probe.status_code != 404 or _names_resource(probe):
+                if self.pinned_chat_path is None:
+                    await self.routes.chat_answered(path)
+                return path, tried
+            if self.pinned_chat_path is None:
+                await self.routes.chat_missing(path)
+        return None, tried
+
+    async def _chat_candidates(self) -> list[str]:
+        if self.pinned_chat_path is not None:
+            return [self.pinned_chat_path]
+        known = await self.routes.chat_path()
+        return [known, *[p for p in CHAT_PATHS if p != known]] if known else list(CHAT_PATHS)
 
     async def chat(self, workspace_id: str, body: ChatRequest, on_text: TextSink) -> ChatResult:
         """Stream a completion, handing each piece of text to `on_text` as it arrives.
 
+        Tries the remembered chat path (else the reference page's); a gateway 404 there, which processed
+        nothing, sends the same request once to the other path. Any other failure is never sent again.
+
         Raises:
-            IncompleteStream: the stream broke off or ended without finishing (words may be spent).
-            UpstreamUnavailable: no answer, a 5xx, or a malformed stream (`maybe_processed` once sent).
-            FlashsnapError: an error answer before the stream started (see `_raise_for`).
+            RouteMissing: no chat path exists at the API URL (or the pinned one does not); nothing was processed.
+            NotFound: the route exists and answered 404 for the workspace or what the request named.
+            AccessDenied: a 403 with no known reason, naming the workspace.
+            ModelNotAvailable: a 403 saying the model is not on the plan.
+            FairUseReached: a 403 saying the fair-use limit is reached.
+            QuotaExhausted: a 429 saying the quota is spent.
+            RateLimited: any other 429 (rate limit or quota: the service looks the quota up to say which).
+            UpstreamRejected: 400, 422 or another 4xx: the request as sent was refused.
+            CredentialsRejected: 401 even with a fresh token.
+            UpstreamUnavailable: 5xx, timeout or a broken answer; `maybe_processed` when words may be spent.
+            IncompleteStream: the stream ended before [DONE]; words may be spent.
+        """
+        tried: list[str] = []
+        candidates = await self._chat_candidates()
+        known = None if self.pinned_chat_path is not None else await self.routes.chat_path()
+        for path in candidates:
+            tried.append(path)
+            try:
+                result = await self._chat_at(path, workspace_id, body, on_text, learn=path != known)
+            except _NoRoute:
+                if self.pinned_chat_path is None:
+                    await self.routes.chat_missing(path)
+                continue
+            return result
+        if self.pinned_chat_path is not None:
+            message = (
+                f"NEUROFLASH_CHAT_PATH={self.pinned_chat_path} is not a route of this neuroflash API: the gateway "
+                "answered 404 and nothing was processed."
+            )
+            hint = "Ask the user to correct NEUROFLASH_CHAT_PATH, or to unset it so the server finds the path itself."
+        else:
+            message = (
+                "neuroflash has no chat-completions route at NEUROFLASH_API_URL: "
+                + " and ".join(tried)
+                + " each answered the gateway's 404, so nothing was processed and no words were spent."
+            )
+            hint = "Ask the user to check NEUROFLASH_API_URL, or to set NEUROFLASH_CHAT_PATH to the documented path."
+        raise RouteMissing(message, paths=tried, hint=hint)
+
+    async def _probe(self, path: str, method: str) -> httpx2.Response:
+        """A request the route refuses before it does anything: no workspace header, and for POST an empty body.
+
+        Raises:
+            UpstreamUnavailable: the probe got no answer.
+            CredentialsRejected: no token could be had for it.
         """  # noqa: DOC501 - `raise transport_failure(…)` raises the UpstreamUnavailable named here
+        try:
+            return await self._http.request(method, path, json={} if method == "POST" else None)
+        except httpx2.TransportError as exc:
+            raise transport_failure(exc, service=SERVICE, method="GET") from None
+
+    async def _is_missing_route(self, path: str, method: str, response: httpx2.Response) -> bool:
+        """Whether a 404 at `path` is the gateway's (no such route) rather than the service's (no such workspace).
+
+        A 404 that names what it did not find (a code, or the words workspace or model) is the service's. Any
+        other is confirmed with a probe the route refuses before doing anything: 404 again means no route.
+
+        Raises:
+            UpstreamError: the probe got no answer, or no token (its subclass says which).
+        """
+        if _names_resource(response):
+            return False
+        probe = await self._probe(path, method)
+        return probe.status_code == 404 and not _names_resource(probe)
+
+    async def _chat_at(
+        self, path: str, workspace_id: str, body: ChatRequest, on_text: TextSink, *, learn: bool
+    ) -> ChatResult:
         request = self._http.build_request(
             "POST",
-            "/api/ds-prototypes/content_generation/chat/completions",
+            path,
             json=body.model_dump(exclude_none=True),
             headers={"x-workspace-id": workspace_id},
         )
@@ -131,6 +278,11 @@ class NeuroflashClient:
             try:
                 if response.status_code != 200:
                     await response.aread()
+                    if response.status_code == 404 and await self._is_missing_route(path, "POST", response):
+                        raise _NoRoute(path)
+                if learn and self.pinned_chat_path is None:
+                    await self.routes.chat_answered(path)  # any other answer proves the route exists
+                if response.status_code != 200:
                     _raise_for(response, workspace_id)
                 response.stream = _WatchedStream(response.stream, watch)  # type: ignore[arg-type]
                 return await _read_stream(response, on_text, watch)
@@ -150,17 +302,39 @@ class NeuroflashClient:
         params: dict[str, Any] | None = None,
         workspace_id: str | None = None,
         header: bool = False,
+        judge_404: bool = False,
     ) -> httpx2.Response:
+        """One request; with `judge_404`, a 404 is told apart: the gateway's raises RouteMissing.
+
+        Raises:
+            RouteMissing: with `judge_404`, the path is not a route of the API (the gateway's 404).
+            UpstreamError: any other error answer or failure, by status (see `_raise_for`).
+        """
         headers = {"x-workspace-id": workspace_id} if header and workspace_id else None
-        return await send(
-            self._http,
-            method,
-            path,
-            service=SERVICE,
-            raise_for=lambda response: _raise_for(response, workspace_id),
-            params=params,
-            headers=headers,
-        )
+
+        def raise_for(response: httpx2.Response) -> NoReturn:
+            if judge_404 and response.status_code == 404:
+                raise _NotFoundAnswer(response)
+            _raise_for(response, workspace_id)
+
+        try:
+            return await send(
+                self._http, method, path, service=SERVICE, raise_for=raise_for, params=params, headers=headers
+            )
+        except _NotFoundAnswer as answer:
+            if await self._is_missing_route(path, method, answer.response):
+                raise RouteMissing(
+                    f"neuroflash has no route {method} {path} at NEUROFLASH_API_URL: the gateway answered 404.",
+                    paths=[path],
+                    request_id=request_id(answer.response),
+                ) from None
+            _raise_for(answer.response, workspace_id)
+
+
+def _names_resource(response: httpx2.Response) -> bool:
+    """Whether a 404's body is a service's own: it carries a code, or names a workspace or model it did not find."""
+    code, message = error_body(response)
+    return code is not None or any(word in message.lower() for word in ("workspace", "model"))
 
 
 @functools.cache
@@ -169,17 +343,32 @@ def _list_adapter(model: type[ItemT]) -> TypeAdapter[list[ItemT]]:
     return TypeAdapter(list[model])  # type: ignore[valid-type]
 
 
+def _unwrap(body: Any, what: str) -> Any:
+    """The list of an answer: a bare array, the paged `{"data": […]}`, or HAL's `{"_embedded": {"<what>": […]}}`."""
+    if isinstance(body, list) or not isinstance(body, dict):
+        return body
+    if "data" in body:
+        return body["data"]
+    embedded = body.get("_embedded")
+    if isinstance(embedded, dict):
+        if what in embedded:
+            return embedded[what]
+        lists = [v for v in embedded.values() if isinstance(v, list)]
+        return lists[0] if len(lists) == 1 else None
+    return None
+
+
 def _items(model: type[ItemT], response: httpx2.Response, what: str) -> list[ItemT]:
-    """The list inside the paged envelope, or a bare array (both are accepted upstream).
+    """The list inside any envelope the pages allow (see `_unwrap`).
 
     Raises:
-        UpstreamUnavailable: the body is neither.
+        UpstreamUnavailable: the answer holds no list of `model`s.
     """
     try:
         body = response.json()
     except ValueError:
         body = None
-    items = body if isinstance(body, list) else body.get("data") if isinstance(body, dict) else None
+    items = _unwrap(body, what)
     try:
         return _list_adapter(model).validate_python(items)
     except ValidationError:
@@ -239,49 +428,69 @@ def _cut(message: str, rid: str | None, parts: list[str]) -> IncompleteStream:
 
 
 def _raise_for(response: httpx2.Response, workspace_id: str | None) -> NoReturn:
-    """Map a neuroflash error answer to the error tree.
+    """Map a neuroflash error answer to the error tree: by status first, a known code only refines the message.
+
+    The errors page documents statuses only; codes are assumptions, so a missing or unknown one still
+    gives the status's kind of error, with the upstream's words quoted (an HTML page is not quoted).
 
     Raises:
-        CredentialsRejected: 401 after the token was refreshed once.
-        FairUseReached: the workspace is blocked for fair use.
-        ModelNotAvailable: the model is not on the workspace's plan.
-        NotFound: the workspace (or another named thing) does not exist.
-        QuotaExhausted: a word quota is spent.
-        RateLimited: a rate limit answered 429.
-        UpstreamRejected: the request was refused as invalid (400, 422) or not allowed (403).
-        UpstreamUnavailable: a 5xx or another status this server cannot act on.
+        CredentialsRejected: 401.
+        ModelNotAvailable: 403 with code MODEL_NOT_AVAILABLE.
+        FairUseReached: 403 with code FAIR_USE_LIMIT_REACHED.
+        AccessDenied: any other 403, naming the workspace.
+        NotFound: 404 (the caller has ruled out a missing route).
+        QuotaExhausted: 429 with code QUOTA_EXCEEDED.
+        RateLimited: any other 429.
+        UpstreamRejected: 400, 422 and every other 4xx.
+        UpstreamUnavailable: 5xx and anything else; `maybe_processed` for a write.
     """
     code, message = error_body(response)
     status, rid = response.status_code, request_id(response)
+    said = f", saying: «{message}»" if message != f"HTTP {status}" else ""
+    where = f" for workspace {workspace_id}" if workspace_id else ""
     if status == 401:
         raise CredentialsRejected(
-            "neuroflash refused the service account's access token, even a freshly issued one.",
+            f"neuroflash refused the service account's access token, even a freshly issued one{said}.",
             request_id=rid,
             status=status,
         )
     if status == 404:
+        named = code == "NOT_FOUND" or "workspace" in message.lower()
         raise NotFound(
-            f"neuroflash does not know the workspace {workspace_id!r}."
-            if workspace_id
-            else f"neuroflash answered 404, saying: «{message}»",
-            hint="Call list_workspaces to see the workspaces this account can use.",
+            f"neuroflash does not know the workspace {workspace_id!r}{said}"
+            if workspace_id and named
+            else f"neuroflash answered 404 (not found){where}{said}",
+            hint="Call list_workspaces to see the workspaces this account can use"
+            + (", and list_models for the models." if workspace_id and not named else "."),
             request_id=rid,
             status=status,
         )
     if status == 403 and code == "MODEL_NOT_AVAILABLE":
-        raise ModelNotAvailable(f"neuroflash refused the model, saying: «{message}»", request_id=rid, status=status)
+        raise ModelNotAvailable(f"neuroflash refused the model{said}", request_id=rid, status=status)
     if status == 403 and code == "FAIR_USE_LIMIT_REACHED":
         raise FairUseReached("The workspace has reached its fair-use limit.", request_id=rid, status=status)
+    if status == 403:
+        raise AccessDenied(
+            f"neuroflash refused access{where} (403: insufficient permissions or a limit reached){said}",
+            request_id=rid,
+            status=status,
+            details={"workspace_id": workspace_id} if workspace_id else None,
+        )
     if status == 429 and code == "QUOTA_EXCEEDED":
-        message = f"neuroflash refused the generation for its quota, saying: «{message}»"
+        message = f"neuroflash refused the generation for its quota{said}"
         raise QuotaExhausted(message, period=None, resets_at=None, request_id=rid, status=status)
     if status == 429:
         retry = retry_after(response, time.time()) or 1.0
-        raise RateLimited("neuroflash is rate limiting requests.", scope=SERVICE, retry_after_s=retry, request_id=rid)
+        raise RateLimited(
+            f"neuroflash answered 429 (rate limit or quota exceeded){said}",
+            scope=SERVICE,
+            retry_after_s=retry,
+            request_id=rid,
+        )
     if 400 <= status < 500:  # refused, so not processed: never "maybe processed", never "retry as is"
-        raise UpstreamRejected(f"neuroflash rejected the request, saying: «{message}»", request_id=rid, status=status)
+        raise UpstreamRejected(f"neuroflash rejected the request (HTTP {status}){said}", request_id=rid, status=status)
     raise UpstreamUnavailable(
-        f"neuroflash answered HTTP {status}, saying: «{message}»",
+        f"neuroflash answered HTTP {status}{said}",
         request_id=rid,
         status=status,
         maybe_processed=response.request.method in UNSAFE_METHODS,

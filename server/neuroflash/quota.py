@@ -9,13 +9,16 @@ import anyio
 from pydantic import ValidationError
 
 from server.clock import Clock
-from server.errors import FairUseReached, QuotaExhausted
+from server.errors import FairUseReached, QuotaExhausted, UpstreamError
 from server.neuroflash.client import NeuroflashClient
 from server.neuroflash.wire import Quota
 from server.state.memory import MemoryStore
 from server.state.store import Change, Doc, Store
 
 TEXT_USAGE = "tokens"  # neuroflash's usage type for words of text
+# A refusal older than this is checked against the upstream (one quota read) before it refuses a generate:
+# an admin may have restored the quota, or another reason (fair use) may now be the one that blocks.
+VERDICT_RECHECK_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,14 @@ def refusal(verdict: Verdict, workspace_id: str) -> QuotaExhausted | FairUseReac
     )
 
 
+def _text_verdict(quotas: list[Quota], now: float) -> Verdict | None:
+    """The refusing verdict of the text quota, or None when it can serve a generation (or there is none)."""
+    text = next((q for q in quotas if q.usage_type_key == TEXT_USAGE), None)
+    if text is None or (verdict := judge(text, now)).can_generate:
+        return None
+    return verdict
+
+
 def read_book(doc: Doc | None) -> tuple[float, list[Quota]] | None:
     """(seen at, quotas) of a quota-book document; None when absent or not of this format."""
     if doc is None:
@@ -110,20 +121,32 @@ class QuotaBook:
         return f"{self._key}:{workspace_id}"
 
     async def _cached(self, workspace_id: str) -> list[Quota] | None:
+        seen = await self._seen(workspace_id)
+        return None if seen is None else seen[1]
+
+    async def _seen(self, workspace_id: str) -> tuple[float, list[Quota]] | None:
         seen = read_book(await self._store.get(self._name(workspace_id)))
-        if seen is None or self._clock.now() - seen[0] >= self._ttl_s:
+        if seen is None or not 0 <= self._clock.now() - seen[0] < self._ttl_s:
             return None
-        return seen[1]
+        return seen
 
     async def admit(self, workspace_id: str) -> None:
-        """Raise the refusal, before any chat request is sent, when the text quota cannot serve one.
+        """Refuse, before any chat request is sent, a generation the text quota cannot serve.
+
+        A refusal read from the book more than `VERDICT_RECHECK_S` old is confirmed with one quota
+        read first, so no process goes on refusing after an admin restored the quota.
 
         Raises:
-            QuotaExhausted: the daily or monthly word quota is spent.
+            QuotaExhausted: the daily or monthly word quota is spent (confirmed, when the book was old).
             FairUseReached: the workspace is blocked for fair use.
+            FlashsnapError: the quota could not be read (its subclass says why).
         """  # noqa: DOC501 - `raise refusal(…)` raises one of the two named here
-        text = next((q for q in await self.quotas(workspace_id) if q.usage_type_key == TEXT_USAGE), None)
-        if text is not None and not (verdict := judge(text, self._clock.now())).can_generate:
+        seen = await self._seen(workspace_id)
+        quotas = seen[1] if seen is not None else await self.quotas(workspace_id)
+        verdict = _text_verdict(quotas, self._clock.now())
+        if verdict is not None and seen is not None and self._clock.now() - seen[0] > VERDICT_RECHECK_S:
+            verdict = _text_verdict(await self.quotas(workspace_id, fresh=True), self._clock.now())
+        if verdict is not None:
             raise refusal(verdict, workspace_id)
 
     async def spend(self, workspace_id: str, words: int) -> None:
@@ -142,8 +165,11 @@ class QuotaBook:
 
         await self._store.update(self._name(workspace_id), count)
 
-    async def explain(self, workspace_id: str, upstream: QuotaExhausted) -> QuotaExhausted | FairUseReached:
-        """After an upstream QUOTA_EXCEEDED: look the quota up afresh to say which one and when."""
+    async def explain(self, workspace_id: str, upstream: UpstreamError) -> UpstreamError:
+        """After an upstream 429 or 403: look the quota up afresh to say which quota (and when), or fair use.
+
+        Returns the refusal the quota explains, else `upstream` itself (also when the quota cannot be read).
+        """
         try:
             quotas = await self.quotas(workspace_id, fresh=True)
         except Exception:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from server.clock import Clock
 from server.credentials.tokens import TokenManager
-from server.errors import FairUseReached, FlashsnapError, QuotaExhausted, RateLimited
+from server.errors import AccessDenied, FairUseReached, FlashsnapError, QuotaExhausted, RateLimited, RouteMissing
 from server.neuroflash.catalog import ModelCatalog
 from server.neuroflash.client import NeuroflashClient
 from server.neuroflash.quota import QuotaBook
@@ -49,12 +49,27 @@ class NeuroflashService:
     async def list_models(self, workspace_id: str | None) -> tuple[str, list[Model]]:
         """The workspace meant (the default when None) and every model of the catalog, available or not.
 
+        Always asks the upstream, so a model-list route that came back is seen (and remembered) at once.
+
         Raises:
             InvalidArguments: no workspace was named and the account has no default.
+            RouteMissing: this API has no model-list route; the message names the path tried, the hint
+                says generate works without it.
             FlashsnapError: the model list could not be read (its subclass says why).
         """
         workspace_id = await self.workspaces.resolve(workspace_id)
-        return workspace_id, await self.client.models(workspace_id)
+        try:
+            return workspace_id, await self.client.models(workspace_id)
+        except RouteMissing as exc:
+            exc.message = (
+                f"The model list is unavailable: this neuroflash API has no route GET {exc.paths[0]} "
+                "(the gateway answered 404; the chat-completions reference page does not list it)."
+            )
+            exc.hint = (
+                "generate does not need it: pass a model id such as gpt-4.1-mini (or openai/gpt-4.1-mini) "
+                "and neuroflash decides whether the workspace's plan includes it."
+            )
+            raise
 
     async def quota_status(self, workspace_id: str | None) -> tuple[str, list[Quota]]:
         """The workspace meant and its quotas, read afresh from the upstream (and shared with every process).
@@ -76,8 +91,11 @@ class NeuroflashService:
             InvalidArguments: no workspace was named and the account has no default.
             ModelNotAvailable: the model is unknown, or not on the workspace's plan (nothing sent).
             QuotaExhausted: the daily or monthly word quota is spent (nothing sent, or the upstream said so).
-            FairUseReached: the workspace is blocked for fair use (nothing sent).
-            RateLimited: no generation slot or no rate-limit room within the call's wait budget.
+            FairUseReached: the workspace is blocked for fair use (nothing sent, or the upstream said so).
+            AccessDenied: a 403 the quota does not explain, naming the workspace.
+            RateLimited: no generation slot or no rate-limit room within the call's wait budget, or an
+                upstream 429 the quota does not explain.
+            RouteMissing: no chat path exists at the API URL (nothing was processed).
             IncompleteStream: the stream broke off; words may have been spent (`maybe_processed`).
             FlashsnapError: any other upstream failure (its subclass says which).
         """
@@ -103,7 +121,8 @@ class NeuroflashService:
         async with self.generation_slots.hold(workspace_id, budget, scope=GENERATION_SLOTS):
             try:
                 result = await self.client.chat(workspace_id, body, relay)
-            except QuotaExhausted as exc:
+            except (QuotaExhausted, RateLimited, AccessDenied) as exc:
+                # By status: a 429 is "rate limit or quota", a 403 "permissions or limit"; the quota says which.
                 raise await self.quotas.explain(workspace_id, exc) from None
         await self.quotas.spend(workspace_id, result.words_used)
         self.metrics.words_spent(workspace_id, result.words_used)

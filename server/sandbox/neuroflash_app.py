@@ -10,17 +10,55 @@ from typing import Any
 
 import anyio
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from server.sandbox import catalog
-from server.sandbox.common import EmulatedAPI, RequestIdMiddleware, error, secrets_equal
+from server.sandbox.common import EmulatedAPI, RequestIdMiddleware, secrets_equal
 from server.sandbox.records import Fault, Quota
 from server.sandbox.state import EmulatorState, completion_words
+from server.sandbox.variants import ErrorBodies
 
 REASONING_EFFORTS = {"max", "xhigh", "high", "medium", "low", "minimal", "none"}
 CHUNK_WORDS = 3
+
+# The chat-completions route as the reference page (and all its examples) gives it, and as the overview page does.
+REFERENCE_CHAT_PATH = "/api/ds-prototypes/chat/completions"
+OVERVIEW_CHAT_PATH = "/api/ds-prototypes/content_generation/chat/completions"
+CHAT_PATHS = {"reference": (REFERENCE_CHAT_PATH,), "overview": (OVERVIEW_CHAT_PATH,),
+              "both": (REFERENCE_CHAT_PATH, OVERVIEW_CHAT_PATH)}  # fmt: skip
+MODELS_PATH = "/api/ds-prototypes/model_selection/models"
+HEALTH_PATH = "/api/ds-prototypes/health"
+REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 422: "Unprocessable Entity",
+           429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
+           504: "Gateway Timeout"}  # fmt: skip
+
+
+def error_response(
+    style: ErrorBodies, status: int, message: str, code: str | None, headers: dict[str, str] | None = None
+) -> Response:
+    """An error answer in the variant's style: the contract's `{"error", "code"}`, `{"error"}` alone, or HTML.
+
+    The errors page documents only statuses; the codes are assumed, so an upstream may leave them
+    out, and a proxy in front of it may answer with a page of its own.
+    """
+    if style == "not_json":
+        reason = REASONS.get(status, "Error")
+        page_ = f"<html><head><title>{status} {reason}</title></head><body><h1>{status} {reason}</h1></body></html>"
+        return HTMLResponse(page_, status_code=status, headers=headers)
+    body: dict[str, Any] = {"error": message}
+    if style == "codes" and code is not None:
+        body["code"] = code
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def gateway_not_found(path: str, request_id: str, now: float) -> JSONResponse:
+    """What the gateway answers for a route it does not have: its framework's page, none of the services' codes."""
+    body = {"timestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000+00:00", time.gmtime(now)), "path": path,
+            "status": 404, "error": "Not Found", "requestId": request_id[:8]}  # fmt: skip
+    return JSONResponse(body, status_code=404)
 
 
 def page(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -32,6 +70,28 @@ def page(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 class NeuroflashEmulator(EmulatedAPI):
     """neuroflash route handlers; each counts its requests under a route name."""
+
+    def _error(self, status: int, message: str, code: str | None, headers: dict[str, str] | None = None) -> Response:
+        return error_response(self.state.variants.error_bodies, status, message, code, headers)
+
+    async def _begin(self, route: str) -> tuple[Response | None, Fault | None]:
+        """The shared `_begin`, with an injected status fault answered in this variant's error style.
+
+        A 429 fault that names a `message` is a quota's (no wait given); without one, a rate limit's.
+        """
+        early, fault = await super()._begin(route)
+        if early is None or fault is None or fault.status is None or fault.body is not None:
+            return early, fault
+        status = fault.status
+        if status == 429 and fault.message is None:
+            wait = fault.retry_after_s or 1
+            headers = {"Retry-After": str(wait)} if fault.retry_after_header else None
+            return self._error(429, f"Rate limit exceeded. Try again in {wait} seconds.", "RATE_LIMIT_EXCEEDED",
+                               headers), fault  # fmt: skip
+        code = {403: "FORBIDDEN", 404: "NOT_FOUND", 429: "QUOTA_EXCEEDED"}.get(status) or (
+            "BAD_REQUEST" if 400 <= status < 500 else "INTERNAL_ERROR"
+        )
+        return self._error(status, fault.message or "Injected upstream failure.", code), fault
 
     def _authorized(self, request: Request) -> bool:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -58,7 +118,7 @@ class NeuroflashEmulator(EmulatedAPI):
         """`_begin`, then the bearer check every API route makes."""
         early, fault = await self._begin(route)
         if early is None and not self._authorized(request):
-            early = error(401, "Unauthorized", "UNAUTHORIZED")
+            early = self._error(401, "Unauthorized", "UNAUTHORIZED")
         return (None if early is None else self._done(route, early)), fault
 
     async def workspaces(self, request: Request) -> Response:
@@ -67,7 +127,16 @@ class NeuroflashEmulator(EmulatedAPI):
             return early
         with self.state.lock:
             items = [{"id": ws.id, "name": ws.name} for ws in self.state.workspaces.values()]
-        return self._done("workspaces", JSONResponse(page(items)))
+        return self._done("workspaces", JSONResponse(workspace_list(self.state.variants.workspace_envelope, items)))
+
+    async def health(self, request: Request) -> Response:
+        """`GET …/ds-prototypes/health`, as the chat-completions reference page lists it (header x-workspace-id)."""
+        early, _ = await self._guard("health", request)
+        if early is not None:
+            return early
+        if "x-workspace-id" not in request.headers:
+            return self._done("health", self._error(400, "The x-workspace-id header is required.", "BAD_REQUEST"))
+        return self._done("health", JSONResponse({"status": "ok"}))
 
     async def quotas(self, request: Request) -> Response:
         early, _ = await self._guard("quotas", request)
@@ -75,22 +144,32 @@ class NeuroflashEmulator(EmulatedAPI):
             return early
         workspace_id = request.path_params["workspace_id"]
         if workspace_id not in self.state.workspaces:
-            return self._done("quotas", error(404, "Workspace not found.", "NOT_FOUND"))
+            return self._done("quotas", self._error(404, "Workspace not found.", "NOT_FOUND"))
         wanted = request.query_params.get("usageTypeKey") or None
         with self.state.lock:
             usage_types = [u for u in self.state.workspaces[workspace_id].quotas if wanted in (None, u)]
             items = [quota_body(workspace_id, self.state.quota(workspace_id, u)) for u in usage_types]
         return self._done("quotas", JSONResponse(page(items)))
 
+    def _routed(self, request: Request) -> bool:
+        """Whether this variant of the API has the route the request came to (chat paths, the model list)."""
+        variants = self.state.variants
+        path = request.scope["route"].path if "route" in request.scope else request.url.path
+        if path == MODELS_PATH:
+            return variants.models_route
+        return path in CHAT_PATHS[variants.chat_paths]
+
     async def models(self, request: Request) -> Response:
+        if not self._routed(request):
+            return await self.unrouted(request, HTTPException(404))
         early, _ = await self._guard("models", request)
         if early is not None:
             return early
         workspace = self.state.workspaces.get(request.headers.get("x-workspace-id", ""))
         if "x-workspace-id" not in request.headers:
-            return self._done("models", error(400, "The x-workspace-id header is required.", "BAD_REQUEST"))
+            return self._done("models", self._error(400, "The x-workspace-id header is required.", "BAD_REQUEST"))
         if workspace is None:
-            return self._done("models", error(404, "Workspace not found.", "NOT_FOUND"))
+            return self._done("models", self._error(404, "Workspace not found.", "NOT_FOUND"))
         on_plan = catalog.PLANS[workspace.plan]
         items = [
             {**m, "description": f"{m['name']} by {m['provider']}", "available": m["id"] in on_plan}
@@ -99,35 +178,37 @@ class NeuroflashEmulator(EmulatedAPI):
         return self._done("models", JSONResponse(items))
 
     async def chat(self, request: Request) -> Response:
+        if not self._routed(request):
+            return await self.unrouted(request, HTTPException(404))
         early, fault = await self._guard("chat", request)
         if early is not None:
             return early
         cut_after = fault.cut_after_chunks if fault is not None else None
         if "x-workspace-id" not in request.headers:
-            return self._done("chat", error(400, "The x-workspace-id header is required.", "BAD_REQUEST"))
+            return self._done("chat", self._error(400, "The x-workspace-id header is required.", "BAD_REQUEST"))
         workspace_id = request.headers["x-workspace-id"]
         workspace = self.state.workspaces.get(workspace_id)
         if workspace is None:
-            return self._done("chat", error(404, "Workspace not found.", "NOT_FOUND"))
+            return self._done("chat", self._error(404, "Workspace not found.", "NOT_FOUND"))
         try:
             body = json.loads(await request.body())
         except ValueError:
             body = None
         if not isinstance(body, dict):
-            return self._done("chat", validation_error([("body", "must be a JSON object")]))
+            return self._done("chat", self._invalid([("body", "must be a JSON object")]))
         problems, model = validate_chat(body)
         if problems:
-            return self._done("chat", validation_error(problems))
+            return self._done("chat", self._invalid(problems))
         assert model is not None
         if model["id"] not in catalog.PLANS[workspace.plan]:
             msg = f"The model {model['id']} is not available on this workspace's plan."
-            return self._done("chat", error(403, msg, "MODEL_NOT_AVAILABLE"))
+            return self._done("chat", self._error(403, msg, "MODEL_NOT_AVAILABLE"))
         quota = self.state.quota(workspace_id, "tokens")
         if quota.fair_use_reached:
-            return self._done("chat", error(403, "Fair use limit reached.", "FAIR_USE_LIMIT_REACHED"))
+            return self._done("chat", self._error(403, "Fair use limit reached.", "FAIR_USE_LIMIT_REACHED"))
         if quota.remaining_daily <= 0 or quota.available <= 0:
             which = "Daily" if quota.remaining_daily <= 0 else "Monthly"
-            return self._done("chat", error(429, f"{which} word quota exceeded.", "QUOTA_EXCEEDED"))
+            return self._done("chat", self._error(429, f"{which} word quota exceeded.", "QUOTA_EXCEEDED"))
 
         max_words = int(body.get("max_tokens") or 10_000)
         words = completion_words(body["messages"], model["id"], max_words)
@@ -140,6 +221,24 @@ class NeuroflashEmulator(EmulatedAPI):
         self.state.record("chat", 200)
         stream = self._stream(workspace_id, gen_id, model_name, words, finish, cut_after, fault)
         return StreamingResponse(stream, media_type="text/event-stream")
+
+    def _invalid(self, problems: list[tuple[str, str]]) -> Response:
+        """A 422: the contract's `{"errors": […]}` form, or the variant's codeless or HTML one."""
+        style = self.state.variants.error_bodies
+        if style == "codes":
+            return validation_error(problems)
+        return self._error(422, "; ".join(f"{f}: {m}" for f, m in problems), None)
+
+    async def unrouted(self, request: Request, exc: Exception) -> Response:
+        """The gateway's answer for a path no route serves: a 404 that no service processed."""
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        path = request.url.path.removeprefix(request.scope.get("root_path", ""))
+        self.state.arrived("unrouted")
+        with self.state.lock:
+            self.state.unrouted[path] += 1
+        if status != 404:
+            return self._done("unrouted", JSONResponse({"error": REASONS.get(status, "Error")}, status_code=status))
+        return self._done("unrouted", gateway_not_found(path, uuid.uuid4().hex, self.state.clock.now()))
 
     async def _stream(
         self,
@@ -265,6 +364,16 @@ def validate_chat(body: dict[str, Any]) -> tuple[list[tuple[str, str]], dict[str
     return problems, model
 
 
+def workspace_list(envelope: str, items: list[dict[str, Any]]) -> Any:
+    """The workspace list in the variant's envelope: paged `data`, a bare array, or HAL's `_embedded`."""
+    if envelope == "bare":
+        return items
+    if envelope == "hal":
+        links = {"self": {"href": "/api/workspace-service/v1/workspaces"}}
+        return {"_embedded": {"workspaces": items}, "_links": links, "page": page(items)["page"]}
+    return page(items)
+
+
 def quota_body(workspace_id: str, quota: Quota) -> dict[str, Any]:
     return {
         "id": f"{workspace_id}:{quota.usage_type}",
@@ -290,13 +399,20 @@ def build_token_app(state: EmulatorState) -> Starlette:
 
 
 def build_api_app(state: EmulatorState) -> Starlette:
+    """The API of the variant `state.variants` names: which chat routes exist, whether the model list does.
+
+    A path no route serves answers the gateway's own 404 (counted as "unrouted", per path in `state.unrouted`).
+    """
     emulator = NeuroflashEmulator(state)
     routes = [
         Route("/api/workspace-service/v1/workspaces", emulator.workspaces, methods=["GET"]),
         Route("/api/usage-service/v1/workspaces/{workspace_id}/quotas", emulator.quotas, methods=["GET"]),
-        Route("/api/ds-prototypes/model_selection/models", emulator.models, methods=["GET"]),
-        Route("/api/ds-prototypes/content_generation/chat/completions", emulator.chat, methods=["POST"]),
+        Route(HEALTH_PATH, emulator.health, methods=["GET"]),
+        # Every chat path and the model list are routed; each handler first asks the variants (a test may change
+        # them while the emulator serves) and answers the gateway's 404 when this reading has no such route.
+        *[Route(path, emulator.chat, methods=["POST"]) for path in CHAT_PATHS["both"]],
+        Route(MODELS_PATH, emulator.models, methods=["GET"]),
     ]
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, exception_handlers={404: emulator.unrouted, 405: emulator.unrouted})
     app.add_middleware(RequestIdMiddleware)
     return app

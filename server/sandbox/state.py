@@ -79,6 +79,7 @@ class EmulatorState:
         self.latency_s: dict[str, float] = {}
         self.requests: Counter[str] = Counter()
         self.responses: Counter[tuple[str, int]] = Counter()
+        self.unrouted: Counter[str] = Counter()  # path -> requests the gateway answered 404 for: no such route
         # Bounded, so a sandbox that runs for days keeps flat memory.
         self.log: deque[RequestRecord] = deque(maxlen=100_000)
         self.words_charged = 0

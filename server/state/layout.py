@@ -8,6 +8,9 @@ All keys live under one account prefix per credential, `live:<hash>` or `sandbox
 - `<account>:gate`: the rate-limit window, 429 penalty, sends in flight (`server/scheduler/window.py`; the reset).
 - `<account>:quota:<workspace>`: the last quotas seen, words spent since (`server/neuroflash/quota.py`; 30 s).
 - `<account>:slots:<workspace>`: generation streams held as leases (`server/scheduler/slots.py`; the last lease).
+- `<routes>:chat`, `<routes>:models`: per API URL (`routes_key`), the neuroflash chat path that answered and
+  whether the model list's route is missing (`server/neuroflash/routes.py`; 6 h and 1 h, forgotten at once
+  when the route answers otherwise).
 
 Everything a server learned about an account lives under `<account>:` (`AccountKeys.everything`), so
 `flashsnap-mcp forget` (`server/cli/forget.py`) deletes an account's documents by that prefix, including
@@ -32,6 +35,27 @@ def account_key(service: str, url: str, credential: str, *, sandbox: bool) -> st
     """
     digest = hashlib.sha256("\0".join((service, url, credential)).encode()).hexdigest()[:24]
     return f"{NAMESPACES[1] if sandbox else NAMESPACES[0]}:{digest}"
+
+
+def routes_key(service: str, api_url: str, *, sandbox: bool) -> str:
+    """The store prefix of what is learned about an API URL's routes, shared by every credential that uses it."""
+    digest = hashlib.sha256("\0".join(("routes", service, api_url)).encode()).hexdigest()[:24]
+    return f"{'sandbox' if sandbox else 'live'}-routes:{digest}"
+
+
+@dataclass(frozen=True)
+class RouteKeys:
+    """The keys of one API URL's route documents."""
+
+    routes: str
+
+    @property
+    def chat(self) -> str:
+        return f"{self.routes}:chat"
+
+    @property
+    def models(self) -> str:
+        return f"{self.routes}:models"
 
 
 @dataclass(frozen=True)
