@@ -39,8 +39,8 @@ class Model:
 
 
 MODELS = (
-    Model("hourly per key (window scaled to 4 s)", "default", 30, 4.0),
-    Model("per minute per key (minute scaled to 4 s)", "per-minute", 30, 4.0, time_scale=4.0 / 60),
+    Model("hourly per key (window scaled to 4 s)", "default", 40, 4.0),
+    Model("per minute per key (minute scaled to 4 s)", "per-minute", 40, 4.0, time_scale=4.0 / 60),
     Model("per endpoint, burst 5/s (minute scaled to 12 s)", "per-endpoint", 30, 12.0, time_scale=12.0 / 60),
 )
 

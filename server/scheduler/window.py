@@ -20,7 +20,7 @@ from typing import Any
 
 from server.httpio import MAX_WINDOW_S, RATE_LIMIT_HEADERS, plausible_rate_limit
 from server.scheduler import burst
-from server.scheduler.buckets import Report, shows_own_budget
+from server.scheduler.buckets import Report, latest, shows_own_budget
 from server.state.store import Change, Doc
 
 PROBE_ANSWERS = 3  # header-less answers after which the gate stops probing one request at a time
@@ -47,7 +47,7 @@ class Window:
     safe: int = 0  # the most sends within one burst period answered without a 429 (while the burst is unknown)
     recent: list[tuple[float, str]] = field(default_factory=list)  # (send time, bucket) in the last burst period
     answers: int = 0  # answers taken in, for the evidence of a bucket's own budget (buckets.py)
-    last_report: Report | None = None  # the last answer's report of this window
+    reports: dict[str, Report] = field(default_factory=dict)  # each bucket's last report of this window
     separate: dict[str, float] = field(default_factory=dict)  # buckets shown to have a budget of their own -> since
 
     @classmethod
@@ -86,7 +86,7 @@ class Window:
             safe=int(doc.get("safe") or 0),
             recent=[(float(x[0]), str(x[1])) for x in list(doc.get("recent") or [])],
             answers=int(doc.get("answers") or 0),
-            last_report=_report(doc.get("last_report")),
+            reports={str(k): _report(v) for k, v in dict(doc.get("reports") or {}).items()},
             separate={str(k): float(v) for k, v in dict(doc.get("separate") or {}).items()},
         )
 
@@ -122,7 +122,7 @@ class Window:
             "safe": self.safe,
             "recent": [list(x) for x in self.recent],
             "answers": self.answers,
-            "last_report": None if self.last_report is None else dataclasses.asdict(self.last_report),
+            "reports": {k: dataclasses.asdict(v) for k, v in self.reports.items()},
             "separate": self.separate,
         }
 
@@ -414,12 +414,14 @@ def learn_burst(w: Window, now: float, answer: Answer, remaining: int | None) ->
 
 def learn_budget_owner(w: Window, now: float, answer: Answer, report: Report) -> None:
     """Take in (in place) an answer's report as evidence of whose budget its bucket spends (`buckets.py`)."""
-    if answer.bucket is not None and shows_own_budget(
-        w.last_report, answer.bucket, report.remaining, report.reset_at, report.limit, answer.answers_at_send
+    if answer.bucket is None:
+        return
+    if shows_own_budget(
+        w.reports.values(), answer.bucket, report.remaining, report.reset_at, report.limit, answer.answers_at_send
     ):
         w.separate[answer.bucket] = now
     w.answers += 1
-    w.last_report = dataclasses.replace(report, answers_at=w.answers)
+    w.reports = latest(w.reports, dataclasses.replace(report, answers_at=w.answers))
 
 
 def give_back_unsent(w: Window, answer: Answer) -> None:
@@ -504,9 +506,7 @@ def _header_int(value: str | None) -> int | None:
         return None
 
 
-def _report(value: object) -> Report | None:
-    if not isinstance(value, dict):
-        return None
+def _report(value: Any) -> Report:
     limit = value.get("limit")
     return Report(
         str(value["bucket"]), int(value["remaining"]), float(value["reset_at"]),
