@@ -28,7 +28,7 @@ class Window(Protocol):
 
 
 BURST_S = 1.0  # the pages' burst is per second
-MARGIN_S = 0.1  # sends are spaced a little wider, so the upstream's own count never sees one too many
+MARGIN_S = 0.05  # sends are spaced a little wider, so the upstream's own count never sees one too many
 PAGE_BURSTS = {60: 10, 30: 5, 10: 2, 300: 30, 120: 20}  # the rate-limits page: per-minute limit -> burst
 MAX_BURST_WINDOW_S = 90.0  # a window this short may carry a burst (the page's are per minute)
 LEARNT_FOR_S = 600.0  # a burst learnt from a 429 is kept this long, then found again (it may have been wrong)
