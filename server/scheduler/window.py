@@ -271,7 +271,7 @@ def queued_or_paced(w: Window, now: float, asker: Asker) -> Decision | None:
 
 def burst_held(w: Window, now: float, asker: Asker) -> Decision | None:
     """Whether the burst holds the next send: paced at the burst rate, or, while finding it, one send at a time."""
-    seconds = burst.burst_wait(w, now, asker.ramp_burst, asker.inherited)
+    seconds = burst.burst_wait(w, now, asker.ramp_burst, asker.inherited, excluding=w.separate.keys())
     if seconds <= 0:
         return None
     if burst.ramping(w, asker.ramp_burst) and w.in_flight > 0:
