@@ -261,9 +261,14 @@ def others_waiting(w: Window, asker: Asker) -> int:
 
 
 def queued_or_paced(w: Window, now: float, asker: Asker) -> Decision | None:
-    """Whether older calls (first come, first served) or pacing hold `asker` in an open window."""
+    """Whether older calls (first come, first served) or pacing hold `asker` in an open window.
+
+    A window with a burst is paced at its burst rate (`burst_held`), never spread thinly over the window.
+    """
     if w.remaining is not None and older_waiting(w, asker) >= w.remaining:
         return AwaitAnswers("waiting for calls that came first")
+    if burst.allowed(w, asker.ramp_burst) is not None:
+        return None
     if not asker.paced and (seconds := pace(w, now, asker, others_waiting(w, asker))) > 0:
         return Wait(seconds, "pacing the last requests of the window", advisory=True)
     return None
