@@ -18,7 +18,8 @@ FlashsnapError                   what happened, what to do, request id, retry ti
     ├── FairUseReached           the workspace hit its fair-use limit
     ├── RateLimited              too many requests; retry_after_s says when to retry
     └── UpstreamUnavailable      5xx, timeout, broken connection, malformed answer
-        └── IncompleteStream     a generation stream ended without [DONE]
+        ├── IncompleteStream     a generation stream ended without saying it had finished
+        └── UpstreamStreamError  a generation stream carried an error event (the upstream's words quoted)
 ```
 
 `server.calls` turns these into `isError` tool results, in that one place.
@@ -191,6 +192,12 @@ class UpstreamUnavailable(UpstreamError):
 
 class IncompleteStream(UpstreamUnavailable):
     code = "incomplete_stream"
+
+
+class UpstreamStreamError(UpstreamUnavailable):
+    """An error event in the middle of a generation stream: the text before it is partial, words may be spent."""
+
+    code = "upstream_stream_error"
 
 
 class AccessDenied(UpstreamError):
