@@ -110,8 +110,22 @@ class NeuroflashEmulator(EmulatedAPI):
         if known is None or not secrets_equal(known, secret):
             refusal = {"error": "invalid_client", "error_description": "Client authentication failed."}
             return self._done("token", JSONResponse(refusal, status_code=401))
+        answer = self.state.variants.token_answer
+        if answer == "error_in_200":  # some servers put the OAuth error in a 200, whatever the credentials
+            refusal = {"error": "invalid_client", "error_description": "Client authentication failed."}
+            return self._done("token", JSONResponse(refusal))
         token = self.state.issue_token(client_id)
-        body = {"access_token": token, "token_type": "Bearer", "expires_in": int(self.state.token_ttl_s)}
+        body: dict[str, Any] = {
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": int(self.state.token_ttl_s),
+        }
+        if answer == "no_expires_in":
+            del body["expires_in"]
+        elif answer == "string_expires_in":
+            body["expires_in"] = str(body["expires_in"])
+        elif answer == "lowercase_type":
+            body["token_type"] = "bearer"
         return self._done("token", JSONResponse(body))
 
     async def _guard(self, route: str, request: Request) -> tuple[Response | None, Fault | None]:
