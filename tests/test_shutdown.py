@@ -17,9 +17,9 @@ import pytest
 
 from server.sandbox import Emulator, EmulatorState
 from server.sandbox.records import Fault
-from tests.test_stdio import COMMAND, params
+from tests.test_stdio import params
 
-HELLO = [
+HELLO: list[dict[str, Any]] = [
     {"jsonrpc": "2.0", "id": 0, "method": "initialize",
      "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}},
     {"jsonrpc": "2.0", "method": "notifications/initialized"},
