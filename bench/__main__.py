@@ -6,7 +6,7 @@ import sys
 
 import anyio
 
-from bench import load, overhead, report, scheduling, shared
+from bench import load, overhead, rate_models, report, scheduling, shared
 
 BENCHES = {
     "scheduling": scheduling.run,
@@ -15,6 +15,7 @@ BENCHES = {
     "metrics": overhead.run_metrics,
     "fast": overhead.run_fast,
     "shared": shared.run,
+    "rate_models": rate_models.run,
 }
 
 
