@@ -2,8 +2,16 @@
 
 The SDK validates arguments before a tool's code runs and would answer a mistake with pydantic's
 own text (the input echoed, a library URL, no `_meta`). Here every tool's argument model is made
-strict and closed, its published schema says `additionalProperties: false`, and a failed
-validation becomes an `invalid_arguments` error like every other failure.
+strict and closed, and a failed validation becomes an `invalid_arguments` error like every other failure.
+
+The published schema is written in the one form every client's converter takes (tests/test_converters.py):
+- an optional argument is `"type": [X, "null"]`, its description beside the type, never `anyOf: [X, null]`
+  (google-genai keeps only the inner X of such a pair, and with it loses the description);
+- no `additionalProperties: false` anywhere (google-genai crashes on a boolean there). Unknown argument names
+  are refused all the same; a nested object whose fields are all required is closed with `maxProperties`
+  (the same set of values, in a keyword every converter keeps or drops without harm);
+- every tool declares at least one property (openai-agents' strict mode refuses an object with none that is
+  not closed by `additionalProperties: false`).
 """
 
 from __future__ import annotations
@@ -11,8 +19,8 @@ from __future__ import annotations
 from typing import Any
 
 from mcp.server.mcpserver.tools import Tool
-from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase
-from pydantic import BaseModel, ConfigDict, ValidationError
+from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from server.errors import InvalidArguments
 
@@ -21,13 +29,97 @@ STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 MAX_PROBLEMS = 10
 
 
+class AsSent(FuncMetadata):
+    """The SDK's argument handling less its guess that a string holding JSON was meant as the parsed value.
+
+    That guess turned a `prompt` of `'["a", "b"]'` into a list (refused, though the schema takes any string) and
+    a `messages` sent as a string into a list (taken, though the schema refuses a string). Arguments are judged
+    as sent, so each accepts exactly what its published schema accepts.
+    """
+
+    def pre_parse_json(self, data: dict[str, Any]) -> dict[str, Any]:
+        return data
+
+
+def integral_numbers(value: Any) -> Any:
+    """`value` with each float that is a whole number (3.0, 1e2) made an int, at any depth.
+
+    JSON Schema counts 3.0 as an integer and JSON has one kind of number, so a model that writes `3.0` for an
+    integer argument is right; a strict int refuses a float, so it is made the int it is. A number argument
+    takes an int as it takes a float, so nothing else changes; 3.5 stays a float and is refused for an integer.
+    """
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else value
+    if isinstance(value, dict):
+        return {k: integral_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [integral_numbers(v) for v in value]
+    return value
+
+
+def _integral_arguments(cls: type[BaseModel], data: Any) -> Any:
+    return integral_numbers(data)
+
+
 def close(tool: Tool) -> None:
     """Swap the tool's argument model for a strict, closed copy, and publish that copy's schema."""
     loose = tool.fn_metadata.arg_model
     config = {**loose.model_config, **STRICT}
-    strict: type[ArgModelBase] = type(loose.__name__, (loose,), {"model_config": config, "__module__": __name__})
-    tool.fn_metadata.arg_model = strict
-    tool.parameters = inline_refs(strict.model_json_schema(by_alias=True))
+    namespace = {
+        "model_config": config,
+        "__module__": __name__,
+        "_integral": model_validator(mode="before")(_integral_arguments),
+    }
+    strict: type[ArgModelBase] = type(loose.__name__, (loose,), namespace)
+    fields = {name: getattr(tool.fn_metadata, name) for name in FuncMetadata.model_fields}
+    tool.fn_metadata = AsSent.model_construct(**{**fields, "arg_model": strict})
+    tool.parameters = published(inline_refs(strict.model_json_schema(by_alias=True)))
+
+
+def published(schema: dict[str, Any]) -> dict[str, Any]:
+    """The argument schema in the form every converter takes (see the module's docstring); same values accepted."""
+    # The root stays open in the schema; unknown argument names are refused by the strict model regardless.
+    return {k: _published_value(k, v) for k, v in schema.items() if k != "additionalProperties"}
+
+
+def _published_value(key: str, value: Any) -> Any:
+    if key in ("properties", "$defs") and isinstance(value, dict):
+        return {name: _published_node(sub) for name, sub in value.items()}
+    if key in ("items", "additionalProperties") and isinstance(value, dict):
+        return _published_node(value)
+    if key in ("anyOf", "oneOf", "allOf", "prefixItems") and isinstance(value, list):
+        return [_published_node(sub) for sub in value]
+    return value
+
+
+def _published_node(schema: dict[str, Any]) -> dict[str, Any]:
+    """A schema below the root: a closed object whose fields are all required says so with `maxProperties`."""
+    node = {k: _published_value(k, v) for k, v in schema.items()}
+    if node.get("additionalProperties") is False:
+        del node["additionalProperties"]
+        properties = node.get("properties") or {}
+        if set(properties) == set(node.get("required") or []):
+            node["maxProperties"] = len(properties)
+    return _merge_null(node)
+
+
+def _merge_null(node: dict[str, Any]) -> dict[str, Any]:
+    """`{anyOf: [X, {type: null}], description…}` as X with `null` added to its type (and its enum)."""
+    members = node.get("anyOf")
+    if not isinstance(members, list) or len(members) != 2 or {"type": "null"} not in members:
+        return node
+    inner = next(m for m in members if m != {"type": "null"})
+    kind = inner.get("type")
+    if not isinstance(kind, str) or "anyOf" in inner:
+        return node
+    merged = {k: v for k, v in node.items() if k != "anyOf"}
+    merged.update(inner)
+    merged["type"] = [kind, "null"]
+    if isinstance(inner.get("enum"), list):
+        merged["enum"] = [*inner["enum"], None]
+    # The outer keywords (description, default, title) win over the inner ones: they describe the argument.
+    merged.update({k: v for k, v in node.items() if k != "anyOf"})
+    return merged
 
 
 def inline_refs(schema: dict[str, Any]) -> dict[str, Any]:

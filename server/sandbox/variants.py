@@ -18,6 +18,30 @@ WorkspaceEnvelope = Literal["data", "bare", "hal"]
 RateModel = Literal["hourly", "per_minute", "per_endpoint"]
 Plan = Literal["starter", "free", "pro", "business"]
 SnapshotShape = Literal["api", "concepts"]
+# How a chat stream is framed: each way the SSE standard allows, and the endings and errors streams have shown.
+StreamFraming = Literal[
+    "lf",  # the contract's: `data: {…}` LF LF, then `data: [DONE]`
+    "crlf",  # CRLF line ends
+    "cr",  # CR line ends
+    "bom",  # a byte-order mark before the first event
+    "bare_data",  # `data:{…}`, no space after the colon
+    "extra_fields",  # comments, `event: message`, `id:` and `retry:` around each event, and an unknown field
+    "multiline_data",  # each chunk's JSON spread over several `data:` lines
+    "done_unterminated",  # the last line `data: [DONE]` with no line end and no blank line after it
+    "final_chunk_unterminated",  # no [DONE]; the last chunk (finish_reason, usage) ends without its blank line
+    "no_done",  # no [DONE]; the last chunk (finish_reason, usage) ends properly
+    "cut_unterminated",  # the second text chunk is cut off before its blank line and the stream ends: incomplete
+    "error_event",  # after the first text, `event: error` with an error body, then the end
+    "error_data",  # after the first text, `data: {"error": {…}}`, then the end
+]
+# What the token endpoint answers a valid client: each form RFC 6749 allows, and what real servers send.
+TokenAnswer = Literal[
+    "standard",  # {"access_token", "token_type": "Bearer", "expires_in": <int>}
+    "no_expires_in",  # expires_in left out (the RFC only RECOMMENDS it)
+    "string_expires_in",  # "expires_in": "14399"
+    "lowercase_type",  # "token_type": "bearer"
+    "error_in_200",  # HTTP 200 with {"error": "invalid_client", "error_description": …}: a rejection
+]
 HeaderOddity = Literal[
     "reset_ms", "reset_relative", "reset_past", "reset_far", "remaining_above_limit", "remaining_negative", "limit_zero"
 ]
@@ -32,6 +56,8 @@ class Variants:
     models_route: bool = True  # False: …/model_selection/models answers the gateway's 404
     error_bodies: ErrorBodies = "codes"  # error bodies with the assumed codes, without any, or an HTML page
     workspace_envelope: WorkspaceEnvelope = "data"  # {"data": […]}, a bare array, or HAL's _embedded
+    stream_framing: StreamFraming = "lf"  # how chat streams are framed (see StreamFraming)
+    token_answer: TokenAnswer = "standard"  # how the token endpoint's 200 is written (see TokenAnswer)
     # NeuralSnap
     rate_model: RateModel = "hourly"  # one hourly budget per key; per key per minute; per endpoint with bursts
     plan: Plan = "free"  # starter has no API access (403 on every call)
@@ -73,4 +99,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "concepts-snapshots": {"snapshot_shape": "concepts"},
     "nested-errors": {"nested_errors": True},
     "ms-rate-reset": {"header_oddities": frozenset({"reset_ms"})},
+    "crlf-streams": {"stream_framing": "crlf"},
+    "bom-streams": {"stream_framing": "bom"},
+    "no-expires-in": {"token_answer": "no_expires_in"},
 }
