@@ -72,7 +72,8 @@ def tool_description(fn: Callable[..., Any]) -> str:
 
 def tool_selection(settings: Settings) -> Selection:
     """The tools the operator turned on; unknown names raise ConfigurationError, listing the valid ones."""
-    return select({spec.name: bool(spec.annotations.read_only_hint) for spec in tools.ALL}, settings)
+    catalog = {spec.name: bool(spec.annotations.read_only_hint) for spec in tools.ALL}
+    return select(catalog, settings, {spec.name: spec.toolset for spec in tools.ALL})
 
 
 def create_app(

@@ -27,7 +27,26 @@ def close(tool: Tool) -> None:
     config = {**loose.model_config, **STRICT}
     strict: type[ArgModelBase] = type(loose.__name__, (loose,), {"model_config": config, "__module__": __name__})
     tool.fn_metadata.arg_model = strict
-    tool.parameters = inline_refs(strict.model_json_schema(by_alias=True))
+    tool.parameters = untitled(inline_refs(strict.model_json_schema(by_alias=True)))
+
+
+def untitled(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema without pydantic's generated titles ("Break Test" for break_test): the names say it already,
+    and every byte of a tool's schema is context a model pays for on each turn."""
+
+    def strip(node: Any, in_properties: bool = False) -> Any:
+        if isinstance(node, dict):
+            return {
+                k: strip(v, k == "properties" and not in_properties)
+                for k, v in node.items()
+                if not (k == "title" and not in_properties and isinstance(v, str))
+            }
+        if isinstance(node, list):
+            return [strip(item) for item in node]
+        return node
+
+    stripped: dict[str, Any] = strip(schema)
+    return stripped
 
 
 def inline_refs(schema: dict[str, Any]) -> dict[str, Any]:

@@ -32,4 +32,4 @@ async def list_workspaces(ctx: ToolContext) -> WorkspaceList:
     )
 
 
-TOOL = ToolSpec(list_workspaces, "list_workspaces", "List neuroflash workspaces", READ_ONLY)
+TOOL = ToolSpec(list_workspaces, "list_workspaces", "List neuroflash workspaces", READ_ONLY, "neuroflash")
