@@ -2,8 +2,16 @@
 
 The SDK validates arguments before a tool's code runs and would answer a mistake with pydantic's
 own text (the input echoed, a library URL, no `_meta`). Here every tool's argument model is made
-strict and closed, its published schema says `additionalProperties: false`, and a failed
-validation becomes an `invalid_arguments` error like every other failure.
+strict and closed, and a failed validation becomes an `invalid_arguments` error like every other failure.
+
+The published schema is written in the one form every client's converter takes (tests/test_converters.py):
+- an optional argument is `"type": [X, "null"]`, its description beside the type, never `anyOf: [X, null]`
+  (google-genai keeps only the inner X of such a pair, and with it loses the description);
+- no `additionalProperties: false` anywhere (google-genai crashes on a boolean there). Unknown argument names
+  are refused all the same; a nested object whose fields are all required is closed with `maxProperties`
+  (the same set of values, in a keyword every converter keeps or drops without harm);
+- every tool declares at least one property (openai-agents' strict mode refuses an object with none that is
+  not closed by `additionalProperties: false`).
 """
 
 from __future__ import annotations
@@ -27,7 +35,53 @@ def close(tool: Tool) -> None:
     config = {**loose.model_config, **STRICT}
     strict: type[ArgModelBase] = type(loose.__name__, (loose,), {"model_config": config, "__module__": __name__})
     tool.fn_metadata.arg_model = strict
-    tool.parameters = untitled(inline_refs(strict.model_json_schema(by_alias=True)))
+    tool.parameters = published(untitled(inline_refs(strict.model_json_schema(by_alias=True))))
+
+
+def published(schema: dict[str, Any]) -> dict[str, Any]:
+    """The argument schema in the form every converter takes (see the module's docstring); same values accepted."""
+    # The root stays open in the schema; unknown argument names are refused by the strict model regardless.
+    return {k: _published_value(k, v) for k, v in schema.items() if k != "additionalProperties"}
+
+
+def _published_value(key: str, value: Any) -> Any:
+    if key in ("properties", "$defs") and isinstance(value, dict):
+        return {name: _published_node(sub) for name, sub in value.items()}
+    if key in ("items", "additionalProperties") and isinstance(value, dict):
+        return _published_node(value)
+    if key in ("anyOf", "oneOf", "allOf", "prefixItems") and isinstance(value, list):
+        return [_published_node(sub) for sub in value]
+    return value
+
+
+def _published_node(schema: dict[str, Any]) -> dict[str, Any]:
+    """A schema below the root: a closed object whose fields are all required says so with `maxProperties`."""
+    node = {k: _published_value(k, v) for k, v in schema.items()}
+    if node.get("additionalProperties") is False:
+        del node["additionalProperties"]
+        properties = node.get("properties") or {}
+        if set(properties) == set(node.get("required") or []):
+            node["maxProperties"] = len(properties)
+    return _merge_null(node)
+
+
+def _merge_null(node: dict[str, Any]) -> dict[str, Any]:
+    """`{anyOf: [X, {type: null}], description…}` as X with `null` added to its type (and its enum)."""
+    members = node.get("anyOf")
+    if not isinstance(members, list) or len(members) != 2 or {"type": "null"} not in members:
+        return node
+    inner = next(m for m in members if m != {"type": "null"})
+    kind = inner.get("type")
+    if not isinstance(kind, str) or "anyOf" in inner:
+        return node
+    merged = {k: v for k, v in node.items() if k != "anyOf"}
+    merged.update(inner)
+    merged["type"] = [kind, "null"]
+    if isinstance(inner.get("enum"), list):
+        merged["enum"] = [*inner["enum"], None]
+    # The outer keywords (description, default, title) win over the inner ones: they describe the argument.
+    merged.update({k: v for k, v in node.items() if k != "anyOf"})
+    return merged
 
 
 def untitled(schema: dict[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from pydantic import BaseModel, Field
 
-from server.toolspec import READ_ONLY, ToolContext, ToolSpec, runtime
+from server.toolspec import READ_ONLY, MaxWait, ToolContext, ToolSpec, runtime
 
 
 class WorkspaceItem(BaseModel):
@@ -18,7 +18,7 @@ class WorkspaceList(BaseModel):
     )
 
 
-async def list_workspaces(ctx: ToolContext) -> WorkspaceList:
+async def list_workspaces(ctx: ToolContext, max_wait_s: MaxWait = None) -> WorkspaceList:
     """List the neuroflash workspaces this server's service account can use, with their ids.
 
     Call it when the user mentions a workspace by name, or when another tool says
