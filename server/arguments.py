@@ -19,8 +19,8 @@ from __future__ import annotations
 from typing import Any
 
 from mcp.server.mcpserver.tools import Tool
-from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase
-from pydantic import BaseModel, ConfigDict, ValidationError
+from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from server.errors import InvalidArguments
 
@@ -29,12 +29,50 @@ STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 MAX_PROBLEMS = 10
 
 
+class AsSent(FuncMetadata):
+    """The SDK's argument handling less its guess that a string holding JSON was meant as the parsed value.
+
+    That guess turned a `prompt` of `'["a", "b"]'` into a list (refused, though the schema takes any string) and
+    a `messages` sent as a string into a list (taken, though the schema refuses a string). Arguments are judged
+    as sent, so each accepts exactly what its published schema accepts.
+    """
+
+    def pre_parse_json(self, data: dict[str, Any]) -> dict[str, Any]:
+        return data
+
+
+def integral_numbers(value: Any) -> Any:
+    """`value` with each float that is a whole number (3.0, 1e2) made an int, at any depth.
+
+    JSON Schema counts 3.0 as an integer and JSON has one kind of number, so a model that writes `3.0` for an
+    integer argument is right; a strict int refuses a float, so it is made the int it is. A number argument
+    takes an int as it takes a float, so nothing else changes; 3.5 stays a float and is refused for an integer.
+    """
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else value
+    if isinstance(value, dict):
+        return {k: integral_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [integral_numbers(v) for v in value]
+    return value
+
+
+def _integral_arguments(cls: type[BaseModel], data: Any) -> Any:
+    return integral_numbers(data)
+
+
 def close(tool: Tool) -> None:
     """Swap the tool's argument model for a strict, closed copy, and publish that copy's schema."""
     loose = tool.fn_metadata.arg_model
     config = {**loose.model_config, **STRICT}
-    strict: type[ArgModelBase] = type(loose.__name__, (loose,), {"model_config": config, "__module__": __name__})
-    tool.fn_metadata.arg_model = strict
+    namespace = {
+        "model_config": config,
+        "__module__": __name__,
+        "_integral": model_validator(mode="before")(_integral_arguments),
+    }
+    strict: type[ArgModelBase] = type(loose.__name__, (loose,), namespace)
+    fields = {name: getattr(tool.fn_metadata, name) for name in FuncMetadata.model_fields}
+    tool.fn_metadata = AsSent.model_construct(**{**fields, "arg_model": strict})
     tool.parameters = published(untitled(inline_refs(strict.model_json_schema(by_alias=True))))
 
 
