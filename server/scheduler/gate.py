@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
 
@@ -35,6 +35,7 @@ from server.clock import Clock
 from server.errors import RateLimited
 from server.observe import tracing
 from server.observe.metrics import NO_METRICS, Observer
+from server.scheduler.buckets import key_part
 from server.scheduler.budget import HEARTBEAT_EVERY_S, Budget
 from server.scheduler.fair import FairQueue
 from server.scheduler.window import (
@@ -77,15 +78,36 @@ class Reservation:
 
     id: str
     tracked: bool
+    doc: str = ""  # the window document it was reserved in
+    bucket: str | None = None
+    in_period: int = 0  # sends in its burst period, itself included
+    answers_at_send: int = 0  # the window's count of answers when it was let out
+
+
+@dataclass(eq=False)
+class _Lane:
+    """The calls of this process waiting for one window document, and what it last said."""
+
+    doc: str
+    turns: FairQueue = field(default_factory=FairQueue)
+    changed: anyio.Event = field(default_factory=anyio.Event)
+    seen: Window = field(default_factory=Window)  # the last state read or written, for estimates
+    queued: int = 0
+
+    def wake(self) -> None:
+        self.changed.set()
+        self.changed = anyio.Event()
 
 
 class Gate(LeaseKeeper):
     """The way out for one credential's requests: each waits its turn, then until the shared window lets it go.
 
-    Decisions are made on the window document in the state store (`window.decide`, `window.settle`), so
-    every process sharing the credential shares one budget. Enter it (`async with`) on a shared store so
-    the reservations of requests in flight are renewed; `flight_lease_s` and `flight_ttl_s` are seconds,
-    `pace_below` a fraction of the limit (pace the last sends once the budget left falls below it).
+    Decisions are made on window documents in the state store (`window.decide`, `window.settle`), so every
+    process sharing the credential shares its budgets: one window for the credential, and one more for each
+    bucket (method and route) its answers showed to have a budget of its own (`buckets.py`). Enter it
+    (`async with`) on a shared store so the reservations of requests in flight are renewed; `flight_lease_s`
+    and `flight_ttl_s` are seconds, `pace_below` a fraction of the limit (pace the last sends once the budget
+    left falls below it).
     """
 
     def __init__(
@@ -112,20 +134,37 @@ class Gate(LeaseKeeper):
         # memory nobody else can be held up by a dead process, so it simply lasts the request.
         self._lease_s = flight_lease_s
         self._flight_ttl_s = flight_lease_s if self._store.shared else flight_ttl_s
-        self._out: set[str] = set()  # tracked reservations of this process not yet settled
+        self._out: dict[str, str] = {}  # tracked reservations of this process not yet settled -> their document
         self._poll_s = POLL_S if self._store.shared else HEARTBEAT_EVERY_S
-        self._turns = FairQueue()
-        self._changed = anyio.Event()
-        self._seen = Window()  # the last state read or written, for estimates
-        self.queued = 0
+        self._lanes: dict[str, _Lane] = {self._key: _Lane(self._key)}
+        self._separate: set[str] = set()  # buckets with a window of their own, as the shared window last said
+
+    @property
+    def _main(self) -> _Lane:
+        return self._lanes[self._key]
+
+    @property
+    def queued(self) -> int:
+        """Calls of this process waiting at the gate, every window together."""
+        return sum(lane.queued for lane in self._lanes.values())
+
+    def _lane(self, bucket: str | None) -> _Lane:
+        """The lane of a bucket: its own window once shown to have one, else the credential's."""
+        if bucket is None or bucket not in self._separate:
+            return self._main
+        doc = f"{self._key}:{key_part(bucket)}"
+        return self._lanes.setdefault(doc, _Lane(doc))
 
     def _keeps_leases(self) -> bool:
         return self._store.shared
 
     async def _renew(self) -> None:
-        if self._out:
+        by_doc: dict[str, set[str]] = {}
+        for reservation, doc in list(self._out.items()):
+            by_doc.setdefault(doc, set()).add(reservation)
+        for doc, reservations in by_doc.items():
             with contextlib.suppress(Exception):  # a missed renewal costs at most a lease
-                await self._store.update(self._key, self._renewer(set(self._out)))
+                await self._store.update(doc, self._renewer(reservations))
 
     def _renewer(self, reservations: set[str]) -> Mutation[None]:
         def renew(doc: Doc | None) -> Change[None]:
@@ -134,10 +173,19 @@ class Gate(LeaseKeeper):
 
         return renew
 
+    def _saw(self, lane: _Lane, window: Window) -> None:
+        lane.seen = window
+        if lane is self._main:
+            self._separate = set(window.separate)
+
     # --- admission ---------------------------------------------------------------------------
 
-    async def acquire(self, budget: Budget) -> Reservation:
+    async def acquire(self, budget: Budget, bucket: str | None = None) -> Reservation:
         """Wait for this call's turn, then until a request may go out, and reserve it.
+
+        Args:
+            budget: the call's wait budget.
+            bucket: the request's method and route (`buckets.bucket_of`); None counts it in the credential's window.
 
         Returns:
             The reservation to settle with `answered` or `unanswered` once the request is done.
@@ -147,34 +195,35 @@ class Gate(LeaseKeeper):
                 budget) does not fit the call's wait budget.
             StoreUnavailable: the state store failed (a store opened by the runtime falls back to memory instead).
         """
-        ahead = self.queued
+        lane = self._lane(bucket)
+        ahead = lane.queued
         with tracing.span(
             f"gate wait {self.scope}", {"flashsnap.gate": self.scope, "flashsnap.gate.queued_ahead": ahead}
         ):
-            budget.check(self.estimate(ahead), scope=self.scope, why="rate limit")
+            budget.check(lane.seen.estimate(self._clock.now(), ahead), scope=self.scope, why="rate limit")
             arrived = self._clock.now()
-            self.queued += 1
+            lane.queued += 1
             self._observer.gate_queued(self.scope, self.queued)
             try:
-                await self._take_turn(budget, ahead)
+                await self._take_turn(lane, budget, ahead)
                 try:
-                    return await self._wait_at_head(budget, arrived)
+                    return await self._wait_at_head(lane, budget, arrived, bucket)
                 finally:
-                    self._turns.release()
+                    lane.turns.release()
             finally:
-                self.queued -= 1
+                lane.queued -= 1
                 self._observer.gate_queued(self.scope, self.queued)
                 self._observer.gate_waited(self.scope, self._clock.now() - arrived)
 
-    async def _take_turn(self, budget: Budget, ahead: int) -> None:
-        """Wait for this process's turn at the head of the queue, `ahead` calls before it.
+    async def _take_turn(self, lane: _Lane, budget: Budget, ahead: int) -> None:
+        """Wait for this process's turn at the head of the lane's queue, `ahead` calls before it.
 
         Raises:
             RateLimited: the turn did not come within the call's wait budget.
         """
-        if self._turns.try_take():
+        if lane.turns.try_take():
             return
-        ticket = self._turns.enqueue()
+        ticket = lane.turns.enqueue()
         try:
             # Real time, which is the clock's time in production; a test's fake clock only moves the head.
             with anyio.move_on_after(max(budget.left(), 0.0) + HEARTBEAT_EVERY_S):
@@ -182,32 +231,33 @@ class Gate(LeaseKeeper):
                     with anyio.move_on_after(HEARTBEAT_EVERY_S):
                         await ticket.granted.wait()
                         return
-                    await budget.heartbeat(f"queued behind {self.queued - 1} calls for {self.scope}")
+                    await budget.heartbeat(f"queued behind {lane.queued - 1} calls for {self.scope}")
         except BaseException:
-            self._turns.withdraw(ticket)
+            lane.turns.withdraw(ticket)
             raise
-        self._turns.withdraw(ticket)
+        lane.turns.withdraw(ticket)
         raise RateLimited(
             f"The queue for {self.scope} did not reach this call within its wait budget.",
             scope=self.scope,
-            retry_after_s=self.estimate(ahead),
+            retry_after_s=lane.seen.estimate(self._clock.now(), ahead),
         )
 
-    async def _wait_at_head(self, budget: Budget, arrived: float) -> Reservation:
-        """At the head of the queue, ask the window until it lets a send out (`arrived`: Unix seconds)."""
+    async def _wait_at_head(self, lane: _Lane, budget: Budget, arrived: float, bucket: str | None) -> Reservation:
+        """At the head of the lane's queue, ask its window until it lets a send out (`arrived`: Unix seconds)."""
         me = secrets.token_hex(8)
         paced = False
         heartbeat_at = anyio.current_time() + HEARTBEAT_EVERY_S
         try:
             while True:
-                asker = Asker(me, arrived, self._probe_first, paced, self.queued - 1, self._flight_ttl_s,
-                              self._pace_below)  # fmt: skip
-                decision, self._seen = await self._store.update(self._key, self._decider(asker))
+                asker = Asker(me, arrived, self._probe_first, paced, lane.queued - 1, self._flight_ttl_s,
+                              self._pace_below, ramp_burst=lane is not self._main)  # fmt: skip
+                decision, window = await self._store.update(lane.doc, self._decider(asker))
+                self._saw(lane, window)
                 if isinstance(decision, Send):
-                    self._observer.rate_limit(self.scope, self._seen.limit, self._seen.remaining)
+                    self._observer.rate_limit(self.scope, window.limit, window.remaining)
                     if decision.tracked:
-                        self._out.add(me)
-                    return Reservation(me, decision.tracked)
+                        self._out[me] = lane.doc
+                    return Reservation(me, decision.tracked, lane.doc, bucket, decision.in_period, window.answers)
                 if isinstance(decision, Wait):
                     seconds = decision.seconds
                     if decision.advisory:
@@ -218,49 +268,61 @@ class Gate(LeaseKeeper):
                     heartbeat_at = anyio.current_time() + HEARTBEAT_EVERY_S
                     continue
                 assert isinstance(decision, AwaitAnswers)
-                await self._await_change(budget, decision.why)
+                await self._await_change(lane, budget, decision.why)
                 if anyio.current_time() >= heartbeat_at:
                     await budget.heartbeat(f"{decision.why} ({self.scope})")
                     heartbeat_at = anyio.current_time() + HEARTBEAT_EVERY_S
         except BaseException:
             with anyio.CancelScope(shield=True), anyio.move_on_after(1.0), contextlib.suppress(Exception):
-                await self._store.update(self._key, lambda doc: forget_ticket(doc, self._clock.now(), me))
+                await self._store.update(lane.doc, lambda doc: forget_ticket(doc, self._clock.now(), me))
             raise
 
     def _decider(self, asker: Asker) -> Mutation[tuple[Decision, Window]]:
         return lambda doc: decide(doc, self._clock.now(), asker)
 
-    async def _await_change(self, budget: Budget, why: str) -> None:
+    async def _await_change(self, lane: _Lane, budget: Budget, why: str) -> None:
         """Wait for an answer here, or a moment for one elsewhere; give up when the budget is gone.
 
         Raises:
             RateLimited: the call's wait budget is spent; `why` says what it waited for.
         """
-        event = self._changed
+        event = lane.changed
         with anyio.move_on_after(min(self._poll_s, budget.left())):
             await event.wait()
             return
         if budget.left() <= 0:
-            raise RateLimited(f"{why}.", scope=self.scope, retry_after_s=self.estimate(0) or HEARTBEAT_EVERY_S)
+            estimate = lane.seen.estimate(self._clock.now(), 0)
+            raise RateLimited(f"{why}.", scope=self.scope, retry_after_s=estimate or HEARTBEAT_EVERY_S)
 
     # --- what the upstream said --------------------------------------------------------------
 
     async def answered(
-        self, reservation: Reservation, headers: Mapping[str, str], *, throttled_for: float | None = None
+        self,
+        reservation: Reservation,
+        headers: Mapping[str, str],
+        *,
+        status: int | None = None,
+        throttled_for: float | None = None,
     ) -> None:
         """Learn from an answer: its rate-limit headers and, for a rate-limit 429, how long to hold the queue.
 
         Args:
             reservation: what `acquire` returned for the request answered.
             headers: the answer's headers (`X-RateLimit-Limit`, `-Remaining`, `-Reset` in Unix seconds).
-            throttled_for: for a rate-limit 429, seconds to hold every call of the credential.
+            status: the answer's HTTP status (a 429 with room left in the window is a burst).
+            throttled_for: for a rate-limit 429, seconds to hold every call of the window.
 
         Raises:
             StoreUnavailable: the state store failed (a store opened by the runtime falls back to memory instead).
         """
         await self._settle(
-            Answer.from_headers(reservation.id, reservation.tracked, headers, throttled_for=throttled_for)
-        )
+            reservation,
+            Answer.from_headers(
+                reservation.id, reservation.tracked, headers, throttled_for=throttled_for, status=status,
+                bucket=reservation.bucket, in_period=reservation.in_period,
+                answers_at_send=reservation.answers_at_send,
+            ),
+        )  # fmt: skip
 
     async def unanswered(self, reservation: Reservation, *, sent: bool) -> None:
         """A request got no answer; if it never left (`sent=False`), its place in the budget is given back.
@@ -268,10 +330,11 @@ class Gate(LeaseKeeper):
         Raises:
             StoreUnavailable: the state store failed (a store opened by the runtime falls back to memory instead).
         """
-        await self._settle(Answer(reservation.id, reservation.tracked, answered=False, sent=sent))
+        await self._settle(reservation, Answer(reservation.id, reservation.tracked, answered=False, sent=sent))
 
-    async def _settle(self, answer: Answer) -> None:
-        self._out.discard(answer.reservation)
+    async def _settle(self, reservation: Reservation, answer: Answer) -> None:
+        self._out.pop(answer.reservation, None)
+        lane = self._lanes.get(reservation.doc) or self._main
 
         def learn(doc: Doc | None) -> Change[Window]:
             return settle(doc, self._clock.now(), answer)
@@ -279,31 +342,30 @@ class Gate(LeaseKeeper):
         if answer.informative:  # an untracked send with no rate-limit headers has nothing to settle
             # Shielded: a cancelled call must still give back what it reserved.
             with anyio.CancelScope(shield=True):
-                self._seen = await self._store.update(self._key, learn)
-            self._observer.rate_limit(self.scope, self._seen.limit, self._seen.remaining)
-        self._changed.set()
-        self._changed = anyio.Event()
+                self._saw(lane, await self._store.update(lane.doc, learn))
+            self._observer.rate_limit(self.scope, lane.seen.limit, lane.seen.remaining)
+        lane.wake()
 
     # --- estimates ---------------------------------------------------------------------------
 
     @property
     def longest_window_s(self) -> float | None:
-        """The rate-limit window's length as last seen (None before one was), to tell a spent quota's 429."""
-        return self._seen.window_s
+        """The longest rate-limit window seen (seconds; None before one was), to tell a spent quota's 429."""
+        return max((lane.seen.window_s for lane in self._lanes.values() if lane.seen.window_s), default=None)
 
     def estimate(self, ahead: int) -> float:
         """Seconds until a call with `ahead` calls before it could go out, from what was last seen (no store read)."""
-        return self._seen.estimate(self._clock.now(), ahead)
+        return self._main.seen.estimate(self._clock.now(), ahead)
 
     async def view(self) -> GateView:
-        """What the gate knows now, read afresh from the state store.
+        """What the gate knows now of the credential's window, read afresh from the state store.
 
         Raises:
             StoreUnavailable: the state store failed (a store opened by the runtime falls back to memory instead).
         """
         now = self._clock.now()
-        self._seen = Window.load(await self._store.get(self._key), now)
-        w = self._seen
+        self._saw(self._main, Window.load(await self._store.get(self._key), now))
+        w = self._main.seen
         queued = self.queued + len(w.waiting)
         return GateView(
             scope=self.scope,

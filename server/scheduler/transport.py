@@ -41,6 +41,7 @@ from server.httpio import (
 from server.observe import tracing
 from server.observe.metrics import NO_METRICS, Observer
 from server.scheduler import budget as budgets
+from server.scheduler.buckets import bucket_of
 from server.scheduler.gate import Gate, Reservation
 
 RATE_LIMIT_CODES = frozenset({None, "RATE_LIMIT_EXCEEDED", "TOO_MANY_REQUESTS"})
@@ -129,7 +130,7 @@ class ScheduledTransport(httpx2.AsyncBaseTransport):
         """
         tries = _Tries(budgets.current(self._clock), safe=request.method not in UNSAFE_METHODS)
         while True:
-            reservation = await self.gate.acquire(tries.budget)
+            reservation = await self.gate.acquire(tries.budget, bucket_of(request.method, request.url.path))
             response = await self._send(request, reservation, tries)
             if response is None:
                 continue  # failed and backed off: try again
@@ -180,16 +181,17 @@ class ScheduledTransport(httpx2.AsyncBaseTransport):
         if spent_quota(response, self._clock.now(), self.gate.longest_window_s) is not None:
             # Its wait is longer than any window (a monthly quota): never waited for, never retried, and no
             # penalty for the queue: the client above says which quota and when it renews.
-            await self.gate.answered(reservation, response.headers)
+            await self.gate.answered(reservation, response.headers, status=429)
             return response
         code, _ = error_body(response)
         # Retry-After, else the body's "Try again in N seconds", else backoff with full jitter.
         wait = retry_after(response, self._clock.now())
         if not is_rate_limit(code, wait):
-            await self.gate.answered(reservation, response.headers)  # a spent quota: retrying cannot help
+            await self.gate.answered(reservation, response.headers, status=429)  # a spent quota: no retry helps
             return response
         tries.throttles += 1
-        await self.gate.answered(reservation, response.headers, throttled_for=throttle_s(wait, tries.throttles))
+        held_s = throttle_s(wait, tries.throttles)
+        await self.gate.answered(reservation, response.headers, status=429, throttled_for=held_s)
         if retries_throttle(tries.throttles):
             self._observer.retry(self.gate.scope, "rate_limited")
             return None  # provably not processed; the gate holds the whole queue until the retry time
@@ -203,7 +205,7 @@ class ScheduledTransport(httpx2.AsyncBaseTransport):
         Raises:
             ResponseTooLarge: the answer declares more than `MAX_RESPONSE_BYTES` bytes.
         """
-        await self.gate.answered(reservation, response.headers)
+        await self.gate.answered(reservation, response.headers, status=response.status_code)
         if _declared_size(response) > MAX_RESPONSE_BYTES:
             await response.aclose()
             raise ResponseTooLarge(f"the answer declares more than {MAX_RESPONSE_BYTES} bytes")

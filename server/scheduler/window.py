@@ -12,12 +12,15 @@ process holds them. Tickets expire too.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from server.httpio import MAX_WINDOW_S, RATE_LIMIT_HEADERS, plausible_rate_limit
+from server.scheduler import burst
+from server.scheduler.buckets import Report, shows_own_budget
 from server.state.store import Change, Doc
 
 PROBE_ANSWERS = 3  # header-less answers after which the gate stops probing one request at a time
@@ -39,6 +42,12 @@ class Window:
     last_send: float = -math.inf
     flights: dict[str, float] = field(default_factory=dict)  # reservation -> expires at
     waiting: dict[str, tuple[float, float]] = field(default_factory=dict)  # ticket -> (arrived at, expires at)
+    burst: int | None = None  # sends per second at most: the page's table, or learnt from a 429 with room
+    safe: int = 0  # the most sends within one burst period answered without a 429 (while the burst is unknown)
+    recent: list[float] = field(default_factory=list)  # send times within the last burst period
+    answers: int = 0  # answers taken in, for the evidence of a bucket's own budget (buckets.py)
+    last_report: Report | None = None  # the last answer's report of this window
+    separate: dict[str, float] = field(default_factory=dict)  # buckets shown to have a budget of their own -> since
 
     @classmethod
     def load(cls, doc: Doc | None, now: float) -> Window:
@@ -71,6 +80,12 @@ class Window:
             last_send=float(doc["last_send"]) if doc.get("last_send") is not None else -math.inf,
             flights={str(k): float(v) for k, v in dict(doc.get("flights") or {}).items()},
             waiting={str(k): (float(v[0]), float(v[1])) for k, v in dict(doc.get("waiting") or {}).items()},
+            burst=_opt_int(doc.get("burst")),
+            safe=int(doc.get("safe") or 0),
+            recent=[float(x) for x in list(doc.get("recent") or [])],
+            answers=int(doc.get("answers") or 0),
+            last_report=_report(doc.get("last_report")),
+            separate={str(k): float(v) for k, v in dict(doc.get("separate") or {}).items()},
         )
 
     def _forget_implausible(self, now: float) -> None:
@@ -84,6 +99,8 @@ class Window:
             self.window_s = None
         if self.blocked_until > now + MAX_WINDOW_S:
             self.blocked_until = 0.0
+        if self.burst is not None and self.burst <= 0:
+            self.burst = None
 
     def dump(self) -> Doc:
         return {
@@ -97,6 +114,12 @@ class Window:
             "last_send": None if self.last_send == -math.inf else self.last_send,
             "flights": self.flights,
             "waiting": {k: list(v) for k, v in self.waiting.items()},
+            "burst": self.burst,
+            "safe": self.safe,
+            "recent": self.recent,
+            "answers": self.answers,
+            "last_report": None if self.last_report is None else dataclasses.asdict(self.last_report),
+            "separate": self.separate,
         }
 
     @property
@@ -118,6 +141,7 @@ class Window:
 @dataclass(frozen=True)
 class Send:
     tracked: bool  # counted in the shared document (and so to be settled there)
+    in_period: int = field(default=0, compare=False)  # sends in its burst period, itself included
 
 
 @dataclass(frozen=True)
@@ -146,6 +170,7 @@ class Asker:
     queued_here: int  # calls waiting behind it in this process
     flight_ttl_s: float
     pace_below: float = 0.1
+    ramp_burst: bool = False  # an endpoint's own window: find an unknown burst by ramping up (burst.py)
 
 
 def decide(doc: Doc | None, now: float, asker: Asker) -> Change[tuple[Decision, Window]]:
@@ -160,7 +185,7 @@ def decide(doc: Doc | None, now: float, asker: Asker) -> Change[tuple[Decision, 
     decision = held(w, now, learning)
     if decision is None:
         turn_if_over(w, now)
-        decision = queued_or_paced(w, now, asker)
+        decision = queued_or_paced(w, now, asker) or burst_held(w, now, asker.ramp_burst)
     if decision is not None:
         return keep_ticket(doc, w, now, asker, decision)
     return let_out(doc, w, now, asker, learning)
@@ -227,6 +252,16 @@ def queued_or_paced(w: Window, now: float, asker: Asker) -> Decision | None:
     return None
 
 
+def burst_held(w: Window, now: float, ramp: bool) -> Decision | None:
+    """Whether the burst holds the next send: paced at the burst rate, or, while finding it, one send at a time."""
+    seconds = burst.burst_wait(w, now, ramp)
+    if seconds <= 0:
+        return None
+    if burst.ramping(w, ramp) and w.in_flight > 0:
+        return AwaitAnswers("finding the upstream's burst rate")  # an answer may allow one more at once
+    return Wait(seconds, "pacing at the upstream's burst rate")
+
+
 def wakes_at(decision: Decision, now: float) -> float:
     """When (Unix seconds) a held call looks at the gate again: after its wait, or at once to await answers."""
     return now + (decision.seconds if isinstance(decision, Wait) else 0.0)
@@ -260,18 +295,22 @@ def let_out(doc: Doc | None, w: Window, now: float, asker: Asker, learning: bool
         if doc is None or not _changed(doc, w):
             return Change((Send(tracked=False), w))
         return Change((Send(tracked=False), w), w.dump(), WINDOW_TTL_S)
-    reserve(w, now, asker)
-    return Change((Send(tracked=True), w), w.dump(), WINDOW_TTL_S)
+    in_period = reserve(w, now, asker)
+    return Change((Send(tracked=True, in_period=in_period), w), w.dump(), WINDOW_TTL_S)
 
 
-def reserve(w: Window, now: float, asker: Asker) -> None:
-    """Count one send of `asker` against the window (in place), in flight until `now + flight_ttl_s` (Unix s)."""
+def reserve(w: Window, now: float, asker: Asker) -> int:
+    """Count one send of `asker` against the window (in place), in flight until `now + flight_ttl_s` (Unix s).
+
+    Returns how many sends its burst period holds with it.
+    """
     w.waiting.pop(asker.id, None)
     if w.remaining is not None:
         w.remaining -= 1
     w.sent += 1
     w.flights[asker.id] = now + asker.flight_ttl_s
     w.last_send = now
+    return burst.note_send(w, now)
 
 
 def _changed(doc: Doc, w: Window) -> bool:
@@ -308,6 +347,10 @@ class Answer:
     remaining: int | None = None
     reset: int | None = None
     throttled_for: float | None = None  # a rate-limit 429: hold everyone this long
+    status: int | None = None  # the HTTP status, when one came
+    bucket: str | None = None  # the request's method and route
+    in_period: int = 0  # sends in the request's burst period, itself included
+    answers_at_send: int = 0  # the window's count of answers when the request was let out
 
     @classmethod
     def from_headers(cls, reservation: str, tracked: bool, headers: Mapping[str, str], **kw: Any) -> Answer:
@@ -340,9 +383,30 @@ def settle(doc: Doc | None, now: float, answer: Answer) -> Change[Window]:
         w.limit = seen.limit
     if seen.remaining is not None and seen.reset_at is not None and reports_current_window(seen.reset_at, now):
         learn_report(w, now, seen.remaining, seen.reset_at)
+        learn_budget_owner(w, now, answer, Report(answer.bucket or "", seen.remaining, seen.reset_at, seen.limit, 0))
+    learn_burst(w, answer, seen.remaining)
     if answer.throttled_for is not None:
         w.blocked_until = max(w.blocked_until, now + answer.throttled_for)
     return Change(w, w.dump(), WINDOW_TTL_S)
+
+
+def learn_burst(w: Window, answer: Answer, remaining: int | None) -> None:
+    """Take in (in place) what an answer says of the burst: a 429 with room left is one, anything else is safe."""
+    if answer.status == 429:
+        if remaining is not None and remaining > 0 and answer.in_period > 0 and burst.may_burst(w):
+            burst.note_burst_refusal(w, answer.in_period)
+    elif answer.in_period > 0:
+        burst.note_success(w, answer.in_period)
+
+
+def learn_budget_owner(w: Window, now: float, answer: Answer, report: Report) -> None:
+    """Take in (in place) an answer's report as evidence of whose budget its bucket spends (`buckets.py`)."""
+    if answer.bucket is not None and shows_own_budget(
+        w.last_report, answer.bucket, report.remaining, report.reset_at, report.limit, answer.answers_at_send
+    ):
+        w.separate[answer.bucket] = now
+    w.answers += 1
+    w.last_report = dataclasses.replace(report, answers_at=w.answers)
 
 
 def give_back_unsent(w: Window, answer: Answer) -> None:
@@ -369,8 +433,9 @@ def learn_report(w: Window, now: float, remaining: int, reset: float) -> None:
     if not starts_newer_window(w, reset):
         w.remaining = _remaining(w, remaining, assumed=w.remaining)
         return
-    if w.reset_at is None and w.window_s is None:
-        w.window_s = max(1.0, reset - now)  # the first window seen tells the window's length, in seconds
+    # The distance to a window's reset, at its first answer, is at most the window's length: the longest
+    # such distance seen is the length (never the limit's value: 100 is per hour on one page, per minute on another).
+    w.window_s = max(w.window_s or 0.0, min(MAX_WINDOW_S, max(1.0, reset - now)))
     if w.reset_at is not None:
         # The upstream's window moved on without us seeing it turn: this answer's request, and
         # any still unanswered, may be counted in the new one.
@@ -424,6 +489,16 @@ def _header_int(value: str | None) -> int | None:
         return int(float(value)) if value is not None else None
     except (ValueError, OverflowError):  # "inf" is a float, and no int
         return None
+
+
+def _report(value: object) -> Report | None:
+    if not isinstance(value, dict):
+        return None
+    limit = value.get("limit")
+    return Report(
+        str(value["bucket"]), int(value["remaining"]), float(value["reset_at"]),
+        None if limit is None else int(limit), int(value["answers_at"]),
+    )  # fmt: skip
 
 
 def _opt_int(value: object) -> int | None:

@@ -1,0 +1,93 @@
+"""Per-second bursts: pacing a window's sends at the upstream's burst rate, and learning that rate.
+
+NeuralSnap's rate-limits page adds a per-second burst to its per-minute, per-endpoint windows; its
+other pages name none. So a window whose limit is in the page's table, and whose length is a minute
+at most, starts from the table's burst. A short window of an endpoint shown to have a budget of its
+own (the page with bursts) whose limit the table does not name ramps up: one send at a time beyond
+the most sends per second already answered without a 429 (`safe`), so finding its burst costs at
+most one 429. A 429 that arrives while a window still has room is its burst: the rate is set just
+below it. Other windows (an hour; a key's one budget) carry no burst until a 429 says otherwise.
+
+Pure functions over a `Window`; the gate applies them inside its atomic store updates.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Window(Protocol):
+    """What the burst reads and keeps of a window (`window.Window` has it)."""
+
+    limit: int | None
+    window_s: float | None
+    burst: int | None
+    safe: int
+    recent: list[float]
+
+
+BURST_S = 1.0  # the pages' burst is per second
+MARGIN_S = 0.1  # sends are spaced a little wider, so the upstream's own count never sees one too many
+PAGE_BURSTS = {60: 10, 30: 5, 10: 2, 300: 30, 120: 20}  # the rate-limits page: per-minute limit -> burst
+MAX_BURST_WINDOW_S = 90.0  # a window this short may carry a burst (the page's are per minute)
+
+
+def recent_sends(w: Window, now: float) -> list[float]:
+    """The window's sends (Unix seconds, oldest first) that still count towards the burst at `now`."""
+    return [t for t in w.recent if t > now - BURST_S - MARGIN_S]
+
+
+def may_burst(w: Window) -> bool:
+    """Whether the window is short enough to carry a per-second burst (its length learnt from its reset)."""
+    return w.window_s is not None and w.window_s <= MAX_BURST_WINDOW_S
+
+
+def page_burst(w: Window) -> int | None:
+    """The rate-limits page's burst for a per-minute window of this limit, if the page names one."""
+    return PAGE_BURSTS.get(w.limit) if w.limit is not None and may_burst(w) else None
+
+
+def allowed(w: Window, ramp: bool) -> int | None:
+    """Sends per burst period the window lets out: the burst, `safe + 1` while ramping, or None (no burst).
+
+    `ramp`: the window is an endpoint's own (the model with bursts), so an unknown burst is found by ramping.
+    """
+    if w.burst is not None:
+        return w.burst
+    if (from_page := page_burst(w)) is not None:
+        return from_page
+    return w.safe + 1 if ramping(w, ramp) else None
+
+
+def ramping(w: Window, ramp: bool) -> bool:
+    """Whether the burst is still being found: an endpoint's short window whose burst neither page nor 429 told."""
+    return ramp and w.burst is None and page_burst(w) is None and may_burst(w)
+
+
+def burst_wait(w: Window, now: float, ramp: bool) -> float:
+    """Seconds until one more send fits the burst (0 when it fits now); `now` in Unix seconds."""
+    cap = allowed(w, ramp)
+    if cap is None:
+        return 0.0
+    recent = recent_sends(w, now)
+    if len(recent) < cap:
+        return 0.0
+    return max(0.0, recent[-cap] + BURST_S + MARGIN_S - now)
+
+
+def note_send(w: Window, now: float) -> int:
+    """Count a send at `now` (in place) towards the burst; returns how many sends the last period holds with it."""
+    w.recent = [*recent_sends(w, now), now][-64:]
+    return len(w.recent)
+
+
+def note_success(w: Window, in_period: int) -> None:
+    """An answer without a 429, to a send that was one of `in_period` in its period: that many are safe."""
+    w.safe = max(w.safe, in_period)
+
+
+def note_burst_refusal(w: Window, in_period: int) -> None:
+    """A 429 while the window had room: the burst is below `in_period`; pace just under it from now on."""
+    known = w.burst if w.burst is not None else page_burst(w)
+    ceiling = in_period - 1 if known is None else min(known, in_period - 1)
+    w.burst = max(1, ceiling)

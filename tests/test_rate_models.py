@@ -1,0 +1,123 @@
+"""NeuralSnap's three documented rate models, each served by the emulator, scheduled without a wasted request.
+
+Through real tool calls on a fake clock shared with the emulator: the per-key hourly window, the per-key
+per-minute one, and per-endpoint windows with a per-second burst (the rate-limits page's table). The gate
+starts with one budget per key and splits an endpoint off only on evidence from the answers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client
+
+from server.clock import FakeClock
+from server.sandbox import EmulatorState
+from server.sandbox.variants import Variants
+from server.scheduler.window import Window
+from server.state import accounts, layout
+from server.state.opening import open_store
+from tests.conftest import Connect
+from tests.results import data
+
+
+API = "/neuralsnap/api/v1"  # where the emulator serves NeuralSnap
+
+
+def sends(state: EmulatorState, route: str) -> list[float]:
+    with state.lock:
+        return sorted(r.at for r in state.log if r.route == route)
+
+
+async def fire(client: Client, writes: int, searches: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """`writes` snapshots and `searches` searches, all at once; each may wait as long as it needs."""
+    saved: list[dict[str, Any]] = []
+    found: list[dict[str, Any]] = []
+
+    async def write(i: int) -> None:
+        saved.append(data(await client.call_tool("snapshot", {"name": f"s{i}", "core": "c", "max_wait_s": 3600})))
+
+    async def search(i: int) -> None:
+        found.append(data(await client.call_tool("search_snapshots", {"query": f"q{i}", "max_wait_s": 3600})))
+
+    with anyio.fail_after(120):
+        async with anyio.create_task_group() as tg:
+            for i in range(max(writes, searches)):
+                if i < writes:
+                    tg.start_soon(write, i)
+                if i < searches:
+                    tg.start_soon(search, i)
+    return saved, found
+
+
+def most_in_one_second(times: list[float]) -> int:
+    return max((sum(1 for u in times if t <= u < t + 1.0) for t in times), default=0)
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.2])
+async def test_per_endpoint_windows_with_bursts_are_used_in_full_without_a_429(
+    connect: Connect, state: EmulatorState, clock: FakeClock, scale: float
+) -> None:
+    state.variants = Variants.profile("per-endpoint")  # free plan: writes and searches 30 a minute, burst 5/s
+    state.variants.time_scale = scale
+    window = 60.0 * scale
+    async with connect() as client:
+        saved, found = await fire(client, writes=45, searches=45)
+    assert len(saved) == 45
+    assert len(found) == 45
+    assert len(state.snapshots) == 45  # each created once
+    for route in ("snapshot_create", "snapshot_search"):
+        assert state.count_status(route, 429) == 0
+        times = sends(state, route)
+        assert len(times) == 45  # not one request wasted
+        assert most_in_one_second(times) <= 5  # paced at the page's burst, never bunched
+        per_window = Counter(math.floor(t / window) for t in times)
+        assert max(per_window.values()) <= 30
+
+
+async def test_an_endpoint_is_split_off_only_on_evidence_and_a_key_wide_budget_never_is(
+    connect: Connect, state: EmulatorState, clock: FakeClock, state_dir: Path
+) -> None:
+    state.set_rate_limit(40, 3600.0)  # the hourly model: one budget for the key
+    async with connect() as client:
+        await fire(client, writes=6, searches=6)
+    assert Window.load(await _gate_document(state_dir, clock), clock.now()).separate == {}
+    state.variants = Variants.profile("per-endpoint")
+    clock.advance(3600)
+    async with connect() as client:
+        await fire(client, writes=6, searches=6)
+    separate = Window.load(await _gate_document(state_dir, clock), clock.now()).separate
+    # Whichever of the two answers second with a count that never saw the other's sends is split off;
+    # the key's window then holds the other alone.
+    assert any(b in (f"GET {API}/snapshots/search", f"POST {API}/snapshots") for b in separate)
+    assert all(not b.endswith("}") for b in separate)  # reads by id were never sent, so never split
+
+
+async def test_a_per_minute_key_window_is_read_from_its_reset_and_used_in_full(
+    connect: Connect, state: EmulatorState, clock: FakeClock
+) -> None:
+    state.variants = Variants.profile("per-minute")  # 100 a minute for the key (the profile page's Pro)
+    state.set_rate_limit(20, 3600.0)  # its per-minute limit, here 20; the hourly window length is not used
+    async with connect() as client:
+        saved, found = await fire(client, writes=30, searches=30)
+    assert len(saved) + len(found) == 60
+    times = sorted(sends(state, "snapshot_create") + sends(state, "snapshot_search"))
+    assert len(times) == 60
+    assert state.count_status("snapshot_create", 429) + state.count_status("snapshot_search", 429) == 0
+    per_window = Counter(math.floor(t / 60.0) for t in times)
+    assert sorted(per_window.values(), reverse=True)[:2] == [20, 20]  # whole windows used, never more
+
+
+async def _gate_document(state_dir: Path, clock: FakeClock) -> dict[str, Any] | None:
+    """The NeuralSnap gate's shared window document, read from the state directory the servers used."""
+    store = await open_store("sqlite", clock, state_dir=state_dir)
+    try:
+        (account,) = [a for a in await accounts.listed(store) if a.service == "neuralsnap"]
+        return await store.get(layout.AccountKeys(account.key).gate)
+    finally:
+        await store.aclose()
