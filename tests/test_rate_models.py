@@ -25,7 +25,6 @@ from server.state.opening import open_store
 from tests.conftest import Connect
 from tests.results import data
 
-
 API = "/neuralsnap/api/v1"  # where the emulator serves NeuralSnap
 
 
