@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 import tools
 from server import __version__, arguments
-from server.calls import error_result, tool_call
+from server.calls import InFlight, error_result, tool_call
 from server.clock import Clock
 from server.config import Settings
 from server.observe.logs import SecretMask
@@ -46,7 +46,12 @@ Nothing generated or saved here is real, and no real quota is spent."""
 
 
 class FlashsnapServer(MCPServer[Runtime]):
-    """The SDK's server, with argument failures answered in this server's error format."""
+    """The SDK's server, with argument failures answered in this server's error format.
+
+    `in_flight` holds the tool calls running now: a transport that shuts down waits for them, then cuts the rest.
+    """
+
+    in_flight: InFlight
 
     def close_tool_arguments(self) -> None:
         # The SDK builds each tool's argument model from its signature; closing it needs the tool itself.
@@ -103,13 +108,14 @@ def create_app(
         log_level=settings.log_level,
         cache_hints=CACHE_HINTS,
     )
+    app.in_flight = InFlight()
     selection = tool_selection(settings)
     app.middleware.append(ToolFilter(selection))
     for spec in tools.ALL:
         if spec.name not in selection.enabled:
             continue  # unlisted; the filter answers a call to it with how to turn it on
         app.add_tool(
-            tool_call(spec.fn),
+            tool_call(spec.fn, in_flight=app.in_flight, read_only=bool(spec.annotations.read_only_hint)),
             name=spec.name,
             title=spec.title,
             description=tool_description(spec.fn),

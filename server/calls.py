@@ -6,14 +6,17 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
+import anyio
 from mcp.server.mcpserver import Context
 from mcp.types import CallToolResult, TextContent
 
-from server.errors import FlashsnapError
+from server.errors import FlashsnapError, ShutdownCut
 from server.observe.logs import SecretMask
 from server.observe.metrics import NO_METRICS, Observer
+from server.responses import noting_request_ids
 from server.runtime import Runtime
 from server.scheduler import budget as budgets
 from server.scheduler import fair
@@ -61,17 +64,71 @@ class Progress:
         await self._ctx.report_progress(value, None, message)
 
 
-def tool_call(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T | CallToolResult]]:
+@dataclass(eq=False)
+class _Running:
+    scope: anyio.CancelScope
+    request_ids: list[str] = field(default_factory=list)
+
+
+class InFlight:
+    """The tool calls running now, so a shutdown can cut those the grace period did not see finish."""
+
+    def __init__(self) -> None:
+        self._calls: set[_Running] = set()
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def cut(self) -> int:
+        """Cut every running call: each answers with a `shutdown` error (its own result, not a dropped request)."""
+        for running in self._calls:
+            running.scope.cancel()
+        return len(self._calls)
+
+
+def _cut_off(tool: str, read_only: bool, running: _Running) -> ShutdownCut:
+    rid = running.request_ids[-1] if running.request_ids else None
+    maybe = not read_only
+    return ShutdownCut(
+        f"The server shut down before {tool} finished (its grace period, FLASHSNAP_SHUTDOWN_GRACE_S, ran out).",
+        hint=(
+            "It may have reached the upstream: check before calling it again (the request id names it)."
+            if maybe
+            else "Nothing was changed; call it again once the server is back."
+        ),
+        request_id=rid,
+        maybe_processed=maybe,
+    )
+
+
+def tool_call(
+    fn: Callable[P, Awaitable[T]], *, in_flight: InFlight | None = None, read_only: bool = False
+) -> Callable[P, Awaitable[T | CallToolResult]]:
     """Wrap a tool: give it its wait budget and progress, turn failures into `isError` results.
 
     The SDK reads the tool's signature and output schema through `__wrapped__`, so the
-    wrapper changes nothing a client sees but the errors.
+    wrapper changes nothing a client sees but the errors. Registered in `in_flight`, a call that a
+    shutdown cuts off answers with a `shutdown` error naming the upstream request it was in.
     """
 
     name = fn.__name__  # the tool's name (tools/*.py name each function after its tool)
+    calls = in_flight if in_flight is not None else InFlight()
 
     @functools.wraps(fn)
     async def call(*args: P.args, **kwargs: P.kwargs) -> T | CallToolResult:
+        running = _Running(anyio.CancelScope())
+        calls._calls.add(running)
+        try:
+            with running.scope, noting_request_ids() as seen:
+                running.request_ids = seen
+                return await _call(*args, **kwargs)
+        finally:
+            calls._calls.discard(running)
+        # Only the shutdown's cut ends here (its scope swallowed its own cancel; a client's cancel propagates).
+        log.info("tool %s: cut off by the shutdown", name)
+        return error_result(_cut_off(name, read_only, running), SecretMask())
+
+    async def _call(*args: P.args, **kwargs: P.kwargs) -> T | CallToolResult:
         mask = SecretMask()
         observer: Observer = NO_METRICS
         started, outcome = time.perf_counter(), "ok"
@@ -101,4 +158,5 @@ def tool_call(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T | CallTo
         finally:
             observer.tool_call(name, outcome, time.perf_counter() - started)
 
+    functools.update_wrapper(_call, fn)
     return call

@@ -18,7 +18,9 @@ FlashsnapError                   what happened, what to do, request id, retry ti
     ├── FairUseReached           the workspace hit its fair-use limit
     ├── RateLimited              too many requests; retry_after_s says when to retry
     └── UpstreamUnavailable      5xx, timeout, broken connection, malformed answer
-        └── IncompleteStream     a generation stream ended without [DONE]
+        ├── IncompleteStream     a generation stream ended without saying it had finished
+        ├── UpstreamStreamError  a generation stream carried an error event (the upstream's words quoted)
+        └── ShutdownCut          the server shut down before the call finished (FLASHSNAP_SHUTDOWN_GRACE_S)
 ```
 
 `server.calls` turns these into `isError` tool results, in that one place.
@@ -191,6 +193,18 @@ class UpstreamUnavailable(UpstreamError):
 
 class IncompleteStream(UpstreamUnavailable):
     code = "incomplete_stream"
+
+
+class UpstreamStreamError(UpstreamUnavailable):
+    """An error event in the middle of a generation stream: the text before it is partial, words may be spent."""
+
+    code = "upstream_stream_error"
+
+
+class ShutdownCut(UpstreamUnavailable):
+    """A call still running when the shutdown grace ran out: cut off, and answered with what is known."""
+
+    code = "shutdown"
 
 
 class AccessDenied(UpstreamError):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from typing import Any, NoReturn, TypeVar
 
 import httpx2
@@ -14,8 +16,29 @@ from server.httpio import MAX_RESPONSE_BYTES, UNSAFE_METHODS, UNSENT, ResponseTo
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
+# The upstream request ids a tool call has met so far, newest last (`noting_request_ids`), so a call cut off by a
+# shutdown can still name the upstream request it was in.
+_seen: ContextVar[list[str] | None] = ContextVar("upstream_request_ids", default=None)
+
+
 def request_id(response: httpx2.Response) -> str | None:
-    return response.headers.get("x-request-id")
+    """The upstream's `x-request-id`; noted for the call that met it (see `noting_request_ids`)."""
+    rid = response.headers.get("x-request-id")
+    seen = _seen.get()
+    if rid and seen is not None and (not seen or seen[-1] != rid):
+        seen.append(rid)
+    return rid
+
+
+@contextlib.contextmanager
+def noting_request_ids() -> Iterator[list[str]]:
+    """The list the upstream request ids met inside this block are appended to."""
+    seen: list[str] = []
+    token = _seen.set(seen)
+    try:
+        yield seen
+    finally:
+        _seen.reset(token)
 
 
 def parse(model: type[ModelT], response: httpx2.Response, *, what: str) -> ModelT:
@@ -56,6 +79,7 @@ async def send(
         raise transport_failure(exc, service=service, method=method) from None
     if not response.is_success:
         raise_for(response)
+    request_id(response)  # noted for the call, should it be cut off later
     return response
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -204,7 +205,7 @@ def worker_app() -> Any:
 def serve(settings: Settings) -> None:
     if settings.transport == "stdio":
         log.info("flashsnap-mcp %s starting over stdio", __version__)
-        anyio.run(serve_stdio, create_app(settings))
+        anyio.run(functools.partial(serve_stdio, create_app(settings), grace_s=settings.shutdown_grace_s))
         return
     config = uvicorn.Config(
         build_http_app(settings),

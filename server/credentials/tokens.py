@@ -21,6 +21,7 @@ token. No lock is held around an API call.
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 from dataclasses import dataclass
 from types import TracebackType
@@ -28,7 +29,7 @@ from types import TracebackType
 import anyio
 import httpx2
 from anyio.abc import TaskGroup
-from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError
 
 from server.backoff import full_jitter
 from server.clock import Clock
@@ -47,12 +48,32 @@ LEASE_S = 5.0  # how long a process that died while fetching holds the others up
 POLL_S = 0.05  # how often a process waiting for another's fetch looks for its result
 
 
-class TokenResponse(BaseModel):
-    """The token endpoint's 200 body."""
+# RFC 6749 (5.1) only RECOMMENDS expires_in. Without it the token is taken for an hour: well inside the ~4 h the
+# neuroflash FAQ documents, so it is renewed early rather than late, and a token that dies sooner is refused with a
+# 401, which invalidates it, fetches a new one and replays the call once. An hour costs ~24 token requests a day.
+DEFAULT_LIFETIME_S = 3600.0
+MAX_LIFETIME_S = 30 * 86_400.0  # a lifetime beyond a month is not believed: the default applies
+# OAuth errors a token endpoint may put in its answer that say "not now" rather than "not you" (RFC 6749 4.1.2.1).
+TRANSIENT_OAUTH_ERRORS = frozenset({"temporarily_unavailable", "server_error"})
 
-    access_token: SecretStr
+
+class TokenResponse(BaseModel):
+    """The token endpoint's 200 body, in every form RFC 6749 allows and real servers send.
+
+    `expires_in` may be left out (only RECOMMENDED) or sent as a string ("3600"); `token_type` is
+    case-insensitive ("Bearer", "bearer").
+    """
+
+    access_token: SecretStr = Field(min_length=1)
     token_type: str = "Bearer"
-    expires_in: float
+    expires_in: float | None = None
+
+    def lifetime(self) -> float:
+        """Seconds the token is good for: `expires_in` when it is a plausible number, else the default."""
+        given = self.expires_in
+        if given is None or not math.isfinite(given) or not 0 < given <= MAX_LIFETIME_S:
+            return DEFAULT_LIFETIME_S
+        return given
 
 
 @dataclass(frozen=True)
@@ -289,12 +310,50 @@ class TokenManager:
                 f"The neuroflash token endpoint answered HTTP {response.status_code}.",
                 status=response.status_code,
             )
+        return self._read_token(response)
+
+    def _read_token(self, response: httpx2.Response) -> _Token:
+        """The token in a 200 answer; an OAuth error there is a rejection like a 400/401 with it.
+
+        Raises:
+            CredentialsRejected: the body is an OAuth error (`{"error": "invalid_client", …}`): final, never retried.
+            UpstreamUnavailable: a transient OAuth error, or a body that holds no token.
+        """
+        error = _oauth_error_code(response)
+        if error in TRANSIENT_OAUTH_ERRORS:
+            raise UpstreamUnavailable(
+                f"The neuroflash token endpoint answered with the OAuth error {error} (HTTP 200).", status=200
+            )
+        if error is not None:
+            raise CredentialsRejected(
+                f"neuroflash rejected the service account credentials (an OAuth error in an HTTP 200 answer: {error}).",
+                hint="Check NEUROFLASH_CLIENT_ID and NEUROFLASH_CLIENT_SECRET; retrying will not help.",
+                status=200,
+            )
         try:
             body = TokenResponse.model_validate_json(response.content)
         except ValidationError:
-            raise UpstreamUnavailable("The neuroflash token endpoint sent a malformed answer.") from None
-        log.info("obtained a neuroflash access token, valid for %.0f s", body.expires_in)
-        return _Token(body.access_token, self._clock.now() + body.expires_in, body.expires_in)
+            raise UpstreamUnavailable(
+                "The neuroflash token endpoint sent an answer with no access token in it.", status=200
+            ) from None
+        if body.token_type.lower() != "bearer":
+            log.warning("the neuroflash token endpoint gave a token of type %r; using it as a bearer token",
+                        upstream_text(body.token_type, 32))  # fmt: skip
+        lifetime = body.lifetime()
+        if body.expires_in is None:
+            log.info("the neuroflash token answer has no expires_in; taking it as valid for %.0f s", lifetime)
+        log.info("obtained a neuroflash access token, valid for %.0f s", lifetime)
+        return _Token(body.access_token, self._clock.now() + lifetime, lifetime)
+
+
+def _oauth_error_code(response: httpx2.Response) -> str | None:
+    """The `error` of an OAuth error body (RFC 6749 5.2), if the body is one."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    error = body.get("error") if isinstance(body, dict) else None
+    return upstream_text(error, 64) if isinstance(error, str) and error.strip() else None
 
 
 def _oauth_error(response: httpx2.Response) -> str:

@@ -27,10 +27,10 @@ from server.errors import (
     UpstreamUnavailable,
 )
 from server.httpio import UNSAFE_METHODS, error_body, retry_after
+from server.neuroflash import sse
 from server.neuroflash.routes import CHAT_PATHS, MODELS_PATH, VOICE_ROUTES, RouteBook
 from server.neuroflash.wire import (
     BrandVoice,
-    ChatChunk,
     ChatRequest,
     ChatResult,
     Model,
@@ -302,7 +302,8 @@ class NeuroflashClient:
             UpstreamRejected: 400, 422 or another 4xx: the request as sent was refused.
             CredentialsRejected: 401 even with a fresh token.
             UpstreamUnavailable: 5xx, timeout or a broken answer; `maybe_processed` when words may be spent.
-            IncompleteStream: the stream ended before [DONE]; words may be spent.
+            IncompleteStream: the stream ended before it said it had finished; words may be spent.
+            UpstreamStreamError: an error event in the stream; the text so far and the upstream's words go with it.
         """
         tried: list[str] = []
         candidates = await self._chat_candidates()
@@ -505,51 +506,38 @@ def _items(model: type[ItemT], response: httpx2.Response, what: str) -> list[Ite
 
 
 async def _read_stream(response: httpx2.Response, on_text: TextSink, watch: StreamWatch) -> ChatResult:
+    """The generation's events, read by `sse` (framing, error events, when a stream counts as finished).
+
+    Raises:
+        UpstreamStreamError: an error event came in the stream.
+        IncompleteStream: the stream ended, broke or ran out of time before it said it had finished.
+        UpstreamUnavailable: the answer is not an event stream, or holds an event that is not a chat chunk.
+    """
     rid = request_id(response)
-    parts: list[str] = []
-    model, finish, words = "", "", 0
-    try:
-        async for event in httpx2.EventSource(response):
-            if event.data.strip() == "[DONE]":
-                return ChatResult(
-                    text="".join(parts),
-                    model=model,
-                    finish_reason=finish or "stop",
-                    words_used=words,
-                    request_id=rid,
-                )
-            chunk = ChatChunk.model_validate_json(event.data)
-            watch.data()
-            model = chunk.model or model
-            if chunk.usage is not None:
-                words = chunk.usage.words_used
-            for choice in chunk.choices:
-                finish = choice.finish_reason or finish
-                if choice.delta.content:
-                    parts.append(choice.delta.content)
-                    await on_text(choice.delta.content)
-    except httpx2.SSEError:
+    if not response.headers.get("content-type", "").lower().startswith("text/event-stream"):
         raise UpstreamUnavailable(
             "neuroflash answered the generation with something other than an event stream.",
             request_id=rid,
             maybe_processed=True,
-        ) from None
-    except ValidationError:
-        raise UpstreamUnavailable(
-            "neuroflash sent a malformed stream event.", request_id=rid, maybe_processed=True
-        ) from None
+        )
+    reading = sse.ChatReading(rid)
+
+    async def relay(text: str) -> None:
+        watch.data()
+        await on_text(text)
+
+    try:
+        return await sse.read_chat(response.aiter_bytes(), reading, relay)
     except GenerationDeadline as exc:
-        raise _cut(
-            f"The generation was stopped: {exc} (FLASHSNAP_TIMEOUT_S, FLASHSNAP_MAX_GENERATION_S).", rid, parts
+        if reading.finished:
+            return reading.result()  # all of it came; only the closing [DONE] did not
+        raise reading.cut(
+            f"The generation was stopped: {exc} (FLASHSNAP_TIMEOUT_S, FLASHSNAP_MAX_GENERATION_S)."
         ) from None
     except httpx2.TransportError as exc:
-        raise _cut(f"The generation stream broke ({type(exc).__name__}) before it finished.", rid, parts) from None
-    raise _cut("The generation stream ended before [DONE]: the text is incomplete.", rid, parts)
-
-
-def _cut(message: str, rid: str | None, parts: list[str]) -> IncompleteStream:
-    """A stream that ended early: the words may be spent, so it is never repeated; the text so far goes with it."""
-    return IncompleteStream(message, request_id=rid, maybe_processed=True, details={"partial_text": "".join(parts)})
+        if reading.finished:
+            return reading.result()
+        raise reading.cut(f"The generation stream broke ({type(exc).__name__}) before it finished.") from None
 
 
 def _raise_for(response: httpx2.Response, workspace_id: str | None) -> NoReturn:

@@ -17,12 +17,19 @@ import logging
 import re
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, start_http_server
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
-
 log = logging.getLogger(__name__)
 
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+# prometheus_client is imported where metrics are recorded or served (`Metrics`, `serve_metrics`, `content_type`),
+# never on a plain stdio start, which records nothing.
+
+
+def content_type() -> str:
+    """The exposition format's content type, as the installed prometheus_client writes it."""
+    from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+    return str(CONTENT_TYPE_LATEST)
+
+
 MAX_VALUES = 50  # distinct values one open-ended label may take before the rest read "other"
 WAIT_BUCKETS = (0.005, 0.05, 0.25, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0)
 CALL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -99,6 +106,8 @@ class Metrics(Observer):
     enabled = True
 
     def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
         self.registry = CollectorRegistry()
         r = self.registry
         self._tool_calls = Counter(
@@ -213,6 +222,8 @@ class Metrics(Observer):
 
     def exposition(self) -> bytes:
         """The registry in Prometheus' text format."""
+        from prometheus_client import generate_latest
+
         return generate_latest(self.registry)
 
 
@@ -223,6 +234,8 @@ def serve_metrics(observer: Observer, port: int, host: str = "127.0.0.1") -> Ite
         yield
         return
     try:
+        from prometheus_client import start_http_server
+
         server, thread = start_http_server(port, addr=host, registry=observer.registry)
     except OSError as exc:
         log.warning("metrics not served: cannot listen on %s:%d (%s)", host, port, exc.strerror or exc)

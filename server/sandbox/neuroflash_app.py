@@ -19,7 +19,7 @@ from server.sandbox import catalog
 from server.sandbox.common import EmulatedAPI, RequestIdMiddleware, secrets_equal
 from server.sandbox.records import Fault, Quota
 from server.sandbox.state import EmulatorState, completion_words
-from server.sandbox.variants import ErrorBodies
+from server.sandbox.variants import ErrorBodies, StreamFraming
 
 REASONING_EFFORTS = {"max", "xhigh", "high", "medium", "low", "minimal", "none"}
 CHUNK_WORDS = 3
@@ -112,8 +112,22 @@ class NeuroflashEmulator(EmulatedAPI):
         if known is None or not secrets_equal(known, secret):
             refusal = {"error": "invalid_client", "error_description": "Client authentication failed."}
             return self._done("token", JSONResponse(refusal, status_code=401))
+        answer = self.state.variants.token_answer
+        if answer == "error_in_200":  # some servers put the OAuth error in a 200, whatever the credentials
+            refusal = {"error": "invalid_client", "error_description": "Client authentication failed."}
+            return self._done("token", JSONResponse(refusal))
         token = self.state.issue_token(client_id)
-        body = {"access_token": token, "token_type": "Bearer", "expires_in": int(self.state.token_ttl_s)}
+        body: dict[str, Any] = {
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": int(self.state.token_ttl_s),
+        }
+        if answer == "no_expires_in":
+            del body["expires_in"]
+        elif answer == "string_expires_in":
+            body["expires_in"] = str(body["expires_in"])
+        elif answer == "lowercase_type":
+            body["token_type"] = "bearer"
         return self._done("token", JSONResponse(body))
 
     async def _guard(self, route: str, request: Request) -> tuple[Response | None, Fault | None]:
@@ -356,12 +370,10 @@ class NeuroflashEmulator(EmulatedAPI):
             state.max_concurrent_streams = max(state.max_concurrent_streams, state.active_streams)
         try:
             base = {"id": gen_id, "object": "chat.completion.chunk", "model": model}
-            yield frame(
-                {
-                    **base,
-                    "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
-                }
-            )
+            framing = state.variants.stream_framing
+            if framing != "bom":  # "bom": the mark comes right before the first text, with no empty chunk ahead
+                role = {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+                yield frame({**base, "choices": [role]}, framing)
             for n, start in enumerate(range(0, len(words), CHUNK_WORDS)):
                 if cut_after is not None and n >= cut_after:
                     return  # the connection closes without [DONE], as upstream ones have been seen to
@@ -372,6 +384,9 @@ class NeuroflashEmulator(EmulatedAPI):
                             state.pings_sent += 1
                         state.changed()
                         await anyio.sleep(fault.ping_every_s)
+                if n == 1 and framing in STREAM_FAILURES:
+                    yield STREAM_FAILURES[framing]
+                    return
                 with state.lock:
                     delay = state.latency_s.get("chat_chunk", 0.0)
                 if delay:
@@ -380,11 +395,24 @@ class NeuroflashEmulator(EmulatedAPI):
                     state.chunk_times.append(time.time())
                 text = " ".join(words[start : start + CHUNK_WORDS])
                 content = text if start == 0 else " " + text
-                yield frame({**base, "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": None}]})
+                chunk = {**base, "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": None}]}
+                if n == 1 and framing == "cut_unterminated":
+                    yield frame(chunk, framing)[:-1]  # its blank line never comes
+                    return
+                yield (BOM if framing == "bom" and n == 0 else b"") + frame(chunk, framing)
             state.charge(workspace_id, len(words))
             usage = usage_body(words)
-            yield frame({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}], "usage": usage})
-            yield b"data: [DONE]\n\n"
+            last = frame(
+                {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}], "usage": usage}, framing
+            )
+            if framing == "final_chunk_unterminated":
+                yield last[:-1]
+            elif framing == "no_done":
+                yield last
+            elif framing == "done_unterminated":
+                yield last + b"data: [DONE]"
+            else:
+                yield last + frame(None, framing)
             completed = True
         finally:
             with state.lock:
@@ -396,8 +424,30 @@ class NeuroflashEmulator(EmulatedAPI):
             state.changed()
 
 
-def frame(payload: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+BOM = "\ufeff".encode()
+# What a stream that fails after its first text sends: an `error` event, or an error body as plain data.
+STREAM_FAILURES: dict[str, bytes] = {
+    "error_event": b'event: error\ndata: {"error": {"message": "The model provider failed mid-generation.", '
+    b'"code": "PROVIDER_ERROR"}}\n\n',
+    "error_data": b'data: {"error": {"message": "Upstream model overloaded.", "type": "server_error"}}\n\n',
+}
+_LINE_ENDS = {"crlf": "\r\n", "cr": "\r"}
+
+
+def frame(payload: dict[str, Any] | None, framing: StreamFraming = "lf") -> bytes:
+    """One event in the variant's framing; `None` is the closing `[DONE]`."""
+    end = _LINE_ENDS.get(framing, "\n")
+    prefix = "data:" if framing == "bare_data" else "data: "
+    if payload is None:
+        lines = ["[DONE]"]
+    elif framing == "multiline_data":
+        lines = json.dumps(payload, indent=1).split("\n")  # newlines only between tokens: one JSON text again
+    else:
+        lines = [json.dumps(payload, separators=(",", ":"))]
+    text = "".join(prefix + line + end for line in lines)
+    if framing == "extra_fields":
+        text = f": a comment{end}event: message{end}id: 7{end}retry: 3000{end}x-vendor: 1{end}" + text
+    return (text + end).encode()
 
 
 def usage_body(words: list[str]) -> dict[str, int]:

@@ -20,6 +20,30 @@ Plan = Literal["starter", "free", "pro", "business"]
 SnapshotShape = Literal["api", "concepts"]
 SnapshotUpdate = Literal["patch", "put", "both"]
 VoicePrompt = Literal["ds-prompt", "summaries", "both"]
+# How a chat stream is framed: each way the SSE standard allows, and the endings and errors streams have shown.
+StreamFraming = Literal[
+    "lf",  # the contract's: `data: {…}` LF LF, then `data: [DONE]`
+    "crlf",  # CRLF line ends
+    "cr",  # CR line ends
+    "bom",  # a byte-order mark before the first event
+    "bare_data",  # `data:{…}`, no space after the colon
+    "extra_fields",  # comments, `event: message`, `id:` and `retry:` around each event, and an unknown field
+    "multiline_data",  # each chunk's JSON spread over several `data:` lines
+    "done_unterminated",  # the last line `data: [DONE]` with no line end and no blank line after it
+    "final_chunk_unterminated",  # no [DONE]; the last chunk (finish_reason, usage) ends without its blank line
+    "no_done",  # no [DONE]; the last chunk (finish_reason, usage) ends properly
+    "cut_unterminated",  # the second text chunk is cut off before its blank line and the stream ends: incomplete
+    "error_event",  # after the first text, `event: error` with an error body, then the end
+    "error_data",  # after the first text, `data: {"error": {…}}`, then the end
+]
+# What the token endpoint answers a valid client: each form RFC 6749 allows, and what real servers send.
+TokenAnswer = Literal[
+    "standard",  # {"access_token", "token_type": "Bearer", "expires_in": <int>}
+    "no_expires_in",  # expires_in left out (the RFC only RECOMMENDS it)
+    "string_expires_in",  # "expires_in": "14399"
+    "lowercase_type",  # "token_type": "bearer"
+    "error_in_200",  # HTTP 200 with {"error": "invalid_client", "error_description": …}: a rejection
+]
 HeaderOddity = Literal[
     "reset_ms", "reset_relative", "reset_past", "reset_far", "remaining_above_limit", "remaining_negative", "limit_zero"
 ]
@@ -37,6 +61,8 @@ class Variants:
     # A brand voice's system prompt: POST …/brand-voices/{id}/ds-prompt (brand-voice pages), POST
     # /api/v1/workspaces/{ws}/brand-voice-summaries (the newer page), or both; the other answers the gateway's 404.
     voice_prompt: VoicePrompt = "ds-prompt"
+    stream_framing: StreamFraming = "lf"  # how chat streams are framed (see StreamFraming)
+    token_answer: TokenAnswer = "standard"  # how the token endpoint's 200 is written (see TokenAnswer)
     # NeuralSnap
     rate_model: RateModel = "hourly"  # one hourly budget per key; per key per minute; per endpoint with bursts
     plan: Plan = "free"  # starter has no API access (403 on every call)
@@ -83,4 +109,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "voice-summaries": {"voice_prompt": "summaries"},
     "put-updates": {"snapshot_update": "put"},
     "crystallize-quota-spent": {"monthly_spent": frozenset({"crystallize"})},
+    "crlf-streams": {"stream_framing": "crlf"},
+    "bom-streams": {"stream_framing": "bom"},
+    "no-expires-in": {"token_answer": "no_expires_in"},
 }

@@ -13,7 +13,6 @@ import platformdirs
 from server.clock import Clock
 from server.state.fallback import FallbackStore
 from server.state.memory import MemoryStore
-from server.state.redis import RedisStore
 from server.state.sqlite import SQLiteStore
 from server.state.store import Store, StoreUnavailable
 
@@ -66,6 +65,8 @@ async def open_store(
         return MemoryStore(clock)
     if kind == "redis":
         assert redis_url is not None
+        from server.state.redis import RedisStore  # redis-py costs ~65 ms to import: only when it is used
+
         store = RedisStore(redis_url, prefix=redis_prefix)
         try:
             await store.ping()

@@ -17,7 +17,7 @@ from server import __version__
 from server.app import create_app
 from server.clock import Clock
 from server.config import Settings
-from server.observe.metrics import CONTENT_TYPE, Metrics
+from server.observe.metrics import Metrics, content_type
 from server.runtime import Runtime, open_runtime
 from server.state.opening import health
 from server.transports.jsonrpc_guard import GuardedHTTP
@@ -90,7 +90,7 @@ def build_http_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp
         observer = runtime[0].metrics if runtime else None
         if not isinstance(observer, Metrics):
             return Response("starting\n", status_code=503, media_type="text/plain")
-        return Response(observer.exposition(), media_type=CONTENT_TYPE)
+        return Response(observer.exposition(), media_type=content_type())
 
     app = Starlette(
         routes=[Route("/healthz", healthz), Route("/metrics", metrics), Mount("/", transport)], lifespan=lifespan

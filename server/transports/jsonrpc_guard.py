@@ -14,7 +14,7 @@ import re
 from typing import Any
 
 import anyio
-from mcp_types import jsonrpc_message_adapter
+from mcp_types import JSONRPCMessage, jsonrpc_message_adapter
 from pydantic import ValidationError
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -31,38 +31,55 @@ _TOP_LEVEL_ID = re.compile(r'\s*:\s*(-?\d{1,18}(?![\d.eE])|"(?:[^"\\]|\\.){0,200
 
 def judge(text: str) -> list[dict[str, Any]] | None:
     """None when the message may go on to the SDK; else the error answers to send instead (maybe none)."""
+    answers, _ = inspect(text)
+    return answers
+
+
+def inspect(text: str) -> tuple[list[dict[str, Any]] | None, JSONRPCMessage | None]:
+    """`judge`, and for a message that may go on, the message as the SDK reads it: parsed and validated once,
+    here, so the transport hands it over instead of the SDK parsing the text again."""
     if not text.strip():
-        return []
+        return [], None
+    verdict, message = _inspect(text)
+    return verdict, message
+
+
+def _inspect(text: str) -> tuple[list[dict[str, Any]] | None, JSONRPCMessage | None]:
     if _too_deep(text):
-        return [_error(_top_level_id(text), INVALID_REQUEST, f"The message is nested deeper than {MAX_DEPTH} levels.")]
+        reason = f"The message is nested deeper than {MAX_DEPTH} levels."
+        return [_error(_top_level_id(text), INVALID_REQUEST, reason)], None
     try:
         message = json.loads(text, parse_constant=_no_constant)
     except (ValueError, RecursionError):
-        return [_error(_top_level_id(text), PARSE_ERROR, "Parse error: the message is not valid JSON.")]
+        return [_error(_top_level_id(text), PARSE_ERROR, "Parse error: the message is not valid JSON.")], None
     if isinstance(message, list):
         ids = [m["id"] for m in message if isinstance(m, dict) and _valid_id(m.get("id")) and "method" in m]
         reason = "Batches are not supported: send one JSON-RPC message at a time."
-        return [_error(i, INVALID_REQUEST, reason) for i in ids] or [_error(None, INVALID_REQUEST, reason)]
+        return [_error(i, INVALID_REQUEST, reason) for i in ids] or [_error(None, INVALID_REQUEST, reason)], None
     if not isinstance(message, dict):
-        return [_error(None, INVALID_REQUEST, "A JSON-RPC message must be a JSON object.")]
-    if "method" not in message:
-        return None  # a response to a request of the server's: the SDK matches it or ignores it
+        return [_error(None, INVALID_REQUEST, "A JSON-RPC message must be a JSON object.")], None
+    if "method" not in message:  # a response to a request of the server's: the SDK matches it or ignores it
+        try:
+            return None, jsonrpc_message_adapter.validate_python(message, by_name=False)
+        except ValidationError:
+            return None, None
     has_id = "id" in message
     msg_id = message.get("id")
     if has_id and not _valid_id(msg_id):
-        return [_error(None, INVALID_REQUEST, "The id must be a string or an integer.")]
+        return [_error(None, INVALID_REQUEST, "The id must be a string or an integer.")], None
     problem = _problem(message)
-    if problem is None:
-        return None
-    code, reason = problem
-    if not has_id:
-        log.info("dropped a malformed notification: %s", reason)
-        return []
-    log.info("answered a malformed request: %s", reason)
-    return [_error(msg_id, code, reason)]
+    if isinstance(problem, tuple):
+        code, reason = problem
+        if not has_id:
+            log.info("dropped a malformed notification: %s", reason)
+            return [], None
+        log.info("answered a malformed request: %s", reason)
+        return [_error(msg_id, code, reason)], None
+    return None, problem
 
 
-def _problem(message: dict[str, Any]) -> tuple[int, str] | None:
+def _problem(message: dict[str, Any]) -> tuple[int, str] | JSONRPCMessage:
+    """What is wrong with the message (a JSON-RPC error code and reason), else the message validated."""
     if message.get("jsonrpc") != "2.0":
         return INVALID_REQUEST, 'Only JSON-RPC "2.0" is spoken here.'
     if not isinstance(message.get("method"), str):
@@ -72,10 +89,9 @@ def _problem(message: dict[str, Any]) -> tuple[int, str] | None:
     if _has_surrogate(message):
         return INVALID_PARAMS, "Invalid params: a string holds a lone surrogate, which is not valid Unicode."
     try:
-        jsonrpc_message_adapter.validate_python(message, by_name=False)
+        return jsonrpc_message_adapter.validate_python(message, by_name=False)
     except ValidationError:
         return INVALID_REQUEST, "The message is not a valid JSON-RPC request."
-    return None
 
 
 def _error(msg_id: Any, code: int, message: str) -> dict[str, Any]:
