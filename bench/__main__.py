@@ -6,7 +6,7 @@ import sys
 
 import anyio
 
-from bench import load, overhead, report, scheduling, shared
+from bench import load, overhead, rate_models, report, scheduling, shared
 
 BENCHES = {
     "scheduling": scheduling.run,
@@ -14,6 +14,7 @@ BENCHES = {
     "overhead": overhead.run,
     "metrics": overhead.run_metrics,
     "shared": shared.run,
+    "rate_models": rate_models.run,
 }
 
 

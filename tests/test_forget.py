@@ -32,6 +32,15 @@ async def learned_keys(settings: Settings, clock: FakeClock) -> dict[str, list[s
         await store.aclose()
 
 
+async def route_keys(settings: Settings, clock: FakeClock) -> list[str]:
+    """Every route document (the neuroflash chat path and model list, per API URL)."""
+    store = await open_state(settings, clock)
+    try:
+        return [key for namespace in layout.ROUTE_NAMESPACES for key in await store.keys(f"{namespace}:")]
+    finally:
+        await store.aclose()
+
+
 async def learn_both(connect: Connect) -> None:
     async with connect() as client:
         data(await client.call_tool("check_quota", {}))
@@ -55,8 +64,10 @@ async def test_forget_one_service_then_all_through_the_store(
     assert sorted(after["neuroflash"]) == sorted(before["neuroflash"])  # the other service keeps what it knows
     assert "forgot 1 documents" in capsys.readouterr().out
 
+    assert await route_keys(settings, clock)  # the chat path that answered, learnt per API URL
     assert await forget.run(forget.parse_args(["all", "--yes"]), settings, clock) == 0
     assert await learned_keys(settings, clock) == {"neuroflash": [], "neuralsnap": []}
+    assert await route_keys(settings, clock) == []
     store = await open_state(settings, clock)
     try:
         view = await gather(store, clock)  # status still lists the accounts, with nothing learned

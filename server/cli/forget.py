@@ -64,6 +64,9 @@ async def learned(store: Store, service: str) -> list[str]:
     if service == "all":
         for namespace in layout.NAMESPACES:
             found.update(await store.keys(f"{namespace}:"))
+    if service in ("all", "neuroflash"):  # the chat path and model list learnt per API URL
+        for namespace in layout.ROUTE_NAMESPACES:
+            found.update(await store.keys(f"{namespace}:"))
     return sorted(found)
 
 

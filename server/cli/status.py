@@ -31,6 +31,7 @@ from server.httpio import MAX_WINDOW_S
 from server.neuroflash.quota import TEXT_USAGE, read_book
 from server.observe import logs
 from server.runtime import open_state
+from server.scheduler import burst
 from server.scheduler.slots import holders
 from server.scheduler.window import Window
 from server.state import accounts, layout
@@ -106,6 +107,11 @@ async def gather(store: Store, clock: Clock) -> dict[str, Any]:
         if account.service == "neuroflash":
             entry["token"] = _shown(_token, await store.get(keys.token), now)
         entry["gate"] = _shown(_gate, await store.get(keys.gate), now)
+        # Endpoints whose answers showed a budget of their own (scheduler/buckets.py), each with its window.
+        entry["endpoints"] = {
+            key.removeprefix(f"{keys.gate}:"): _shown(_gate, await store.get(key), now)
+            for key in await store.keys(f"{keys.gate}:")
+        }
         if account.service == "neuroflash":
             entry["quotas"] = {
                 layout.workspace_of(key): _shown(_quota, await store.get(key), now)
@@ -142,6 +148,7 @@ def _gate(doc: dict[str, Any] | None, now: float) -> dict[str, Any]:
         "penalty_until": _ahead(raw.get("blocked_until") or None, now),
         "queued": len(w.waiting),
         "in_flight": w.in_flight,
+        "burst_per_s": w.burst if w.burst is not None else burst.page_burst(w),  # learnt, else the page's
     }
 
 
@@ -174,45 +181,78 @@ def render(view: dict[str, Any]) -> str:
         lines.append("no accounts yet: no server has started with this state store")
     for a in view["accounts"]:
         lines += ["", f"{a['service']}  {a['account']}  ({a['api']}, last started {a['last_started']})"]
-        if (token := a.get("token")) is not None and "unreadable" in token:
-            lines.append(f"  token        unreadable document ({token['unreadable']}): {token['raw']}")
-        elif token is not None:
-            if token["valid_until"]:
-                state = f"valid until {token['valid_until']} ({_duration(token['valid_for_s'])} left)"
-            else:
-                state = "none held"
-            if token["refreshing"]:
-                state += ", being refreshed"
-            if token["last_failure"]:
-                failed = token["last_failure"]
-                state += f"; last request failed ({_printable(failed['kind'])}): {_printable(failed['message'])}"
-            lines.append(f"  token        {state}")
-        g = a["gate"]
-        if "unreadable" in g:
-            lines.append(f"  rate limit   unreadable document ({g['unreadable']}): {g['raw']}")
-            g = {"limit": None, "remaining": None, "resets_at": None, "penalty_until": None, "queued": 0,
-                 "in_flight": 0}  # fmt: skip
-        limit = "unknown" if g["limit"] is None else str(g["limit"])
-        remaining = "unknown" if g["remaining"] is None else str(g["remaining"])
-        lines.append(
-            f"  rate limit   limit {limit}, remaining {remaining}, resets {g['resets_at'] or '-'}, "
-            f"penalty until {g['penalty_until'] or '-'}, queued {g['queued']}, in flight {g['in_flight']}"
-        )
-        for workspace, q in (a.get("quotas") or {}).items():
-            if q is not None and "unreadable" in q:
-                lines.append(f"  quota        {workspace}: unreadable document ({q['unreadable']}): {q['raw']}")
-            if q is None or "daily_used" not in q:
-                continue
-            flag = ", FAIR USE REACHED" if q["fair_use_limit_reached"] else ""
-            lines.append(
-                f"  quota        {workspace}: daily {q['daily_used']}/{q['daily_limit']} used, monthly "
-                f"{q['monthly_available']}/{q['monthly_limit']} left{flag} (seen {q['seen_at']})"
-            )
+        lines += _token_lines(a.get("token"))
+        lines += _gate_lines(a["gate"])
+        lines += _endpoint_lines(a.get("endpoints") or {})
+        lines += _quota_lines(a.get("quotas") or {})
         slots = a.get("generation_slots")
         if slots is not None:
             held = ", ".join(f"{w}: {n if isinstance(n, int) else n['raw']}" for w, n in slots.items() if n) or "none"
             lines.append(f"  generations  in use: {held}")
     return "\n".join(lines)
+
+
+def _token_lines(token: dict[str, Any] | None) -> list[str]:
+    if token is None:
+        return []
+    if "unreadable" in token:
+        return [f"  token        unreadable document ({token['unreadable']}): {token['raw']}"]
+    state = (
+        f"valid until {token['valid_until']} ({_duration(token['valid_for_s'])} left)"
+        if token["valid_until"]
+        else "none held"
+    )
+    if token["refreshing"]:
+        state += ", being refreshed"
+    if failed := token["last_failure"]:
+        state += f"; last request failed ({_printable(failed['kind'])}): {_printable(failed['message'])}"
+    return [f"  token        {state}"]
+
+
+def _gate_lines(g: dict[str, Any]) -> list[str]:
+    lines = []
+    if "unreadable" in g:
+        lines.append(f"  rate limit   unreadable document ({g['unreadable']}): {g['raw']}")
+        g = {"limit": None, "remaining": None, "resets_at": None, "penalty_until": None, "queued": 0, "in_flight": 0}
+    lines.append(
+        f"  rate limit   limit {_known(g['limit'])}, remaining {_known(g['remaining'])}, "
+        f"resets {g['resets_at'] or '-'}, penalty until {g['penalty_until'] or '-'}, "
+        f"queued {g['queued']}, in flight {g['in_flight']}"
+    )
+    return lines
+
+
+def _endpoint_lines(endpoints: dict[str, dict[str, Any]]) -> list[str]:
+    lines = []
+    for name, e in endpoints.items():
+        if "unreadable" in e:
+            lines.append(f"  endpoint     {name}: unreadable document ({e['unreadable']}): {e['raw']}")
+            continue
+        burst = "" if e["burst_per_s"] is None else f", burst {e['burst_per_s']}/s"
+        lines.append(
+            f"  endpoint     {name}: limit {_known(e['limit'])}, remaining {_known(e['remaining'])}, "
+            f"resets {e['resets_at'] or '-'}{burst}, queued {e['queued']}, in flight {e['in_flight']}"
+        )
+    return lines
+
+
+def _quota_lines(quotas: dict[str, dict[str, Any] | None]) -> list[str]:
+    lines = []
+    for workspace, q in quotas.items():
+        if q is not None and "unreadable" in q:
+            lines.append(f"  quota        {workspace}: unreadable document ({q['unreadable']}): {q['raw']}")
+        if q is None or "daily_used" not in q:
+            continue
+        flag = ", FAIR USE REACHED" if q["fair_use_limit_reached"] else ""
+        lines.append(
+            f"  quota        {workspace}: daily {q['daily_used']}/{q['daily_limit']} used, monthly "
+            f"{q['monthly_available']}/{q['monthly_limit']} left{flag} (seen {q['seen_at']})"
+        )
+    return lines
+
+
+def _known(figure: object) -> str:
+    return "unknown" if figure is None else str(figure)
 
 
 def _printable(text: object) -> str:

@@ -309,13 +309,13 @@ class EmulatorState:
 
         hourly: one window per key (`rate_limit` per `rate_window_s`); per_minute: one window per key,
         `rate_limit` per minute; per_endpoint: a window per key and endpoint, per minute, with the page's
-        per-second burst. A "minute" and a "second" are `variants.time_scale` times as long.
+        per-second burst. A "minute" is `variants.time_scale` times as long; the burst stays per (real) second.
         """
         v = self.variants
         if v.rate_model == "per_endpoint":
             table = self.endpoint_limits or ENDPOINT_LIMITS["pro" if v.plan in ("pro", "business") else "free"]
             limit, burst = table.get(bucket, table["read"])
-            return RateRule(f"{key}\0{bucket}", limit, 60.0 * v.time_scale, burst, v.time_scale)
+            return RateRule(f"{key}\0{bucket}", limit, 60.0 * v.time_scale, burst, 1.0)
         if v.rate_model == "per_minute":
             return RateRule(key, self.rate_limit, 60.0 * v.time_scale)
         return RateRule(key, self.rate_limit, self.rate_window_s)

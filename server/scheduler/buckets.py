@@ -4,10 +4,11 @@ NeuralSnap's pages disagree: one budget per key, or one per key and endpoint. So
 its bucket (its method and route, ids left out), and all buckets start out sharing the credential's
 window, the safe assumption. Two kinds of evidence split a bucket off into a window of its own:
 
-- its answer names another limit than the shared window's last report; or
-- its answer counts fewer sends than one shared budget must have: a report of `r0` remaining, then
-  `between` more answers that spent budget, then this request sent and answered in the same window,
-  must leave at most `r0 - between - 1`. More left means this bucket's count never saw those sends.
+- its answer names another limit than another bucket's last report of the window; or
+- its answer counts fewer sends than one shared budget must have: another bucket's report of `r0`
+  remaining, taken in before this request was sent, in the same window, means this request was
+  counted after that one, leaving at most `r0 - 1`. As many left or more means this bucket's count
+  never saw that bucket's sends.
 
 Other processes' sends only lower a count, so neither can be faked by them; a split wrongly made
 (a rolling window that freed a send) costs at most the pessimistic reading every window already
@@ -17,6 +18,7 @@ takes of a count lower than its own, and the verdict lives no longer than the wi
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 _ID = re.compile(r"/(?:[0-9a-fA-F]{8}-[0-9a-fA-F-]{27,}|\d+)(?=/|$)")
@@ -40,21 +42,29 @@ class Report:
     remaining: int
     reset_at: float  # Unix seconds
     limit: int | None
-    answers_at: int  # the window's count of budget-spending answers once this one was taken in
+    answers_at: int  # the window's count of answers once this one was taken in
 
 
 def shows_own_budget(
-    last: Report | None, bucket: str, remaining: int, reset_at: float, limit: int | None, answers_at_send: int
+    reports: Iterable[Report], bucket: str, remaining: int, reset_at: float, limit: int | None, answers_at_send: int
 ) -> bool:
     """Whether an answer of `bucket` proves it does not spend the shared window (see the module docstring).
 
-    `answers_at_send`: the window's count of budget-spending answers when this request was let out.
+    `reports`: each bucket's last report of the window; `answers_at_send`: the window's count of answers
+    when this request was let out (a report taken in after that says nothing of this request's order).
     """
-    if last is None:
-        return False
-    if limit is not None and last.limit is not None and limit != last.limit:
-        return True
-    if answers_at_send < last.answers_at or abs(reset_at - last.reset_at) > 0.5:
-        return False  # that report came after this request left, or speaks of another window
-    between = answers_at_send - last.answers_at
-    return between >= 1 and remaining > last.remaining - between - 1
+    for other in reports:
+        if other.bucket == bucket:
+            continue
+        if limit is not None and other.limit is not None and limit != other.limit:
+            return True
+        settled_before = other.answers_at <= answers_at_send
+        if settled_before and abs(reset_at - other.reset_at) <= 0.5 and remaining >= other.remaining:
+            return True
+    return False
+
+
+def latest(reports: dict[str, Report], report: Report, keep: int = 16) -> dict[str, Report]:
+    """`reports` with `report` as its bucket's last, the `keep` most recent buckets at most."""
+    merged = {**reports, report.bucket: report}
+    return dict(sorted(merged.items(), key=lambda kv: kv[1].answers_at)[-keep:])

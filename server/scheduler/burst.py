@@ -22,19 +22,27 @@ class Window(Protocol):
     limit: int | None
     window_s: float | None
     burst: int | None
+    burst_until: float
     safe: int
-    recent: list[float]
+    recent: list[tuple[float, str]]
 
 
 BURST_S = 1.0  # the pages' burst is per second
-MARGIN_S = 0.1  # sends are spaced a little wider, so the upstream's own count never sees one too many
+MARGIN_S = 0.05  # sends are spaced a little wider, so the upstream's own count never sees one too many
 PAGE_BURSTS = {60: 10, 30: 5, 10: 2, 300: 30, 120: 20}  # the rate-limits page: per-minute limit -> burst
 MAX_BURST_WINDOW_S = 90.0  # a window this short may carry a burst (the page's are per minute)
+LEARNT_FOR_S = 600.0  # a burst learnt from a 429 is kept this long, then found again (it may have been wrong)
 
 
-def recent_sends(w: Window, now: float) -> list[float]:
-    """The window's sends (Unix seconds, oldest first) that still count towards the burst at `now`."""
-    return [t for t in w.recent if t > now - BURST_S - MARGIN_S]
+def counts(t: float, now: float) -> bool:
+    """Whether a send at `t` still counts towards the burst at `now` (Unix seconds)."""
+    return t > now - BURST_S - MARGIN_S
+
+
+def recent_sends(w: Window, now: float, bucket: str | None = None) -> list[float]:
+    """The window's sends (Unix seconds, oldest first) that still count towards the burst at `now`;
+    with `bucket`, only that bucket's (what an endpoint split off takes along to its own window)."""
+    return [t for t, b in w.recent if counts(t, now) and bucket in (None, b)]
 
 
 def may_burst(w: Window) -> bool:
@@ -64,20 +72,24 @@ def ramping(w: Window, ramp: bool) -> bool:
     return ramp and w.burst is None and page_burst(w) is None and may_burst(w)
 
 
-def burst_wait(w: Window, now: float, ramp: bool) -> float:
-    """Seconds until one more send fits the burst (0 when it fits now); `now` in Unix seconds."""
+def burst_wait(w: Window, now: float, ramp: bool, inherited: tuple[float, ...] = ()) -> float:
+    """Seconds until one more send fits the burst (0 when it fits now); `now` in Unix seconds.
+
+    `inherited`: sends of this window's bucket still counted in the key's window, from before it was split off.
+    """
     cap = allowed(w, ramp)
     if cap is None:
         return 0.0
-    recent = recent_sends(w, now)
+    recent = sorted(recent_sends(w, now) + [t for t in inherited if counts(t, now)])
     if len(recent) < cap:
         return 0.0
     return max(0.0, recent[-cap] + BURST_S + MARGIN_S - now)
 
 
-def note_send(w: Window, now: float) -> int:
-    """Count a send at `now` (in place) towards the burst; returns how many sends the last period holds with it."""
-    w.recent = [*recent_sends(w, now), now][-64:]
+def note_send(w: Window, now: float, bucket: str) -> int:
+    """Count a send of `bucket` at `now` (in place) towards the burst; returns how many sends the last period
+    holds with it."""
+    w.recent = [*((t, b) for t, b in w.recent if counts(t, now)), (now, bucket)][-64:]
     return len(w.recent)
 
 
@@ -86,8 +98,19 @@ def note_success(w: Window, in_period: int) -> None:
     w.safe = max(w.safe, in_period)
 
 
-def note_burst_refusal(w: Window, in_period: int) -> None:
-    """A 429 while the window had room: the burst is below `in_period`; pace just under it from now on."""
+def note_burst_refusal(w: Window, in_period: int, now: float) -> None:
+    """A 429 while the window had room: the burst is below `in_period`; pace just under it for `LEARNT_FOR_S`.
+
+    Sends this window did not see (another process's, before its endpoint was split off) can make the burst
+    look lower than it is: so the verdict is kept only for a while, then found again.
+    """
     known = w.burst if w.burst is not None else page_burst(w)
     ceiling = in_period - 1 if known is None else min(known, in_period - 1)
     w.burst = max(1, ceiling)
+    w.burst_until = now + LEARNT_FOR_S
+
+
+def forget_old_burst(w: Window, now: float) -> None:
+    """Drop (in place) a learnt burst whose time is up: the page's table or the ramp decide again."""
+    if w.burst is not None and w.burst_until <= now:
+        w.burst, w.safe = None, 0

@@ -35,6 +35,7 @@ from server.clock import Clock
 from server.errors import RateLimited
 from server.observe import tracing
 from server.observe.metrics import NO_METRICS, Observer
+from server.scheduler import burst
 from server.scheduler.buckets import key_part
 from server.scheduler.budget import HEARTBEAT_EVERY_S, Budget
 from server.scheduler.fair import FairQueue
@@ -43,6 +44,7 @@ from server.scheduler.window import (
     Asker,
     AwaitAnswers,
     Decision,
+    Moved,
     Send,
     Wait,
     Window,
@@ -195,7 +197,18 @@ class Gate(LeaseKeeper):
                 budget) does not fit the call's wait budget.
             StoreUnavailable: the state store failed (a store opened by the runtime falls back to memory instead).
         """
-        lane = self._lane(bucket)
+        while True:
+            lane = self._lane(bucket)
+            reservation = await self._acquire_in(lane, budget, bucket)
+            if reservation is not None:
+                return reservation  # else its bucket was split off meanwhile: ask in its own lane
+
+    async def _acquire_in(self, lane: _Lane, budget: Budget, bucket: str | None) -> Reservation | None:
+        """`acquire` in one lane; None when the bucket moved to a window of its own before it could go.
+
+        Raises:
+            RateLimited: as `acquire`.
+        """
         ahead = lane.queued
         with tracing.span(
             f"gate wait {self.scope}", {"flashsnap.gate": self.scope, "flashsnap.gate.queued_ahead": ahead}
@@ -242,17 +255,24 @@ class Gate(LeaseKeeper):
             retry_after_s=lane.seen.estimate(self._clock.now(), ahead),
         )
 
-    async def _wait_at_head(self, lane: _Lane, budget: Budget, arrived: float, bucket: str | None) -> Reservation:
-        """At the head of the lane's queue, ask its window until it lets a send out (`arrived`: Unix seconds)."""
+    async def _wait_at_head(
+        self, lane: _Lane, budget: Budget, arrived: float, bucket: str | None
+    ) -> Reservation | None:
+        """At the head of the lane's queue, ask its window until it lets a send out (`arrived`: Unix seconds);
+        None when the window says the bucket has one of its own now."""
         me = secrets.token_hex(8)
         paced = False
         heartbeat_at = anyio.current_time() + HEARTBEAT_EVERY_S
         try:
             while True:
+                own = lane is not self._main
+                inherited = tuple(burst.recent_sends(self._main.seen, self._clock.now(), bucket)) if own else ()
                 asker = Asker(me, arrived, self._probe_first, paced, lane.queued - 1, self._flight_ttl_s,
-                              self._pace_below, ramp_burst=lane is not self._main)  # fmt: skip
+                              self._pace_below, ramp_burst=own, bucket=bucket or "", inherited=inherited)  # fmt: skip
                 decision, window = await self._store.update(lane.doc, self._decider(asker))
                 self._saw(lane, window)
+                if isinstance(decision, Moved):
+                    return None
                 if isinstance(decision, Send):
                     self._observer.rate_limit(self.scope, window.limit, window.remaining)
                     if decision.tracked:

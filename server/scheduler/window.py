@@ -20,7 +20,7 @@ from typing import Any
 
 from server.httpio import MAX_WINDOW_S, RATE_LIMIT_HEADERS, plausible_rate_limit
 from server.scheduler import burst
-from server.scheduler.buckets import Report, shows_own_budget
+from server.scheduler.buckets import Report, latest, shows_own_budget
 from server.state.store import Change, Doc
 
 PROBE_ANSWERS = 3  # header-less answers after which the gate stops probing one request at a time
@@ -42,11 +42,12 @@ class Window:
     last_send: float = -math.inf
     flights: dict[str, float] = field(default_factory=dict)  # reservation -> expires at
     waiting: dict[str, tuple[float, float]] = field(default_factory=dict)  # ticket -> (arrived at, expires at)
-    burst: int | None = None  # sends per second at most: the page's table, or learnt from a 429 with room
+    burst: int | None = None  # sends per second at most, learnt from a 429 with room (else the page's table)
+    burst_until: float = 0.0  # when the learnt burst is forgotten (Unix seconds)
     safe: int = 0  # the most sends within one burst period answered without a 429 (while the burst is unknown)
-    recent: list[float] = field(default_factory=list)  # send times within the last burst period
+    recent: list[tuple[float, str]] = field(default_factory=list)  # (send time, bucket) in the last burst period
     answers: int = 0  # answers taken in, for the evidence of a bucket's own budget (buckets.py)
-    last_report: Report | None = None  # the last answer's report of this window
+    reports: dict[str, Report] = field(default_factory=dict)  # each bucket's last report of this window
     separate: dict[str, float] = field(default_factory=dict)  # buckets shown to have a budget of their own -> since
 
     @classmethod
@@ -81,10 +82,11 @@ class Window:
             flights={str(k): float(v) for k, v in dict(doc.get("flights") or {}).items()},
             waiting={str(k): (float(v[0]), float(v[1])) for k, v in dict(doc.get("waiting") or {}).items()},
             burst=_opt_int(doc.get("burst")),
+            burst_until=float(doc.get("burst_until") or 0.0),
             safe=int(doc.get("safe") or 0),
-            recent=[float(x) for x in list(doc.get("recent") or [])],
+            recent=[(float(x[0]), str(x[1])) for x in list(doc.get("recent") or [])],
             answers=int(doc.get("answers") or 0),
-            last_report=_report(doc.get("last_report")),
+            reports={str(k): _report(v) for k, v in dict(doc.get("reports") or {}).items()},
             separate={str(k): float(v) for k, v in dict(doc.get("separate") or {}).items()},
         )
 
@@ -101,6 +103,7 @@ class Window:
             self.blocked_until = 0.0
         if self.burst is not None and self.burst <= 0:
             self.burst = None
+        burst.forget_old_burst(self, now)
 
     def dump(self) -> Doc:
         return {
@@ -115,10 +118,11 @@ class Window:
             "flights": self.flights,
             "waiting": {k: list(v) for k, v in self.waiting.items()},
             "burst": self.burst,
+            "burst_until": self.burst_until,
             "safe": self.safe,
-            "recent": self.recent,
+            "recent": [list(x) for x in self.recent],
             "answers": self.answers,
-            "last_report": None if self.last_report is None else dataclasses.asdict(self.last_report),
+            "reports": {k: dataclasses.asdict(v) for k, v in self.reports.items()},
             "separate": self.separate,
         }
 
@@ -156,7 +160,12 @@ class AwaitAnswers:
     why: str
 
 
-Decision = Send | Wait | AwaitAnswers
+@dataclass(frozen=True)
+class Moved:
+    """The asker's bucket has a window of its own now: ask there (nothing was reserved here)."""
+
+
+Decision = Send | Wait | AwaitAnswers | Moved
 
 
 @dataclass(frozen=True)
@@ -171,6 +180,8 @@ class Asker:
     flight_ttl_s: float
     pace_below: float = 0.1
     ramp_burst: bool = False  # an endpoint's own window: find an unknown burst by ramping up (burst.py)
+    bucket: str = ""  # the request's method and route
+    inherited: tuple[float, ...] = ()  # its bucket's sends still counted in the key's window (burst.py)
 
 
 def decide(doc: Doc | None, now: float, asker: Asker) -> Change[tuple[Decision, Window]]:
@@ -181,11 +192,13 @@ def decide(doc: Doc | None, now: float, asker: Asker) -> Change[tuple[Decision, 
     ticket (`keep_ticket`); a call let out is reserved (`let_out`).
     """
     w = Window.load(doc, now)
+    if not asker.ramp_burst and asker.bucket in w.separate:
+        return Change((Moved(), w))  # split off while it waited here: its sends count in its own window now
     learning = is_learning(w, asker)
     decision = held(w, now, learning)
     if decision is None:
         turn_if_over(w, now)
-        decision = queued_or_paced(w, now, asker) or burst_held(w, now, asker.ramp_burst)
+        decision = queued_or_paced(w, now, asker) or burst_held(w, now, asker)
     if decision is not None:
         return keep_ticket(doc, w, now, asker, decision)
     return let_out(doc, w, now, asker, learning)
@@ -252,12 +265,12 @@ def queued_or_paced(w: Window, now: float, asker: Asker) -> Decision | None:
     return None
 
 
-def burst_held(w: Window, now: float, ramp: bool) -> Decision | None:
+def burst_held(w: Window, now: float, asker: Asker) -> Decision | None:
     """Whether the burst holds the next send: paced at the burst rate, or, while finding it, one send at a time."""
-    seconds = burst.burst_wait(w, now, ramp)
+    seconds = burst.burst_wait(w, now, asker.ramp_burst, asker.inherited)
     if seconds <= 0:
         return None
-    if burst.ramping(w, ramp) and w.in_flight > 0:
+    if burst.ramping(w, asker.ramp_burst) and w.in_flight > 0:
         return AwaitAnswers("finding the upstream's burst rate")  # an answer may allow one more at once
     return Wait(seconds, "pacing at the upstream's burst rate")
 
@@ -310,7 +323,7 @@ def reserve(w: Window, now: float, asker: Asker) -> int:
     w.sent += 1
     w.flights[asker.id] = now + asker.flight_ttl_s
     w.last_send = now
-    return burst.note_send(w, now)
+    return burst.note_send(w, now, asker.bucket)
 
 
 def _changed(doc: Doc, w: Window) -> bool:
@@ -384,29 +397,31 @@ def settle(doc: Doc | None, now: float, answer: Answer) -> Change[Window]:
     if seen.remaining is not None and seen.reset_at is not None and reports_current_window(seen.reset_at, now):
         learn_report(w, now, seen.remaining, seen.reset_at)
         learn_budget_owner(w, now, answer, Report(answer.bucket or "", seen.remaining, seen.reset_at, seen.limit, 0))
-    learn_burst(w, answer, seen.remaining)
+    learn_burst(w, now, answer, seen.remaining)
     if answer.throttled_for is not None:
         w.blocked_until = max(w.blocked_until, now + answer.throttled_for)
     return Change(w, w.dump(), WINDOW_TTL_S)
 
 
-def learn_burst(w: Window, answer: Answer, remaining: int | None) -> None:
+def learn_burst(w: Window, now: float, answer: Answer, remaining: int | None) -> None:
     """Take in (in place) what an answer says of the burst: a 429 with room left is one, anything else is safe."""
     if answer.status == 429:
         if remaining is not None and remaining > 0 and answer.in_period > 0 and burst.may_burst(w):
-            burst.note_burst_refusal(w, answer.in_period)
+            burst.note_burst_refusal(w, answer.in_period, now)
     elif answer.in_period > 0:
         burst.note_success(w, answer.in_period)
 
 
 def learn_budget_owner(w: Window, now: float, answer: Answer, report: Report) -> None:
     """Take in (in place) an answer's report as evidence of whose budget its bucket spends (`buckets.py`)."""
-    if answer.bucket is not None and shows_own_budget(
-        w.last_report, answer.bucket, report.remaining, report.reset_at, report.limit, answer.answers_at_send
+    if answer.bucket is None:
+        return
+    if shows_own_budget(
+        w.reports.values(), answer.bucket, report.remaining, report.reset_at, report.limit, answer.answers_at_send
     ):
         w.separate[answer.bucket] = now
     w.answers += 1
-    w.last_report = dataclasses.replace(report, answers_at=w.answers)
+    w.reports = latest(w.reports, dataclasses.replace(report, answers_at=w.answers))
 
 
 def give_back_unsent(w: Window, answer: Answer) -> None:
@@ -491,9 +506,7 @@ def _header_int(value: str | None) -> int | None:
         return None
 
 
-def _report(value: object) -> Report | None:
-    if not isinstance(value, dict):
-        return None
+def _report(value: Any) -> Report:
     limit = value.get("limit")
     return Report(
         str(value["bucket"]), int(value["remaining"]), float(value["reset_at"]),

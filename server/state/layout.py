@@ -42,7 +42,10 @@ def account_key(service: str, url: str, credential: str, *, sandbox: bool) -> st
 def routes_key(service: str, api_url: str, *, sandbox: bool) -> str:
     """The store prefix of what is learned about an API URL's routes, shared by every credential that uses it."""
     digest = hashlib.sha256("\0".join(("routes", service, api_url)).encode()).hexdigest()[:24]
-    return f"{'sandbox' if sandbox else 'live'}-routes:{digest}"
+    return f"{ROUTE_NAMESPACES[1] if sandbox else ROUTE_NAMESPACES[0]}:{digest}"
+
+
+ROUTE_NAMESPACES = ("live-routes", "sandbox-routes")  # the first part of every route document's key (neuroflash)
 
 
 @dataclass(frozen=True)
