@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -23,6 +24,7 @@ from bench.report import machine
 from server.sandbox import Emulator, EmulatorState, catalog
 
 CALLS = int(os.environ.get("BENCH_CALLS", "300"))
+RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 STARTS = int(os.environ.get("BENCH_STARTS", "10"))
 STREAMS = 100
 BIN = Path(sys.executable).parent
@@ -76,6 +78,97 @@ async def overhead(env: dict[str, str]) -> dict[str, list[float]]:
                 await client.call_tool("list_models", {})
                 results[name].append(time.perf_counter() - started)
     return results
+
+
+class FastUpstream:
+    """`bench/fast_upstream.py` in a process of its own: the token and model list, answered in microseconds."""
+
+    def __enter__(self) -> dict[str, str]:
+        script = str(Path(__file__).with_name("fast_upstream.py"))
+        self._process = subprocess.Popen([sys.executable, script], stdout=subprocess.PIPE, text=True)  # noqa: S603
+        assert self._process.stdout is not None
+        base = f"http://127.0.0.1:{int(self._process.stdout.readline())}"
+        return {"NEUROFLASH_API_URL": base, "NEUROFLASH_TOKEN_URL": base + "/oauth/v2/token",
+                "NEUROFLASH_CLIENT_ID": "bench", "NEUROFLASH_CLIENT_SECRET": "bench-secret",
+                "NEUROFLASH_WORKSPACE_ID": catalog.MARKETING_WORKSPACE}  # fmt: skip
+
+    def __exit__(self, *_: object) -> None:
+        self._process.kill()
+        self._process.wait()
+
+
+async def fast_overhead(env: dict[str, str]) -> list[tuple[float, float]]:
+    """Per run, the p50 of `list_models` (workspace_id given) for the bare tool and for flashsnap-mcp, over stdio
+    in the client's default protocol mode, called alternately, against the fast upstream."""
+    arguments = {"workspace_id": catalog.MARKETING_WORKSPACE}
+    runs: list[tuple[float, float]] = []
+    async with Client(bare(env)) as floor, Client(ours(env)) as mine:
+        for client in (floor, mine):
+            for _ in range(20):  # warm-up: tokens, connections, caches
+                await client.call_tool("list_models", arguments)
+        for _ in range(RUNS):
+            times: dict[str, list[float]] = {"bare": [], "ours": []}
+            for _ in range(CALLS):
+                for name, client in (("bare", floor), ("ours", mine)):
+                    started = time.perf_counter()
+                    await client.call_tool("list_models", arguments)
+                    times[name].append(time.perf_counter() - started)
+            runs.append((statistics.median(times["bare"]), statistics.median(times["ours"])))
+    return runs
+
+
+async def idle_rss(env: dict[str, str]) -> dict[str, float]:
+    """Resident memory of each server process after start-up and one `list_models`."""
+    sizes: dict[str, float] = {}
+    for name, server, marker in (("bare MCPServer", bare(env), b"bare_server.py"),
+                                 ("flashsnap-mcp", ours(env), b"flashsnap-mcp")):  # fmt: skip
+        async with Client(server) as client:
+            await client.call_tool("list_models", {})
+            await anyio.sleep(0.5)
+            sizes[name] = rss_mib(_server_pid(marker))
+    return sizes
+
+
+async def run_fast() -> str:
+    with tempfile.TemporaryDirectory(prefix="flashsnap-bench-") as state_dir, FastUpstream() as upstream:
+        env = {**os.environ, **upstream, "FLASHSNAP_STATE_DIR": state_dir}
+        runs = await fast_overhead(env)
+        starts = await startup(env)
+        sizes = await idle_rss(env)
+    ratios = [mine / floor for floor, mine in runs]
+    rows = [f"| {i + 1} | {floor * 1000:.3f} ms | {mine * 1000:.3f} ms | {mine / floor:.3f}× |"
+            for i, (floor, mine) in enumerate(runs)]  # fmt: skip
+    bare_start, our_start = statistics.median(starts["bare MCPServer"]), statistics.median(starts["flashsnap-mcp"])
+    return "\n".join(
+        [
+            "## Per-call cost against a fast upstream",
+            "",
+            f"`list_models` with `workspace_id` given, over stdio in the client's default protocol mode, against an "
+            "upstream on loopback that answers in microseconds (`bench/fast_upstream.py`, a process of its own), "
+            f"compared with the bare `MCPServer` tool (`bench/bare_server.py`: the same request, the same output "
+            f"model). The two servers are called alternately, {CALLS} calls each per run; the figure is the median "
+            "of the runs' p50 ratios.",
+            "",
+            "| run | bare tool p50 | flashsnap-mcp p50 | ratio |",
+            "|---|---|---|---|",
+            *rows,
+            "",
+            f"Goal: ≤ 1.05×. Measured: **{statistics.median(ratios):.3f}×** (median of {len(runs)} runs).",
+            "",
+            f"### Start-up and idle memory, side by side (median of {STARTS} starts; RSS after one call)",
+            "",
+            "| server | start to first `list_models` answer | idle RSS |",
+            "|---|---|---|",
+            f"| bare MCPServer with one tool | {bare_start * 1000:.0f} ms | {sizes['bare MCPServer']:.1f} MiB |",
+            f"| flashsnap-mcp | {our_start * 1000:.0f} ms ({our_start / bare_start:.2f}×) | "
+            f"{sizes['flashsnap-mcp']:.1f} MiB ({sizes['flashsnap-mcp'] / sizes['bare MCPServer']:.2f}×) |",
+            "",
+            "A plain stdio start imports neither redis-py, nor the Prometheus client, nor the OpenTelemetry SDK "
+            "(`tests/test_startup_imports.py`).",
+            "",
+            f"Reproduce: `make bench BENCH=fast`. Machine: {machine()}.",
+        ]
+    )
 
 
 async def metrics_cost(env: dict[str, str]) -> dict[str, list[float]]:
@@ -202,7 +295,7 @@ async def memory(env: dict[str, str], state: EmulatorState) -> tuple[float, floa
     return idle, peak, state.max_concurrent_streams
 
 
-def _server_pid() -> int:
+def _server_pid(marker: bytes = b"flashsnap-mcp") -> int:
     me = os.getpid()
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
@@ -211,7 +304,7 @@ def _server_pid() -> int:
                 cmdline = (proc / "cmdline").read_bytes()
             except OSError:
                 continue
-            if int(stat[3]) == me and b"flashsnap-mcp" in cmdline:
+            if int(stat[3]) == me and marker in cmdline:
                 return int(proc.name)
     raise RuntimeError("the server process was not found")
 

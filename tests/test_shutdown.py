@@ -11,6 +11,7 @@ import signal
 import subprocess
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -131,3 +132,18 @@ def test_a_call_the_grace_cuts_off_is_answered_with_maybe_processed_and_the_requ
     assert err["request_id"]  # neuroflash's x-request-id of the cut generation
     assert "FLASHSNAP_SHUTDOWN_GRACE_S" in err["message"]
     assert state.count("chat") == 1
+
+
+def test_calls_read_from_a_file_are_all_answered_then_the_process_exits_0(tmp_path: Path) -> None:
+    calls = tmp_path / "calls.jsonl"  # a regular file, read by a thread rather than the event loop
+    messages = (*HELLO, call(1, "list_workspaces", {}), call(2, "list_models", {}), call(3, "check_quota", {}))
+    calls.write_bytes(b"".join(json.dumps(m).encode() + b"\n" for m in messages))
+    spec = params("--sandbox")
+    with calls.open("rb") as stdin:
+        done = subprocess.run(
+            [spec.command, *spec.args], env=spec.env, stdin=stdin, capture_output=True, timeout=60, check=False
+        )
+    assert done.returncode == 0, done.stderr.decode()
+    answers = {m["id"]: m for m in map(json.loads, done.stdout.splitlines()) if "id" in m}
+    for n in (1, 2, 3):
+        assert result(answers[n]).get("isError") is not True, answers[n]

@@ -31,6 +31,11 @@ VOICE_ROUTES = ("ds-prompt", "summaries")  # a brand voice's prompt: the brand-v
 
 CHAT_TTL_S = 6 * 3600.0  # a deploy may move the route; a 404 forgets it sooner
 MODELS_TTL_S = 3600.0  # long enough not to ask at every generate, short enough to see the route come back
+# How long this process trusts its own last "the model list answered" before writing it to the store again: the
+# write changes nothing in the common case and was a store transaction on every list_models call. Another
+# process's "missing" may so outlive a working route by this long at most, and "missing" only means the upstream
+# judges the model itself.
+MODELS_SEEN_MEMO_S = 60.0
 
 
 def read_chat(doc: Doc | None) -> str | None:
@@ -51,6 +56,7 @@ class RouteBook:
         self._clock = clock
         self._store: Store = store or MemoryStore(clock)
         self._keys = keys or RouteKeys("routes")
+        self._models_present_at: float | None = None
 
     async def chat_path(self) -> str | None:
         """The chat path that answered last, if it is still remembered."""
@@ -80,6 +86,10 @@ class RouteBook:
 
     async def models_seen(self, *, missing: bool) -> None:
         """Record what the model list's route answered: a gateway 404 (`missing`), or anything else."""
+        now = self._clock.now()
+        if not missing and self._models_present_at is not None and now - self._models_present_at < MODELS_SEEN_MEMO_S:
+            return
+        self._models_present_at = None if missing else now
 
         def learn(doc: Doc | None) -> Change[None]:
             if read_models_missing(doc) == missing:

@@ -26,6 +26,8 @@ MAX_DEPTH = 64  # far beyond any real tool argument; Python's own parsers give u
 
 _TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# JSON text can only carry a surrogate written raw or as an escape; without either, no string in it holds one.
+_MAY_HOLD_SURROGATE = re.compile("[\ud800-\udfff]|\\\\u[dD][89abcdefABCDEF]")
 _TOP_LEVEL_ID = re.compile(r'\s*:\s*(-?\d{1,18}(?![\d.eE])|"(?:[^"\\]|\\.){0,200}")')
 
 
@@ -49,7 +51,7 @@ def _inspect(text: str) -> tuple[list[dict[str, Any]] | None, JSONRPCMessage | N
         reason = f"The message is nested deeper than {MAX_DEPTH} levels."
         return [_error(_top_level_id(text), INVALID_REQUEST, reason)], None
     try:
-        message = json.loads(text, parse_constant=_no_constant)
+        message = _DECODER.decode(text)
     except (ValueError, RecursionError):
         return [_error(_top_level_id(text), PARSE_ERROR, "Parse error: the message is not valid JSON.")], None
     if isinstance(message, list):
@@ -67,7 +69,7 @@ def _inspect(text: str) -> tuple[list[dict[str, Any]] | None, JSONRPCMessage | N
     msg_id = message.get("id")
     if has_id and not _valid_id(msg_id):
         return [_error(None, INVALID_REQUEST, "The id must be a string or an integer.")], None
-    problem = _problem(message)
+    problem = _problem(message, text)
     if isinstance(problem, tuple):
         code, reason = problem
         if not has_id:
@@ -78,7 +80,7 @@ def _inspect(text: str) -> tuple[list[dict[str, Any]] | None, JSONRPCMessage | N
     return None, problem
 
 
-def _problem(message: dict[str, Any]) -> tuple[int, str] | JSONRPCMessage:
+def _problem(message: dict[str, Any], text: str) -> tuple[int, str] | JSONRPCMessage:
     """What is wrong with the message (a JSON-RPC error code and reason), else the message validated."""
     if message.get("jsonrpc") != "2.0":
         return INVALID_REQUEST, 'Only JSON-RPC "2.0" is spoken here.'
@@ -86,7 +88,7 @@ def _problem(message: dict[str, Any]) -> tuple[int, str] | JSONRPCMessage:
         return INVALID_REQUEST, "The method must be a string."
     if "params" in message and not isinstance(message["params"], dict):
         return INVALID_PARAMS, "Invalid params: params must be a JSON object."
-    if _has_surrogate(message):
+    if _MAY_HOLD_SURROGATE.search(text) and _has_surrogate(message):
         return INVALID_PARAMS, "Invalid params: a string holds a lone surrogate, which is not valid Unicode."
     try:
         return jsonrpc_message_adapter.validate_python(message, by_name=False)
@@ -104,6 +106,9 @@ def _valid_id(value: Any) -> bool:
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)  # built once: json.loads with an option builds one a call
 
 
 def _too_deep(text: str) -> bool:

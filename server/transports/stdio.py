@@ -11,13 +11,16 @@ On stdin's end, SIGTERM or SIGINT nothing more is read; the requests already rea
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import io
 import logging
 import os
 import signal
+import stat
 import sys
 import threading
+from asyncio.streams import FlowControlMixin
 from typing import Any
 
 import anyio
@@ -57,34 +60,101 @@ class _Pending:
                 self.settled.set()
 
 
-def _wire() -> tuple[int, io.TextIOWrapper]:
-    """stdin's descriptor, and stdout on a private copy of fd 1, whose number then points at stderr: a stray print
-    from any library lands in the log, never in the protocol."""
-    stdin = sys.stdin.fileno()
+def _is_pipe(fd: int) -> bool:
+    """A pipe or socket: served by the event loop itself. A file or a terminal is read and written by a thread
+    (making a terminal non-blocking would leave it so for the shell after us)."""
     try:
-        private = os.dup(sys.stdout.fileno())
-        os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-        stdout = io.TextIOWrapper(os.fdopen(private, "wb", closefd=True), encoding="utf-8", newline="\n")
-    except (OSError, ValueError, io.UnsupportedOperation):
-        stdout = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="\n")  # type: ignore[arg-type]
-    return stdin, stdout
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
+def _wire() -> tuple[int, int]:
+    """stdin's descriptor, and a private copy of stdout's, whose number then points at stderr: a stray print from
+    any library lands in the log, never in the protocol."""
+    stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
+    try:
+        private = os.dup(stdout)
+        os.dup2(sys.stderr.fileno(), stdout)
+    except OSError:
+        return stdin, stdout
+    return stdin, private
+
+
+class _Lines:
+    """Splits the bytes of stdin into lines (LF; a CR before it is JSON whitespace), UTF-8 with bad bytes replaced."""
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._rest = ""
+
+    def feed(self, chunk: bytes) -> list[str]:
+        *complete, self._rest = (self._rest + self._decoder.decode(chunk)).split("\n")
+        return complete
+
+    def end(self) -> list[str]:
+        rest, self._rest = self._rest + self._decoder.decode(b"", final=True), ""
+        return [rest] if rest.strip() else []
 
 
 def _read_lines(fd: int, lines: ObjectSendStream[str | None], token: Any) -> None:
-    """In a daemon thread, so a shutdown by signal never waits for a line that may not come. Plain `os.read`
-    (no buffered reader, whose lock a daemon thread would hold at interpreter exit); UTF-8, a bad byte replaced."""
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    rest = ""
+    """For a file or terminal, in a daemon thread, so a shutdown by signal never waits for a line that may not
+    come. Plain `os.read` (no buffered reader, whose lock a daemon thread would hold at interpreter exit)."""
+    splitter = _Lines()
     try:
         while chunk := os.read(fd, READ_BYTES):
-            *complete, rest = (rest + decoder.decode(chunk)).split("\n")
-            for line in complete:
-                anyio.from_thread.run(lines.send, line + "\n", token=token)
-        if rest := rest + decoder.decode(b"", final=True):
-            anyio.from_thread.run(lines.send, rest, token=token)
+            for line in splitter.feed(chunk):
+                anyio.from_thread.run(lines.send, line, token=token)
+        for line in splitter.end():
+            anyio.from_thread.run(lines.send, line, token=token)
         anyio.from_thread.run(lines.send, None, token=token)
     except (OSError, RuntimeError, anyio.ClosedResourceError, anyio.BrokenResourceError):
         return  # stdin or the loop is gone: the process is on its way out
+
+
+class _Out:
+    """stdout: an asyncio pipe transport (non-blocking, buffered, drained) for a pipe or socket, else a thread."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._writer: asyncio.StreamWriter | None = None
+        self._file: io.BufferedWriter | None = None
+
+    async def open(self) -> None:
+        if _is_pipe(self._fd):
+            loop = asyncio.get_running_loop()
+            pipe = os.fdopen(self._fd, "wb", buffering=0, closefd=False)
+            transport, protocol = await loop.connect_write_pipe(FlowControlMixin, pipe)
+            self._writer = asyncio.StreamWriter(transport, protocol, None, loop)
+        else:
+            self._file = os.fdopen(self._fd, "wb", closefd=False)
+
+    async def write(self, data: bytes) -> None:
+        if self._writer is not None:
+            self._writer.write(data)
+            await self._writer.drain()
+        elif self._file is not None:
+            await anyio.to_thread.run_sync(_write_all, self._file, data)
+
+
+def _write_all(file: io.BufferedWriter, data: bytes) -> None:
+    file.write(data)
+    file.flush()
+
+
+async def _pipe_lines(fd: int, handle: Any) -> None:
+    """Read a pipe or socket on the event loop itself, handing each line to `handle` (None at the end)."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", closefd=False))
+    splitter = _Lines()
+    while chunk := await reader.read(READ_BYTES):
+        for line in splitter.feed(chunk):
+            await handle(line)
+    for line in splitter.end():
+        await handle(line)
+    await handle(None)
 
 
 async def serve_stdio(app: MCPServer[Any], *, grace_s: float = 10.0, in_flight: InFlight | None = None) -> None:
@@ -93,15 +163,16 @@ async def serve_stdio(app: MCPServer[Any], *, grace_s: float = 10.0, in_flight: 
     calls = in_flight if in_flight is not None else getattr(app, "in_flight", InFlight())
     to_sdk, read_stream = create_context_streams[SessionMessage | Exception](0)
     write_stream, from_sdk = create_context_streams[SessionMessage](0)
-    lines_in, lines = anyio.create_memory_object_stream[str | None](16)
+    out = _Out(stdout)
+    await out.open()
     pending = _Pending()
-    stop = anyio.Event()
+    stop, ended = anyio.Event(), anyio.Event()
 
     async def write(message: Any) -> None:
-        text = message.model_dump_json(by_alias=True, exclude_unset=True)
+        data = message.model_dump_json(by_alias=True, exclude_unset=True).encode() + b"\n"
         try:
-            await anyio.to_thread.run_sync(_write_line, stdout, text)
-        except (OSError, ValueError):
+            await out.write(data)
+        except (OSError, ValueError, RuntimeError):
             log.info("stdout is closed: an answer could not be written")
         pending.answered(message)
 
@@ -122,21 +193,27 @@ async def serve_stdio(app: MCPServer[Any], *, grace_s: float = 10.0, in_flight: 
                 stop.set()
                 return
 
-    async def reader() -> None:
-        async with lines:
-            while True:
-                line = await lines.receive()
-                if line is None:
-                    log.info("stdin closed: finishing the calls in flight")
-                    return
-                answers, message = inspect(line)
-                if answers:
-                    for answer in answers:
-                        await write(jsonrpc_message_adapter.validate_python(answer))
-                    continue
-                if message is not None:
-                    pending.read(message)
-                    await to_sdk.send(SessionMessage(message))
+    async def handle(line: str | None) -> None:
+        if line is None:
+            log.info("stdin closed: finishing the calls in flight")
+            ended.set()
+            return
+        answers, message = inspect(line)
+        if answers:
+            for answer in answers:
+                await write(jsonrpc_message_adapter.validate_python(answer))
+        elif message is not None:
+            pending.read(message)
+            await to_sdk.send(SessionMessage(message))
+
+    async def read_thread_lines() -> None:
+        lines_in, lines = anyio.create_memory_object_stream[str | None](16)
+        threading.Thread(
+            target=_read_lines, args=(stdin, lines_in, anyio.lowlevel.current_token()), daemon=True, name="stdin"
+        ).start()
+        async with lines, lines_in:
+            while not ended.is_set():
+                await handle(await lines.receive())
 
     async def run_sdk() -> None:
         server = app._lowlevel_server  # what MCPServer.run_stdio_async runs, with our streams
@@ -145,28 +222,34 @@ async def serve_stdio(app: MCPServer[Any], *, grace_s: float = 10.0, in_flight: 
         finally:
             await write_stream.aclose()  # the writer flushes what is left, then ends
 
-    threading.Thread(
-        target=_read_lines, args=(stdin, lines_in, anyio.lowlevel.current_token()), daemon=True, name="stdin"
-    ).start()
     async with anyio.create_task_group() as tg:
         tg.start_soon(writer)
         tg.start_soon(run_sdk)
         tg.start_soon(signals)
         async with anyio.create_task_group() as reading:
-
-            async def until_stopped() -> None:
-                await stop.wait()
-                reading.cancel_scope.cancel()
-
-            reading.start_soon(until_stopped)
-            await reader()
-            reading.cancel_scope.cancel()
+            if _is_pipe(stdin):
+                reading.start_soon(_pipe_lines, stdin, handle)
+            else:
+                reading.start_soon(read_thread_lines)
+            await _first_of(stop, ended)
+            reading.cancel_scope.cancel()  # nothing more is read
         await _drain(pending, calls, grace_s)
         await to_sdk.aclose()  # the SDK's loop ends; its lifespan closes the upstream clients
         with anyio.move_on_after(CUT_ANSWER_S + grace_s):  # never hang on the way out
             await written.wait()
         tg.cancel_scope.cancel()  # the signal watcher
-    await lines_in.aclose()
+
+
+async def _first_of(*events: anyio.Event) -> None:
+    """Return when the first of `events` is set."""
+
+    async def wait(event: anyio.Event, scope: anyio.CancelScope) -> None:
+        await event.wait()
+        scope.cancel()
+
+    async with anyio.create_task_group() as tg:
+        for event in events:
+            tg.start_soon(wait, event, tg.cancel_scope)
 
 
 async def _drain(pending: _Pending, calls: InFlight, grace_s: float) -> None:
