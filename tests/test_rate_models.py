@@ -17,7 +17,7 @@ from mcp import Client
 
 from server.app import create_app
 from server.cli import status
-from server.clock import FakeClock
+from server.clock import FakeClock, SystemClock
 from server.config import Settings
 from server.sandbox import Emulator, EmulatorState
 from server.sandbox.variants import Variants
@@ -26,6 +26,7 @@ from server.state import accounts, layout
 from server.state.opening import open_store
 from tests.conftest import Connect
 from tests.results import data
+from tests.test_stdio import params
 
 API = "/neuralsnap/api/v1"  # where the emulator serves NeuralSnap
 
@@ -133,3 +134,26 @@ async def _gate_document(state_dir: Path, clock: FakeClock) -> dict[str, Any] | 
         return await store.get(layout.AccountKeys(account.key).gate)
     finally:
         await store.aclose()
+
+
+async def test_processes_sharing_a_state_store_pace_each_endpoint_together_without_a_429() -> None:
+    """Three stdio processes, one state directory: what one learns (a split endpoint, its burst) paces all."""
+    state = EmulatorState(SystemClock())
+    state.variants = Variants.profile("per-endpoint")
+    state.variants.time_scale = 0.1  # a 6 s "minute": 30 per endpoint fits the whole run
+    with Emulator(state) as emulator:
+        env = {**emulator.environment(), "FLASHSNAP_MAX_WAIT_S": "60"}
+
+        async def one_process() -> None:
+            async with Client(params(env=env)) as client:
+                await fire(client, writes=8, searches=8)
+
+        with anyio.fail_after(120):
+            async with anyio.create_task_group() as tg:
+                for _ in range(3):
+                    tg.start_soon(one_process)
+    for route in ("snapshot_create", "snapshot_search"):
+        assert state.count_status(route, 429) == 0
+        times = sends(state, route)
+        assert len(times) == 24  # not one request wasted
+        assert most_in_one_second(times) <= 5

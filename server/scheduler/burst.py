@@ -13,6 +13,7 @@ Pure functions over a `Window`; the gate applies them inside its atomic store up
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Protocol
 
 
@@ -39,10 +40,11 @@ def counts(t: float, now: float) -> bool:
     return t > now - BURST_S - MARGIN_S
 
 
-def recent_sends(w: Window, now: float, bucket: str | None = None) -> list[float]:
+def recent_sends(w: Window, now: float, bucket: str | None = None, excluding: Collection[str] = ()) -> list[float]:
     """The window's sends (Unix seconds, oldest first) that still count towards the burst at `now`;
-    with `bucket`, only that bucket's (what an endpoint split off takes along to its own window)."""
-    return [t for t, b in w.recent if counts(t, now) and bucket in (None, b)]
+    with `bucket`, only that bucket's (what an endpoint split off takes along to its own window); sends of
+    the buckets `excluding` (split off since: they count in their own windows) left out."""
+    return [t for t, b in w.recent if counts(t, now) and bucket in (None, b) and b not in excluding]
 
 
 def may_burst(w: Window) -> bool:
@@ -72,15 +74,18 @@ def ramping(w: Window, ramp: bool) -> bool:
     return ramp and w.burst is None and page_burst(w) is None and may_burst(w)
 
 
-def burst_wait(w: Window, now: float, ramp: bool, inherited: tuple[float, ...] = ()) -> float:
+def burst_wait(
+    w: Window, now: float, ramp: bool, inherited: tuple[float, ...] = (), excluding: Collection[str] = ()
+) -> float:
     """Seconds until one more send fits the burst (0 when it fits now); `now` in Unix seconds.
 
-    `inherited`: sends of this window's bucket still counted in the key's window, from before it was split off.
+    `inherited`: sends of this window's bucket still counted in the key's window, from before it was split
+    off; `excluding`: buckets split off from this window, whose sends no longer count here.
     """
     cap = allowed(w, ramp)
     if cap is None:
         return 0.0
-    recent = sorted(recent_sends(w, now) + [t for t in inherited if counts(t, now)])
+    recent = sorted(recent_sends(w, now, excluding=excluding) + [t for t in inherited if counts(t, now)])
     if len(recent) < cap:
         return 0.0
     return max(0.0, recent[-cap] + BURST_S + MARGIN_S - now)

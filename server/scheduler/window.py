@@ -49,6 +49,7 @@ class Window:
     answers: int = 0  # answers taken in, for the evidence of a bucket's own budget (buckets.py)
     reports: dict[str, Report] = field(default_factory=dict)  # each bucket's last report of this window
     separate: dict[str, float] = field(default_factory=dict)  # buckets shown to have a budget of their own -> since
+    sent_by: dict[str, int] = field(default_factory=dict)  # this window's sends by bucket (given back on a split)
 
     @classmethod
     def load(cls, doc: Doc | None, now: float) -> Window:
@@ -88,6 +89,7 @@ class Window:
             answers=int(doc.get("answers") or 0),
             reports={str(k): _report(v) for k, v in dict(doc.get("reports") or {}).items()},
             separate={str(k): float(v) for k, v in dict(doc.get("separate") or {}).items()},
+            sent_by={str(k): int(v) for k, v in dict(doc.get("sent_by") or {}).items()},
         )
 
     def _forget_implausible(self, now: float) -> None:
@@ -124,6 +126,7 @@ class Window:
             "answers": self.answers,
             "reports": {k: dataclasses.asdict(v) for k, v in self.reports.items()},
             "separate": self.separate,
+            "sent_by": self.sent_by,
         }
 
     @property
@@ -242,6 +245,7 @@ def turn_if_over(w: Window, now: float) -> None:
         # The window is over: a fresh one starts with our next send. Sends still unanswered may land
         # in it, so they count against it.
         w.sent = w.in_flight
+        w.sent_by = {}
         w.remaining = None if w.limit is None else max(0, w.limit - w.sent)
         w.reset_at = None
 
@@ -267,7 +271,7 @@ def queued_or_paced(w: Window, now: float, asker: Asker) -> Decision | None:
 
 def burst_held(w: Window, now: float, asker: Asker) -> Decision | None:
     """Whether the burst holds the next send: paced at the burst rate, or, while finding it, one send at a time."""
-    seconds = burst.burst_wait(w, now, asker.ramp_burst, asker.inherited)
+    seconds = burst.burst_wait(w, now, asker.ramp_burst, asker.inherited, excluding=w.separate.keys())
     if seconds <= 0:
         return None
     if burst.ramping(w, asker.ramp_burst) and w.in_flight > 0:
@@ -321,6 +325,7 @@ def reserve(w: Window, now: float, asker: Asker) -> int:
     if w.remaining is not None:
         w.remaining -= 1
     w.sent += 1
+    w.sent_by[asker.bucket] = w.sent_by.get(asker.bucket, 0) + 1
     w.flights[asker.id] = now + asker.flight_ttl_s
     w.last_send = now
     return burst.note_send(w, now, asker.bucket)
@@ -420,8 +425,17 @@ def learn_budget_owner(w: Window, now: float, answer: Answer, report: Report) ->
         w.reports.values(), answer.bucket, report.remaining, report.reset_at, report.limit, answer.answers_at_send
     ):
         w.separate[answer.bucket] = now
+        give_back_split(w, answer.bucket)
     w.answers += 1
     w.reports = latest(w.reports, dataclasses.replace(report, answers_at=w.answers))
+
+
+def give_back_split(w: Window, bucket: str) -> None:
+    """Give back (in place) a split-off bucket's sends of this window: they never spent what it has left."""
+    moved = w.sent_by.pop(bucket, 0)
+    w.sent = max(0, w.sent - moved)
+    if w.remaining is not None:
+        w.remaining += moved if w.limit is None else min(moved, max(0, w.limit - w.remaining))
 
 
 def give_back_unsent(w: Window, answer: Answer) -> None:
@@ -455,6 +469,7 @@ def learn_report(w: Window, now: float, remaining: int, reset: float) -> None:
         # The upstream's window moved on without us seeing it turn: this answer's request, and
         # any still unanswered, may be counted in the new one.
         w.sent = w.in_flight + 1
+        w.sent_by = {}
     w.reset_at = float(reset)
     w.remaining = _remaining(w, remaining, assumed=None)
 
