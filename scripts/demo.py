@@ -41,8 +41,10 @@ def structured(result: CallToolResult) -> dict[str, Any]:
 
 async def main() -> None:
     command = shutil.which("flashsnap-mcp", path=str(Path(sys.executable).parent)) or "flashsnap-mcp"
-    server = StdioServerParameters(command=command, args=["--sandbox", "--log-level", "WARNING"])
-    print(f"Starting `{command} --sandbox` as a subprocess and connecting over stdio…")
+    server = StdioServerParameters(
+        command=command, args=["--sandbox", "--toolsets", "default,neuralsnap-write", "--log-level", "WARNING"]
+    )
+    print(f"Starting `{command} --sandbox --toolsets default,neuralsnap-write` as a subprocess, over stdio…")
     with anyio.fail_after(120):
         async with Client(server) as client:  # the default: the 2026-07-28 protocol
             print(f"Connected: {client.server_info.name if client.server_info else '?'} ({client.protocol_version})")
@@ -88,6 +90,17 @@ async def main() -> None:
             print(textwrap.indent(textwrap.fill(result["text"], 90), "  > "))
             print(f"  model={result['model']}  request_id={result['request_id']}")
 
+            heading("list_brand_voices + generate in a brand voice")
+            voices = structured(await client.call_tool("list_brand_voices", {}))
+            for voice in voices["brand_voices"]:
+                print(f"  {voice['id']:<12} {voice['name']:<16} {voice['description']}")
+            voice = voices["brand_voices"][0]
+            branded = structured(
+                await client.call_tool("generate", {**args, "brand_voice_id": voice["id"]}, progress_callback=progress)
+            )
+            print(f"\r  [{'█' * WIDTH}] done in the voice {voice['name']!r}: {branded['words_used']} words")
+            print(textwrap.indent(textwrap.fill(branded["text"], 90), "  > "))
+
             heading("snapshot: save the idea to NeuralSnap")
             saved = structured(
                 await client.call_tool(
@@ -109,6 +122,19 @@ async def main() -> None:
                 print(f"  {hit['similarity']:.2f}  {hit['name']}  ({hit['id']})")
             again = structured(await client.call_tool("get_snapshot", {"id": found["snapshots"][0]["id"]}))
             print(f"  get_snapshot → {json.dumps({k: again[k] for k in ('name', 'core', 'created_at')})}")
+
+            heading("crystallize: turn a conversation into snapshots")
+            conversation = (
+                "We agreed that taglines should name one benefit plainly.\n\n"
+                "Long feature lists in ads lose readers before the call to action.\n\n"
+                "Every campaign gets one measurable goal before any copy is written."
+            )
+            crystal = structured(
+                await client.call_tool("crystallize", {"text": conversation, "source_type": "conversation"})
+            )
+            for made in crystal["snapshots"]:
+                print(f"  + {made['name']!r}  ({made['id']})")
+            print(f"  {crystal['count']} snapshots, {crystal['tokens']} crystallize tokens spent")
 
             heading("generate in a workspace whose quota is spent")
             spent = next(ws for ws in workspaces["workspaces"] if not ws["is_default"])

@@ -25,10 +25,11 @@ from server.toolselect import Selection, ToolFilter, select
 INSTRUCTIONS = """\
 flashsnap-mcp connects you to neuroflash (AI writing) and NeuralSnap (the user's second brain).
 - neuroflash: list_workspaces, check_quota, list_models, then generate. generate spends words from
-  the workspace's daily and monthly quota; check_quota says what is left and when it resets.
+  the workspace's daily and monthly quota; check_quota says what is left and when it resets;
+  list_brand_voices gives the brand_voice_id that makes generate write in a brand voice.
 - NeuralSnap: snapshot saves a structured thought; search_snapshots and get_snapshot find it again.
-Failed calls say what happened and what to do. Never repeat a generate or snapshot whose error says
-maybe_processed is true without checking first: it may already have spent words or saved the snapshot."""
+Failed calls say what happened and what to do. Never repeat a call that creates or spends (generate,
+snapshot, crystallize, ask_twins) whose error says maybe_processed is true without checking first."""
 
 _NO_MASK = SecretMask()
 
@@ -77,7 +78,8 @@ def tool_description(fn: Callable[..., Any]) -> str:
 
 def tool_selection(settings: Settings) -> Selection:
     """The tools the operator turned on; unknown names raise ConfigurationError, listing the valid ones."""
-    return select({spec.name: bool(spec.annotations.read_only_hint) for spec in tools.ALL}, settings)
+    catalog = {spec.name: bool(spec.annotations.read_only_hint) for spec in tools.ALL}
+    return select(catalog, settings, {spec.name: spec.toolset for spec in tools.ALL})
 
 
 def create_app(

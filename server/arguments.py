@@ -73,7 +73,7 @@ def close(tool: Tool) -> None:
     strict: type[ArgModelBase] = type(loose.__name__, (loose,), namespace)
     fields = {name: getattr(tool.fn_metadata, name) for name in FuncMetadata.model_fields}
     tool.fn_metadata = AsSent.model_construct(**{**fields, "arg_model": strict})
-    tool.parameters = published(inline_refs(strict.model_json_schema(by_alias=True)))
+    tool.parameters = published(untitled(inline_refs(strict.model_json_schema(by_alias=True))))
 
 
 def published(schema: dict[str, Any]) -> dict[str, Any]:
@@ -120,6 +120,25 @@ def _merge_null(node: dict[str, Any]) -> dict[str, Any]:
     # The outer keywords (description, default, title) win over the inner ones: they describe the argument.
     merged.update({k: v for k, v in node.items() if k != "anyOf"})
     return merged
+
+
+def untitled(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema without pydantic's generated titles ("Break Test" for break_test): the names say it already,
+    and every byte of a tool's schema is context a model pays for on each turn."""
+
+    def strip(node: Any, in_properties: bool = False) -> Any:
+        if isinstance(node, dict):
+            return {
+                k: strip(v, k == "properties" and not in_properties)
+                for k, v in node.items()
+                if not (k == "title" and not in_properties and isinstance(v, str))
+            }
+        if isinstance(node, list):
+            return [strip(item) for item in node]
+        return node
+
+    stripped: dict[str, Any] = strip(schema)
+    return stripped
 
 
 def inline_refs(schema: dict[str, Any]) -> dict[str, Any]:

@@ -59,9 +59,19 @@ ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
     ("FLASHSNAP_REDIS_PREFIX", "redis_prefix", "prefix of every Redis key (default flashsnap:)"),
     ("FLASHSNAP_HTTP_STATELESS", "http_stateless", "1: any replica serves any request (default on with Redis)"),
     ("FLASHSNAP_WORKERS", "workers", "HTTP worker processes on this host, sharing the state store"),
-    ("FLASHSNAP_TOOLS", "tools", "only these tools, comma-separated (default: all)"),
+    (
+        "FLASHSNAP_TOOLSETS",
+        "toolsets",
+        "toolsets to offer, comma-separated: neuroflash, brand, twins, neuralsnap, neuralsnap-write, default, all",
+    ),
+    ("FLASHSNAP_TOOLS", "tools", "only these tools, comma-separated (with FLASHSNAP_TOOLSETS: these as well)"),
     ("FLASHSNAP_EXCLUDE_TOOLS", "exclude_tools", "tools to turn off, comma-separated"),
-    ("FLASHSNAP_READ_ONLY", "read_only", "1: only tools that change nothing (no generate, no snapshot)"),
+    ("FLASHSNAP_READ_ONLY", "read_only", "1: only tools annotated read-only (nothing that creates, changes or spends)"),
+    (
+        "FLASHSNAP_MAX_RESULT_TOKENS",
+        "max_result_tokens",
+        "largest list or search result, in tokens of 4 bytes; more is cut, saying how to get the rest",
+    ),
     ("FLASHSNAP_METRICS_PORT", "metrics_port", "serve Prometheus metrics on 127.0.0.1:PORT/metrics (stdio too)"),
 )
 
@@ -102,13 +112,15 @@ class Settings(BaseModel):
     redis_prefix: str = Field(default="flashsnap:", min_length=1, max_length=100)
     http_stateless: bool | None = None
     workers: int = Field(default=1, ge=1, le=64)
-    tools: tuple[str, ...] | None = None  # None: every tool; server/toolselect.py checks the names
+    toolsets: tuple[str, ...] | None = None  # None: the default toolsets (unless `tools` names tools)
+    tools: tuple[str, ...] | None = None  # None: the toolsets' tools; server/toolselect.py checks the names
     exclude_tools: tuple[str, ...] = ()
     read_only: bool = False
+    max_result_tokens: int = Field(default=20_000, ge=500, le=1_000_000)
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     sandbox: bool = False
 
-    @field_validator("tools", "exclude_tools", mode="before")
+    @field_validator("tools", "exclude_tools", "toolsets", mode="before")
     @classmethod
     def _split_names(cls, value: object) -> object:
         if isinstance(value, str):

@@ -25,6 +25,7 @@ from server.neuroflash.client import NeuroflashClient
 from server.neuroflash.quota import QuotaBook
 from server.neuroflash.routes import RouteBook
 from server.neuroflash.service import NeuroflashService
+from server.neuroflash.voices import VoiceBook
 from server.neuroflash.workspaces import WorkspaceResolver
 from server.observe.logs import SecretMask
 from server.observe.metrics import NO_METRICS, Metrics, Observer, fingerprint, serve_metrics
@@ -208,6 +209,7 @@ async def open_runtime(settings: Settings, clock: Clock | None = None) -> AsyncI
                 models=ModelCatalog(client, clock),
                 clock=clock,
                 metrics=observer,
+                voices=VoiceBook(client, clock, store=store, keys=keys),
             )
         else:
             log.warning("neuroflash tools are disabled: set NEUROFLASH_CLIENT_ID and NEUROFLASH_CLIENT_SECRET")

@@ -13,10 +13,12 @@ from server.calls import error_result
 from server.config import Settings
 from server.errors import ConfigurationError, ToolDisabled
 from server.observe.logs import SecretMask
+from server.toolspec import DEFAULT_TOOLSETS, TOOLSETS
 
 log = logging.getLogger(__name__)
 
 TOOLS_HEADER = "x-mcp-tools"
+TOOLSETS_HEADER = "x-mcp-toolsets"
 READONLY_HEADER = "x-mcp-readonly"
 _YES = frozenset({"1", "true", "yes", "on"})
 
@@ -29,29 +31,66 @@ class Selection:
 
     catalog: Mapping[str, bool]
     off: Mapping[str, Why]
+    toolset_of: Mapping[str, str] | None = None  # tool -> its toolset
 
     @property
     def enabled(self) -> tuple[str, ...]:
         return tuple(name for name in self.catalog if name not in self.off)
 
 
-def select(catalog: Mapping[str, bool], settings: Settings) -> Selection:
-    """The operator's selection: which tools are on, and for each tool that is off, why and how to turn it on.
+def toolset_names(names: tuple[str, ...]) -> set[str]:
+    """The toolsets a list of toolset names and keywords (`default`, `all`) means.
 
     Raises:
-        ConfigurationError: an unknown tool name, or a selection that leaves no tool (it stops the start-up).
+        ConfigurationError: a name that is neither a toolset nor a keyword.
     """
+    unknown = sorted(set(names) - {*TOOLSETS, "default", "all"})
+    if unknown:
+        raise ConfigurationError(
+            f"unknown toolset {', '.join(unknown)} in FLASHSNAP_TOOLSETS (--toolsets); "
+            f"valid names: {', '.join(TOOLSETS)}, and the keywords default and all"
+        )
+    chosen = {name for name in names if name in TOOLSETS}
+    if "default" in names:
+        chosen |= set(DEFAULT_TOOLSETS)
+    if "all" in names:
+        chosen |= set(TOOLSETS)
+    return chosen
+
+
+def select(catalog: Mapping[str, bool], settings: Settings, toolset_of: Mapping[str, str] | None = None) -> Selection:
+    """The operator's selection: which tools are on, and for each tool that is off, why and how to turn it on.
+
+    Toolsets (default: `default`) choose tools; `tools` names tools besides them, or alone when no toolset is
+    named; then `exclude_tools` and `read_only` take tools away.
+
+    Raises:
+        ConfigurationError: an unknown tool or toolset name, or a selection that leaves no tool (it stops the
+            start-up).
+    """
+    toolset_of = toolset_of or {}
     unknown = sorted({name for name in (*(settings.tools or ()), *settings.exclude_tools) if name not in catalog})
     if unknown:
         raise ConfigurationError(
             f"unknown tool name {', '.join(unknown)} in FLASHSNAP_TOOLS / FLASHSNAP_EXCLUDE_TOOLS "
             f"(--tools / --exclude-tools); valid names: {', '.join(catalog)}"
         )
+    if settings.toolsets is not None:
+        toolsets = toolset_names(settings.toolsets)
+    else:
+        toolsets = set() if settings.tools is not None else set(DEFAULT_TOOLSETS)
     off: dict[str, Why] = {}
     restart = "and restart the server"
     for name, read_only in catalog.items():
-        if settings.tools is not None and name not in settings.tools:
+        chosen_by_set = toolset_of.get(name, DEFAULT_TOOLSETS[0]) in toolsets
+        if settings.tools is not None and name not in settings.tools and not chosen_by_set:
             off[name] = ("it is not in FLASHSNAP_TOOLS (--tools)", f"ask the user to add {name} to it {restart}")
+        elif settings.tools is None and not chosen_by_set:
+            toolset = toolset_of.get(name, "?")
+            off[name] = (
+                f"its toolset {toolset} is not chosen (FLASHSNAP_TOOLSETS, --toolsets; default: default)",
+                f"ask the user to add {toolset} (or all) to FLASHSNAP_TOOLSETS {restart}",
+            )
         elif name in settings.exclude_tools:
             off[name] = (
                 "it is listed in FLASHSNAP_EXCLUDE_TOOLS (--exclude-tools)",
@@ -59,13 +98,15 @@ def select(catalog: Mapping[str, bool], settings: Settings) -> Selection:
             )
         elif settings.read_only and not read_only:
             off[name] = (
-                "the server is read-only (FLASHSNAP_READ_ONLY, --read-only) and this tool changes data",
+                "the server is read-only (FLASHSNAP_READ_ONLY, --read-only) and this tool creates, changes, "
+                "spends or deletes",
                 f"ask the user to turn read-only mode off {restart}",
             )
-    selection = Selection(catalog, off)
+    selection = Selection(catalog, off, toolset_of)
     if not selection.enabled:
         raise ConfigurationError(
-            "no tool left on: FLASHSNAP_TOOLS, FLASHSNAP_EXCLUDE_TOOLS and FLASHSNAP_READ_ONLY turn every tool off"
+            "no tool left on: FLASHSNAP_TOOLSETS, FLASHSNAP_TOOLS, FLASHSNAP_EXCLUDE_TOOLS and FLASHSNAP_READ_ONLY "
+            "turn every tool off"
         )
     return selection
 
@@ -79,6 +120,14 @@ def narrowed_by(headers: Mapping[str, str] | None, selection: Selection) -> dict
         for name in selection.enabled:
             if name not in wanted:
                 off[name] = ("this client's X-MCP-Tools header leaves it out", "add it to that header")
+    if wanted_sets := tuple(name.strip() for name in headers.get(TOOLSETS_HEADER, "").split(",") if name.strip()):
+        try:
+            sets = toolset_names(wanted_sets)
+        except ConfigurationError:
+            sets = {name for name in wanted_sets if name in TOOLSETS}  # an unknown name only narrows further
+        for name in selection.enabled:
+            if (selection.toolset_of or {}).get(name) not in sets:
+                off.setdefault(name, ("this client's X-MCP-Toolsets header leaves it out", "add its toolset there"))
     if headers.get(READONLY_HEADER, "").strip().lower() in _YES:
         for name in selection.enabled:
             if not selection.catalog[name]:

@@ -9,13 +9,17 @@ import json
 import os
 from pathlib import Path
 
-from mcp import Client
+import pytest
+
+from tests.conftest import MODES, Connect
 
 CONTRACTS = Path(__file__).parent / "contracts"
 
 
-async def test_each_tool_matches_its_committed_contract(client: Client) -> None:
-    tools = (await client.list_tools()).tools
+@pytest.mark.parametrize("mode", MODES)
+async def test_each_tool_matches_its_committed_contract(connect: Connect, mode: str) -> None:
+    async with connect(mode=mode, env={"FLASHSNAP_TOOLSETS": "all"}) as client:
+        tools = (await client.list_tools()).tools
     seen = set()
     for tool in tools:
         contract = tool.model_dump(mode="json", by_alias=True, exclude_none=True)

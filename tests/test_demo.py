@@ -19,3 +19,5 @@ def test_the_demo_walks_every_tool_on_the_modern_protocol() -> None:
     assert "Connected: flashsnap-mcp (2026-07-28)" in done.stdout
     assert "tools/list may be cached for 600 s" in done.stdout
     assert "Done: every tool answered" in done.stdout
+    assert "done in the voice 'Friendly expert'" in done.stdout
+    assert "crystallize tokens spent" in done.stdout

@@ -52,7 +52,7 @@ def connect(url: str, transport: str, mode: str, token: str | None = None) -> Cl
 @pytest.mark.parametrize("transport", ["streamable-http", "sse"])
 @pytest.mark.parametrize("mode", MODES)
 async def test_every_tool_works_over_http(serve_http: ServeHTTP, transport: str, mode: str) -> None:
-    async with serve_http(transport) as url, connect(url, transport, mode) as client:
+    async with serve_http(transport, toolsets=("all",)) as url, connect(url, transport, mode) as client:
         with anyio.fail_after(30):
             await walk_every_tool(client, f"Over {transport}")
 

@@ -81,7 +81,7 @@ async def test_every_malformed_request_with_an_id_is_answered_over_stdio() -> No
             await _send(process, '{"jsonrpc":"2.0","id":99,"method":"tools/list"}')
             answer = await _answer(lines)
             assert answer["id"] == 99
-            assert len(answer["result"]["tools"]) == 7
+            assert len(answer["result"]["tools"]) == 8  # the default toolsets
             process.terminate()
 
 

@@ -27,6 +27,7 @@ from server.app import create_app
 from server.config import Settings
 from server.sandbox import Emulator, EmulatorState, catalog
 from server.sandbox.runner import seed_sandbox
+from server.toolspec import DEFAULT_TOOLSETS
 from tests.results import data
 from tests.test_stdio import params
 
@@ -35,6 +36,7 @@ MANIFEST = json.loads((ROOT / "mcpb" / "manifest.json").read_text())
 SERVER_JSON = json.loads((ROOT / "server.json").read_text())
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 TOOLS = {spec.name for spec in tools.ALL}
+DEFAULT = {spec.name for spec in tools.ALL if spec.toolset in DEFAULT_TOOLSETS}  # what a server offers by default
 CONTAINERFILE = (ROOT / "Containerfile").read_text()
 
 
@@ -170,7 +172,7 @@ def test_the_bundle_packs_unpacks_and_starts_as_its_manifest_says(tmp_path: Path
     with Emulator(seed_sandbox(EmulatorState())) as emulator:
         urls = {k: v for k, v in emulator.environment().items() if k.endswith("_URL")}
         listed = start_bundle(tmp_path, unpacked, mcp_config, user_config, urls)
-    assert listed == TOOLS - {"generate", "snapshot"}  # the read_only setting reached the server
+    assert listed == DEFAULT - {"generate", "snapshot"}  # the read_only setting reached the server
 
 
 def start_bundle(
@@ -210,6 +212,6 @@ def test_the_wheel_installs_into_a_fresh_venv_and_serves_the_sandbox(tmp_path: P
     listed = anyio.run(
         list_and_call, StdioServerParameters(command=str(command), args=["--sandbox"], env=env, cwd=tmp_path)
     )
-    assert listed == TOOLS
+    assert listed == DEFAULT
     where = run(venv / "bin" / "python", "-c", "import server; print(server.__file__)", cwd=tmp_path)
     assert where.startswith(str(venv))

@@ -29,7 +29,7 @@ def params(*args: str, env: dict[str, str] | None = None) -> StdioServerParamete
 @pytest.mark.parametrize("mode", MODES)
 async def test_every_tool_works_over_stdio_in_sandbox_mode(mode: str) -> None:
     with anyio.fail_after(60):
-        async with Client(params("--sandbox"), mode=mode) as client:
+        async with Client(params("--sandbox", "--toolsets", "all"), mode=mode) as client:
             assert "SANDBOX MODE" in (client.instructions or "")
             workspaces = await walk_every_tool(client, "Stdio works")
             assert len(workspaces["workspaces"]) == 2

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 from agents.mcp.util import MCPUtil
-from mcp import Client
+
+from tests.conftest import MODES, Connect
 
 
 class _Server:
@@ -20,9 +22,11 @@ class _Server:
         return False
 
 
-async def test_every_input_schema_is_accepted_in_strict_mode(client: Client) -> None:
-    tools = (await client.list_tools()).tools
-    assert len(tools) == 7
+@pytest.mark.parametrize("mode", MODES)
+async def test_every_input_schema_is_accepted_in_strict_mode(connect: Connect, mode: str) -> None:
+    async with connect(mode=mode, env={"FLASHSNAP_TOOLSETS": "all"}) as client:
+        tools = (await client.list_tools()).tools
+    assert len(tools) == 14
     for tool in tools:
         converted = MCPUtil.to_function_tool(tool, _Server(), True)  # type: ignore[arg-type]
         # The converter falls back to a loose schema, silently, when strict conversion fails.

@@ -86,6 +86,7 @@ CALLS: list[tuple[str, dict[str, str]]] = [
     ("generate", {"model": "gpt-4.1-mini", "prompt": "Hello from the Inspector"}),
     ("snapshot", {"name": "Inspected", "core": "The Inspector can save snapshots too."}),
     ("search_snapshots", {"query": "inspector snapshots"}),
+    ("list_brand_voices", {}),
 ]
 TOOLS = {name for name, _ in CALLS} | {"get_snapshot"}
 

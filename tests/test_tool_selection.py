@@ -26,8 +26,20 @@ from tests.conftest import MODES, Connect
 from tests.results import data, error
 from tests.test_stdio import COMMAND, params
 
-ALL = {"list_workspaces", "check_quota", "list_models", "generate", "snapshot", "search_snapshots", "get_snapshot"}
+ALL = {
+    "list_workspaces",
+    "check_quota",
+    "list_models",
+    "generate",
+    "snapshot",
+    "search_snapshots",
+    "get_snapshot",
+    "list_brand_voices",
+}  # fmt: skip  (the default toolsets)
 WRITERS = {"generate", "snapshot"}
+EVERY = ALL | {"list_twins", "ask_twins", "list_snapshots", "crystallize", "update_snapshot", "delete_snapshot"}
+EVERY_WRITER = WRITERS | {"ask_twins", "crystallize", "update_snapshot", "delete_snapshot"}
+DEFAULT_BUDGET, ALL_BUDGET = 12_000, 24_000
 README = Path(__file__).parent.parent / "README.md"
 
 
@@ -45,6 +57,39 @@ async def test_read_only_lists_only_tools_that_change_nothing_and_refuses_the_ot
         assert error(await client.call_tool("snapshot", {}))["code"] == "tool_disabled"
         data(await client.call_tool("list_workspaces", {}))
     assert state.count("chat") == 0
+
+
+async def test_read_only_leaves_out_every_tool_that_creates_changes_spends_or_deletes(
+    connect: Connect, state: EmulatorState
+) -> None:
+    async with connect(env={"FLASHSNAP_READ_ONLY": "1", "FLASHSNAP_TOOLSETS": "all"}) as client:
+        listed = {t.name: t for t in (await client.list_tools()).tools}
+        assert set(listed) == EVERY - EVERY_WRITER
+        assert all(t.annotations and t.annotations.read_only_hint for t in listed.values())
+        for name in sorted(listed):
+            args = {"list_snapshots": {}, "search_snapshots": {"query": "x"}, "list_twins": {},
+                    "list_brand_voices": {}, "list_workspaces": {}, "check_quota": {}, "list_models": {}}  # fmt: skip
+            if name in args:
+                data(await client.call_tool(name, args[name]))
+        assert error(await client.call_tool("delete_snapshot", {}))["code"] == "tool_disabled"
+    # Read-only tools caused no write upstream.
+    writes = ("chat", "snapshot_create", "snapshot_update", "snapshot_delete", "crystallize", "twin_group_chat")
+    assert all(state.count(route) == 0 for route in writes)
+    assert not state.received  # the emulator records the body of every write it took: none
+
+
+async def test_toolsets_choose_groups_of_tools_and_tools_add_to_them(connect: Connect) -> None:
+    async with connect(env={"FLASHSNAP_TOOLSETS": "twins,neuralsnap-write"}) as client:
+        assert {t.name for t in (await client.list_tools()).tools} == {
+            "list_twins", "ask_twins", "list_snapshots", "crystallize", "update_snapshot", "delete_snapshot"
+        }  # fmt: skip
+        off = error(await client.call_tool("generate", {"model": "m", "prompt": "p"}))
+        assert "neuroflash" in off["message"]
+        assert "FLASHSNAP_TOOLSETS" in off["hint"]
+    async with connect(env={"FLASHSNAP_TOOLSETS": "default", "FLASHSNAP_TOOLS": "crystallize"}) as client:
+        assert {t.name for t in (await client.list_tools()).tools} == ALL | {"crystallize"}
+    with pytest.raises(ConfigurationError, match="unknown toolset brnad"):
+        create_app(Settings(toolsets=("brnad",)))
 
 
 async def test_tools_and_exclude_tools_choose_by_name_and_say_how_to_turn_a_tool_on(connect: Connect) -> None:
@@ -113,6 +158,10 @@ async def test_http_headers_narrow_the_operators_set_and_never_widen_it(
             assert {t.name for t in (await reader.list_tools()).tools} == ALL - WRITERS
             refused = error(await reader.call_tool("generate", {"model": "gpt-4.1-mini", "prompt": "hi"}))
             assert "X-MCP-Readonly" in refused["message"]
+        async with http_client(server.url, {"X-MCP-Toolsets": "brand, twins"}, mode) as branded:
+            # twins is not on at all (not in the default toolsets): the header cannot widen to it.
+            assert {t.name for t in (await branded.list_tools()).tools} == {"list_brand_voices"}
+            assert "X-MCP-Toolsets" in error(await branded.call_tool("list_models", {}))["message"]
     assert state.count("chat") == 0
 
 
@@ -141,10 +190,39 @@ def tools_list_size(**selection: object) -> tuple[int, int, int]:
     return count, len(body), round(len(body) / 4)
 
 
+def model_visible_size(**selection: object) -> int:
+    """What a model reads of the tools: the UTF-8 length of compact {"name", "description", "input_schema"}, summed."""
+    app = create_app(Settings.model_validate(selection))
+
+    async def listed() -> int:
+        async with Client(app) as client:
+            tools = (await client.list_tools()).tools
+        return sum(
+            len(json.dumps({"name": t.name, "description": t.description, "input_schema": t.input_schema},
+                           separators=(",", ":"), ensure_ascii=False).encode())
+            for t in tools
+        )  # fmt: skip
+
+    return anyio.run(listed)
+
+
+def test_the_tools_a_model_reads_stay_within_the_context_budget_and_the_readme_says_how_much() -> None:
+    default, every = model_visible_size(), model_visible_size(toolsets=("all",))
+    assert default <= DEFAULT_BUDGET, f"the default toolsets take {default:,} bytes of context"
+    assert every <= ALL_BUDGET, f"all toolsets take {every:,} bytes of context"
+    readme = README.read_text()
+    for row in (f"| `default` | {len(ALL)} | {default:,} |", f"| `all` | {len(EVERY)} | {every:,} |"):
+        assert row in readme, f"README's context-budget table is stale; expected the row {row!r}"
+
+
 def test_the_readme_states_the_current_size_of_the_tool_list() -> None:
     readme = README.read_text()
-    for label, selection in (("all tools", {}), ("`--read-only`", {"read_only": True})):
+    for label, selection in (
+        ("default toolsets", {}),
+        ("`--read-only`", {"read_only": True}),
+        ("`--toolsets all`", {"toolsets": ("all",)}),
+    ):
         count, size, tokens = tools_list_size(**selection)
         row = f"| {label} | {count} | {size:,} | ~{tokens:,} |"
         assert row in readme, f"README's tool-list size table is stale; expected the row {row!r}"
-    assert re.search(r"\| `--read-only` \| 5 \|", readme)
+    assert re.search(r"\| `--read-only` \| 6 \|", readme)

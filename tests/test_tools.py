@@ -6,6 +6,7 @@ import pytest
 from mcp import Client
 
 from server.sandbox import EmulatorState, catalog
+from tests.conftest import Connect
 from tests.results import data
 
 TOOLS = {
@@ -16,26 +17,37 @@ TOOLS = {
     "snapshot",
     "search_snapshots",
     "get_snapshot",
+    "list_brand_voices",
 }
+EVERY = TOOLS | {"list_twins", "ask_twins", "list_snapshots", "crystallize", "update_snapshot", "delete_snapshot"}
 
 
-async def test_every_tool_is_listed_with_schemas_and_annotations(client: Client) -> None:
-    tools = {tool.name: tool for tool in (await client.list_tools()).tools}
-    assert set(tools) == TOOLS
+async def test_the_default_toolsets_offer_todays_tools_and_brand_voices(client: Client) -> None:
+    assert {tool.name for tool in (await client.list_tools()).tools} == TOOLS
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_every_tool_is_listed_with_schemas_and_annotations(connect: Connect, mode: str) -> None:
+    async with connect(mode=mode, env={"FLASHSNAP_TOOLSETS": "all"}) as client:
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+    assert set(tools) == EVERY
     for tool in tools.values():
         assert len(tool.description or "") > 40
         assert tool.output_schema is not None, tool.name
         assert tool.annotations is not None
         assert tool.annotations.open_world_hint is True
-        assert tool.annotations.destructive_hint is False
+        destructive = tool.name in ("update_snapshot", "delete_snapshot")
+        assert tool.annotations.destructive_hint is destructive, tool.name
         for name, prop in tool.input_schema.get("properties", {}).items():
             assert prop.get("description") or "$ref" in prop, f"{tool.name}.{name} has no description"
-    for read_only in ("list_workspaces", "check_quota", "list_models", "search_snapshots", "get_snapshot"):
+    for read_only in ("list_workspaces", "check_quota", "list_models", "search_snapshots", "get_snapshot",
+                      "list_brand_voices", "list_twins", "list_snapshots"):  # fmt: skip
         assert tools[read_only].annotations.read_only_hint is True  # type: ignore[union-attr]
         assert tools[read_only].annotations.idempotent_hint is True  # type: ignore[union-attr]
-    for spends in ("generate", "snapshot"):
+    for spends in ("generate", "snapshot", "ask_twins", "crystallize", "delete_snapshot"):
         assert tools[spends].annotations.read_only_hint is False  # type: ignore[union-attr]
         assert tools[spends].annotations.idempotent_hint is False  # type: ignore[union-attr]
+    assert tools["update_snapshot"].annotations.idempotent_hint is True  # type: ignore[union-attr]
 
 
 async def test_the_session_speaks_the_protocol_asked_for(client: Client, request: pytest.FixtureRequest) -> None:

@@ -8,10 +8,13 @@ from mcp import Client
 
 from tests.results import data
 
+CRYSTAL = "Short answers get read.\n\nLong answers get skimmed, then forgotten by the end of the day."
+
 
 async def walk_every_tool(client: Client, note: str) -> dict[str, Any]:
-    """Call each tool once, checking what a user would see; returns list_workspaces' result."""
-    assert len((await client.list_tools()).tools) == 7
+    """Call each tool once (the server offers every toolset), checking what a user would see; returns
+    list_workspaces' result."""
+    assert len((await client.list_tools()).tools) == 14
     workspaces = data(await client.call_tool("list_workspaces", {}))
     assert data(await client.call_tool("check_quota", {}))["can_generate"] is True
     models = data(await client.call_tool("list_models", {}))["models"]
@@ -28,4 +31,15 @@ async def walk_every_tool(client: Client, note: str) -> dict[str, Any]:
     found = data(await client.call_tool("search_snapshots", {"query": note}))
     assert [s["id"] for s in found["snapshots"]] == [saved["id"]]
     assert data(await client.call_tool("get_snapshot", {"id": saved["id"]}))["name"] == note
+    voice = data(await client.call_tool("list_brand_voices", {}))["brand_voices"][0]["id"]
+    assert data(await client.call_tool("generate", {**args, "brand_voice_id": voice}))["text"]
+    group = data(await client.call_tool("list_twins", {}))["groups"][0]["key"]
+    twin = data(await client.call_tool("list_twins", {"group": group}))["twins"][0]["id"]
+    assert data(await client.call_tool("ask_twins", {"twin_ids": [twin], "question": note}))["answers"]
+    assert data(await client.call_tool("crystallize", {"text": f"{note}. {CRYSTAL}"}))["count"] >= 1
+    listed = data(await client.call_tool("list_snapshots", {"limit": 100}))["snapshots"]
+    assert saved["id"] in [s["id"] for s in listed]
+    changed = data(await client.call_tool("update_snapshot", {"id": saved["id"], "tags": ["checked"]}))
+    assert (changed["tags"], changed["core"]) == (["checked"], saved["core"])
+    assert data(await client.call_tool("delete_snapshot", {"id": saved["id"]}))["deleted"] is True
     return workspaces

@@ -108,4 +108,4 @@ def _utc(timestamp: float | None) -> datetime | None:
     return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC)
 
 
-TOOL = ToolSpec(check_quota, "check_quota", "Check neuroflash word quotas", READ_ONLY)
+TOOL = ToolSpec(check_quota, "check_quota", "Check neuroflash word quotas", READ_ONLY, "neuroflash")

@@ -50,6 +50,15 @@ async def generate(
         Literal["max", "xhigh", "high", "medium", "low", "minimal", "none"] | None,
         Field(description="How hard a reasoning model thinks (see reasoning_model in list_models)."),
     ] = None,
+    brand_voice_id: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            max_length=100,
+            pattern=r"^[A-Za-z0-9_-]+$",
+            description="Write in this brand voice (id from list_brand_voices).",
+        ),
+    ] = None,
     max_wait_s: MaxWait = None,
 ) -> Generation:
     """Generate text with a neuroflash language model; this spends words from the workspace's quota.
@@ -77,8 +86,8 @@ async def generate(
         reasoning_effort=reasoning_effort,
     )
 
-    workspace_id, result = await runtime(ctx).neuroflash().generate(workspace_id, body)
+    workspace_id, result = await runtime(ctx).neuroflash().generate(workspace_id, body, brand_voice_id)
     return Generation(workspace_id=workspace_id, **result.model_dump())
 
 
-TOOL = ToolSpec(generate, "generate", "Generate text with neuroflash", CREATES)
+TOOL = ToolSpec(generate, "generate", "Generate text with neuroflash", CREATES, "neuroflash")

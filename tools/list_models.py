@@ -49,4 +49,4 @@ async def list_models(
     )
 
 
-TOOL = ToolSpec(list_models, "list_models", "List neuroflash models", READ_ONLY)
+TOOL = ToolSpec(list_models, "list_models", "List neuroflash models", READ_ONLY, "neuroflash")

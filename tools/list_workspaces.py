@@ -32,4 +32,4 @@ async def list_workspaces(ctx: ToolContext, max_wait_s: MaxWait = None) -> Works
     )
 
 
-TOOL = ToolSpec(list_workspaces, "list_workspaces", "List neuroflash workspaces", READ_ONLY)
+TOOL = ToolSpec(list_workspaces, "list_workspaces", "List neuroflash workspaces", READ_ONLY, "neuroflash")

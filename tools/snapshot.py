@@ -7,13 +7,13 @@ from pydantic import Field
 from server.arguments import Closed
 from server.errors import InvalidArguments
 from server.neuralsnap.wire import SavedSnapshot, SnapshotFields
-from server.toolspec import CREATES, MaxWait, ToolContext, ToolSpec, runtime
+from server.toolspec import CREATES, BrainId, MaxWait, ToolContext, ToolSpec, runtime
 
 Text = Annotated[str | None, Field(min_length=1, max_length=20_000)]
 
 
 class Feeling(Closed):
-    """One feeling attached to a thought; the list is sent to NeuralSnap as its `emotion` object."""
+    """A feeling (sent to NeuralSnap in its `emotion` object)."""
 
     name: str = Field(min_length=1, max_length=50, description="The feeling, e.g. 'joy' or 'doubt'.")
     value: Annotated[str, Field(max_length=200)] | float | bool = Field(
@@ -54,16 +54,16 @@ async def snapshot(
         list[Annotated[str, Field(min_length=1, max_length=50)]],
         Field(max_length=30, description="Labels to find it by."),
     ] = [],  # noqa: B006 - pydantic copies defaults; a list reads best in the schema
+    brain_id: BrainId = None,
     max_wait_s: MaxWait = None,
 ) -> SavedSnapshot:
     """Save a structured thought (a "snapshot") to the user's NeuralSnap second brain.
 
-    Use it when the user wants to keep an idea, belief, rule or lesson. name and core
-    are required; add whatever else the user said. Each call creates a new snapshot,
-    so do not repeat a call that failed with maybe_processed true without checking
-    with search_snapshots first. Returns the stored snapshot with its id; when
-    NeuralSnap's answer could not be read in full, `note` says so (it was saved all
-    the same: do not save it again).
+    Use it when the user wants to keep an idea, belief, rule or lesson; add whatever
+    else the user said. Each call creates a new snapshot: after a failure with
+    maybe_processed true, check with search_snapshots before saving again. Returns
+    the stored snapshot with its id; a `note` means NeuralSnap's answer could not be
+    read in full (it was saved all the same: do not save it again).
 
     Raises:
         InvalidArguments: two feelings with one name.
@@ -95,7 +95,7 @@ async def snapshot(
         significance_score=significance_score,
         tags=tags,
     )
-    return await runtime(ctx).neuralsnap().save(fields)
+    return await runtime(ctx).neuralsnap().save(fields, brain_id)
 
 
-TOOL = ToolSpec(snapshot, "snapshot", "Save a NeuralSnap snapshot", CREATES)
+TOOL = ToolSpec(snapshot, "snapshot", "Save a NeuralSnap snapshot", CREATES, "neuralsnap")

@@ -78,7 +78,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         help="HTTP worker processes on this host, sharing the state store (default: 1, or FLASHSNAP_WORKERS)",
     )
-    parser.add_argument("--tools", help="only these tools, comma-separated (default: all, or FLASHSNAP_TOOLS)")
+    parser.add_argument(
+        "--toolsets",
+        help="toolsets to offer, comma-separated: neuroflash, brand, twins, neuralsnap, neuralsnap-write, "
+        "default, all (default: default, or FLASHSNAP_TOOLSETS)",
+    )
+    parser.add_argument("--tools", help="only these tools, comma-separated (or FLASHSNAP_TOOLS)")
     parser.add_argument("--exclude-tools", help="turn these tools off, comma-separated (or FLASHSNAP_EXCLUDE_TOOLS)")
     parser.add_argument(
         "--read-only", action="store_true", default=None, help="only tools that change nothing (or FLASHSNAP_READ_ONLY)"
@@ -112,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "port": args.port,
         "log_level": args.log_level,
         "workers": args.workers,
+        "toolsets": args.toolsets,
         "tools": args.tools,
         "exclude_tools": args.exclude_tools,
         "read_only": args.read_only,
@@ -164,6 +170,7 @@ def serve_workers(settings: Settings, environ: Mapping[str, str]) -> None:
             "FLASHSNAP_LOG_LEVEL": settings.log_level,
             "FLASHSNAP_WORKERS": str(settings.workers),
             # Flags the workers cannot see: the tool selection (blank means unset).
+            "FLASHSNAP_TOOLSETS": ",".join(settings.toolsets or ()),
             "FLASHSNAP_TOOLS": ",".join(settings.tools or ()),
             "FLASHSNAP_EXCLUDE_TOOLS": ",".join(settings.exclude_tools),
             "FLASHSNAP_READ_ONLY": "1" if settings.read_only else "",

@@ -20,7 +20,17 @@ from server.errors import (
     UpstreamUnavailable,
 )
 from server.httpio import UNSAFE_METHODS, error_body, retry_after, spent_quota
-from server.neuralsnap.wire import SavedSnapshot, SearchHit, Snapshot, SnapshotFields, read_saved
+from server.neuralsnap.wire import (
+    Crystallized,
+    Profile,
+    SavedSnapshot,
+    SearchHit,
+    Snapshot,
+    SnapshotChanges,
+    SnapshotFields,
+    read_saved,
+    whole,
+)
 from server.responses import parse, request_id, send
 
 SERVICE = "NeuralSnap"
@@ -35,41 +45,136 @@ class _Many(BaseModel):
     count: int | None = None
 
 
+class _Crystal(BaseModel):
+    snapshots: list[Snapshot] = []
+    count: int | None = None
+
+
+class _Usage(BaseModel):
+    totalTokensIn: int | None = None
+    totalTokensOut: int | None = None
+    totalTokens: int | None = None
+
+
+class _CrystalAnswer(BaseModel):
+    data: _Crystal
+    usage: _Usage = _Usage()
+
+
+class _ProfileAnswer(BaseModel):
+    data: Profile
+
+
+class _VerbRefused(Exception):
+    """PATCH answered 404 or 405: the verb may not be the one this NeuralSnap implements."""
+
+
+UPDATE_VERBS = ("PATCH", "PUT")
+
+
 class NeuralSnapClient:
-    """Typed methods over one shared `httpx2.AsyncClient` that carries the API key."""
+    """Typed methods over one shared `httpx2.AsyncClient` that carries the API key.
+
+    The pages do not say whether an update is a PATCH or a PUT. An update is sent as a PATCH of the fields
+    asked for; a 404 or 405 to it reads the snapshot and PUTs the whole of it with the changes, so no field
+    is lost whichever verb the service implements. The verb that worked is remembered for the process.
+    """
 
     def __init__(self, http: httpx2.AsyncClient, clock: Clock | None = None) -> None:
         self._http = http
         self._clock = clock or SystemClock()
+        self.update_verb: str | None = None  # the verb an update last worked with
 
-    async def create(self, fields: SnapshotFields) -> SavedSnapshot:
+    async def create(self, fields: SnapshotFields, brain_id: str | None = None) -> SavedSnapshot:
         """Create one snapshot; an answer of an unexpected shape still reports it saved (see `read_saved`).
 
         Raises:
             UpstreamError: NeuralSnap refused the request or failed (the subclass says how; see `_raise_for`).
             UpstreamUnavailable: no answer came; `maybe_processed` says whether it may have been saved.
         """
-        response = await self._send("POST", "/snapshots", json=fields.model_dump(exclude_none=True))
+        body = fields.model_dump(exclude_none=True) | ({"brain_id": brain_id} if brain_id else {})
+        response = await self._send("POST", "/snapshots", json=body)
         return read_saved(response.content, fields, response.status_code)
 
-    async def search(self, query: str, limit: int) -> list[SearchHit]:
+    async def search(self, query: str, limit: int, brain_id: str | None = None) -> list[SearchHit]:
         """Snapshots that match `query`, best first.
 
         Raises:
             UpstreamError: NeuralSnap refused or failed the search, or answered what cannot be read.
         """
-        response = await self._send("GET", "/snapshots/search", params={"q": query, "limit": limit})
+        params: dict[str, Any] = {"q": query, "limit": limit} | ({"brain_id": brain_id} if brain_id else {})
+        response = await self._send("GET", "/snapshots/search", params=params)
         return parse(_Many, response, what=SERVICE).data
 
-    async def recent(self, limit: int, offset: int = 0) -> tuple[list[SearchHit], int | None]:
+    async def recent(
+        self, limit: int, offset: int = 0, brain_id: str | None = None
+    ) -> tuple[list[SearchHit], int | None]:
         """One page of the newest snapshots, and how many there are (None when not said).
 
         Raises:
             UpstreamError: NeuralSnap refused or failed the listing, or answered what cannot be read.
         """
-        response = await self._send("GET", "/snapshots", params={"limit": limit, "offset": offset})
+        params: dict[str, Any] = {"limit": limit, "offset": offset} | ({"brain_id": brain_id} if brain_id else {})
+        response = await self._send("GET", "/snapshots", params=params)
         page = parse(_Many, response, what=SERVICE)
         return page.data, page.count
+
+    async def update(self, snapshot_id: str, changes: SnapshotChanges) -> Snapshot:
+        """Change the fields of `changes`, keeping every other: PATCH, else (404/405) read and PUT the whole.
+
+        Raises:
+            NotFound: no snapshot has that id.
+            UpstreamError: NeuralSnap refused or failed the update (the subclass says how; see `_raise_for`).
+        """
+        path = f"/snapshots/{quote(snapshot_id, safe='')}"
+        if self.update_verb != "PUT":
+            try:
+                response = await self._send("PATCH", path, json=changes.body(), not_found=snapshot_id, verb=True)
+            except _VerbRefused:
+                pass
+            else:
+                self.update_verb = "PATCH"
+                return parse(_One, response, what=SERVICE).data
+        current = await self.get(snapshot_id)
+        response = await self._send("PUT", path, json=whole(current, changes), not_found=snapshot_id)
+        self.update_verb = "PUT"
+        return parse(_One, response, what=SERVICE).data
+
+    async def delete(self, snapshot_id: str) -> None:
+        """Delete one snapshot.
+
+        Raises:
+            NotFound: no snapshot has that id (it may be deleted already).
+            UpstreamError: NeuralSnap refused or failed the request.
+        """
+        await self._send("DELETE", f"/snapshots/{quote(snapshot_id, safe='')}", not_found=snapshot_id)
+
+    async def crystallize(self, body: dict[str, Any]) -> Crystallized:
+        """Turn a text into snapshots; sent once, never repeated (it spends the monthly crystallize tokens).
+
+        Raises:
+            QuotaExhausted: the monthly crystallize quota is spent, with its renewal date.
+            UpstreamError: NeuralSnap refused or failed it; `maybe_processed` when it may have run.
+        """
+        response = await self._send("POST", "/crystallize", json=body)
+        answer = parse(_CrystalAnswer, response, what=SERVICE)
+        usage = answer.usage
+        return Crystallized(
+            snapshots=answer.data.snapshots,
+            count=answer.data.count if answer.data.count is not None else len(answer.data.snapshots),
+            tokens_in=usage.totalTokensIn,
+            tokens_out=usage.totalTokensOut,
+            tokens=usage.totalTokens,
+        )
+
+    async def profile(self) -> Profile:
+        """The account's plan and limits.
+
+        Raises:
+            PermissionDenied: the plan has no API access (Starter answers 403).
+            UpstreamError: any other refusal or failure.
+        """
+        return parse(_ProfileAnswer, await self._send("GET", "/profile"), what=SERVICE).data
 
     async def get(self, snapshot_id: str) -> Snapshot:
         """One snapshot by id.
@@ -89,16 +194,14 @@ class NeuralSnapClient:
         json: Any = None,
         params: dict[str, Any] | None = None,
         not_found: str | None = None,
+        verb: bool = False,
     ) -> httpx2.Response:
-        return await send(
-            self._http,
-            method,
-            path,
-            service=SERVICE,
-            raise_for=lambda response: _raise_for(response, not_found, self._clock.now()),
-            json=json,
-            params=params,
-        )
+        def raise_for(response: httpx2.Response) -> NoReturn:
+            if verb and response.status_code in (404, 405):
+                raise _VerbRefused
+            _raise_for(response, not_found, self._clock.now())
+
+        return await send(self._http, method, path, service=SERVICE, raise_for=raise_for, json=json, params=params)
 
 
 def quota_of(path: str) -> str:

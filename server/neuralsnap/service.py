@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from server.neuralsnap.client import NeuralSnapClient
-from server.neuralsnap.wire import SavedSnapshot, SearchHit, Snapshot, SnapshotFields
+from server.neuralsnap.wire import Crystallized, SavedSnapshot, SearchHit, Snapshot, SnapshotChanges, SnapshotFields
 
 
 @dataclass
@@ -18,7 +19,7 @@ class NeuralSnapService:
 
     client: NeuralSnapClient
 
-    async def save(self, fields: SnapshotFields) -> SavedSnapshot:
+    async def save(self, fields: SnapshotFields, brain_id: str | None = None) -> SavedSnapshot:
         """Create one snapshot; sent once, never retried after it may have reached NeuralSnap.
 
         A success whose answer has an unexpected shape is still a success: the snapshot comes back with
@@ -31,9 +32,9 @@ class NeuralSnapService:
             QuotaExhausted: a monthly quota is spent (nothing saved).
             FlashsnapError: any other failure; `maybe_processed` says whether it may have been saved.
         """
-        return await self.client.create(fields)
+        return await self.client.create(fields, brain_id)
 
-    async def search(self, query: str, limit: int) -> list[SearchHit]:
+    async def search(self, query: str, limit: int, brain_id: str | None = None) -> list[SearchHit]:
         """Up to `limit` snapshots that match `query` by meaning, best first.
 
         Raises:
@@ -42,7 +43,7 @@ class NeuralSnapService:
             PermissionDenied: the key's plan or permissions do not allow searching.
             FlashsnapError: any other failure (its subclass says which).
         """
-        return await self.client.search(query, limit)
+        return await self.client.search(query, limit, brain_id)
 
     async def get(self, snapshot_id: str) -> Snapshot:
         """One snapshot by id.
@@ -53,10 +54,44 @@ class NeuralSnapService:
         """
         return await self.client.get(snapshot_id)
 
-    async def recent(self, limit: int, offset: int = 0) -> tuple[list[SearchHit], int | None]:
+    async def recent(
+        self, limit: int, offset: int = 0, brain_id: str | None = None
+    ) -> tuple[list[SearchHit], int | None]:
         """The newest snapshots from `offset` on, and how many the brain holds (None when not said).
 
         Raises:
             FlashsnapError: the listing failed (its subclass says why).
         """
-        return await self.client.recent(limit, offset)
+        return await self.client.recent(limit, offset, brain_id)
+
+    async def update(self, snapshot_id: str, changes: SnapshotChanges) -> Snapshot:
+        """Change the fields asked for and keep every other, whichever verb NeuralSnap implements.
+
+        Raises:
+            NotFound: no snapshot has that id.
+            FlashsnapError: any other failure (its subclass says which).
+        """
+        return await self.client.update(snapshot_id, changes)
+
+    async def delete(self, snapshot_id: str) -> None:
+        """Delete one snapshot.
+
+        Raises:
+            NotFound: no snapshot has that id.
+            FlashsnapError: any other failure (its subclass says which).
+        """
+        await self.client.delete(snapshot_id)
+
+    async def crystallize(self, text: str, brain_id: str | None, source_type: str | None) -> Crystallized:
+        """Turn a text into snapshots; sent once and never repeated, as it spends monthly crystallize tokens.
+
+        Raises:
+            QuotaExhausted: the monthly crystallize quota is spent; `resets_at` says when it renews.
+            FlashsnapError: any other failure; `maybe_processed` says whether it may have run.
+        """
+        body: dict[str, Any] = {"text": text}
+        if brain_id:
+            body["brain_id"] = brain_id
+        if source_type:
+            body["source_type"] = source_type
+        return await self.client.crystallize(body)

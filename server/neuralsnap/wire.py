@@ -45,6 +45,34 @@ class SnapshotFields(_Thought):
     steps: str | None = None
 
 
+class SnapshotChanges(BaseModel):
+    """The fields an update sets; a field left None is not changed."""
+
+    name: str | None = None
+    core: str | None = None
+    type: SnapshotType | None = None
+    one_liner: str | None = None
+    story: str | None = None
+    moment: str | None = None
+    source: str | None = None
+    trigger_pattern: str | None = None
+    method: str | None = None
+    filter: str | None = None
+    challenge: str | None = None
+    break_test: str | None = None
+    risks: str | None = None
+    proof: str | None = None
+    confidence: float | None = None
+    significance_score: float | None = None
+    tags: list[str] | None = None
+    emotion: dict[str, Any] | None = None
+    steps: str | None = None
+
+    def body(self) -> dict[str, Any]:
+        """The fields to send: only those asked for."""
+        return self.model_dump(exclude_none=True)
+
+
 class _Stored(_Thought):
     """A snapshot as NeuralSnap keeps it, in either page's shape."""
 
@@ -75,6 +103,36 @@ def _score(value: object) -> object:
         except ValueError:
             return None
     return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+STORED_ONLY = frozenset({"id", "brain_id", "source_type", "source_id", "created_at", "updated_at", "similarity"})
+
+
+def whole(snapshot: Snapshot, changes: SnapshotChanges) -> dict[str, Any]:
+    """The whole snapshot with `changes` applied, as a PUT replaces it: every field it has keeps its value."""
+    current = {k: v for k, v in snapshot.model_dump().items() if k not in STORED_ONLY and v is not None}
+    return {**current, **changes.body()}
+
+
+class Crystallized(BaseModel):
+    """What a crystallize made: the new snapshots, and the tokens it spent of the monthly quota."""
+
+    snapshots: list[Snapshot]
+    count: int
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    tokens: int | None = Field(default=None, description="Crystallize tokens spent of the plan's monthly quota.")
+
+
+class Profile(BaseModel):
+    """The account's plan and limits (GET /profile)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    plan: str
+    snapshot_count: int | None = None
+    search_count: int | None = None
+    limits: dict[str, int | None] = Field(default_factory=dict)
 
 
 class SearchHit(Snapshot):

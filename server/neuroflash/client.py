@@ -28,11 +28,22 @@ from server.errors import (
 )
 from server.httpio import UNSAFE_METHODS, error_body, retry_after
 from server.neuroflash import sse
-from server.neuroflash.routes import CHAT_PATHS, MODELS_PATH, RouteBook
-from server.neuroflash.wire import ChatRequest, ChatResult, Model, Quota, Workspace
+from server.neuroflash.routes import CHAT_PATHS, MODELS_PATH, VOICE_ROUTES, RouteBook
+from server.neuroflash.wire import (
+    BrandVoice,
+    ChatRequest,
+    ChatResult,
+    Model,
+    Quota,
+    Twin,
+    TwinGroup,
+    TwinGroupAnswer,
+    Workspace,
+)
 from server.responses import request_id, send, transport_failure
 
 SERVICE = "neuroflash"
+TWINS = "/api/digital-twin-service/v1"
 
 
 TextSink = Callable[[str], Awaitable[None]]
@@ -160,6 +171,92 @@ class NeuroflashClient:
             raise
         await self.routes.models_seen(missing=False)
         return _items(Model, response, "models")
+
+    async def brand_voices(self, workspace_id: str) -> list[BrandVoice]:
+        """The workspace's brand voices (HAL's `_embedded`, `data` or a bare array).
+
+        Raises:
+            UpstreamError: neuroflash refused or failed the listing (its subclass says which, by status).
+        """
+        path = f"/api/brand-voice-service/v1/workspaces/{quote(workspace_id, safe='')}/brand-voices"
+        response = await self._send("GET", path, workspace_id=workspace_id)
+        return _items(BrandVoice, response, "brandVoices")
+
+    async def voice_prompt(self, workspace_id: str, voice_id: str) -> str:
+        """A brand voice rendered as a system prompt, from the route this API has.
+
+        The brand-voice pages give `…/brand-voices/{id}/ds-prompt`, a newer page `…/brand-voice-summaries`:
+        the remembered one is tried first, else ds-prompt; a gateway 404 (no such route, nothing processed)
+        tries the other once, as the chat path does. What answers is remembered for every process.
+
+        Raises:
+            NotFound: neuroflash does not know the voice in this workspace.
+            RouteMissing: neither route exists at this API URL.
+            UpstreamError: any other refusal or failure (its subclass says which, by status).
+        """
+        ws, voice = quote(workspace_id, safe=""), quote(voice_id, safe="")
+        paths = {
+            "ds-prompt": (f"/api/brand-voice-service/v1/workspaces/{ws}/brand-voices/{voice}/ds-prompt", {}),
+            "summaries": (f"/api/v1/workspaces/{ws}/brand-voice-summaries", {"brandVoiceId": voice_id}),
+        }
+        known = await self.routes.voice_route()
+        order = [known, *[k for k in VOICE_ROUTES if k != known]] if known in VOICE_ROUTES else list(VOICE_ROUTES)
+        tried: list[str] = []
+        for kind in order:
+            path, body = paths[kind]
+            tried.append(path)
+            try:
+                response = await self._send("POST", path, workspace_id=workspace_id, judge_404=True, json=body)
+            except RouteMissing:
+                await self.routes.voice_missing(kind)
+                continue
+            if kind != known:
+                await self.routes.voice_answered(kind)
+            return _voice_text(response)
+        raise RouteMissing(
+            "neuroflash has no brand-voice prompt route at NEUROFLASH_API_URL: "
+            + " and ".join(tried)
+            + " each answered the gateway's 404; nothing was generated.",
+            paths=tried,
+            hint="Generate without brand_voice_id, or ask the user to check NEUROFLASH_API_URL.",
+        )
+
+    async def twin_groups(self) -> list[TwinGroup]:
+        """The static groups of digital twins, with their keys.
+
+        Raises:
+            UpstreamError: neuroflash refused or failed the listing.
+        """
+        return _items(TwinGroup, await self._send("GET", f"{TWINS}/static-groups"), "staticGroups")
+
+    async def group_twins(self, workspace_id: str, group: str) -> list[Twin]:
+        """The twins of one static group.
+
+        Raises:
+            NotFound: no such group (or workspace).
+            UpstreamError: any other refusal or failure.
+        """
+        path = f"{TWINS}/workspaces/{quote(workspace_id, safe='')}/static-groups/{quote(group, safe='')}/twins"
+        return _items(Twin, await self._send("GET", path, workspace_id=workspace_id), "twins")
+
+    async def ask_twins(self, workspace_id: str, body: dict[str, Any]) -> TwinGroupAnswer:
+        """A group chat with up to 20 twins; sent once, never repeated (treated as spending).
+
+        Raises:
+            UpstreamUnavailable: no answer, or one that cannot be read; `maybe_processed` when it may have run.
+            UpstreamError: neuroflash refused it (its subclass says which, by status).
+        """
+        path = f"{TWINS}/workspaces/{quote(workspace_id, safe='')}/twin-group-chat-completions"
+        response = await self._send("POST", path, workspace_id=workspace_id, json=body)
+        try:
+            return TwinGroupAnswer.model_validate_json(response.content)
+        except ValidationError:
+            raise UpstreamUnavailable(
+                "neuroflash sent a twin group chat answer this server cannot read.",
+                request_id=request_id(response),
+                status=response.status_code,
+                maybe_processed=True,
+            ) from None
 
     async def find_chat_path(self) -> tuple[str | None, list[str]]:
         """The chat path that exists, found without generating: a body the route refuses before it generates
@@ -305,6 +402,7 @@ class NeuroflashClient:
         workspace_id: str | None = None,
         header: bool = False,
         judge_404: bool = False,
+        json: Any = None,
     ) -> httpx2.Response:
         """One request; with `judge_404`, a 404 is told apart: the gateway's raises RouteMissing.
 
@@ -321,8 +419,9 @@ class NeuroflashClient:
 
         try:
             return await send(
-                self._http, method, path, service=SERVICE, raise_for=raise_for, params=params, headers=headers
-            )
+                self._http, method, path, service=SERVICE, raise_for=raise_for, params=params, headers=headers,
+                json=json,
+            )  # fmt: skip
         except _NotFoundAnswer as answer:
             if await self._is_missing_route(path, method, answer.response):
                 raise RouteMissing(
@@ -336,7 +435,32 @@ class NeuroflashClient:
 def _names_resource(response: httpx2.Response) -> bool:
     """Whether a 404's body is a service's own: it carries a code, or names a workspace or model it did not find."""
     code, message = error_body(response)
-    return code is not None or any(word in message.lower() for word in ("workspace", "model"))
+    return code is not None or any(word in message.lower() for word in ("workspace", "model", "voice"))
+
+
+def _voice_text(response: httpx2.Response) -> str:
+    """The prompt of a ds-prompt or summaries answer: `{"text"}` (the summaries page), `{"prompt"}`,
+    `{"dsPrompt"}` or `{"data": …}` (assumed: the ds-prompt page shows no answer), a JSON string, or plain text.
+
+    Raises:
+        UpstreamUnavailable: the answer holds no prompt text.
+    """
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = response.text
+    if isinstance(body, dict) and isinstance(body.get("data"), dict | str):
+        body = body["data"]
+    if isinstance(body, dict):
+        body = next((body[k] for k in ("text", "prompt", "dsPrompt", "systemPrompt") if isinstance(body.get(k), str)),
+                    None)  # fmt: skip
+    if isinstance(body, str) and body.strip():
+        return body
+    raise UpstreamUnavailable(
+        "neuroflash sent a brand-voice prompt this server cannot read.",
+        request_id=request_id(response),
+        status=response.status_code,
+    )
 
 
 @functools.cache

@@ -27,6 +27,7 @@ OVERVIEW_CHAT_PATH = "/api/ds-prototypes/content_generation/chat/completions"  #
 CHAT_PATHS = (REFERENCE_CHAT_PATH, OVERVIEW_CHAT_PATH)  # in the order they are tried
 MODELS_PATH = "/api/ds-prototypes/model_selection/models"  # on the overview page only
 HEALTH_PATH = "/api/ds-prototypes/health"  # on the reference page
+VOICE_ROUTES = ("ds-prompt", "summaries")  # a brand voice's prompt: the brand-voice pages', the newer page's
 
 CHAT_TTL_S = 6 * 3600.0  # a deploy may move the route; a 404 forgets it sooner
 MODELS_TTL_S = 3600.0  # long enough not to ask at every generate, short enough to see the route come back
@@ -98,3 +99,28 @@ class RouteBook:
             return Change(None, {"missing": True, "seen_at": self._clock.now()}, MODELS_TTL_S)
 
         await self._store.update(self._keys.models, learn)
+
+    async def voice_route(self) -> str | None:
+        """The brand-voice prompt route (one of VOICE_ROUTES) that answered last, if still remembered."""
+        kind = read_chat(await self._store.get(self._keys.voice))
+        return kind.removeprefix("/") if kind else None
+
+    async def voice_answered(self, kind: str) -> None:
+        """Remember the brand-voice prompt route that exists (same format as the chat path: `/<kind>`)."""
+        await self.chat_answered_at(self._keys.voice, "/" + kind)
+
+    async def voice_missing(self, kind: str) -> None:
+        """Forget `kind` if it is the remembered brand-voice prompt route."""
+
+        def forget(doc: Doc | None) -> Change[None]:
+            return Change(None, None) if read_chat(doc) == "/" + kind else Change(None)
+
+        await self._store.update(self._keys.voice, forget)
+
+    async def chat_answered_at(self, key: str, path: str) -> None:
+        def learn(doc: Doc | None) -> Change[None]:
+            if read_chat(doc) == path:
+                return Change(None)
+            return Change(None, {"path": path, "seen_at": self._clock.now()}, CHAT_TTL_S)
+
+        await self._store.update(key, learn)

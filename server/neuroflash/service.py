@@ -15,7 +15,19 @@ from server.errors import AccessDenied, FairUseReached, FlashsnapError, QuotaExh
 from server.neuroflash.catalog import ModelCatalog
 from server.neuroflash.client import NeuroflashClient
 from server.neuroflash.quota import QuotaBook
-from server.neuroflash.wire import ChatRequest, ChatResult, Model, Quota, Workspace
+from server.neuroflash.voices import VoiceBook
+from server.neuroflash.wire import (
+    BrandVoice,
+    ChatMessage,
+    ChatRequest,
+    ChatResult,
+    Model,
+    Quota,
+    Twin,
+    TwinGroup,
+    TwinGroupAnswer,
+    Workspace,
+)
 from server.neuroflash.workspaces import WorkspaceResolver
 from server.observe.metrics import Observer
 from server.scheduler import budget as budgets
@@ -36,6 +48,42 @@ class NeuroflashService:
     models: ModelCatalog  # an unknown or unavailable model is refused before anything is sent
     clock: Clock
     metrics: Observer
+    voices: VoiceBook
+
+    async def list_brand_voices(self, workspace_id: str | None) -> tuple[str, list[BrandVoice]]:
+        """The workspace meant and its brand voices.
+
+        Raises:
+            InvalidArguments: no workspace was named and the account has no default.
+            FlashsnapError: the list could not be read (its subclass says why).
+        """
+        workspace_id = await self.workspaces.resolve(workspace_id)
+        return workspace_id, await self.client.brand_voices(workspace_id)
+
+    async def list_twins(self, workspace_id: str | None, group: str | None) -> tuple[list[TwinGroup], list[Twin]]:
+        """Without `group`, the static groups (one request, no workspace needed); with one, its twins.
+
+        Raises:
+            InvalidArguments: a group was named, no workspace was, and the account has no default.
+            FlashsnapError: the list could not be read (its subclass says why).
+        """
+        if group is None:
+            return await self.client.twin_groups(), []
+        workspace_id = await self.workspaces.resolve(workspace_id)
+        return [], await self.client.group_twins(workspace_id, group)
+
+    async def ask_twins(
+        self, workspace_id: str | None, twin_ids: list[str], messages: list[ChatMessage]
+    ) -> tuple[str, TwinGroupAnswer]:
+        """One group chat with the twins; sent once and never repeated, as it may spend the workspace's quota.
+
+        Raises:
+            InvalidArguments: no workspace was named and the account has no default.
+            FlashsnapError: the chat failed; `maybe_processed` says whether it may have run.
+        """
+        workspace_id = await self.workspaces.resolve(workspace_id)
+        body = {"twinIds": twin_ids, "messages": [m.model_dump() for m in messages]}
+        return workspace_id, await self.client.ask_twins(workspace_id, body)
 
     async def list_workspaces(self) -> tuple[list[Workspace], str | None]:
         """The account's workspaces and the id of the default one (None when a tool must be told).
@@ -81,14 +129,18 @@ class NeuroflashService:
         workspace_id = await self.workspaces.resolve(workspace_id)
         return workspace_id, await self.quotas.quotas(workspace_id, fresh=True)
 
-    async def generate(self, workspace_id: str | None, body: ChatRequest) -> tuple[str, ChatResult]:
+    async def generate(
+        self, workspace_id: str | None, body: ChatRequest, brand_voice_id: str | None = None
+    ) -> tuple[str, ChatResult]:
         """Stream one generation and count its words; progress goes to the call's wait budget.
 
         Returns the workspace used and the result. Nothing is sent when the workspace, the
         model or the quota rules the generation out; every refusal is counted by its reason.
+        With `brand_voice_id`, the voice's prompt goes first, as the system message before any other.
 
         Raises:
             InvalidArguments: no workspace was named and the account has no default.
+            NotFound: the brand voice is unknown in the workspace (nothing generated).
             ModelNotAvailable: the model is unknown, or not on the workspace's plan (nothing sent).
             QuotaExhausted: the daily or monthly word quota is spent (nothing sent, or the upstream said so).
             FairUseReached: the workspace is blocked for fair use (nothing sent, or the upstream said so).
@@ -100,16 +152,21 @@ class NeuroflashService:
             FlashsnapError: any other upstream failure (its subclass says which).
         """
         try:
-            return await self._generate(workspace_id, body)
+            return await self._generate(workspace_id, body, brand_voice_id)
         except FlashsnapError as exc:
             if (reason := refusal_reason(exc)) is not None:
                 self.metrics.generate_refused(reason)
             raise
 
-    async def _generate(self, workspace_id: str | None, body: ChatRequest) -> tuple[str, ChatResult]:
+    async def _generate(
+        self, workspace_id: str | None, body: ChatRequest, brand_voice_id: str | None
+    ) -> tuple[str, ChatResult]:
         workspace_id = await self.workspaces.resolve(workspace_id)
         await self.models.admit(workspace_id, body.model)
         await self.quotas.admit(workspace_id)
+        if brand_voice_id is not None:
+            voice = await self.voices.prompt(workspace_id, brand_voice_id)
+            body = body.model_copy(update={"messages": [ChatMessage(role="system", content=voice), *body.messages]})
         budget = budgets.current(self.clock)
         received = {"chars": 0, "words": 0}
 

@@ -86,3 +86,50 @@ class ChatResult(BaseModel):
     finish_reason: str
     words_used: int
     request_id: str | None
+
+
+class BrandVoice(BaseModel):
+    """A brand voice of a workspace (the brand-voice service's HAL answers; unknown fields ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    name: str
+    description: str | None = Field(default=None, description="How the voice sounds, in the service's words.")
+    language: str | None = None
+
+
+class TwinGroup(BaseModel):
+    """A static group of digital twins: a kind of audience, found by its key."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    key: str
+    name: str | None = None
+    description: str | None = None
+
+
+class Twin(BaseModel):
+    """A digital twin: a simulated member of an audience."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    name: str | None = None
+    description: str | None = None
+
+
+class TwinAnswer(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    answer: str
+    reason: str | None = None
+
+
+class TwinGroupAnswer(BaseModel):
+    """A group chat's answer: a summary, and each twin's answer and reason by twin id."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    summary: str | None = None
+    twin_responses: dict[str, TwinAnswer] = Field(default_factory=dict)

@@ -32,6 +32,12 @@ TEXT_FIELDS = (
 INVALID_KEY = "Invalid API key. Check your Authorization header."
 NO_ACCESS = "Valid key but insufficient permissions: your plan does not include API access."
 YEARS_S = 5 * 365 * 86_400
+# The profile page: requests per minute and monthly quotas by plan (Starter has no API access at all).
+PLAN_LIMITS: dict[str, dict[str, int]] = {
+    "free": {"snapshots": 1_000, "searches": 1_000, "api_rate": 100, "crystallize_tokens": 500_000},
+    "pro": {"snapshots": 100_000, "searches": 10_000, "api_rate": 100, "crystallize_tokens": 2_000_000},
+    "business": {"snapshots": 1_000_000, "searches": 40_000, "api_rate": 500, "crystallize_tokens": 10_000_000},
+}
 
 
 class NeuralSnapEmulator(EmulatedAPI):
@@ -114,27 +120,113 @@ class NeuralSnapEmulator(EmulatedAPI):
         if problem:
             return self._done("snapshot_create", self._error(400, problem, "BAD_REQUEST", headers))
         assert isinstance(body, dict)
-        now = datetime.fromtimestamp(self.state.clock.now(), UTC).isoformat().replace("+00:00", "Z")
-        snapshot: dict[str, Any] = {
-            "id": str(uuid.uuid4()),
-            "brain_id": brain,
-            "name": body["name"],
-            "core": body["core"],
-            "type": body.get("type", "Belief"),
-            **{f: body.get(f) for f in TEXT_FIELDS},
-            "emotion": body.get("emotion"),
-            "steps": body.get("steps"),
-            "confidence": body.get("confidence", 0.5),
-            "significance_score": body.get("significance_score", 0.5),
-            "tags": body.get("tags", []),
-            "source_type": "api",
-            "source_id": None,
-            "created_at": now,
-            "updated_at": now,
-        }
+        self.state.received.append(("snapshot_create", body))
+        chosen = self._brain(request, brain, body.get("brain_id"))
+        if chosen is None:
+            return self._done("snapshot_create", self._no_brain(headers))
+        snapshot = new_snapshot(body, chosen, self.state.clock.now())
         self.state.add_snapshot(snapshot)
         answer = JSONResponse({"data": self._shaped(snapshot)}, status_code=201, headers=headers)
         return self._done("snapshot_create", answer)
+
+    def _brain(self, request: Request, brain: str, asked: object) -> str | None:
+        """The brain a request means: the one it names (`brain_id`) if the key has it, else the key's own."""
+        if asked is None:
+            return brain
+        key = request.headers.get("authorization", "").partition(" ")[2]
+        with self.state.lock:
+            others = self.state.brains.get(key, set())
+        return asked if isinstance(asked, str) and (asked == brain or asked in others) else None
+
+    def _no_brain(self, headers: dict[str, str]) -> Response:
+        return self._error(404, "Brain not found.", "NOT_FOUND", headers)
+
+    async def update(self, request: Request) -> Response:
+        """PATCH merges the fields sent; PUT replaces the whole snapshot (fields left out fall back to defaults)."""
+        route = "snapshot_update"
+        verb = request.method.lower()
+        if self.variants.snapshot_update not in (verb, "both"):
+            self.state.arrived(route)
+            return self._done(route, JSONResponse({"error": "Method Not Allowed"}, status_code=405))
+        early, brain, headers = await self._enter(route, request, bucket="write")
+        if early is not None:
+            return early
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            body = None
+        current = self.state.snapshot(request.path_params["snapshot_id"])
+        if current is None or current["brain_id"] != brain:
+            return self._done(route, self._error(404, "Snapshot not found.", "NOT_FOUND", headers))
+        if not isinstance(body, dict):
+            return self._done(route, self._error(400, "The body must be a JSON object.", "BAD_REQUEST", headers))
+        self.state.received.append((f"snapshot_{verb}", body))
+        merged = {**current, **body} if verb == "patch" else body
+        problem = validate_snapshot(merged, self.variants.snapshot_shape)
+        if problem:
+            return self._done(route, self._error(400, problem, "BAD_REQUEST", headers))
+        fresh = new_snapshot(merged, brain, self.state.clock.now())
+        changed = {**fresh, "id": current["id"], "created_at": current["created_at"],
+                   "source_type": current["source_type"], "source_id": current["source_id"]}  # fmt: skip
+        self.state.replace_snapshot(changed)
+        return self._done(route, JSONResponse({"data": self._shaped(changed)}, headers=headers))
+
+    async def delete(self, request: Request) -> Response:
+        early, brain, headers = await self._enter("snapshot_delete", request, bucket="write")
+        if early is not None:
+            return early
+        snapshot_id = request.path_params["snapshot_id"]
+        current = self.state.snapshot(snapshot_id)
+        if current is None or current["brain_id"] != brain or not self.state.delete_snapshot(snapshot_id):
+            return self._done("snapshot_delete", self._error(404, "Snapshot not found.", "NOT_FOUND", headers))
+        body = {"data": {"id": snapshot_id, "deleted": True}}  # [assumed] the pages show no answer
+        return self._done("snapshot_delete", JSONResponse(body, headers=headers))
+
+    async def crystallize(self, request: Request) -> Response:
+        """Turn a text into snapshots; spends the plan's monthly crystallize tokens."""
+        route = "crystallize"
+        early, brain, headers = await self._enter(route, request, bucket="crystallize", quota="crystallize")
+        if early is not None:
+            return early
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            body = None
+        text = body.get("text") if isinstance(body, dict) else None
+        if not isinstance(text, str) or not 50 <= len(text) <= 100_000:
+            msg = "text is required and must be 50 to 100,000 characters."
+            return self._done(route, self._error(400, msg, "BAD_REQUEST", headers))
+        assert isinstance(body, dict)
+        self.state.received.append((route, body))
+        chosen = self._brain(request, brain, body.get("brain_id"))
+        if chosen is None:
+            return self._done(route, self._no_brain(headers))
+        now = self.state.clock.now()
+        made = []
+        for part in crystals(text):
+            fields = {"name": " ".join(part.split()[:6]), "core": part, "type": "Belief", "tags": ["crystallized"]}
+            snapshot = {**new_snapshot(fields, chosen, now), "source_type": body.get("source_type") or "text"}
+            self.state.add_snapshot(snapshot)
+            made.append(self._shaped(snapshot))
+        tokens_in, tokens_out = math.ceil(len(text) / 4), 60 * len(made)
+        with self.state.lock:
+            self.state.crystallize_tokens += tokens_in + tokens_out
+        answer = {
+            "data": {"snapshots": made, "count": len(made)},
+            "usage": {"totalTokensIn": tokens_in, "totalTokensOut": tokens_out, "totalTokens": tokens_in + tokens_out},
+            "meta": {"brain_id": chosen, "review": bool(body.get("review", False))},
+        }
+        return self._done(route, JSONResponse(answer, status_code=201, headers=headers))
+
+    async def profile(self, request: Request) -> Response:
+        early, brain, headers = await self._enter("profile", request, bucket="read")
+        if early is not None:
+            return early
+        plan = self.variants.plan
+        limits = PLAN_LIMITS.get(plan, PLAN_LIMITS["free"])
+        body = {"data": {"plan": plan, "snapshot_count": len(self.state.snapshots_of(brain)),
+                         "search_count": self.state.count("snapshot_search"), "limits": limits}}  # fmt: skip
+        return self._done("profile", JSONResponse(body, headers=headers))
 
     async def list(self, request: Request) -> Response:
         early, brain, headers = await self._enter("snapshot_list", request, bucket="read")
@@ -145,7 +237,10 @@ class NeuralSnapEmulator(EmulatedAPI):
         if limit is None or offset is None:
             msg = "limit or offset is out of range."
             return self._done("snapshot_list", self._error(400, msg, "BAD_REQUEST", headers))
-        page, count = self.state.snapshot_page(brain, offset, limit)
+        chosen = self._brain(request, brain, request.query_params.get("brain_id"))
+        if chosen is None:
+            return self._done("snapshot_list", self._no_brain(headers))
+        page, count = self.state.snapshot_page(chosen, offset, limit)
         body = {"data": [self._shaped(s) for s in page], "count": count}
         return self._done("snapshot_list", JSONResponse(body, headers=headers))
 
@@ -158,7 +253,10 @@ class NeuralSnapEmulator(EmulatedAPI):
         if not query or limit is None:
             msg = "q is required and limit must be from 1 to 100."
             return self._done("snapshot_search", self._error(400, msg, "BAD_REQUEST", headers))
-        scored = [(similarity(query, s), s) for s in self.state.snapshots_of(brain)]
+        chosen = self._brain(request, brain, request.query_params.get("brain_id"))
+        if chosen is None:
+            return self._done("snapshot_search", self._no_brain(headers))
+        scored = [(similarity(query, s), s) for s in self.state.snapshots_of(chosen)]
         hits = sorted((p for p in scored if p[0] > 0), key=lambda p: p[0], reverse=True)[:limit]
         data = [{**self._shaped(s), "similarity": f"{score:.4f}"} for score, s in hits]
         body = {"data": data, "count": len(data), "query": query}
@@ -172,6 +270,36 @@ class NeuralSnapEmulator(EmulatedAPI):
         if snapshot is None or snapshot["brain_id"] != brain:
             return self._done("snapshot_get", self._error(404, "Snapshot not found.", "NOT_FOUND", headers))
         return self._done("snapshot_get", JSONResponse({"data": self._shaped(snapshot)}, headers=headers))
+
+
+def new_snapshot(body: dict[str, Any], brain: str, now: float) -> dict[str, Any]:
+    """A snapshot as stored, from a valid body: every field, the defaults where the body has none."""
+    stamp = datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z")
+    return {
+        "id": str(uuid.uuid4()),
+        "brain_id": brain,
+        "name": body["name"],
+        "core": body["core"],
+        "type": body.get("type", "Belief"),
+        **{f: body.get(f) for f in TEXT_FIELDS},
+        "emotion": body.get("emotion"),
+        "steps": body.get("steps"),
+        "confidence": body.get("confidence", 0.5),
+        "significance_score": body.get("significance_score", 0.5),
+        "tags": body.get("tags", []),
+        "source_type": "api",
+        "source_id": None,
+        "created_at": stamp,
+        "updated_at": stamp,
+    }
+
+
+def crystals(text: str) -> list[str]:
+    """The thoughts a text is cut into: its paragraphs (or sentences), at most five, at least one."""
+    parts = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
+    if len(parts) < 2:
+        parts = [p.strip() for p in re.split(r"(?<=[.!?])\s+", text) if p.strip()]
+    return parts[:5] or [text.strip()]
 
 
 def int_param(request: Request, name: str, default: int, low: int, high: int) -> int | None:
@@ -285,5 +413,9 @@ def build_app(state: EmulatorState) -> Starlette:
             Route("/snapshots", emulator.list, methods=["GET"]),
             Route("/snapshots/search", emulator.search, methods=["GET"]),
             Route("/snapshots/{snapshot_id}", emulator.get, methods=["GET"]),
+            Route("/snapshots/{snapshot_id}", emulator.update, methods=["PATCH", "PUT"]),
+            Route("/snapshots/{snapshot_id}", emulator.delete, methods=["DELETE"]),
+            Route("/crystallize", emulator.crystallize, methods=["POST"]),
+            Route("/profile", emulator.profile, methods=["GET"]),
         ]
     )

@@ -31,6 +31,8 @@ CHAT_PATHS = {"reference": (REFERENCE_CHAT_PATH,), "overview": (OVERVIEW_CHAT_PA
               "both": (REFERENCE_CHAT_PATH, OVERVIEW_CHAT_PATH)}  # fmt: skip
 MODELS_PATH = "/api/ds-prototypes/model_selection/models"
 HEALTH_PATH = "/api/ds-prototypes/health"
+VOICES = "/api/brand-voice-service/v1/workspaces/{workspace_id}/brand-voices"
+TWINS = "/api/digital-twin-service/v1"
 REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 422: "Unprocessable Entity",
            429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
            504: "Gateway Timeout"}  # fmt: skip
@@ -165,6 +167,102 @@ class NeuroflashEmulator(EmulatedAPI):
             items = [quota_body(workspace_id, self.state.quota(workspace_id, u)) for u in usage_types]
         return self._done("quotas", JSONResponse(page(items)))
 
+    async def _json(self, request: Request) -> Any:
+        try:
+            return json.loads(await request.body() or b"null")
+        except ValueError:
+            return None
+
+    def _voice(self, workspace_id: str, voice_id: str) -> dict[str, Any] | None:
+        if workspace_id not in self.state.workspaces:
+            return None
+        return next((v for v in catalog.BRAND_VOICES if v["id"] == voice_id), None)
+
+    async def brand_voices(self, request: Request) -> Response:
+        early, _ = await self._guard("brand_voices", request)
+        if early is not None:
+            return early
+        workspace_id = request.path_params["workspace_id"]
+        if workspace_id not in self.state.workspaces:
+            return self._done("brand_voices", self._error(404, "Workspace not found.", "NOT_FOUND"))
+        items = [dict(v) for v in catalog.BRAND_VOICES]
+        links = {"self": {"href": f"/api/brand-voice-service/v1/workspaces/{workspace_id}/brand-voices"}}
+        body = {"_embedded": {"brandVoices": items}, "_links": links, "page": page(items)["page"]}  # HAL
+        return self._done("brand_voices", JSONResponse(body))
+
+    async def ds_prompt(self, request: Request) -> Response:
+        """`POST …/brand-voices/{id}/ds-prompt` (the brand-voice pages): `{"prompt"}` [assumed: no answer shown]."""
+        if self.state.variants.voice_prompt not in ("ds-prompt", "both"):
+            return await self.unrouted(request, HTTPException(404))
+        early, _ = await self._guard("voice_prompt", request)
+        if early is not None:
+            return early
+        voice = self._voice(request.path_params["workspace_id"], request.path_params["voice_id"])
+        self.state.received.append(("voice_prompt", {"path": request.url.path}))
+        if voice is None:
+            return self._done("voice_prompt", self._error(404, "Brand voice not found.", "brandVoiceNotFound"))
+        return self._done("voice_prompt", JSONResponse({"prompt": catalog.voice_prompt(voice)}))
+
+    async def voice_summary(self, request: Request) -> Response:
+        """`POST /api/v1/workspaces/{ws}/brand-voice-summaries {"brandVoiceId"}` → `{"text"}` (the newer page)."""
+        if self.state.variants.voice_prompt not in ("summaries", "both"):
+            return await self.unrouted(request, HTTPException(404))
+        early, _ = await self._guard("voice_prompt", request)
+        if early is not None:
+            return early
+        body = await self._json(request)
+        voice_id = body.get("brandVoiceId") if isinstance(body, dict) else None
+        if not isinstance(voice_id, str):
+            return self._done("voice_prompt", self._invalid([("brandVoiceId", "is required")]))
+        self.state.received.append(("voice_prompt", {"path": request.url.path, **body}))
+        voice = self._voice(request.path_params["workspace_id"], voice_id)
+        if voice is None:
+            return self._done("voice_prompt", self._error(404, "Brand voice not found.", "brandVoiceNotFound"))
+        return self._done("voice_prompt", JSONResponse({"text": catalog.voice_prompt(voice)}))
+
+    async def twin_groups(self, request: Request) -> Response:
+        early, _ = await self._guard("twin_groups", request)
+        if early is not None:
+            return early
+        return self._done("twin_groups", JSONResponse([dict(g) for g in catalog.TWIN_GROUPS]))
+
+    async def group_twins(self, request: Request) -> Response:
+        early, _ = await self._guard("twins", request)
+        if early is not None:
+            return early
+        twins = catalog.TWINS.get(request.path_params["group"])
+        if request.path_params["workspace_id"] not in self.state.workspaces:
+            return self._done("twins", self._error(404, "Workspace not found.", "NOT_FOUND"))
+        if twins is None:
+            return self._done("twins", self._error(404, "Static group not found.", "NOT_FOUND"))
+        return self._done("twins", JSONResponse([dict(t) for t in twins]))
+
+    async def twin_group_chat(self, request: Request) -> Response:
+        """`{twinIds ≤ 20, messages}` → `{summary, twinResponses: {id: {answer, reason}}}`."""
+        early, _ = await self._guard("twin_group_chat", request)
+        if early is not None:
+            return early
+        if request.path_params["workspace_id"] not in self.state.workspaces:
+            return self._done("twin_group_chat", self._error(404, "Workspace not found.", "NOT_FOUND"))
+        body = await self._json(request)
+        ids = body.get("twinIds") if isinstance(body, dict) else None
+        messages = body.get("messages") if isinstance(body, dict) else None
+        known = {t["id"]: t for twins in catalog.TWINS.values() for t in twins}
+        if not isinstance(ids, list) or not 1 <= len(ids) <= 20 or not isinstance(messages, list) or not messages:
+            return self._done("twin_group_chat", self._invalid([("twinIds", "1 to 20 ids, and messages")]))
+        if unknown := [i for i in ids if i not in known]:
+            return self._done("twin_group_chat", self._error(404, f"Twin not found: {unknown[0]}", "NOT_FOUND"))
+        assert isinstance(body, dict)
+        self.state.received.append(("twin_group_chat", body))
+        question = str(messages[-1].get("content", "")) if isinstance(messages[-1], dict) else ""
+        replies = {
+            i: {"answer": " ".join(completion_words(messages, i, 12)),
+                "reason": f"{known[i]['name']}: {known[i]['description']}"}
+            for i in ids
+        }  # fmt: skip
+        summary = f"{len(ids)} twins answered on: {question[:60]}"
+        return self._done("twin_group_chat", JSONResponse({"summary": summary, "twinResponses": replies}))
+
     def _routed(self, request: Request) -> bool:
         """Whether this variant of the API has the route the request came to (chat paths, the model list)."""
         variants = self.state.variants
@@ -211,6 +309,7 @@ class NeuroflashEmulator(EmulatedAPI):
         if not isinstance(body, dict):
             return self._done("chat", self._invalid([("body", "must be a JSON object")]))
         problems, model = validate_chat(body)
+        self.state.received.append(("chat", body))
         if problems:
             return self._done("chat", self._invalid(problems))
         assert model is not None
@@ -462,7 +561,15 @@ def build_api_app(state: EmulatorState) -> Starlette:
         # them while the emulator serves) and answers the gateway's 404 when this reading has no such route.
         *[Route(path, emulator.chat, methods=["POST"]) for path in CHAT_PATHS["both"]],
         Route(MODELS_PATH, emulator.models, methods=["GET"]),
-    ]
+        Route(f"{VOICES}", emulator.brand_voices, methods=["GET"]),
+        Route(f"{VOICES}/{{voice_id}}/ds-prompt", emulator.ds_prompt, methods=["POST"]),
+        Route("/api/v1/workspaces/{workspace_id}/brand-voice-summaries", emulator.voice_summary, methods=["POST"]),
+        Route(f"{TWINS}/static-groups", emulator.twin_groups, methods=["GET"]),
+        Route(f"{TWINS}/workspaces/{{workspace_id}}/static-groups/{{group}}/twins", emulator.group_twins,
+              methods=["GET"]),
+        Route(f"{TWINS}/workspaces/{{workspace_id}}/twin-group-chat-completions", emulator.twin_group_chat,
+              methods=["POST"]),
+    ]  # fmt: skip
     app = Starlette(routes=routes, exception_handlers={404: emulator.unrouted, 405: emulator.unrouted})
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -71,6 +71,9 @@ class EmulatorState:
         self.workspaces: dict[str, Workspace] = {}
         self.api_keys: dict[str, str] = {catalog.DEMO_API_KEY: "brain-sandbox"}  # key -> brain id
         self.snapshots: dict[str, dict[str, Any]] = {}
+        self.brains: dict[str, set[str]] = {catalog.DEMO_API_KEY: {catalog.SECOND_BRAIN}}  # key -> other brains
+        self.crystallize_tokens = 0  # crystallize tokens spent (the profile page's monthly quota)
+        self.received: deque[tuple[str, Any]] = deque(maxlen=1000)  # (route, JSON body) of writes, for tests
         self.rate_limit = 100  # the hourly model's requests per window, and the per-minute model's
         self.rate_window_s = 3600.0  # the hourly model's window (tests shorten it)
         self.endpoint_limits: dict[str, tuple[int, int]] | None = None  # per-endpoint (limit, burst); None: the page's
@@ -375,6 +378,22 @@ class EmulatorState:
                     world.add_snapshot(snapshot)
                     return
             self.snapshots[snapshot["id"]] = snapshot
+
+    def replace_snapshot(self, snapshot: dict[str, Any]) -> None:
+        """Store a changed snapshot under its id (an update, by either verb)."""
+        with self.lock:
+            with self._shared() as world:
+                if world is not None:
+                    world.replace_snapshot(snapshot)
+                    return
+            self.snapshots[snapshot["id"]] = snapshot
+
+    def delete_snapshot(self, snapshot_id: str) -> bool:
+        with self.lock:
+            with self._shared() as world:
+                if world is not None:
+                    return world.delete_snapshot(snapshot_id)
+            return self.snapshots.pop(snapshot_id, None) is not None
 
     def snapshot(self, snapshot_id: str) -> dict[str, Any] | None:
         with self.lock:

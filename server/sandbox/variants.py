@@ -18,6 +18,8 @@ WorkspaceEnvelope = Literal["data", "bare", "hal"]
 RateModel = Literal["hourly", "per_minute", "per_endpoint"]
 Plan = Literal["starter", "free", "pro", "business"]
 SnapshotShape = Literal["api", "concepts"]
+SnapshotUpdate = Literal["patch", "put", "both"]
+VoicePrompt = Literal["ds-prompt", "summaries", "both"]
 # How a chat stream is framed: each way the SSE standard allows, and the endings and errors streams have shown.
 StreamFraming = Literal[
     "lf",  # the contract's: `data: {…}` LF LF, then `data: [DONE]`
@@ -56,6 +58,9 @@ class Variants:
     models_route: bool = True  # False: …/model_selection/models answers the gateway's 404
     error_bodies: ErrorBodies = "codes"  # error bodies with the assumed codes, without any, or an HTML page
     workspace_envelope: WorkspaceEnvelope = "data"  # {"data": […]}, a bare array, or HAL's _embedded
+    # A brand voice's system prompt: POST …/brand-voices/{id}/ds-prompt (brand-voice pages), POST
+    # /api/v1/workspaces/{ws}/brand-voice-summaries (the newer page), or both; the other answers the gateway's 404.
+    voice_prompt: VoicePrompt = "ds-prompt"
     stream_framing: StreamFraming = "lf"  # how chat streams are framed (see StreamFraming)
     token_answer: TokenAnswer = "standard"  # how the token endpoint's 200 is written (see TokenAnswer)
     # NeuralSnap
@@ -66,6 +71,8 @@ class Variants:
     snapshot_shape: SnapshotShape = "api"  # api: emotion object, steps string; concepts: emotion string, steps list
     header_oddities: frozenset[HeaderOddity] = frozenset()  # X-RateLimit-* values as broken upstreams send them
     nested_errors: bool = False  # NeuralSnap's {"error": {"code", "message", "details"}} form
+    # The pages do not show the update verb: PATCH (merge), PUT (replace the whole), or both; the other answers 405.
+    snapshot_update: SnapshotUpdate = "patch"
     extra: dict[str, Any] = field(default_factory=dict)  # room for later variants without a schema change
 
     @classmethod
@@ -99,6 +106,9 @@ PROFILES: dict[str, dict[str, Any]] = {
     "concepts-snapshots": {"snapshot_shape": "concepts"},
     "nested-errors": {"nested_errors": True},
     "ms-rate-reset": {"header_oddities": frozenset({"reset_ms"})},
+    "voice-summaries": {"voice_prompt": "summaries"},
+    "put-updates": {"snapshot_update": "put"},
+    "crystallize-quota-spent": {"monthly_spent": frozenset({"crystallize"})},
     "crlf-streams": {"stream_framing": "crlf"},
     "bom-streams": {"stream_framing": "bom"},
     "no-expires-in": {"token_answer": "no_expires_in"},

@@ -168,6 +168,14 @@ class WorldFile:
         row = self._db.execute("SELECT body FROM snapshots WHERE id = ?", (snapshot_id,)).fetchone()
         return _object(row[0]) if row is not None else None
 
+    def replace_snapshot(self, snapshot: dict[str, Any]) -> None:
+        with self._write() as db:
+            db.execute("UPDATE snapshots SET body = ? WHERE id = ?", (json.dumps(snapshot), snapshot["id"]))
+
+    def delete_snapshot(self, snapshot_id: str) -> bool:
+        with self._write() as db:
+            return db.execute("DELETE FROM snapshots WHERE id = ?", (snapshot_id,)).rowcount > 0
+
     def snapshots_of(self, brain_id: str) -> list[dict[str, Any]]:
         """A brain's snapshots, newest first (ties in the order they were saved)."""
         rows = self._db.execute(

@@ -8,6 +8,8 @@ All keys live under one account prefix per credential, `live:<hash>` or `sandbox
 - `<account>:gate`: the rate-limit window, 429 penalty, sends in flight (`server/scheduler/window.py`; the reset).
 - `<account>:quota:<workspace>`: the last quotas seen, words spent since (`server/neuroflash/quota.py`; 30 s).
 - `<account>:slots:<workspace>`: generation streams held as leases (`server/scheduler/slots.py`; the last lease).
+- `<account>:voice:<workspace>:<voice>`: a brand voice's system prompt (`server/neuroflash/voices.py`; 10 min).
+- `<routes>:voice`: per API URL, which brand-voice prompt route answered (`server/neuroflash/routes.py`; 6 h).
 - `<routes>:chat`, `<routes>:models`: per API URL (`routes_key`), the neuroflash chat path that answered and
   whether the model list's route is missing (`server/neuroflash/routes.py`; 6 h and 1 h, forgotten at once
   when the route answers otherwise).
@@ -60,6 +62,10 @@ class RouteKeys:
     def models(self) -> str:
         return f"{self.routes}:models"
 
+    @property
+    def voice(self) -> str:
+        return f"{self.routes}:voice"
+
 
 @dataclass(frozen=True)
 class AccountKeys:
@@ -84,6 +90,10 @@ class AccountKeys:
     def quota(self) -> str:
         """The prefix of the quota documents; one per workspace follows it after a colon."""
         return f"{self.account}:quota"
+
+    def voice(self, workspace_id: str, voice_id: str) -> str:
+        """The key of one brand voice's prompt, in one workspace."""
+        return f"{self.account}:voice:{workspace_id}:{voice_id}"
 
     @property
     def slots(self) -> str:
