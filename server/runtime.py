@@ -18,6 +18,7 @@ from server.credentials.auth import ApiKeyAuth, BearerAuth
 from server.credentials.tokens import TokenManager
 from server.errors import ConfigurationError, MissingCredential
 from server.httpio import KEEPALIVE_EXPIRY_S
+from server.neuralsnap import profile
 from server.neuralsnap.client import NeuralSnapClient
 from server.neuralsnap.service import NeuralSnapService
 from server.neuroflash.catalog import ModelCatalog
@@ -117,6 +118,13 @@ async def _register(runtime: Runtime, account: str, service: str, api_url: str) 
     runtime.metrics.credential(service, fingerprint(account))
     entry = accounts.Account(account, service, httpx2.URL(api_url).host, runtime.clock.now())
     await accounts.register(runtime.store, entry)
+
+
+async def _seed_from_profile(gate: Gate, store: Store, key: str, clock: Clock) -> None:
+    """Start the gate from the plan's request rate, if `flashsnap-mcp check` kept the profile (never fetched here)."""
+    kept = profile.read_profile(await store.get(key), clock.now())
+    if kept is not None and (rate := profile.request_rate(kept[1])) is not None:
+        await gate.seed(rate)
 
 
 def account_key(settings: Settings, service: str, url: str, credential: str) -> str:
@@ -222,6 +230,7 @@ async def open_runtime(settings: Settings, clock: Clock | None = None) -> AsyncI
                      flight_ttl_s=settings.timeout_s + 10, observer=observer)
             )  # fmt: skip
             await _register(runtime, account, "neuralsnap", settings.neuralsnap_api_url)
+            await _seed_from_profile(gate, store, keys.profile, clock)
             http = await stack.enter_async_context(
                 _http_client(
                     settings,

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import subprocess
+from unittest.mock import ANY
 
 import pytest
 
+from server.cli import status
 from server.cli.check import render, run_checks
 from server.clock import FakeClock
 from server.config import Settings
+from server.runtime import open_runtime, open_state
 from server.sandbox import Emulator, EmulatorState, catalog
 from tests.test_stdio import COMMAND, params
 
@@ -79,7 +82,8 @@ async def test_rejected_credentials_name_exactly_what_to_fix_and_cost_one_reques
     assert "NEURALSNAP_API_KEY" in (key.fix or "")
     # Rejected credentials are final: one token request, one NeuralSnap request, nothing retried.
     assert state.count("token") == 1
-    assert state.count("snapshot_list") == 1
+    # (The first check of a state store reads the plan, which proves the key as the listing did: one request.)
+    assert state.count("snapshot_list") + state.count("profile") == 1
     assert state.count("workspaces") == 0
     shown = render(report)
     assert SECRET not in shown
@@ -102,3 +106,36 @@ async def test_a_workspace_setting_that_does_not_fit_the_account_is_explained(
     assert workspaces.status == ("fail" if default else "warn")
     assert report.ok is (default is None)
     assert found[("neuralsnap", "api key")].status == "skip"
+
+
+async def test_check_reads_the_plan_once_per_state_store_and_servers_start_their_gate_from_it(
+    emulator: Emulator, state: EmulatorState, clock: FakeClock
+) -> None:
+    settings = Settings.from_env(emulator.environment())
+    first = {(f.service, f.item): f for f in (await run_checks(settings, clock)).findings}
+    assert first[("neuralsnap", "plan")].facts == {"plan": "free", "limits": ANY, "kept": False}
+    second = {(f.service, f.item): f for f in (await run_checks(settings, clock)).findings}
+    assert second[("neuralsnap", "plan")].facts["kept"] is True
+    assert state.count("profile") == 1  # once per state store; the second check proved the key by a listing
+    assert state.count("snapshot_list") == 1
+    # A server opening the store starts NeuralSnap's window from the plan's rate: no probe one request at a time.
+    state.set_rate_limit(100, 3600.0)
+    async with open_runtime(settings.model_copy(update={"store": "sqlite"}), clock) as runtime:
+        view = await runtime.gates["neuralsnap"].view()
+    assert view.limit == 100
+    store = await open_state(settings, clock)
+    try:
+        assert "  plan         free: snapshots 1000" in status.render(await status.gather(store, clock))
+    finally:
+        await store.aclose()
+
+
+async def test_a_starter_plan_fails_the_key_check_with_the_plan_named_after_one_request(
+    emulator: Emulator, state: EmulatorState, clock: FakeClock
+) -> None:
+    state.variants.plan = "starter"
+    report = await run_checks(Settings.from_env(emulator.environment()), clock)
+    key = {(f.service, f.item): f for f in report.findings}[("neuralsnap", "api key")]
+    assert key.status == "fail"
+    assert key.facts["code"] == "permission_denied"
+    assert state.count("profile") == 1

@@ -7,7 +7,7 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -20,10 +20,13 @@ from server.cli.sandboxing import sandbox_environment
 from server.clock import Clock, SystemClock
 from server.config import Settings
 from server.errors import ConfigurationError, FlashsnapError, RouteMissing
+from server.neuralsnap import profile
 from server.neuroflash.quota import TEXT_USAGE, judge
 from server.neuroflash.service import NeuroflashService
 from server.observe import logs
-from server.runtime import Runtime, open_runtime, open_state
+from server.runtime import Runtime, account_key, open_runtime, open_state
+from server.state import layout
+from server.state.store import Store
 
 Status = Literal["ok", "warn", "fail", "skip"]
 MARKS: dict[Status, str] = {"ok": "ok", "warn": "warn", "fail": "FAIL", "skip": "-"}
@@ -268,15 +271,46 @@ async def _check_neuralsnap(runtime: Runtime, settings: Settings, report: Report
             "Set NEURALSNAP_API_KEY (ns_live_… or ns_test_…) to use them.",
         )
         return
-    kind = "test" if settings.neuralsnap_api_key.get_secret_value().startswith("ns_test_") else "live"
+    key = settings.neuralsnap_api_key.get_secret_value()
+    kind = "test" if key.startswith("ns_test_") else "live"
+    kept_at = runtime.clock.now()
+    doc_key = layout.AccountKeys(account_key(settings, service, settings.neuralsnap_api_url, key)).profile
     try:
-        _, total = await runtime.neuralsnap().recent(1)
+        async with _shared_store(settings, runtime.clock) as store:
+            kept = profile.read_profile(await store.get(doc_key), kept_at) if store is not None else None
+            # One request either way: the plan (which counts the snapshots too), or, with the plan kept
+            # (once per state store), the cheapest listing, to prove the key works today.
+            if kept is None:
+                plan = await runtime.neuralsnap().profile()
+                total = plan.snapshot_count
+                if store is not None:
+                    await profile.keep(store, doc_key, plan, kept_at)
+            else:
+                plan = kept[1]
+                _, total = await runtime.neuralsnap().recent(1)
     except FlashsnapError as exc:
         _failed(report, service, "api key", exc)
         return
     saved = "" if total is None else f", {total:,} snapshots saved"
     report.add(service, "api key", "ok", f"{kind} key accepted{saved}", facts={"key_kind": kind, "snapshots": total})
+    limits = ", ".join(f"{name} {value:,}" for name, value in plan.limits.items() if value is not None)
+    facts = {"plan": plan.plan, "limits": plan.limits, "kept": kept is not None}
+    report.add(service, "plan", "ok", f"{plan.plan}: {limits or 'no limits named'}", facts=facts)
     await _rate_limit(runtime, service, report)
+
+
+@contextlib.asynccontextmanager
+async def _shared_store(settings: Settings, clock: Clock) -> AsyncIterator[Store | None]:
+    """The servers' state store, where the plan is kept; None when it cannot be opened (the state line says why)."""
+    try:
+        store = await open_state(settings, clock)
+    except ConfigurationError:
+        yield None
+        return
+    try:
+        yield store
+    finally:
+        await store.aclose()
 
 
 async def _rate_limit(runtime: Runtime, service: str, report: Report) -> None:

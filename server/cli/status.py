@@ -28,6 +28,7 @@ from server.config import Settings
 from server.credentials import lease
 from server.errors import ConfigurationError
 from server.httpio import MAX_WINDOW_S
+from server.neuralsnap import profile
 from server.neuroflash.quota import TEXT_USAGE, read_book
 from server.observe import logs
 from server.runtime import open_state
@@ -107,6 +108,8 @@ async def gather(store: Store, clock: Clock) -> dict[str, Any]:
         if account.service == "neuroflash":
             entry["token"] = _shown(_token, await store.get(keys.token), now)
         entry["gate"] = _shown(_gate, await store.get(keys.gate), now)
+        if account.service == "neuralsnap" and (kept := profile.read_profile(await store.get(keys.profile), now)):
+            entry["plan"] = {"plan": kept[1].plan, "limits": kept[1].limits, "seen_at": _when(kept[0])}
         # Endpoints whose answers showed a budget of their own (scheduler/buckets.py), each with its window.
         entry["endpoints"] = {
             key.removeprefix(f"{keys.gate}:"): _shown(_gate, await store.get(key), now)
@@ -182,6 +185,9 @@ def render(view: dict[str, Any]) -> str:
     for a in view["accounts"]:
         lines += ["", f"{a['service']}  {a['account']}  ({a['api']}, last started {a['last_started']})"]
         lines += _token_lines(a.get("token"))
+        if (plan := a.get("plan")) is not None:
+            limits = ", ".join(f"{k} {v}" for k, v in plan["limits"].items() if v is not None)
+            lines.append(f"  plan         {_printable(plan['plan'])}: {_printable(limits)} (read {plan['seen_at']})")
         lines += _gate_lines(a["gate"])
         lines += _endpoint_lines(a.get("endpoints") or {})
         lines += _quota_lines(a.get("quotas") or {})

@@ -6,7 +6,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from server.neuralsnap.client import NeuralSnapClient
-from server.neuralsnap.wire import Crystallized, SavedSnapshot, SearchHit, Snapshot, SnapshotChanges, SnapshotFields
+from server.neuralsnap.wire import (
+    Crystallized,
+    Profile,
+    SavedSnapshot,
+    SearchHit,
+    Snapshot,
+    SnapshotChanges,
+    SnapshotFields,
+)
 
 
 @dataclass
@@ -95,3 +103,12 @@ class NeuralSnapService:
         if source_type:
             body["source_type"] = source_type
         return await self.client.crystallize(body)
+
+    async def profile(self) -> Profile:
+        """The account's plan and limits (one request of the key's budget: `flashsnap-mcp check` asks, not tools).
+
+        Raises:
+            PermissionDenied: the plan has no API access (Starter).
+            FlashsnapError: any other failure (its subclass says which).
+        """
+        return await self.client.profile()

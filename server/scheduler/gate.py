@@ -51,11 +51,19 @@ from server.scheduler.window import (
     decide,
     forget_ticket,
     renew_flights,
+    seed_limit,
     settle,
 )
 from server.state.leases import POLL_S, LeaseKeeper
 from server.state.memory import MemoryStore
 from server.state.store import Change, Doc, Mutation, Store
+
+
+def _seeded(doc: Doc | None, now: float, limit: int) -> Change[Window]:
+    change = seed_limit(doc, now, limit)
+    window = Window.load(change.doc if isinstance(change.doc, dict) else doc, now)
+    return Change(window, change.doc, change.ttl_s)
+
 
 FLIGHT_LEASE_S = 6.0  # a send in flight stays reserved this long unless its process renews it
 
@@ -365,6 +373,14 @@ class Gate(LeaseKeeper):
                 self._saw(lane, await self._store.update(lane.doc, learn))
             self._observer.rate_limit(self.scope, lane.seen.limit, lane.seen.remaining)
         lane.wake()
+
+    async def seed(self, limit: int) -> None:
+        """Start the credential's window from `limit` (requests per window) when no answer told one yet.
+
+        Raises:
+            StoreUnavailable: the state store failed (a store opened by the runtime falls back to memory instead).
+        """
+        self._saw(self._main, await self._store.update(self._key, lambda doc: _seeded(doc, self._clock.now(), limit)))
 
     # --- estimates ---------------------------------------------------------------------------
 

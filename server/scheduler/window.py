@@ -510,6 +510,18 @@ def renew_flights(doc: Doc | None, now: float, reservations: set[str], until: fl
     return Change(None, w.dump(), WINDOW_TTL_S)
 
 
+def seed_limit(doc: Doc | None, now: float, limit: int) -> Change[None]:
+    """Start a window whose limit is unknown from a limit learnt elsewhere (the plan), so it need not probe.
+
+    A limit the answers already told is kept: they are the upstream's word for this window.
+    """
+    w = Window.load(doc, now)
+    if w.limit is not None or limit <= 0:
+        return Change(None)
+    w.limit = limit
+    return Change(None, w.dump(), WINDOW_TTL_S)
+
+
 def forget_ticket(doc: Doc | None, now: float, ticket: str) -> Change[None]:
     """A call that stopped waiting (cancelled, out of budget) takes its ticket back."""
     w = Window.load(doc, now)

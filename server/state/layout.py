@@ -87,6 +87,11 @@ class AccountKeys:
         return f"{self.account}:gate"
 
     @property
+    def profile(self) -> str:
+        """NeuralSnap's plan and limits, as `flashsnap-mcp check` last read them (`server/neuralsnap/profile.py`)."""
+        return f"{self.account}:profile"
+
+    @property
     def quota(self) -> str:
         """The prefix of the quota documents; one per workspace follows it after a colon."""
         return f"{self.account}:quota"
