@@ -20,7 +20,8 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
-import tools
+from server.app import tool_selection
+from server.config import Settings
 from tests.image.podman import (
     HARDENED,
     IMAGE,
@@ -46,7 +47,7 @@ pytestmark = [needs_image, pytest.mark.anyio]
 ROOT = Path(__file__).parent.parent.parent
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 SERVER_NAME = json.loads((ROOT / "server.json").read_text())["name"]
-TOOLS = {spec.name for spec in tools.ALL}
+TOOLS = set(tool_selection(Settings.from_env({})).enabled)  # the default toolset, as a plain start offers it
 HARDENING = pytest.mark.parametrize("hardened", [False, True], ids=["plain", "read-only-no-caps"])
 
 
