@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -41,11 +43,16 @@ def structured(result: CallToolResult) -> dict[str, Any]:
 
 async def main() -> None:
     command = shutil.which("flashsnap-mcp", path=str(Path(sys.executable).parent)) or "flashsnap-mcp"
+    # A state directory of its own: each demo starts from the sandbox's seed, and leaves a user's sandbox world
+    # (shared by every --sandbox process of theirs) as it was.
+    state_dir = tempfile.TemporaryDirectory(prefix="flashsnap-demo-")
     server = StdioServerParameters(
-        command=command, args=["--sandbox", "--toolsets", "default,neuralsnap-write", "--log-level", "WARNING"]
+        command=command,
+        args=["--sandbox", "--toolsets", "default,neuralsnap-write", "--log-level", "WARNING"],
+        env={**os.environ, "FLASHSNAP_STATE_DIR": state_dir.name},
     )
     print(f"Starting `{command} --sandbox --toolsets default,neuralsnap-write` as a subprocess, over stdio…")
-    with anyio.fail_after(120):
+    with state_dir, anyio.fail_after(120):
         async with Client(server) as client:  # the default: the 2026-07-28 protocol
             print(f"Connected: {client.server_info.name if client.server_info else '?'} ({client.protocol_version})")
             listed = await client.list_tools()
