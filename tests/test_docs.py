@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from server.sandbox.variants import PROFILES
+
 ROOT = Path(__file__).parent.parent
 SHARED_CONTRACT = ROOT.parent / "shared" / "upstream-contract.md"
 NOTE = re.compile(r"\n> A copy, kept in this repository.*?are both held to\.\n", re.DOTALL)
@@ -29,3 +31,9 @@ def test_the_shipped_upstream_contract_is_the_shared_one() -> None:
     assert shipped == SHARED_CONTRACT.read_text(), (
         "docs/upstream-contract.md differs from ../shared/upstream-contract.md: copy it again"
     )
+
+
+def test_every_sandbox_profile_is_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+    missing = [name for name in PROFILES if f"`{name}`" not in readme]
+    assert not missing, f"README's sandbox profiles leave out {missing}"
