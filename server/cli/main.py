@@ -41,6 +41,7 @@ Logs go to stderr; in stdio mode stdout carries nothing but MCP messages.
 --sandbox needs no account: it serves a local emulator of both APIs with demo data. Its world
 (snapshots, words used, tokens, rate-limit windows) is kept in the state directory and shared by
 every --sandbox process (FLASHSNAP_STATE=memory keeps it in the process); --sandbox-reset forgets it.
+FLASHSNAP_SANDBOX_PROFILE=name[,name...] picks which reading of the vendors' disagreeing pages it serves.
 `flashsnap-mcp check [--sandbox] [--json]` tries every configured service and says what to fix."""
 
 
