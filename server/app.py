@@ -14,22 +14,13 @@ from mcp.types import CallToolResult, InputRequiredResult
 from pydantic import ValidationError
 
 import tools
-from server import __version__, arguments
+from server import __version__, arguments, prompts
 from server.calls import InFlight, error_result, tool_call
 from server.clock import Clock
 from server.config import Settings
 from server.observe.logs import SecretMask
 from server.runtime import Runtime, open_runtime
 from server.toolselect import Selection, ToolFilter, select
-
-INSTRUCTIONS = """\
-flashsnap-mcp connects you to neuroflash (AI writing) and NeuralSnap (the user's second brain).
-- neuroflash: list_workspaces, check_quota, list_models, then generate. generate spends words from
-  the workspace's daily and monthly quota; check_quota says what is left and when it resets;
-  list_brand_voices gives the brand_voice_id that makes generate write in a brand voice.
-- NeuralSnap: snapshot saves a structured thought; search_snapshots and get_snapshot find it again.
-Failed calls say what happened and what to do. Never repeat a call that creates or spends (generate,
-snapshot, crystallize, ask_twins) whose error says maybe_processed is true without checking first."""
 
 _NO_MASK = SecretMask()
 
@@ -39,10 +30,6 @@ CACHE_HINTS: dict[CacheableMethod, CacheHint] = {
     "tools/list": CacheHint(ttl_ms=600_000, scope="private"),
     "server/discover": CacheHint(ttl_ms=600_000, scope="private"),
 }
-
-SANDBOX_NOTE = """
-SANDBOX MODE: this server talks to a local emulator with demo data, not the real services.
-Nothing generated or saved here is real, and no real quota is spent."""
 
 
 class FlashsnapServer(MCPServer[Runtime]):
@@ -99,17 +86,18 @@ def create_app(
         async with open_runtime(settings, clock) as runtime:
             yield runtime
 
+    selection = tool_selection(settings)
     app = FlashsnapServer(
         "flashsnap-mcp",
         title="neuroflash + NeuralSnap",
         version=__version__,
-        instructions=INSTRUCTIONS + (SANDBOX_NOTE if settings.sandbox else ""),
+        # Built once, from the operator's selection: sent at initialize / server/discover, not per request.
+        instructions=prompts.instructions(selection.enabled, sandbox=settings.sandbox),
         lifespan=lifespan,
         log_level=settings.log_level,
         cache_hints=CACHE_HINTS,
     )
     app.in_flight = InFlight()
-    selection = tool_selection(settings)
     app.middleware.append(ToolFilter(selection))
     for spec in tools.ALL:
         if spec.name not in selection.enabled:
