@@ -8,9 +8,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from mcp.server.caching import CacheableMethod, CacheHint
+from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import CallToolResult, InputRequiredResult
+from mcp.types import CallToolResult, CompleteRequestParams, CompleteResult, Completion, InputRequiredResult
 from pydantic import ValidationError
 
 import tools
@@ -39,6 +40,10 @@ class FlashsnapServer(MCPServer[Runtime]):
     """
 
     in_flight: InFlight
+
+    def add_request_handler(self, method: str, params_type: Any, handler: Any) -> None:
+        """A request handler of the low-level server (completion/complete: MCPServer's own hands no context)."""
+        self._lowlevel_server.add_request_handler(method, params_type, handler)
 
     def close_tool_arguments(self) -> None:
         # The SDK builds each tool's argument model from its signature; closing it needs the tool itself.
@@ -98,7 +103,14 @@ def create_app(
         cache_hints=CACHE_HINTS,
     )
     app.in_flight = InFlight()
-    app.middleware.append(ToolFilter(selection))
+    app.middleware.append(ToolFilter(selection, prompts.PROMPT_NEEDS))
+    prompts.register(app, selection)
+
+    async def complete(ctx: ServerRequestContext[Any, Any], params: CompleteRequestParams) -> CompleteResult:
+        completion = await prompts.complete_prompt(ctx, selection, params)
+        return CompleteResult(completion=completion or Completion(values=[]))
+
+    app.add_request_handler("completion/complete", CompleteRequestParams, complete)
     for spec in tools.ALL:
         if spec.name not in selection.enabled:
             continue  # unlisted; the filter answers a call to it with how to turn it on
