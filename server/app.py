@@ -11,11 +11,18 @@ from mcp.server.caching import CacheableMethod, CacheHint
 from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import CallToolResult, CompleteRequestParams, CompleteResult, Completion, InputRequiredResult
+from mcp.types import (
+    CallToolResult,
+    CompleteRequestParams,
+    CompleteResult,
+    InputRequiredResult,
+    ListResourcesResult,
+    PaginatedRequestParams,
+)
 from pydantic import ValidationError
 
 import tools
-from server import __version__, arguments, prompts
+from server import __version__, arguments, prompts, resources
 from server.calls import InFlight, error_result, tool_call
 from server.clock import Clock
 from server.config import Settings
@@ -103,13 +110,22 @@ def create_app(
         cache_hints=CACHE_HINTS,
     )
     app.in_flight = InFlight()
-    app.middleware.append(ToolFilter(selection, prompts.PROMPT_NEEDS))
+    app.middleware.append(ToolFilter(selection, prompts.PROMPT_NEEDS, resources.resource_needs))
     prompts.register(app, selection)
+    resources.register(app, selection.enabled)
 
     async def complete(ctx: ServerRequestContext[Any, Any], params: CompleteRequestParams) -> CompleteResult:
-        completion = await prompts.complete_prompt(ctx, selection, params)
-        return CompleteResult(completion=completion or Completion(values=[]))
+        return CompleteResult(completion=await prompts.complete(ctx, selection, params))
 
+    async def list_resources(
+        ctx: ServerRequestContext[Any, Any], _: PaginatedRequestParams | None
+    ) -> ListResourcesResult:
+        listed = await app.list_resources()
+        return ListResourcesResult(
+            resources=listed + await resources.recent_snapshots(ctx, prompts.enabled_for(ctx.request, selection))
+        )
+
+    app.add_request_handler("resources/list", PaginatedRequestParams, list_resources)
     app.add_request_handler("completion/complete", CompleteRequestParams, complete)
     for spec in tools.ALL:
         if spec.name not in selection.enabled:

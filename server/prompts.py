@@ -16,8 +16,8 @@ from mcp.server.mcpserver.prompts.base import Prompt
 from mcp.types import CompleteRequestParams, Completion, PromptReference
 from pydantic import Field
 
+from server import resources
 from server.errors import FlashsnapError
-from server.runtime import Runtime
 from server.toolselect import Selection, narrowed_by
 
 log = logging.getLogger(__name__)
@@ -202,29 +202,11 @@ def offered(needs: Mapping[str, tuple[str, ...]], on: Collection[str]) -> set[st
     return {name for name, tools in needs.items() if all(tool in on for tool in tools)}
 
 
-# --- Completions of arguments whose values come from the service, each read through the tool that lists them
-# (no completion when that tool is off). Values are ids; a partial value matches an id's start or a name.
+# --- Completions of arguments whose values come from the service (`server/resources.py`, cached briefly), each
+# read through the tool that lists them (no completion when it is off). A value typed matches an id's start or a
+# name.
 
-Source = Callable[[Runtime, Mapping[str, str]], Awaitable[list[tuple[str, str]]]]  # -> (value, label)
 MAX_VALUES = 100  # the protocol's cap on one completion
-
-
-async def workspace_values(runtime: Runtime, _: Mapping[str, str]) -> list[tuple[str, str]]:
-    """Every workspace id, with its name."""
-    workspaces, _default = await runtime.neuroflash().list_workspaces()
-    return [(w.id, w.name) for w in workspaces]
-
-
-async def brand_voice_values(runtime: Runtime, arguments: Mapping[str, str]) -> list[tuple[str, str]]:
-    """The brand voice ids of the workspace given so far (else the default one), with their names."""
-    _workspace, voices = await runtime.neuroflash().list_brand_voices(arguments.get("workspace_id") or None)
-    return [(v.id, v.name) for v in voices]
-
-
-ARGUMENT_SOURCES: dict[str, tuple[str, Source]] = {
-    "workspace_id": ("list_workspaces", workspace_values),
-    "brand_voice_id": ("list_brand_voices", brand_voice_values),
-}
 
 
 async def complete_argument(
@@ -234,7 +216,7 @@ async def complete_argument(
 
     A failure upstream completes nothing: clients ask on every keystroke, and the tools report failures.
     """
-    source = ARGUMENT_SOURCES.get(params.argument.name)
+    source = resources.ARGUMENT_SOURCES.get(params.argument.name)
     if source is None or source[0] not in enabled_for(ctx.request, selection):
         return Completion(values=[])
     typed = params.argument.value.lower()
@@ -247,13 +229,17 @@ async def complete_argument(
     return Completion(values=matched[:MAX_VALUES], total=len(matched), has_more=len(matched) > MAX_VALUES)
 
 
-async def complete_prompt(
+async def complete(
     ctx: ServerRequestContext[Any, Any], selection: Selection, params: CompleteRequestParams
-) -> Completion | None:
-    """A completion for a prompt's argument, or None when the reference is not a prompt."""
-    if not isinstance(params.ref, PromptReference):
-        return None
-    if params.ref.name not in offered(PROMPT_NEEDS, enabled_for(ctx.request, selection)):
+) -> Completion:
+    """A completion for a prompt's or a resource template's argument; nothing for one that is off."""
+    on = enabled_for(ctx.request, selection)
+    if isinstance(params.ref, PromptReference):
+        offered_now = params.ref.name in offered(PROMPT_NEEDS, on)
+    else:
+        needs = resources.TEMPLATE_NEEDS.get(params.ref.uri)
+        offered_now = needs is not None and all(tool in on for tool in needs)
+    if not offered_now:
         return Completion(values=[])
     return await complete_argument(ctx, selection, params)
 
