@@ -8,28 +8,27 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from mcp.server.caching import CacheableMethod, CacheHint
+from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import CallToolResult, InputRequiredResult
+from mcp.types import (
+    CallToolResult,
+    CompleteRequestParams,
+    CompleteResult,
+    InputRequiredResult,
+    ListResourcesResult,
+    PaginatedRequestParams,
+)
 from pydantic import ValidationError
 
 import tools
-from server import __version__, arguments
+from server import __version__, arguments, prompts, resources
 from server.calls import InFlight, error_result, tool_call
 from server.clock import Clock
 from server.config import Settings
 from server.observe.logs import SecretMask
 from server.runtime import Runtime, open_runtime
 from server.toolselect import Selection, ToolFilter, select
-
-INSTRUCTIONS = """\
-flashsnap-mcp connects you to neuroflash (AI writing) and NeuralSnap (the user's second brain).
-- neuroflash: list_workspaces, check_quota, list_models, then generate. generate spends words from
-  the workspace's daily and monthly quota; check_quota says what is left and when it resets;
-  list_brand_voices gives the brand_voice_id that makes generate write in a brand voice.
-- NeuralSnap: snapshot saves a structured thought; search_snapshots and get_snapshot find it again.
-Failed calls say what happened and what to do. Never repeat a call that creates or spends (generate,
-snapshot, crystallize, ask_twins) whose error says maybe_processed is true without checking first."""
 
 _NO_MASK = SecretMask()
 
@@ -40,10 +39,6 @@ CACHE_HINTS: dict[CacheableMethod, CacheHint] = {
     "server/discover": CacheHint(ttl_ms=600_000, scope="private"),
 }
 
-SANDBOX_NOTE = """
-SANDBOX MODE: this server talks to a local emulator with demo data, not the real services.
-Nothing generated or saved here is real, and no real quota is spent."""
-
 
 class FlashsnapServer(MCPServer[Runtime]):
     """The SDK's server, with argument failures answered in this server's error format.
@@ -52,6 +47,10 @@ class FlashsnapServer(MCPServer[Runtime]):
     """
 
     in_flight: InFlight
+
+    def add_request_handler(self, method: str, params_type: Any, handler: Any) -> None:
+        """A request handler of the low-level server (completion/complete: MCPServer's own hands no context)."""
+        self._lowlevel_server.add_request_handler(method, params_type, handler)
 
     def close_tool_arguments(self) -> None:
         # The SDK builds each tool's argument model from its signature; closing it needs the tool itself.
@@ -99,18 +98,35 @@ def create_app(
         async with open_runtime(settings, clock) as runtime:
             yield runtime
 
+    selection = tool_selection(settings)
     app = FlashsnapServer(
         "flashsnap-mcp",
         title="neuroflash + NeuralSnap",
         version=__version__,
-        instructions=INSTRUCTIONS + (SANDBOX_NOTE if settings.sandbox else ""),
+        # Built once, from the operator's selection: sent at initialize / server/discover, not per request.
+        instructions=prompts.instructions(selection.enabled, sandbox=settings.sandbox),
         lifespan=lifespan,
         log_level=settings.log_level,
         cache_hints=CACHE_HINTS,
     )
     app.in_flight = InFlight()
-    selection = tool_selection(settings)
-    app.middleware.append(ToolFilter(selection))
+    app.middleware.append(ToolFilter(selection, prompts.PROMPT_NEEDS, resources.resource_needs))
+    prompts.register(app, selection)
+    resources.register(app, selection.enabled)
+
+    async def complete(ctx: ServerRequestContext[Any, Any], params: CompleteRequestParams) -> CompleteResult:
+        return CompleteResult(completion=await prompts.complete(ctx, selection, params))
+
+    async def list_resources(
+        ctx: ServerRequestContext[Any, Any], _: PaginatedRequestParams | None
+    ) -> ListResourcesResult:
+        listed = await app.list_resources()
+        return ListResourcesResult(
+            resources=listed + await resources.recent_snapshots(ctx, prompts.enabled_for(ctx.request, selection))
+        )
+
+    app.add_request_handler("resources/list", PaginatedRequestParams, list_resources)
+    app.add_request_handler("completion/complete", CompleteRequestParams, complete)
     for spec in tools.ALL:
         if spec.name not in selection.enabled:
             continue  # unlisted; the filter answers a call to it with how to turn it on

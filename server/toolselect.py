@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.shared.exceptions import MCPError
+from mcp.types import INVALID_PARAMS
 
 from server.calls import error_result
 from server.config import Settings
@@ -141,10 +143,21 @@ class ToolFilter:
     It runs before argument validation, so a call to a tool that is off says so, whatever its arguments.
     """
 
-    def __init__(self, selection: Selection) -> None:
+    def __init__(
+        self,
+        selection: Selection,
+        prompt_needs: Mapping[str, tuple[str, ...]] | None = None,
+        resource_needs: Callable[[str], tuple[str, ...]] | None = None,
+    ) -> None:
         self.selection = selection
+        self.prompt_needs = prompt_needs or {}  # prompt -> the tools it asks the model to call
+        self.resource_needs = resource_needs or (lambda _: ())  # resource URI or template -> the tools it reads through
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        if ctx.method in ("prompts/list", "prompts/get"):
+            return await self.prompts(ctx, call_next)
+        if ctx.method in ("resources/templates/list", "resources/read"):
+            return await self.resources(ctx, call_next)
         if ctx.method not in ("tools/list", "tools/call"):
             return await call_next(ctx)
         # Every HTTP transport hands the Starlette request of the message; stdio has none.
@@ -161,3 +174,53 @@ class ToolFilter:
         log.info("refused a call to %s: the tool is off", name)
         refused = error_result(ToolDisabled(name, *why), SecretMask())
         return refused.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+    async def prompts(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        """Hides the prompts that ask for a tool this request's headers turn off; fetching one is an error.
+
+        Raises:
+            MCPError: prompts/get of a prompt that is off, unknown, or missing a required argument
+                (invalid params, with what is wrong, instead of the SDK's internal error).
+        """
+        request_off = narrowed_by(getattr(ctx.request, "headers", None), self.selection)
+        hidden = {name for name, tools in self.prompt_needs.items() if any(tool in request_off for tool in tools)}
+        if ctx.method == "prompts/list":
+            result = await call_next(ctx)
+            if hidden and isinstance(result, dict):
+                result = {**result, "prompts": [p for p in result.get("prompts", []) if p.get("name") not in hidden]}
+            return result
+        name = (ctx.params or {}).get("name")
+        if name in hidden:
+            raise MCPError(
+                INVALID_PARAMS, f"prompt {name} is off: this client's X-MCP-* headers leave out a tool it uses"
+            )
+        try:
+            return await call_next(ctx)
+        except ValueError as exc:  # the SDK's unknown prompt or missing argument
+            raise MCPError(INVALID_PARAMS, str(exc)) from exc
+
+    async def resources(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        """Hides the resource templates that read through a tool this request's headers turn off.
+
+        (resources/list is built per request from the tools on; see server/app.py.)
+
+        Raises:
+            MCPError: resources/read of a resource this request's headers turn off.
+        """
+        request_off = narrowed_by(getattr(ctx.request, "headers", None), self.selection)
+
+        def hidden(uri: object) -> bool:
+            return isinstance(uri, str) and any(tool in request_off for tool in self.resource_needs(uri))
+
+        if ctx.method == "resources/read":
+            uri = (ctx.params or {}).get("uri")
+            if hidden(uri):
+                raise MCPError(
+                    INVALID_PARAMS, f"resource {uri} is off: this client's X-MCP-* headers leave out its tool"
+                )
+            return await call_next(ctx)
+        result = await call_next(ctx)
+        if request_off and isinstance(result, dict):
+            kept = [t for t in result.get("resourceTemplates", []) if not hidden(t.get("uriTemplate"))]
+            result = {**result, "resourceTemplates": kept}
+        return result

@@ -136,5 +136,6 @@ def test_the_conformance_suite_passes_every_generic_scenario(
     )
     summary = done.stdout[done.stdout.find("=== SUMMARY ===") :]
     assert done.returncode == 0, summary or done.stderr[-3000:]
-    for generic in ("server-initialize", "ping", "tools-list", "tools-call-error", "dns-rebinding-protection"):
+    generic_scenarios = ("server-initialize", "ping", "tools-list", "tools-call-error", "dns-rebinding-protection")
+    for generic in (*generic_scenarios, "completion-complete", "prompts-list", "resources-list"):
         assert f"✓ {generic}" in summary

@@ -1,0 +1,229 @@
+"""Resources a user can attach to a conversation: snapshots, a workspace's quota, a brand voice.
+
+Each is read through the same service, gate and error rules as the tool it stands beside, and offered
+only while that tool is on. Listings and completions, which clients ask for on connect and on every
+keystroke, go through a short cache in the runtime's store: at most one upstream request per account
+and listing every `LISTING_TTL_S` seconds, shared by every session and process using that store.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from typing import Any
+
+import pydantic_core
+from mcp.server.context import ServerRequestContext
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.shared.exceptions import MCPError
+from mcp.types import INTERNAL_ERROR, INVALID_PARAMS, Resource
+
+from server import runtime as runtimes
+from server.errors import FlashsnapError, NotFound
+from server.runtime import Runtime
+from server.state.layout import AccountKeys
+from server.state.store import Change
+
+log = logging.getLogger(__name__)
+
+LISTING_TTL_S = 5.0  # long enough to absorb a burst of keystrokes, short enough to show a new snapshot soon
+RECENT_SNAPSHOTS = 20  # how many of the newest snapshots resources/list offers
+JSON = "application/json"
+
+SNAPSHOT = "neuralsnap://snapshots/{snapshot_id}"
+QUOTA = "neuroflash://workspaces/{workspace_id}/quota"
+BRAND_VOICE = "neuroflash://workspaces/{workspace_id}/brand-voices/{brand_voice_id}"
+
+# Each template, and the tools it reads through; the snapshots resources/list offers need list_snapshots too.
+TEMPLATE_NEEDS: dict[str, tuple[str, ...]] = {
+    SNAPSHOT: ("get_snapshot",),
+    QUOTA: ("check_quota",),
+    BRAND_VOICE: ("list_brand_voices",),
+}
+LISTING_NEEDS = ("list_snapshots", "get_snapshot")
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_WORKSPACE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+
+
+def resource_needs(uri: str) -> tuple[str, ...]:
+    """The tools a resource URI or template reads through (none for a URI of no template here)."""
+    if uri.startswith("neuralsnap://snapshots/"):
+        return TEMPLATE_NEEDS[SNAPSHOT]
+    if uri.startswith("neuroflash://workspaces/"):
+        return TEMPLATE_NEEDS[BRAND_VOICE] if "/brand-voices/" in uri else TEMPLATE_NEEDS[QUOTA]
+    return ()
+
+
+# --- The short shared cache of listings.
+
+
+def _account(runtime: Runtime, service: str) -> AccountKeys:
+    settings = runtime.settings
+    if service == "neuroflash":
+        credential = settings.neuroflash_client_id or ""
+        return AccountKeys(runtimes.account_key(settings, service, settings.neuroflash_token_url, credential))
+    key = settings.neuralsnap_api_key.get_secret_value() if settings.neuralsnap_api_key else ""
+    return AccountKeys(runtimes.account_key(settings, service, settings.neuralsnap_api_url, key))
+
+
+async def cached(runtime: Runtime, key: str, fetch: Callable[[], Awaitable[list[Any]]]) -> list[Any]:
+    """A listing from the store while it is younger than `LISTING_TTL_S`, else fetched (and kept)."""
+    doc = await runtime.store.get(key)
+    if doc is not None and isinstance(values := doc.get("values"), list):
+        return values
+    fresh = await fetch()
+    await runtime.store.update(key, lambda _: Change(None, {"values": fresh}, LISTING_TTL_S))
+    return fresh
+
+
+async def workspace_values(runtime: Runtime, _: Mapping[str, str]) -> list[tuple[str, str]]:
+    """Every workspace id, with its name (cached listing)."""
+
+    async def fetch() -> list[Any]:
+        workspaces, _default = await runtime.neuroflash().list_workspaces()
+        return [[w.id, w.name] for w in workspaces]
+
+    return [(v[0], v[1]) for v in await cached(runtime, _account(runtime, "neuroflash").listing("workspaces"), fetch)]
+
+
+async def brand_voice_values(runtime: Runtime, arguments: Mapping[str, str]) -> list[tuple[str, str]]:
+    """The brand voice ids of the workspace given so far (else the default one), with their names (cached)."""
+    workspace = arguments.get("workspace_id") or None
+
+    async def fetch() -> list[Any]:
+        _workspace, voices = await runtime.neuroflash().list_brand_voices(workspace)
+        return [[v.id, v.name] for v in voices]
+
+    key = _account(runtime, "neuroflash").listing(f"voices:{workspace or '-'}")
+    return [(v[0], v[1]) for v in await cached(runtime, key, fetch)]
+
+
+async def snapshot_values(runtime: Runtime, _: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
+    """The newest snapshots' ids, with their names (cached)."""
+
+    async def fetch() -> list[Any]:
+        hits, _total = await runtime.neuralsnap().recent(RECENT_SNAPSHOTS)
+        return [[hit.id, getattr(hit, "name", None) or hit.id] for hit in hits]
+
+    key = _account(runtime, "neuralsnap").listing("snapshots")
+    return [(v[0], v[1]) for v in await cached(runtime, key, fetch)]
+
+
+# Where each completed argument's values come from, and the tool that lists them (no completion when it is off).
+Source = Callable[[Runtime, Mapping[str, str]], Awaitable[list[tuple[str, str]]]]
+ARGUMENT_SOURCES: dict[str, tuple[str, Source]] = {
+    "workspace_id": ("list_workspaces", workspace_values),
+    "brand_voice_id": ("list_brand_voices", brand_voice_values),
+    "snapshot_id": ("list_snapshots", snapshot_values),
+}
+
+
+# --- Reading.
+
+
+def _refused(runtime: Runtime, exc: FlashsnapError) -> MCPError:
+    """A failure as the tools would report it (masked; code, hint, retry_after_s in `data`)."""
+    mask = runtime.mask
+    payload = {k: mask.mask(v) if isinstance(v, str) else v for k, v in exc.payload().items()}
+    code = INVALID_PARAMS if exc.code in ("not_found", "invalid_arguments") else INTERNAL_ERROR
+    return MCPError(code, mask.mask(str(exc)), payload)
+
+
+def _json(value: Any) -> str:
+    return pydantic_core.to_json(value, indent=2).decode()
+
+
+async def read_snapshot(runtime: Runtime, snapshot_id: str) -> str:
+    """One snapshot, as get_snapshot returns it.
+
+    Raises:
+        NotFound: the id is not a UUID (nothing is sent), or NeuralSnap has no such snapshot.
+        FlashsnapError: what NeuralSnapService.get raises.
+    """
+    if not _UUID.match(snapshot_id):
+        raise NotFound(f"{snapshot_id!r} is not a snapshot id (a UUID); nothing was sent to NeuralSnap.")
+    return _json(await runtime.neuralsnap().get(snapshot_id))
+
+
+async def read_quota(runtime: Runtime, workspace_id: str) -> str:
+    """A workspace's quotas, read afresh as check_quota reads them.
+
+    Raises:
+        NotFound: the workspace id is malformed (nothing is sent).
+        FlashsnapError: what NeuroflashService.quota_status raises.
+    """
+    if not _WORKSPACE.match(workspace_id):
+        raise NotFound(f"{workspace_id!r} is not a workspace id; nothing was sent to neuroflash.")
+    workspace, quotas = await runtime.neuroflash().quota_status(workspace_id)
+    return _json({"workspace_id": workspace, "quotas": [q.model_dump(mode="json") for q in quotas]})
+
+
+async def read_brand_voice(runtime: Runtime, workspace_id: str, brand_voice_id: str) -> str:
+    """One brand voice of a workspace, from the list list_brand_voices reads.
+
+    Raises:
+        NotFound: the workspace id is malformed, or the workspace has no such voice.
+        FlashsnapError: what NeuroflashService.list_brand_voices raises.
+    """
+    if not _WORKSPACE.match(workspace_id):
+        raise NotFound(f"{workspace_id!r} is not a workspace id; nothing was sent to neuroflash.")
+    workspace, voices = await runtime.neuroflash().list_brand_voices(workspace_id)
+    for voice in voices:
+        if voice.id == brand_voice_id:
+            return _json({"workspace_id": workspace, **voice.model_dump(mode="json")})
+    raise NotFound(
+        f"workspace {workspace} has no brand voice {brand_voice_id!r}",
+        hint="Read list_brand_voices (or complete brand_voice_id) for the voices and their ids.",
+    )
+
+
+async def _read(ctx: Context[Any, Any], read: Callable[[Runtime], Awaitable[str]]) -> str:
+    runtime: Runtime = ctx.request_context.lifespan_context
+    try:
+        return await read(runtime)
+    except FlashsnapError as exc:
+        raise _refused(runtime, exc) from exc
+
+
+def register(app: MCPServer[Any], enabled: Collection[str]) -> None:
+    """Add the resource templates whose tools the operator turned on."""
+
+    def on(template: str) -> bool:
+        return all(tool in enabled for tool in TEMPLATE_NEEDS[template])
+
+    if on(SNAPSHOT):
+
+        @app.resource(SNAPSHOT, name="snapshot", title="NeuralSnap snapshot", mime_type=JSON)
+        async def snapshot(ctx: Context[Any, Any], snapshot_id: str) -> str:
+            """A snapshot of the user's NeuralSnap second brain, with all its fields."""
+            return await _read(ctx, lambda rt: read_snapshot(rt, snapshot_id))
+
+    if on(QUOTA):
+
+        @app.resource(QUOTA, name="quota", title="neuroflash word quota", mime_type=JSON)
+        async def quota(ctx: Context[Any, Any], workspace_id: str) -> str:
+            """A neuroflash workspace's word quotas (daily and monthly), read afresh."""
+            return await _read(ctx, lambda rt: read_quota(rt, workspace_id))
+
+    if on(BRAND_VOICE):
+
+        @app.resource(BRAND_VOICE, name="brand_voice", title="neuroflash brand voice", mime_type=JSON)
+        async def brand_voice(ctx: Context[Any, Any], workspace_id: str, brand_voice_id: str) -> str:
+            """A brand voice of a neuroflash workspace: its name, description and language."""
+            return await _read(ctx, lambda rt: read_brand_voice(rt, workspace_id, brand_voice_id))
+
+
+async def recent_snapshots(ctx: ServerRequestContext[Any, Any], on: Collection[str]) -> list[Resource]:
+    """The newest snapshots as resources (cached listing); none when the tools they read through are off,
+    or when NeuralSnap cannot be read (the tools report that)."""
+    if not all(tool in on for tool in LISTING_NEEDS):
+        return []
+    try:
+        values = await snapshot_values(ctx.lifespan_context)
+    except FlashsnapError as exc:
+        log.info("no snapshots listed: %s", exc.code)
+        return []
+    return [
+        Resource(uri=f"neuralsnap://snapshots/{sid}", name=name, title=name, mime_type=JSON) for sid, name in values
+    ]
