@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hmac
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import anyio
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -17,6 +20,14 @@ from server.sandbox.state import EmulatorState
 def error(status: int, message: str, code: str, headers: dict[str, str] | None = None) -> JSONResponse:
     """The contract's generic error body."""
     return JSONResponse({"error": message, "code": code}, status_code=status, headers=headers)
+
+
+async def json_body(request: Request) -> Any:
+    """A request's JSON body, or None when it is empty or not JSON (each route then says what is wrong)."""
+    try:
+        return json.loads(await request.body() or b"null")
+    except ValueError:
+        return None
 
 
 def secrets_equal(a: str, b: str) -> bool:

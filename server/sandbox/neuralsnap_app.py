@@ -8,7 +8,6 @@ send them.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import uuid
@@ -20,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from server.sandbox.common import EmulatedAPI
+from server.sandbox.common import EmulatedAPI, json_body
 from server.sandbox.state import EmulatorState
 from server.sandbox.variants import HeaderOddity, Variants
 
@@ -112,10 +111,7 @@ class NeuralSnapEmulator(EmulatedAPI):
         early, brain, headers = await self._enter("snapshot_create", request, bucket="write")
         if early is not None:
             return early
-        try:
-            body = json.loads(await request.body())
-        except ValueError:
-            body = None
+        body = await json_body(request)
         problem = validate_snapshot(body, self.variants.snapshot_shape)
         if problem:
             return self._done("snapshot_create", self._error(400, problem, "BAD_REQUEST", headers))
@@ -151,10 +147,7 @@ class NeuralSnapEmulator(EmulatedAPI):
         early, brain, headers = await self._enter(route, request, bucket="write")
         if early is not None:
             return early
-        try:
-            body = json.loads(await request.body())
-        except ValueError:
-            body = None
+        body = await json_body(request)
         current = self.state.snapshot(request.path_params["snapshot_id"])
         if current is None or current["brain_id"] != brain:
             return self._done(route, self._error(404, "Snapshot not found.", "NOT_FOUND", headers))
@@ -188,10 +181,7 @@ class NeuralSnapEmulator(EmulatedAPI):
         early, brain, headers = await self._enter(route, request, bucket="crystallize", quota="crystallize")
         if early is not None:
             return early
-        try:
-            body = json.loads(await request.body())
-        except ValueError:
-            body = None
+        body = await json_body(request)
         text = body.get("text") if isinstance(body, dict) else None
         if not isinstance(text, str) or not 50 <= len(text) <= 100_000:
             msg = "text is required and must be 50 to 100,000 characters."

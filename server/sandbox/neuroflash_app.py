@@ -16,7 +16,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 
 from server.sandbox import catalog
-from server.sandbox.common import EmulatedAPI, RequestIdMiddleware, secrets_equal
+from server.sandbox.common import EmulatedAPI, RequestIdMiddleware, json_body, secrets_equal
 from server.sandbox.records import Fault, Quota
 from server.sandbox.state import EmulatorState, completion_words
 from server.sandbox.variants import ErrorBodies, StreamFraming
@@ -167,12 +167,6 @@ class NeuroflashEmulator(EmulatedAPI):
             items = [quota_body(workspace_id, self.state.quota(workspace_id, u)) for u in usage_types]
         return self._done("quotas", JSONResponse(page(items)))
 
-    async def _json(self, request: Request) -> Any:
-        try:
-            return json.loads(await request.body() or b"null")
-        except ValueError:
-            return None
-
     def _voice(self, workspace_id: str, voice_id: str) -> dict[str, Any] | None:
         if workspace_id not in self.state.workspaces:
             return None
@@ -210,7 +204,7 @@ class NeuroflashEmulator(EmulatedAPI):
         early, _ = await self._guard("voice_prompt", request)
         if early is not None:
             return early
-        body = await self._json(request)
+        body = await json_body(request)
         voice_id = body.get("brandVoiceId") if isinstance(body, dict) else None
         if not isinstance(voice_id, str):
             return self._done("voice_prompt", self._invalid([("brandVoiceId", "is required")]))
@@ -244,7 +238,7 @@ class NeuroflashEmulator(EmulatedAPI):
             return early
         if request.path_params["workspace_id"] not in self.state.workspaces:
             return self._done("twin_group_chat", self._error(404, "Workspace not found.", "NOT_FOUND"))
-        body = await self._json(request)
+        body = await json_body(request)
         ids = body.get("twinIds") if isinstance(body, dict) else None
         messages = body.get("messages") if isinstance(body, dict) else None
         known = {t["id"]: t for twins in catalog.TWINS.values() for t in twins}
@@ -302,10 +296,7 @@ class NeuroflashEmulator(EmulatedAPI):
         workspace = self.state.workspaces.get(workspace_id)
         if workspace is None:
             return self._done("chat", self._error(404, "Workspace not found.", "NOT_FOUND"))
-        try:
-            body = json.loads(await request.body())
-        except ValueError:
-            body = None
+        body = await json_body(request)
         if not isinstance(body, dict):
             return self._done("chat", self._invalid([("body", "must be a JSON object")]))
         problems, model = validate_chat(body)
