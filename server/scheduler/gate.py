@@ -276,7 +276,7 @@ class Gate(LeaseKeeper):
                 own = lane is not self._main
                 inherited = tuple(burst.recent_sends(self._main.seen, self._clock.now(), bucket)) if own else ()
                 asker = Asker(me, arrived, self._probe_first, paced, lane.queued - 1, self._flight_ttl_s,
-                              self._pace_below, ramp_burst=own, bucket=bucket or "", inherited=inherited)  # fmt: skip
+                              self._pace_below, own_window=own, bucket=bucket or "", inherited=inherited)  # fmt: skip
                 decision, window = await self._store.update(lane.doc, self._decider(asker))
                 self._saw(lane, window)
                 if isinstance(decision, Moved):

@@ -182,7 +182,7 @@ class Asker:
     queued_here: int  # calls waiting behind it in this process
     flight_ttl_s: float
     pace_below: float = 0.1
-    ramp_burst: bool = False  # an endpoint's own window: find an unknown burst by ramping up (burst.py)
+    own_window: bool = False  # the window is an endpoint's own: no call moves from it, and its unknown burst ramps up
     bucket: str = ""  # the request's method and route
     inherited: tuple[float, ...] = ()  # its bucket's sends still counted in the key's window (burst.py)
 
@@ -195,7 +195,7 @@ def decide(doc: Doc | None, now: float, asker: Asker) -> Change[tuple[Decision, 
     ticket (`keep_ticket`); a call let out is reserved (`let_out`).
     """
     w = Window.load(doc, now)
-    if not asker.ramp_burst and asker.bucket in w.separate:
+    if not asker.own_window and asker.bucket in w.separate:
         return Change((Moved(), w))  # split off while it waited here: its sends count in its own window now
     learning = is_learning(w, asker)
     decision = held(w, now, learning)
@@ -267,7 +267,7 @@ def queued_or_paced(w: Window, now: float, asker: Asker) -> Decision | None:
     """
     if w.remaining is not None and older_waiting(w, asker) >= w.remaining:
         return AwaitAnswers("waiting for calls that came first")
-    if burst.allowed(w, asker.ramp_burst) is not None:
+    if burst.allowed(w, asker.own_window) is not None:
         return None
     if not asker.paced and (seconds := pace(w, now, asker, others_waiting(w, asker))) > 0:
         return Wait(seconds, "pacing the last requests of the window", advisory=True)
@@ -276,10 +276,10 @@ def queued_or_paced(w: Window, now: float, asker: Asker) -> Decision | None:
 
 def burst_held(w: Window, now: float, asker: Asker) -> Decision | None:
     """Whether the burst holds the next send: paced at the burst rate, or, while finding it, one send at a time."""
-    seconds = burst.burst_wait(w, now, asker.ramp_burst, asker.inherited, excluding=w.separate.keys())
+    seconds = burst.burst_wait(w, now, asker.own_window, asker.inherited, excluding=w.separate.keys())
     if seconds <= 0:
         return None
-    if burst.ramping(w, asker.ramp_burst) and w.in_flight > 0:
+    if burst.ramping(w, asker.own_window) and w.in_flight > 0:
         return AwaitAnswers("finding the upstream's burst rate")  # an answer may allow one more at once
     return Wait(seconds, "pacing at the upstream's burst rate")
 
