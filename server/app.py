@@ -22,7 +22,8 @@ from mcp.types import (
 from pydantic import ValidationError
 
 import tools
-from server import __version__, arguments, prompts, resources
+from server import __version__, arguments
+from server.features import prompts, resources
 from server.calls import InFlight, error_result, tool_call
 from server.clock import Clock
 from server.config import Settings

@@ -13,7 +13,7 @@ from mcp.types import ResourceTemplateReference, TextResourceContents
 
 from server.clock import FakeClock
 from server.config import Settings
-from server.resources import BRAND_VOICE, LISTING_TTL_S, QUOTA, SNAPSHOT
+from server.features.resources import BRAND_VOICE, LISTING_TTL_S, QUOTA, SNAPSHOT
 from server.sandbox import Emulator, EmulatorState
 from server.sandbox.loopback import LoopbackServer
 from server.transports.http import build_http_app

@@ -10,7 +10,7 @@ All keys live under one account prefix per credential, `live:<hash>` or `sandbox
 - `<account>:slots:<workspace>`: generation streams held as leases (`server/scheduler/slots.py`; the last lease).
 - `<account>:voice:<workspace>:<voice>`: a brand voice's system prompt (`server/neuroflash/voices.py`; 10 min).
 - `<account>:listing:<kind>`: workspaces, brand voices, recent snapshots, for resource listings and
-  completions (`server/resources.py`; 5 s).
+  completions (`server/features/resources.py`; 5 s).
 - `<routes>:voice`: per API URL, which brand-voice prompt route answered (`server/neuroflash/routes.py`; 6 h).
 - `<routes>:chat`, `<routes>:models`: per API URL (`routes_key`), the neuroflash chat path that answered and
   whether the model list's route is missing (`server/neuroflash/routes.py`; 6 h and 1 h, forgotten at once
@@ -103,7 +103,7 @@ class AccountKeys:
         return f"{self.account}:voice:{workspace_id}:{voice_id}"
 
     def listing(self, kind: str) -> str:
-        """A listing kept a few seconds for resources and completions (`server/resources.py`; 5 s)."""
+        """A listing kept a few seconds for resources and completions (`server/features/resources.py`; 5 s)."""
         return f"{self.account}:listing:{kind}"
 
     @property

@@ -16,7 +16,7 @@ from mcp.server.mcpserver.prompts.base import Prompt
 from mcp.types import CompleteRequestParams, Completion, PromptReference
 from pydantic import Field
 
-from server import resources
+from server.features import resources
 from server.errors import FlashsnapError
 from server.toolselect import Selection, narrowed_by
 
@@ -202,7 +202,7 @@ def offered(needs: Mapping[str, tuple[str, ...]], on: Collection[str]) -> set[st
     return {name for name, tools in needs.items() if all(tool in on for tool in tools)}
 
 
-# --- Completions of arguments whose values come from the service (`server/resources.py`, cached briefly), each
+# --- Completions of arguments whose values come from the service (`server/features/resources.py`, cached briefly), each
 # read through the tool that lists them (no completion when it is off). A value typed matches an id's start or a
 # name.
 

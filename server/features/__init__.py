@@ -1,0 +1,1 @@
+"""What the server offers besides tools: instructions and prompts, resources, asking the user first, change notices."""
