@@ -23,10 +23,10 @@ from pydantic import ValidationError
 
 import tools
 from server import __version__, arguments
-from server.features import prompts, resources
 from server.calls import InFlight, error_result, tool_call
 from server.clock import Clock
 from server.config import Settings
+from server.features import prompts, resources
 from server.observe.logs import SecretMask
 from server.runtime import Runtime, open_runtime
 from server.toolselect import Selection, ToolFilter, select

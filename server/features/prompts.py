@@ -16,8 +16,8 @@ from mcp.server.mcpserver.prompts.base import Prompt
 from mcp.types import CompleteRequestParams, Completion, PromptReference
 from pydantic import Field
 
-from server.features import resources
 from server.errors import FlashsnapError
+from server.features import resources
 from server.toolselect import Selection, narrowed_by
 
 log = logging.getLogger(__name__)
