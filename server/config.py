@@ -184,6 +184,14 @@ class Settings(BaseModel):
             raise ValueError("must be a path relative to NEUROFLASH_API_URL, e.g. /api/ds-prototypes/chat/completions")
         return path.rstrip("/") or None
 
+    @field_validator("confirm_words", mode="before")
+    @classmethod
+    def _whole_words(cls, value: object) -> object:
+        # A desktop host may render its number setting as "1000.0"; a whole number is meant all the same.
+        if isinstance(value, str) and value.endswith(".0") and value[:-2].isdigit():
+            return value[:-2]
+        return value
+
     @field_validator("request_state_key")
     @classmethod
     def _check_state_key(cls, key: SecretStr | None) -> SecretStr | None:
