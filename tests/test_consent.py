@@ -15,6 +15,7 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.client.session import ClientRequestContext
+from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import (
     CallToolResult,
@@ -62,12 +63,16 @@ def still_there(state: EmulatorState, snapshot_id: str) -> bool:
 
 
 @asynccontextmanager
-async def over_http(emulator: Emulator, clock: Any, mode: str, user: User | None, **env: str) -> AsyncIterator[Client]:
+async def over_http(
+    emulator: Emulator, clock: Any, mode: str, user: User | None, *, sse: bool = False, **env: str
+) -> AsyncIterator[Client]:
     environ = {**NO_QUESTIONS, **emulator.environment(), **env}
-    settings = Settings.from_env(environ, transport="streamable-http", toolsets=("all",))
+    settings = Settings.from_env(environ, transport="sse" if sse else "streamable-http", toolsets=("all",))
     with LoopbackServer(build_http_app(settings, clock=clock), lifespan="on") as server, anyio.fail_after(30):
-        http = httpx2.AsyncClient(timeout=30)
-        transport = streamable_http_client(f"{server.url}/mcp", http_client=http)
+        if sse:
+            transport: Any = sse_client(f"{server.url}/sse")
+        else:
+            transport = streamable_http_client(f"{server.url}/mcp", http_client=httpx2.AsyncClient(timeout=30))
         async with Client(transport, mode=mode, elicitation_callback=user) as client:
             yield client
 
@@ -286,3 +291,16 @@ async def test_the_instructions_say_when_the_user_is_asked(connect: Connect) -> 
         assert "words asks the user first" not in said
         assert "characters asks" not in said
         assert "delete_snapshot always asks the user first" in said
+
+
+@pytest.mark.parametrize("action", ["decline", "accept"])
+async def test_over_sse_the_question_is_pushed(
+    emulator: Emulator, clock: Any, state: EmulatorState, action: str
+) -> None:
+    user = User(action)
+    async with over_http(emulator, clock, "legacy", user, sse=True) as client:
+        snapshot_id = await saved(client)
+        result = await client.call_tool("delete_snapshot", {"id": snapshot_id})
+    assert len(user.asked) == 1
+    assert (error(result)["code"] == "declined") if action == "decline" else data(result)["deleted"]
+    assert state.count(DELETE) == int(action == "accept")
