@@ -6,6 +6,7 @@ over Streamable HTTP; what is sent upstream is read from the emulator's counters
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -304,3 +305,64 @@ async def test_over_sse_the_question_is_pushed(
     assert len(user.asked) == 1
     assert (error(result)["code"] == "declined") if action == "decline" else data(result)["deleted"]
     assert state.count(DELETE) == int(action == "accept")
+
+
+@pytest.mark.parametrize(
+    ("capabilities", "asked"),
+    [
+        ({}, False),  # capabilities, but no elicitation (2026-07-28 requires the key itself)
+        ({"elicitation": {}}, True),  # the bare form, from before elicitation had modes: form
+        ({"elicitation": {"form": {}}}, True),
+        ({"elicitation": {"url": {}}}, False),  # url-only cannot show a form
+        ({"elicitation": {"form": {}, "url": {}}}, True),
+    ],
+    ids=["none", "bare", "form", "url-only", "both"],
+)
+async def test_every_shape_of_the_capability_is_read_as_the_spec_means_it(
+    emulator: Emulator, clock: Any, state: EmulatorState, capabilities: dict[str, Any], asked: bool
+) -> None:
+    """A sessionless 2026-07-28 request, written by hand: the capability rides in the request's `_meta`."""
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": capabilities,
+    }
+    snapshot_id = "3f2b8c1e-9d4a-4e6b-8c2d-1a2b3c4d5e6f"
+    call = {
+        "jsonrpc": "2.0",
+        "id": 7,
+        "method": "tools/call",
+        "params": {"name": "delete_snapshot", "arguments": {"id": snapshot_id}, "_meta": meta},
+    }
+    environ = {**NO_QUESTIONS, **emulator.environment()}
+    settings = Settings.from_env(environ, transport="streamable-http", toolsets=("all",), http_stateless=True)
+    with LoopbackServer(build_http_app(settings, clock=clock), lifespan="on") as server, anyio.fail_after(30):
+        async with httpx2.AsyncClient(timeout=30) as http:
+            response = await http.post(
+                f"{server.url}/mcp",
+                json=call,
+                headers={
+                    "Accept": "application/json, text/event-stream",
+                    "MCP-Protocol-Version": "2026-07-28",
+                    "Mcp-Method": "tools/call",
+                    "Mcp-Name": "delete_snapshot",
+                },
+            )
+    assert response.status_code == 200, response.text
+    body = response.json() if response.headers["content-type"].startswith("application/json") else sse_data(response)
+    result = body["result"]
+    if asked:
+        assert result["resultType"] == "input_required"
+        question = result["inputRequests"]["confirm"]
+        assert question["method"] == "elicitation/create"
+        assert snapshot_id in question["params"]["message"]
+    else:
+        assert result["isError"] is True
+        assert result["_meta"]["io.flashsnap/error"]["code"] == "confirmation_required"
+    assert state.count(DELETE) == 0
+
+
+def sse_data(response: httpx2.Response) -> dict[str, Any]:
+    """The JSON-RPC answer in a one-event SSE response."""
+    lines = [line.removeprefix("data:").strip() for line in response.text.splitlines() if line.startswith("data:")]
+    answer: dict[str, Any] = json.loads(lines[-1])
+    return answer
