@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from server.config import Settings
@@ -26,6 +27,7 @@ from server.sandbox.loopback import LoopbackServer
 from server.sandbox.neuralsnap_app import new_snapshot
 from server.sandbox.runner import emulator_environment, seed_sandbox
 from server.transports.http import build_http_app
+from tests.conftest import Connect
 from tests.test_instructions import named
 from tests.test_prompts import PROMPTS
 from tests.test_stdio import COMMAND, params
@@ -219,3 +221,113 @@ def test_the_inspector_lists_and_reads_resources_and_lists_and_fetches_prompts(
         assert named(message["content"]["text"]) == {"check_quota", "generate"}
     # Each read went upstream once, through the tools' services; the listing once.
     assert (state.count("snapshot_get"), state.count("snapshot_list"), state.count("quotas")) == (1, 1, 1)
+
+
+SDKS = [("v1", "legacy", "2025-11-25"), ("v2", "modern", "2026-07-28")]  # (line, era, protocol version it speaks)
+PINNED = {"v1": ("@modelcontextprotocol/sdk", "1.32.2"), "v2": ("@modelcontextprotocol/client", "2.4.0")}
+
+
+async def typescript(node_tools: NodeTools, emulator: Emulator, sdk: str, era: str, *scenarios: str) -> Any:
+    """Run tests/node/ts_client.mjs against a server on the test's emulator over Streamable HTTP and over stdio
+    (one Node process for all of them) and return its summary, checking the SDK version npm installed."""
+    env = every_tool(emulator)
+    with served("streamable-http", env) as (url,), anyio.fail_after(180):
+        command = [str(node_tools.node), str(NODE_DIR / "ts_client.mjs"), "--sdk", sdk, "--era", era,
+                   "--http", url, "--stdio", COMMAND, "--", *scenarios]  # fmt: skip
+        done = await anyio.run_process(command, env=params(env=env).env, check=False)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    summary = json.loads(done.stdout)
+    package, version = PINNED[sdk]
+    assert summary["version"] == version, f"{package} is not the pinned {version}"
+    return summary
+
+
+@pytest.mark.parametrize(("sdk", "era", "protocol"), SDKS)
+async def test_the_typescript_sdk_lists_reads_and_completes_resources_and_prompts(
+    node_tools: NodeTools, emulator: Emulator, state: EmulatorState, sdk: str, era: str, protocol: str
+) -> None:
+    summary = await typescript(node_tools, emulator, sdk, era, "features")
+    saved = {name: seen["features"]["snapshotId"] for name, seen in summary["targets"].items()}
+    assert set(saved) == {"http", "stdio"}
+    voices = [v["id"] for v in catalog.BRAND_VOICES]
+    for name, seen in summary["targets"].items():
+        got = seen["features"]
+        if sdk == "v2" or name == "http":  # the 1.x client tells its version only over HTTP
+            assert got["protocolVersion"] == protocol, name
+        assert {t["uriTemplate"]: t["name"] for t in got["templates"]} == TEMPLATES
+        listed = {r["uri"]: r["name"] for r in got["resources"]}
+        assert listed == {f"neuralsnap://snapshots/{sid}": f"Read by TypeScript over {n}" for n, sid in saved.items()}
+        mine = saved[name]
+        assert got["snapshot"]["uri"] == f"neuralsnap://snapshots/{mine}"
+        assert got["snapshot"]["mimeType"] == "application/json"
+        stored = state.snapshots[mine]
+        assert {k: got["snapshot"]["json"][k] for k in ("id", "name", "core")} == {
+            k: stored[k] for k in ("id", "name", "core")
+        }
+        completions = got["completions"]
+        assert completions["workspace_id"] == completions["prompt_workspace_id"] == [WORKSPACE]
+        assert completions["snapshot_id"] == [mine]
+        assert completions["snapshot_id_unknown"] == []
+        assert completions["prompt_brand_voice_id"] == voices
+        assert got["quota"]["uri"] == f"neuroflash://workspaces/{WORKSPACE}/quota"
+        tokens = next(q for q in got["quota"]["json"]["quotas"] if q["usage_type_key"] == "tokens")
+        assert tokens["available_amount"] == state.quota(WORKSPACE, "tokens").available
+        prompts = {p["name"]: p for p in got["prompts"]}
+        assert set(prompts) == PROMPTS
+        assert [(a["name"], a["required"]) for a in prompts["write_in_brand_voice"]["arguments"]] == [
+            ("brief", True), ("brand_voice_id", False), ("workspace_id", False)
+        ]  # fmt: skip
+        (message,) = got["prompt"]["messages"]
+        assert message["role"] == "user"
+        assert "A tagline for a TypeScript meetup" in message["text"]
+        assert f'"{voices[0]}"' in message["text"]
+        assert {"generate", "check_quota", "list_models"} <= named(message["text"])
+        assert "list_brand_voices" not in named(message["text"])  # a voice was chosen: no need to list them
+    assert state.count("snapshot_create") == 2
+    assert state.count("snapshot_get") == 2  # one read per transport
+
+
+async def delete_snapshot_asks_first(connect: Connect) -> bool:
+    """Whether this checkout's delete_snapshot asks the user (elicitation, or `confirm` for a client that cannot)."""
+    async with connect(env={"FLASHSNAP_TOOLSETS": "all"}) as client:
+        (tool,) = [t for t in (await client.list_tools()).tools if t.name == "delete_snapshot"]
+    return "confirm" in tool.input_schema.get("properties", {})
+
+
+@pytest.mark.parametrize(("sdk", "era", "protocol"), SDKS)
+async def test_the_typescript_sdk_is_asked_before_a_delete_and_a_decline_sends_nothing(
+    node_tools: NodeTools, emulator: Emulator, state: EmulatorState, connect: Connect, sdk: str, era: str, protocol: str
+) -> None:
+    if not await delete_snapshot_asks_first(connect):
+        pytest.skip(
+            "delete_snapshot does not ask first yet (no `confirm` in its input schema): elicitation is not built"
+        )
+    summary = await typescript(node_tools, emulator, sdk, era, "accept", "decline", "cancel", "no-capability")
+    for name, seen in summary["targets"].items():
+        for action in ("accept", "decline", "cancel"):
+            run = seen[action]
+            if sdk == "v2" or name == "http":
+                assert run["protocolVersion"] == protocol
+            assert run["confirmable"] is True
+            (asked,) = run["elicitations"]  # asked once, with a yes/no the user can answer
+            assert run["snapshotId"] in asked["message"] or f"Delete me ({action})" in asked["message"], asked
+            confirm = asked["requestedSchema"]["properties"]["confirm"]
+            assert (confirm["type"], confirm.get("default")) == ("boolean", True)
+        accepted = seen["accept"]
+        assert accepted["result"]["isError"] is False
+        assert accepted["result"]["structuredContent"] == {"id": accepted["snapshotId"], "deleted": True}
+        assert accepted["snapshotId"] not in state.snapshots
+        for action in ("decline", "cancel"):
+            refused = seen[action]
+            assert refused["result"]["isError"] is True
+            assert refused["result"]["error"]["code"] == "declined"
+            assert refused["snapshotId"] in state.snapshots  # nothing was deleted
+        blind = seen["no-capability"]
+        assert blind["first"]["isError"] is True
+        assert blind["first"]["error"]["code"] == "confirmation_required"
+        assert "confirm" in blind["first"]["error"]["hint"] + blind["first"]["error"]["message"]
+        assert blind["confirmed"]["isError"] is False
+        assert blind["confirmed"]["structuredContent"] == {"id": blind["snapshotId"], "deleted": True}
+        assert blind["snapshotId"] not in state.snapshots
+    # Per transport one accepted delete and one confirmed: declines, cancels and the first blind call sent nothing.
+    assert state.count("snapshot_delete") == 2 * len(summary["targets"]) == 4
