@@ -224,7 +224,15 @@ def test_the_inspector_lists_and_reads_resources_and_lists_and_fetches_prompts(
 
 
 SDKS = [("v1", "legacy", "2025-11-25"), ("v2", "modern", "2026-07-28")]  # (line, era, protocol version it speaks)
-PINNED = {"v1": ("@modelcontextprotocol/sdk", "1.32.2"), "v2": ("@modelcontextprotocol/client", "2.4.0")}
+PACKAGES = {"v1": "@modelcontextprotocol/sdk", "v2": "@modelcontextprotocol/client"}
+PINNED = json.loads((NODE_DIR / "package.json").read_text())["dependencies"]
+
+
+def test_the_readme_names_the_client_versions_the_tests_pin() -> None:
+    readme = (NODE_DIR.parent.parent / "README.md").read_text()
+    for package in PACKAGES.values():
+        assert f"`{package}` {PINNED[package]}" in readme, package
+    assert f"Inspector CLI ({PINNED['@modelcontextprotocol/inspector']})" in readme
 
 
 async def typescript(node_tools: NodeTools, emulator: Emulator, sdk: str, era: str, *scenarios: str) -> Any:
@@ -237,8 +245,8 @@ async def typescript(node_tools: NodeTools, emulator: Emulator, sdk: str, era: s
         done = await anyio.run_process(command, env=params(env=env).env, check=False)
     assert done.returncode == 0, done.stderr.decode()[-3000:]
     summary = json.loads(done.stdout)
-    package, version = PINNED[sdk]
-    assert summary["version"] == version, f"{package} is not the pinned {version}"
+    package = PACKAGES[sdk]
+    assert summary["version"] == PINNED[package], f"{package} {summary['version']} is not the pinned one"
     return summary
 
 
