@@ -88,7 +88,7 @@ async function connect(sdk, target, { elicit } = {}) {
           command: target.command,
           args: target.args,
           env: { ...process.env },
-          stderr: "pipe",
+          stderr: "inherit",
         });
   await client.connect(transport);
   return { client, transport, protocolVersion: sdk.protocolVersion(client, transport) };
