@@ -333,7 +333,7 @@ async def test_the_typescript_sdk_is_asked_before_a_delete_and_a_decline_sends_n
         blind = seen["no-capability"]
         assert blind["first"]["isError"] is True
         assert blind["first"]["error"]["code"] == "confirmation_required"
-        assert "confirm" in blind["first"]["error"]["hint"] + blind["first"]["error"]["message"]
+        assert "confirm" in blind["first"]["error"].get("hint", "") + blind["first"]["error"]["message"]
         assert blind["confirmed"]["isError"] is False
         assert blind["confirmed"]["structuredContent"] == {"id": blind["snapshotId"], "deleted": True}
         assert blind["snapshotId"] not in state.snapshots
