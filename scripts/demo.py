@@ -147,7 +147,7 @@ async def main() -> None:
             spent = next(ws for ws in workspaces["workspaces"] if not ws["is_default"])
             refused = await client.call_tool(
                 "generate",
-                {"model": "gpt-4.1-mini", "prompt": "One more, please.", "workspace_id": spent["id"]},
+                {"model": "gpt-4.1-mini", "prompt": "One more, please.", "workspace_id": spent["id"], "max_tokens": 60},
             )
             show_error(refused)
             if refused.meta:

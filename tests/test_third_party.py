@@ -101,7 +101,7 @@ CALLS: list[tuple[str, dict[str, str]]] = [
     ("list_workspaces", {}),
     ("check_quota", {}),
     ("list_models", {"provider": "openai"}),
-    ("generate", {"model": "gpt-4.1-mini", "prompt": "Hello from the Inspector"}),
+    ("generate", {"model": "gpt-4.1-mini", "prompt": "Hello from the Inspector", "max_tokens": "500"}),
     ("snapshot", {"name": "Inspected", "core": "The Inspector can save snapshots too."}),
     ("search_snapshots", {"query": "inspector snapshots"}),
     ("list_brand_voices", {}),
