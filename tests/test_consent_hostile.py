@@ -1,0 +1,209 @@
+"""Hostile tests of asking the user first (issue 20): what a client, a model or an operator can do to it.
+
+Each failing test here is a finding, asserting the behaviour the contract calls for; the passing ones cover
+attacks the other consent tests do not try (a sealed yes raced by concurrent calls, a sealed state moved to
+other arguments or another tool by a hand-written request).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+from mcp.types import CallToolResult, ElicitResult, InputRequiredResult, InputResponses
+
+from server.config import Settings
+from server.sandbox import Emulator, EmulatorState
+from server.sandbox.loopback import LoopbackServer
+from server.transports.http import build_http_app
+from tests.conftest import NO_QUESTIONS, Connect
+from tests.results import data, error
+from tests.test_consent import CHAT, CRYSTALLIZE, DEFAULT, DELETE, SNAPSHOT, User, saved, sse_data, still_there
+from tests.test_shutdown import HELLO, Server, call, result
+
+GENERATE = {"model": "gpt-4.1-mini", "prompt": "Hi"}  # no max_tokens: always asked by default
+
+
+# --- findings ------------------------------------------------------------------------------------------------
+
+
+class ListeningServer(Server):
+    """A stdio `flashsnap-mcp` whose requests to the client (the pushed question) are collected too."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.requests: list[dict[str, Any]] = []
+        super().__init__(*args, env=env)
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            message = json.loads(line)
+            with self._lock:
+                if "method" in message and "id" in message:
+                    self.requests.append(message)
+                elif "id" in message:
+                    self.answers[message["id"]] = message
+                self._lock.notify_all()
+
+    def wait_request(self, method: str, timeout: float = 30) -> dict[str, Any]:
+        with self._lock:
+            assert self._lock.wait_for(lambda: any(r["method"] == method for r in self.requests), timeout)
+            return next(r for r in self.requests if r["method"] == method)
+
+
+def test_a_shutdown_while_the_user_reads_the_question_says_nothing_was_sent(
+    emulator: Emulator, state: EmulatorState
+) -> None:
+    """A pushed question may stay open for 10 minutes; a restart of the server (Claude Desktop restarting it,
+    a deploy) cuts it after the grace period. Nothing was sent upstream, yet the result said
+    `maybe_processed: true` and "It may have reached the upstream: check before calling it again (the request
+    id names it)", with no request id: a model tells the user the snapshot may be gone."""
+    hello = json.loads(json.dumps(HELLO))
+    hello[0]["params"]["capabilities"] = {"elicitation": {}}
+    env = {**emulator.environment(), "FLASHSNAP_TOOLSETS": "all", "FLASHSNAP_SHUTDOWN_GRACE_S": "0.5"}
+    server = ListeningServer(env=env)
+    server.send(*hello, call(1, "snapshot", SNAPSHOT))
+    snapshot_id = result(server.wait_answer(1))["structuredContent"]["id"]
+    server.send(call(2, "delete_snapshot", {"id": snapshot_id}))
+    server.wait_request("elicitation/create")  # the user is reading the question; it is never answered
+    server.process.send_signal(signal.SIGTERM)
+    answer = result(server.wait_answer(2))
+    assert server.exit_code() == 0, server.stderr.decode()
+    assert state.count(DELETE) == 0
+    assert still_there(state, snapshot_id)
+    err = answer["_meta"]["io.flashsnap/error"]
+    assert err["maybe_processed"] is False, err  # nothing left: it cannot have reached NeuralSnap
+    assert "may have reached" not in json.dumps(answer), answer
+
+
+async def test_an_accept_without_content_in_a_round_is_not_a_yes(connect: Connect, state: EmulatorState) -> None:
+    """Pushed, an `accept` with no content is refused ("the answer was not the form's"); answered in a
+    2026-07-28 round, the same answer counted as a yes and spent (`answer.content or {}` fills the box's
+    default, True). The box was never ticked: both eras must refuse it alike."""
+    async with connect(env=DEFAULT, elicitation=User()) as client:
+        first = await client.session.call_tool("generate", GENERATE, allow_input_required=True)
+        assert isinstance(first, InputRequiredResult)
+        bare: InputResponses = {"confirm": ElicitResult(action="accept", content=None)}
+        answered = await client.session.call_tool(
+            "generate", GENERATE, allow_input_required=True, input_responses=bare, request_state=first.request_state
+        )
+        assert isinstance(answered, CallToolResult)
+        assert error(answered)["code"] == "declined"
+    assert state.count(CHAT) == 0
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_an_accept_that_leaves_the_box_out_is_not_a_yes(connect: Connect, state: EmulatorState, mode: str) -> None:
+    """A form client that applies no defaults shows the box unticked, and, like an HTML form, leaves an
+    unticked box out of what it submits: `accept` with `{}`. The server filled in its own default (True) and
+    deleted. Only an explicit `confirm: true` is the user's yes."""
+    user = User("accept", {})
+    async with connect(mode=mode, toolsets=("all",), elicitation=user) as client:
+        snapshot_id = await saved(client)
+        err = error(await client.call_tool("delete_snapshot", {"id": snapshot_id}))
+    assert len(user.asked) == 1
+    assert err["code"] == "declined"
+    assert state.count(DELETE) == 0
+    assert still_there(state, snapshot_id)
+
+
+async def test_crystallize_under_the_threshold_does_not_spend_more_than_it_unasked(
+    connect: Connect, state: EmulatorState
+) -> None:
+    """The estimate counts only the text read (4 characters a token) and leaves out the tokens of the
+    snapshots written back, which NeuralSnap charges too (`totalTokensOut`, 60 a snapshot here, up to 5).
+    A 5,332-character text in five paragraphs went through unasked and spent 1,633 tokens, 1,225 words'
+    worth, above the 1,000 words (1,333 tokens) the server spends unasked."""
+    paragraph = ("Notes worth keeping are notes you can find again. " * 21)[:1060]
+    text = "\n\n".join([paragraph] * 5)
+    text += "x" * (5_332 - len(text))
+    assert len(text) == 5_332
+    user = User("decline")
+    async with connect(env=DEFAULT, toolsets=("all",), elicitation=user) as client:
+        outcome = await client.call_tool("crystallize", {"text": text})
+    if not user.asked:
+        spent = data(outcome)["tokens"]
+        assert spent * 0.75 <= 1_000, f"spent {spent} crystallize tokens unasked"
+    else:
+        assert state.count(CRYSTALLIZE) == 0
+
+
+# --- attacks that were refused (coverage the other tests lack) ------------------------------------------------
+
+
+async def test_a_sealed_yes_raced_by_concurrent_calls_spends_once(connect: Connect, state: EmulatorState) -> None:
+    yes: InputResponses = {"confirm": ElicitResult(action="accept", content={"confirm": True})}
+    outcomes: list[Any] = []
+    async with connect(env=DEFAULT, elicitation=User()) as client:
+        first = await client.session.call_tool("generate", GENERATE, allow_input_required=True)
+        assert isinstance(first, InputRequiredResult)
+
+        async def spend() -> None:
+            outcomes.append(
+                await client.session.call_tool(
+                    "generate", GENERATE, allow_input_required=True, input_responses=yes,
+                    request_state=first.request_state,
+                )  # fmt: skip
+            )
+
+        async with anyio.create_task_group() as group:
+            for _ in range(6):
+                group.start_soon(spend)
+    assert sum(isinstance(o, CallToolResult) for o in outcomes) == 1
+    assert sum(isinstance(o, InputRequiredResult) for o in outcomes) == 5  # asked anew
+    assert state.count(CHAT) == 1
+
+
+async def test_a_sealed_state_moved_to_another_snapshot_or_tool_is_refused(
+    emulator: Emulator, clock: Any, state: EmulatorState
+) -> None:
+    """Hand-written 2026-07-28 rounds: the yes to deleting one snapshot, sent with another id, another tool,
+    or edited, is refused by the seal; the same yes for the question it answered deletes."""
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {"elicitation": {}},
+    }
+    yes = {"confirm": {"action": "accept", "content": {"confirm": True}}}
+    environ = {**NO_QUESTIONS, **emulator.environment()}
+    settings = Settings.from_env(environ, transport="streamable-http", toolsets=("all",), http_stateless=True)
+
+    async def tools_call(http: httpx2.AsyncClient, url: str, name: str, args: dict[str, Any], **more: Any) -> Any:
+        body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                "params": {"name": name, "arguments": args, "_meta": meta, **more}}  # fmt: skip
+        headers = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2026-07-28",
+                   "Mcp-Method": "tools/call", "Mcp-Name": name}  # fmt: skip
+        response = await http.post(f"{url}/mcp", json=body, headers=headers)
+        ctype = response.headers.get("content-type", "")
+        return response.json() if ctype.startswith("application/json") else sse_data(response)
+
+    with LoopbackServer(build_http_app(settings, clock=clock), lifespan="on") as server, anyio.fail_after(30):
+        async with httpx2.AsyncClient(timeout=30) as http:
+            ids = []
+            for _ in range(2):
+                made = await tools_call(http, server.url, "snapshot", SNAPSHOT)
+                ids.append(made["result"]["structuredContent"]["id"])
+            mine, other = ids
+            asked = await tools_call(http, server.url, "delete_snapshot", {"id": mine})
+            sealed = asked["result"]["requestState"]
+            tampered = sealed[:-4] + ("AAAA" if not sealed.endswith("AAAA") else "BBBB")
+            for name, args, state_ in (
+                ("delete_snapshot", {"id": other}, sealed),
+                ("delete_snapshot", {"id": other, "confirm": True}, sealed),
+                ("generate", GENERATE, sealed),
+                ("delete_snapshot", {"id": mine}, tampered),
+            ):
+                refused = await tools_call(http, server.url, name, args, inputResponses=yes, requestState=state_)
+                assert refused["error"]["code"] == -32602, refused
+            assert state.count(DELETE) == 0
+            done = await tools_call(
+                http, server.url, "delete_snapshot", {"id": mine}, inputResponses=yes, requestState=sealed
+            )
+            assert done["result"]["structuredContent"] == {"id": mine, "deleted": True}
+    assert state.count(DELETE) == 1
+    assert state.count(CHAT) == 0
+    assert still_there(state, other)
+
