@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import json
 import signal
+from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx2
 import pytest
+from mcp import Client
 from mcp.types import CallToolResult, ElicitResult, InputRequiredResult, InputResponses
 
+from server.clock import FakeClock
 from server.config import Settings
 from server.sandbox import Emulator, EmulatorState
 from server.sandbox.loopback import LoopbackServer
@@ -23,6 +26,7 @@ from server.transports.http import build_http_app
 from tests.conftest import NO_QUESTIONS, Connect
 from tests.results import data, error
 from tests.test_consent import CHAT, CRYSTALLIZE, DEFAULT, DELETE, SNAPSHOT, User, saved, sse_data, still_there
+from tests.servers import valkey
 from tests.test_shutdown import HELLO, Server, call, result
 
 GENERATE = {"model": "gpt-4.1-mini", "prompt": "Hi"}  # no max_tokens: always asked by default
@@ -130,6 +134,39 @@ async def test_crystallize_under_the_threshold_does_not_spend_more_than_it_unask
         assert spent * 0.75 <= 1_000, f"spent {spent} crystallize tokens unasked"
     else:
         assert state.count(CRYSTALLIZE) == 0
+
+
+
+async def test_a_sealed_yes_spent_while_the_shared_store_was_down_is_not_spent_again(
+    emulator: Emulator, clock: FakeClock, state: EmulatorState, tmp_path: Path
+) -> None:
+    """With the shared store (Redis) down, the yes is marked used only in the process's own memory (the
+    store falls back to it); once Redis is back, the same sealed yes is new to it and spends a second time
+    (and any other replica takes it meanwhile). A yes that cannot be marked used where every process looks
+    must not count: it agreed to one call."""
+    yes: InputResponses = {"confirm": ElicitResult(action="accept", content={"confirm": True})}
+    with valkey(tmp_path) as redis_server:
+        environ = {**emulator.environment(), "FLASHSNAP_REDIS_URL": redis_server.url, **DEFAULT}
+        settings = Settings.from_env(environ, transport="streamable-http", http_stateless=True)
+        with LoopbackServer(build_http_app(settings, clock=clock), lifespan="on") as server, anyio.fail_after(60):
+            async with Client(f"{server.url}/mcp", elicitation_callback=User()) as client:
+                data(await client.call_tool("list_workspaces", {}))  # on the shared store
+                redis_server.stop()
+                first = await client.session.call_tool("generate", GENERATE, allow_input_required=True)
+                assert isinstance(first, InputRequiredResult)
+                sealed = first.request_state
+                spent = await client.session.call_tool(
+                    "generate", GENERATE, allow_input_required=True, input_responses=yes, request_state=sealed
+                )
+                assert isinstance(spent, CallToolResult)
+                redis_server.start()
+                clock.advance(6)  # past the store's retry interval: back on the shared store
+                data(await client.call_tool("list_workspaces", {}))
+                replayed = await client.session.call_tool(
+                    "generate", GENERATE, allow_input_required=True, input_responses=yes, request_state=sealed
+                )
+                assert not (isinstance(replayed, CallToolResult) and not replayed.is_error), "spent twice"
+    assert state.count(CHAT) <= 1
 
 
 # --- attacks that were refused (coverage the other tests lack) ------------------------------------------------
