@@ -84,6 +84,34 @@ def test_a_shutdown_while_the_user_reads_the_question_says_nothing_was_sent(
     assert "may have reached" not in json.dumps(answer), answer
 
 
+
+@pytest.mark.parametrize(
+    "reply",
+    [{"result": "accept"}, {"error": {"code": "denied", "message": 5}}],
+    ids=["result-not-an-object", "error-code-not-a-number"],
+)
+def test_a_malformed_reply_to_the_question_ends_the_call_at_once(
+    emulator: Emulator, state: EmulatorState, reply: dict[str, Any]
+) -> None:
+    """A client (over stdio) answers the pushed question, with its id, in a shape the server cannot read. The
+    reply was dropped and the tools/call stayed open, unanswered, for the whole 10 minutes the server waits
+    for a human. It should end at once: nothing sent, the question could not be put to the user."""
+    hello = json.loads(json.dumps(HELLO))
+    hello[0]["params"]["capabilities"] = {"elicitation": {}}
+    server = ListeningServer(env={**emulator.environment(), "FLASHSNAP_TOOLSETS": "all"})
+    try:
+        server.send(*hello, call(1, "snapshot", SNAPSHOT))
+        snapshot_id = result(server.wait_answer(1))["structuredContent"]["id"]
+        server.send(call(2, "delete_snapshot", {"id": snapshot_id}))
+        question = server.wait_request("elicitation/create")
+        server.send({"jsonrpc": "2.0", "id": question["id"], **reply})
+        answer = result(server.wait_answer(2, timeout=10))
+        assert answer["_meta"]["io.flashsnap/error"]["code"] == "declined"
+    finally:
+        server.process.kill()
+    assert state.count(DELETE) == 0
+
+
 async def test_an_accept_without_content_in_a_round_is_not_a_yes(connect: Connect, state: EmulatorState) -> None:
     """Pushed, an `accept` with no content is refused ("the answer was not the form's"); answered in a
     2026-07-28 round, the same answer counted as a yes and spent (`answer.content or {}` fills the box's
