@@ -16,7 +16,7 @@ import anyio
 import httpx2
 import pytest
 from mcp import Client
-from mcp.types import CallToolResult, ElicitResult, InputRequiredResult, InputResponses
+from mcp.types import METHOD_NOT_FOUND, CallToolResult, ElicitResult, ErrorData, InputRequiredResult, InputResponses
 
 from server.clock import FakeClock
 from server.config import Settings
@@ -195,6 +195,38 @@ async def test_a_sealed_yes_spent_while_the_shared_store_was_down_is_not_spent_a
                 )
                 assert not (isinstance(replayed, CallToolResult) and not replayed.is_error), "spent twice"
     assert state.count(CHAT) <= 1
+
+
+
+async def test_a_client_that_cannot_show_the_question_is_not_stuck_declining(
+    connect: Connect, state: EmulatorState
+) -> None:
+    """A 2025-11-25 client declares `elicitation` but its host cannot show a form: it answers the question with
+    -32601 (method not found). The call said `declined` ("Do not call it again unless the user asks for it"),
+    though the user was never asked, and `confirm: true` is ignored for such a client, so no call can ever
+    go through: asking the user, as the hint says, leads to the same answer. A client that said it cannot
+    ask is one that cannot ask: confirm first, and let its `confirm: true` count."""
+
+    async def cannot_show(context: Any, params: Any) -> ErrorData:
+        return ErrorData(code=METHOD_NOT_FOUND, message="Method not found")
+
+    async with connect(mode="legacy", toolsets=("all",), elicitation=cannot_show) as client:
+        snapshot_id = await saved(client)
+        first = error(await client.call_tool("delete_snapshot", {"id": snapshot_id}))
+        assert first["code"] == "confirmation_required", first
+        assert state.count(DELETE) == 0
+        assert data(await client.call_tool("delete_snapshot", {"id": snapshot_id, "confirm": True}))["deleted"]
+    assert state.count(DELETE) == 1
+
+
+async def test_crystallize_asks_from_the_first_character_over_the_line(connect: Connect, state: EmulatorState) -> None:
+    """The instructions say "more than about 5,332 characters asks": 5,333 (1,334 tokens, 1,000.5 words) does."""
+    user = User("decline")
+    async with connect(env=DEFAULT, toolsets=("all",), elicitation=user) as client:
+        assert "more than about 5,332 characters" in (client.instructions or "")
+        assert error(await client.call_tool("crystallize", {"text": "x" * 5_333}))["code"] == "declined"
+    assert len(user.asked) == 1
+    assert state.count(CRYSTALLIZE) == 0
 
 
 # --- attacks that were refused (coverage the other tests lack) ------------------------------------------------
