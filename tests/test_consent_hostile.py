@@ -25,8 +25,8 @@ from server.sandbox.loopback import LoopbackServer
 from server.transports.http import build_http_app
 from tests.conftest import NO_QUESTIONS, Connect
 from tests.results import data, error
-from tests.test_consent import CHAT, CRYSTALLIZE, DEFAULT, DELETE, SNAPSHOT, User, saved, sse_data, still_there
 from tests.servers import valkey
+from tests.test_consent import CHAT, CRYSTALLIZE, DEFAULT, DELETE, SNAPSHOT, User, saved, sse_data, still_there
 from tests.test_shutdown import HELLO, Server, call, result
 
 GENERATE = {"model": "gpt-4.1-mini", "prompt": "Hi"}  # no max_tokens: always asked by default
@@ -65,7 +65,8 @@ def test_a_shutdown_while_the_user_reads_the_question_says_nothing_was_sent(
     """A pushed question may stay open for 10 minutes; a restart of the server (Claude Desktop restarting it,
     a deploy) cuts it after the grace period. Nothing was sent upstream, yet the result said
     `maybe_processed: true` and "It may have reached the upstream: check before calling it again (the request
-    id names it)", with no request id: a model tells the user the snapshot may be gone."""
+    id names it)", with no request id: a model tells the user the snapshot may be gone. (Closing stdin while
+    the question is open, as a desktop host quitting does, gives the same answer after the 10 s grace.)"""
     hello = json.loads(json.dumps(HELLO))
     hello[0]["params"]["capabilities"] = {"elicitation": {}}
     env = {**emulator.environment(), "FLASHSNAP_TOOLSETS": "all", "FLASHSNAP_SHUTDOWN_GRACE_S": "0.5"}
@@ -82,7 +83,6 @@ def test_a_shutdown_while_the_user_reads_the_question_says_nothing_was_sent(
     err = answer["_meta"]["io.flashsnap/error"]
     assert err["maybe_processed"] is False, err  # nothing left: it cannot have reached NeuralSnap
     assert "may have reached" not in json.dumps(answer), answer
-
 
 
 @pytest.mark.parametrize(
@@ -129,7 +129,9 @@ async def test_an_accept_without_content_in_a_round_is_not_a_yes(connect: Connec
 
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
-async def test_an_accept_that_leaves_the_box_out_is_not_a_yes(connect: Connect, state: EmulatorState, mode: str) -> None:
+async def test_an_accept_that_leaves_the_box_out_is_not_a_yes(
+    connect: Connect, state: EmulatorState, mode: str
+) -> None:
     """A form client that applies no defaults shows the box unticked, and, like an HTML form, leaves an
     unticked box out of what it submits: `accept` with `{}`. The server filled in its own default (True) and
     deleted. Only an explicit `confirm: true` is the user's yes."""
@@ -164,7 +166,6 @@ async def test_crystallize_under_the_threshold_does_not_spend_more_than_it_unask
         assert state.count(CRYSTALLIZE) == 0
 
 
-
 async def test_a_sealed_yes_spent_while_the_shared_store_was_down_is_not_spent_again(
     emulator: Emulator, clock: FakeClock, state: EmulatorState, tmp_path: Path
 ) -> None:
@@ -195,7 +196,6 @@ async def test_a_sealed_yes_spent_while_the_shared_store_was_down_is_not_spent_a
                 )
                 assert not (isinstance(replayed, CallToolResult) and not replayed.is_error), "spent twice"
     assert state.count(CHAT) <= 1
-
 
 
 async def test_a_client_that_cannot_show_the_question_is_not_stuck_declining(
@@ -240,11 +240,10 @@ async def test_a_sealed_yes_raced_by_concurrent_calls_spends_once(connect: Conne
         assert isinstance(first, InputRequiredResult)
 
         async def spend() -> None:
+            sealed = first.request_state
+            call = client.session.call_tool
             outcomes.append(
-                await client.session.call_tool(
-                    "generate", GENERATE, allow_input_required=True, input_responses=yes,
-                    request_state=first.request_state,
-                )  # fmt: skip
+                await call("generate", GENERATE, allow_input_required=True, input_responses=yes, request_state=sealed)
             )
 
         async with anyio.create_task_group() as group:
@@ -303,4 +302,3 @@ async def test_a_sealed_state_moved_to_another_snapshot_or_tool_is_refused(
     assert state.count(DELETE) == 1
     assert state.count(CHAT) == 0
     assert still_there(state, other)
-
