@@ -7,6 +7,7 @@ other arguments or another tool by a hand-written request).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 from pathlib import Path
@@ -18,14 +19,14 @@ import pytest
 from mcp import Client
 from mcp.types import METHOD_NOT_FOUND, CallToolResult, ElicitResult, ErrorData, InputRequiredResult, InputResponses
 
-from server.clock import FakeClock
+from server.clock import FakeClock, SystemClock
 from server.config import Settings
 from server.sandbox import Emulator, EmulatorState
 from server.sandbox.loopback import LoopbackServer
 from server.transports.http import build_http_app
 from tests.conftest import NO_QUESTIONS, Connect
 from tests.results import data, error
-from tests.servers import valkey
+from tests.servers import http_replica, valkey
 from tests.test_consent import CHAT, CRYSTALLIZE, DEFAULT, DELETE, SNAPSHOT, User, saved, sse_data, still_there
 from tests.test_shutdown import HELLO, Server, call, result
 
@@ -302,3 +303,41 @@ async def test_a_sealed_state_moved_to_another_snapshot_or_tool_is_refused(
     assert state.count(DELETE) == 1
     assert state.count(CHAT) == 0
     assert still_there(state, other)
+
+
+async def test_a_sealed_yes_raced_on_two_replicas_spends_once() -> None:
+    """Six copies of one sealed yes, three to each of two replicas (processes sharing the default SQLite
+    store), at once: one generation, five questions asked anew."""
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {"elicitation": {}},
+    }
+    headers = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2026-07-28",
+               "Mcp-Method": "tools/call", "Mcp-Name": "generate"}  # fmt: skip
+    yes = {"confirm": {"action": "accept", "content": {"confirm": True}}}
+    outcomes: list[str] = []
+
+    async def generate(http: httpx2.AsyncClient, url: str, **more: Any) -> dict[str, Any]:
+        params = {"name": "generate", "arguments": GENERATE, "_meta": meta, **more}
+        response = await http.post(f"{url}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                                                        "params": params}, headers=headers)  # fmt: skip
+        ctype = response.headers.get("content-type", "")
+        answer: dict[str, Any] = response.json() if ctype.startswith("application/json") else sse_data(response)
+        return answer
+
+    with Emulator(EmulatorState(SystemClock())) as live, anyio.fail_after(90):
+        env = {**live.environment(), **DEFAULT, "FLASHSNAP_HTTP_STATELESS": "1"}
+        async with contextlib.AsyncExitStack() as stack:
+            urls = [await stack.enter_async_context(http_replica(env)) for _ in range(2)]
+            async with httpx2.AsyncClient(timeout=30) as http:
+                sealed = (await generate(http, urls[0]))["result"]["requestState"]
+
+                async def answer(url: str) -> None:
+                    said = await generate(http, url, inputResponses=yes, requestState=sealed)
+                    outcomes.append(said["result"].get("resultType", "complete"))
+
+                async with anyio.create_task_group() as group:
+                    for url in urls * 3:
+                        group.start_soon(answer, url)
+        assert sorted(outcomes) == ["complete"] + ["input_required"] * 5
+        assert live.state.count(CHAT) == 1
