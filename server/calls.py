@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
@@ -76,6 +78,23 @@ class Progress:
 class _Running:
     scope: anyio.CancelScope
     request_ids: list[str] = field(default_factory=list)
+    asking: bool = False  # waiting for the user's answer to a question, before anything is sent
+
+
+_running: ContextVar[_Running | None] = ContextVar("flashsnap_running_call", default=None)
+
+
+@contextmanager
+def asking_user() -> Iterator[None]:
+    """Marks the call as waiting for the user's answer: a shutdown meanwhile cut it before anything was sent."""
+    running = _running.get()
+    if running is None:
+        yield
+        return
+    running.asking = True
+    yield
+    # Not in a `finally`: a shutdown's cancel leaves the mark on, so the cut-off says nothing was sent.
+    running.asking = False
 
 
 class InFlight:
@@ -96,6 +115,12 @@ class InFlight:
 
 def _cut_off(tool: str, read_only: bool, running: _Running) -> ShutdownCut:
     rid = running.request_ids[-1] if running.request_ids else None
+    if running.asking:
+        return ShutdownCut(
+            f"The server shut down while the user was being asked about {tool}; nothing was sent.",
+            hint="Call it again once the server is back; the user will be asked again.",
+            maybe_processed=False,
+        )
     maybe = not read_only
     return ShutdownCut(
         f"The server shut down before {tool} finished (its grace period, FLASHSNAP_SHUTDOWN_GRACE_S, ran out).",
@@ -129,11 +154,13 @@ def tool_call(
     async def call(*args: P.args, **kwargs: P.kwargs) -> T | Answer:
         running = _Running(anyio.CancelScope())
         calls._calls.add(running)
+        current = _running.set(running)
         try:
             with running.scope, noting_request_ids() as seen:
                 running.request_ids = seen
                 return await _call(*args, **kwargs)
         finally:
+            _running.reset(current)
             calls._calls.discard(running)
         # Only the shutdown's cut ends here (its scope swallowed its own cancel; a client's cancel propagates).
         log.info("tool %s: cut off by the shutdown", name)

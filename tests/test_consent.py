@@ -186,8 +186,8 @@ async def test_generate_asks_above_the_default_threshold(
 @pytest.mark.parametrize(
     ("chars", "asked"),
     [
-        (5_332, False),  # 1,333 crystallize tokens at 4 characters a token: 999.75 words' worth
-        (5_336, True),  # 1,334 tokens
+        (2_664, False),  # 666 tokens read at 4 characters a token, as many again written: 1,332, 999 words' worth
+        (2_665, True),  # 667 read: 1,334 tokens, 1,000.5 words' worth
         (100_000, True),
     ],
 )
@@ -285,7 +285,7 @@ async def test_the_instructions_say_when_the_user_is_asked(connect: Connect) -> 
         said = client.instructions or ""
         assert "could spend more than 1,000 words asks the user first" in said
         assert "1,333 or less stays within it" in said
-        assert "more than about 5,332 characters" in said  # crystallize's estimate at 4 characters a token
+        assert "more than about 2,664 characters" in said  # crystallize's estimate: read and written back
         assert "delete_snapshot always asks the user first" in said
     async with connect(toolsets=("all",)) as client:  # FLASHSNAP_CONFIRM_WORDS=0: only deleting asks
         said = client.instructions or ""

@@ -107,7 +107,8 @@ def test_a_malformed_reply_to_the_question_ends_the_call_at_once(
         question = server.wait_request("elicitation/create")
         server.send({"jsonrpc": "2.0", "id": question["id"], **reply})
         answer = result(server.wait_answer(2, timeout=10))
-        assert answer["_meta"]["io.flashsnap/error"]["code"] == "declined"
+        # The client cannot show the question: confirm first, at once (and nothing sent).
+        assert answer["_meta"]["io.flashsnap/error"]["code"] == "confirmation_required"
     finally:
         server.process.kill()
     assert state.count(DELETE) == 0
@@ -170,10 +171,10 @@ async def test_crystallize_under_the_threshold_does_not_spend_more_than_it_unask
 async def test_a_sealed_yes_spent_while_the_shared_store_was_down_is_not_spent_again(
     emulator: Emulator, clock: FakeClock, state: EmulatorState, tmp_path: Path
 ) -> None:
-    """With the shared store (Redis) down, the yes is marked used only in the process's own memory (the
-    store falls back to it); once Redis is back, the same sealed yes is new to it and spends a second time
-    (and any other replica takes it meanwhile). A yes that cannot be marked used where every process looks
-    must not count: it agreed to one call."""
+    """With the shared store (Redis) down, a yes could be marked used only in the process's own memory (the
+    store falls back to it); once Redis was back, the same sealed yes was new to it and spent a second time
+    (and any other replica would take it meanwhile). A yes that cannot be marked used where every process
+    looks is not taken: it agreed to one call, which happens once the store is back."""
     yes: InputResponses = {"confirm": ElicitResult(action="accept", content={"confirm": True})}
     with valkey(tmp_path) as redis_server:
         environ = {**emulator.environment(), "FLASHSNAP_REDIS_URL": redis_server.url, **DEFAULT}
@@ -189,14 +190,22 @@ async def test_a_sealed_yes_spent_while_the_shared_store_was_down_is_not_spent_a
                     "generate", GENERATE, allow_input_required=True, input_responses=yes, request_state=sealed
                 )
                 assert isinstance(spent, CallToolResult)
+                # Not taken while it cannot be marked used where every replica looks: nothing spent yet.
+                assert error(spent)["code"] == "not_confirmed"
+                assert state.count(CHAT) == 0
                 redis_server.start()
                 clock.advance(6)  # past the store's retry interval: back on the shared store
                 data(await client.call_tool("list_workspaces", {}))
                 replayed = await client.session.call_tool(
                     "generate", GENERATE, allow_input_required=True, input_responses=yes, request_state=sealed
                 )
-                assert not (isinstance(replayed, CallToolResult) and not replayed.is_error), "spent twice"
-    assert state.count(CHAT) <= 1
+                assert isinstance(replayed, CallToolResult)
+                data(replayed)  # the one yes, taken now that it is marked used for every replica
+                again = await client.session.call_tool(
+                    "generate", GENERATE, allow_input_required=True, input_responses=yes, request_state=sealed
+                )
+                assert isinstance(again, InputRequiredResult)  # and never a second time
+    assert state.count(CHAT) == 1
 
 
 async def test_a_client_that_cannot_show_the_question_is_not_stuck_declining(
@@ -221,11 +230,11 @@ async def test_a_client_that_cannot_show_the_question_is_not_stuck_declining(
 
 
 async def test_crystallize_asks_from_the_first_character_over_the_line(connect: Connect, state: EmulatorState) -> None:
-    """The instructions say "more than about 5,332 characters asks": 5,333 (1,334 tokens, 1,000.5 words) does."""
+    """The instructions say "more than about 2,664 characters asks": 2,665 (1,334 tokens, 1,000.5 words) does."""
     user = User("decline")
     async with connect(env=DEFAULT, toolsets=("all",), elicitation=user) as client:
-        assert "more than about 5,332 characters" in (client.instructions or "")
-        assert error(await client.call_tool("crystallize", {"text": "x" * 5_333}))["code"] == "declined"
+        assert "more than about 2,664 characters" in (client.instructions or "")
+        assert error(await client.call_tool("crystallize", {"text": "x" * 2_665}))["code"] == "declined"
     assert len(user.asked) == 1
     assert state.count(CRYSTALLIZE) == 0
 
@@ -341,3 +350,59 @@ async def test_a_sealed_yes_raced_on_two_replicas_spends_once() -> None:
                         group.start_soon(answer, url)
         assert sorted(outcomes) == ["complete"] + ["input_required"] * 5
         assert live.state.count(CHAT) == 1
+
+
+async def test_over_http_an_unreadable_reply_to_the_question_ends_the_call_at_once(
+    emulator: Emulator, clock: FakeClock, state: EmulatorState
+) -> None:
+    """The same over Streamable HTTP with a session: the reply POSTed in a shape the SDK cannot read goes on as
+    an error reply with its id, so the call waiting on it ends now, with nothing sent."""
+    environ = {**NO_QUESTIONS, **emulator.environment()}
+    settings = Settings.from_env(environ, transport="streamable-http", toolsets=("all",), http_stateless=False)
+    headers = {"Accept": "application/json, text/event-stream"}
+
+    async def messages(response: httpx2.Response) -> Any:
+        async for line in response.aiter_lines():
+            if line.startswith("data:") and line[5:].strip():
+                yield json.loads(line[5:])
+
+    with LoopbackServer(build_http_app(settings, clock=clock), lifespan="on") as server, anyio.fail_after(30):
+        url = f"{server.url}/mcp"
+        async with httpx2.AsyncClient(timeout=30) as http:
+            hello = {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {"elicitation": {}},
+                "clientInfo": {"name": "raw", "version": "1"},
+            }
+            opened = await http.post(
+                url, json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello}, headers=headers
+            )
+            headers |= {"Mcp-Session-Id": opened.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-11-25"}
+            await http.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers)
+            save = {"name": "snapshot", "arguments": SNAPSHOT}
+            async with http.stream(
+                "POST", url, json={"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": save}, headers=headers
+            ) as made:
+                snapshot_id = next_id = None
+                async for message in messages(made):
+                    if message.get("id") == 2:
+                        snapshot_id = message["result"]["structuredContent"]["id"]
+                        break
+            delete = {"name": "delete_snapshot", "arguments": {"id": snapshot_id}}
+            async with http.stream(
+                "POST", url, json={"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": delete}, headers=headers
+            ) as asked:
+                answer = None
+                async for message in messages(asked):
+                    if message.get("method") == "elicitation/create":
+                        next_id = message["id"]
+                        unreadable = {"jsonrpc": "2.0", "id": next_id, "result": "accept"}
+                        replied = await http.post(url, json=unreadable, headers=headers)
+                        assert replied.status_code in (200, 202), replied.text
+                    elif message.get("id") == 3:
+                        answer = message["result"]
+                        break
+    assert next_id is not None
+    assert answer is not None
+    assert answer["_meta"]["io.flashsnap/error"]["code"] == "confirmation_required"
+    assert state.count(DELETE) == 0

@@ -24,10 +24,11 @@ async def crystallize(
 ) -> Crystallized:
     """Turn a long text or a conversation into snapshots in the user's NeuralSnap brain.
 
-    It spends the plan's monthly crystallize tokens (about one per 4 characters); each call
-    is new: never repeat one that failed with maybe_processed true. A long text asks the
-    user first; a client that cannot ask gets confirmation_required instead: ask the user,
-    and call again with confirm true only if they agreed. Returns the snapshots and tokens.
+    It spends the plan's monthly crystallize tokens (one per 4 characters read, more for
+    the snapshots written back); each call is new: never repeat one that failed with
+    maybe_processed true. A long text asks the user first; a client that cannot ask gets
+    confirmation_required instead: ask the user, and call again with confirm true only if
+    they agreed. Returns the snapshots and tokens.
 
     Raises:
         NotConfirmed: the text is long and the user did not agree, or was not asked yet (nothing sent).
@@ -38,9 +39,10 @@ async def crystallize(
     if over(tokens * WORDS_PER_TOKEN, threshold):
         await ask_first(
             ctx,
-            f"Crystallize a text of {len(text):,} characters into NeuralSnap snapshots? It spends about "
-            f"{tokens:,} of the plan's monthly crystallize tokens (4 characters a token), more than this "
-            f"server spends unasked ({threshold / WORDS_PER_TOKEN:,.0f} tokens, FLASHSNAP_CONFIRM_WORDS={threshold}).",
+            f"Crystallize a text of {len(text):,} characters into NeuralSnap snapshots? It could spend up to "
+            f"{tokens:,} of the plan's monthly crystallize tokens (the text read at 4 characters a token, and "
+            "as much again written back), more than this server spends unasked "
+            f"({threshold / WORDS_PER_TOKEN:,.0f} tokens, FLASHSNAP_CONFIRM_WORDS={threshold}).",
             confirm=confirm,
         )
     return await runtime(ctx).neuralsnap().crystallize(text, brain_id, source_type)

@@ -91,7 +91,7 @@ async def generate(
         )
         await ask_first(
             ctx,
-            f"Generate text with {model}? It could spend {spend}: more than this server spends unasked "
+            f"Generate text with the model {model!r}? It could spend {spend}: more than this server spends unasked "
             f"({threshold:,} words, FLASHSNAP_CONFIRM_WORDS).",
             confirm=confirm,
         )

@@ -28,10 +28,10 @@ from mcp.server.mcpserver import Context
 from mcp.shared.exceptions import MCPError
 from mcp.types import ElicitRequest, ElicitRequestFormParams, ElicitResult, InputRequiredResult
 from mcp_types.version import is_version_at_least
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
-from server.calls import AskClient
-from server.errors import ConfirmationRequired, Declined
+from server.calls import AskClient, asking_user
+from server.errors import ConfirmationRequired, Declined, NotConfirmed
 from server.runtime import Runtime
 from server.state.layout import consent_key
 from server.state.store import KEEP, Change, Doc
@@ -65,9 +65,14 @@ def generate_words(max_tokens: int | None) -> float:
 
 
 def crystallize_tokens(text: str) -> int:
-    """The crystallize tokens a text spends, at 4 characters a token: what NeuralSnap reads (the snapshots it
-    writes back are short and counted after)."""
-    return math.ceil(len(text) / CHARS_PER_TOKEN)
+    """The most crystallize tokens a text could spend: what NeuralSnap reads, at 4 characters a token, and at
+    most as much again in the snapshots it writes back (a crystallization condenses; both are charged)."""
+    return 2 * math.ceil(len(text) / CHARS_PER_TOKEN)
+
+
+def crystallize_chars_unasked(threshold: int) -> int:
+    """The longest text `crystallize` sends without asking, for the instructions and the README."""
+    return CHARS_PER_TOKEN * math.floor(threshold / WORDS_PER_TOKEN / 2)
 
 
 def over(words: float, threshold: int) -> bool:
@@ -94,6 +99,7 @@ async def ask_first(ctx: Context[Runtime, Any], question: str, *, confirm: bool 
     Raises:
         ConfirmationRequired: the client cannot ask the user, and the call did not carry `confirm: true`.
         Declined: the user declined, cancelled, unticked the box, or did not answer in time.
+        NotConfirmed: a yes that cannot be recorded as used now (the shared state store is down).
         AskClient: a 2026-07-28 client is to put the question to the user and call again with the answer.
     """
     how = how_to_ask(ctx)
@@ -105,27 +111,41 @@ async def ask_first(ctx: Context[Runtime, Any], question: str, *, confirm: bool 
             hint="Ask the user; if they agree, call again with the same arguments and confirm: true.",
         )
     if how == "push":
-        await _push(ctx, question)
+        await _push(ctx, question, confirm=confirm)
     else:
         await _rounds(ctx, question)
 
 
-async def _push(ctx: Context[Runtime, Any], question: str) -> None:
+async def _push(ctx: Context[Runtime, Any], question: str, *, confirm: bool | None) -> None:
     """Ask mid-call with `elicitation/create` (2025-11-25).
 
+    A client that declared the capability but answers with an error (its host cannot show a form, or its reply
+    could not be read) is one that cannot ask: it gets the confirm-first result, and its `confirm: true` counts.
+
     Raises:
-        Declined: the user did not agree, did not answer in time, or the client could not ask.
+        ConfirmationRequired: the client could not show the question, and the call did not carry `confirm: true`.
+        Declined: the user did not agree, did not answer in time, or the answer was not the form's.
     """
     try:
-        with anyio.move_on_after(ANSWER_TIMEOUT_S) as waited:
+        with anyio.move_on_after(ANSWER_TIMEOUT_S) as waited, asking_user():
             answer = await ctx.elicit(question, Confirmation)
-    except (MCPError, ValueError) as exc:
-        # The client declared it could ask but failed to (an error, or an answer that is not the form's).
-        raise Declined(f"The question could not be put to the user ({_reason(exc)}); nothing was done.") from None
+    except MCPError as exc:
+        if confirm is True:
+            return
+        raise ConfirmationRequired(
+            f"Not done yet: the client could not show the user the question (it answered with error "
+            f"{exc.error.code}), so nothing was done. {question}",
+            hint="Ask the user yourself; if they agree, call again with the same arguments and confirm: true.",
+        ) from None
+    except ValueError:
+        raise Declined("The user's answer was not the form's; nothing was done and nothing was sent.") from None
     if waited.cancelled_caught:
         raise Declined(f"The user did not answer within {ANSWER_TIMEOUT_S:.0f} s; nothing was done.")
-    if not (isinstance(answer, AcceptedElicitation) and answer.data.confirm):
-        raise Declined(_not_agreed(answer.action if not isinstance(answer, AcceptedElicitation) else "unticked"))
+    if not isinstance(answer, AcceptedElicitation):
+        raise Declined(_not_agreed(answer.action))
+    # Only a box the user left ticked is a yes: a client that sends no value for it has not said yes.
+    if not ("confirm" in answer.data.model_fields_set and answer.data.confirm is True):
+        raise Declined(_not_agreed("unticked"))
 
 
 async def _rounds(ctx: Context[Runtime, Any], question: str) -> None:
@@ -133,6 +153,7 @@ async def _rounds(ctx: Context[Runtime, Any], question: str) -> None:
 
     Raises:
         Declined: the answer to this very question is no.
+        NotConfirmed: the yes cannot be marked used where every process looks (the shared store is down).
         AskClient: not asked yet, asked something else, or the answer was used already: ask (again).
     """
     digest = hashlib.sha256(question.encode()).hexdigest()[:32]
@@ -142,11 +163,8 @@ async def _rounds(ctx: Context[Runtime, Any], question: str) -> None:
     if asked is not None and asked["q"] == digest and isinstance(answer, ElicitResult):
         if answer.action != "accept":
             raise Declined(_not_agreed(answer.action))
-        try:
-            agreed = Confirmation.model_validate(answer.content or {}).confirm
-        except ValidationError:
-            agreed = False
-        if not agreed:
+        # Only an explicit `confirm: true` is a yes: no content, or no value for the box, is not.
+        if not (isinstance(answer.content, dict) and answer.content.get("confirm") is True):
             raise Declined(_not_agreed("unticked"))
         if await _spend_answer(ctx.request_context.lifespan_context, asked["n"]):
             return
@@ -177,22 +195,28 @@ def _asked(state: str | None) -> dict[str, str] | None:
 
 
 async def _spend_answer(runtime: Runtime, nonce: str) -> bool:
-    """Mark an answer used, across every process sharing the store; False when it was used already."""
+    """Mark an answer used, across every process sharing the store; False when it was used already.
+
+    Raises:
+        NotConfirmed: the shared store is down, so the answer could be marked used only in this process, where
+            another replica (or this one, once the store is back) would not see it: it is not taken now.
+    """
 
     def claim(doc: Doc | None) -> Change[bool]:
         if doc is not None:
             return Change(False, KEEP)
         return Change(True, {"used": True}, ttl_s=ANSWER_TTL_S)
 
-    return await runtime.store.update(consent_key(nonce), claim)
+    first = await runtime.store.update(consent_key(nonce), claim)
+    if runtime.store.degraded:
+        raise NotConfirmed(
+            "The user's answer cannot be recorded as used while the shared state store is unreachable, so it "
+            "was not taken; nothing was done and nothing was sent.",
+            hint="Call again in a little while; the user will be asked again.",
+        )
+    return first
 
 
 def _not_agreed(action: str) -> str:
     said = {"decline": "declined", "cancel": "cancelled the question", "unticked": "unticked 'Go ahead'"}
     return f"The user {said.get(action, 'did not agree')}; nothing was done and nothing was sent."
-
-
-def _reason(exc: Exception) -> str:
-    if isinstance(exc, MCPError):
-        return f"the client answered with error {exc.error.code}"
-    return "the answer was not the form's"

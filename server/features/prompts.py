@@ -17,7 +17,7 @@ from mcp.types import CompleteRequestParams, Completion, PromptReference
 from pydantic import Field
 
 from server.errors import FlashsnapError
-from server.features import resources
+from server.features import consent, resources
 from server.toolselect import Selection, narrowed_by
 
 log = logging.getLogger(__name__)
@@ -90,13 +90,14 @@ def _asking_lines(enabled: Collection[str], confirm_words: int) -> list[str]:
     if "delete_snapshot" in enabled:
         lines.append("delete_snapshot always asks the user first.")
     if confirm_words > 0 and "generate" in enabled:
+        tokens = int(confirm_words / consent.WORDS_PER_TOKEN)
         lines.append(
             f"A generation that could spend more than {confirm_words:,} words asks the user first: give max_tokens "
-            f"(about 0.75 words a token; {int(confirm_words / 0.75):,} or less stays within it) unless the job "
-            "needs more."
+            f"(about 0.75 words a token; {tokens:,} or less stays within it) unless the job needs more."
         )
     if confirm_words > 0 and "crystallize" in enabled:
-        lines.append(f"Crystallizing more than about {int(confirm_words / 0.75) * 4:,} characters asks the user first.")
+        chars = consent.crystallize_chars_unasked(confirm_words)
+        lines.append(f"Crystallizing more than about {chars:,} characters asks the user first.")
     if lines:
         lines.append(
             "A client that cannot ask gets confirmation_required: ask the user, and call again with confirm true "

@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
-PARSE_ERROR, INVALID_REQUEST, INVALID_PARAMS = -32700, -32600, -32602
+PARSE_ERROR, INVALID_REQUEST, INVALID_PARAMS, INTERNAL_ERROR = -32700, -32600, -32602, -32603
 MAX_DEPTH = 64  # far beyond any real tool argument; Python's own parsers give up near 1,000
 
 _TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
@@ -60,11 +60,8 @@ def _inspect(text: str) -> tuple[list[dict[str, Any]] | None, JSONRPCMessage | N
         return [_error(i, INVALID_REQUEST, reason) for i in ids] or [_error(None, INVALID_REQUEST, reason)], None
     if not isinstance(message, dict):
         return [_error(None, INVALID_REQUEST, "A JSON-RPC message must be a JSON object.")], None
-    if "method" not in message:  # a response to a request of the server's: the SDK matches it or ignores it
-        try:
-            return None, jsonrpc_message_adapter.validate_python(message, by_name=False)
-        except ValidationError:
-            return None, None
+    if "method" not in message:  # a reply to a request of the server's (a question put to the user)
+        return None, _reply(message)
     has_id = "id" in message
     msg_id = message.get("id")
     if has_id and not _valid_id(msg_id):
@@ -78,6 +75,37 @@ def _inspect(text: str) -> tuple[list[dict[str, Any]] | None, JSONRPCMessage | N
         log.info("answered a malformed request: %s", reason)
         return [_error(msg_id, code, reason)], None
     return None, problem
+
+
+def _reply(message: dict[str, Any]) -> JSONRPCMessage | None:
+    """A client's reply as the SDK reads it. One the SDK cannot read, but whose id says what it answers, goes on
+    as an error reply with that id: dropped, it would leave the server's request (and the tool call waiting on
+    it) open until its timeout. Without a usable id, there is nothing to answer: None, dropped."""
+    try:
+        return jsonrpc_message_adapter.validate_python(message, by_name=False)
+    except ValidationError:
+        if not _valid_id(message.get("id")):
+            return None
+        log.info("a client's reply could not be read; it goes on as an error reply")
+        unreadable = _error(message["id"], INTERNAL_ERROR, "The client's reply could not be read.")
+        return jsonrpc_message_adapter.validate_python(unreadable, by_name=False)
+
+
+def repaired_reply(text: str) -> bytes | None:
+    """For HTTP: the body to pass on instead of an unreadable reply with a usable id (see `_reply`), else None."""
+    try:
+        message = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(message, dict) or "method" in message:
+        return None
+    try:
+        jsonrpc_message_adapter.validate_python(message, by_name=False)
+    except ValidationError:
+        if _valid_id(message.get("id")):
+            unreadable = _error(message["id"], INTERNAL_ERROR, "The client's reply could not be read.")
+            return json.dumps(unreadable).encode()
+    return None
 
 
 def _problem(message: dict[str, Any], text: str) -> tuple[int, str] | JSONRPCMessage:
@@ -205,6 +233,7 @@ class GuardedHTTP:
             answer = verdict[0] if len(verdict) == 1 else verdict
             await JSONResponse(answer, status_code=400)(scope, receive, send)
             return
+        body = repaired_reply(body.decode("utf-8")) or body
         replayed = False
 
         async def replay() -> Message:
