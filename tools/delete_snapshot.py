@@ -16,4 +16,11 @@ async def delete_snapshot(ctx: ToolContext, id: SnapshotId, max_wait_s: MaxWait 
     return Deleted(id=id, deleted=True)
 
 
-TOOL = ToolSpec(delete_snapshot, "delete_snapshot", "Delete a NeuralSnap snapshot", DESTRUCTIVE, "neuralsnap-write")
+TOOL = ToolSpec(
+    delete_snapshot,
+    "delete_snapshot",
+    "Delete a NeuralSnap snapshot",
+    DESTRUCTIVE,
+    "neuralsnap-write",
+    changes=("resources",),
+)
