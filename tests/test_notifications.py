@@ -1,0 +1,222 @@
+"""Change notices: after a tool changes the snapshot listing, every stateful session and every `subscriptions/listen`
+listener hears `resources/list_changed`, over stdio and Streamable HTTP; a failed call tells nobody anything."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.session import IncomingMessage
+from mcp.client.streamable_http import streamable_http_client
+from mcp.client.subscriptions import ResourcesListChanged
+from mcp.types import ResourceListChangedNotification
+
+from server.clock import FakeClock
+from server.config import Settings
+from server.sandbox import Emulator, EmulatorState
+from server.sandbox.loopback import LoopbackServer
+from server.transports.http import build_http_app
+from tests.conftest import MODES, Connect
+from tests.results import data, error
+from tests.test_stdio import params
+
+TRANSPORTS = ["stdio", "http"]
+THOUGHT = {"name": "Ship small", "core": "Small pull requests get reviewed faster."}
+LONG_TEXT = "We decided to ship every change behind a flag, and to review pull requests the same day. " * 2
+
+
+class Heard:
+    """A client's message handler that counts the `resources/list_changed` notices it is handed."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._more = anyio.Event()
+
+    async def __call__(self, message: IncomingMessage) -> None:
+        if isinstance(message, ResourceListChangedNotification):
+            self.count += 1
+            self._more.set()
+            self._more = anyio.Event()
+
+    async def until(self, count: int) -> None:
+        with anyio.fail_after(30):
+            while self.count < count:
+                await self._more.wait()
+
+
+class StandaloneStream:
+    """Says when a Streamable HTTP client's GET stream is open, the only way a notice it did not cause reaches it.
+
+    The server registers the stream in the step that sends the response's headers, so once they are here
+    anything sent to the session afterwards goes down that stream.
+    """
+
+    def __init__(self) -> None:
+        self.open = anyio.Event()
+
+    async def __call__(self, response: httpx2.Response) -> None:
+        if response.request.method == "GET" and response.status_code == 200:
+            self.open.set()
+
+    async def wait(self) -> None:
+        with anyio.fail_after(30):
+            await self.open.wait()
+
+
+def settings(emulator: Emulator, **overrides: Any) -> Settings:
+    return Settings.from_env(emulator.environment(), transport="streamable-http", toolsets=("all",), **overrides)
+
+
+@asynccontextmanager
+async def http_session(
+    url: str, mode: str, heard: Heard | None = None, stream: StandaloneStream | None = None
+) -> AsyncIterator[Client]:
+    http = httpx2.AsyncClient(timeout=30, event_hooks={"response": [stream] if stream else []})
+    async with Client(streamable_http_client(f"{url}/mcp", http_client=http), mode=mode, message_handler=heard) as c:
+        yield c
+
+
+@asynccontextmanager
+async def session(
+    transport: str, emulator: Emulator, clock: FakeClock, mode: str, heard: Heard
+) -> AsyncIterator[Client]:
+    """A client of a real server with every tool on: a `flashsnap-mcp` subprocess over stdio, or Streamable HTTP."""
+    if transport == "stdio":
+        subprocess = params("--toolsets", "all", env=emulator.environment())
+        async with Client(subprocess, mode=mode, message_handler=heard) as client:
+            yield client
+        return
+    app = build_http_app(settings(emulator), clock=clock)
+    with LoopbackServer(app, lifespan="on") as server:
+        async with http_session(server.url, mode, heard) as client:
+            yield client
+
+
+def snapshot_uris(listed: Any) -> set[str]:
+    return {resource.uri for resource in listed.resources}
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_session_hears_that_its_new_snapshot_changed_the_listing(
+    emulator: Emulator, clock: FakeClock, transport: str
+) -> None:
+    heard = Heard()
+    with anyio.fail_after(60):
+        async with session(transport, emulator, clock, "legacy", heard) as client:
+            assert client.server_capabilities.resources is not None
+            assert client.server_capabilities.resources.list_changed is True
+            assert snapshot_uris(await client.list_resources()) == set()  # the listing is cached now
+            saved = data(await client.call_tool("snapshot", THOUGHT))
+            await heard.until(1)
+            # Listing again on the notice shows the new snapshot: the change dropped the cached listing.
+            assert snapshot_uris(await client.list_resources()) == {f"neuralsnap://snapshots/{saved['id']}"}
+            await client.list_prompts()  # one more round trip on the same stream
+            assert heard.count == 1  # once: on the call's own stream, not again on the session's
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_2026_client_hears_it_on_its_listen_stream(
+    emulator: Emulator, clock: FakeClock, transport: str
+) -> None:
+    heard = Heard()
+    with anyio.fail_after(60):
+        async with session(transport, emulator, clock, "auto", heard) as client:
+            assert client.protocol_version == "2026-07-28"
+            assert client.server_capabilities.resources is not None
+            assert client.server_capabilities.resources.list_changed is True
+            async with client.listen(resources_list_changed=True) as listening:
+                saved = data(await client.call_tool("snapshot", THOUGHT))
+                assert isinstance(await anext(listening), ResourcesListChanged)
+                assert f"neuralsnap://snapshots/{saved['id']}" in snapshot_uris(await client.list_resources())
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_failed_call_tells_nobody(
+    emulator: Emulator, state: EmulatorState, clock: FakeClock, transport: str
+) -> None:
+    heard = Heard()
+    with anyio.fail_after(60):
+        async with session(transport, emulator, clock, "legacy", heard) as client:
+            assert error(await client.call_tool("snapshot", {"name": "No core"}))["code"] == "invalid_arguments"
+            contract = state.variants
+            state.variants = dataclasses.replace(contract, plan="starter")  # NeuralSnap refuses every call: 403
+            assert error(await client.call_tool("snapshot", THOUGHT))["code"] != "invalid_arguments"
+            assert state.count_status("snapshot_create", 403) == 1
+            state.variants = contract
+            await client.list_prompts()  # a notice would have come down the same stream, before either result
+            assert heard.count == 0
+            data(await client.call_tool("snapshot", THOUGHT))
+            await heard.until(1)
+
+
+async def test_every_tool_that_changes_snapshots_tells_of_it(emulator: Emulator, clock: FakeClock) -> None:
+    heard = Heard()
+    with anyio.fail_after(60):
+        async with session("http", emulator, clock, "legacy", heard) as client:
+            saved = data(await client.call_tool("snapshot", THOUGHT))["id"]
+            uri = f"neuralsnap://snapshots/{saved}"
+            calls: list[tuple[str, dict[str, Any]]] = [
+                ("update_snapshot", {"id": saved, "name": "Ship smaller"}),
+                ("crystallize", {"text": LONG_TEXT, "source_type": "conversation"}),
+                ("delete_snapshot", {"id": saved}),
+            ]
+            for told, (tool, arguments) in enumerate(calls, start=2):
+                data(await client.call_tool(tool, arguments))
+                await heard.until(told)
+                listed = {r.uri: r.name for r in (await client.list_resources()).resources}
+                if tool == "update_snapshot":
+                    assert listed[uri] == "Ship smaller"
+                if tool == "crystallize":
+                    assert len(listed) > 1
+            assert uri not in listed
+            await client.list_prompts()  # one more round trip on the same stream
+            assert heard.count == 1 + len(calls)
+
+
+async def test_every_session_and_listener_of_the_process_hears_of_a_change(
+    emulator: Emulator, clock: FakeClock
+) -> None:
+    caller, other, gone = Heard(), Heard(), Heard()
+    callers_stream, others_stream = StandaloneStream(), StandaloneStream()
+    app = build_http_app(settings(emulator), clock=clock)
+    with LoopbackServer(app, lifespan="on") as server, anyio.fail_after(60):
+        async with http_session(server.url, "legacy", gone):
+            pass  # a session that came and went: nothing is sent to it, and it holds up nobody
+        async with (
+            http_session(server.url, "legacy", caller, callers_stream) as client,
+            http_session(server.url, "legacy", other, others_stream),
+            http_session(server.url, "auto") as modern,
+            modern.listen(resources_list_changed=True) as listening,
+        ):
+            await callers_stream.wait()
+            await others_stream.wait()
+            data(await client.call_tool("snapshot", THOUGHT))
+            await other.until(1)  # on its own GET stream: it called nothing
+            assert isinstance(await anext(listening), ResourcesListChanged)
+            await client.list_prompts()  # one more round trip on the same stream
+            assert caller.count == 1  # the caller is told on its call's stream, and not again on its GET stream
+    assert gone.count == 0
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_the_capability_is_claimed_only_where_the_listing_can_change(connect: Connect, mode: str) -> None:
+    async with connect(mode=mode, env={"FLASHSNAP_TOOLSETS": "all"}) as client:
+        capabilities = client.server_capabilities
+        assert capabilities.resources is not None
+        assert capabilities.resources.list_changed is True
+        assert not capabilities.resources.subscribe  # no resource update is ever sent
+        assert capabilities.tools is not None
+        assert not capabilities.tools.list_changed  # the tools and prompts are fixed for the life of the process
+        assert capabilities.prompts is not None
+        assert not capabilities.prompts.list_changed
+    # By default resources/list shows no snapshots (list_snapshots is off): nothing there can change.
+    for narrowed in ({}, {"FLASHSNAP_TOOLSETS": "all", "FLASHSNAP_READ_ONLY": "1"}):
+        async with connect(mode=mode, env=narrowed) as client:
+            assert client.server_capabilities.resources is not None
+            assert not client.server_capabilities.resources.list_changed
