@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import anyio
@@ -13,20 +13,18 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.client.session import IncomingMessage
-from mcp.client.streamable_http import streamable_http_client
 from mcp.client.subscriptions import ResourcesListChanged
-from mcp.types import ResourceListChangedNotification
+from mcp.types import ListResourcesResult, ResourceListChangedNotification
 
 from server.clock import FakeClock
-from server.config import Settings
 from server.sandbox import Emulator, EmulatorState
 from server.sandbox.loopback import LoopbackServer
 from server.transports.http import build_http_app
 from tests.conftest import MODES, Connect
 from tests.results import data, error
-from tests.test_stdio import params
+from tests.transports import http_client, serve, settings
 
-TRANSPORTS = ["stdio", "http"]
+TRANSPORTS = ["stdio", "http"]  # the transports users run; in memory adds nothing here
 THOUGHT = {"name": "Ship small", "core": "Small pull requests get reviewed faster."}
 LONG_TEXT = "We decided to ship every change behind a flag, and to review pull requests the same day. " * 2
 
@@ -53,8 +51,8 @@ class Heard:
 class StandaloneStream:
     """Says when a Streamable HTTP client's GET stream is open, the only way a notice it did not cause reaches it.
 
-    The server registers the stream in the step that sends the response's headers, so once they are here
-    anything sent to the session afterwards goes down that stream.
+    The server registers the stream in the same event-loop step as it sends the response's headers, ahead of
+    any request that reaches it later: once they are here, whatever is sent to the session goes down the stream.
     """
 
     def __init__(self) -> None:
@@ -69,36 +67,23 @@ class StandaloneStream:
             await self.open.wait()
 
 
-def settings(emulator: Emulator, **overrides: Any) -> Settings:
-    return Settings.from_env(emulator.environment(), transport="streamable-http", toolsets=("all",), **overrides)
-
-
 @asynccontextmanager
 async def http_session(
     url: str, mode: str, heard: Heard | None = None, stream: StandaloneStream | None = None
 ) -> AsyncIterator[Client]:
     http = httpx2.AsyncClient(timeout=30, event_hooks={"response": [stream] if stream else []})
-    async with Client(streamable_http_client(f"{url}/mcp", http_client=http), mode=mode, message_handler=heard) as c:
-        yield c
+    async with http_client(url, mode, heard, http) as client:
+        yield client
 
 
-@asynccontextmanager
-async def session(
+def session(
     transport: str, emulator: Emulator, clock: FakeClock, mode: str, heard: Heard
-) -> AsyncIterator[Client]:
-    """A client of a real server with every tool on: a `flashsnap-mcp` subprocess over stdio, or Streamable HTTP."""
-    if transport == "stdio":
-        subprocess = params("--toolsets", "all", env=emulator.environment())
-        async with Client(subprocess, mode=mode, message_handler=heard) as client:
-            yield client
-        return
-    app = build_http_app(settings(emulator), clock=clock)
-    with LoopbackServer(app, lifespan="on") as server:
-        async with http_session(server.url, mode, heard) as client:
-            yield client
+) -> AbstractAsyncContextManager[Client]:
+    """A client of a real server with every tool on (the listing of snapshots needs list_snapshots)."""
+    return serve(transport, emulator, clock, "--toolsets", "all", mode=mode, message_handler=heard)
 
 
-def snapshot_uris(listed: Any) -> set[str]:
+def snapshot_uris(listed: ListResourcesResult) -> set[str]:
     return {resource.uri for resource in listed.resources}
 
 
@@ -184,7 +169,7 @@ async def test_every_session_and_listener_of_the_process_hears_of_a_change(
 ) -> None:
     caller, other, gone = Heard(), Heard(), Heard()
     callers_stream, others_stream = StandaloneStream(), StandaloneStream()
-    app = build_http_app(settings(emulator), clock=clock)
+    app = build_http_app(settings(emulator, "--toolsets", "all", transport="streamable-http"), clock=clock)
     with LoopbackServer(app, lifespan="on") as server, anyio.fail_after(60):
         async with http_session(server.url, "legacy", gone):
             pass  # a session that came and went: nothing is sent to it, and it holds up nobody
