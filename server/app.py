@@ -11,7 +11,7 @@ from mcp.server.caching import CacheableMethod, CacheHint
 from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.server.subscriptions import InMemorySubscriptionBus
+from mcp.server.subscriptions import InMemorySubscriptionBus, SubscriptionBus
 from mcp.types import (
     CallToolResult,
     CompleteRequestParams,
@@ -49,6 +49,7 @@ class FlashsnapServer(MCPServer[Runtime]):
     """
 
     in_flight: InFlight
+    notices: changes.Changes
 
     def add_request_handler(self, method: str, params_type: Any, handler: Any) -> None:
         """A request handler of the low-level server (completion/complete: MCPServer's own hands no context)."""
@@ -89,16 +90,21 @@ def tool_selection(settings: Settings) -> Selection:
 
 
 def create_app(
-    settings: Settings, *, clock: Clock | None = None, shared: Callable[[], Runtime] | None = None
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    shared: Callable[[], Runtime] | None = None,
+    bus: SubscriptionBus | None = None,
 ) -> FlashsnapServer:
     """A ready MCPServer; its lifespan opens the upstream clients once and closes them at exit.
 
     `shared` hands every session the one runtime an HTTP server opened for the whole process, so
-    sessions share the token manager and the rate-limit gates instead of opening their own.
+    sessions share the token manager and the rate-limit gates instead of opening their own. `bus` carries
+    change notices to `subscriptions/listen` streams (default: within this process).
     """
 
     selection = tool_selection(settings)
-    notices = changes.Changes(InMemorySubscriptionBus(), limit=settings.max_sessions)
+    notices = changes.Changes(bus or InMemorySubscriptionBus(), limit=settings.max_sessions)
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[Runtime]) -> AsyncIterator[Runtime]:
@@ -121,6 +127,7 @@ def create_app(
         subscriptions=notices.bus,
     )
     app.in_flight = InFlight()
+    app.notices = notices
     app.middleware.append(ToolFilter(selection, prompts.PROMPT_NEEDS, resources.resource_needs))
     prompts.register(app, selection)
     resources.register(app, selection.enabled)

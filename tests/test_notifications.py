@@ -4,8 +4,9 @@ listener hears `resources/list_changed`, over stdio and Streamable HTTP; a faile
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -16,12 +17,13 @@ from mcp.client.session import IncomingMessage
 from mcp.client.subscriptions import ResourcesListChanged
 from mcp.types import ListResourcesResult, ResourceListChangedNotification
 
-from server.clock import FakeClock
+from server.clock import FakeClock, SystemClock
 from server.sandbox import Emulator, EmulatorState
 from server.sandbox.loopback import LoopbackServer
 from server.transports.http import build_http_app
 from tests.conftest import MODES, Connect
 from tests.results import data, error
+from tests.servers import http_replica, valkey
 from tests.transports import http_client, serve, settings
 
 TRANSPORTS = ["stdio", "http"]  # the transports users run; in memory adds nothing here
@@ -205,3 +207,45 @@ async def test_the_capability_is_claimed_only_where_the_listing_can_change(conne
         async with connect(mode=mode, env=narrowed) as client:
             assert client.server_capabilities.resources is not None
             assert not client.server_capabilities.resources.list_changed
+
+
+@pytest.fixture
+def live() -> Iterator[Emulator]:
+    """The emulator on the wall clock, as replicas in their own processes keep time."""
+    with Emulator(EmulatorState(SystemClock())) as emulator:
+        yield emulator
+
+
+async def test_replicas_on_one_redis_tell_each_others_sessions_and_listeners(live: Emulator, tmp_path: Path) -> None:
+    heard, stream = Heard(), StandaloneStream()
+    with valkey(tmp_path) as redis_server, anyio.fail_after(120):
+        # Stateful sessions, as behind a balancer with sticky sessions (with Redis the default is stateless,
+        # where a 2025-11-25 client has no session to be told on: only its own call's stream).
+        env = {**live.environment(), "FLASHSNAP_REDIS_URL": redis_server.url, "FLASHSNAP_TOOLSETS": "all",
+               "FLASHSNAP_HTTP_STATELESS": "0"}  # fmt: skip
+        async with (
+            http_replica(env) as a,
+            http_replica(env) as b,
+            http_session(b, "legacy", heard, stream) as reader,
+            http_session(b, "auto") as modern,
+            modern.listen(resources_list_changed=True) as listening,
+            http_session(a, "legacy") as writer,
+        ):
+            await stream.wait()
+            assert snapshot_uris(await reader.list_resources()) == set()  # the listing is cached, in Redis
+            saved = data(await writer.call_tool("snapshot", THOUGHT))
+            assert isinstance(await anext(listening), ResourcesListChanged)
+            await heard.until(1)
+            assert snapshot_uris(await reader.list_resources()) == {f"neuralsnap://snapshots/{saved['id']}"}
+
+
+async def test_with_redis_gone_a_change_is_still_made_and_told_on_this_replica(
+    emulator: Emulator, clock: FakeClock, tmp_path: Path
+) -> None:
+    with valkey(tmp_path) as redis_server:
+        chosen = settings(emulator, "--toolsets", "all", transport="streamable-http", redis_url=redis_server.url)
+        with LoopbackServer(build_http_app(chosen, clock=clock), lifespan="on") as server, anyio.fail_after(60):
+            async with http_session(server.url, "auto") as client, client.listen(resources_list_changed=True) as told:
+                redis_server.stop()
+                data(await client.call_tool("snapshot", THOUGHT))
+                assert isinstance(await anext(told), ResourcesListChanged)

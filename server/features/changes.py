@@ -24,7 +24,7 @@ from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.server.mcpserver import Context
 from mcp.server.session import ServerSession
-from mcp.server.subscriptions import ResourcesListChanged, SubscriptionBus
+from mcp.server.subscriptions import ResourcesListChanged, ServerEvent, SubscriptionBus
 from mcp.types import (
     CallToolResult,
     InputRequiredResult,
@@ -111,9 +111,14 @@ class Changes:
             await self._tell_caller(request)
         others = [connection for connection in list(self._sessions.values()) if connection is not caller]
         if self._senders:
-            self._senders[-1].start_soon(self._fan_out, others)
+            self._senders[-1].start_soon(self._publish_and_tell, others)
         else:  # outside a lifespan (not how the server runs): sent in line, each bounded
-            await self._fan_out(others)
+            await self._publish_and_tell(others)
+
+    async def heard_elsewhere(self, event: ServerEvent) -> None:
+        """Tell every session here of a change another replica made (its listeners here already heard it)."""
+        if isinstance(event, ResourcesListChanged):
+            await self._tell_all(list(self._sessions.values()))
 
     async def _tell_caller(self, request: ServerRequestContext[Any, Any]) -> None:
         with anyio.move_on_after(SEND_TIMEOUT_S):
@@ -124,12 +129,15 @@ class Changes:
             except Exception as exc:  # the client went away: its result will not arrive either
                 log.info("no change notice for the calling session: %r", exc)
 
-    async def _fan_out(self, others: list[Connection]) -> None:
+    async def _publish_and_tell(self, others: list[Connection]) -> None:
         try:
             with anyio.fail_after(SEND_TIMEOUT_S):
                 await self.bus.publish(ResourcesListChanged())
         except Exception as exc:  # a shared bus that is down costs the listeners this notice, nothing more
             log.warning("change notice not published to listeners: %r", exc)
+        await self._tell_all(others)
+
+    async def _tell_all(self, others: list[Connection]) -> None:
         async with anyio.create_task_group() as tg:
             for connection in others:
                 tg.start_soon(self._tell, connection)
