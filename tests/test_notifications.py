@@ -249,3 +249,14 @@ async def test_with_redis_gone_a_change_is_still_made_and_told_on_this_replica(
                 redis_server.stop()
                 data(await client.call_tool("snapshot", THOUGHT))
                 assert isinstance(await anext(told), ResourcesListChanged)
+
+
+async def test_a_stateless_http_client_hears_of_its_own_change_on_its_calls_stream(
+    emulator: Emulator, clock: FakeClock
+) -> None:
+    heard = Heard()
+    chosen = settings(emulator, "--toolsets", "all", transport="streamable-http", http_stateless=True)
+    with LoopbackServer(build_http_app(chosen, clock=clock), lifespan="on") as server, anyio.fail_after(60):
+        async with http_session(server.url, "legacy", heard) as client:
+            data(await client.call_tool("snapshot", THOUGHT))
+            await heard.until(1)
