@@ -100,15 +100,18 @@ class RedisBus:
     async def running(self) -> AsyncIterator[None]:
         """Hear the other replicas while the server runs; entered once the channel is subscribed (or Redis
         failed to answer, then retried in the background), so a replica reported up hears what follows."""
-        async with anyio.create_task_group() as tasks:
-            self._tasks = tasks
-            await tasks.start(self._listen)
-            try:
-                yield
-            finally:
-                tasks.cancel_scope.cancel()
-                self._tasks = None
-        await self._redis.aclose()
+        try:
+            async with anyio.create_task_group() as tasks:
+                self._tasks = tasks
+                await tasks.start(self._listen)
+                try:
+                    yield
+                finally:
+                    tasks.cancel_scope.cancel()
+                    self._tasks = None
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._redis.aclose()
 
     async def _listen(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         attempt, started = 0, False
@@ -122,9 +125,9 @@ class RedisBus:
                         started = True
                     async for message in pubsub.listen():
                         await self._heard(message.get("data"))
-            except (RedisError, OSError) as exc:
+            except Exception as exc:  # Redis gone, or anything else: this loop must outlive it, or the server ends
                 attempt += 1
-                log.warning("not hearing the other replicas' change notices (%s): %s", self._where, exc)
+                log.warning("not hearing the other replicas' change notices (%s): %r", self._where, exc)
                 if not started:
                     task_status.started()
                     started = True

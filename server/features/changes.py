@@ -67,9 +67,6 @@ class Changes:
         self._keys = itertools.count()
         self._senders: list[TaskGroup] = []
 
-    def __len__(self) -> int:
-        return len(self._sessions)
-
     def watch(self, session: ServerSession) -> None:
         """Keep the session that just initialized, until it closes, if it can be told of changes later.
 
