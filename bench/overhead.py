@@ -248,7 +248,9 @@ async def relay(env: dict[str, str], state: EmulatorState) -> tuple[list[float],
             with state.lock:
                 state.chunk_times.clear()
             await client.call_tool(
-                "generate", {"model": "gpt-4.1-mini", "prompt": f"relay {i}"}, progress_callback=on_progress
+                "generate",
+                {"model": "gpt-4.1-mini", "prompt": f"relay {i}", "max_tokens": 500},
+                progress_callback=on_progress,
             )
             lags += [r - s for s, r in zip(state.chunk_times, received, strict=True)]
         state.latency_s.clear()
@@ -257,7 +259,9 @@ async def relay(env: dict[str, str], state: EmulatorState) -> tuple[list[float],
         started = time.perf_counter()
         async with anyio.create_task_group() as tg:
             for i in range(10):
-                tg.start_soon(client.call_tool, "generate", {"model": "gpt-4.1-mini", "prompt": f"rate {i}"})
+                tg.start_soon(
+                    client.call_tool, "generate", {"model": "gpt-4.1-mini", "prompt": f"rate {i}", "max_tokens": 500}
+                )
         rate = len(state.chunk_times) / (time.perf_counter() - started)
     return lags, rate
 
@@ -281,7 +285,7 @@ async def memory(env: dict[str, str], state: EmulatorState) -> tuple[float, floa
 
         async def generate(i: int) -> None:
             nonlocal finished
-            await client.call_tool("generate", {"model": "gpt-4.1-mini", "prompt": f"mem {i}"})
+            await client.call_tool("generate", {"model": "gpt-4.1-mini", "prompt": f"mem {i}", "max_tokens": 500})
             finished += 1
 
         with anyio.fail_after(120):

@@ -13,7 +13,8 @@ from typing import Any
 
 import anyio
 from mcp import Client, StdioServerParameters
-from mcp.types import CallToolResult, TextContent
+from mcp.client.session import ClientRequestContext
+from mcp.types import CallToolResult, ElicitRequestParams, ElicitResult, TextContent
 
 from server.calls import ERROR_META
 
@@ -41,6 +42,20 @@ def structured(result: CallToolResult) -> dict[str, Any]:
     return content
 
 
+class DemoUser:
+    """Stands in for the person at the client's form: prints each question, then answers as told."""
+
+    def __init__(self) -> None:
+        self.answer = "decline"
+
+    async def __call__(self, context: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult:
+        print(f"  the client asks the user: {params.message!r}")
+        print(f"  the user answers: {self.answer}")
+        if self.answer == "accept":
+            return ElicitResult(action="accept", content={"confirm": True})
+        return ElicitResult(action="decline")
+
+
 async def main() -> None:
     command = shutil.which("flashsnap-mcp", path=str(Path(sys.executable).parent)) or "flashsnap-mcp"
     # A state directory of its own: each demo starts from the sandbox's seed, and leaves a user's sandbox world
@@ -53,7 +68,8 @@ async def main() -> None:
     )
     print(f"Starting `{command} --sandbox --toolsets default,neuralsnap-write` as a subprocess, over stdio…")
     with state_dir, anyio.fail_after(120):
-        async with Client(server) as client:  # the default: the 2026-07-28 protocol
+        user = DemoUser()
+        async with Client(server, elicitation_callback=user) as client:  # the default: the 2026-07-28 protocol
             print(f"Connected: {client.server_info.name if client.server_info else '?'} ({client.protocol_version})")
             listed = await client.list_tools()
             print("Tools:", ", ".join(t.name for t in listed.tools))
@@ -143,11 +159,18 @@ async def main() -> None:
                 print(f"  + {made['name']!r}  ({made['id']})")
             print(f"  {crystal['count']} snapshots, {crystal['tokens']} crystallize tokens spent")
 
+            heading("delete_snapshot: the user is asked first")
+            doomed = crystal["snapshots"][-1]["id"]
+            show_error(await client.call_tool("delete_snapshot", {"id": doomed}))
+            user.answer = "accept"
+            gone = structured(await client.call_tool("delete_snapshot", {"id": doomed}))
+            print(f"  deleted: {gone['deleted']}")
+
             heading("generate in a workspace whose quota is spent")
             spent = next(ws for ws in workspaces["workspaces"] if not ws["is_default"])
             refused = await client.call_tool(
                 "generate",
-                {"model": "gpt-4.1-mini", "prompt": "One more, please.", "workspace_id": spent["id"]},
+                {"model": "gpt-4.1-mini", "prompt": "One more, please.", "workspace_id": spent["id"], "max_tokens": 60},
             )
             show_error(refused)
             if refused.meta:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -11,6 +12,7 @@ from mcp.server.caching import CacheableMethod, CacheHint
 from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.request_state import RequestStateSecurity
 from mcp.server.subscriptions import InMemorySubscriptionBus, SubscriptionBus
 from mcp.types import (
     CallToolResult,
@@ -89,6 +91,22 @@ def tool_selection(settings: Settings) -> Selection:
     return select(catalog, settings, {spec.name: spec.toolset for spec in tools.ALL})
 
 
+def request_state_security(settings: Settings) -> RequestStateSecurity:
+    """The key that seals a question's state between a 2026-07-28 client's rounds.
+
+    The second round may reach another worker or replica, so every one must hold the same key: the one
+    set, else one derived from the upstream credentials they all share (hashed with a label, so the state
+    key reveals no credential). With no secret at all, a key of this process alone.
+    """
+    if settings.request_state_key is not None:
+        return RequestStateSecurity(keys=[settings.request_state_key.get_secret_value()])
+    shared = [s.get_secret_value() for s in (settings.neuroflash_client_secret, settings.neuralsnap_api_key) if s]
+    if not shared:
+        return RequestStateSecurity.ephemeral()
+    material = "\0".join(["flashsnap-mcp request state v1", *shared]).encode()
+    return RequestStateSecurity(keys=[hashlib.sha256(material).hexdigest()])
+
+
 def create_app(
     settings: Settings,
     *,
@@ -120,10 +138,13 @@ def create_app(
         title="neuroflash + NeuralSnap",
         version=__version__,
         # Built once, from the operator's selection: sent at initialize / server/discover, not per request.
-        instructions=prompts.instructions(selection.enabled, sandbox=settings.sandbox),
+        instructions=prompts.instructions(
+            selection.enabled, sandbox=settings.sandbox, confirm_words=settings.confirm_words
+        ),
         lifespan=lifespan,
         log_level=settings.log_level,
         cache_hints=CACHE_HINTS,
+        request_state_security=request_state_security(settings),
         subscriptions=notices.bus,
     )
     app.in_flight = InFlight()

@@ -11,7 +11,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import anyio
 from mcp.server.mcpserver import Context
-from mcp.types import CallToolResult, TextContent
+from mcp.types import CallToolResult, InputRequiredResult, TextContent
 
 from server.errors import FlashsnapError, ShutdownCut
 from server.observe.logs import SecretMask
@@ -34,6 +34,14 @@ INTERNAL_ERROR = (
 
 
 ERROR_META = "io.flashsnap/error"
+
+
+class AskClient(Exception):
+    """A tool needs the user's answer first: its call ends with this `input_required` result (2026-07-28)."""
+
+    def __init__(self, result: InputRequiredResult) -> None:
+        super().__init__("input required")
+        self.result = result
 
 
 def error_result(error: FlashsnapError, mask: SecretMask) -> CallToolResult:
@@ -101,9 +109,12 @@ def _cut_off(tool: str, read_only: bool, running: _Running) -> ShutdownCut:
     )
 
 
+Answer = CallToolResult | InputRequiredResult
+
+
 def tool_call(
     fn: Callable[P, Awaitable[T]], *, in_flight: InFlight | None = None, read_only: bool = False
-) -> Callable[P, Awaitable[T | CallToolResult]]:
+) -> Callable[P, Awaitable[T | Answer]]:
     """Wrap a tool: give it its wait budget and progress, turn failures into `isError` results.
 
     The SDK reads the tool's signature and output schema through `__wrapped__`, so the
@@ -115,7 +126,7 @@ def tool_call(
     calls = in_flight if in_flight is not None else InFlight()
 
     @functools.wraps(fn)
-    async def call(*args: P.args, **kwargs: P.kwargs) -> T | CallToolResult:
+    async def call(*args: P.args, **kwargs: P.kwargs) -> T | Answer:
         running = _Running(anyio.CancelScope())
         calls._calls.add(running)
         try:
@@ -128,7 +139,7 @@ def tool_call(
         log.info("tool %s: cut off by the shutdown", name)
         return error_result(_cut_off(name, read_only, running), SecretMask())
 
-    async def _call(*args: P.args, **kwargs: P.kwargs) -> T | CallToolResult:
+    async def _call(*args: P.args, **kwargs: P.kwargs) -> T | Answer:
         mask = SecretMask()
         observer: Observer = NO_METRICS
         started, outcome = time.perf_counter(), "ok"
@@ -147,6 +158,9 @@ def tool_call(
                 finally:
                     fair.current_session.reset(session)
             return await fn(*args, **kwargs)
+        except AskClient as asked:
+            outcome = "input_required"
+            return asked.result
         except FlashsnapError as exc:
             outcome = exc.code
             log.info("tool %s: %s: %s", fn.__name__, exc.code, exc.message)

@@ -72,6 +72,16 @@ ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
         "max_result_tokens",
         "largest list or search result, in tokens of 4 bytes; more is cut, saying how to get the rest",
     ),
+    (
+        "FLASHSNAP_CONFIRM_WORDS",
+        "confirm_words",
+        "a generate or crystallize that could spend more words than this asks the user first (0: never)",
+    ),
+    (
+        "FLASHSNAP_REQUEST_STATE_KEY",
+        "request_state_key",
+        "secret (32+ chars) sealing questions between rounds; replicas share it (default: from the credentials)",
+    ),
     ("FLASHSNAP_METRICS_PORT", "metrics_port", "serve Prometheus metrics on 127.0.0.1:PORT/metrics (stdio too)"),
 )
 
@@ -118,6 +128,9 @@ class Settings(BaseModel):
     read_only: bool = False
     max_result_tokens: int = Field(default=20_000, ge=500, le=1_000_000)
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    # Half the monthly words of neuroflash's Free plan (2,000): no one call takes that much of a month unasked.
+    confirm_words: int = Field(default=1000, ge=0, le=10_000_000)
+    request_state_key: SecretStr | None = None
     sandbox: bool = False
 
     @field_validator("tools", "exclude_tools", "toolsets", mode="before")
@@ -171,6 +184,21 @@ class Settings(BaseModel):
             raise ValueError("must be a path relative to NEUROFLASH_API_URL, e.g. /api/ds-prototypes/chat/completions")
         return path.rstrip("/") or None
 
+    @field_validator("confirm_words", mode="before")
+    @classmethod
+    def _whole_words(cls, value: object) -> object:
+        # A desktop host may render its number setting as "1000.0"; a whole number is meant all the same.
+        if isinstance(value, str) and value.endswith(".0") and value[:-2].isdigit():
+            return value[:-2]
+        return value
+
+    @field_validator("request_state_key")
+    @classmethod
+    def _check_state_key(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None and len(key.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters of secret randomness")
+        return key
+
     @field_validator("neuralsnap_api_key")
     @classmethod
     def _check_key_format(cls, key: SecretStr | None) -> SecretStr | None:
@@ -221,7 +249,8 @@ class Settings(BaseModel):
     def secrets(self) -> list[str]:
         """Every secret value, for the log mask: credentials, the HTTP token, a Redis password."""
         found = [s.get_secret_value() for s in (self.neuroflash_client_secret, self.neuralsnap_api_key,
-                                                 self.http_token, self.redis_url) if s is not None]  # fmt: skip
+                                                 self.http_token, self.redis_url, self.request_state_key)
+                 if s is not None]  # fmt: skip
         if self.redis_url is not None and (password := urlsplit(self.redis_url.get_secret_value()).password):
             found.append(password)
         return found

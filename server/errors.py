@@ -6,6 +6,9 @@ FlashsnapError                   what happened, what to do, request id, retry ti
 ├── InvalidArguments             arguments the input schema alone cannot judge
 ├── MissingCredential            a tool needs a variable that is not set
 ├── ToolDisabled                 the tool is turned off by the operator or this request's headers
+├── NotConfirmed                 the user was not asked, or did not agree: nothing was sent
+│   ├── ConfirmationRequired     a client that cannot ask: ask the user, then call again with confirm: true
+│   └── Declined                 the user declined or cancelled the question
 └── UpstreamError                the upstream refused or failed a request
     ├── CredentialsRejected      client id/secret or API key refused (never retried)
     ├── PermissionDenied         a valid key whose plan or permissions do not allow the call (never retried)
@@ -107,6 +110,21 @@ class ToolDisabled(FlashsnapError):
             hint=f"It is not an error in the arguments; to use it, {enable}.",
             details={"tool": tool},
         )
+
+
+class NotConfirmed(FlashsnapError):
+    """A call that deletes data or could spend much went no further than the question: nothing was sent."""
+
+    code = "not_confirmed"
+
+
+class ConfirmationRequired(NotConfirmed):
+    code = "confirmation_required"
+
+
+class Declined(NotConfirmed):
+    code = "declined"
+    default_hint = "Do not call it again unless the user asks for it."
 
 
 class UpstreamError(FlashsnapError):

@@ -40,6 +40,16 @@ MaxWait = Annotated[
     ),
 ]
 
+Confirm = Annotated[
+    bool | None,
+    Field(
+        description=(
+            "Only after a confirmation_required result, once the user agreed to what it described: true. "
+            "Ignored when this client can ask the user itself."
+        )
+    ),
+]
+
 WorkspaceId = Annotated[
     str | None,
     Field(

@@ -9,11 +9,16 @@ from typing import Any
 
 import pytest
 from mcp import Client
+from mcp.client.session import ElicitationFnT
 
 from server.app import create_app
 from server.clock import FakeClock
 from server.config import Settings
 from server.sandbox import Emulator, EmulatorState
+
+# The tests of other features run without the question before a large generate or crystallize, so each proves
+# one thing; tests/test_consent.py proves the default (1,000 words) and every way of asking.
+NO_QUESTIONS = {"FLASHSNAP_CONFIRM_WORDS": "0"}
 
 MODES = ["auto", "legacy"]  # discovery of the modern protocol, and the handshake desktop clients speak
 
@@ -31,6 +36,8 @@ def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (subprocesses inherit it through the environment)."""
     home = tmp_path / "cache"
     monkeypatch.setenv("XDG_CACHE_HOME", str(home))
+    for var, value in NO_QUESTIONS.items():
+        monkeypatch.setenv(var, value)  # servers run as subprocesses inherit it
     return home / "flashsnap-mcp"
 
 
@@ -56,11 +63,16 @@ def connect(emulator: Emulator, clock: FakeClock) -> Connect:
 
     @asynccontextmanager
     async def open_client(
-        *, mode: str = "auto", env: dict[str, str] | None = None, drop: tuple[str, ...] = (), **kw: Any
+        *,
+        mode: str = "auto",
+        env: dict[str, str] | None = None,
+        drop: tuple[str, ...] = (),
+        elicitation: ElicitationFnT | None = None,
+        **kw: Any,
     ) -> AsyncIterator[Client]:
-        environ = {k: v for k, v in {**emulator.environment(), **(env or {})}.items() if k not in drop}
+        environ = {k: v for k, v in {**NO_QUESTIONS, **emulator.environment(), **(env or {})}.items() if k not in drop}
         app = create_app(Settings.from_env(environ, **kw), clock=clock)
-        async with Client(app, mode=mode) as client:
+        async with Client(app, mode=mode, elicitation_callback=elicitation) as client:
             yield client
 
     return open_client

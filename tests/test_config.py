@@ -44,3 +44,28 @@ def test_a_malformed_key_names_the_variable_but_not_the_value() -> None:
 def test_numbers_are_validated_with_the_variable_named() -> None:
     with pytest.raises(ConfigurationError, match="FLASHSNAP_MAX_CONCURRENT_GENERATIONS"):
         Settings.from_env({"FLASHSNAP_MAX_CONCURRENT_GENERATIONS": "0"})
+
+
+@pytest.mark.parametrize(
+    ("given", "words"),
+    [("", 1000), ("0", 0), ("250", 250), ("1000.0", 1000), (" 5000 ", 5000)],
+)
+def test_the_confirmation_threshold_reads_what_hosts_send(given: str, words: int) -> None:
+    # "1000.0": how a desktop host may render the bundle's number setting.
+    assert Settings.from_env({"FLASHSNAP_CONFIRM_WORDS": given}).confirm_words == words
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("FLASHSNAP_CONFIRM_WORDS", "-1"),
+        ("FLASHSNAP_CONFIRM_WORDS", "1000.5"),
+        ("FLASHSNAP_CONFIRM_WORDS", "lots"),
+        ("FLASHSNAP_REQUEST_STATE_KEY", "too-short-a-secret"),
+    ],
+)
+def test_asking_settings_are_checked_naming_the_variable_never_the_secret(variable: str, value: str) -> None:
+    with pytest.raises(ConfigurationError, match=variable) as caught:
+        Settings.from_env({variable: value})
+    if "KEY" in variable:
+        assert value not in str(caught.value)

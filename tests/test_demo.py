@@ -21,3 +21,6 @@ def test_the_demo_walks_every_tool_on_the_modern_protocol() -> None:
     assert "Done: every tool answered" in done.stdout
     assert "done in the voice 'Friendly expert'" in done.stdout
     assert "crystallize tokens spent" in done.stdout
+    assert "the client asks the user: 'Delete the NeuralSnap snapshot" in done.stdout
+    assert "The user declined; nothing was done and nothing was sent." in done.stdout
+    assert "deleted: True" in done.stdout

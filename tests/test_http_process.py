@@ -44,7 +44,9 @@ async def test_sigterm_lets_an_in_flight_call_finish_then_exits_cleanly() -> Non
                     result.update(
                         data(
                             await client.call_tool(
-                                "generate", {"model": "gpt-4.1-mini", "prompt": "Hi"}, progress_callback=on_progress
+                                "generate",
+                                {"model": "gpt-4.1-mini", "prompt": "Hi", "max_tokens": 500},
+                                progress_callback=on_progress,
                             )
                         )
                     )

@@ -63,8 +63,8 @@ async def test_metrics_after_a_burst_match_what_the_emulator_saw(
             calls: list[tuple[str, dict[str, object]]] = [
                 ("snapshot", {"name": f"s{i}", "core": "burst"}) for i in range(12)
             ]
-            calls += [("generate", {"model": "gpt-4.1-mini", "prompt": f"p{i}", "workspace_id": WORKSPACE})
-                      for i in range(3)]  # fmt: skip
+            short = {"model": "gpt-4.1-mini", "workspace_id": WORKSPACE, "max_tokens": 500}
+            calls += [("generate", {**short, "prompt": f"p{i}"}) for i in range(3)]
             calls.append(("list_models", {"workspace_id": WORKSPACE}))
 
             async def call(tool: str, arguments: dict[str, object]) -> None:
@@ -76,7 +76,9 @@ async def test_metrics_after_a_burst_match_what_the_emulator_saw(
                         tg.start_soon(call, tool, arguments)
                 data(await client.call_tool("search_snapshots", {"query": "burst"}))
                 refused = error(
-                    await client.call_tool("generate", {"model": "gpt-4.1-mini", "prompt": "x", "workspace_id": SPENT})
+                    await client.call_tool(
+                        "generate", {"model": "gpt-4.1-mini", "prompt": "x", "workspace_id": SPENT, "max_tokens": 500}
+                    )
                 )
                 assert refused["code"] == "quota_exhausted"
             assert (await httpx2.AsyncClient().get(f"{url}/metrics")).status_code == 401  # the same token as /mcp

@@ -186,13 +186,14 @@ async def test_update_snapshot_keeps_every_field_it_was_not_given_under_either_v
 async def test_update_and_delete_of_an_unknown_snapshot_say_not_found(every: Client) -> None:
     unknown = "00000000-0000-4000-8000-000000000000"
     assert error(await every.call_tool("update_snapshot", {"id": unknown, "name": "x"}))["code"] == "not_found"
-    assert error(await every.call_tool("delete_snapshot", {"id": unknown}))["code"] == "not_found"
+    assert error(await every.call_tool("delete_snapshot", {"id": unknown, "confirm": True}))["code"] == "not_found"
     assert error(await every.call_tool("update_snapshot", {"id": unknown}))["code"] == "invalid_arguments"
 
 
 async def test_delete_snapshot_removes_it(every: Client, state: EmulatorState) -> None:
     saved = data(await every.call_tool("snapshot", THOUGHT))
-    assert data(await every.call_tool("delete_snapshot", {"id": saved["id"]})) == {"id": saved["id"], "deleted": True}
+    deleted = data(await every.call_tool("delete_snapshot", {"id": saved["id"], "confirm": True}))
+    assert deleted == {"id": saved["id"], "deleted": True}
     assert saved["id"] not in state.snapshots
     assert error(await every.call_tool("get_snapshot", {"id": saved["id"]}))["code"] == "not_found"
 

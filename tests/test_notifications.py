@@ -3,6 +3,7 @@ listener hears `resources/list_changed`, over stdio and Streamable HTTP; a faile
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -24,6 +25,7 @@ from server.transports.http import build_http_app
 from tests.conftest import MODES, Connect
 from tests.results import data, error
 from tests.servers import http_replica, valkey
+from tests.test_consent import User
 from tests.transports import http_client, serve, settings
 
 TRANSPORTS = ["stdio", "http"]  # the transports users run; in memory adds nothing here
@@ -143,9 +145,11 @@ async def test_a_failed_call_tells_nobody(
 
 
 async def test_every_tool_that_changes_snapshots_tells_of_it(emulator: Emulator, clock: FakeClock) -> None:
-    heard = Heard()
+    heard, user = Heard(), User()  # the user agrees to the delete when asked
     with anyio.fail_after(60):
-        async with session("http", emulator, clock, "legacy", heard) as client:
+        async with serve(
+            "http", emulator, clock, "--toolsets", "all", mode="legacy", message_handler=heard, elicitation=user
+        ) as client:
             saved = data(await client.call_tool("snapshot", THOUGHT))["id"]
             uri = f"neuralsnap://snapshots/{saved}"
             calls: list[tuple[str, dict[str, Any]]] = [
@@ -164,6 +168,43 @@ async def test_every_tool_that_changes_snapshots_tells_of_it(emulator: Emulator,
             assert uri not in listed
             await client.list_prompts()  # one more round trip on the same stream
             assert heard.count == 1 + len(calls)
+            assert len(user.asked) == 1  # the delete was put to the user
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_delete_the_user_declines_tells_nobody_and_one_agreed_to_does(
+    emulator: Emulator, state: EmulatorState, clock: FakeClock, mode: str
+) -> None:
+    heard, user = Heard(), User("decline")
+    flags = ("--toolsets", "all")
+    with anyio.fail_after(60):
+        async with (
+            serve("http", emulator, clock, *flags, mode=mode, message_handler=heard, elicitation=user) as client,
+            contextlib.AsyncExitStack() as stack,
+        ):
+            # 2025-11-25: the notice on the call's own stream; 2026-07-28: on the listen stream.
+            listening = (
+                await stack.enter_async_context(client.listen(resources_list_changed=True))
+                if (mode == "auto")
+                else None
+            )
+
+            async def told(count: int) -> None:
+                if listening is None:
+                    await heard.until(count)
+                else:
+                    assert isinstance(await anext(listening), ResourcesListChanged)
+
+            saved = data(await client.call_tool("snapshot", THOUGHT))["id"]
+            await told(1)
+            assert error(await client.call_tool("delete_snapshot", {"id": saved}))["code"] == "declined"
+            await client.list_prompts()  # a notice would have come down the call's stream, before its result
+            assert heard.count == 1  # the snapshot's (the SDK hands listen events to message_handler too)
+            assert state.snapshot(saved) is not None
+            user.action, user.content = "accept", {"confirm": True}
+            data(await client.call_tool("delete_snapshot", {"id": saved}))  # asked in rounds at 2026-07-28
+            await told(2)
+            assert state.snapshot(saved) is None
 
 
 async def test_every_session_and_listener_of_the_process_hears_of_a_change(

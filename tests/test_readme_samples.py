@@ -64,7 +64,7 @@ def test_the_check_sample_is_what_check_prints_in_sandbox_mode() -> None:
 async def test_the_status_sample_is_what_status_prints_after_a_sandbox_session() -> None:
     with anyio.fail_after(60):
         async with Client(params("--sandbox")) as client:
-            prompt = {"model": "gpt-4.1-mini", "prompt": "A haiku about rate limits"}  # the emulator writes 41 words
+            prompt = {"model": "gpt-4.1-mini", "prompt": "A haiku about rate limits", "max_tokens": 500}  # 41 words
             generated = await client.call_tool("generate", prompt)
             assert not generated.is_error, generated
             searched = await client.call_tool("search_snapshots", {"query": "rate limits"})

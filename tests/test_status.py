@@ -52,7 +52,7 @@ async def test_status_shows_what_two_servers_share() -> None:
                     data(await first.call_tool("snapshot", {"name": f"a{i}", "core": "from one"}))
                 for i in range(2):
                     data(await second.call_tool("snapshot", {"name": f"b{i}", "core": "from two"}))
-                data(await second.call_tool("generate", {"model": "gpt-4.1-mini", "prompt": "Hi"}))
+                data(await second.call_tool("generate", {"model": "gpt-4.1-mini", "prompt": "Hi", "max_tokens": 500}))
 
                 done = await anyio.to_thread.run_sync(status, "--json")
                 text = await anyio.to_thread.run_sync(status)

@@ -35,7 +35,9 @@ async def test_every_tool_works_over_stdio_in_sandbox_mode(mode: str) -> None:
             assert len(workspaces["workspaces"]) == 2
             spent = workspaces["workspaces"][1]["id"]
             err = error(
-                await client.call_tool("generate", {"model": "gpt-4.1-mini", "prompt": "x", "workspace_id": spent})
+                await client.call_tool(
+                    "generate", {"model": "gpt-4.1-mini", "prompt": "x", "workspace_id": spent, "max_tokens": 500}
+                )
             )
             assert err["code"] == "quota_exhausted"
 
@@ -79,7 +81,7 @@ async def test_every_line_on_stdout_is_a_json_rpc_message() -> None:
             "method": "tools/call",
             "params": {
                 "name": "generate",
-                "arguments": {"model": "gpt-4.1-mini", "prompt": "Hi"},
+                "arguments": {"model": "gpt-4.1-mini", "prompt": "Hi", "max_tokens": 500},
                 "_meta": {"progressToken": "p1"},
             },
         },

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx2
 from mcp import Client
-from mcp.client.session import MessageHandlerFnT
+from mcp.client.session import ElicitationFnT, MessageHandlerFnT
 from mcp.client.streamable_http import streamable_http_client
 
 from server.app import create_app
@@ -22,6 +22,7 @@ from server.config import Settings
 from server.sandbox import Emulator
 from server.sandbox.loopback import LoopbackServer
 from server.transports.http import build_http_app
+from tests.conftest import NO_QUESTIONS
 from tests.test_stdio import params
 
 TRANSPORTS = ["memory", "http", "stdio"]
@@ -31,16 +32,23 @@ def settings(emulator: Emulator, *flags: str, **overrides: Any) -> Settings:
     """What `flashsnap-mcp *flags` would run with against the emulator."""
     args = parse_args(flags)
     chosen = {"toolsets": args.toolsets, "tools": args.tools, "exclude_tools": args.exclude_tools}
-    return Settings.from_env(emulator.environment(), read_only=args.read_only, **chosen, **overrides)
+    environ = {**NO_QUESTIONS, **emulator.environment()}  # as conftest's `connect` and the subprocesses run
+    return Settings.from_env(environ, read_only=args.read_only, **chosen, **overrides)
 
 
 @asynccontextmanager
 async def http_client(
-    url: str, mode: str, message_handler: MessageHandlerFnT | None = None, http: httpx2.AsyncClient | None = None
+    url: str,
+    mode: str,
+    message_handler: MessageHandlerFnT | None = None,
+    http: httpx2.AsyncClient | None = None,
+    elicitation: ElicitationFnT | None = None,
 ) -> AsyncIterator[Client]:
     """An SDK client of the Streamable HTTP server at `url`."""
     transport = streamable_http_client(f"{url}/mcp", http_client=http or httpx2.AsyncClient(timeout=30))
-    async with Client(transport, mode=mode, message_handler=message_handler) as client:
+    async with Client(
+        transport, mode=mode, message_handler=message_handler, elicitation_callback=elicitation
+    ) as client:
         yield client
 
 
@@ -52,24 +60,23 @@ async def serve(
     *flags: str,
     mode: str,
     message_handler: MessageHandlerFnT | None = None,
+    elicitation: ElicitationFnT | None = None,
 ) -> AsyncIterator[Client]:
-    """A client of a fresh server run with `flags` against the emulator, over `transport` (one of TRANSPORTS).
+    """A client of a fresh server run with `flags` against the emulator, over `transport` (one of TRANSPORTS);
+    `elicitation` is the user who answers its questions (none: the client cannot ask).
 
     The stdio subprocess keeps time by the wall clock; the others by `clock`.
     """
+    callbacks: dict[str, Any] = {"message_handler": message_handler, "elicitation_callback": elicitation}
     if transport == "stdio":
-        async with Client(
-            params(*flags, env=emulator.environment()), mode=mode, message_handler=message_handler
-        ) as client:
+        async with Client(params(*flags, env=emulator.environment()), mode=mode, **callbacks) as client:
             yield client
     elif transport == "http":
         app = build_http_app(settings(emulator, *flags, transport="streamable-http"), clock=clock)
         with LoopbackServer(app, lifespan="on") as server:
-            async with http_client(server.url, mode, message_handler) as client:
+            async with http_client(server.url, mode, message_handler, elicitation=elicitation) as client:
                 yield client
     else:
         assert transport == "memory", transport
-        async with Client(
-            create_app(settings(emulator, *flags), clock=clock), mode=mode, message_handler=message_handler
-        ) as client:
+        async with Client(create_app(settings(emulator, *flags), clock=clock), mode=mode, **callbacks) as client:
             yield client

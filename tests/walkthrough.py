@@ -23,7 +23,7 @@ async def walk_every_tool(client: Client, note: str) -> dict[str, Any]:
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
         seen.append(progress)
 
-    args = {"model": models[0]["id"], "prompt": "Hello"}
+    args = {"model": models[0]["id"], "prompt": "Hello", "max_tokens": 500}  # within what runs unasked
     assert data(await client.call_tool("generate", args, progress_callback=on_progress))["text"]
     assert seen
     assert seen == sorted(seen)
@@ -41,5 +41,5 @@ async def walk_every_tool(client: Client, note: str) -> dict[str, Any]:
     assert saved["id"] in [s["id"] for s in listed]
     changed = data(await client.call_tool("update_snapshot", {"id": saved["id"], "tags": ["checked"]}))
     assert (changed["tags"], changed["core"]) == (["checked"], saved["core"])
-    assert data(await client.call_tool("delete_snapshot", {"id": saved["id"]}))["deleted"] is True
+    assert data(await client.call_tool("delete_snapshot", {"id": saved["id"], "confirm": True}))["deleted"] is True
     return workspaces

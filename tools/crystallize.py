@@ -4,8 +4,9 @@ from typing import Annotated
 
 from pydantic import Field
 
+from server.features.consent import WORDS_PER_TOKEN, ask_first, crystallize_tokens, over
 from server.neuralsnap.wire import Crystallized
-from server.toolspec import CREATES, BrainId, MaxWait, ToolContext, ToolSpec, runtime
+from server.toolspec import CREATES, BrainId, Confirm, MaxWait, ToolContext, ToolSpec, runtime
 
 
 async def crystallize(
@@ -18,13 +19,30 @@ async def crystallize(
         str | None,
         Field(min_length=1, max_length=50, description="Where the text comes from, e.g. 'conversation'."),
     ] = None,
+    confirm: Confirm = None,
     max_wait_s: MaxWait = None,
 ) -> Crystallized:
     """Turn a long text or a conversation into snapshots in the user's NeuralSnap brain.
 
-    It spends the plan's monthly crystallize tokens; each call is new: never repeat
-    one that failed with maybe_processed true. Returns the snapshots made and tokens.
+    It spends the plan's monthly crystallize tokens (about one per 4 characters); each call
+    is new: never repeat one that failed with maybe_processed true. A long text asks the
+    user first; a client that cannot ask gets confirmation_required instead: ask the user,
+    and call again with confirm true only if they agreed. Returns the snapshots and tokens.
+
+    Raises:
+        NotConfirmed: the text is long and the user did not agree, or was not asked yet (nothing sent).
+        FlashsnapError: what the NeuralSnap service raises.
     """
+    threshold = runtime(ctx).settings.confirm_words
+    tokens = crystallize_tokens(text)
+    if over(tokens * WORDS_PER_TOKEN, threshold):
+        await ask_first(
+            ctx,
+            f"Crystallize a text of {len(text):,} characters into NeuralSnap snapshots? It spends about "
+            f"{tokens:,} of the plan's monthly crystallize tokens (4 characters a token), more than this "
+            f"server spends unasked ({threshold / WORDS_PER_TOKEN:,.0f} tokens, FLASHSNAP_CONFIRM_WORDS={threshold}).",
+            confirm=confirm,
+        )
     return await runtime(ctx).neuralsnap().crystallize(text, brain_id, source_type)
 
 

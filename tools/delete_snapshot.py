@@ -1,8 +1,9 @@
-"""delete_snapshot: remove one snapshot from the user's NeuralSnap brain."""
+"""delete_snapshot: remove one snapshot from the user's NeuralSnap brain, once the user agreed."""
 
 from pydantic import BaseModel
 
-from server.toolspec import DESTRUCTIVE, MaxWait, SnapshotId, ToolContext, ToolSpec, runtime
+from server.features.consent import ask_first
+from server.toolspec import DESTRUCTIVE, Confirm, MaxWait, SnapshotId, ToolContext, ToolSpec, runtime
 
 
 class Deleted(BaseModel):
@@ -10,8 +11,19 @@ class Deleted(BaseModel):
     deleted: bool
 
 
-async def delete_snapshot(ctx: ToolContext, id: SnapshotId, max_wait_s: MaxWait = None) -> Deleted:
-    """Delete one snapshot from the user's NeuralSnap brain, for good. Ask the user first."""
+async def delete_snapshot(
+    ctx: ToolContext, id: SnapshotId, confirm: Confirm = None, max_wait_s: MaxWait = None
+) -> Deleted:
+    """Delete one snapshot from the user's NeuralSnap brain, for good; the user is asked first.
+
+    A client that cannot ask the user gets confirmation_required instead:
+    ask the user, and call again with confirm true only if they agreed.
+
+    Raises:
+        NotConfirmed: the user did not agree, or was not asked yet (nothing sent).
+        FlashsnapError: what the NeuralSnap service raises.
+    """
+    await ask_first(ctx, f"Delete the NeuralSnap snapshot {id} for good? It cannot be undone.", confirm=confirm)
     await runtime(ctx).neuralsnap().delete(id)
     return Deleted(id=id, deleted=True)
 

@@ -6,8 +6,9 @@ from pydantic import BaseModel, Field
 
 from server.arguments import Closed
 from server.errors import InvalidArguments
+from server.features.consent import ask_first, generate_words, over
 from server.neuroflash.wire import ChatMessage, ChatRequest
-from server.toolspec import CREATES, MaxWait, ToolContext, ToolSpec, WorkspaceId, runtime
+from server.toolspec import CREATES, Confirm, MaxWait, ToolContext, ToolSpec, WorkspaceId, runtime
 
 
 class Message(Closed):
@@ -59,6 +60,7 @@ async def generate(
             description="Write in this brand voice (id from list_brand_voices).",
         ),
     ] = None,
+    confirm: Confirm = None,
     max_wait_s: MaxWait = None,
 ) -> Generation:
     """Generate text with a neuroflash language model; this spends words from the workspace's quota.
@@ -66,14 +68,33 @@ async def generate(
     Give either prompt or messages. The text streams from neuroflash and progress is
     reported as it arrives. Each call is a new, billed generation: do not repeat a
     call that failed with maybe_processed true without checking first. When the quota
-    is spent, the call is refused before anything is sent, with the reset time.
+    is spent, the call is refused before anything is sent, with the reset time. Without
+    max_tokens, or with more than the server spends unasked (its instructions say how
+    much), the user is asked first; a client that cannot ask gets confirmation_required:
+    ask the user, and call again with confirm true only if they agreed.
 
     Raises:
         InvalidArguments: neither or both of prompt and messages.
+        NotConfirmed: the user did not agree to a large generation, or was not asked yet (nothing sent).
         FlashsnapError: what the neuroflash service raises (see NeuroflashService.generate).
     """
     if (prompt is None) == (messages is None):
         raise InvalidArguments("Give exactly one of prompt or messages.")
+    threshold = runtime(ctx).settings.confirm_words
+    if over(generate_words(max_tokens), threshold):
+        where = f"workspace {workspace_id}" if workspace_id else "the default workspace"
+        spend = (
+            f"up to about {generate_words(max_tokens):,.0f} words of {where}'s quota (max_tokens {max_tokens:,} "
+            "at 0.75 words a token)"
+            if max_tokens is not None
+            else f"up to the model's whole limit of {where}'s quota words, since no max_tokens was given"
+        )
+        await ask_first(
+            ctx,
+            f"Generate text with {model}? It could spend {spend}: more than this server spends unasked "
+            f"({threshold:,} words, FLASHSNAP_CONFIRM_WORDS).",
+            confirm=confirm,
+        )
     conversation = [ChatMessage(role="user", content=prompt)] if prompt is not None else []
     conversation += [ChatMessage(role=m.role, content=m.content) for m in messages or []]
     if system is not None:

@@ -84,14 +84,37 @@ def _safety_lines(enabled: Collection[str]) -> list[str]:
     return lines
 
 
-def instructions(enabled: Collection[str], *, sandbox: bool = False) -> str:
+def _asking_lines(enabled: Collection[str], confirm_words: int) -> list[str]:
+    """When the user is asked first (server/features/consent.py), so a model can stay below it on purpose."""
+    lines = []
+    if "delete_snapshot" in enabled:
+        lines.append("delete_snapshot always asks the user first.")
+    if confirm_words > 0 and "generate" in enabled:
+        lines.append(
+            f"A generation that could spend more than {confirm_words:,} words asks the user first: give max_tokens "
+            f"(about 0.75 words a token; {int(confirm_words / 0.75):,} or less stays within it) unless the job "
+            "needs more."
+        )
+    if confirm_words > 0 and "crystallize" in enabled:
+        lines.append(f"Crystallizing more than about {int(confirm_words / 0.75) * 4:,} characters asks the user first.")
+    if lines:
+        lines.append(
+            "A client that cannot ask gets confirmation_required: ask the user, and call again with confirm true "
+            "only if they agreed. A declined question sent nothing: do not call again unless the user asks."
+        )
+    return lines
+
+
+def instructions(enabled: Collection[str], *, sandbox: bool = False, confirm_words: int = 0) -> str:
     """The server's instructions for the tools in `enabled`: what each is for, quotas and waits, what
-    `maybe_processed` means, and never repeating a spending call. No tool outside `enabled` is named."""
+    `maybe_processed` means, never repeating a spending call, and when the user is asked first. No tool
+    outside `enabled` is named."""
     lines = ["flashsnap-mcp connects you to neuroflash (AI writing) and NeuralSnap (the user's second brain)."]
     lines.append("Tools on in this server:")
     lines += [f"- {line}" for name, line in PURPOSES.items() if name in enabled]
     lines += _quota_lines(enabled)
     lines += _safety_lines(enabled)
+    lines += _asking_lines(enabled, confirm_words)
     return "\n".join(lines) + (SANDBOX_NOTE if sandbox else "")
 
 

@@ -4,6 +4,8 @@ All keys live under one account prefix per credential, `live:<hash>` or `sandbox
 (the hash of service, API URL and credential: never the secret itself), except the index:
 
 - `accounts`: which service each account prefix is (format: `server/state/accounts.py`; 30 days unseen).
+- `consent:<nonce>`: a user's yes to one question asked in an `input_required` round, once used, so the same
+  sealed answer cannot carry out a second call (`server/features/consent.py`; 10 min, the answer's lifetime).
 - `<account>:token`: the token, its fetch lease, a recent failure (`server/credentials/lease.py`; its validity).
 - `<account>:gate`: the rate-limit window, 429 penalty, sends in flight (`server/scheduler/window.py`; the reset).
 - `<account>:quota:<workspace>`: the last quotas seen, words spent since (`server/neuroflash/quota.py`; 30 s).
@@ -30,6 +32,11 @@ import hashlib
 from dataclasses import dataclass
 
 NAMESPACES = ("live", "sandbox")  # the first part of every account prefix
+
+
+def consent_key(nonce: str) -> str:
+    """The key that marks one answered question used (any account: a question may be about either upstream)."""
+    return f"consent:{nonce}"
 
 
 def account_key(service: str, url: str, credential: str, *, sandbox: bool) -> str:

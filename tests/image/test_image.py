@@ -142,7 +142,11 @@ async def test_streamable_http_with_a_token_serves_refuses_and_stops_cleanly(har
                     streaming.set()
 
                 async def generate() -> None:
-                    arguments = {"model": "gpt-4.1-mini", "prompt": "Write three sentences about tea."}
+                    arguments = {
+                        "model": "gpt-4.1-mini",
+                        "prompt": "Write three sentences about tea.",
+                        "max_tokens": 500,
+                    }
                     generated.update(data(await client.call_tool("generate", arguments, progress_callback=on_progress)))
 
                 async with anyio.create_task_group() as tg:

@@ -1,0 +1,198 @@
+"""Asking the user before a call deletes data or could spend much: elicitation, else a confirm-first result.
+
+How the question travels depends on the client:
+
+- a 2025-11-25 client that declared `elicitation` and holds a connection the server can send on (stdio,
+  SSE, Streamable HTTP with a session) is asked mid-call with a pushed `elicitation/create`;
+- a 2026-07-28 client that declared it gets an `input_required` result carrying the question, and calls
+  again with the answer (the SDK seals the `requestState` we mint, binding it to the tool and arguments);
+- any other client (no capability, or a 2025-11-25 client on stateless HTTP, which cannot receive a
+  pushed request) gets a `confirmation_required` error: what would happen, and to call again with
+  `confirm: true` once the user agreed. `confirm` counts only for such clients, so a model that can
+  be asked cannot skip the question by setting it.
+
+A declined, cancelled or unanswered question sends nothing upstream and says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import secrets
+from typing import Any, Literal
+
+import anyio
+from mcp.server.elicitation import AcceptedElicitation, render_elicitation_schema
+from mcp.server.mcpserver import Context
+from mcp.shared.exceptions import MCPError
+from mcp.types import ElicitRequest, ElicitRequestFormParams, ElicitResult, InputRequiredResult
+from mcp_types.version import is_version_at_least
+from pydantic import BaseModel, Field, ValidationError
+
+from server.calls import AskClient
+from server.errors import ConfirmationRequired, Declined
+from server.runtime import Runtime
+from server.state.layout import consent_key
+from server.state.store import KEEP, Change, Doc
+
+# The rule of thumb OpenAI publishes for English ("100 tokens ~= 75 words"), which neuroflash's models share;
+# and its other half, about 4 characters a token. Both are stated in the README with the threshold.
+WORDS_PER_TOKEN = 0.75
+CHARS_PER_TOKEN = 4
+
+# A human answers the question, not a program: long enough to read it, short enough that a call never hangs.
+ANSWER_TIMEOUT_S = 600.0
+# A question asked in an `input_required` round may be answered once, within the SDK's state lifetime.
+ANSWER_TTL_S = 600.0
+
+ROUNDS_VERSION = "2026-07-28"  # the first protocol version whose tools/call carries questions in its result
+ANSWER_KEY = "confirm"  # the key of our one question in `inputRequests` / `inputResponses`
+
+How = Literal["push", "rounds"] | None
+
+
+class Confirmation(BaseModel):
+    """The form the user sees: one box, ticked; accepting with it unticked counts as a no."""
+
+    confirm: bool = Field(default=True, title="Go ahead", description="Leave ticked and accept to go ahead.")
+
+
+def generate_words(max_tokens: int | None) -> float:
+    """The most words a generate could spend: `max_tokens` at 0.75 words a token; without it, the model's
+    limit, which is not known before the model list is read, so taken as more than any threshold."""
+    return math.inf if max_tokens is None else max_tokens * WORDS_PER_TOKEN
+
+
+def crystallize_tokens(text: str) -> int:
+    """The crystallize tokens a text spends, at 4 characters a token: what NeuralSnap reads (the snapshots it
+    writes back are short and counted after)."""
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+
+def over(words: float, threshold: int) -> bool:
+    """Whether a call that could spend `words` must ask first (`threshold` 0: never)."""
+    return threshold > 0 and words > threshold
+
+
+def how_to_ask(ctx: Context[Runtime, Any]) -> How:
+    """How this client can be asked, if at all (see the module's docstring)."""
+    capabilities = ctx.client_capabilities
+    elicitation = capabilities.elicitation if capabilities is not None else None
+    # A bare `elicitation: {}` (the shape before modes existed) means form; url-only does not.
+    if elicitation is None or (elicitation.form is None and elicitation.url is not None):
+        return None
+    version = ctx.protocol_version
+    if version is not None and is_version_at_least(version, ROUNDS_VERSION):
+        return "rounds"
+    return "push" if ctx.session.can_send_request else None
+
+
+async def ask_first(ctx: Context[Runtime, Any], question: str, *, confirm: bool | None) -> None:
+    """Return once the user agreed to what `question` describes; otherwise nothing more happens.
+
+    Raises:
+        ConfirmationRequired: the client cannot ask the user, and the call did not carry `confirm: true`.
+        Declined: the user declined, cancelled, unticked the box, or did not answer in time.
+        AskClient: a 2026-07-28 client is to put the question to the user and call again with the answer.
+    """
+    how = how_to_ask(ctx)
+    if how is None:
+        if confirm is True:
+            return
+        raise ConfirmationRequired(
+            f"Not done yet: this needs the user's agreement first. {question}",
+            hint="Ask the user; if they agree, call again with the same arguments and confirm: true.",
+        )
+    if how == "push":
+        await _push(ctx, question)
+    else:
+        await _rounds(ctx, question)
+
+
+async def _push(ctx: Context[Runtime, Any], question: str) -> None:
+    """Ask mid-call with `elicitation/create` (2025-11-25).
+
+    Raises:
+        Declined: the user did not agree, did not answer in time, or the client could not ask.
+    """
+    try:
+        with anyio.move_on_after(ANSWER_TIMEOUT_S) as waited:
+            answer = await ctx.elicit(question, Confirmation)
+    except (MCPError, ValueError) as exc:
+        # The client declared it could ask but failed to (an error, or an answer that is not the form's).
+        raise Declined(f"The question could not be put to the user ({_reason(exc)}); nothing was done.") from None
+    if waited.cancelled_caught:
+        raise Declined(f"The user did not answer within {ANSWER_TIMEOUT_S:.0f} s; nothing was done.")
+    if not (isinstance(answer, AcceptedElicitation) and answer.data.confirm):
+        raise Declined(_not_agreed(answer.action if not isinstance(answer, AcceptedElicitation) else "unticked"))
+
+
+async def _rounds(ctx: Context[Runtime, Any], question: str) -> None:
+    """Ask through an `input_required` result and read the answer when the client calls again (2026-07-28).
+
+    Raises:
+        Declined: the answer to this very question is no.
+        AskClient: not asked yet, asked something else, or the answer was used already: ask (again).
+    """
+    digest = hashlib.sha256(question.encode()).hexdigest()[:32]
+    asked = _asked(ctx.request_state)
+    answer = (ctx.input_responses or {}).get(ANSWER_KEY)
+    # An answer counts only with the state we minted when we asked this very question; the SDK verified its seal.
+    if asked is not None and asked["q"] == digest and isinstance(answer, ElicitResult):
+        if answer.action != "accept":
+            raise Declined(_not_agreed(answer.action))
+        try:
+            agreed = Confirmation.model_validate(answer.content or {}).confirm
+        except ValidationError:
+            agreed = False
+        if not agreed:
+            raise Declined(_not_agreed("unticked"))
+        if await _spend_answer(ctx.request_context.lifespan_context, asked["n"]):
+            return
+        # The same sealed answer sent a second time: it agreed to one call, not two. Ask again.
+    nonce = secrets.token_urlsafe(16)
+    form = render_elicitation_schema(Confirmation)
+    raise AskClient(
+        InputRequiredResult(
+            input_requests={
+                ANSWER_KEY: ElicitRequest(params=ElicitRequestFormParams(message=question, requested_schema=form))
+            },
+            request_state=json.dumps({"q": digest, "n": nonce}),
+        )
+    )
+
+
+def _asked(state: str | None) -> dict[str, str] | None:
+    """The question we asked last round, from the (already verified) request state."""
+    if state is None:
+        return None
+    try:
+        doc = json.loads(state)
+    except ValueError:
+        return None
+    if isinstance(doc, dict) and isinstance(doc.get("q"), str) and isinstance(doc.get("n"), str):
+        return {"q": doc["q"], "n": doc["n"]}
+    return None
+
+
+async def _spend_answer(runtime: Runtime, nonce: str) -> bool:
+    """Mark an answer used, across every process sharing the store; False when it was used already."""
+
+    def claim(doc: Doc | None) -> Change[bool]:
+        if doc is not None:
+            return Change(False, KEEP)
+        return Change(True, {"used": True}, ttl_s=ANSWER_TTL_S)
+
+    return await runtime.store.update(consent_key(nonce), claim)
+
+
+def _not_agreed(action: str) -> str:
+    said = {"decline": "declined", "cancel": "cancelled the question", "unticked": "unticked 'Go ahead'"}
+    return f"The user {said.get(action, 'did not agree')}; nothing was done and nothing was sent."
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, MCPError):
+        return f"the client answered with error {exc.error.code}"
+    return "the answer was not the form's"
