@@ -13,6 +13,7 @@ from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.request_state import RequestStateSecurity
+from mcp.server.subscriptions import InMemorySubscriptionBus, SubscriptionBus
 from mcp.types import (
     CallToolResult,
     CompleteRequestParams,
@@ -28,7 +29,7 @@ from server import __version__, arguments
 from server.calls import InFlight, error_result, tool_call
 from server.clock import Clock
 from server.config import Settings
-from server.features import prompts, resources
+from server.features import changes, prompts, resources
 from server.observe.logs import SecretMask
 from server.runtime import Runtime, open_runtime
 from server.toolselect import Selection, ToolFilter, select
@@ -50,10 +51,16 @@ class FlashsnapServer(MCPServer[Runtime]):
     """
 
     in_flight: InFlight
+    notices: changes.Changes
 
     def add_request_handler(self, method: str, params_type: Any, handler: Any) -> None:
         """A request handler of the low-level server (completion/complete: MCPServer's own hands no context)."""
         self._lowlevel_server.add_request_handler(method, params_type, handler)
+
+    def tell_of_changes(self, notices: changes.Changes, *, resources_change: bool) -> None:
+        """Keep track of the sessions `notices` tells of changes, and declare the notices this server sends."""
+        changes.watch_sessions(self._lowlevel_server, notices)
+        changes.honest_capabilities(self._lowlevel_server, resources_changed=resources_change)
 
     def close_tool_arguments(self) -> None:
         # The SDK builds each tool's argument model from its signature; closing it needs the tool itself.
@@ -101,23 +108,31 @@ def request_state_security(settings: Settings) -> RequestStateSecurity:
 
 
 def create_app(
-    settings: Settings, *, clock: Clock | None = None, shared: Callable[[], Runtime] | None = None
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    shared: Callable[[], Runtime] | None = None,
+    bus: SubscriptionBus | None = None,
 ) -> FlashsnapServer:
     """A ready MCPServer; its lifespan opens the upstream clients once and closes them at exit.
 
     `shared` hands every session the one runtime an HTTP server opened for the whole process, so
-    sessions share the token manager and the rate-limit gates instead of opening their own.
+    sessions share the token manager and the rate-limit gates instead of opening their own. `bus` carries
+    change notices to `subscriptions/listen` streams (default: within this process).
     """
+
+    selection = tool_selection(settings)
+    notices = changes.Changes(bus or InMemorySubscriptionBus(), limit=settings.max_sessions)
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[Runtime]) -> AsyncIterator[Runtime]:
-        if shared is not None:
-            yield shared()
-            return
-        async with open_runtime(settings, clock) as runtime:
-            yield runtime
+        async with notices.sending():
+            if shared is not None:
+                yield shared()
+                return
+            async with open_runtime(settings, clock) as runtime:
+                yield runtime
 
-    selection = tool_selection(settings)
     app = FlashsnapServer(
         "flashsnap-mcp",
         title="neuroflash + NeuralSnap",
@@ -130,8 +145,10 @@ def create_app(
         log_level=settings.log_level,
         cache_hints=CACHE_HINTS,
         request_state_security=request_state_security(settings),
+        subscriptions=notices.bus,
     )
     app.in_flight = InFlight()
+    app.notices = notices
     app.middleware.append(ToolFilter(selection, prompts.PROMPT_NEEDS, resources.resource_needs))
     prompts.register(app, selection)
     resources.register(app, selection.enabled)
@@ -149,15 +166,22 @@ def create_app(
 
     app.add_request_handler("resources/list", PaginatedRequestParams, list_resources)
     app.add_request_handler("completion/complete", CompleteRequestParams, complete)
+    # A change to the snapshots is news only where resources/list shows them (it needs list_snapshots).
+    listing = all(tool in selection.enabled for tool in resources.LISTING_NEEDS)
+    notifying = False
     for spec in tools.ALL:
         if spec.name not in selection.enabled:
             continue  # unlisted; the filter answers a call to it with how to turn it on
+        call = tool_call(spec.fn, in_flight=app.in_flight, read_only=bool(spec.annotations.read_only_hint))
+        if listing and "resources" in spec.changes:
+            call, notifying = changes.notifying(call, notices), True
         app.add_tool(
-            tool_call(spec.fn, in_flight=app.in_flight, read_only=bool(spec.annotations.read_only_hint)),
+            call,
             name=spec.name,
             title=spec.title,
             description=tool_description(spec.fn),
             annotations=spec.annotations,
         )
     app.close_tool_arguments()
+    app.tell_of_changes(notices, resources_change=notifying)
     return app

@@ -25,6 +25,10 @@ DESTRUCTIVE = ToolAnnotations(readOnlyHint=False, destructiveHint=True, idempote
 TOOLSETS = ("neuroflash", "brand", "twins", "neuralsnap", "neuralsnap-write")
 DEFAULT_TOOLSETS = ("neuroflash", "brand", "neuralsnap")
 
+# What a tool's success can change that clients are told of: "resources" is what resources/list shows
+# (the snapshot listing). The app factory sends the notices; the tool itself knows nothing of them.
+CHANGE_KINDS = ("resources",)
+
 ToolContext = Context[Runtime, Any]
 
 MaxWait = Annotated[
@@ -86,9 +90,11 @@ class ToolSpec:
     title: str
     annotations: ToolAnnotations
     toolset: str
+    changes: tuple[str, ...] = ()  # see CHANGE_KINDS
 
     def __post_init__(self) -> None:
         assert self.toolset in TOOLSETS, self.toolset
+        assert set(self.changes) <= set(CHANGE_KINDS), self.changes
 
 
 def runtime(ctx: ToolContext) -> Runtime:

@@ -12,8 +12,9 @@ from server.config import Settings
 from server.sandbox import Emulator
 from server.sandbox.loopback import LoopbackServer
 from server.transports.http import build_http_app
-from tests.conftest import MODES, Connect
+from tests.conftest import MODES
 from tests.test_tool_selection import ALL, EVERY, EVERY_WRITER, WRITERS, http_client
+from tests.transports import TRANSPORTS, serve
 
 
 def named(text: str | None) -> set[str]:
@@ -21,45 +22,59 @@ def named(text: str | None) -> set[str]:
     return {name for name in EVERY if re.search(rf"\b{re.escape(name)}\b", text or "")}
 
 
+# The operator's selections: the command's flags, the tools the instructions (and the tool list) then name, and
+# phrases the instructions must and must not carry.
+SELECTIONS = [
+    pytest.param(("--read-only",), ALL - WRITERS, ("maybe_processed",), ("Never repeat",), id="read-only"),
+    pytest.param(
+        ("--read-only", "--toolsets", "all"), EVERY - EVERY_WRITER, ("maybe_processed",), ("Never repeat",),
+        id="read-only-all",
+    ),
+    pytest.param(
+        ("--tools", "check_quota,crystallize"), {"check_quota", "crystallize"}, ("crystallize tokens", "(crystallize)"),
+        (), id="tools",
+    ),
+    pytest.param(("--toolsets", "twins,neuralsnap-write"), EVERY - ALL, ("ask_twins",), (), id="toolsets"),
+    pytest.param(("--toolsets", "all", "--exclude-tools", "generate"), EVERY - {"generate"}, (), (), id="exclude"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("mode", MODES)
 async def test_instructions_name_the_default_tools_and_say_how_quotas_waits_and_failures_work(
-    connect: Connect, mode: str
+    emulator: Emulator, clock: FakeClock, transport: str, mode: str
 ) -> None:
-    async with connect(mode=mode) as client:
-        text = client.instructions or ""
-        assert named(text) == ALL
-        assert "maybe_processed" in text
-        assert "Never repeat a call that creates or spends (generate or snapshot)" in text
-        assert "max_wait_s" in text
-        assert "retry_after_s" in text
-        assert "daily and monthly quota" in text
-        assert "SANDBOX MODE" not in text
+    with anyio.fail_after(60):
+        async with serve(transport, emulator, clock, mode=mode) as client:
+            text = client.instructions or ""
+    assert named(text) == ALL
+    assert "maybe_processed" in text
+    assert "Never repeat a call that creates or spends (generate or snapshot)" in text
+    assert "max_wait_s" in text
+    assert "retry_after_s" in text
+    assert "daily and monthly quota" in text
+    assert "SANDBOX MODE" not in text
 
 
+@pytest.mark.parametrize(("flags", "expected", "present", "absent"), SELECTIONS)
+@pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("mode", MODES)
-async def test_read_only_instructions_name_no_tool_that_writes(connect: Connect, mode: str) -> None:
-    async with connect(mode=mode, env={"FLASHSNAP_READ_ONLY": "1", "FLASHSNAP_TOOLSETS": "all"}) as client:
-        text = client.instructions or ""
-        assert named(text) == EVERY - EVERY_WRITER
-        assert "Never repeat" not in text  # nothing on creates or spends
-        assert "maybe_processed" in text
-        assert {t.name for t in (await client.list_tools()).tools} == named(text)
-
-
-@pytest.mark.parametrize("mode", MODES)
-async def test_instructions_follow_tools_and_toolsets(connect: Connect, mode: str) -> None:
-    async with connect(mode=mode, read_only=True) as client:
-        assert named(client.instructions) == ALL - WRITERS
-    async with connect(mode=mode, tools=("check_quota", "crystallize")) as client:
-        text = client.instructions or ""
-        assert named(text) == {"check_quota", "crystallize"}
-        assert "crystallize tokens" in text
-        assert "(crystallize)" in text
-    async with connect(mode=mode, env={"FLASHSNAP_TOOLSETS": "twins,neuralsnap-write"}) as client:
-        assert named(client.instructions) == {t.name for t in (await client.list_tools()).tools}
-        assert "ask_twins" in (client.instructions or "")
-    async with connect(mode=mode, env={"FLASHSNAP_TOOLSETS": "all", "FLASHSNAP_EXCLUDE_TOOLS": "generate"}) as client:
-        assert named(client.instructions) == EVERY - {"generate"}
+async def test_instructions_follow_the_operators_selection(
+    emulator: Emulator,
+    clock: FakeClock,
+    flags: tuple[str, ...],
+    expected: set[str],
+    present: tuple[str, ...],
+    absent: tuple[str, ...],
+    transport: str,
+    mode: str,
+) -> None:
+    with anyio.fail_after(60):
+        async with serve(transport, emulator, clock, *flags, mode=mode) as client:
+            text = client.instructions or ""
+            assert named(text) == expected == {t.name for t in (await client.list_tools()).tools}
+    assert all(phrase in text for phrase in present)
+    assert not any(phrase in text for phrase in absent)
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -20,6 +20,7 @@ from server.transports.http import build_http_app
 from tests.conftest import MODES, Connect
 from tests.results import data
 from tests.test_tool_selection import http_client
+from tests.transports import TRANSPORTS, serve
 
 ALL_TEMPLATES = {SNAPSHOT, QUOTA, BRAND_VOICE}
 
@@ -49,29 +50,33 @@ async def save(client: Client, name: str) -> str:
     return saved["id"]
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("mode", MODES)
-async def test_resources_are_listed_read_and_completed(connect: Connect, state: EmulatorState, mode: str) -> None:
-    async with connect(mode=mode, env={"FLASHSNAP_TOOLSETS": "all"}) as client:
-        assert await templates(client) == ALL_TEMPLATES
-        first = await save(client, "Ship small")
-        listed = {r.uri: r for r in (await client.list_resources()).resources}
-        assert f"neuralsnap://snapshots/{first}" in listed
-        assert listed[f"neuralsnap://snapshots/{first}"].name == "Ship small"
-        snapshot = await read(client, f"neuralsnap://snapshots/{first}")
-        assert snapshot["name"] == "Ship small"
-        assert snapshot["id"] == first
-        workspaces = await complete(client, QUOTA, "workspace_id")
-        assert workspaces == [w["id"] for w in data(await client.call_tool("list_workspaces", {}))["workspaces"]]
-        quota = await read(client, f"neuroflash://workspaces/{workspaces[0]}/quota")
-        assert quota["workspace_id"] == workspaces[0]
-        assert quota["quotas"]
-        voices = await complete(client, BRAND_VOICE, "brand_voice_id", workspace_id=workspaces[0])
-        assert voices
-        voice = await read(client, f"neuroflash://workspaces/{workspaces[0]}/brand-voices/{voices[0]}")
-        assert voice["id"] == voices[0]
-        assert voice["name"]
-        assert await complete(client, SNAPSHOT, "snapshot_id", first[:6]) == [first]
-        assert await complete(client, SNAPSHOT, "snapshot_id", "zzz") == []
+async def test_resources_are_listed_read_and_completed(
+    emulator: Emulator, clock: FakeClock, transport: str, mode: str
+) -> None:
+    with anyio.fail_after(60):
+        async with serve(transport, emulator, clock, "--toolsets", "all", mode=mode) as client:
+            assert await templates(client) == ALL_TEMPLATES
+            first = await save(client, "Ship small")
+            listed = {r.uri: r for r in (await client.list_resources()).resources}
+            assert f"neuralsnap://snapshots/{first}" in listed
+            assert listed[f"neuralsnap://snapshots/{first}"].name == "Ship small"
+            snapshot = await read(client, f"neuralsnap://snapshots/{first}")
+            assert snapshot["name"] == "Ship small"
+            assert snapshot["id"] == first
+            workspaces = await complete(client, QUOTA, "workspace_id")
+            assert workspaces == [w["id"] for w in data(await client.call_tool("list_workspaces", {}))["workspaces"]]
+            quota = await read(client, f"neuroflash://workspaces/{workspaces[0]}/quota")
+            assert quota["workspace_id"] == workspaces[0]
+            assert quota["quotas"]
+            voices = await complete(client, BRAND_VOICE, "brand_voice_id", workspace_id=workspaces[0])
+            assert voices
+            voice = await read(client, f"neuroflash://workspaces/{workspaces[0]}/brand-voices/{voices[0]}")
+            assert voice["id"] == voices[0]
+            assert voice["name"]
+            assert await complete(client, SNAPSHOT, "snapshot_id", first[:6]) == [first]
+            assert await complete(client, SNAPSHOT, "snapshot_id", "zzz") == []
 
 
 @pytest.mark.parametrize("mode", MODES)

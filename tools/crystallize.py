@@ -48,4 +48,6 @@ async def crystallize(
     return await runtime(ctx).neuralsnap().crystallize(text, brain_id, source_type)
 
 
-TOOL = ToolSpec(crystallize, "crystallize", "Crystallize text into snapshots", CREATES, "neuralsnap-write")
+TOOL = ToolSpec(
+    crystallize, "crystallize", "Crystallize text into snapshots", CREATES, "neuralsnap-write", changes=("resources",)
+)

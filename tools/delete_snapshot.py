@@ -28,4 +28,11 @@ async def delete_snapshot(
     return Deleted(id=id, deleted=True)
 
 
-TOOL = ToolSpec(delete_snapshot, "delete_snapshot", "Delete a NeuralSnap snapshot", DESTRUCTIVE, "neuralsnap-write")
+TOOL = ToolSpec(
+    delete_snapshot,
+    "delete_snapshot",
+    "Delete a NeuralSnap snapshot",
+    DESTRUCTIVE,
+    "neuralsnap-write",
+    changes=("resources",),
+)

@@ -98,4 +98,4 @@ async def snapshot(
     return await runtime(ctx).neuralsnap().save(fields, brain_id)
 
 
-TOOL = ToolSpec(snapshot, "snapshot", "Save a NeuralSnap snapshot", CREATES, "neuralsnap")
+TOOL = ToolSpec(snapshot, "snapshot", "Save a NeuralSnap snapshot", CREATES, "neuralsnap", changes=("resources",))

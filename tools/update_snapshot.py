@@ -83,4 +83,11 @@ async def update_snapshot(
     return await runtime(ctx).neuralsnap().update(id, changes)
 
 
-TOOL = ToolSpec(update_snapshot, "update_snapshot", "Update a NeuralSnap snapshot", OVERWRITES, "neuralsnap-write")
+TOOL = ToolSpec(
+    update_snapshot,
+    "update_snapshot",
+    "Update a NeuralSnap snapshot",
+    OVERWRITES,
+    "neuralsnap-write",
+    changes=("resources",),
+)

@@ -110,6 +110,17 @@ async def snapshot_values(runtime: Runtime, _: Mapping[str, str] | None = None) 
     return [(v[0], v[1]) for v in await cached(runtime, key, fetch)]
 
 
+async def forget_snapshot_listing(runtime: Runtime) -> None:
+    """Drop the cached snapshot listing (after a tool changed it), so the next listing shows the change.
+
+    Never raises: a store that cannot be written leaves the listing at most `LISTING_TTL_S` old.
+    """
+    try:
+        await runtime.store.update(_account(runtime, "neuralsnap").listing("snapshots"), lambda _: Change(None, None))
+    except Exception as exc:
+        log.warning("the snapshot listing's cache was not dropped: %r", exc)
+
+
 # Where each completed argument's values come from, and the tool that lists them (no completion when it is off).
 Source = Callable[[Runtime, Mapping[str, str]], Awaitable[list[tuple[str, str]]]]
 ARGUMENT_SOURCES: dict[str, tuple[str, Source]] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -34,7 +35,15 @@ def build_http_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp
     """The whole HTTP server as one ASGI app: the guard, /healthz, and the transport's endpoints."""
     require_token_when_exposed(settings.host, settings.http_token, settings.allowed_hosts)
     runtime: list[Runtime] = []
-    mcp = create_app(settings, clock=clock, shared=lambda: runtime[0])
+    bus = None
+    if settings.store == "redis" and settings.redis_url is not None:
+        from server.features.bus import RedisBus  # redis-py costs ~65 ms to import: only when it is used
+
+        # Replicas on one Redis share change notices too: a listener here hears a snapshot made through another.
+        bus = RedisBus(settings.redis_url.get_secret_value(), prefix=settings.redis_prefix)
+    mcp = create_app(settings, clock=clock, shared=lambda: runtime[0], bus=bus)
+    if bus is not None:
+        bus.from_elsewhere(mcp.notices.heard_elsewhere)
     if settings.transport == "sse":
         transport = mcp.sse_app(
             sse_path="/sse",
@@ -59,8 +68,8 @@ def build_http_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         # One runtime for the process: every session shares its token manager and gates.
-        async with open_runtime(settings, clock) as opened:
-            runtime.append(opened)
+        async with open_runtime(settings, clock) as opened, bus.running() if bus else contextlib.nullcontext():
+            runtime.append(opened)  # /healthz says ok from here: the bus hears the other replicas by now
             async with transport.router.lifespan_context(transport):
                 log.info("flashsnap-mcp %s serving %s on http://%s:%s", __version__, settings.transport,
                          settings.host, settings.port)  # fmt: skip

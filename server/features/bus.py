@@ -1,0 +1,152 @@
+"""The subscription bus over Redis pub/sub, so a listener on one replica hears of a change made through another.
+
+Events are delivered in this process at once and published on one channel every replica subscribes to; a
+replica skips what it published itself. Redis that is down costs the other replicas' listeners the notices
+sent meanwhile (there is no replay, as the protocol has none): never a tool call, never this replica's own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import redis.asyncio as aioredis
+from anyio.abc import TaskGroup, TaskStatus
+from mcp.server.subscriptions import (
+    InMemorySubscriptionBus,
+    PromptsListChanged,
+    ResourcesListChanged,
+    ResourceUpdated,
+    ServerEvent,
+    ToolsListChanged,
+)
+from redis.exceptions import RedisError
+
+from server.backoff import full_jitter
+from server.state.redis import where
+
+log = logging.getLogger(__name__)
+
+PUBLISH_TIMEOUT_S = 2.0
+_KINDS: dict[str, type[ToolsListChanged | PromptsListChanged | ResourcesListChanged]] = {
+    "tools_list_changed": ToolsListChanged,
+    "prompts_list_changed": PromptsListChanged,
+    "resources_list_changed": ResourcesListChanged,
+}
+
+Elsewhere = Callable[[ServerEvent], Awaitable[None]]
+
+
+def encode(event: ServerEvent, origin: str) -> str:
+    """An event as it travels between replicas."""
+    if isinstance(event, ResourceUpdated):
+        return json.dumps({"origin": origin, "kind": "resource_updated", "uri": event.uri})
+    kind = next(name for name, cls in _KINDS.items() if isinstance(event, cls))
+    return json.dumps({"origin": origin, "kind": kind})
+
+
+def decode(raw: str | bytes) -> tuple[str, ServerEvent] | None:
+    """Who published an event, and the event; None for a message that is not one (it is skipped)."""
+    try:
+        message: Any = json.loads(raw)
+        origin, kind = str(message["origin"]), message["kind"]
+        if kind == "resource_updated":
+            return origin, ResourceUpdated(uri=str(message["uri"]))
+        return origin, _KINDS[kind]()
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+class RedisBus:
+    """A `SubscriptionBus` shared by every replica on one Redis or Valkey.
+
+    `elsewhere` hears the events other replicas published (this process's stateful sessions are told of
+    those by it); the listen streams hear every event, wherever it was published.
+    """
+
+    def __init__(self, url: str, *, prefix: str = "flashsnap:") -> None:
+        self.channel = f"{prefix}events"
+        self._where = where(url)
+        self._origin = uuid.uuid4().hex  # this process, so it skips its own events coming back
+        self._local = InMemorySubscriptionBus()
+        self._elsewhere: list[Elsewhere] = []
+        self._tasks: TaskGroup | None = None
+        # No read timeout: a subscription waits for as long as nothing happens.
+        self._redis = aioredis.Redis.from_url(url, socket_connect_timeout=PUBLISH_TIMEOUT_S, decode_responses=True)
+
+    def subscribe(self, listener: Callable[[ServerEvent], None]) -> Callable[[], None]:
+        """Register `listener` for every event; returns its idempotent unsubscribe."""
+        return self._local.subscribe(listener)
+
+    def from_elsewhere(self, hook: Elsewhere) -> None:
+        """Have `hook` run for each event another replica published."""
+        self._elsewhere.append(hook)
+
+    async def publish(self, event: ServerEvent) -> None:
+        """Deliver `event` here, then to the other replicas; a Redis that cannot take it is logged, not raised."""
+        await self._local.publish(event)
+        try:
+            with anyio.fail_after(PUBLISH_TIMEOUT_S):
+                await self._redis.publish(self.channel, encode(event, self._origin))
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("change notice not sent to the other replicas (%s): %s", self._where, type(exc).__name__)
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Hear the other replicas while the server runs; entered once the channel is subscribed (or Redis
+        failed to answer, then retried in the background), so a replica reported up hears what follows."""
+        try:
+            async with anyio.create_task_group() as tasks:
+                self._tasks = tasks
+                await tasks.start(self._listen)
+                try:
+                    yield
+                finally:
+                    tasks.cancel_scope.cancel()
+                    self._tasks = None
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._redis.aclose()
+
+    async def _listen(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        attempt, started = 0, False
+        while True:
+            try:
+                async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(self.channel)
+                    attempt = 0
+                    if not started:
+                        task_status.started()
+                        started = True
+                    async for message in pubsub.listen():
+                        await self._heard(message.get("data"))
+            except Exception as exc:  # Redis gone, or anything else: this loop must outlive it, or the server ends
+                attempt += 1
+                log.warning("not hearing the other replicas' change notices (%s): %r", self._where, exc)
+                if not started:
+                    task_status.started()
+                    started = True
+                await anyio.sleep(full_jitter(attempt, cap_s=10.0))
+
+    async def _heard(self, raw: object) -> None:
+        decoded = decode(raw) if isinstance(raw, str | bytes) else None
+        if decoded is None or decoded[0] == self._origin:
+            return
+        event = decoded[1]
+        await self._local.publish(event)
+        for hook in self._elsewhere:
+            if self._tasks is not None:
+                self._tasks.start_soon(_guarded, hook, event)
+
+
+async def _guarded(hook: Elsewhere, event: ServerEvent) -> None:
+    # The hooks run in the bus's own task group: one that raised would end the bus, and the server with it.
+    try:
+        await hook(event)
+    except Exception:
+        log.exception("a hook for another replica's change notice failed")
