@@ -5,8 +5,10 @@ It imports nothing of this server above it, so the scheduler can use it without 
 
 from __future__ import annotations
 
+import functools
 import math
 import re
+import ssl
 import unicodedata
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -19,6 +21,13 @@ import httpx2
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Failures that prove the request never left: the only ones after which a write may be sent again.
 UNSENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)  # RequestNotSent is a ConnectError
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The one TLS context every upstream client shares: building one reads the system's CA bundle (about 30 ms),
+    which each client and transport would otherwise do again at every start."""
+    return httpx2.create_ssl_context(trust_env=False)
 
 
 class RequestNotSent(httpx2.ConnectError):

@@ -17,7 +17,7 @@ from server.config import Settings
 from server.credentials.auth import ApiKeyAuth, BearerAuth
 from server.credentials.tokens import TokenManager
 from server.errors import ConfigurationError, MissingCredential
-from server.httpio import KEEPALIVE_EXPIRY_S
+from server.httpio import KEEPALIVE_EXPIRY_S, tls_context
 from server.neuralsnap import profile
 from server.neuralsnap.client import NeuralSnapClient
 from server.neuralsnap.service import NeuralSnapService
@@ -101,11 +101,14 @@ def _http_client(
         limits=httpx2.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=KEEPALIVE_EXPIRY_S),
         headers={"User-Agent": USER_AGENT},
         trust_env=False,
+        verify=tls_context(),
     )
 
 
 def _scheduled(gate: Gate, clock: Clock, observer: Observer) -> ScheduledTransport:
-    return ScheduledTransport(httpx2.AsyncHTTPTransport(retries=0), gate, clock, observer=observer)
+    return ScheduledTransport(
+        httpx2.AsyncHTTPTransport(retries=0, verify=tls_context()), gate, clock, observer=observer
+    )
 
 
 def _observer(settings: Settings) -> Observer:
