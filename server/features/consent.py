@@ -6,12 +6,12 @@ How the question travels depends on the client:
   SSE, Streamable HTTP with a session) is asked mid-call with a pushed `elicitation/create`;
 - a 2026-07-28 client that declared it gets an `input_required` result carrying the question, and calls
   again with the answer (the SDK seals the `requestState` we mint, binding it to the tool and arguments);
-- any other client (no capability, or a 2025-11-25 client on stateless HTTP, which cannot receive a
-  pushed request) gets a `confirmation_required` error: what would happen, and to call again with
-  `confirm: true` once the user agreed. `confirm` counts only for such clients, so a model that can
-  be asked cannot skip the question by setting it.
+- any other client (no capability, a 2025-11-25 client on stateless HTTP, which cannot receive a
+  pushed request, or one that answers the question with an error) gets a `confirmation_required` error:
+  what would happen, and to call again with `confirm: true` once the user agreed. `confirm` counts only
+  for such clients, so a model that can be asked cannot skip the question by setting it.
 
-A declined, cancelled or unanswered question sends nothing upstream and says so.
+A declined, cancelled, unticked or unanswered question sends nothing upstream and says so.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ How = Literal["push", "rounds"] | None
 
 
 class Confirmation(BaseModel):
-    """The form the user sees: one box, ticked; accepting with it unticked counts as a no."""
+    """The form the user sees: one box, ticked; accepting with it unticked, or with no value for it, is a no."""
 
     confirm: bool = Field(default=True, title="Go ahead", description="Leave ticked and accept to go ahead.")
 
