@@ -164,7 +164,10 @@ def brand_voice_text(on: Collection[str], brief: str, brand_voice_id: str | None
     if "check_quota" in on:
         steps.append("For a long text, call check_quota first to see that enough words are left.")
     model = "a model id from list_models" if "list_models" in on else "the model id I name"
-    steps.append(f"Call generate{_where(workspace_id)}: that brand_voice_id, {model}, and the brief as prompt.")
+    steps.append(
+        f"Call generate{_where(workspace_id)}: that brand_voice_id, {model}, the brief as prompt, and max_tokens "
+        "for the length the brief asks (about 4 tokens for 3 words), so no more is spent than the text needs."
+    )
     steps.append(_no_repeat("generate"))
     return f"Write this in my brand voice:\n\n{brief}\n\n" + "\n".join(f"{i}. {s}" for i, s in enumerate(steps, 1))
 
