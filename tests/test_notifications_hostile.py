@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+import redis
 from mcp import Client
+from mcp.client.subscriptions import ResourcesListChanged
 from mcp.types import InitializedNotification
 
 from server.clock import FakeClock
@@ -17,6 +21,7 @@ from server.sandbox.loopback import LoopbackServer
 from server.transports.http import build_http_app
 from tests.results import data
 from tests.test_notifications import THOUGHT, Heard, StandaloneStream, http_session
+from tests.servers import Valkey, valkey
 from tests.transports import settings
 
 
@@ -68,3 +73,57 @@ async def test_one_session_cannot_push_the_others_out_of_the_notice_registry(
                 await victim.until(1)
             await listener.list_prompts()
             assert victim.count == 1
+
+
+ELSEWHERE = json.dumps({"origin": "another-replica", "kind": "resources_list_changed"})
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[Valkey]:
+    with valkey(tmp_path) as server:
+        yield server
+
+
+def publish(server: Valkey, *messages: str | bytes, channel: str = "flashsnap:events") -> None:
+    """Messages on the replicas' channel, as another replica (or anything else with access to Redis) sends them."""
+    with redis.Redis(port=server.port) as raw:
+        for message in messages:
+            raw.publish(channel, message)
+
+
+@asynccontextmanager
+async def replica_listener(emulator: Emulator, clock: FakeClock, server: Valkey) -> AsyncIterator[Any]:
+    """A 2026-07-28 listener on an in-process replica that hears the others through `server`."""
+    chosen = settings(emulator, "--toolsets", "all", transport="streamable-http", redis_url=server.url)
+    with LoopbackServer(build_http_app(chosen, clock=clock), lifespan="on") as replica:
+        async with http_session(replica.url, "auto") as client, client.listen(resources_list_changed=True) as told:
+            yield told
+
+
+async def test_garbage_on_the_channel_is_skipped_and_the_next_notice_heard(
+    emulator: Emulator, clock: FakeClock, redis_server: Valkey
+) -> None:
+    with anyio.fail_after(5):
+        async with replica_listener(emulator, clock, redis_server) as told:
+            garbage = ["not json", "[]", "null", "42", '"origin"', '{"origin": "x"}', '{"origin": "x", "kind": []}',
+                       '{"origin": "x", "kind": "nonsense"}', '{"kind": "resources_list_changed"}',
+                       json.dumps({"origin": "x", "kind": "resources_list_changed", "pad": "x" * 1_000_000})[:-3]]  # fmt: skip
+            publish(redis_server, ELSEWHERE, channel="another-tenant:events")  # another prefix: not ours to hear
+            publish(redis_server, *garbage, ELSEWHERE)
+            assert isinstance(await anext(told), ResourcesListChanged)
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [pytest.param("[" * 100_000, id="deeply-nested-json"), pytest.param(b"\xff\xfe{", id="not-utf8")],
+)
+async def test_a_hostile_message_on_the_channel_does_not_deafen_the_replica(
+    emulator: Emulator, clock: FakeClock, redis_server: Valkey, garbage: str | bytes
+) -> None:
+    with anyio.fail_after(5):
+        async with replica_listener(emulator, clock, redis_server) as told:
+            publish(redis_server, garbage, ELSEWHERE)  # the notice right behind it must still be heard
+            with anyio.move_on_after(1):
+                assert isinstance(await anext(told), ResourcesListChanged)
+                return
+            pytest.fail("the notice behind a hostile message on the channel was lost")
