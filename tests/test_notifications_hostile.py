@@ -127,3 +127,50 @@ async def test_a_hostile_message_on_the_channel_does_not_deafen_the_replica(
                 assert isinstance(await anext(told), ResourcesListChanged)
                 return
             pytest.fail("the notice behind a hostile message on the channel was lost")
+
+
+def subscribers(server: Valkey) -> int:
+    with redis.Redis(port=server.port) as raw:
+        return int(dict(raw.pubsub_numsub("flashsnap:events")).get(b"flashsnap:events", 0))
+
+
+async def test_a_replica_hears_again_once_redis_is_back(
+    emulator: Emulator, clock: FakeClock, redis_server: Valkey
+) -> None:
+    with anyio.fail_after(8):
+        async with replica_listener(emulator, clock, redis_server) as told:
+            redis_server.stop()
+            redis_server.start()  # same port, no memory of the subscription
+            while subscribers(redis_server) == 0:  # the replica subscribes again, after its backoff
+                await anyio.sleep(0.02)
+            publish(redis_server, ELSEWHERE)
+            assert isinstance(await anext(told), ResourcesListChanged)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [pytest.param((), id="default-toolsets"), pytest.param(("--toolsets", "all", "--read-only"), id="read-only")],
+)
+async def test_a_replica_that_claims_no_list_changed_sends_none_heard_from_elsewhere(
+    emulator: Emulator, clock: FakeClock, redis_server: Valkey, flags: tuple[str, ...]
+) -> None:
+    heard, stream = Heard(), StandaloneStream()
+    chosen = settings(emulator, *flags, transport="streamable-http", redis_url=redis_server.url, http_stateless=False)
+    with LoopbackServer(build_http_app(chosen, clock=clock), lifespan="on") as replica, anyio.fail_after(5):
+        async with (
+            http_session(replica.url, "legacy", heard, stream) as legacy,
+            http_session(replica.url, "auto") as modern,
+            modern.listen(resources_list_changed=True) as listening,
+        ):
+            claimed = []
+            for client in (legacy, modern):
+                assert client.server_capabilities.resources is not None
+                claimed.append(bool(client.server_capabilities.resources.list_changed))
+            await stream.wait()
+            publish(redis_server, ELSEWHERE)  # a replica with the listing on changed it
+            events = []
+            with anyio.move_on_after(1):
+                events.append(await anext(listening))
+            await legacy.list_prompts()
+            # Whatever it is told of, each client was told it would be (else: told of nothing it was promised).
+            assert (heard.count > 0, bool(events)) in ((False, False), (claimed[0], claimed[1])), claimed
