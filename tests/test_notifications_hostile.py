@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -12,12 +13,15 @@ import anyio
 import pytest
 import redis
 from mcp import Client
+from mcp.client.sse import sse_client
 from mcp.client.subscriptions import ResourcesListChanged
 from mcp.types import InitializedNotification
 
+from server.app import create_app
 from server.clock import FakeClock
 from server.sandbox import Emulator
 from server.sandbox.loopback import LoopbackServer
+from server.transports import http as http_transport
 from server.transports.http import build_http_app
 from tests.results import data
 from tests.test_notifications import THOUGHT, Heard, StandaloneStream, http_session
@@ -174,3 +178,60 @@ async def test_a_replica_that_claims_no_list_changed_sends_none_heard_from_elsew
             await legacy.list_prompts()
             # Whatever it is told of, each client was told it would be (else: told of nothing it was promised).
             assert (heard.count > 0, bool(events)) in ((False, False), (claimed[0], claimed[1])), claimed
+
+
+async def test_sessions_that_closed_are_forgotten(
+    emulator: Emulator, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[Any] = []
+
+    def keep(*args: Any, **kwargs: Any) -> Any:
+        built.append(create_app(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(http_transport, "create_app", keep)
+    with anyio.fail_after(10):
+        async with http_server(emulator, clock) as url:
+            notices = built[0].notices
+            for _ in range(10):
+                async with http_session(url, "legacy"):
+                    pass
+            async with http_session(url, "legacy") as still_open:
+                await still_open.list_prompts()
+                while len(notices._sessions) > 1:  # a closed session's teardown runs after its DELETE is answered
+                    await anyio.sleep(0.01)
+                assert len(notices._sessions) == 1
+
+
+async def test_over_the_legacy_sse_transport_every_session_hears_once(emulator: Emulator, clock: FakeClock) -> None:
+    caller, other = Heard(), Heard()
+    chosen = settings(emulator, "--toolsets", "all", transport="sse")
+
+    def sse(url: str, heard: Heard) -> Client:
+        return Client(sse_client(f"{url}/sse"), mode="legacy", message_handler=heard)
+
+    with LoopbackServer(build_http_app(chosen, clock=clock), lifespan="on") as server, anyio.fail_after(10):
+        async with sse(server.url, Heard()):
+            pass  # a session that came and went
+        async with sse(server.url, caller) as writer, sse(server.url, other) as reader:
+            data(await writer.call_tool("snapshot", THOUGHT))
+            await other.until(1)
+            await writer.list_prompts()
+            await reader.list_prompts()
+            assert (caller.count, other.count) == (1, 1)
+
+
+async def test_the_redis_password_never_reaches_the_logs(
+    emulator: Emulator, clock: FakeClock, redis_server: Valkey, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    secret = "Sup3r-s3cret-pw"
+    url = redis_server.url.replace("redis://", f"redis://default:{secret}@")  # a server that takes no password
+    chosen = settings(emulator, "--toolsets", "all", transport="streamable-http", redis_url=url, http_stateless=False)
+    with LoopbackServer(build_http_app(chosen, clock=clock), lifespan="on") as replica, anyio.fail_after(5):
+        async with http_session(replica.url, "legacy") as client:
+            data(await client.call_tool("snapshot", THOUGHT))  # publishes: refused by Redis
+            redis_server.stop()
+            data(await client.call_tool("snapshot", {**THOUGHT, "name": "Redis gone"}))
+    assert caplog.records
+    assert secret not in caplog.text
