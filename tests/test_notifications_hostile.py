@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
+import httpx2
 import pytest
 import redis
 from mcp import Client
 from mcp.client.sse import sse_client
 from mcp.client.subscriptions import ResourcesListChanged
 from mcp.types import InitializedNotification
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from server.app import create_app
 from server.clock import FakeClock
@@ -24,7 +32,7 @@ from server.sandbox.loopback import LoopbackServer
 from server.transports import http as http_transport
 from server.transports.http import build_http_app
 from tests.results import data
-from tests.test_notifications import THOUGHT, Heard, StandaloneStream, http_session
+from tests.test_notifications import THOUGHT, Heard, StandaloneStream, http_session, snapshot_uris
 from tests.servers import Valkey, valkey
 from tests.transports import settings
 
@@ -235,3 +243,56 @@ async def test_the_redis_password_never_reaches_the_logs(
             data(await client.call_tool("snapshot", {**THOUGHT, "name": "Redis gone"}))
     assert caplog.records
     assert secret not in caplog.text
+
+
+class HeldListing:
+    """NeuralSnap in front of the emulator, holding its first answer to a listing (taken before a change) until
+    released: a `resources/list` that began before a change and ends after it."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.held, self.release = threading.Event(), threading.Event()
+        self._first = True
+        self.server = LoopbackServer(
+            Starlette(routes=[Route("/{path:path}", self._forward, methods=["GET", "POST", "PATCH", "PUT", "DELETE"])])
+        )
+
+    async def _forward(self, request: Request) -> Response:
+        async with httpx2.AsyncClient(timeout=10) as http:
+            answer = await http.request(
+                request.method,
+                f"{self.upstream}/{request.path_params['path']}",
+                params=request.query_params,
+                headers={k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")},
+                content=await request.body(),
+            )
+        if request.method == "GET" and request.path_params["path"] == "snapshots" and self._first:
+            self._first = False
+            self.held.set()
+            await anyio.to_thread.run_sync(self.release.wait, 10)
+        drop = ("content-length", "transfer-encoding", "content-encoding")
+        headers = {k: v for k, v in answer.headers.items() if k.lower() not in drop}
+        return Response(answer.content, status_code=answer.status_code, headers=headers)
+
+
+async def test_a_listing_begun_before_a_change_does_not_put_the_old_list_back(
+    emulator: Emulator, clock: FakeClock
+) -> None:
+    proxy = HeldListing(emulator.environment()["NEURALSNAP_API_URL"])
+    heard = Heard()
+    with proxy.server, anyio.fail_after(10):
+        async with (
+            http_server(emulator, clock, neuralsnap_api_url=proxy.server.url) as url,
+            http_session(url, "legacy", heard) as client,
+        ):
+            data(await client.call_tool("snapshot", {**THOUGHT, "name": "First"}))  # NeuralSnap's gate has probed
+            await heard.until(1)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(client.list_resources)  # its upstream answer is taken now, before the snapshot
+                assert await anyio.to_thread.run_sync(proxy.held.wait, 3)
+                saved = data(await client.call_tool("snapshot", THOUGHT))
+                await heard.until(2)
+                proxy.release.set()  # the old listing arrives after the change dropped the cache
+            # A session that lists on the notice a moment later (told in the background, or on another replica).
+            listed = snapshot_uris(await client.list_resources())
+            assert f"neuralsnap://snapshots/{saved['id']}" in listed
