@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -34,6 +35,7 @@ from server.transports.http import build_http_app
 from tests.results import data
 from tests.test_notifications import THOUGHT, Heard, StandaloneStream, http_session, snapshot_uris
 from tests.servers import Valkey, valkey
+from tests.test_stdio import params
 from tests.transports import settings
 
 
@@ -296,3 +298,38 @@ async def test_a_listing_begun_before_a_change_does_not_put_the_old_list_back(
             # A session that lists on the notice a moment later (told in the background, or on another replica).
             listed = snapshot_uris(await client.list_resources())
             assert f"neuralsnap://snapshots/{saved['id']}" in listed
+
+
+async def test_over_stdio_with_debug_logs_stdout_carries_only_json_rpc_and_the_notice_comes_first(
+    emulator: Emulator,
+) -> None:
+    spawn = params("--toolsets", "all", env={**emulator.environment(), "FLASHSNAP_LOG_LEVEL": "DEBUG"})
+    version = "2025-11-25"
+    lines = [
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+         "params": {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "snapshot", "arguments": THOUGHT}},
+        {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "snapshot", "arguments": {}}},
+    ]  # fmt: skip
+    wire = "".join(json.dumps(line) + "\n" for line in lines).encode()
+    with anyio.fail_after(15):
+        async with await anyio.open_process(
+            [spawn.command, *spawn.args], env=spawn.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        ) as process:
+            assert process.stdin is not None and process.stdout is not None
+            await process.stdin.send(wire[: wire.index(b"\n") + 1])
+            out = b""
+            while b'"id":1' not in out.replace(b" ", b""):
+                out += await process.stdout.receive()
+            await process.stdin.send(wire[wire.index(b"\n") + 1 :])
+            while out.replace(b" ", b"").count(b'"id":') < 3:
+                out += await process.stdout.receive()
+            await process.stdin.aclose()
+            async for chunk in process.stdout:
+                out += chunk
+    messages = [json.loads(line) for line in out.decode().splitlines()]  # every line is JSON
+    assert all(message.get("jsonrpc") == "2.0" for message in messages)
+    order = [message.get("method") or message.get("id") for message in messages]
+    assert sorted(map(str, order)) == ["1", "2", "3", "notifications/resources/list_changed"]  # once: id 3 failed
+    assert order.index("notifications/resources/list_changed") < order.index(2)  # before the result it is about
