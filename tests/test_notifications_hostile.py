@@ -20,7 +20,6 @@ from mcp import Client
 from mcp.client.sse import sse_client
 from mcp.client.subscriptions import ResourcesListChanged
 from mcp.types import InitializedNotification
-
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -33,8 +32,8 @@ from server.sandbox.loopback import LoopbackServer
 from server.transports import http as http_transport
 from server.transports.http import build_http_app
 from tests.results import data
-from tests.test_notifications import THOUGHT, Heard, StandaloneStream, http_session, snapshot_uris
 from tests.servers import Valkey, valkey
+from tests.test_notifications import THOUGHT, Heard, StandaloneStream, http_session, snapshot_uris
 from tests.test_stdio import params
 from tests.transports import settings
 
@@ -119,9 +118,9 @@ async def test_garbage_on_the_channel_is_skipped_and_the_next_notice_heard(
 ) -> None:
     with anyio.fail_after(5):
         async with replica_listener(emulator, clock, redis_server) as told:
+            huge = json.dumps({"origin": "x", "kind": "resources_list_changed", "pad": "x" * 1_000_000})[:-3]
             garbage = ["not json", "[]", "null", "42", '"origin"', '{"origin": "x"}', '{"origin": "x", "kind": []}',
-                       '{"origin": "x", "kind": "nonsense"}', '{"kind": "resources_list_changed"}',
-                       json.dumps({"origin": "x", "kind": "resources_list_changed", "pad": "x" * 1_000_000})[:-3]]  # fmt: skip
+                       '{"origin": "x", "kind": "nonsense"}', '{"kind": "resources_list_changed"}', huge]  # fmt: skip
             publish(redis_server, ELSEWHERE, channel="another-tenant:events")  # another prefix: not ours to hear
             publish(redis_server, *garbage, ELSEWHERE)
             assert isinstance(await anext(told), ResourcesListChanged)
@@ -155,7 +154,7 @@ async def test_a_replica_hears_again_once_redis_is_back(
         async with replica_listener(emulator, clock, redis_server) as told:
             redis_server.stop()
             redis_server.start()  # same port, no memory of the subscription
-            while subscribers(redis_server) == 0:  # the replica subscribes again, after its backoff
+            while subscribers(redis_server) == 0:  # noqa: ASYNC110 - the replica subscribes again after its backoff
                 await anyio.sleep(0.02)
             publish(redis_server, ELSEWHERE)
             assert isinstance(await anext(told), ResourcesListChanged)
@@ -208,9 +207,9 @@ async def test_sessions_that_closed_are_forgotten(
                     pass
             async with http_session(url, "legacy") as still_open:
                 await still_open.list_prompts()
-                while len(notices._sessions) > 1:  # a closed session's teardown runs after its DELETE is answered
+                while len(notices._sessions) > 1:  # noqa: ASYNC110 - a closed session's teardown offers no event
                     await anyio.sleep(0.01)
-                assert len(notices._sessions) == 1
+                assert len(notices._sessions) == 1  # ten closed, one open
 
 
 async def test_over_the_legacy_sse_transport_every_session_hears_once(emulator: Emulator, clock: FakeClock) -> None:
@@ -317,7 +316,8 @@ async def test_over_stdio_with_debug_logs_stdout_carries_only_json_rpc_and_the_n
         async with await anyio.open_process(
             [spawn.command, *spawn.args], env=spawn.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE
         ) as process:
-            assert process.stdin is not None and process.stdout is not None
+            assert process.stdin is not None
+            assert process.stdout is not None
             await process.stdin.send(wire[: wire.index(b"\n") + 1])
             out = b""
             while b'"id":1' not in out.replace(b" ", b""):
