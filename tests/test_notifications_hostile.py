@@ -393,3 +393,25 @@ async def test_a_replica_whose_subscription_went_silently_dead_subscribes_again(
                         assert isinstance(await anext(told), ResourcesListChanged)
                         return
             pytest.fail("a replica whose subscription went silently dead never heard the other replicas again")
+
+
+async def test_kinds_this_server_never_sends_are_not_relayed_from_the_channel(
+    emulator: Emulator, clock: FakeClock, redis_server: Valkey
+) -> None:
+    chosen = settings(emulator, "--toolsets", "all", transport="streamable-http", redis_url=redis_server.url)
+    with LoopbackServer(build_http_app(chosen, clock=clock), lifespan="on") as replica, anyio.fail_after(5):
+        async with (
+            http_session(replica.url, "auto") as client,
+            client.listen(
+                tools_list_changed=True,
+                prompts_list_changed=True,
+                resources_list_changed=True,
+                resource_subscriptions=["neuralsnap://snapshots/x"],
+            ) as told,
+        ):
+            foreign = [{"kind": "tools_list_changed"}, {"kind": "prompts_list_changed"},
+                       {"kind": "resource_updated", "uri": "neuralsnap://snapshots/x"}]  # fmt: skip
+            publish(redis_server, *(json.dumps({"origin": "x", **event}) for event in foreign), ELSEWHERE)
+            # The capabilities say tools and prompts never change and no resource update is sent: so it must be.
+            first = await anext(told)
+            assert isinstance(first, ResourcesListChanged), (first, told.honored)
