@@ -61,6 +61,7 @@ class FlashsnapServer(MCPServer[Runtime]):
         """Keep track of the sessions `notices` tells of changes, and declare the notices this server sends."""
         changes.watch_sessions(self._lowlevel_server, notices)
         changes.honest_capabilities(self._lowlevel_server, resources_changed=resources_change)
+        notices.claimed = resources_change
 
     def close_tool_arguments(self) -> None:
         # The SDK builds each tool's argument model from its signature; closing it needs the tool itself.

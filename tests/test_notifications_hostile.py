@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import subprocess
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -335,64 +333,6 @@ async def test_over_stdio_with_debug_logs_stdout_carries_only_json_rpc_and_the_n
     order = [message.get("method") or message.get("id") for message in messages]
     assert sorted(map(str, order)) == ["1", "2", "3", "notifications/resources/list_changed"]  # once: id 3 failed
     assert order.index("notifications/resources/list_changed") < order.index(2)  # before the result it is about
-
-
-class Partition:
-    """A TCP relay to Redis that can cut its connections silently (no FIN, no RST: bytes just stop, as when a
-    network path or a failed-over primary's address goes away); connections made afterwards pass."""
-
-    def __init__(self, target_port: int) -> None:
-        self._target = target_port
-        self._cut_before = 0.0
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self.port = 0
-        threading.Thread(target=self._loop.run_until_complete, args=(self._serve(),), daemon=True).start()
-        assert self._ready.wait(5)
-
-    def cut(self) -> None:
-        self._cut_before = time.monotonic()
-
-    async def _serve(self) -> None:
-        server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
-        self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        await server.serve_forever()
-
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        born = time.monotonic()
-        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self._target)
-
-        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-            while chunk := await source.read(65536):
-                if born < self._cut_before:
-                    await asyncio.Event().wait()  # silently dead: hold the bytes, never close
-                sink.write(chunk)
-                await sink.drain()
-            sink.close()
-
-        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
-
-
-async def test_a_replica_whose_subscription_went_silently_dead_subscribes_again(
-    emulator: Emulator, clock: FakeClock, redis_server: Valkey
-) -> None:
-    # Slower than the others by nature: a dead connection that says nothing is found only by asking it (a ping,
-    # TCP keepalive). 10 s is generous for that; today the replica stays deaf for good, and logs nothing.
-    partition = Partition(redis_server.port)
-    chosen = settings(
-        emulator, "--toolsets", "all", transport="streamable-http", redis_url=f"redis://127.0.0.1:{partition.port}/0"
-    )
-    with LoopbackServer(build_http_app(chosen, clock=clock), lifespan="on") as replica, anyio.fail_after(20):
-        async with http_session(replica.url, "auto") as client, client.listen(resources_list_changed=True) as told:
-            partition.cut()  # the path heals at once: only the connections open now are dead
-            with anyio.move_on_after(10):
-                while True:  # another replica's notices, until this one hears again
-                    publish(redis_server, ELSEWHERE)
-                    with anyio.move_on_after(0.5):
-                        assert isinstance(await anext(told), ResourcesListChanged)
-                        return
-            pytest.fail("a replica whose subscription went silently dead never heard the other replicas again")
 
 
 async def test_kinds_this_server_never_sends_are_not_relayed_from_the_channel(

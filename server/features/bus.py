@@ -38,6 +38,8 @@ _KINDS: dict[str, type[ToolsListChanged | PromptsListChanged | ResourcesListChan
     "prompts_list_changed": PromptsListChanged,
     "resources_list_changed": ResourcesListChanged,
 }
+# What a replica of this server publishes; anything else on the channel was not sent by one, and is skipped.
+HEARD = frozenset({"resources_list_changed"})
 
 Elsewhere = Callable[[ServerEvent], Awaitable[None]]
 
@@ -53,12 +55,12 @@ def encode(event: ServerEvent, origin: str) -> str:
 def decode(raw: str | bytes) -> tuple[str, ServerEvent] | None:
     """Who published an event, and the event; None for a message that is not one (it is skipped)."""
     try:
-        message: Any = json.loads(raw)
+        message: Any = json.loads(raw)  # bytes: invalid UTF-8 is a ValueError here, not a dead subscription
         origin, kind = str(message["origin"]), message["kind"]
-        if kind == "resource_updated":
-            return origin, ResourceUpdated(uri=str(message["uri"]))
+        if kind not in HEARD:
+            return None
         return origin, _KINDS[kind]()
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: JSON nested thousands deep
         return None
 
 
@@ -75,17 +77,20 @@ class RedisBus:
         self._origin = uuid.uuid4().hex  # this process, so it skips its own events coming back
         self._local = InMemorySubscriptionBus()
         self._elsewhere: list[Elsewhere] = []
+        self._wanted: list[Callable[[ServerEvent], bool]] = []
         self._tasks: TaskGroup | None = None
         # No read timeout: a subscription waits for as long as nothing happens.
-        self._redis = aioredis.Redis.from_url(url, socket_connect_timeout=PUBLISH_TIMEOUT_S, decode_responses=True)
+        # Bytes, decoded by `decode`: redis-py's own decoding raises inside the subscription on invalid UTF-8.
+        self._redis = aioredis.Redis.from_url(url, socket_connect_timeout=PUBLISH_TIMEOUT_S, decode_responses=False)
 
     def subscribe(self, listener: Callable[[ServerEvent], None]) -> Callable[[], None]:
         """Register `listener` for every event; returns its idempotent unsubscribe."""
         return self._local.subscribe(listener)
 
-    def from_elsewhere(self, hook: Elsewhere) -> None:
-        """Have `hook` run for each event another replica published."""
+    def from_elsewhere(self, hook: Elsewhere, *, wanted: Callable[[ServerEvent], bool] = lambda _: True) -> None:
+        """Have `hook` run for each event another replica published that this one passes on (`wanted`)."""
         self._elsewhere.append(hook)
+        self._wanted.append(wanted)
 
     async def publish(self, event: ServerEvent) -> None:
         """Deliver `event` here, then to the other replicas; a Redis that cannot take it is logged, not raised."""
@@ -138,6 +143,8 @@ class RedisBus:
         if decoded is None or decoded[0] == self._origin:
             return
         event = decoded[1]
+        if not all(wanted(event) for wanted in self._wanted):
+            return  # not a notice this replica's clients are told of (its capabilities say so)
         await self._local.publish(event)
         for hook in self._elsewhere:
             if self._tasks is not None:

@@ -66,6 +66,7 @@ class Changes:
         self._sessions: weakref.WeakValueDictionary[int, Connection] = weakref.WeakValueDictionary()
         self._keys = itertools.count()
         self._senders: list[TaskGroup] = []
+        self.claimed = False  # whether the capabilities say `resources.listChanged` (set with them)
 
     def watch(self, session: ServerSession) -> None:
         """Keep the session that just initialized, until it closes, if it can be told of changes later.
@@ -77,6 +78,9 @@ class Changes:
         if connection is None or not connection.has_standalone_channel:
             return
         if connection.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            return
+        # Once per connection: a client that repeats `initialized` must not be told twice, nor push others out.
+        if any(held is connection for held in self._sessions.values()):
             return
         key = next(self._keys)
         self._sessions[key] = connection
@@ -112,9 +116,14 @@ class Changes:
         else:  # outside a lifespan (not how the server runs): sent in line, each bounded
             await self._publish_and_tell(others)
 
+    def announces(self, event: ServerEvent) -> bool:
+        """Whether this server tells its clients of `event`: only a changed resource list, and only where its
+        capabilities say so (a replica whose tools cannot change the listing passes no other's notice on)."""
+        return self.claimed and isinstance(event, ResourcesListChanged)
+
     async def heard_elsewhere(self, event: ServerEvent) -> None:
         """Tell every session here of a change another replica made (its listeners here already heard it)."""
-        if isinstance(event, ResourcesListChanged):
+        if self.announces(event):
             await self._tell_all(list(self._sessions.values()))
 
     async def _tell_caller(self, request: ServerRequestContext[Any, Any]) -> None:

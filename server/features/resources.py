@@ -23,11 +23,13 @@ from server import runtime as runtimes
 from server.errors import FlashsnapError, NotFound
 from server.runtime import Runtime
 from server.state.layout import AccountKeys
-from server.state.store import Change
+from server.state.store import KEEP, Change, Doc
 
 log = logging.getLogger(__name__)
 
 LISTING_TTL_S = 5.0  # long enough to absorb a burst of keystrokes, short enough to show a new snapshot soon
+# A drop is remembered longer than any listing takes to fetch, so a slow fetch cannot outlive the mark.
+DROP_MARK_TTL_S = 300.0
 RECENT_SNAPSHOTS = 20  # how many of the newest snapshots resources/list offers
 JSON = "application/json"
 
@@ -68,13 +70,30 @@ def _account(runtime: Runtime, service: str) -> AccountKeys:
 
 
 async def cached(runtime: Runtime, key: str, fetch: Callable[[], Awaitable[list[Any]]]) -> list[Any]:
-    """A listing from the store while it is younger than `LISTING_TTL_S`, else fetched (and kept)."""
+    """A listing from the store while it is younger than `LISTING_TTL_S`, else fetched (and kept).
+
+    A fetch during which the listing was dropped (a tool changed it meanwhile) is not kept: its answer may
+    predate the change, and the next listing, the one a change notice prompts, must show it.
+    """
     doc = await runtime.store.get(key)
     if doc is not None and isinstance(values := doc.get("values"), list):
         return values
+    seen = _generation(doc)
     fresh = await fetch()
-    await runtime.store.update(key, lambda _: Change(None, {"values": fresh}, LISTING_TTL_S))
+
+    def keep(current: Doc | None) -> Change[None]:
+        if _generation(current) != seen:
+            return Change(None, KEEP)
+        return Change(None, {"values": fresh, "gen": seen}, LISTING_TTL_S)
+
+    await runtime.store.update(key, keep)
     return fresh
+
+
+def _generation(doc: Doc | None) -> int:
+    """How many times the listing was dropped, as far as the store remembers (see `forget_snapshot_listing`)."""
+    gen = doc.get("gen") if doc is not None else None
+    return gen if isinstance(gen, int) else 0
 
 
 async def workspace_values(runtime: Runtime, _: Mapping[str, str]) -> list[tuple[str, str]]:
@@ -116,7 +135,11 @@ async def forget_snapshot_listing(runtime: Runtime) -> None:
     Never raises: a store that cannot be written leaves the listing at most `LISTING_TTL_S` old.
     """
     try:
-        await runtime.store.update(_account(runtime, "neuralsnap").listing("snapshots"), lambda _: Change(None, None))
+        # A mark, not a deletion: a listing fetched while it was set must not be kept after it (see `cached`).
+        await runtime.store.update(
+            _account(runtime, "neuralsnap").listing("snapshots"),
+            lambda current: Change(None, {"gen": _generation(current) + 1}, DROP_MARK_TTL_S),
+        )
     except Exception as exc:
         log.warning("the snapshot listing's cache was not dropped: %r", exc)
 

@@ -43,7 +43,7 @@ def build_http_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp
         bus = RedisBus(settings.redis_url.get_secret_value(), prefix=settings.redis_prefix)
     mcp = create_app(settings, clock=clock, shared=lambda: runtime[0], bus=bus)
     if bus is not None:
-        bus.from_elsewhere(mcp.notices.heard_elsewhere)
+        bus.from_elsewhere(mcp.notices.heard_elsewhere, wanted=mcp.notices.announces)
     if settings.transport == "sse":
         transport = mcp.sse_app(
             sse_path="/sse",
