@@ -31,81 +31,79 @@ _MAY_HOLD_SURROGATE = re.compile("[\ud800-\udfff]|\\\\u[dD][89abcdefABCDEF]")
 _TOP_LEVEL_ID = re.compile(r'\s*:\s*(-?\d{1,18}(?![\d.eE])|"(?:[^"\\]|\\.){0,200}")')
 
 
-def judge(text: str) -> list[dict[str, Any]] | None:
+Verdict = list[dict[str, Any]] | None  # None: the message may go on; else the error answers to send (maybe none)
+
+
+def judge(text: str) -> Verdict:
     """None when the message may go on to the SDK; else the error answers to send instead (maybe none)."""
-    answers, _ = inspect(text)
-    return answers
+    return _screen(text)[0]
 
 
-def inspect(text: str) -> tuple[list[dict[str, Any]] | None, JSONRPCMessage | None]:
+def inspect(text: str) -> tuple[Verdict, JSONRPCMessage | None]:
     """`judge`, and for a message that may go on, the message as the SDK reads it: parsed and validated once,
     here, so the transport hands it over instead of the SDK parsing the text again."""
-    if not text.strip():
-        return [], None
-    verdict, message = _inspect(text)
+    verdict, message, _ = _screen(text)
     return verdict, message
 
 
-def _inspect(text: str) -> tuple[list[dict[str, Any]] | None, JSONRPCMessage | None]:
+def screen(text: str) -> tuple[Verdict, bytes | None]:
+    """For HTTP, which hands the SDK the body itself: `judge`, and the body to pass on in its place when an
+    unreadable reply goes on as an error reply (see `_reply`), else None."""
+    verdict, _, substitute = _screen(text)
+    return verdict, None if substitute is None else json.dumps(substitute).encode()
+
+
+def _screen(text: str) -> tuple[Verdict, JSONRPCMessage | None, dict[str, Any] | None]:
+    if not text.strip():
+        return [], None, None
+    return _inspect(text)
+
+
+def _inspect(text: str) -> tuple[Verdict, JSONRPCMessage | None, dict[str, Any] | None]:
+    """The verdict, the validated message, and the message put in its place (only ever for a reply)."""
     if _too_deep(text):
         reason = f"The message is nested deeper than {MAX_DEPTH} levels."
-        return [_error(_top_level_id(text), INVALID_REQUEST, reason)], None
+        return [_error(_top_level_id(text), INVALID_REQUEST, reason)], None, None
     try:
         message = _DECODER.decode(text)
     except (ValueError, RecursionError):
-        return [_error(_top_level_id(text), PARSE_ERROR, "Parse error: the message is not valid JSON.")], None
+        return [_error(_top_level_id(text), PARSE_ERROR, "Parse error: the message is not valid JSON.")], None, None
     if isinstance(message, list):
         ids = [m["id"] for m in message if isinstance(m, dict) and _valid_id(m.get("id")) and "method" in m]
         reason = "Batches are not supported: send one JSON-RPC message at a time."
-        return [_error(i, INVALID_REQUEST, reason) for i in ids] or [_error(None, INVALID_REQUEST, reason)], None
+        answers = [_error(i, INVALID_REQUEST, reason) for i in ids] or [_error(None, INVALID_REQUEST, reason)]
+        return answers, None, None
     if not isinstance(message, dict):
-        return [_error(None, INVALID_REQUEST, "A JSON-RPC message must be a JSON object.")], None
+        return [_error(None, INVALID_REQUEST, "A JSON-RPC message must be a JSON object.")], None, None
     if "method" not in message:  # a reply to a request of the server's (a question put to the user)
-        return None, _reply(message)
+        return _reply(message)
     has_id = "id" in message
     msg_id = message.get("id")
     if has_id and not _valid_id(msg_id):
-        return [_error(None, INVALID_REQUEST, "The id must be a string or an integer.")], None
+        return [_error(None, INVALID_REQUEST, "The id must be a string or an integer.")], None, None
     problem = _problem(message, text)
     if isinstance(problem, tuple):
         code, reason = problem
         if not has_id:
             log.info("dropped a malformed notification: %s", reason)
-            return [], None
+            return [], None, None
         log.info("answered a malformed request: %s", reason)
-        return [_error(msg_id, code, reason)], None
-    return None, problem
+        return [_error(msg_id, code, reason)], None, None
+    return None, problem, None
 
 
-def _reply(message: dict[str, Any]) -> JSONRPCMessage | None:
+def _reply(message: dict[str, Any]) -> tuple[Verdict, JSONRPCMessage | None, dict[str, Any] | None]:
     """A client's reply as the SDK reads it. One the SDK cannot read, but whose id says what it answers, goes on
     as an error reply with that id: dropped, it would leave the server's request (and the tool call waiting on
-    it) open until its timeout. Without a usable id, there is nothing to answer: None, dropped."""
+    it) open until its timeout. Without a usable id, there is nothing to answer: dropped."""
     try:
-        return jsonrpc_message_adapter.validate_python(message, by_name=False)
+        return None, jsonrpc_message_adapter.validate_python(message, by_name=False), None
     except ValidationError:
         if not _valid_id(message.get("id")):
-            return None
+            return None, None, None  # as before the guard: the SDK ignores it (HTTP: answers it 400)
         log.info("a client's reply could not be read; it goes on as an error reply")
         unreadable = _error(message["id"], INTERNAL_ERROR, "The client's reply could not be read.")
-        return jsonrpc_message_adapter.validate_python(unreadable, by_name=False)
-
-
-def repaired_reply(text: str) -> bytes | None:
-    """For HTTP: the body to pass on instead of an unreadable reply with a usable id (see `_reply`), else None."""
-    try:
-        message = json.loads(text)
-    except ValueError:
-        return None
-    if not isinstance(message, dict) or "method" in message:
-        return None
-    try:
-        jsonrpc_message_adapter.validate_python(message, by_name=False)
-    except ValidationError:
-        if _valid_id(message.get("id")):
-            unreadable = _error(message["id"], INTERNAL_ERROR, "The client's reply could not be read.")
-            return json.dumps(unreadable).encode()
-    return None
+        return None, jsonrpc_message_adapter.validate_python(unreadable, by_name=False), unreadable
 
 
 def _problem(message: dict[str, Any], text: str) -> tuple[int, str] | JSONRPCMessage:
@@ -225,15 +223,16 @@ class GuardedHTTP:
             await late(scope, receive, send)
             return
         body = b"".join(chunks)
+        substitute = None
         try:
-            verdict = judge(body.decode("utf-8"))
+            verdict, substitute = screen(body.decode("utf-8"))
         except UnicodeDecodeError:
             verdict = [_error(None, PARSE_ERROR, "Parse error: the body is not UTF-8.")]
         if verdict:
             answer = verdict[0] if len(verdict) == 1 else verdict
             await JSONResponse(answer, status_code=400)(scope, receive, send)
             return
-        body = repaired_reply(body.decode("utf-8")) or body
+        body = substitute or body
         replayed = False
 
         async def replay() -> Message:
