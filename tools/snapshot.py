@@ -21,6 +21,20 @@ class Feeling(Closed):
     )
 
 
+def feelings_of(tool: str, emotion: list[Feeling] | None) -> dict[str, Any] | None:
+    """The feelings as NeuralSnap's `emotion` object (None when none were given).
+
+    Raises:
+        InvalidArguments: two feelings with one name.
+    """
+    if emotion is None:
+        return None
+    feelings = {f.name: f.value for f in emotion}
+    if len(feelings) < len(emotion):
+        raise InvalidArguments(f"Invalid arguments for {tool}: emotion: each feeling's name must be unique.")
+    return feelings
+
+
 async def snapshot(
     ctx: ToolContext,
     name: Annotated[str, Field(min_length=1, max_length=200, description="A short title for the thought.")],
@@ -69,11 +83,7 @@ async def snapshot(
         InvalidArguments: two feelings with one name.
         FlashsnapError: what the NeuralSnap service raises (see NeuralSnapService.save).
     """
-    feelings: dict[str, Any] | None = None
-    if emotion is not None:
-        feelings = {f.name: f.value for f in emotion}
-        if len(feelings) < len(emotion):
-            raise InvalidArguments("Invalid arguments for snapshot: emotion: each feeling's name must be unique.")
+    feelings = feelings_of("snapshot", emotion)
     fields = SnapshotFields(
         name=name,
         core=core,

@@ -1,13 +1,13 @@
 """update_snapshot: correct fields of a saved NeuralSnap snapshot, keeping the rest."""
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
 from server.errors import InvalidArguments
 from server.neuralsnap.wire import Snapshot, SnapshotChanges
 from server.toolspec import OVERWRITES, MaxWait, SnapshotId, ToolContext, ToolSpec, runtime
-from tools.snapshot import Feeling
+from tools.snapshot import Feeling, feelings_of
 
 Text = Annotated[str | None, Field(min_length=1, max_length=20_000)]
 Score = Annotated[float | None, Field(ge=0, le=1)]
@@ -50,13 +50,7 @@ async def update_snapshot(
         InvalidArguments: no field to change, or two feelings with one name.
         FlashsnapError: what the NeuralSnap service raises (see NeuralSnapService.update).
     """
-    feelings: dict[str, Any] | None = None
-    if emotion is not None:
-        feelings = {f.name: f.value for f in emotion}
-        if len(feelings) < len(emotion):
-            raise InvalidArguments(
-                "Invalid arguments for update_snapshot: emotion: each feeling's name must be unique."
-            )
+    feelings = feelings_of("update_snapshot", emotion)
     changes = SnapshotChanges(
         name=name,
         core=core,
