@@ -80,12 +80,11 @@ async def generate(
     """
     if (prompt is None) == (messages is None):
         raise InvalidArguments("Give exactly one of prompt or messages.")
-    threshold = runtime(ctx).settings.confirm_words
-    if over(generate_words(max_tokens), threshold):
+    threshold, words = runtime(ctx).settings.confirm_words, generate_words(max_tokens)
+    if over(words, threshold):
         where = f"workspace {workspace_id}" if workspace_id else "the default workspace"
         spend = (
-            f"up to about {generate_words(max_tokens):,.0f} words of {where}'s quota (max_tokens {max_tokens:,} "
-            "at 0.75 words a token)"
+            f"up to about {words:,.0f} words of {where}'s quota (max_tokens {max_tokens:,} at 0.75 words a token)"
             if max_tokens is not None
             else f"up to the model's whole limit of {where}'s quota words, since no max_tokens was given"
         )
