@@ -36,9 +36,14 @@ def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (subprocesses inherit it through the environment)."""
     home = tmp_path / "cache"
     monkeypatch.setenv("XDG_CACHE_HOME", str(home))
-    for var, value in NO_QUESTIONS.items():
-        monkeypatch.setenv(var, value)  # servers run as subprocesses inherit it
     return home / "flashsnap-mcp"
+
+
+@pytest.fixture(autouse=True)
+def no_questions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`NO_QUESTIONS` for servers that read the process environment (those run as subprocesses inherit it)."""
+    for var, value in NO_QUESTIONS.items():
+        monkeypatch.setenv(var, value)
 
 
 @pytest.fixture
