@@ -5,14 +5,45 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from server.errors import ConfigurationError
 
 Transport = Literal["stdio", "sse", "streamable-http"]
+
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
+def parse_flag(value: object) -> bool:
+    """A boolean setting, read one way everywhere: `1/true/yes/on` or `0/false/no/off`, any case.
+
+    Raises:
+        ValueError: anything else (`t`, `y`, `2`, …): a setting the operator mistyped stops the start.
+    """
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ValueError("must be 1, true, yes or on, or 0, false, no or off")
+
+
+Flag = Annotated[bool, BeforeValidator(parse_flag)]
 
 # (variable, field, help) for every setting, so --help and the README never drift from the code.
 ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
@@ -78,6 +109,16 @@ ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
         "a generate or crystallize that could spend more words than this asks the user first (0: never)",
     ),
     (
+        "FLASHSNAP_CONFIRM_DELETE",
+        "confirm_delete",
+        "1: delete_snapshot asks the user first (default); 0: it deletes unasked, for hosts that answer for the user",
+    ),
+    (
+        "FLASHSNAP_DEFAULT_MAX_TOKENS",
+        "default_max_tokens",
+        "the max_tokens a generate sends when none is given, lowered to stay within FLASHSNAP_CONFIRM_WORDS",
+    ),
+    (
         "FLASHSNAP_REQUEST_STATE_KEY",
         "request_state_key",
         "secret (32+ chars) sealing questions between rounds; replicas share it (default: from the credentials)",
@@ -120,16 +161,20 @@ class Settings(BaseModel):
     state_dir: Path | None = None
     redis_url: SecretStr | None = None  # it may carry a password
     redis_prefix: str = Field(default="flashsnap:", min_length=1, max_length=100)
-    http_stateless: bool | None = None
+    http_stateless: Flag | None = None
     workers: int = Field(default=1, ge=1, le=64)
     toolsets: tuple[str, ...] | None = None  # None: the default toolsets (unless `tools` names tools)
     tools: tuple[str, ...] | None = None  # None: the toolsets' tools; server/toolselect.py checks the names
     exclude_tools: tuple[str, ...] = ()
-    read_only: bool = False
+    read_only: Flag = False
     max_result_tokens: int = Field(default=20_000, ge=500, le=1_000_000)
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     # Half the monthly words of neuroflash's Free plan (2,000): no one call takes that much of a month unasked.
     confirm_words: int = Field(default=1000, ge=0, le=10_000_000)
+    confirm_delete: Flag = True
+    # Anthropic's own examples' 1,024: ~768 words, a long email or a blog section, with ~230 words of prompt to
+    # spare under the default 1,000-word question (README, "Asking the user first").
+    default_max_tokens: int = Field(default=1024, ge=1, le=64_000)
     request_state_key: SecretStr | None = None
     sandbox: bool = False
 
@@ -184,7 +229,7 @@ class Settings(BaseModel):
             raise ValueError("must be a path relative to NEUROFLASH_API_URL, e.g. /api/ds-prototypes/chat/completions")
         return path.rstrip("/") or None
 
-    @field_validator("confirm_words", mode="before")
+    @field_validator("confirm_words", "default_max_tokens", mode="before")
     @classmethod
     def _whole_words(cls, value: object) -> object:
         # A desktop host may render its number setting as "1000.0"; a whole number is meant all the same.

@@ -69,3 +69,37 @@ def test_asking_settings_are_checked_naming_the_variable_never_the_secret(variab
         Settings.from_env({variable: value})
     if "KEY" in variable:
         assert value not in str(caught.value)
+
+
+FLAGS = ["FLASHSNAP_CONFIRM_DELETE", "FLASHSNAP_READ_ONLY", "FLASHSNAP_HTTP_STATELESS"]
+TRUE_SPELLINGS = ["1", "true", "True", "TRUE", "yes", "Yes", "on", "ON", " on "]
+FALSE_SPELLINGS = ["0", "false", "False", "no", "NO", "off", "Off"]
+
+
+@pytest.mark.parametrize("variable", FLAGS)
+@pytest.mark.parametrize(
+    ("given", "value"), [(v, True) for v in TRUE_SPELLINGS] + [(v, False) for v in FALSE_SPELLINGS]
+)
+def test_every_boolean_setting_reads_the_same_spellings(variable: str, given: str, value: bool) -> None:
+    settings = Settings.from_env({variable: given})
+    field = {"FLASHSNAP_CONFIRM_DELETE": "confirm_delete", "FLASHSNAP_READ_ONLY": "read_only"}.get(variable)
+    assert getattr(settings, field or "http_stateless") is value
+
+
+@pytest.mark.parametrize("variable", FLAGS)
+@pytest.mark.parametrize("given", ["t", "y", "n", "2", "-1", "enabled", "true, true", "ja"])
+def test_any_other_spelling_of_a_boolean_setting_stops_the_start_naming_it(variable: str, given: str) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        Settings.from_env({variable: given})
+    assert variable in raised.value.message
+    assert "1, true, yes or on" in raised.value.message
+
+
+def test_asking_defaults_ask_before_deleting_and_bound_a_plain_generate() -> None:
+    settings = Settings.from_env({})
+    assert settings.confirm_delete is True
+    assert settings.default_max_tokens == 1024
+    for bad in ("0", "-5", "64001", "many"):
+        with pytest.raises(ConfigurationError, match="FLASHSNAP_DEFAULT_MAX_TOKENS"):
+            Settings.from_env({"FLASHSNAP_DEFAULT_MAX_TOKENS": bad})
+    assert Settings.from_env({"FLASHSNAP_DEFAULT_MAX_TOKENS": "512.0"}).default_max_tokens == 512
