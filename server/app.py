@@ -140,7 +140,10 @@ def create_app(
         version=__version__,
         # Built once, from the operator's selection: sent at initialize / server/discover, not per request.
         instructions=prompts.instructions(
-            selection.enabled, sandbox=settings.sandbox, confirm_words=settings.confirm_words
+            selection.enabled,
+            sandbox=settings.sandbox,
+            confirm_words=settings.confirm_words,
+            confirm_delete=settings.confirm_delete,
         ),
         lifespan=lifespan,
         log_level=settings.log_level,

@@ -124,7 +124,10 @@ class ConfirmationRequired(NotConfirmed):
 
 class Declined(NotConfirmed):
     code = "declined"
-    default_hint = "Do not call it again unless the user asks for it."
+    default_hint = (
+        "Do not call it again unless the user asks for it. If the user says no question reached them, tell them "
+        "their client answered it, and which setting the message names."
+    )
 
 
 class UpstreamError(FlashsnapError):

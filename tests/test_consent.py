@@ -28,8 +28,9 @@ from mcp.types import (
 )
 
 from server.config import Settings
-from server.sandbox import Emulator, EmulatorState
+from server.sandbox import Emulator, EmulatorState, catalog
 from server.sandbox.loopback import LoopbackServer
+from server.sandbox.neuralsnap_app import new_snapshot
 from server.transports.http import build_http_app
 from tests.conftest import MODES, NO_QUESTIONS, Connect
 from tests.results import data, error, text
@@ -158,9 +159,9 @@ async def test_a_client_that_cannot_ask_gets_confirm_first_and_its_confirm_goes_
 @pytest.mark.parametrize(
     ("max_tokens", "asked"),
     [
-        (None, True),  # no bound: the model's whole limit
-        (1333, False),  # 999.75 words at 0.75 words a token: within 1,000
-        (1334, True),  # 1,000.5 words
+        (None, False),  # the server's own bound, fitted under the threshold: never asked for a plain call
+        (1332, False),  # the prompt's 1 word + 999 words at 0.75 words a token: within 1,000
+        (1333, True),  # 1 + 999.75 words
         (64_000, True),
     ],
 )
@@ -176,7 +177,8 @@ async def test_generate_asks_above_the_default_threshold(
     assert len(user.asked) == int(asked)
     if asked:
         assert error(result)["code"] == "declined"
-        assert "1,000 words" in user.asked[0].message
+        assert "words" in user.asked[0].message
+        assert "FLASHSNAP" not in user.asked[0].message
         assert state.count(CHAT) == 0
     else:
         assert data(result)["words_used"] > 0
@@ -222,7 +224,7 @@ async def test_a_threshold_of_zero_never_asks_but_delete_still_does(
 
 
 async def test_a_sealed_yes_spends_once_however_often_it_is_sent(connect: Connect, state: EmulatorState) -> None:
-    args = {"model": "gpt-4.1-mini", "prompt": "Hi"}
+    args = {"model": "gpt-4.1-mini", "prompt": "Hi", "max_tokens": 4000}
     async with connect(env=DEFAULT, elicitation=User()) as client:
         first = await client.session.call_tool("generate", args, allow_input_required=True)
         assert isinstance(first, InputRequiredResult)
@@ -241,7 +243,7 @@ async def test_a_sealed_yes_spends_once_however_often_it_is_sent(connect: Connec
 
 
 async def test_an_answer_without_the_state_we_minted_does_not_count(connect: Connect, state: EmulatorState) -> None:
-    args = {"model": "gpt-4.1-mini", "prompt": "Hi"}
+    args = {"model": "gpt-4.1-mini", "prompt": "Hi", "max_tokens": 4000}
     yes: InputResponses = {"confirm": ElicitResult(action="accept", content={"confirm": True})}
     async with connect(env=DEFAULT, elicitation=User()) as client:
         forged = await client.session.call_tool("generate", args, allow_input_required=True, input_responses=yes)
@@ -284,14 +286,14 @@ async def test_the_instructions_say_when_the_user_is_asked(connect: Connect) -> 
     async with connect(env=DEFAULT, toolsets=("all",)) as client:
         said = client.instructions or ""
         assert "could spend more than 1,000 words asks the user first" in said
-        assert "1,333 or less stays within it" in said
+        assert "without max_tokens sends the server's own bound" in said
         assert "more than about 2,664 characters" in said  # crystallize's estimate: read and written back
-        assert "delete_snapshot always asks the user first" in said
+        assert "delete_snapshot asks the user first" in said
     async with connect(toolsets=("all",)) as client:  # FLASHSNAP_CONFIRM_WORDS=0: only deleting asks
         said = client.instructions or ""
         assert "words asks the user first" not in said
         assert "characters asks" not in said
-        assert "delete_snapshot always asks the user first" in said
+        assert "delete_snapshot asks the user first" in said
 
 
 @pytest.mark.parametrize("action", ["decline", "accept"])
@@ -326,7 +328,9 @@ async def test_every_shape_of_the_capability_is_read_as_the_spec_means_it(
         "io.modelcontextprotocol/protocolVersion": "2026-07-28",
         "io.modelcontextprotocol/clientCapabilities": capabilities,
     }
-    snapshot_id = "3f2b8c1e-9d4a-4e6b-8c2d-1a2b3c4d5e6f"
+    kept = new_snapshot(SNAPSHOT, state.api_keys[catalog.DEMO_API_KEY], state.clock.now())
+    state.add_snapshot(kept)  # one that exists: a missing one is refused without a question
+    snapshot_id = kept["id"]
     call = {
         "jsonrpc": "2.0",
         "id": 7,

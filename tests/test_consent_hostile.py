@@ -30,7 +30,7 @@ from tests.servers import http_replica, valkey
 from tests.test_consent import CHAT, CRYSTALLIZE, DEFAULT, DELETE, SNAPSHOT, User, saved, sse_data, still_there
 from tests.test_shutdown import HELLO, Server, call, result
 
-GENERATE = {"model": "gpt-4.1-mini", "prompt": "Hi"}  # no max_tokens: always asked by default
+GENERATE = {"model": "gpt-4.1-mini", "prompt": "Hi", "max_tokens": 4000}  # 3,001 words: asked by default
 
 
 # --- findings ------------------------------------------------------------------------------------------------

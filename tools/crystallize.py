@@ -39,11 +39,11 @@ async def crystallize(
     if over(tokens * WORDS_PER_TOKEN, threshold):
         await ask_first(
             ctx,
-            f"Crystallize a text of {len(text):,} characters into NeuralSnap snapshots? It could spend up to "
-            f"{tokens:,} of the plan's monthly crystallize tokens (the text read at 4 characters a token, and "
-            "as much again written back), more than this server spends unasked "
-            f"({threshold / WORDS_PER_TOKEN:,.0f} tokens, FLASHSNAP_CONFIRM_WORDS={threshold}).",
+            f"Turn a text of {len(text):,} characters into snapshots in your NeuralSnap brain? This may use up to "
+            f"{tokens:,} of the plan's monthly crystallize tokens: the text is read, and the snapshots are written "
+            "back.",
             confirm=confirm,
+            setting="FLASHSNAP_CONFIRM_WORDS",
         )
     return await runtime(ctx).neuralsnap().crystallize(text, brain_id, source_type)
 

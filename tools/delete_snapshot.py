@@ -17,14 +17,28 @@ async def delete_snapshot(
     """Delete one snapshot from the user's NeuralSnap brain, for good; the user is asked first.
 
     A client that cannot ask the user gets confirmation_required instead:
-    ask the user, and call again with confirm true only if they agreed.
+    ask the user, and call again with confirm true only if they agreed. A snapshot
+    that does not exist is not_found, without a question.
 
     Raises:
         NotConfirmed: the user did not agree, or was not asked yet (nothing sent).
         FlashsnapError: what the NeuralSnap service raises.
     """
-    await ask_first(ctx, f"Delete the NeuralSnap snapshot {id} for good? It cannot be undone.", confirm=confirm)
-    await runtime(ctx).neuralsnap().delete(id)
+    shared = runtime(ctx)
+    neuralsnap = shared.neuralsnap()
+    if shared.settings.confirm_delete:
+
+        async def exists() -> None:  # a read: a snapshot that is not there is refused without a question
+            await neuralsnap.get(id)
+
+        await ask_first(
+            ctx,
+            f"Delete the snapshot {id} from your NeuralSnap brain? It cannot be undone.",
+            confirm=confirm,
+            setting="FLASHSNAP_CONFIRM_DELETE",
+            before=exists,
+        )
+    await neuralsnap.delete(id)
     return Deleted(id=id, deleted=True)
 
 

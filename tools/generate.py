@@ -6,7 +6,7 @@ from pydantic import BaseModel, Field
 
 from server.arguments import Closed
 from server.errors import InvalidArguments
-from server.features.consent import ask_first, generate_words, over
+from server.features.consent import WORDS_PER_TOKEN, ask_first, fitted_max_tokens, generate_words, over
 from server.neuroflash.wire import ChatMessage, ChatRequest
 from server.toolspec import CREATES, Confirm, MaxWait, ToolContext, ToolSpec, WorkspaceId, runtime
 
@@ -20,9 +20,11 @@ class Generation(BaseModel):
     text: str = Field(description="The generated text.")
     model: str = Field(description="The model that wrote it, as provider/model.")
     finish_reason: str = Field(description="'stop' when the model finished; 'length' when max_tokens cut it.")
+    max_tokens: int = Field(description="The bound sent: the max_tokens given, else the server's default.")
     words_used: int = Field(description="Words charged to the workspace's quota for this generation.")
     request_id: str | None = Field(description="neuroflash's x-request-id, for support.")
     workspace_id: str
+    note: str | None = Field(default=None, description="How to get more, when max_tokens cut the text.")
 
 
 async def generate(
@@ -69,9 +71,11 @@ async def generate(
     reported as it arrives. Each call is a new, billed generation: do not repeat a
     call that failed with maybe_processed true without checking first. When the quota
     is spent, the call is refused before anything is sent, with the reset time. Without
-    max_tokens, or with more than the server spends unasked (its instructions say how
-    much), the user is asked first; a client that cannot ask gets confirmation_required:
-    ask the user, and call again with confirm true only if they agreed.
+    max_tokens the server sends its own bound, fitted to what it spends unasked; a text
+    cut there has finish_reason 'length' and a note. A max_tokens larger than the server
+    spends unasked (its instructions say how much) asks the user first; a client that
+    cannot ask gets confirmation_required: ask the user, and call again with confirm
+    true only if they agreed.
 
     Raises:
         InvalidArguments: neither or both of prompt and messages.
@@ -80,34 +84,41 @@ async def generate(
     """
     if (prompt is None) == (messages is None):
         raise InvalidArguments("Give exactly one of prompt or messages.")
-    threshold, words = runtime(ctx).settings.confirm_words, generate_words(max_tokens)
-    if over(words, threshold):
-        where = f"workspace {workspace_id}" if workspace_id else "the default workspace"
-        spend = (
-            f"up to about {words:,.0f} words of {where}'s quota (max_tokens {max_tokens:,} at 0.75 words a token)"
-            if max_tokens is not None
-            else f"up to the model's whole limit of {where}'s quota words, since no max_tokens was given"
-        )
-        await ask_first(
-            ctx,
-            f"Generate text with the model {model!r}? It could spend {spend}: more than this server spends unasked "
-            f"({threshold:,} words, FLASHSNAP_CONFIRM_WORDS).",
-            confirm=confirm,
-        )
     conversation = [ChatMessage(role="user", content=prompt)] if prompt is not None else []
     conversation += [ChatMessage(role=m.role, content=m.content) for m in messages or []]
     if system is not None:
         conversation.insert(0, ChatMessage(role="system", content=system))
-    body = ChatRequest(
-        messages=conversation,
-        model=model,
-        max_tokens=max_tokens,
-        temperature=temperature,
-        reasoning_effort=reasoning_effort,
-    )
+    body = ChatRequest(messages=conversation, model=model, temperature=temperature, reasoning_effort=reasoning_effort)
+    shared = runtime(ctx)
+    neuroflash = shared.neuroflash()
+    # Everything that costs nothing first (workspace, model, quota, voice): a refusal is never asked about.
+    planned = await neuroflash.plan_generation(workspace_id, body, brand_voice_id)
+    threshold = shared.settings.confirm_words
+    default = shared.settings.default_max_tokens
+    bound = max_tokens if max_tokens is not None else fitted_max_tokens(default, threshold, planned.input_words)
+    words = generate_words(planned.input_words, bound)
+    if over(words, threshold):
+        await ask_first(
+            ctx,
+            f"Write text with the model {model!r} in neuroflash? This may use up to about {words:,.0f} words of "
+            f"the workspace's word allowance: {planned.input_words:,} for the request and up to "
+            f"{bound * WORDS_PER_TOKEN:,.0f} for the answer.",
+            confirm=confirm,
+            setting="FLASHSNAP_CONFIRM_WORDS",
+        )
+    result = await neuroflash.generate(planned.bounded(bound))
+    cut = result.finish_reason == "length"
+    note = _cut_note(bound, given=max_tokens is not None, threshold=threshold) if cut else None
+    return Generation(workspace_id=planned.workspace_id, max_tokens=bound, note=note, **result.model_dump())
 
-    workspace_id, result = await runtime(ctx).neuroflash().generate(workspace_id, body, brand_voice_id)
-    return Generation(workspace_id=workspace_id, **result.model_dump())
+
+def _cut_note(bound: int, *, given: bool, threshold: int) -> str:
+    """What a text cut at its bound says: which bound cut it, and how to get more."""
+    which = "the max_tokens given" if given else "the server's default bound, as no max_tokens was given"
+    more = "call again with a larger max_tokens"
+    if threshold > 0:
+        more += f" (one that could spend more than {threshold:,} words asks the user first)"
+    return f"The text was cut at {bound:,} tokens ({which}). For more, {more}."
 
 
 TOOL = ToolSpec(generate, "generate", "Generate text with neuroflash", CREATES, "neuroflash")

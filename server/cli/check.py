@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import sys
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -20,6 +21,7 @@ from server.cli.sandboxing import sandbox_environment
 from server.clock import Clock, SystemClock
 from server.config import Settings
 from server.errors import ConfigurationError, FlashsnapError, RouteMissing
+from server.features import consent
 from server.neuralsnap import profile
 from server.neuroflash.quota import TEXT_USAGE, judge
 from server.neuroflash.service import NeuroflashService
@@ -354,6 +356,34 @@ def _check_tools(settings: Settings, report: Report) -> None:
         f"{len(selection.enabled)} on: {', '.join(selection.enabled)}{off}",
         facts={"enabled": list(selection.enabled), "off": list(selection.off)},
     )
+    _check_asking(settings, selection.enabled, report)
+
+
+def _check_asking(settings: Settings, enabled: Sequence[str], report: Report) -> None:
+    """What the user will be asked before, by tool: the operator's settings read back as behaviour."""
+    words, bound = settings.confirm_words, settings.default_max_tokens
+    if "generate" in enabled:
+        plain = f"without max_tokens it sends {bound:,} tokens at most"
+        if words == 0:
+            report.add("asking", "generate", "ok", f"never asks (FLASHSNAP_CONFIRM_WORDS=0); {plain}")
+        elif bound * consent.WORDS_PER_TOKEN > words:
+            fit = math.floor(words / consent.WORDS_PER_TOKEN)
+            report.add(
+                "asking",
+                "generate",
+                "warn",
+                f"asks above {words:,} words (prompt + max_tokens); the default bound, {bound:,} tokens "
+                f"(~{bound * consent.WORDS_PER_TOKEN:,.0f} words), alone exceeds it, so every plain call is cut to fit",
+                f"Set FLASHSNAP_DEFAULT_MAX_TOKENS to {fit:,} or less, or raise FLASHSNAP_CONFIRM_WORDS.",
+            )
+        else:
+            report.add("asking", "generate", "ok", f"asks above {words:,} words (prompt + max_tokens); {plain}")
+    if "crystallize" in enabled:
+        detail = "never asks" if words == 0 else f"asks above {consent.crystallize_chars_unasked(words):,} characters"
+        report.add("asking", "crystallize", "ok", detail)
+    if "delete_snapshot" in enabled:
+        detail = "asks every time" if settings.confirm_delete else "deletes unasked (FLASHSNAP_CONFIRM_DELETE=0)"
+        report.add("asking", "delete_snapshot", "ok", detail)
 
 
 async def run_checks(settings: Settings, clock: Clock | None = None) -> Report:

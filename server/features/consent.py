@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import secrets
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 import anyio
@@ -53,15 +54,34 @@ How = Literal["push", "rounds"] | None
 
 
 class Confirmation(BaseModel):
-    """The form the user sees: one box, ticked; accepting with it unticked, or with no value for it, is a no."""
+    """The form the user sees: one box, ticked. Only a JSON `true` for it is a yes: accepting with it unticked,
+    without it, or with `"yes"`, `"true"` or `1` (strict: no coercion) is a no, in both eras alike."""
 
-    confirm: bool = Field(default=True, title="Go ahead", description="Leave ticked and accept to go ahead.")
+    confirm: bool = Field(default=True, strict=True, title="Go ahead", description="Leave ticked to go ahead.")
 
 
-def generate_words(max_tokens: int | None) -> float:
-    """The most words a generate could spend: `max_tokens` at 0.75 words a token; without it, the model's
-    limit, which is not known before the model list is read, so taken as more than any threshold."""
-    return math.inf if max_tokens is None else max_tokens * WORDS_PER_TOKEN
+# Set on the ASGI scope by server/transports/accept.py for a client that takes only JSON replies: a pushed
+# question has nowhere to travel in a JSON body, so such a client cannot be asked mid-call.
+REPLY_IN_JSON = "flashsnap.reply_in_json"
+
+# Below this many tokens of room under the threshold a generate asks instead of sending a stub of an answer.
+MIN_FITTED_TOKENS = 100
+
+
+def generate_words(input_words: int, max_tokens: int) -> float:
+    """The most words a generate could spend, in the reading that never under-counts (upstream contract):
+    the request's own words plus `max_tokens` at 0.75 words a token."""
+    return input_words + max_tokens * WORDS_PER_TOKEN
+
+
+def fitted_max_tokens(default: int, threshold: int, input_words: int) -> int:
+    """The `max_tokens` a generate sends when none was given: `default`, lowered so the whole estimate stays
+    within `threshold` (0: no threshold). Where fewer than `MIN_FITTED_TOKENS` would fit, `default`: that call
+    asks, rather than sending a stub of an answer unasked."""
+    if threshold <= 0:
+        return default
+    fit = math.floor((threshold - input_words) / WORDS_PER_TOKEN)
+    return min(default, fit) if fit >= MIN_FITTED_TOKENS else default
 
 
 def crystallize_tokens(text: str) -> int:
@@ -89,34 +109,49 @@ def how_to_ask(ctx: Context[Runtime, Any]) -> How:
         return None
     version = ctx.protocol_version
     if version is not None and is_version_at_least(version, ROUNDS_VERSION):
-        return "rounds"
-    return "push" if ctx.session.can_send_request else None
+        return "rounds"  # the question travels in the result: JSON replies and stateless HTTP carry it
+    replies_in_json = bool(getattr(ctx.request_context.request, "scope", {}).get(REPLY_IN_JSON))
+    return "push" if ctx.session.can_send_request and not replies_in_json else None
 
 
-async def ask_first(ctx: Context[Runtime, Any], question: str, *, confirm: bool | None) -> None:
+Check = Callable[[], Awaitable[object]]
+
+
+async def ask_first(
+    ctx: Context[Runtime, Any], question: str, *, confirm: bool | None, setting: str, before: Check | None = None
+) -> None:
     """Return once the user agreed to what `question` describes; otherwise nothing more happens.
+
+    `before` runs the checks that cost nothing (a read that proves the call can succeed) once it is certain the
+    question will be put, so a call that would be refused anyway is refused without one. `setting` is the
+    operator's switch for this question, named in a decline.
 
     Raises:
         ConfirmationRequired: the client cannot ask the user, and the call did not carry `confirm: true`.
-        Declined: the user declined, cancelled, unticked the box, or did not answer in time.
+        Declined: the question was declined, cancelled, left unticked, or not answered in time.
         NotConfirmed: a yes that cannot be recorded as used now (the shared state store is down).
         AskClient: a 2026-07-28 client is to put the question to the user and call again with the answer.
+        FlashsnapError: what `before` raises: the call cannot succeed (nothing was asked).
     """
     how = how_to_ask(ctx)
     if how is None:
         if confirm is True:
             return
+        if before is not None:
+            await before()
         raise ConfirmationRequired(
             f"Not done yet: this needs the user's agreement first. {question}",
             hint="Ask the user; if they agree, call again with the same arguments and confirm: true.",
         )
     if how == "push":
-        await _push(ctx, question, confirm=confirm)
+        if before is not None:
+            await before()
+        await _push(ctx, question, confirm=confirm, setting=setting)
     else:
-        await _rounds(ctx, question)
+        await _rounds(ctx, question, setting=setting, before=before)
 
 
-async def _push(ctx: Context[Runtime, Any], question: str, *, confirm: bool | None) -> None:
+async def _push(ctx: Context[Runtime, Any], question: str, *, confirm: bool | None, setting: str) -> None:
     """Ask mid-call with `elicitation/create` (2025-11-25).
 
     A client that declared the capability but answers with an error (its host cannot show a form, or its reply
@@ -124,7 +159,7 @@ async def _push(ctx: Context[Runtime, Any], question: str, *, confirm: bool | No
 
     Raises:
         ConfirmationRequired: the client could not show the question, and the call did not carry `confirm: true`.
-        Declined: the user did not agree, did not answer in time, or the answer was not the form's.
+        Declined: the answer was not a yes, or none came in time.
     """
     try:
         with anyio.move_on_after(ANSWER_TIMEOUT_S) as waited, asking_user():
@@ -137,24 +172,25 @@ async def _push(ctx: Context[Runtime, Any], question: str, *, confirm: bool | No
             f"{exc.error.code}), so nothing was done. {question}",
             hint="Ask the user yourself; if they agree, call again with the same arguments and confirm: true.",
         ) from None
-    except ValueError:
-        raise Declined("The user's answer was not the form's; nothing was done and nothing was sent.") from None
+    except ValueError:  # the answer's `confirm` is not a JSON boolean: "yes", "true", 1 are not a yes
+        raise Declined(_not_agreed("not_boolean", setting)) from None
     if waited.cancelled_caught:
-        raise Declined(f"The user did not answer within {ANSWER_TIMEOUT_S:.0f} s; nothing was done.")
+        raise Declined(_not_agreed("timeout", setting))
     if not isinstance(answer, AcceptedElicitation):
-        raise Declined(_not_agreed(answer.action))
-    # Only a box the user left ticked is a yes: a client that sends no value for it has not said yes.
+        raise Declined(_not_agreed(answer.action, setting))
+    # Only a box left ticked is a yes: a client that sends no value for it has not said yes.
     if not ("confirm" in answer.data.model_fields_set and answer.data.confirm is True):
-        raise Declined(_not_agreed("unticked"))
+        raise Declined(_not_agreed("unticked", setting))
 
 
-async def _rounds(ctx: Context[Runtime, Any], question: str) -> None:
+async def _rounds(ctx: Context[Runtime, Any], question: str, *, setting: str, before: Check | None) -> None:
     """Ask through an `input_required` result and read the answer when the client calls again (2026-07-28).
 
     Raises:
         Declined: the answer to this very question is no.
         NotConfirmed: the yes cannot be marked used where every process looks (the shared store is down).
         AskClient: not asked yet, asked something else, or the answer was used already: ask (again).
+        FlashsnapError: what `before` raises, before the question is put.
     """
     digest = hashlib.sha256(question.encode()).hexdigest()[:32]
     asked = _asked(ctx.request_state)
@@ -162,13 +198,15 @@ async def _rounds(ctx: Context[Runtime, Any], question: str) -> None:
     # An answer counts only with the state we minted when we asked this very question; the SDK verified its seal.
     if asked is not None and asked["q"] == digest and isinstance(answer, ElicitResult):
         if answer.action != "accept":
-            raise Declined(_not_agreed(answer.action))
-        # Only an explicit `confirm: true` is a yes: no content, or no value for the box, is not.
+            raise Declined(_not_agreed(answer.action, setting))
+        # Only a JSON `true` is a yes, as in the pushed form: no content, no value, "yes", "true" or 1 are not.
         if not (isinstance(answer.content, dict) and answer.content.get("confirm") is True):
-            raise Declined(_not_agreed("unticked"))
+            raise Declined(_not_agreed("unticked", setting))
         if await _spend_answer(ctx.request_context.lifespan_context, asked["n"]):
             return
         # The same sealed answer sent a second time: it agreed to one call, not two. Ask again.
+    if before is not None:
+        await before()
     nonce = secrets.token_urlsafe(16)
     form = render_elicitation_schema(Confirmation)
     raise AskClient(
@@ -217,6 +255,23 @@ async def _spend_answer(runtime: Runtime, nonce: str) -> bool:
     return first
 
 
-def _not_agreed(action: str) -> str:
-    said = {"decline": "declined", "cancel": "cancelled the question", "unticked": "unticked 'Go ahead'"}
-    return f"The user {said.get(action, 'did not agree')}; nothing was done and nothing was sent."
+# Hosts that answer questions themselves: Codex CLI cancels or declines within milliseconds, whatever its user
+# chose; the Claude Code VS Code extension is reported to. So a decline says what was answered, never who saw it.
+_ANSWERS = {
+    "decline": "was declined",
+    "cancel": "was cancelled",
+    "unticked": "was accepted without a yes ('Go ahead' unticked, or no value for it)",
+    "not_boolean": "was answered with something other than a yes (only a ticked 'Go ahead', JSON true, is one)",
+    "timeout": f"got no answer within {ANSWER_TIMEOUT_S:.0f} s",
+}
+_SWITCHES = (
+    "Some clients answer such questions themselves without showing them to anyone. If the user saw no question, "
+    "the server's operator can stop asking: FLASHSNAP_CONFIRM_DELETE=0 for deletions, a higher "
+    "FLASHSNAP_CONFIRM_WORDS (or 0) for spending."
+)
+
+
+def _not_agreed(answer: str, setting: str) -> str:
+    """What a declined result says: what the question got, that nothing happened, and the operator's switch."""
+    got = _ANSWERS.get(answer, "was not agreed to")
+    return f"The question {got}, so nothing was done and nothing was sent. {_SWITCHES} (This one: {setting}.)"

@@ -84,29 +84,36 @@ def _safety_lines(enabled: Collection[str]) -> list[str]:
     return lines
 
 
-def _asking_lines(enabled: Collection[str], confirm_words: int) -> list[str]:
+def _asking_lines(enabled: Collection[str], confirm_words: int, confirm_delete: bool) -> list[str]:
     """When the user is asked first (server/features/consent.py), so a model can stay below it on purpose."""
     lines = []
-    if "delete_snapshot" in enabled:
-        lines.append("delete_snapshot always asks the user first.")
-    if confirm_words > 0 and "generate" in enabled:
-        tokens = int(confirm_words / consent.WORDS_PER_TOKEN)
+    if confirm_delete and "delete_snapshot" in enabled:
+        lines.append("delete_snapshot asks the user first (an id that does not exist is refused unasked).")
+    if "generate" in enabled:
         lines.append(
-            f"A generation that could spend more than {confirm_words:,} words asks the user first: give max_tokens "
-            f"(about 0.75 words a token; {tokens:,} or less stays within it) unless the job needs more."
+            "generate without max_tokens sends the server's own bound, fitted to what it spends unasked: never a "
+            "question; a text cut there says so (finish_reason length, with a note)."
+        )
+    if confirm_words > 0 and "generate" in enabled:
+        lines.append(
+            f"A generation whose prompt and max_tokens (about 0.75 words a token) could spend more than "
+            f"{confirm_words:,} words asks the user first: give a larger max_tokens only when the job needs it."
         )
     if confirm_words > 0 and "crystallize" in enabled:
         chars = consent.crystallize_chars_unasked(confirm_words)
         lines.append(f"Crystallizing more than about {chars:,} characters asks the user first.")
-    if lines:
+    if confirm_words > 0 or (confirm_delete and "delete_snapshot" in enabled):
         lines.append(
-            "A client that cannot ask gets confirmation_required: ask the user, and call again with confirm true "
-            "only if they agreed. A declined question sent nothing: do not call again unless the user asks."
+            "Nothing is asked that would be refused anyway. A client that cannot ask gets confirmation_required: "
+            "ask the user, and call again with confirm true only if they agreed. A declined question sent "
+            "nothing: do not call again unless the user asks."
         )
     return lines
 
 
-def instructions(enabled: Collection[str], *, sandbox: bool = False, confirm_words: int = 0) -> str:
+def instructions(
+    enabled: Collection[str], *, sandbox: bool = False, confirm_words: int = 0, confirm_delete: bool = True
+) -> str:
     """The server's instructions for the tools in `enabled`: what each is for, quotas and waits, what
     `maybe_processed` means, never repeating a spending call, and when the user is asked first. No tool
     outside `enabled` is named."""
@@ -115,7 +122,7 @@ def instructions(enabled: Collection[str], *, sandbox: bool = False, confirm_wor
     lines += [f"- {line}" for name, line in PURPOSES.items() if name in enabled]
     lines += _quota_lines(enabled)
     lines += _safety_lines(enabled)
-    lines += _asking_lines(enabled, confirm_words)
+    lines += _asking_lines(enabled, confirm_words, confirm_delete)
     return "\n".join(lines) + (SANDBOX_NOTE if sandbox else "")
 
 

@@ -129,21 +129,35 @@ class NeuroflashService:
         workspace_id = await self.workspaces.resolve(workspace_id)
         return workspace_id, await self.quotas.quotas(workspace_id, fresh=True)
 
-    async def generate(
+    async def plan_generation(
         self, workspace_id: str | None, body: ChatRequest, brand_voice_id: str | None = None
-    ) -> tuple[str, ChatResult]:
-        """Stream one generation and count its words; progress goes to the call's wait budget.
+    ) -> PlannedGeneration:
+        """Everything about a generation that costs nothing, before anything that spends (or a question to the
+        user): the workspace, the model on its plan, the quota (daily, monthly, fair use), the brand voice.
 
-        Returns the workspace used and the result. Nothing is sent when the workspace, the
-        model or the quota rules the generation out; every refusal is counted by its reason.
-        With `brand_voice_id`, the voice's prompt goes first, as the system message before any other.
+        With `brand_voice_id`, the voice's prompt goes first, as the system message before any other; the plan
+        counts its words with the rest of the request's. Every refusal is counted by its reason.
 
         Raises:
             InvalidArguments: no workspace was named and the account has no default.
-            NotFound: the brand voice is unknown in the workspace (nothing generated).
-            ModelNotAvailable: the model is unknown, or not on the workspace's plan (nothing sent).
-            QuotaExhausted: the daily or monthly word quota is spent (nothing sent, or the upstream said so).
-            FairUseReached: the workspace is blocked for fair use (nothing sent, or the upstream said so).
+            NotFound: the brand voice is unknown in the workspace.
+            ModelNotAvailable: the model is unknown, or not on the workspace's plan.
+            QuotaExhausted: the daily or monthly word quota is spent.
+            FairUseReached: the workspace is blocked for fair use.
+            FlashsnapError: a read these checks need failed (its subclass says why).
+        """
+        try:
+            return await self._plan(workspace_id, body, brand_voice_id)
+        except FlashsnapError as exc:
+            self._count_refusal(exc)
+            raise
+
+    async def generate(self, planned: PlannedGeneration) -> ChatResult:
+        """Stream one planned generation and count its words; progress goes to the call's wait budget.
+
+        Raises:
+            QuotaExhausted: the upstream said the daily or monthly word quota is spent.
+            FairUseReached: the upstream said the workspace is blocked for fair use.
             AccessDenied: a 403 the quota does not explain, naming the workspace.
             RateLimited: no generation slot or no rate-limit room within the call's wait budget, or an
                 upstream 429 the quota does not explain.
@@ -152,21 +166,26 @@ class NeuroflashService:
             FlashsnapError: any other upstream failure (its subclass says which).
         """
         try:
-            return await self._generate(workspace_id, body, brand_voice_id)
+            return await self._generate(planned)
         except FlashsnapError as exc:
-            if (reason := refusal_reason(exc)) is not None:
-                self.metrics.generate_refused(reason)
+            self._count_refusal(exc)
             raise
 
-    async def _generate(
-        self, workspace_id: str | None, body: ChatRequest, brand_voice_id: str | None
-    ) -> tuple[str, ChatResult]:
+    def _count_refusal(self, error: FlashsnapError) -> None:
+        if (reason := refusal_reason(error)) is not None:
+            self.metrics.generate_refused(reason)
+
+    async def _plan(self, workspace_id: str | None, body: ChatRequest, brand_voice_id: str | None) -> PlannedGeneration:
         workspace_id = await self.workspaces.resolve(workspace_id)
         await self.models.admit(workspace_id, body.model)
         await self.quotas.admit(workspace_id)
         if brand_voice_id is not None:
             voice = await self.voices.prompt(workspace_id, brand_voice_id)
             body = body.model_copy(update={"messages": [ChatMessage(role="system", content=voice), *body.messages]})
+        return PlannedGeneration(workspace_id, body)
+
+    async def _generate(self, planned: PlannedGeneration) -> ChatResult:
+        workspace_id, body = planned.workspace_id, planned.body
         budget = budgets.current(self.clock)
         received = {"chars": 0, "words": 0}
 
@@ -183,7 +202,24 @@ class NeuroflashService:
                 raise await self.quotas.explain(workspace_id, exc) from None
         await self.quotas.spend(workspace_id, result.words_used)
         self.metrics.words_spent(workspace_id, result.words_used)
-        return workspace_id, result
+        return result
+
+
+@dataclass(frozen=True)
+class PlannedGeneration:
+    """A generation every free check admitted: the workspace it runs in and the request as it will be sent."""
+
+    workspace_id: str
+    body: ChatRequest
+
+    @property
+    def input_words(self) -> int:
+        """The request's own words (the voice's prompt and `system` included), which some pages say count."""
+        return sum(len(message.content.split()) for message in self.body.messages)
+
+    def bounded(self, max_tokens: int) -> PlannedGeneration:
+        """The same generation with `max_tokens` set."""
+        return PlannedGeneration(self.workspace_id, self.body.model_copy(update={"max_tokens": max_tokens}))
 
 
 def refusal_reason(error: FlashsnapError) -> str | None:
