@@ -21,6 +21,7 @@ from server.config import Settings
 from server.observe.metrics import Metrics, content_type
 from server.runtime import Runtime, open_runtime
 from server.state.opening import health
+from server.transports.accept import LenientAccept
 from server.transports.jsonrpc_guard import GuardedHTTP
 from server.transports.security import HTTPGuard, require_token_when_exposed
 from server.transports.sessions import evict_oldest_idle
@@ -106,8 +107,11 @@ def build_http_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp
     )
     # The guard is outermost: a client without the token gets 401 before its body is read.
     # Then the body: whole, in time and within its size, and well-formed JSON-RPC, before the SDK reads it.
+    inner: ASGIApp = RequestBodyLimitMiddleware(app, settings.max_body_bytes)
+    if settings.transport == "streamable-http":
+        inner = LenientAccept(inner, path="/mcp")  # JSON-only, stream-only and Accept-less clients are answered
     guarded = GuardedHTTP(
-        RequestBodyLimitMiddleware(app, settings.max_body_bytes),
+        inner,
         read_timeout_s=settings.http_read_timeout_s,
         max_body_bytes=settings.max_body_bytes,
     )
