@@ -96,20 +96,17 @@ async def main() -> None:
             for model in models["models"]:
                 print(f"  {model['id']:<14} {model['context_window']:>9} tokens  reasoning={model['reasoning_model']}")
 
-            heading("generate (streamed, with live progress)")
+            heading("generate (streamed, with live progress): the plain call, no max_tokens, no question")
 
             async def progress(progress: float, total: float | None, message: str | None) -> None:
                 filled = min(WIDTH, int(progress * WIDTH / EXPECTED_CHARS))
                 bar = "█" * filled + "░" * (WIDTH - filled)
                 print(f"\r  [{bar}] {message or ''}   ", end="", flush=True)
 
-            args = {
-                "model": "gpt-4.1-mini",
-                "prompt": "Write a tagline for a note-taking app.",
-                "max_tokens": 60,
-            }
+            args = {"model": "gpt-4.1-mini", "prompt": "Write a tagline for a note-taking app."}
             result = structured(await client.call_tool("generate", args, progress_callback=progress))
             print(f"\r  [{'█' * WIDTH}] done: {result['words_used']} words, finish_reason={result['finish_reason']}")
+            print(f"  sent with max_tokens={result['max_tokens']:,}: the server's own bound, so nobody was asked")
             print(textwrap.indent(textwrap.fill(result["text"], 90), "  > "))
             print(f"  model={result['model']}  request_id={result['request_id']}")
 
@@ -159,7 +156,11 @@ async def main() -> None:
                 print(f"  + {made['name']!r}  ({made['id']})")
             print(f"  {crystal['count']} snapshots, {crystal['tokens']} crystallize tokens spent")
 
-            heading("delete_snapshot: the user is asked first")
+            heading("delete_snapshot: refused unasked when there is nothing to delete, else the user is asked")
+            missing = await client.call_tool("delete_snapshot", {"id": "00000000-0000-4000-8000-000000000000"})
+            print(
+                f"  an id that does not exist: {missing.meta[ERROR_META]['code'] if missing.meta else '?'}, no question"
+            )
             doomed = crystal["snapshots"][-1]["id"]
             show_error(await client.call_tool("delete_snapshot", {"id": doomed}))
             user.answer = "accept"
@@ -170,7 +171,7 @@ async def main() -> None:
             spent = next(ws for ws in workspaces["workspaces"] if not ws["is_default"])
             refused = await client.call_tool(
                 "generate",
-                {"model": "gpt-4.1-mini", "prompt": "One more, please.", "workspace_id": spent["id"], "max_tokens": 60},
+                {"model": "gpt-4.1-mini", "prompt": "One more, please.", "workspace_id": spent["id"]},
             )
             show_error(refused)
             if refused.meta:

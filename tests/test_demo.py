@@ -21,6 +21,9 @@ def test_the_demo_walks_every_tool_on_the_modern_protocol() -> None:
     assert "Done: every tool answered" in done.stdout
     assert "done in the voice 'Friendly expert'" in done.stdout
     assert "crystallize tokens spent" in done.stdout
-    assert "the client asks the user: 'Delete the NeuralSnap snapshot" in done.stdout
-    assert "The user declined; nothing was done and nothing was sent." in done.stdout
+    assert "sent with max_tokens=1,024: the server's own bound, so nobody was asked" in done.stdout
+    assert "an id that does not exist: not_found, no question" in done.stdout
+    assert "the client asks the user: 'Delete the snapshot" in done.stdout
+    assert done.stdout.count("the client asks the user") == 2  # once declined, once accepted: nothing else asks
+    assert "The question was declined, so nothing was done" in done.stdout
     assert "deleted: True" in done.stdout
