@@ -1,17 +1,20 @@
 """Asking the user before a call deletes data or could spend much: elicitation, else a confirm-first result.
 
-How the question travels depends on the client:
+Only when it matters: a plain generate is bounded under the threshold instead (`fitted_max_tokens`), and
+everything that costs nothing runs before the question (`ask_first`'s `before`), so a call that would be
+refused is refused without one. How the question travels depends on the client:
 
 - a 2025-11-25 client that declared `elicitation` and holds a connection the server can send on (stdio,
-  SSE, Streamable HTTP with a session) is asked mid-call with a pushed `elicitation/create`;
+  SSE, Streamable HTTP with a session, taking event streams) is asked mid-call with `elicitation/create`;
 - a 2026-07-28 client that declared it gets an `input_required` result carrying the question, and calls
   again with the answer (the SDK seals the `requestState` we mint, binding it to the tool and arguments);
-- any other client (no capability, a 2025-11-25 client on stateless HTTP, which cannot receive a
-  pushed request, or one that answers the question with an error) gets a `confirmation_required` error:
-  what would happen, and to call again with `confirm: true` once the user agreed. `confirm` counts only
-  for such clients, so a model that can be asked cannot skip the question by setting it.
+- any other client (no capability, a 2025-11-25 client on stateless HTTP or taking only JSON replies,
+  which cannot receive a pushed request, or one that answers the question with an error) gets a
+  `confirmation_required` error: what would happen, and to call again with `confirm: true` once the user
+  agreed. `confirm` counts only for such clients, so a model that can be asked cannot skip the question.
 
-A declined, cancelled, unticked or unanswered question sends nothing upstream and says so.
+Only a JSON `true` is a yes. Anything else sends nothing upstream and says what the question got, never
+that a person saw it: some hosts answer questions themselves.
 """
 
 from __future__ import annotations
