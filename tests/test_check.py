@@ -9,7 +9,7 @@ from unittest.mock import ANY
 import pytest
 
 from server.cli import status
-from server.cli.check import render, run_checks
+from server.cli.check import Report, _check_tools, render, run_checks
 from server.clock import FakeClock
 from server.config import Settings
 from server.runtime import open_runtime, open_state
@@ -139,3 +139,33 @@ async def test_a_starter_plan_fails_the_key_check_with_the_plan_named_after_one_
     assert key.status == "fail"
     assert key.facts["code"] == "permission_denied"
     assert state.count("profile") == 1
+
+
+ASKING: list[tuple[dict[str, str], list[tuple[str, str, str]]]] = [
+    (
+        {},
+        [
+            ("generate", "ok", "asks above 1,000 words"),
+            ("crystallize", "ok", "asks above 2,664 characters"),
+            ("delete_snapshot", "ok", "asks every time"),
+        ],
+    ),
+    ({"FLASHSNAP_CONFIRM_WORDS": "500"}, [("generate", "warn", "alone exceeds it")]),
+    ({"FLASHSNAP_CONFIRM_WORDS": "0"}, [("generate", "ok", "never asks"), ("crystallize", "ok", "never asks")]),
+    ({"FLASHSNAP_CONFIRM_DELETE": "off"}, [("delete_snapshot", "ok", "deletes unasked")]),
+]
+
+
+@pytest.mark.parametrize(("env", "expected"), ASKING)
+def test_check_says_what_will_be_asked(env: dict[str, str], expected: list[tuple[str, str, str]]) -> None:
+    report = Report()
+    _check_tools(Settings.from_env({"FLASHSNAP_TOOLSETS": "all", **env}), report)
+    asking = {f.item: f for f in report.findings if f.service == "asking"}
+    for item, mark, says in expected:
+        assert asking[item].status == mark
+        assert says in asking[item].detail
+    if "500" in env.values():
+        assert (
+            asking["generate"].fix
+            == "Set FLASHSNAP_DEFAULT_MAX_TOKENS to 666 or less, or raise FLASHSNAP_CONFIRM_WORDS."
+        )
