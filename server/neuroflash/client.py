@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import quote
@@ -13,21 +12,9 @@ import httpx2
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from server.clock import Clock, SystemClock
-from server.errors import (
-    AccessDenied,
-    CredentialsRejected,
-    FairUseReached,
-    IncompleteStream,
-    ModelNotAvailable,
-    NotFound,
-    QuotaExhausted,
-    RateLimited,
-    RouteMissing,
-    UpstreamRejected,
-    UpstreamUnavailable,
-)
-from server.httpio import UNSAFE_METHODS, error_body, retry_after
-from server.neuroflash import sse
+from server.errors import IncompleteStream, RouteMissing, UpstreamError, UpstreamUnavailable
+from server.httpio import error_body
+from server.neuroflash import refusals, sse
 from server.neuroflash.routes import CHAT_PATHS, MODELS_PATH, VOICE_ROUTES, RouteBook
 from server.neuroflash.wire import (
     BrandVoice,
@@ -41,6 +28,7 @@ from server.neuroflash.wire import (
     Workspace,
 )
 from server.responses import request_id, send, transport_failure
+from server.upstream.ladder import error_for
 
 SERVICE = "neuroflash"
 TWINS = "/api/digital-twin-service/v1"
@@ -382,7 +370,7 @@ class NeuroflashClient:
                 if learn and self.pinned_chat_path is None:
                     await self.routes.chat_answered(path)  # any other answer proves the route exists
                 if response.status_code != 200:
-                    _raise_for(response, workspace_id)
+                    raise self._refused(response, workspace_id)
                 response.stream = _WatchedStream(response.stream, watch)  # type: ignore[arg-type]
                 return await _read_stream(response, on_text, watch)
             finally:
@@ -408,14 +396,14 @@ class NeuroflashClient:
 
         Raises:
             RouteMissing: with `judge_404`, the path is not a route of the API (the gateway's 404).
-            UpstreamError: any other error answer or failure, by status (see `_raise_for`).
+            UpstreamError: any other error answer or failure, by status (see `refusals`).
         """
         headers = {"x-workspace-id": workspace_id} if header and workspace_id else None
 
         def raise_for(response: httpx2.Response) -> NoReturn:
             if judge_404 and response.status_code == 404:
                 raise _NotFoundAnswer(response)
-            _raise_for(response, workspace_id)
+            raise self._refused(response, workspace_id)
 
         try:
             return await send(
@@ -429,7 +417,11 @@ class NeuroflashClient:
                     paths=[path],
                     request_id=request_id(answer.response),
                 ) from None
-            _raise_for(answer.response, workspace_id)
+            raise self._refused(answer.response, workspace_id) from None
+
+    def _refused(self, response: httpx2.Response, workspace_id: str | None) -> UpstreamError:
+        """The error an error answer means, on the one ladder with neuroflash's words (`refusals`)."""
+        return error_for(response, refusals.WORDS, now=self._clock.now(), subject=workspace_id)
 
 
 def _names_resource(response: httpx2.Response) -> bool:
@@ -538,73 +530,3 @@ async def _read_stream(response: httpx2.Response, on_text: TextSink, watch: Stre
         if reading.finished:
             return reading.result()
         raise reading.cut(f"The generation stream broke ({type(exc).__name__}) before it finished.") from None
-
-
-def _raise_for(response: httpx2.Response, workspace_id: str | None) -> NoReturn:
-    """Map a neuroflash error answer to the error tree: by status first, a known code only refines the message.
-
-    The errors page documents statuses only; codes are assumptions, so a missing or unknown one still
-    gives the status's kind of error, with the upstream's words quoted (an HTML page is not quoted).
-
-    Raises:
-        CredentialsRejected: 401.
-        ModelNotAvailable: 403 with code MODEL_NOT_AVAILABLE.
-        FairUseReached: 403 with code FAIR_USE_LIMIT_REACHED.
-        AccessDenied: any other 403, naming the workspace.
-        NotFound: 404 (the caller has ruled out a missing route).
-        QuotaExhausted: 429 with code QUOTA_EXCEEDED.
-        RateLimited: any other 429.
-        UpstreamRejected: 400, 422 and every other 4xx.
-        UpstreamUnavailable: 5xx and anything else; `maybe_processed` for a write.
-    """
-    code, message = error_body(response)
-    status, rid = response.status_code, request_id(response)
-    said = f", saying: «{message}»" if message != f"HTTP {status}" else ""
-    where = f" for workspace {workspace_id}" if workspace_id else ""
-    if status == 401:
-        raise CredentialsRejected(
-            f"neuroflash refused the service account's access token, even a freshly issued one{said}.",
-            request_id=rid,
-            status=status,
-        )
-    if status == 404:
-        named = code == "NOT_FOUND" or "workspace" in message.lower()
-        raise NotFound(
-            f"neuroflash does not know the workspace {workspace_id!r}{said}"
-            if workspace_id and named
-            else f"neuroflash answered 404 (not found){where}{said}",
-            hint="Call list_workspaces to see the workspaces this account can use"
-            + (", and list_models for the models." if workspace_id and not named else "."),
-            request_id=rid,
-            status=status,
-        )
-    if status == 403 and code == "MODEL_NOT_AVAILABLE":
-        raise ModelNotAvailable(f"neuroflash refused the model{said}", request_id=rid, status=status)
-    if status == 403 and code == "FAIR_USE_LIMIT_REACHED":
-        raise FairUseReached("The workspace has reached its fair-use limit.", request_id=rid, status=status)
-    if status == 403:
-        raise AccessDenied(
-            f"neuroflash refused access{where} (403: insufficient permissions or a limit reached){said}",
-            request_id=rid,
-            status=status,
-            details={"workspace_id": workspace_id} if workspace_id else None,
-        )
-    if status == 429 and code == "QUOTA_EXCEEDED":
-        message = f"neuroflash refused the generation for its quota{said}"
-        raise QuotaExhausted(message, period=None, resets_at=None, request_id=rid, status=status)
-    if status == 429:
-        retry = retry_after(response, time.time()) or 1.0
-        raise RateLimited(
-            f"neuroflash answered 429 (rate limit or quota exceeded){said}",
-            scope=SERVICE,
-            retry_after_s=retry,
-            request_id=rid,
-        )
-    if 400 <= status < 500:  # refused, so not processed: never "maybe processed", never "retry as is"
-        raise UpstreamRejected(f"neuroflash rejected the request (HTTP {status}){said}", request_id=rid, status=status)
-    raise UpstreamUnavailable(
-        f"neuroflash answered HTTP {status}{said}",
-        request_id=rid,
-        status=status,
-        maybe_processed=response.request.method in UNSAFE_METHODS,
-    )
