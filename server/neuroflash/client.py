@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import quote
 
@@ -33,52 +32,7 @@ from server.upstream.ladder import error_for
 SERVICE = "neuroflash"
 TWINS = "/api/digital-twin-service/v1"
 
-
-TextSink = Callable[[str], Awaitable[None]]
 ItemT = TypeVar("ItemT", bound=BaseModel)
-
-
-class GenerationDeadline(httpx2.ReadTimeout):
-    """A stream that sent no text for the idle timeout (keep-alive comments do not count), or ran too long."""
-
-
-class StreamWatch:
-    """The two clocks of one generation: time since the last text, and time since the start."""
-
-    def __init__(self, clock: Clock, idle_s: float, max_s: float) -> None:
-        self._clock = clock
-        self.idle_s, self.max_s = idle_s, max_s
-        self.started = self.last_data = clock.now()
-
-    def data(self) -> None:
-        self.last_data = self._clock.now()
-
-    def check(self) -> None:
-        """Stop a stream that ran past its deadline, or went quiet for too long.
-
-        Raises:
-            GenerationDeadline: the whole stream took longer than `max_s`, or no text came for `idle_s`.
-        """
-        now = self._clock.now()
-        if now - self.started > self.max_s:
-            raise GenerationDeadline(f"the generation ran longer than {self.max_s:.0f} s")
-        if now - self.last_data > self.idle_s:
-            raise GenerationDeadline(f"no text arrived for {self.idle_s:.0f} s, only keep-alives")
-
-
-class _WatchedStream(httpx2.AsyncByteStream):
-    """The body of a generation stream, checked against its watch at each chunk, keep-alive comments included."""
-
-    def __init__(self, inner: httpx2.AsyncByteStream, watch: StreamWatch) -> None:
-        self._inner, self._watch = inner, watch
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._inner:
-            self._watch.check()
-            yield chunk
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
 
 
 class _NotFoundAnswer(Exception):
@@ -273,7 +227,7 @@ class NeuroflashClient:
         known = await self.routes.chat_path()
         return [known, *[p for p in CHAT_PATHS if p != known]] if known else list(CHAT_PATHS)
 
-    async def chat(self, workspace_id: str, body: ChatRequest, on_text: TextSink) -> ChatResult:
+    async def chat(self, workspace_id: str, body: ChatRequest, on_text: sse.TextSink) -> ChatResult:
         """Stream a completion, handing each piece of text to `on_text` as it arrives.
 
         Tries the remembered chat path (else the reference page's); a gateway 404 there, which processed
@@ -347,7 +301,7 @@ class NeuroflashClient:
         return probe.status_code == 404 and not _names_resource(probe)
 
     async def _chat_at(
-        self, path: str, workspace_id: str, body: ChatRequest, on_text: TextSink, *, learn: bool
+        self, path: str, workspace_id: str, body: ChatRequest, on_text: sse.TextSink, *, learn: bool
     ) -> ChatResult:
         request = self._http.build_request(
             "POST",
@@ -355,7 +309,7 @@ class NeuroflashClient:
             json=body.model_dump(exclude_none=True),
             headers={"x-workspace-id": workspace_id},
         )
-        watch = StreamWatch(self._clock, self._idle_s, self._max_s)
+        watch = sse.StreamWatch(self._clock, self._idle_s, self._max_s)
         # The watch runs on the injected clock at each chunk; this real-time cap also ends a silent stream.
         with anyio.move_on_after(self._max_s) as cap:
             try:
@@ -371,8 +325,8 @@ class NeuroflashClient:
                     await self.routes.chat_answered(path)  # any other answer proves the route exists
                 if response.status_code != 200:
                     raise self._refused(response, workspace_id)
-                response.stream = _WatchedStream(response.stream, watch)  # type: ignore[arg-type]
-                return await _read_stream(response, on_text, watch)
+                response.stream = sse.WatchedStream(response.stream, watch)  # type: ignore[arg-type]
+                return await sse.read_response(response, on_text, watch)
             finally:
                 await response.aclose()
         assert cap.cancelled_caught
@@ -495,38 +449,3 @@ def _items(model: type[ItemT], response: httpx2.Response, what: str) -> list[Ite
             request_id=request_id(response),
             status=response.status_code,
         ) from None
-
-
-async def _read_stream(response: httpx2.Response, on_text: TextSink, watch: StreamWatch) -> ChatResult:
-    """The generation's events, read by `sse` (framing, error events, when a stream counts as finished).
-
-    Raises:
-        UpstreamStreamError: an error event came in the stream.
-        IncompleteStream: the stream ended, broke or ran out of time before it said it had finished.
-        UpstreamUnavailable: the answer is not an event stream, or holds an event that is not a chat chunk.
-    """
-    rid = request_id(response)
-    if not response.headers.get("content-type", "").lower().startswith("text/event-stream"):
-        raise UpstreamUnavailable(
-            "neuroflash answered the generation with something other than an event stream.",
-            request_id=rid,
-            maybe_processed=True,
-        )
-    reading = sse.ChatReading(rid)
-
-    async def relay(text: str) -> None:
-        watch.data()
-        await on_text(text)
-
-    try:
-        return await sse.read_chat(response.aiter_bytes(), reading, relay)
-    except GenerationDeadline as exc:
-        if reading.finished:
-            return reading.result()  # all of it came; only the closing [DONE] did not
-        raise reading.cut(
-            f"The generation was stopped: {exc} (FLASHSNAP_TIMEOUT_S, FLASHSNAP_MAX_GENERATION_S)."
-        ) from None
-    except httpx2.TransportError as exc:
-        if reading.finished:
-            return reading.result()
-        raise reading.cut(f"The generation stream broke ({type(exc).__name__}) before it finished.") from None
