@@ -12,9 +12,9 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from server.clock import Clock, SystemClock
 from server.errors import IncompleteStream, RouteMissing, UpstreamError, UpstreamUnavailable
-from server.httpio import error_body
 from server.neuroflash import refusals, sse
-from server.neuroflash.routes import CHAT_PATHS, MODELS_PATH, VOICE_ROUTES, RouteBook
+from server.neuroflash.refusals import SERVICE
+from server.neuroflash.routes import MODELS_PATH, RouteBook, RouteFinder, no_voice_route
 from server.neuroflash.wire import (
     BrandVoice,
     ChatRequest,
@@ -29,7 +29,6 @@ from server.neuroflash.wire import (
 from server.responses import request_id, send, transport_failure
 from server.upstream.ladder import error_for
 
-SERVICE = "neuroflash"
 TWINS = "/api/digital-twin-service/v1"
 
 ItemT = TypeVar("ItemT", bound=BaseModel)
@@ -72,7 +71,7 @@ class NeuroflashClient:
         self._clock: Clock = clock or SystemClock()
         self._idle_s, self._max_s = idle_s, max_s
         self.routes = routes or RouteBook(self._clock)
-        self.pinned_chat_path = chat_path
+        self._finder = RouteFinder(http, self.routes, chat_path)
 
     async def workspaces(self) -> list[Workspace]:
         """The account's workspaces, from any of the list envelopes the pages allow.
@@ -135,14 +134,13 @@ class NeuroflashClient:
             NotFound: neuroflash does not know the voice in this workspace.
             RouteMissing: neither route exists at this API URL.
             UpstreamError: any other refusal or failure (its subclass says which, by status).
-        """
+        """  # noqa: DOC501 - `raise no_voice_route(…)` raises the RouteMissing named here
         ws, voice = quote(workspace_id, safe=""), quote(voice_id, safe="")
         paths = {
             "ds-prompt": (f"/api/brand-voice-service/v1/workspaces/{ws}/brand-voices/{voice}/ds-prompt", {}),
             "summaries": (f"/api/v1/workspaces/{ws}/brand-voice-summaries", {"brandVoiceId": voice_id}),
         }
-        known = await self.routes.voice_route()
-        order = [known, *[k for k in VOICE_ROUTES if k != known]] if known in VOICE_ROUTES else list(VOICE_ROUTES)
+        known, order = await self._finder.voice_order()
         tried: list[str] = []
         for kind in order:
             path, body = paths[kind]
@@ -155,13 +153,7 @@ class NeuroflashClient:
             if kind != known:
                 await self.routes.voice_answered(kind)
             return _voice_text(response)
-        raise RouteMissing(
-            "neuroflash has no brand-voice prompt route at NEUROFLASH_API_URL: "
-            + " and ".join(tried)
-            + " each answered the gateway's 404; nothing was generated.",
-            paths=tried,
-            hint="Generate without brand_voice_id, or ask the user to check NEUROFLASH_API_URL.",
-        )
+        raise no_voice_route(tried)
 
     async def twin_groups(self) -> list[TwinGroup]:
         """The static groups of digital twins, with their keys.
@@ -200,33 +192,6 @@ class NeuroflashClient:
                 maybe_processed=True,
             ) from None
 
-    async def find_chat_path(self) -> tuple[str | None, list[str]]:
-        """The chat path that exists, found without generating: a body the route refuses before it generates
-        (no workspace header, no messages) answers 400/422 where the route exists and the gateway's 404 where not.
-
-        Returns the path (None when none exists) and the paths tried; what is found is remembered.
-
-        Raises:
-            UpstreamError: a probe got no answer, or the token was refused (its subclass says which).
-        """
-        tried: list[str] = []
-        for path in await self._chat_candidates():
-            tried.append(path)
-            probe = await self._probe(path, "POST")
-            if probe.status_code != 404 or _names_resource(probe):
-                if self.pinned_chat_path is None:
-                    await self.routes.chat_answered(path)
-                return path, tried
-            if self.pinned_chat_path is None:
-                await self.routes.chat_missing(path)
-        return None, tried
-
-    async def _chat_candidates(self) -> list[str]:
-        if self.pinned_chat_path is not None:
-            return [self.pinned_chat_path]
-        known = await self.routes.chat_path()
-        return [known, *[p for p in CHAT_PATHS if p != known]] if known else list(CHAT_PATHS)
-
     async def chat(self, workspace_id: str, body: ChatRequest, on_text: sse.TextSink) -> ChatResult:
         """Stream a completion, handing each piece of text to `on_text` as it arrives.
 
@@ -248,57 +213,25 @@ class NeuroflashClient:
             UpstreamStreamError: an error event in the stream; the text so far and the upstream's words go with it.
         """
         tried: list[str] = []
-        candidates = await self._chat_candidates()
-        known = None if self.pinned_chat_path is not None else await self.routes.chat_path()
+        candidates = await self._finder.chat_candidates()
+        known = await self._finder.known_chat_path()
         for path in candidates:
             tried.append(path)
             try:
                 result = await self._chat_at(path, workspace_id, body, on_text, learn=path != known)
             except _NoRoute:
-                if self.pinned_chat_path is None:
-                    await self.routes.chat_missing(path)
+                await self._finder.chat_missing(path)
                 continue
             return result
-        if self.pinned_chat_path is not None:
-            message = (
-                f"NEUROFLASH_CHAT_PATH={self.pinned_chat_path} is not a route of this neuroflash API: the gateway "
-                "answered 404 and nothing was processed."
-            )
-            hint = "Ask the user to correct NEUROFLASH_CHAT_PATH, or to unset it so the server finds the path itself."
-        else:
-            message = (
-                "neuroflash has no chat-completions route at NEUROFLASH_API_URL: "
-                + " and ".join(tried)
-                + " each answered the gateway's 404, so nothing was processed and no words were spent."
-            )
-            hint = "Ask the user to check NEUROFLASH_API_URL, or to set NEUROFLASH_CHAT_PATH to the documented path."
-        raise RouteMissing(message, paths=tried, hint=hint)
+        raise self._finder.no_chat_route(tried)
 
-    async def _probe(self, path: str, method: str) -> httpx2.Response:
-        """A request the route refuses before it does anything: no workspace header, and for POST an empty body.
+    async def find_chat_path(self) -> tuple[str | None, list[str]]:
+        """The chat path that exists, found without generating (see `RouteFinder.find_chat_path`).
 
         Raises:
-            UpstreamUnavailable: the probe got no answer.
-            CredentialsRejected: no token could be had for it.
-        """  # noqa: DOC501 - `raise transport_failure(…)` raises the UpstreamUnavailable named here
-        try:
-            return await self._http.request(method, path, json={} if method == "POST" else None)
-        except httpx2.TransportError as exc:
-            raise transport_failure(exc, service=SERVICE, method="GET") from None
-
-    async def _is_missing_route(self, path: str, method: str, response: httpx2.Response) -> bool:
-        """Whether a 404 at `path` is the gateway's (no such route) rather than the service's (no such workspace).
-
-        A 404 that names what it did not find (a code, or the words workspace or model) is the service's. Any
-        other is confirmed with a probe the route refuses before doing anything: 404 again means no route.
-
-        Raises:
-            UpstreamError: the probe got no answer, or no token (its subclass says which).
+            UpstreamError: a probe got no answer, or the token was refused (its subclass says which).
         """
-        if _names_resource(response):
-            return False
-        probe = await self._probe(path, method)
-        return probe.status_code == 404 and not _names_resource(probe)
+        return await self._finder.find_chat_path()
 
     async def _chat_at(
         self, path: str, workspace_id: str, body: ChatRequest, on_text: sse.TextSink, *, learn: bool
@@ -319,10 +252,10 @@ class NeuroflashClient:
             try:
                 if response.status_code != 200:
                     await response.aread()
-                    if response.status_code == 404 and await self._is_missing_route(path, "POST", response):
+                    if response.status_code == 404 and await self._finder.is_missing_route(path, "POST", response):
                         raise _NoRoute(path)
-                if learn and self.pinned_chat_path is None:
-                    await self.routes.chat_answered(path)  # any other answer proves the route exists
+                if learn:
+                    await self._finder.chat_answered(path)  # any other answer proves the route exists
                 if response.status_code != 200:
                     raise self._refused(response, workspace_id)
                 response.stream = sse.WatchedStream(response.stream, watch)  # type: ignore[arg-type]
@@ -365,7 +298,7 @@ class NeuroflashClient:
                 json=json,
             )  # fmt: skip
         except _NotFoundAnswer as answer:
-            if await self._is_missing_route(path, method, answer.response):
+            if await self._finder.is_missing_route(path, method, answer.response):
                 raise RouteMissing(
                     f"neuroflash has no route {method} {path} at NEUROFLASH_API_URL: the gateway answered 404.",
                     paths=[path],
@@ -376,12 +309,6 @@ class NeuroflashClient:
     def _refused(self, response: httpx2.Response, workspace_id: str | None) -> UpstreamError:
         """The error an error answer means, on the one ladder with neuroflash's words (`refusals`)."""
         return error_for(response, refusals.WORDS, now=self._clock.now(), subject=workspace_id)
-
-
-def _names_resource(response: httpx2.Response) -> bool:
-    """Whether a 404's body is a service's own: it carries a code, or names a workspace or model it did not find."""
-    code, message = error_body(response)
-    return code is not None or any(word in message.lower() for word in ("workspace", "model", "voice"))
 
 
 def _voice_text(response: httpx2.Response) -> str:
