@@ -10,16 +10,8 @@ import httpx2
 from pydantic import BaseModel
 
 from server.clock import Clock, SystemClock
-from server.errors import (
-    CredentialsRejected,
-    NotFound,
-    PermissionDenied,
-    QuotaExhausted,
-    RateLimited,
-    UpstreamRejected,
-    UpstreamUnavailable,
-)
-from server.httpio import UNSAFE_METHODS, error_body, retry_after, spent_quota
+from server.errors import NotFound, PermissionDenied, QuotaExhausted, UpstreamError
+from server.httpio import spent_quota
 from server.neuralsnap.wire import (
     Crystallized,
     Profile,
@@ -31,7 +23,8 @@ from server.neuralsnap.wire import (
     read_saved,
     whole,
 )
-from server.responses import parse, request_id, send
+from server.responses import parse, send
+from server.upstream.ladder import Refusal, Words, error_for
 
 SERVICE = "NeuralSnap"
 
@@ -89,7 +82,7 @@ class NeuralSnapClient:
         """Create one snapshot; an answer of an unexpected shape still reports it saved (see `read_saved`).
 
         Raises:
-            UpstreamError: NeuralSnap refused the request or failed (the subclass says how; see `_raise_for`).
+            UpstreamError: NeuralSnap refused the request or failed (the subclass says how; see `WORDS`).
             UpstreamUnavailable: no answer came; `maybe_processed` says whether it may have been saved.
         """
         body = fields.model_dump(exclude_none=True) | ({"brain_id": brain_id} if brain_id else {})
@@ -124,7 +117,7 @@ class NeuralSnapClient:
 
         Raises:
             NotFound: no snapshot has that id.
-            UpstreamError: NeuralSnap refused or failed the update (the subclass says how; see `_raise_for`).
+            UpstreamError: NeuralSnap refused or failed the update (the subclass says how; see `WORDS`).
         """
         path = f"/snapshots/{quote(snapshot_id, safe='')}"
         if self.update_verb != "PUT":
@@ -199,7 +192,7 @@ class NeuralSnapClient:
         def raise_for(response: httpx2.Response) -> NoReturn:
             if verb and response.status_code in (404, 405):
                 raise _VerbRefused
-            _raise_for(response, not_found, self._clock.now())
+            raise error_for(response, WORDS, now=self._clock.now(), subject=not_found)
 
         return await send(self._http, method, path, service=SERVICE, raise_for=raise_for, json=json, params=params)
 
@@ -210,76 +203,57 @@ def quota_of(path: str) -> str:
     return {"search": "search", "crystallize": "crystallize"}.get(last, "requests")
 
 
-def _raise_for(response: httpx2.Response, snapshot_id: str | None, now: float) -> NoReturn:
-    """The error an answer that is not a success means.
-
-    Raises:
-        CredentialsRejected: 401, the key is refused.
-        PermissionDenied: 403, the key is valid but its plan or permissions do not allow the call.
-        NotFound: 404.
-        QuotaExhausted: a 429 whose wait is longer than any rate-limit window: a monthly quota is spent.
-        RateLimited: any other 429.
-        UpstreamRejected: any other 4xx (not processed).
-        UpstreamUnavailable: 5xx or anything else; `maybe_processed` for a write.
-    """
-    code, message = error_body(response)
-    status = response.status_code
-    rid = request_id(response)
-    if status == 401:
-        raise CredentialsRejected(
-            "NeuralSnap rejected the API key.",
-            hint="Check NEURALSNAP_API_KEY (it must be a live or test key that is not revoked); "
-            "retrying will not help.",
-            status=status,
-            request_id=rid,
-        )
-    if status == 403:
-        raise PermissionDenied(
-            f"NeuralSnap accepted the API key but refused this request, saying: «{message}». A valid key is "
-            "refused when the account's plan has no API access (Starter) or the key lacks the permission.",
-            hint="Ask the user to move to a NeuralSnap plan with API access (Pro or Business), or to create "
-            "a key with this permission and set it as NEURALSNAP_API_KEY; retrying will not help.",
-            status=status,
-            request_id=rid,
-            details={"upstream_code": code} if code else None,
-        )
-    if status == 404:
-        raise NotFound(
-            f"There is no snapshot with id {snapshot_id!r}."
-            if snapshot_id
-            else f"NeuralSnap answered 404, saying: «{message}»",
-            hint="Use search_snapshots to find the snapshot's id.",
-            status=status,
-            request_id=rid,
-        )
-    if status == 429:
-        verdict = spent_quota(response, now)
-        if verdict is not None:
-            quota = quota_of(response.request.url.path)
-            renews = datetime.fromtimestamp(verdict.renews_at, UTC)
-            raise QuotaExhausted(
-                f"NeuralSnap's monthly {quota} quota is spent, saying: «{message}». "
-                f"It renews at {renews.isoformat(timespec='seconds')} (the next billing cycle).",
-                period="monthly",
-                resets_at=renews,
-                hint="Do not retry before it renews, nor wait for it: until then NeuralSnap refuses every "
-                f"{'search' if quota == 'search' else 'such request'}. Nothing was processed.",
-                status=status,
-                request_id=rid,
-                details={"quota": quota},
-            )
-        raise RateLimited(
-            "NeuralSnap's rate limit is reached.",
-            scope="neuralsnap",
-            retry_after_s=retry_after(response, now) or 60.0,
-            status=status,
-            request_id=rid,
-        )
-    if 400 <= status < 500:  # refused, so not processed
-        raise UpstreamRejected(f"NeuralSnap rejected the request, saying: «{message}»", status=status, request_id=rid)
-    raise UpstreamUnavailable(
-        f"NeuralSnap answered HTTP {status}, saying: «{message}».",
-        status=status,
-        request_id=rid,
-        maybe_processed=response.request.method in UNSAFE_METHODS,
+def _forbidden(r: Refusal) -> UpstreamError:
+    return PermissionDenied(
+        f"NeuralSnap accepted the API key but refused this request, saying: «{r.message}». A valid key is "
+        "refused when the account's plan has no API access (Starter) or the key lacks the permission.",
+        hint="Ask the user to move to a NeuralSnap plan with API access (Pro or Business), or to create "
+        "a key with this permission and set it as NEURALSNAP_API_KEY; retrying will not help.",
+        details={"upstream_code": r.code} if r.code else None,
+        **r.known,
     )
+
+
+def _not_found(r: Refusal) -> UpstreamError:
+    return NotFound(
+        f"There is no snapshot with id {r.subject!r}."
+        if r.subject
+        else f"NeuralSnap answered 404, saying: «{r.message}»",
+        hint="Use search_snapshots to find the snapshot's id.",
+        **r.known,
+    )
+
+
+def _spent_quota(r: Refusal) -> UpstreamError | None:
+    """A 429 whose wait is longer than any rate-limit window: a monthly quota is spent, with its renewal."""
+    verdict = spent_quota(r.response, r.now)
+    if verdict is None:
+        return None
+    quota = quota_of(r.response.request.url.path)
+    renews = datetime.fromtimestamp(verdict.renews_at, UTC)
+    return QuotaExhausted(
+        f"NeuralSnap's monthly {quota} quota is spent, saying: «{r.message}». "
+        f"It renews at {renews.isoformat(timespec='seconds')} (the next billing cycle).",
+        period="monthly",
+        resets_at=renews,
+        hint="Do not retry before it renews, nor wait for it: until then NeuralSnap refuses every "
+        f"{'search' if quota == 'search' else 'such request'}. Nothing was processed.",
+        details={"quota": quota},
+        **r.known,
+    )
+
+
+# NeuralSnap's words on the one ladder: a 403 is a plan or a key's permission, a 404 a snapshot, a long 429 a quota.
+WORDS = Words(
+    scope="neuralsnap",
+    wait_s=60.0,
+    unauthorized=lambda r: "NeuralSnap rejected the API key.",
+    unauthorized_hint="Check NEURALSNAP_API_KEY (it must be a live or test key that is not revoked); "
+    "retrying will not help.",
+    forbidden=_forbidden,
+    not_found=_not_found,
+    rate_limited=lambda r: "NeuralSnap's rate limit is reached.",
+    rejected=lambda r: f"NeuralSnap rejected the request, saying: «{r.message}»",
+    unavailable=lambda r: f"NeuralSnap answered HTTP {r.status}, saying: «{r.message}».",
+    spent_quota=_spent_quota,
+)

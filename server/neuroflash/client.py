@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import functools
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import quote
 
@@ -13,22 +11,10 @@ import httpx2
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from server.clock import Clock, SystemClock
-from server.errors import (
-    AccessDenied,
-    CredentialsRejected,
-    FairUseReached,
-    IncompleteStream,
-    ModelNotAvailable,
-    NotFound,
-    QuotaExhausted,
-    RateLimited,
-    RouteMissing,
-    UpstreamRejected,
-    UpstreamUnavailable,
-)
-from server.httpio import UNSAFE_METHODS, error_body, retry_after
-from server.neuroflash import sse
-from server.neuroflash.routes import CHAT_PATHS, MODELS_PATH, VOICE_ROUTES, RouteBook
+from server.errors import IncompleteStream, RouteMissing, UpstreamError, UpstreamUnavailable
+from server.neuroflash import refusals, sse
+from server.neuroflash.refusals import SERVICE
+from server.neuroflash.routes import MODELS_PATH, RouteBook, RouteFinder, no_voice_route
 from server.neuroflash.wire import (
     BrandVoice,
     ChatRequest,
@@ -41,56 +27,11 @@ from server.neuroflash.wire import (
     Workspace,
 )
 from server.responses import request_id, send, transport_failure
+from server.upstream.ladder import error_for
 
-SERVICE = "neuroflash"
 TWINS = "/api/digital-twin-service/v1"
 
-
-TextSink = Callable[[str], Awaitable[None]]
 ItemT = TypeVar("ItemT", bound=BaseModel)
-
-
-class GenerationDeadline(httpx2.ReadTimeout):
-    """A stream that sent no text for the idle timeout (keep-alive comments do not count), or ran too long."""
-
-
-class StreamWatch:
-    """The two clocks of one generation: time since the last text, and time since the start."""
-
-    def __init__(self, clock: Clock, idle_s: float, max_s: float) -> None:
-        self._clock = clock
-        self.idle_s, self.max_s = idle_s, max_s
-        self.started = self.last_data = clock.now()
-
-    def data(self) -> None:
-        self.last_data = self._clock.now()
-
-    def check(self) -> None:
-        """Stop a stream that ran past its deadline, or went quiet for too long.
-
-        Raises:
-            GenerationDeadline: the whole stream took longer than `max_s`, or no text came for `idle_s`.
-        """
-        now = self._clock.now()
-        if now - self.started > self.max_s:
-            raise GenerationDeadline(f"the generation ran longer than {self.max_s:.0f} s")
-        if now - self.last_data > self.idle_s:
-            raise GenerationDeadline(f"no text arrived for {self.idle_s:.0f} s, only keep-alives")
-
-
-class _WatchedStream(httpx2.AsyncByteStream):
-    """The body of a generation stream, checked against its watch at each chunk, keep-alive comments included."""
-
-    def __init__(self, inner: httpx2.AsyncByteStream, watch: StreamWatch) -> None:
-        self._inner, self._watch = inner, watch
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._inner:
-            self._watch.check()
-            yield chunk
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
 
 
 class _NotFoundAnswer(Exception):
@@ -130,7 +71,7 @@ class NeuroflashClient:
         self._clock: Clock = clock or SystemClock()
         self._idle_s, self._max_s = idle_s, max_s
         self.routes = routes or RouteBook(self._clock)
-        self.pinned_chat_path = chat_path
+        self._finder = RouteFinder(http, self.routes, chat_path)
 
     async def workspaces(self) -> list[Workspace]:
         """The account's workspaces, from any of the list envelopes the pages allow.
@@ -193,14 +134,13 @@ class NeuroflashClient:
             NotFound: neuroflash does not know the voice in this workspace.
             RouteMissing: neither route exists at this API URL.
             UpstreamError: any other refusal or failure (its subclass says which, by status).
-        """
+        """  # noqa: DOC501 - `raise no_voice_route(…)` raises the RouteMissing named here
         ws, voice = quote(workspace_id, safe=""), quote(voice_id, safe="")
         paths = {
             "ds-prompt": (f"/api/brand-voice-service/v1/workspaces/{ws}/brand-voices/{voice}/ds-prompt", {}),
             "summaries": (f"/api/v1/workspaces/{ws}/brand-voice-summaries", {"brandVoiceId": voice_id}),
         }
-        known = await self.routes.voice_route()
-        order = [known, *[k for k in VOICE_ROUTES if k != known]] if known in VOICE_ROUTES else list(VOICE_ROUTES)
+        known, order = await self._finder.voice_order()
         tried: list[str] = []
         for kind in order:
             path, body = paths[kind]
@@ -213,13 +153,7 @@ class NeuroflashClient:
             if kind != known:
                 await self.routes.voice_answered(kind)
             return _voice_text(response)
-        raise RouteMissing(
-            "neuroflash has no brand-voice prompt route at NEUROFLASH_API_URL: "
-            + " and ".join(tried)
-            + " each answered the gateway's 404; nothing was generated.",
-            paths=tried,
-            hint="Generate without brand_voice_id, or ask the user to check NEUROFLASH_API_URL.",
-        )
+        raise no_voice_route(tried)
 
     async def twin_groups(self) -> list[TwinGroup]:
         """The static groups of digital twins, with their keys.
@@ -258,34 +192,7 @@ class NeuroflashClient:
                 maybe_processed=True,
             ) from None
 
-    async def find_chat_path(self) -> tuple[str | None, list[str]]:
-        """The chat path that exists, found without generating: a body the route refuses before it generates
-        (no workspace header, no messages) answers 400/422 where the route exists and the gateway's 404 where not.
-
-        Returns the path (None when none exists) and the paths tried; what is found is remembered.
-
-        Raises:
-            UpstreamError: a probe got no answer, or the token was refused (its subclass says which).
-        """
-        tried: list[str] = []
-        for path in await self._chat_candidates():
-            tried.append(path)
-            probe = await self._probe(path, "POST")
-            if probe.status_code != 404 or _names_resource(probe):
-                if self.pinned_chat_path is None:
-                    await self.routes.chat_answered(path)
-                return path, tried
-            if self.pinned_chat_path is None:
-                await self.routes.chat_missing(path)
-        return None, tried
-
-    async def _chat_candidates(self) -> list[str]:
-        if self.pinned_chat_path is not None:
-            return [self.pinned_chat_path]
-        known = await self.routes.chat_path()
-        return [known, *[p for p in CHAT_PATHS if p != known]] if known else list(CHAT_PATHS)
-
-    async def chat(self, workspace_id: str, body: ChatRequest, on_text: TextSink) -> ChatResult:
+    async def chat(self, workspace_id: str, body: ChatRequest, on_text: sse.TextSink) -> ChatResult:
         """Stream a completion, handing each piece of text to `on_text` as it arrives.
 
         Tries the remembered chat path (else the reference page's); a gateway 404 there, which processed
@@ -306,60 +213,28 @@ class NeuroflashClient:
             UpstreamStreamError: an error event in the stream; the text so far and the upstream's words go with it.
         """
         tried: list[str] = []
-        candidates = await self._chat_candidates()
-        known = None if self.pinned_chat_path is not None else await self.routes.chat_path()
+        candidates = await self._finder.chat_candidates()
+        known = await self._finder.known_chat_path()
         for path in candidates:
             tried.append(path)
             try:
                 result = await self._chat_at(path, workspace_id, body, on_text, learn=path != known)
             except _NoRoute:
-                if self.pinned_chat_path is None:
-                    await self.routes.chat_missing(path)
+                await self._finder.chat_missing(path)
                 continue
             return result
-        if self.pinned_chat_path is not None:
-            message = (
-                f"NEUROFLASH_CHAT_PATH={self.pinned_chat_path} is not a route of this neuroflash API: the gateway "
-                "answered 404 and nothing was processed."
-            )
-            hint = "Ask the user to correct NEUROFLASH_CHAT_PATH, or to unset it so the server finds the path itself."
-        else:
-            message = (
-                "neuroflash has no chat-completions route at NEUROFLASH_API_URL: "
-                + " and ".join(tried)
-                + " each answered the gateway's 404, so nothing was processed and no words were spent."
-            )
-            hint = "Ask the user to check NEUROFLASH_API_URL, or to set NEUROFLASH_CHAT_PATH to the documented path."
-        raise RouteMissing(message, paths=tried, hint=hint)
+        raise self._finder.no_chat_route(tried)
 
-    async def _probe(self, path: str, method: str) -> httpx2.Response:
-        """A request the route refuses before it does anything: no workspace header, and for POST an empty body.
+    async def find_chat_path(self) -> tuple[str | None, list[str]]:
+        """The chat path that exists, found without generating (see `RouteFinder.find_chat_path`).
 
         Raises:
-            UpstreamUnavailable: the probe got no answer.
-            CredentialsRejected: no token could be had for it.
-        """  # noqa: DOC501 - `raise transport_failure(…)` raises the UpstreamUnavailable named here
-        try:
-            return await self._http.request(method, path, json={} if method == "POST" else None)
-        except httpx2.TransportError as exc:
-            raise transport_failure(exc, service=SERVICE, method="GET") from None
-
-    async def _is_missing_route(self, path: str, method: str, response: httpx2.Response) -> bool:
-        """Whether a 404 at `path` is the gateway's (no such route) rather than the service's (no such workspace).
-
-        A 404 that names what it did not find (a code, or the words workspace or model) is the service's. Any
-        other is confirmed with a probe the route refuses before doing anything: 404 again means no route.
-
-        Raises:
-            UpstreamError: the probe got no answer, or no token (its subclass says which).
+            UpstreamError: a probe got no answer, or the token was refused (its subclass says which).
         """
-        if _names_resource(response):
-            return False
-        probe = await self._probe(path, method)
-        return probe.status_code == 404 and not _names_resource(probe)
+        return await self._finder.find_chat_path()
 
     async def _chat_at(
-        self, path: str, workspace_id: str, body: ChatRequest, on_text: TextSink, *, learn: bool
+        self, path: str, workspace_id: str, body: ChatRequest, on_text: sse.TextSink, *, learn: bool
     ) -> ChatResult:
         request = self._http.build_request(
             "POST",
@@ -367,7 +242,7 @@ class NeuroflashClient:
             json=body.model_dump(exclude_none=True),
             headers={"x-workspace-id": workspace_id},
         )
-        watch = StreamWatch(self._clock, self._idle_s, self._max_s)
+        watch = sse.StreamWatch(self._clock, self._idle_s, self._max_s)
         # The watch runs on the injected clock at each chunk; this real-time cap also ends a silent stream.
         with anyio.move_on_after(self._max_s) as cap:
             try:
@@ -377,14 +252,14 @@ class NeuroflashClient:
             try:
                 if response.status_code != 200:
                     await response.aread()
-                    if response.status_code == 404 and await self._is_missing_route(path, "POST", response):
+                    if response.status_code == 404 and await self._finder.is_missing_route(path, "POST", response):
                         raise _NoRoute(path)
-                if learn and self.pinned_chat_path is None:
-                    await self.routes.chat_answered(path)  # any other answer proves the route exists
+                if learn:
+                    await self._finder.chat_answered(path)  # any other answer proves the route exists
                 if response.status_code != 200:
-                    _raise_for(response, workspace_id)
-                response.stream = _WatchedStream(response.stream, watch)  # type: ignore[arg-type]
-                return await _read_stream(response, on_text, watch)
+                    raise self._refused(response, workspace_id)
+                response.stream = sse.WatchedStream(response.stream, watch)  # type: ignore[arg-type]
+                return await sse.read_response(response, on_text, watch)
             finally:
                 await response.aclose()
         assert cap.cancelled_caught
@@ -408,14 +283,14 @@ class NeuroflashClient:
 
         Raises:
             RouteMissing: with `judge_404`, the path is not a route of the API (the gateway's 404).
-            UpstreamError: any other error answer or failure, by status (see `_raise_for`).
+            UpstreamError: any other error answer or failure, by status (see `refusals`).
         """
         headers = {"x-workspace-id": workspace_id} if header and workspace_id else None
 
         def raise_for(response: httpx2.Response) -> NoReturn:
             if judge_404 and response.status_code == 404:
                 raise _NotFoundAnswer(response)
-            _raise_for(response, workspace_id)
+            raise self._refused(response, workspace_id)
 
         try:
             return await send(
@@ -423,19 +298,17 @@ class NeuroflashClient:
                 json=json,
             )  # fmt: skip
         except _NotFoundAnswer as answer:
-            if await self._is_missing_route(path, method, answer.response):
+            if await self._finder.is_missing_route(path, method, answer.response):
                 raise RouteMissing(
                     f"neuroflash has no route {method} {path} at NEUROFLASH_API_URL: the gateway answered 404.",
                     paths=[path],
                     request_id=request_id(answer.response),
                 ) from None
-            _raise_for(answer.response, workspace_id)
+            raise self._refused(answer.response, workspace_id) from None
 
-
-def _names_resource(response: httpx2.Response) -> bool:
-    """Whether a 404's body is a service's own: it carries a code, or names a workspace or model it did not find."""
-    code, message = error_body(response)
-    return code is not None or any(word in message.lower() for word in ("workspace", "model", "voice"))
+    def _refused(self, response: httpx2.Response, workspace_id: str | None) -> UpstreamError:
+        """The error an error answer means, on the one ladder with neuroflash's words (`refusals`)."""
+        return error_for(response, refusals.WORDS, now=self._clock.now(), subject=workspace_id)
 
 
 def _voice_text(response: httpx2.Response) -> str:
@@ -503,108 +376,3 @@ def _items(model: type[ItemT], response: httpx2.Response, what: str) -> list[Ite
             request_id=request_id(response),
             status=response.status_code,
         ) from None
-
-
-async def _read_stream(response: httpx2.Response, on_text: TextSink, watch: StreamWatch) -> ChatResult:
-    """The generation's events, read by `sse` (framing, error events, when a stream counts as finished).
-
-    Raises:
-        UpstreamStreamError: an error event came in the stream.
-        IncompleteStream: the stream ended, broke or ran out of time before it said it had finished.
-        UpstreamUnavailable: the answer is not an event stream, or holds an event that is not a chat chunk.
-    """
-    rid = request_id(response)
-    if not response.headers.get("content-type", "").lower().startswith("text/event-stream"):
-        raise UpstreamUnavailable(
-            "neuroflash answered the generation with something other than an event stream.",
-            request_id=rid,
-            maybe_processed=True,
-        )
-    reading = sse.ChatReading(rid)
-
-    async def relay(text: str) -> None:
-        watch.data()
-        await on_text(text)
-
-    try:
-        return await sse.read_chat(response.aiter_bytes(), reading, relay)
-    except GenerationDeadline as exc:
-        if reading.finished:
-            return reading.result()  # all of it came; only the closing [DONE] did not
-        raise reading.cut(
-            f"The generation was stopped: {exc} (FLASHSNAP_TIMEOUT_S, FLASHSNAP_MAX_GENERATION_S)."
-        ) from None
-    except httpx2.TransportError as exc:
-        if reading.finished:
-            return reading.result()
-        raise reading.cut(f"The generation stream broke ({type(exc).__name__}) before it finished.") from None
-
-
-def _raise_for(response: httpx2.Response, workspace_id: str | None) -> NoReturn:
-    """Map a neuroflash error answer to the error tree: by status first, a known code only refines the message.
-
-    The errors page documents statuses only; codes are assumptions, so a missing or unknown one still
-    gives the status's kind of error, with the upstream's words quoted (an HTML page is not quoted).
-
-    Raises:
-        CredentialsRejected: 401.
-        ModelNotAvailable: 403 with code MODEL_NOT_AVAILABLE.
-        FairUseReached: 403 with code FAIR_USE_LIMIT_REACHED.
-        AccessDenied: any other 403, naming the workspace.
-        NotFound: 404 (the caller has ruled out a missing route).
-        QuotaExhausted: 429 with code QUOTA_EXCEEDED.
-        RateLimited: any other 429.
-        UpstreamRejected: 400, 422 and every other 4xx.
-        UpstreamUnavailable: 5xx and anything else; `maybe_processed` for a write.
-    """
-    code, message = error_body(response)
-    status, rid = response.status_code, request_id(response)
-    said = f", saying: «{message}»" if message != f"HTTP {status}" else ""
-    where = f" for workspace {workspace_id}" if workspace_id else ""
-    if status == 401:
-        raise CredentialsRejected(
-            f"neuroflash refused the service account's access token, even a freshly issued one{said}.",
-            request_id=rid,
-            status=status,
-        )
-    if status == 404:
-        named = code == "NOT_FOUND" or "workspace" in message.lower()
-        raise NotFound(
-            f"neuroflash does not know the workspace {workspace_id!r}{said}"
-            if workspace_id and named
-            else f"neuroflash answered 404 (not found){where}{said}",
-            hint="Call list_workspaces to see the workspaces this account can use"
-            + (", and list_models for the models." if workspace_id and not named else "."),
-            request_id=rid,
-            status=status,
-        )
-    if status == 403 and code == "MODEL_NOT_AVAILABLE":
-        raise ModelNotAvailable(f"neuroflash refused the model{said}", request_id=rid, status=status)
-    if status == 403 and code == "FAIR_USE_LIMIT_REACHED":
-        raise FairUseReached("The workspace has reached its fair-use limit.", request_id=rid, status=status)
-    if status == 403:
-        raise AccessDenied(
-            f"neuroflash refused access{where} (403: insufficient permissions or a limit reached){said}",
-            request_id=rid,
-            status=status,
-            details={"workspace_id": workspace_id} if workspace_id else None,
-        )
-    if status == 429 and code == "QUOTA_EXCEEDED":
-        message = f"neuroflash refused the generation for its quota{said}"
-        raise QuotaExhausted(message, period=None, resets_at=None, request_id=rid, status=status)
-    if status == 429:
-        retry = retry_after(response, time.time()) or 1.0
-        raise RateLimited(
-            f"neuroflash answered 429 (rate limit or quota exceeded){said}",
-            scope=SERVICE,
-            retry_after_s=retry,
-            request_id=rid,
-        )
-    if 400 <= status < 500:  # refused, so not processed: never "maybe processed", never "retry as is"
-        raise UpstreamRejected(f"neuroflash rejected the request (HTTP {status}){said}", request_id=rid, status=status)
-    raise UpstreamUnavailable(
-        f"neuroflash answered HTTP {status}{said}",
-        request_id=rid,
-        status=status,
-        maybe_processed=response.request.method in UNSAFE_METHODS,
-    )

@@ -1,5 +1,8 @@
 """Which neuroflash routes answer at an API URL: the chat path that works, and whether the model list exists.
 
+A route is told apart without generating (`RouteFinder`): a 404 that names what it did not find is the service's;
+any other is confirmed with a probe the route refuses before doing anything, and 404 again is the gateway's.
+
 The vendors' pages disagree (docs/upstream-contract.md, "Where the vendors' own pages disagree"): the
 chat-completions reference page posts to `REFERENCE_CHAT_PATH`, the overview page to `OVERVIEW_CHAT_PATH`,
 and only the overview page has the model list. What answers is learned from the upstream and kept in
@@ -17,7 +20,13 @@ and a model list that answers again clears its "missing".
 
 from __future__ import annotations
 
+import httpx2
+
 from server.clock import Clock
+from server.errors import RouteMissing
+from server.httpio import error_body
+from server.neuroflash.refusals import SERVICE
+from server.responses import transport_failure
 from server.state.layout import RouteKeys
 from server.state.memory import MemoryStore
 from server.state.store import Change, Doc, Store
@@ -124,3 +133,122 @@ class RouteBook:
             return Change(None, {"path": path, "seen_at": self._clock.now()}, CHAT_TTL_S)
 
         await self._store.update(key, learn)
+
+
+class RouteFinder:
+    """Which route to try first and whether a 404 is a missing route, learning into `book` as it goes.
+
+    The chat path is `pinned_chat_path` when one is pinned (NEUROFLASH_CHAT_PATH), and then nothing is learnt;
+    otherwise the one `book` remembers, else the reference page's, then the other one.
+    """
+
+    def __init__(self, http: httpx2.AsyncClient, book: RouteBook, pinned_chat_path: str | None = None) -> None:
+        self._http = http
+        self.book = book
+        self.pinned_chat_path = pinned_chat_path
+
+    async def known_chat_path(self) -> str | None:
+        """The chat path remembered as answering; None when a path is pinned (nothing is learnt then)."""
+        return None if self.pinned_chat_path is not None else await self.book.chat_path()
+
+    async def chat_candidates(self) -> list[str]:
+        """The chat paths to try, in order: the pinned one alone, else the remembered one first."""
+        if self.pinned_chat_path is not None:
+            return [self.pinned_chat_path]
+        known = await self.book.chat_path()
+        return [known, *[p for p in CHAT_PATHS if p != known]] if known else list(CHAT_PATHS)
+
+    async def chat_answered(self, path: str) -> None:
+        """`path` answered as a route: remembered, unless a path is pinned."""
+        if self.pinned_chat_path is None:
+            await self.book.chat_answered(path)
+
+    async def chat_missing(self, path: str) -> None:
+        """`path` answered the gateway's 404: forgotten, unless a path is pinned."""
+        if self.pinned_chat_path is None:
+            await self.book.chat_missing(path)
+
+    async def find_chat_path(self) -> tuple[str | None, list[str]]:
+        """The chat path that exists, found without generating: a body the route refuses before it generates
+        (no workspace header, no messages) answers 400/422 where the route exists and the gateway's 404 where not.
+
+        Returns the path (None when none exists) and the paths tried; what is found is remembered.
+
+        Raises:
+            UpstreamError: a probe got no answer, or the token was refused (its subclass says which).
+        """
+        tried: list[str] = []
+        for path in await self.chat_candidates():
+            tried.append(path)
+            probe = await self._probe(path, "POST")
+            if probe.status_code != 404 or names_resource(probe):
+                await self.chat_answered(path)
+                return path, tried
+            await self.chat_missing(path)
+        return None, tried
+
+    def no_chat_route(self, tried: list[str]) -> RouteMissing:
+        """The error for a generation whose every chat path answered the gateway's 404 (nothing was processed)."""
+        if self.pinned_chat_path is not None:
+            message = (
+                f"NEUROFLASH_CHAT_PATH={self.pinned_chat_path} is not a route of this neuroflash API: the gateway "
+                "answered 404 and nothing was processed."
+            )
+            hint = "Ask the user to correct NEUROFLASH_CHAT_PATH, or to unset it so the server finds the path itself."
+        else:
+            message = (
+                "neuroflash has no chat-completions route at NEUROFLASH_API_URL: "
+                + " and ".join(tried)
+                + " each answered the gateway's 404, so nothing was processed and no words were spent."
+            )
+            hint = "Ask the user to check NEUROFLASH_API_URL, or to set NEUROFLASH_CHAT_PATH to the documented path."
+        return RouteMissing(message, paths=tried, hint=hint)
+
+    async def voice_order(self) -> tuple[str | None, list[str]]:
+        """The brand-voice prompt route remembered (if any), and the routes to try: that one first."""
+        known = await self.book.voice_route()
+        order = [known, *[k for k in VOICE_ROUTES if k != known]] if known in VOICE_ROUTES else list(VOICE_ROUTES)
+        return known, order
+
+    async def is_missing_route(self, path: str, method: str, response: httpx2.Response) -> bool:
+        """Whether a 404 at `path` is the gateway's (no such route) rather than the service's (no such workspace).
+
+        A 404 that names what it did not find (a code, or the words workspace or model) is the service's. Any
+        other is confirmed with a probe the route refuses before doing anything: 404 again means no route.
+
+        Raises:
+            UpstreamError: the probe got no answer, or no token (its subclass says which).
+        """
+        if names_resource(response):
+            return False
+        probe = await self._probe(path, method)
+        return probe.status_code == 404 and not names_resource(probe)
+
+    async def _probe(self, path: str, method: str) -> httpx2.Response:
+        """A request the route refuses before it does anything: no workspace header, and for POST an empty body.
+
+        Raises:
+            UpstreamUnavailable: the probe got no answer.
+            CredentialsRejected: no token could be had for it.
+        """  # noqa: DOC501 - `raise transport_failure(…)` raises the UpstreamUnavailable named here
+        try:
+            return await self._http.request(method, path, json={} if method == "POST" else None)
+        except httpx2.TransportError as exc:
+            raise transport_failure(exc, service=SERVICE, method="GET") from None
+
+
+def no_voice_route(tried: list[str]) -> RouteMissing:
+    """The error for a brand voice whose every prompt route answered the gateway's 404 (nothing was generated)."""
+    return RouteMissing(
+        "neuroflash has no brand-voice prompt route at NEUROFLASH_API_URL: "
+        + " and ".join(tried)
+        + " each answered the gateway's 404; nothing was generated.",
+        paths=tried,
+        hint="Generate without brand_voice_id, or ask the user to check NEUROFLASH_API_URL.",
+    )
+
+
+def names_resource(response: httpx2.Response) -> bool:
+    """Whether a 404's body is a service's own: it carries a code, or names a workspace or model it did not find."""
+    code, message = error_body(response)
+    return code is not None or any(word in message.lower() for word in ("workspace", "model", "voice"))

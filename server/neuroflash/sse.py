@@ -1,4 +1,4 @@
-"""Reading a chat-completions event stream: the SSE standard's framing, then what the events say.
+"""Reading a chat-completions event stream: the SSE standard's framing, what the events say, and its watch.
 
 Framing follows the WHATWG HTML standard's "server-sent events" parsing rules:
 - the body is UTF-8, and one leading byte-order mark is dropped (it is not part of the first field);
@@ -17,6 +17,9 @@ What the events say (`ChatReading`):
 One deliberate difference from the standard: the standard discards an event cut off before its blank line. A last
 `[DONE]`, or a last chunk with `finish_reason` and `usage`, cut off that way still counts, since all of it arrived;
 any other unterminated last event is discarded. A stream that never says it finished is never reported finished.
+
+The watch (`StreamWatch`): a generation ends when no text came for its idle time (comments and keep-alives do not
+count) or after its longest time in all, whatever the upstream keeps sending.
 """
 
 from __future__ import annotations
@@ -24,15 +27,18 @@ from __future__ import annotations
 import codecs
 import json
 import re
-from collections.abc import AsyncIterable, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import httpx2
 from pydantic import ValidationError
 
+from server.clock import Clock
 from server.errors import IncompleteStream, UpstreamStreamError, UpstreamUnavailable
 from server.httpio import upstream_text
 from server.neuroflash.wire import ChatChunk, ChatResult
+from server.responses import request_id
 
 BOM = "\ufeff"
 DONE = "[DONE]"
@@ -245,6 +251,87 @@ async def read_chat(body: AsyncIterable[bytes], reading: ChatReading, on_text: T
         for text in reading.take(event):
             await on_text(text)
     return reading.result()
+
+
+# --- the watch on one generation: its idle time and its longest time --------------------------------------
+
+
+class GenerationDeadline(httpx2.ReadTimeout):
+    """A stream that sent no text for the idle timeout (keep-alive comments do not count), or ran too long."""
+
+
+class StreamWatch:
+    """The two clocks of one generation: time since the last text, and time since the start."""
+
+    def __init__(self, clock: Clock, idle_s: float, max_s: float) -> None:
+        self._clock = clock
+        self.idle_s, self.max_s = idle_s, max_s
+        self.started = self.last_data = clock.now()
+
+    def data(self) -> None:
+        self.last_data = self._clock.now()
+
+    def check(self) -> None:
+        """Stop a stream that ran past its deadline, or went quiet for too long.
+
+        Raises:
+            GenerationDeadline: the whole stream took longer than `max_s`, or no text came for `idle_s`.
+        """
+        now = self._clock.now()
+        if now - self.started > self.max_s:
+            raise GenerationDeadline(f"the generation ran longer than {self.max_s:.0f} s")
+        if now - self.last_data > self.idle_s:
+            raise GenerationDeadline(f"no text arrived for {self.idle_s:.0f} s, only keep-alives")
+
+
+class WatchedStream(httpx2.AsyncByteStream):
+    """The body of a generation stream, checked against its watch at each chunk, keep-alive comments included."""
+
+    def __init__(self, inner: httpx2.AsyncByteStream, watch: StreamWatch) -> None:
+        self._inner, self._watch = inner, watch
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._inner:
+            self._watch.check()
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+async def read_response(response: httpx2.Response, on_text: TextSink, watch: StreamWatch) -> ChatResult:
+    """A generation's answer read to its end (`read_chat`), its text relayed as it comes, under its watch.
+
+    Raises:
+        UpstreamStreamError: an error event came in the stream.
+        IncompleteStream: the stream ended, broke or ran out of time before it said it had finished.
+        UpstreamUnavailable: the answer is not an event stream, or holds an event that is not a chat chunk.
+    """
+    rid = request_id(response)
+    if not response.headers.get("content-type", "").lower().startswith("text/event-stream"):
+        raise UpstreamUnavailable(
+            "neuroflash answered the generation with something other than an event stream.",
+            request_id=rid,
+            maybe_processed=True,
+        )
+    reading = ChatReading(rid)
+
+    async def relay(text: str) -> None:
+        watch.data()
+        await on_text(text)
+
+    try:
+        return await read_chat(response.aiter_bytes(), reading, relay)
+    except GenerationDeadline as exc:
+        if reading.finished:
+            return reading.result()  # all of it came; only the closing [DONE] did not
+        raise reading.cut(
+            f"The generation was stopped: {exc} (FLASHSNAP_TIMEOUT_S, FLASHSNAP_MAX_GENERATION_S)."
+        ) from None
+    except httpx2.TransportError as exc:
+        if reading.finished:
+            return reading.result()
+        raise reading.cut(f"The generation stream broke ({type(exc).__name__}) before it finished.") from None
 
 
 def _json(data: str) -> Any:

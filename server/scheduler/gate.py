@@ -2,8 +2,8 @@
 
 State comes from the upstream's own answers: `X-RateLimit-Limit`, `-Remaining` and `-Reset`
 (every NeuralSnap answer, errors included), and 429s with `Retry-After`. It lives in the state
-store (`window.py` holds the decisions), so every process using the credential shares one budget.
-The gate
+store (`window.py`; `admit.py` and `settle.py` decide on it), so every process using the credential
+shares one budget. The gate
 
 - sends nothing while the known remaining budget is 0 before the reset;
 - reserves each send before it leaves, so a burst never overshoots into a 429, whichever
@@ -36,24 +36,12 @@ from server.errors import RateLimited
 from server.observe import tracing
 from server.observe.metrics import NO_METRICS, Observer
 from server.scheduler import burst
+from server.scheduler.admit import Asker, AwaitAnswers, Decision, Moved, Send, Wait, decide
 from server.scheduler.buckets import key_part
 from server.scheduler.budget import HEARTBEAT_EVERY_S, Budget
 from server.scheduler.fair import FairQueue
-from server.scheduler.window import (
-    Answer,
-    Asker,
-    AwaitAnswers,
-    Decision,
-    Moved,
-    Send,
-    Wait,
-    Window,
-    decide,
-    forget_ticket,
-    renew_flights,
-    seed_limit,
-    settle,
-)
+from server.scheduler.settle import Answer, settle
+from server.scheduler.window import Window, forget_ticket, renew_flights, seed_limit
 from server.state.leases import POLL_S, LeaseKeeper
 from server.state.memory import MemoryStore
 from server.state.store import Change, Doc, Mutation, Store
@@ -112,7 +100,7 @@ class _Lane:
 class Gate(LeaseKeeper):
     """The way out for one credential's requests: each waits its turn, then until the shared window lets it go.
 
-    Decisions are made on window documents in the state store (`window.decide`, `window.settle`), so every
+    Decisions are made on window documents in the state store (`admit.decide`, `settle.settle`), so every
     process sharing the credential shares its budgets: one window for the credential, and one more for each
     bucket (method and route) its answers showed to have a budget of its own (`buckets.py`). Enter it
     (`async with`) on a shared store so the reservations of requests in flight are renewed; `flight_lease_s`

@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import pytest
 
-from server.scheduler.window import (
+from server.scheduler.admit import Asker, Wait, decide
+from server.scheduler.settle import (
     Answer,
-    Asker,
-    Wait,
-    Window,
-    decide,
     give_back_unsent,
     learn_report,
     reports_current_window,
     settle,
     starts_newer_window,
 )
+from server.scheduler.window import Window
 from server.state.store import KEEP
 
 NOW = 1_000.0

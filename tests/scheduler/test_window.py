@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from server.scheduler.window import Answer, Asker, Send, decide, settle
+from server.scheduler.admit import Asker, Send, decide
+from server.scheduler.settle import Answer, settle
 from server.state.store import KEEP, Doc
 
 LIMIT = 20

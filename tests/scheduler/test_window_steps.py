@@ -10,14 +10,13 @@ from typing import Any
 
 import pytest
 
-from server.scheduler.window import (
+from server.scheduler.admit import (
     TICKET_GRACE_S,
     Asker,
     AwaitAnswers,
     Decision,
     Send,
     Wait,
-    Window,
     decide,
     held,
     is_blocked,
@@ -35,6 +34,7 @@ from server.scheduler.window import (
     turn_if_over,
     wakes_at,
 )
+from server.scheduler.window import Window
 from server.state.store import KEEP
 
 NOW = 1_000.0

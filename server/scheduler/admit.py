@@ -1,0 +1,229 @@
+"""May this request go now? The pure steps of one decision on a credential's shared window (`window.py`).
+
+A call is let out and its send reserved in the same atomic update, or held: by answers still out, a 429's
+penalty, a spent budget, older calls of any process, pacing, or the burst. A call held keeps a ticket.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from server.scheduler import burst
+from server.scheduler.window import WINDOW_TTL_S, Window
+from server.state.store import Change, Doc
+
+PROBE_ANSWERS = 3  # header-less answers after which the gate stops probing one request at a time
+TICKET_GRACE_S = 2.0  # a waiting call's ticket outlives its next look at the gate by this much
+
+
+@dataclass(frozen=True)
+class Send:
+    tracked: bool  # counted in the shared document (and so to be settled there)
+    in_period: int = field(default=0, compare=False)  # sends in its burst period, itself included
+
+
+@dataclass(frozen=True)
+class Wait:
+    seconds: float
+    why: str
+    advisory: bool = False  # pacing: never worth failing a call for
+
+
+@dataclass(frozen=True)
+class AwaitAnswers:
+    why: str
+
+
+@dataclass(frozen=True)
+class Moved:
+    """The asker's bucket has a window of its own now: ask there (nothing was reserved here)."""
+
+
+Decision = Send | Wait | AwaitAnswers | Moved
+
+
+@dataclass(frozen=True)
+class Asker:
+    """Who asks to send: one attempt of one call, at the head of its process's queue."""
+
+    id: str
+    arrived_at: float
+    probe_first: bool
+    paced: bool  # already waited once for pacing: pacing is advisory, never twice
+    queued_here: int  # calls waiting behind it in this process
+    flight_ttl_s: float
+    pace_below: float = 0.1
+    own_window: bool = False  # the window is an endpoint's own: no call moves from it, and its unknown burst ramps up
+    bucket: str = ""  # the request's method and route
+    inherited: tuple[float, ...] = ()  # its bucket's sends still counted in the key's window (burst.py)
+
+
+def decide(doc: Doc | None, now: float, asker: Asker) -> Change[tuple[Decision, Window]]:
+    """Whether `asker` may send at `now` (Unix seconds); if so, its send is reserved in the same step.
+
+    The steps, in order: the window may hold everyone (`held`); else a window whose reset passed turns
+    (`turn_if_over`) and older calls or pacing may hold this one (`queued_or_paced`). A call held keeps its
+    ticket (`keep_ticket`); a call let out is reserved (`let_out`).
+    """
+    w = Window.load(doc, now)
+    if not asker.own_window and asker.bucket in w.separate:
+        return Change((Moved(), w))  # split off while it waited here: its sends count in its own window now
+    learning = is_learning(w, asker)
+    decision = held(w, now, learning)
+    if decision is None:
+        turn_if_over(w, now)
+        decision = queued_or_paced(w, now, asker) or burst_held(w, now, asker)
+    if decision is not None:
+        return keep_ticket(doc, w, now, asker, decision)
+    return let_out(doc, w, now, asker, learning)
+
+
+def is_blocked(w: Window, now: float) -> bool:
+    """Whether a rate-limit 429's penalty still holds every call at `now` (Unix seconds)."""
+    return w.blocked_until > now
+
+
+def is_spent(w: Window, now: float) -> bool:
+    """Whether the known budget is used up and its reset (if known) is still ahead of `now` (Unix seconds)."""
+    return w.remaining is not None and w.remaining <= 0 and (w.reset_at is None or now < w.reset_at)
+
+
+def is_learning(w: Window, asker: Asker) -> bool:
+    """Whether the limit is still unknown and the gate lets a single probe out at a time to learn it."""
+    return asker.probe_first and w.limit is None and w.answered < PROBE_ANSWERS
+
+
+def held(w: Window, now: float, learning: bool) -> Decision | None:
+    """Which hold the window puts on every call: answers still out first, a 429's penalty, a spent budget, or none.
+
+    Waits are in seconds from `now` (Unix seconds).
+    """
+    blocked, spent = is_blocked(w, now), is_spent(w, now)
+    if (blocked or spent or learning) and w.in_flight > 0:
+        # Let the requests already out be answered first: what they say may change the wait.
+        return AwaitAnswers("waiting for answers to requests already sent")
+    if blocked:
+        return Wait(w.blocked_until - now, "rate limited by the upstream")
+    if spent and w.reset_at is not None:
+        return Wait(w.reset_at - now, "rate limit budget spent")
+    # A spent budget with no reset known falls through: `queued_or_paced` holds it (older >= remaining = 0).
+    return None
+
+
+def turn_if_over(w: Window, now: float) -> None:
+    """Start a fresh window (in place) once the reset has passed at `now` (Unix seconds)."""
+    if w.reset_at is not None and now >= w.reset_at:
+        # The window is over: a fresh one starts with our next send. Sends still unanswered may land
+        # in it, so they count against it.
+        w.sent = w.in_flight
+        w.sent_by = {}
+        w.remaining = None if w.limit is None else max(0, w.limit - w.sent)
+        w.reset_at = None
+
+
+def older_waiting(w: Window, asker: Asker) -> int:
+    """How many calls of other processes still wait that arrived before `asker`."""
+    return sum(1 for k, (arrived, _) in w.waiting.items() if k != asker.id and arrived < asker.arrived_at)
+
+
+def others_waiting(w: Window, asker: Asker) -> int:
+    """How many calls of other processes still wait, older or not."""
+    return sum(1 for k in w.waiting if k != asker.id)
+
+
+def queued_or_paced(w: Window, now: float, asker: Asker) -> Decision | None:
+    """Whether older calls (first come, first served) or pacing hold `asker` in an open window.
+
+    A window with a burst is paced at its burst rate (`burst_held`), never spread thinly over the window.
+    """
+    if w.remaining is not None and older_waiting(w, asker) >= w.remaining:
+        return AwaitAnswers("waiting for calls that came first")
+    if burst.allowed(w, asker.own_window) is not None:
+        return None
+    if not asker.paced and (seconds := pace(w, now, asker, others_waiting(w, asker))) > 0:
+        return Wait(seconds, "pacing the last requests of the window", advisory=True)
+    return None
+
+
+def burst_held(w: Window, now: float, asker: Asker) -> Decision | None:
+    """Whether the burst holds the next send: paced at the burst rate, or, while finding it, one send at a time."""
+    seconds = burst.burst_wait(w, now, asker.own_window, asker.inherited, excluding=w.separate.keys())
+    if seconds <= 0:
+        return None
+    if burst.ramping(w, asker.own_window) and w.in_flight > 0:
+        return AwaitAnswers("finding the upstream's burst rate")  # an answer may allow one more at once
+    return Wait(seconds, "pacing at the upstream's burst rate")
+
+
+def wakes_at(decision: Decision, now: float) -> float:
+    """When (Unix seconds) a held call looks at the gate again: after its wait, or at once to await answers."""
+    return now + (decision.seconds if isinstance(decision, Wait) else 0.0)
+
+
+def ticket_is_fresh(ticket: tuple[float, float] | None, wake: float) -> bool:
+    """Whether a waiting call's ticket still outlives its next look (at `wake`, Unix seconds) by half the grace."""
+    return ticket is not None and ticket[1] >= wake + TICKET_GRACE_S / 2
+
+
+def keep_ticket(
+    doc: Doc | None, w: Window, now: float, asker: Asker, decision: Decision
+) -> Change[tuple[Decision, Window]]:
+    """A held call's ticket: rewritten to expire a grace after its next look, unless fresh and nothing changed."""
+    wake = wakes_at(decision, now)
+    if ticket_is_fresh(w.waiting.get(asker.id), wake) and doc is not None and not _changed(doc, w):
+        return Change((decision, w))  # ticket still fresh and nothing else changed: no write
+    w.waiting[asker.id] = (asker.arrived_at, wake + TICKET_GRACE_S)
+    return Change((decision, w), w.dump(), WINDOW_TTL_S)
+
+
+def is_tracked(w: Window, learning: bool) -> bool:
+    """Whether a send must be counted in the shared document: something is known, learnt, waiting or out."""
+    return w.limit is not None or w.remaining is not None or learning or bool(w.waiting) or w.in_flight > 0
+
+
+def let_out(doc: Doc | None, w: Window, now: float, asker: Asker, learning: bool) -> Change[tuple[Decision, Window]]:
+    """A call let out: reserved and counted when tracked; untracked, written only to clean a changed document."""
+    if not is_tracked(w, learning):
+        # Nothing is known to count against (so nobody waits either): a write only stores what loading dropped.
+        if doc is None or not _changed(doc, w):
+            return Change((Send(tracked=False), w))
+        return Change((Send(tracked=False), w), w.dump(), WINDOW_TTL_S)
+    in_period = reserve(w, now, asker)
+    return Change((Send(tracked=True, in_period=in_period), w), w.dump(), WINDOW_TTL_S)
+
+
+def reserve(w: Window, now: float, asker: Asker) -> int:
+    """Count one send of `asker` against the window (in place), in flight until `now + flight_ttl_s` (Unix s).
+
+    Returns how many sends its burst period holds with it.
+    """
+    w.waiting.pop(asker.id, None)
+    if w.remaining is not None:
+        w.remaining -= 1
+    w.sent += 1
+    w.sent_by[asker.bucket] = w.sent_by.get(asker.bucket, 0) + 1
+    w.flights[asker.id] = now + asker.flight_ttl_s
+    w.last_send = now
+    return burst.note_send(w, now, asker.bucket)
+
+
+def _changed(doc: Doc, w: Window) -> bool:
+    return doc != w.dump()
+
+
+def pace(w: Window, now: float, asker: Asker, others: int) -> float:
+    """Seconds to hold `asker` so the last sends spread over the window, when the budget runs low and more wait.
+
+    0 while the budget is not low (above `pace_below` of the limit), when it covers every call waiting, or
+    when the window is not known; the interval runs from the last send, `now` in Unix seconds.
+    """
+    if w.limit is None or w.remaining is None or w.reset_at is None:
+        return 0.0
+    demand = asker.queued_here + 1 + others
+    if w.remaining > asker.pace_below * w.limit or demand <= w.remaining:
+        return 0.0
+    # Spread over the window's time left, less a tenth of the window as a margin, in remaining + 1
+    # intervals: the last paced send lands well before the reset, never slipping into the next window.
+    margin = 0.1 * (w.window_s or (w.reset_at - now))
+    interval = max(0.0, w.reset_at - now - margin) / (w.remaining + 1)
+    return max(0.0, w.last_send + interval - now)

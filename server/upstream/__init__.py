@@ -1,0 +1,1 @@
+"""What every upstream room shares: one ladder from an error answer's status to the error tree."""
