@@ -8,7 +8,7 @@ from server.arguments import Closed
 from server.errors import InvalidArguments
 from server.features.consent import ask_first, generate_words, over
 from server.neuroflash.wire import ChatMessage, ChatRequest
-from server.toolspec import CREATES, Confirm, MaxWait, ToolContext, ToolSpec, WorkspaceId, runtime
+from server.toolspec import CREATES, Confirm, Cost, MaxWait, ToolContext, ToolSpec, WorkspaceId, runtime
 
 
 class Message(Closed):
@@ -110,4 +110,11 @@ async def generate(
     return Generation(workspace_id=workspace_id, **result.model_dump())
 
 
-TOOL = ToolSpec(generate, "generate", "Generate text with neuroflash", CREATES, "neuroflash")
+TOOL = ToolSpec(
+    generate,
+    title="Generate text with neuroflash",
+    toolset="neuroflash",
+    annotations=CREATES,
+    cost=Cost.WORDS,
+    purpose="write text with a neuroflash model (spends words from the workspace's quota).",
+)
