@@ -15,7 +15,8 @@ demo: sync
 test: lint typecheck pytest
 
 # After adding or changing a tool (its module and its line in tools.ALL), this one command rewrites what is derived
-# from the tools and the version: tests/contracts/*.json, mcpb/manifest.json's tool list, server.json's versions.
+# from the tools and the version: tests/contracts/*.json, mcpb/manifest.json's tool list, server.json's versions,
+# the README's tool-list size rows.
 # Review the diff. `CHECK=--check make regenerate` changes nothing and fails when one is out of date.
 regenerate: sync
 	$(RUN) python scripts/regenerate.py $(CHECK)
