@@ -7,12 +7,19 @@ UV := $(shell command -v uv 2>/dev/null || echo $(BOOTSTRAP)/bin/uv)
 RUN := $(UV) run --frozen --no-python-downloads --python $(PYTHON)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: demo test lint typecheck pytest bench sync fmt clean mcpb dist image
+.PHONY: demo test lint typecheck pytest bench sync fmt clean mcpb dist image regenerate
 
 demo: sync
 	$(RUN) python scripts/demo.py
 
 test: lint typecheck pytest
+
+# After adding or changing a tool (its module and its line in tools.ALL), this one command rewrites what is derived
+# from the tools and the version: tests/contracts/*.json, mcpb/manifest.json's tool list, server.json's versions,
+# the README's tool-list size rows.
+# Review the diff. `CHECK=--check make regenerate` changes nothing and fails when one is out of date.
+regenerate: sync
+	$(RUN) python scripts/regenerate.py $(CHECK)
 
 # Claude Desktop bundle (flashsnap-mcp.mcpb), packed with the official MCPB CLI from npm.
 mcpb: sync

@@ -88,7 +88,7 @@ def tool_description(fn: Callable[..., Any]) -> str:
 
 def tool_selection(settings: Settings) -> Selection:
     """The tools the operator turned on; unknown names raise ConfigurationError, listing the valid ones."""
-    catalog = {spec.name: bool(spec.annotations.read_only_hint) for spec in tools.ALL}
+    catalog = {spec.name: spec.read_only for spec in tools.ALL}
     return select(catalog, settings, {spec.name: spec.toolset for spec in tools.ALL})
 
 
@@ -140,6 +140,7 @@ def create_app(
         version=__version__,
         # Built once, from the operator's selection: sent at initialize / server/discover, not per request.
         instructions=prompts.instructions(
+            tools.ALL,
             selection.enabled,
             sandbox=settings.sandbox,
             confirm_words=settings.confirm_words,
@@ -176,7 +177,7 @@ def create_app(
     for spec in tools.ALL:
         if spec.name not in selection.enabled:
             continue  # unlisted; the filter answers a call to it with how to turn it on
-        call = tool_call(spec.fn, in_flight=app.in_flight, read_only=bool(spec.annotations.read_only_hint))
+        call = tool_call(spec.fn, in_flight=app.in_flight, read_only=spec.read_only)
         if listing and "resources" in spec.changes:
             call, notifying = changes.notifying(call, notices), True
         app.add_tool(

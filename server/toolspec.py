@@ -1,10 +1,12 @@
-"""How a tool module describes itself to the app factory: its function, name and annotations."""
+"""How a tool module declares itself, once: its function (whose name it takes), title, toolset, annotations,
+purpose line for the instructions, and what a call costs. The app factory, the instructions and the tests read it."""
 
 from __future__ import annotations
 
+import enum
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Annotated, Any, TypeVar
 
 import pydantic_core
@@ -83,18 +85,66 @@ BrainId = Annotated[
 ]
 
 
+class Cost(enum.Enum):
+    """What a call costs the user: the one field the instructions (and later scopes and budgets) read.
+
+    Annotations say whether a call changes anything, not what: `snapshot` and `generate` both create, but one
+    writes a thought and the other spends words.
+    """
+
+    NOTHING = "nothing"  # reads, from no allowance
+    SEARCHES = "searches"  # the NeuralSnap plan's monthly searches (docs/upstream-contract.md)
+    WRITES = "writes"  # writes data the user keeps (snapshot, update_snapshot)
+    WORDS = "words"  # spends neuroflash words from a workspace's quota
+    CRYSTALLIZE = "crystallize"  # spends the NeuralSnap plan's monthly crystallize tokens
+    DESTROYS = "destroys"  # removes data for good (delete_snapshot)
+
+
+# A call that reads, whatever allowance it counts against; a read-only server offers only these.
+READS = frozenset({Cost.NOTHING, Cost.SEARCHES})
+# What a second call adds again (data or spending). A repeated search only reads, and a repeated deletion finds
+# nothing left (the user is asked before every one), so neither is in the instructions' never-repeat list.
+ADDS = frozenset({Cost.WRITES, Cost.WORDS, Cost.CRYSTALLIZE})
+
+
 @dataclass(frozen=True)
 class ToolSpec:
+    """One tool, declared once in its module as `TOOL`, and listed in `tools.ALL`."""
+
     fn: Callable[..., Awaitable[Any]]
-    name: str
+    _: KW_ONLY
     title: str
-    annotations: ToolAnnotations
     toolset: str
+    annotations: ToolAnnotations
+    cost: Cost
+    purpose: str  # what it is for, in the instructions' list of tools (after "name: ")
     changes: tuple[str, ...] = ()  # see CHANGE_KINDS
 
     def __post_init__(self) -> None:
         assert self.toolset in TOOLSETS, self.toolset
         assert set(self.changes) <= set(CHANGE_KINDS), self.changes
+        assert self.read_only == (self.cost in READS), f"{self.name}: its annotations and its cost disagree"
+        assert (self.cost is Cost.DESTROYS) <= bool(self.annotations.destructive_hint), self.name
+
+    @property
+    def name(self) -> str:
+        """The tool's name: its function's."""
+        return self.fn.__name__
+
+    @property
+    def read_only(self) -> bool:
+        """Whether the tool changes nothing (offered under --read-only)."""
+        return bool(self.annotations.read_only_hint)
+
+    @property
+    def purpose_line(self) -> str:
+        """The tool's line in the instructions' list of the tools that are on."""
+        return f"{self.name}: {self.purpose}"
+
+    @property
+    def never_repeat(self) -> bool:
+        """A second call after an unclear failure may create or spend again: the instructions say check first."""
+        return self.cost in ADDS and not self.annotations.idempotent_hint
 
 
 def runtime(ctx: ToolContext) -> Runtime:

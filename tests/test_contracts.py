@@ -1,6 +1,7 @@
 """What a model sees of each tool, pinned: a change to a name, description, schema or annotation must be deliberate.
 
-After an intended change, rewrite the snapshots with `UPDATE_CONTRACTS=1 make pytest` and review the diff.
+After an intended change, rewrite the snapshots with `make regenerate` (or `UPDATE_CONTRACTS=1 make pytest`) and
+review the diff.
 """
 
 from __future__ import annotations

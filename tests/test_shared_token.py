@@ -15,10 +15,10 @@ import anyio
 from server.clock import FakeClock
 from server.config import Settings
 from server.credentials.lease import Mine, claim
-from server.runtime import account_key
 from server.sandbox import Emulator
 from server.sandbox.records import Fault
 from server.state.sqlite import FILENAME, SQLiteStore
+from server.upstream.opening import account_key
 from tests.conftest import Connect
 from tests.results import data, error
 

@@ -15,30 +15,24 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
+import tools
 from server.app import create_app
 from server.clock import FakeClock
 from server.config import Settings
 from server.errors import ConfigurationError
 from server.sandbox import Emulator, EmulatorState
 from server.sandbox.loopback import LoopbackServer
+from server.toolspec import DEFAULT_TOOLSETS
 from server.transports.http import build_http_app
 from tests.conftest import MODES, Connect
 from tests.results import data, error
 from tests.test_stdio import COMMAND, params
 
-ALL = {
-    "list_workspaces",
-    "check_quota",
-    "list_models",
-    "generate",
-    "snapshot",
-    "search_snapshots",
-    "get_snapshot",
-    "list_brand_voices",
-}  # fmt: skip  (the default toolsets)
-WRITERS = {"generate", "snapshot"}
-EVERY = ALL | {"list_twins", "ask_twins", "list_snapshots", "crystallize", "update_snapshot", "delete_snapshot"}
-EVERY_WRITER = WRITERS | {"ask_twins", "crystallize", "update_snapshot", "delete_snapshot"}
+# From the one list of tools (tools.ALL), each as it declares itself.
+EVERY = {spec.name for spec in tools.ALL}
+ALL = {spec.name for spec in tools.ALL if spec.toolset in DEFAULT_TOOLSETS}  # the default toolsets
+EVERY_WRITER = {spec.name for spec in tools.ALL if not spec.read_only}
+WRITERS = ALL & EVERY_WRITER
 DEFAULT_BUDGET, ALL_BUDGET = 12_000, 24_000
 README = Path(__file__).parent.parent / "README.md"
 

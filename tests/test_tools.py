@@ -8,18 +8,9 @@ from mcp import Client
 from server.sandbox import EmulatorState, catalog
 from tests.conftest import Connect
 from tests.results import data
+from tests.test_tool_selection import ALL, EVERY
 
-TOOLS = {
-    "list_workspaces",
-    "check_quota",
-    "list_models",
-    "generate",
-    "snapshot",
-    "search_snapshots",
-    "get_snapshot",
-    "list_brand_voices",
-}
-EVERY = TOOLS | {"list_twins", "ask_twins", "list_snapshots", "crystallize", "update_snapshot", "delete_snapshot"}
+TOOLS = ALL  # the default toolsets' tools, from the one list of tools
 
 
 async def test_the_default_toolsets_offer_todays_tools_and_brand_voices(client: Client) -> None:

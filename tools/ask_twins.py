@@ -6,7 +6,7 @@ from pydantic import BaseModel, Field
 
 from server.errors import InvalidArguments
 from server.neuroflash.wire import ChatMessage
-from server.toolspec import CREATES, MaxWait, ToolContext, ToolSpec, WorkspaceId, runtime
+from server.toolspec import CREATES, Cost, MaxWait, ToolContext, ToolSpec, WorkspaceId, runtime
 from tools.generate import Message
 
 
@@ -57,4 +57,11 @@ async def ask_twins(
     return TwinAnswers(workspace_id=workspace_id, summary=answer.summary, answers=replies)
 
 
-TOOL = ToolSpec(ask_twins, "ask_twins", "Ask neuroflash digital twins", CREATES, "twins")
+TOOL = ToolSpec(
+    ask_twins,
+    title="Ask neuroflash digital twins",
+    toolset="twins",
+    annotations=CREATES,
+    cost=Cost.WORDS,
+    purpose="ask twins (a simulated audience) for feedback on copy (may spend quota).",
+)

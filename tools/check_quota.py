@@ -5,7 +5,7 @@ from datetime import UTC, date, datetime
 from pydantic import BaseModel, Field
 
 from server.neuroflash.quota import TEXT_USAGE, judge
-from server.toolspec import READ_ONLY, ToolContext, ToolSpec, WorkspaceId, runtime
+from server.toolspec import READ_ONLY, Cost, ToolContext, ToolSpec, WorkspaceId, runtime
 
 
 class MonthlyQuota(BaseModel):
@@ -108,4 +108,11 @@ def _utc(timestamp: float | None) -> datetime | None:
     return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC)
 
 
-TOOL = ToolSpec(check_quota, "check_quota", "Check neuroflash word quotas", READ_ONLY, "neuroflash")
+TOOL = ToolSpec(
+    check_quota,
+    title="Check neuroflash word quotas",
+    toolset="neuroflash",
+    annotations=READ_ONLY,
+    cost=Cost.NOTHING,
+    purpose="the words left today and this month, when they reset, and how long a call would wait.",
+)

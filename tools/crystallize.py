@@ -6,7 +6,7 @@ from pydantic import Field
 
 from server.features.consent import WORDS_PER_TOKEN, ask_first, crystallize_tokens, over
 from server.neuralsnap.wire import Crystallized
-from server.toolspec import CREATES, BrainId, Confirm, MaxWait, ToolContext, ToolSpec, runtime
+from server.toolspec import CREATES, BrainId, Confirm, Cost, MaxWait, ToolContext, ToolSpec, runtime
 
 
 async def crystallize(
@@ -49,5 +49,11 @@ async def crystallize(
 
 
 TOOL = ToolSpec(
-    crystallize, "crystallize", "Crystallize text into snapshots", CREATES, "neuralsnap-write", changes=("resources",)
+    crystallize,
+    title="Crystallize text into snapshots",
+    toolset="neuralsnap-write",
+    annotations=CREATES,
+    cost=Cost.CRYSTALLIZE,
+    purpose="turn a long text or a conversation into snapshots (spends crystallize tokens).",
+    changes=("resources",),
 )

@@ -3,7 +3,7 @@
 from pydantic import BaseModel
 
 from server.features.consent import ask_first
-from server.toolspec import DESTRUCTIVE, Confirm, MaxWait, SnapshotId, ToolContext, ToolSpec, runtime
+from server.toolspec import DESTRUCTIVE, Confirm, Cost, MaxWait, SnapshotId, ToolContext, ToolSpec, runtime
 
 
 class Deleted(BaseModel):
@@ -44,9 +44,10 @@ async def delete_snapshot(
 
 TOOL = ToolSpec(
     delete_snapshot,
-    "delete_snapshot",
-    "Delete a NeuralSnap snapshot",
-    DESTRUCTIVE,
-    "neuralsnap-write",
+    title="Delete a NeuralSnap snapshot",
+    toolset="neuralsnap-write",
+    annotations=DESTRUCTIVE,
+    cost=Cost.DESTROYS,
+    purpose="delete a saved thought for good; ask the user first.",
     changes=("resources",),
 )

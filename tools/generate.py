@@ -8,7 +8,7 @@ from server.arguments import Closed
 from server.errors import InvalidArguments
 from server.features.consent import WORDS_PER_TOKEN, ask_first, fitted_max_tokens, generate_words, over
 from server.neuroflash.wire import ChatMessage, ChatRequest
-from server.toolspec import CREATES, Confirm, MaxWait, ToolContext, ToolSpec, WorkspaceId, runtime
+from server.toolspec import CREATES, Confirm, Cost, MaxWait, ToolContext, ToolSpec, WorkspaceId, runtime
 
 
 class Message(Closed):
@@ -121,4 +121,11 @@ def _cut_note(bound: int, *, given: bool, threshold: int) -> str:
     return f"The text was cut at {bound:,} tokens ({which}). For more, {more}."
 
 
-TOOL = ToolSpec(generate, "generate", "Generate text with neuroflash", CREATES, "neuroflash")
+TOOL = ToolSpec(
+    generate,
+    title="Generate text with neuroflash",
+    toolset="neuroflash",
+    annotations=CREATES,
+    cost=Cost.WORDS,
+    purpose="write text with a neuroflash model (spends words from the workspace's quota).",
+)

@@ -1,7 +1,7 @@
 """get_snapshot: one saved NeuralSnap snapshot, by id."""
 
 from server.neuralsnap.wire import Snapshot
-from server.toolspec import READ_ONLY, MaxWait, SnapshotId, ToolContext, ToolSpec, runtime
+from server.toolspec import READ_ONLY, Cost, MaxWait, SnapshotId, ToolContext, ToolSpec, runtime
 
 
 async def get_snapshot(
@@ -13,4 +13,11 @@ async def get_snapshot(
     return await runtime(ctx).neuralsnap().get(id)
 
 
-TOOL = ToolSpec(get_snapshot, "get_snapshot", "Get a NeuralSnap snapshot", READ_ONLY, "neuralsnap")
+TOOL = ToolSpec(
+    get_snapshot,
+    title="Get a NeuralSnap snapshot",
+    toolset="neuralsnap",
+    annotations=READ_ONLY,
+    cost=Cost.NOTHING,
+    purpose="one saved thought by its id, with all its fields.",
+)

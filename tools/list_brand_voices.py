@@ -3,7 +3,7 @@
 from pydantic import BaseModel, Field
 
 from server.neuroflash.wire import BrandVoice
-from server.toolspec import READ_ONLY, MaxWait, ToolContext, ToolSpec, WorkspaceId, fit, runtime
+from server.toolspec import READ_ONLY, Cost, MaxWait, ToolContext, ToolSpec, WorkspaceId, fit, runtime
 
 
 class BrandVoiceList(BaseModel):
@@ -24,4 +24,11 @@ async def list_brand_voices(
     return fit(ctx, len(voices), keep)
 
 
-TOOL = ToolSpec(list_brand_voices, "list_brand_voices", "List neuroflash brand voices", READ_ONLY, "brand")
+TOOL = ToolSpec(
+    list_brand_voices,
+    title="List neuroflash brand voices",
+    toolset="brand",
+    annotations=READ_ONLY,
+    cost=Cost.NOTHING,
+    purpose="the brand voices (how texts should sound), with their ids.",
+)

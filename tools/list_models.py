@@ -4,7 +4,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from server.toolspec import READ_ONLY, ToolContext, ToolSpec, WorkspaceId, runtime
+from server.toolspec import READ_ONLY, Cost, ToolContext, ToolSpec, WorkspaceId, runtime
 
 
 class ModelItem(BaseModel):
@@ -49,4 +49,11 @@ async def list_models(
     )
 
 
-TOOL = ToolSpec(list_models, "list_models", "List neuroflash models", READ_ONLY, "neuroflash")
+TOOL = ToolSpec(
+    list_models,
+    title="List neuroflash models",
+    toolset="neuroflash",
+    annotations=READ_ONLY,
+    cost=Cost.NOTHING,
+    purpose="the model ids a workspace can write with.",
+)

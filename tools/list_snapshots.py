@@ -5,7 +5,7 @@ from typing import Annotated
 from pydantic import BaseModel, Field
 
 from server.neuralsnap.wire import Snapshot
-from server.toolspec import READ_ONLY, BrainId, MaxWait, ToolContext, ToolSpec, fit, runtime
+from server.toolspec import READ_ONLY, BrainId, Cost, MaxWait, ToolContext, ToolSpec, fit, runtime
 
 
 class SnapshotPage(BaseModel):
@@ -38,4 +38,11 @@ async def list_snapshots(
     return fit(ctx, len(snapshots), keep)
 
 
-TOOL = ToolSpec(list_snapshots, "list_snapshots", "List NeuralSnap snapshots", READ_ONLY, "neuralsnap-write")
+TOOL = ToolSpec(
+    list_snapshots,
+    title="List NeuralSnap snapshots",
+    toolset="neuralsnap-write",
+    annotations=READ_ONLY,
+    cost=Cost.NOTHING,
+    purpose="page through saved snapshots, newest first.",
+)

@@ -5,7 +5,7 @@ from typing import Annotated
 from pydantic import BaseModel, Field
 
 from server.neuroflash.wire import Twin, TwinGroup
-from server.toolspec import READ_ONLY, MaxWait, ToolContext, ToolSpec, WorkspaceId, fit, runtime
+from server.toolspec import READ_ONLY, Cost, MaxWait, ToolContext, ToolSpec, WorkspaceId, fit, runtime
 
 
 class TwinList(BaseModel):
@@ -32,4 +32,11 @@ async def list_twins(
     return fit(ctx, max(len(groups), len(twins)), keep)
 
 
-TOOL = ToolSpec(list_twins, "list_twins", "List neuroflash digital twins", READ_ONLY, "twins")
+TOOL = ToolSpec(
+    list_twins,
+    title="List neuroflash digital twins",
+    toolset="twins",
+    annotations=READ_ONLY,
+    cost=Cost.NOTHING,
+    purpose="the digital-twin audiences, and the twins in one.",
+)

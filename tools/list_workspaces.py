@@ -2,7 +2,7 @@
 
 from pydantic import BaseModel, Field
 
-from server.toolspec import READ_ONLY, MaxWait, ToolContext, ToolSpec, runtime
+from server.toolspec import READ_ONLY, Cost, MaxWait, ToolContext, ToolSpec, runtime
 
 
 class WorkspaceItem(BaseModel):
@@ -32,4 +32,11 @@ async def list_workspaces(ctx: ToolContext, max_wait_s: MaxWait = None) -> Works
     )
 
 
-TOOL = ToolSpec(list_workspaces, "list_workspaces", "List neuroflash workspaces", READ_ONLY, "neuroflash")
+TOOL = ToolSpec(
+    list_workspaces,
+    title="List neuroflash workspaces",
+    toolset="neuroflash",
+    annotations=READ_ONLY,
+    cost=Cost.NOTHING,
+    purpose="the neuroflash workspaces and their ids (the default one is marked).",
+)

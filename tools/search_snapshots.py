@@ -5,7 +5,7 @@ from typing import Annotated
 from pydantic import BaseModel, Field
 
 from server.neuralsnap.wire import SearchHit
-from server.toolspec import READ_ONLY, BrainId, MaxWait, ToolContext, ToolSpec, fit, runtime
+from server.toolspec import READ_ONLY, BrainId, Cost, MaxWait, ToolContext, ToolSpec, fit, runtime
 
 
 class SearchResult(BaseModel):
@@ -38,4 +38,11 @@ async def search_snapshots(
     return fit(ctx, len(hits), keep)
 
 
-TOOL = ToolSpec(search_snapshots, "search_snapshots", "Search NeuralSnap snapshots", READ_ONLY, "neuralsnap")
+TOOL = ToolSpec(
+    search_snapshots,
+    title="Search NeuralSnap snapshots",
+    toolset="neuralsnap",
+    annotations=READ_ONLY,
+    cost=Cost.SEARCHES,
+    purpose="find saved snapshots by meaning.",
+)

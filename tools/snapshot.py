@@ -7,7 +7,7 @@ from pydantic import Field
 from server.arguments import Closed
 from server.errors import InvalidArguments
 from server.neuralsnap.wire import SavedSnapshot, SnapshotFields
-from server.toolspec import CREATES, BrainId, MaxWait, ToolContext, ToolSpec, runtime
+from server.toolspec import CREATES, BrainId, Cost, MaxWait, ToolContext, ToolSpec, runtime
 
 Text = Annotated[str | None, Field(min_length=1, max_length=20_000)]
 
@@ -108,4 +108,12 @@ async def snapshot(
     return await runtime(ctx).neuralsnap().save(fields, brain_id)
 
 
-TOOL = ToolSpec(snapshot, "snapshot", "Save a NeuralSnap snapshot", CREATES, "neuralsnap", changes=("resources",))
+TOOL = ToolSpec(
+    snapshot,
+    title="Save a NeuralSnap snapshot",
+    toolset="neuralsnap",
+    annotations=CREATES,
+    cost=Cost.WRITES,
+    purpose="save one structured thought to the user's NeuralSnap second brain.",
+    changes=("resources",),
+)

@@ -6,7 +6,7 @@ from pydantic import Field
 
 from server.errors import InvalidArguments
 from server.neuralsnap.wire import Snapshot, SnapshotChanges
-from server.toolspec import OVERWRITES, MaxWait, SnapshotId, ToolContext, ToolSpec, runtime
+from server.toolspec import OVERWRITES, Cost, MaxWait, SnapshotId, ToolContext, ToolSpec, runtime
 from tools.snapshot import Feeling, feelings_of
 
 Text = Annotated[str | None, Field(min_length=1, max_length=20_000)]
@@ -79,9 +79,10 @@ async def update_snapshot(
 
 TOOL = ToolSpec(
     update_snapshot,
-    "update_snapshot",
-    "Update a NeuralSnap snapshot",
-    OVERWRITES,
-    "neuralsnap-write",
+    title="Update a NeuralSnap snapshot",
+    toolset="neuralsnap-write",
+    annotations=OVERWRITES,
+    cost=Cost.WRITES,
+    purpose="change fields of a saved thought.",
     changes=("resources",),
 )

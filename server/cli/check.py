@@ -26,8 +26,7 @@ from server.neuralsnap import profile
 from server.neuroflash.quota import TEXT_USAGE, judge
 from server.neuroflash.service import NeuroflashService
 from server.observe import logs
-from server.runtime import Runtime, account_key, open_runtime, open_state
-from server.state import layout
+from server.runtime import Runtime, open_runtime, open_state
 from server.state.store import Store
 
 Status = Literal["ok", "warn", "fail", "skip"]
@@ -276,7 +275,7 @@ async def _check_neuralsnap(runtime: Runtime, settings: Settings, report: Report
     key = settings.neuralsnap_api_key.get_secret_value()
     kind = "test" if key.startswith("ns_test_") else "live"
     kept_at = runtime.clock.now()
-    doc_key = layout.AccountKeys(account_key(settings, service, settings.neuralsnap_api_url, key)).profile
+    doc_key = runtime.neuralsnap().account.profile  # the service knows which account it is
     try:
         async with _shared_store(settings, runtime.clock) as store:
             kept = profile.read_profile(await store.get(doc_key), kept_at) if store is not None else None

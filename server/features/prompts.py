@@ -7,7 +7,7 @@ tool it cannot call (`--read-only`, `--tools`, `--toolsets`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Annotated, Any
 
 from mcp.server.context import ServerRequestContext
@@ -19,29 +19,9 @@ from pydantic import Field
 from server.errors import FlashsnapError
 from server.features import consent, resources
 from server.toolselect import Selection, narrowed_by
+from server.toolspec import ToolSpec
 
 log = logging.getLogger(__name__)
-
-# Which tool is for what, in the order a model meets them.
-PURPOSES: dict[str, str] = {
-    "list_workspaces": "list_workspaces: the neuroflash workspaces and their ids (the default one is marked).",
-    "check_quota": "check_quota: the words left today and this month, when they reset, and how long a call would wait.",
-    "list_models": "list_models: the model ids a workspace can write with.",
-    "generate": "generate: write text with a neuroflash model (spends words from the workspace's quota).",
-    "list_brand_voices": "list_brand_voices: the brand voices (how texts should sound), with their ids.",
-    "list_twins": "list_twins: the digital-twin audiences, and the twins in one.",
-    "ask_twins": "ask_twins: ask twins (a simulated audience) for feedback on copy (may spend quota).",
-    "snapshot": "snapshot: save one structured thought to the user's NeuralSnap second brain.",
-    "search_snapshots": "search_snapshots: find saved snapshots by meaning.",
-    "get_snapshot": "get_snapshot: one saved thought by its id, with all its fields.",
-    "list_snapshots": "list_snapshots: page through saved snapshots, newest first.",
-    "crystallize": "crystallize: turn a long text or a conversation into snapshots (spends crystallize tokens).",
-    "update_snapshot": "update_snapshot: change fields of a saved thought.",
-    "delete_snapshot": "delete_snapshot: delete a saved thought for good; ask the user first.",
-}
-
-# The calls that create or spend: repeating one after an unclear failure may do it twice.
-SPENDING = ("generate", "ask_twins", "snapshot", "crystallize")
 
 SANDBOX_NOTE = """
 SANDBOX MODE: this server talks to a local emulator with demo data, not the real services.
@@ -68,14 +48,14 @@ def _quota_lines(enabled: Collection[str]) -> list[str]:
     return lines
 
 
-def _safety_lines(enabled: Collection[str]) -> list[str]:
+def _safety_lines(specs: Sequence[ToolSpec], enabled: Collection[str]) -> list[str]:
     lines = [
         "Waits: a call waits up to max_wait_s (default 30 s) for a rate limit or a free slot; when it cannot, "
         "it fails with rate_limited and retry_after_s says when to try again.",
         "Failed calls say what happened and what to do. maybe_processed true means the request may have reached "
         "the service and been carried out even though no answer came back.",
     ]
-    if spending := [name for name in SPENDING if name in enabled]:
+    if spending := [spec.name for spec in specs if spec.never_repeat and spec.name in enabled]:
         check = " (search_snapshots shows whether a thought was saved)" if "search_snapshots" in enabled else ""
         lines.append(
             f"Never repeat a call that creates or spends ({_names(spending)}): after a failure with "
@@ -112,16 +92,21 @@ def _asking_lines(enabled: Collection[str], confirm_words: int, confirm_delete: 
 
 
 def instructions(
-    enabled: Collection[str], *, sandbox: bool = False, confirm_words: int = 0, confirm_delete: bool = True
+    specs: Sequence[ToolSpec],
+    enabled: Collection[str],
+    *,
+    sandbox: bool = False,
+    confirm_words: int = 0,
+    confirm_delete: bool = True,
 ) -> str:
-    """The server's instructions for the tools in `enabled`: what each is for, quotas and waits, what
-    `maybe_processed` means, never repeating a spending call, and when the user is asked first. No tool
-    outside `enabled` is named."""
+    """The server's instructions for the tools in `enabled`: what each is for (its declared purpose, in the order
+    of `specs`), quotas and waits, what `maybe_processed` means, never repeating a call whose declared cost a
+    repeat adds again, and when the user is asked first. No tool outside `enabled` is named."""
     lines = ["flashsnap-mcp connects you to neuroflash (AI writing) and NeuralSnap (the user's second brain)."]
     lines.append("Tools on in this server:")
-    lines += [f"- {line}" for name, line in PURPOSES.items() if name in enabled]
+    lines += [f"- {spec.purpose_line}" for spec in specs if spec.name in enabled]
     lines += _quota_lines(enabled)
-    lines += _safety_lines(enabled)
+    lines += _safety_lines(specs, enabled)
     lines += _asking_lines(enabled, confirm_words, confirm_delete)
     return "\n".join(lines) + (SANDBOX_NOTE if sandbox else "")
 

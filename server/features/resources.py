@@ -19,10 +19,8 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.shared.exceptions import MCPError
 from mcp.types import INTERNAL_ERROR, INVALID_PARAMS, Resource
 
-from server import runtime as runtimes
 from server.errors import FlashsnapError, NotFound
 from server.runtime import Runtime
-from server.state.layout import AccountKeys
 from server.state.store import KEEP, Change, Doc
 
 log = logging.getLogger(__name__)
@@ -60,15 +58,6 @@ def resource_needs(uri: str) -> tuple[str, ...]:
 # --- The short shared cache of listings.
 
 
-def _account(runtime: Runtime, service: str) -> AccountKeys:
-    settings = runtime.settings
-    if service == "neuroflash":
-        credential = settings.neuroflash_client_id or ""
-        return AccountKeys(runtimes.account_key(settings, service, settings.neuroflash_token_url, credential))
-    key = settings.neuralsnap_api_key.get_secret_value() if settings.neuralsnap_api_key else ""
-    return AccountKeys(runtimes.account_key(settings, service, settings.neuralsnap_api_url, key))
-
-
 async def cached(runtime: Runtime, key: str, fetch: Callable[[], Awaitable[list[Any]]]) -> list[Any]:
     """A listing from the store while it is younger than `LISTING_TTL_S`, else fetched (and kept).
 
@@ -103,7 +92,7 @@ async def workspace_values(runtime: Runtime, _: Mapping[str, str]) -> list[tuple
         workspaces, _default = await runtime.neuroflash().list_workspaces()
         return [[w.id, w.name] for w in workspaces]
 
-    return [(v[0], v[1]) for v in await cached(runtime, _account(runtime, "neuroflash").listing("workspaces"), fetch)]
+    return [(v[0], v[1]) for v in await cached(runtime, runtime.neuroflash().account.listing("workspaces"), fetch)]
 
 
 async def brand_voice_values(runtime: Runtime, arguments: Mapping[str, str]) -> list[tuple[str, str]]:
@@ -114,7 +103,7 @@ async def brand_voice_values(runtime: Runtime, arguments: Mapping[str, str]) -> 
         _workspace, voices = await runtime.neuroflash().list_brand_voices(workspace)
         return [[v.id, v.name] for v in voices]
 
-    key = _account(runtime, "neuroflash").listing(f"voices:{workspace or '-'}")
+    key = runtime.neuroflash().account.listing(f"voices:{workspace or '-'}")
     return [(v[0], v[1]) for v in await cached(runtime, key, fetch)]
 
 
@@ -125,7 +114,7 @@ async def snapshot_values(runtime: Runtime, _: Mapping[str, str] | None = None) 
         hits, _total = await runtime.neuralsnap().recent(RECENT_SNAPSHOTS)
         return [[hit.id, getattr(hit, "name", None) or hit.id] for hit in hits]
 
-    key = _account(runtime, "neuralsnap").listing("snapshots")
+    key = runtime.neuralsnap().account.listing("snapshots")
     return [(v[0], v[1]) for v in await cached(runtime, key, fetch)]
 
 
@@ -137,7 +126,7 @@ async def forget_snapshot_listing(runtime: Runtime) -> None:
     try:
         # A mark, not a deletion: a listing fetched while it was set must not be kept after it (see `cached`).
         await runtime.store.update(
-            _account(runtime, "neuralsnap").listing("snapshots"),
+            runtime.neuralsnap().account.listing("snapshots"),
             lambda current: Change(None, {"gen": _generation(current) + 1}, DROP_MARK_TTL_S),
         )
     except Exception as exc:

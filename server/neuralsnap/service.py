@@ -15,17 +15,21 @@ from server.neuralsnap.wire import (
     SnapshotChanges,
     SnapshotFields,
 )
+from server.scheduler.gate import Gate
+from server.state.layout import AccountKeys
 
 
 @dataclass
 class NeuralSnapService:
-    """NeuralSnap as the tools see it; one per process, opened by the runtime.
+    """NeuralSnap as the tools see it: one per account and process, opened by `server/neuralsnap/opening.py`.
 
     Every request passes the API key's gate in the scheduling transport below the client, and a
     request that creates data is never repeated automatically.
     """
 
     client: NeuralSnapClient
+    account: AccountKeys  # which API key this is: its documents in the store
+    gate: Gate  # its rate limit, as every request waits for it
 
     async def save(self, fields: SnapshotFields, brain_id: str | None = None) -> SavedSnapshot:
         """Create one snapshot; sent once, never retried after it may have reached NeuralSnap.

@@ -31,14 +31,16 @@ from server.neuroflash.wire import (
 from server.neuroflash.workspaces import WorkspaceResolver
 from server.observe.metrics import Observer
 from server.scheduler import budget as budgets
+from server.scheduler.gate import Gate
 from server.scheduler.slots import Slots
+from server.state.layout import AccountKeys
 
 GENERATION_SLOTS = "neuroflash generations"  # the scope a generation waiting for a free stream reports
 
 
 @dataclass
 class NeuroflashService:
-    """neuroflash as the tools see it; one per process, opened by the runtime."""
+    """neuroflash as the tools see it: one per account and process, opened by `server/neuroflash/opening.py`."""
 
     client: NeuroflashClient
     tokens: TokenManager
@@ -49,6 +51,8 @@ class NeuroflashService:
     clock: Clock
     metrics: Observer
     voices: VoiceBook
+    account: AccountKeys  # which credential this is: its documents in the store
+    gate: Gate  # its rate limit, as every request waits for it
 
     async def list_brand_voices(self, workspace_id: str | None) -> tuple[str, list[BrandVoice]]:
         """The workspace meant and its brand voices.

@@ -1,1 +1,2 @@
-"""What every upstream room shares: one ladder from an error answer's status to the error tree."""
+"""What every upstream room shares: how it is opened (`opening`), and one ladder from an error answer's status
+to the error tree (`ladder`)."""
