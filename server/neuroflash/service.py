@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from server import context
 from server.clock import Clock
 from server.credentials.tokens import TokenManager
 from server.errors import AccessDenied, FairUseReached, FlashsnapError, QuotaExhausted, RateLimited, RouteMissing
@@ -30,7 +31,6 @@ from server.neuroflash.wire import (
 )
 from server.neuroflash.workspaces import WorkspaceResolver
 from server.observe.metrics import Observer
-from server.scheduler import budget as budgets
 from server.scheduler.slots import Slots
 
 GENERATION_SLOTS = "neuroflash generations"  # the scope a generation waiting for a free stream reports
@@ -167,7 +167,7 @@ class NeuroflashService:
         if brand_voice_id is not None:
             voice = await self.voices.prompt(workspace_id, brand_voice_id)
             body = body.model_copy(update={"messages": [ChatMessage(role="system", content=voice), *body.messages]})
-        budget = budgets.current(self.clock)
+        budget = context.wait_budget(self.clock)
         received = {"chars": 0, "words": 0}
 
         async def relay(text: str) -> None:

@@ -32,12 +32,12 @@ from dataclasses import dataclass, field
 import anyio
 
 from server.clock import Clock
+from server.context import HEARTBEAT_EVERY_S, Budget
 from server.errors import RateLimited
 from server.observe import tracing
 from server.observe.metrics import NO_METRICS, Observer
 from server.scheduler import burst
 from server.scheduler.buckets import key_part
-from server.scheduler.budget import HEARTBEAT_EVERY_S, Budget
 from server.scheduler.fair import FairQueue
 from server.scheduler.window import (
     Answer,
