@@ -25,7 +25,7 @@ from mcp.types import (
 from pydantic import ValidationError
 
 import tools
-from server import __version__, arguments
+from server import __version__, arguments, sdk_seams
 from server.calls import InFlight, error_result, tool_call
 from server.clock import Clock
 from server.config import Settings
@@ -55,17 +55,18 @@ class FlashsnapServer(MCPServer[Runtime]):
 
     def add_request_handler(self, method: str, params_type: Any, handler: Any) -> None:
         """A request handler of the low-level server (completion/complete: MCPServer's own hands no context)."""
-        self._lowlevel_server.add_request_handler(method, params_type, handler)
+        sdk_seams.lowlevel_server(self).add_request_handler(method, params_type, handler)
 
     def tell_of_changes(self, notices: changes.Changes, *, resources_change: bool) -> None:
         """Keep track of the sessions `notices` tells of changes, and declare the notices this server sends."""
-        changes.watch_sessions(self._lowlevel_server, notices)
-        changes.honest_capabilities(self._lowlevel_server, resources_changed=resources_change)
+        server = sdk_seams.lowlevel_server(self)
+        changes.watch_sessions(server, notices)
+        changes.honest_capabilities(server, resources_changed=resources_change)
         notices.claimed = resources_change
 
     def close_tool_arguments(self) -> None:
         # The SDK builds each tool's argument model from its signature; closing it needs the tool itself.
-        for tool in self._tool_manager.list_tools():
+        for tool in sdk_seams.tools(self):
             arguments.close(tool)
 
     async def call_tool(
@@ -74,7 +75,7 @@ class FlashsnapServer(MCPServer[Runtime]):
         try:
             return await super().call_tool(name, arguments_, context)
         except ToolError as exc:
-            tool = self._tool_manager.get_tool(name)
+            tool = sdk_seams.tool(self, name)
             if tool is None or not isinstance(exc.__cause__, ValidationError):
                 raise
             error = arguments.invalid_arguments(name, arguments.allowed_names(tool), exc.__cause__)

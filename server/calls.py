@@ -7,21 +7,18 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
 import anyio
 from mcp.server.mcpserver import Context
 from mcp.types import CallToolResult, InputRequiredResult, TextContent
 
+from server import context
+from server.context import Budget, Running
 from server.errors import FlashsnapError, ShutdownCut
 from server.observe.logs import SecretMask
 from server.observe.metrics import NO_METRICS, Observer
-from server.responses import noting_request_ids
 from server.runtime import Runtime
-from server.scheduler import budget as budgets
-from server.scheduler import fair
 from server.toolspec import runtime
 
 log = logging.getLogger("server.tools")
@@ -74,20 +71,10 @@ class Progress:
         await self._ctx.report_progress(value, None, message)
 
 
-@dataclass(eq=False)
-class _Running:
-    scope: anyio.CancelScope
-    request_ids: list[str] = field(default_factory=list)
-    asking: bool = False  # waiting for the user's answer to a question, before anything is sent
-
-
-_running: ContextVar[_Running | None] = ContextVar("flashsnap_running_call", default=None)
-
-
 @contextmanager
 def asking_user() -> Iterator[None]:
     """Marks the call as waiting for the user's answer: a shutdown meanwhile cut it before anything was sent."""
-    running = _running.get()
+    running = context.running()
     if running is None:
         yield
         return
@@ -101,7 +88,7 @@ class InFlight:
     """The tool calls running now, so a shutdown can cut those the grace period did not see finish."""
 
     def __init__(self) -> None:
-        self._calls: set[_Running] = set()
+        self._calls: set[Running] = set()
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -113,7 +100,7 @@ class InFlight:
         return len(self._calls)
 
 
-def _cut_off(tool: str, read_only: bool, running: _Running) -> ShutdownCut:
+def _cut_off(tool: str, read_only: bool, running: Running) -> ShutdownCut:
     rid = running.request_ids[-1] if running.request_ids else None
     if running.asking:
         return ShutdownCut(
@@ -152,15 +139,13 @@ def tool_call(
 
     @functools.wraps(fn)
     async def call(*args: P.args, **kwargs: P.kwargs) -> T | Answer:
-        running = _Running(anyio.CancelScope())
+        running = Running(anyio.CancelScope())
         calls._calls.add(running)
-        current = _running.set(running)
         try:
-            with running.scope, noting_request_ids() as seen:
-                running.request_ids = seen
+            # The one writer of the call's values (server.context): here, and the session and budget below.
+            with context.calling(running), running.scope:
                 return await _call(*args, **kwargs)
         finally:
-            _running.reset(current)
             calls._calls.discard(running)
         # Only the shutdown's cut ends here (its scope swallowed its own cancel; a client's cancel propagates).
         log.info("tool %s: cut off by the shutdown", name)
@@ -178,12 +163,11 @@ def tool_call(
                 observer = shared.metrics
                 max_wait = kwargs.get("max_wait_s")
                 wait_s = float(max_wait) if isinstance(max_wait, int | float) else shared.settings.max_wait_s
-                session = fair.current_session.set(id(ctx.request_context.session))
-                try:
-                    with budgets.budget(shared.clock, wait_s, Progress(ctx)):
-                        return await fn(*args, **kwargs)
-                finally:
-                    fair.current_session.reset(session)
+                # The fairness key: the SDK's session object, which it builds per request (see server.context).
+                session = id(ctx.request_context.session)
+                budget = Budget(shared.clock, shared.clock.now() + wait_s, Progress(ctx))
+                with context.serving(session, budget):
+                    return await fn(*args, **kwargs)
             return await fn(*args, **kwargs)
         except AskClient as asked:
             outcome = "input_required"

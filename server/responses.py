@@ -2,43 +2,25 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
-from contextvars import ContextVar
+from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
 import httpx2
 from pydantic import BaseModel, ValidationError
 
+from server import context
 from server.errors import UpstreamUnavailable
 from server.httpio import MAX_RESPONSE_BYTES, UNSAFE_METHODS, UNSENT, ResponseTooLarge
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
-# The upstream request ids a tool call has met so far, newest last (`noting_request_ids`), so a call cut off by a
-# shutdown can still name the upstream request it was in.
-_seen: ContextVar[list[str] | None] = ContextVar("upstream_request_ids", default=None)
-
-
 def request_id(response: httpx2.Response) -> str | None:
-    """The upstream's `x-request-id`; noted for the call that met it (see `noting_request_ids`)."""
+    """The upstream's `x-request-id`; noted for the running call, so a shutdown's cut-off answer can name it."""
     rid = response.headers.get("x-request-id")
-    seen = _seen.get()
-    if rid and seen is not None and (not seen or seen[-1] != rid):
-        seen.append(rid)
+    if rid:
+        context.note_request_id(rid)
     return rid
-
-
-@contextlib.contextmanager
-def noting_request_ids() -> Iterator[list[str]]:
-    """The list the upstream request ids met inside this block are appended to."""
-    seen: list[str] = []
-    token = _seen.set(seen)
-    try:
-        yield seen
-    finally:
-        _seen.reset(token)
 
 
 def parse(model: type[ModelT], response: httpx2.Response, *, what: str) -> ModelT:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -112,3 +113,26 @@ def test_the_call_wrapper_names_no_tool() -> None:
     source = (ROOT / "server" / "calls.py").read_text()
     named = sorted(spec.name for spec in tools.ALL if re.search(rf"\b{re.escape(spec.name)}\b", source))
     assert named == [], f"server/calls.py names these tools; the tool's service should own that: {named}"
+
+
+def writers_of_the_call_values(path: Path) -> list[str]:
+    """Where `path` enters `server.context`'s writers (`calling`, `serving`): `context.calling`, or imported by name."""
+    writers = {"calling", "serving"}
+    found = []
+    where = path.relative_to(ROOT)
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module == "server.context":
+            found += [f"{where}:{node.lineno} imports {alias.name}" for alias in node.names if alias.name in writers]
+        elif isinstance(node, ast.Attribute) and node.attr in writers and getattr(node.value, "id", None) == "context":
+            found.append(f"{where}:{node.lineno} uses context.{node.attr}")
+    return found
+
+
+def test_only_the_call_wrapper_writes_the_values_of_a_call() -> None:
+    """server.context declares the call's values (the import contracts keep every ContextVar there); the tool
+    wrapper in server/calls.py is the one module that sets them, as the SDK's auth middleware sets its own."""
+    modules = [*(ROOT / "server").rglob("*.py"), *(ROOT / "tools").rglob("*.py")]
+    apart = {ROOT / "server" / "context.py", ROOT / "server" / "calls.py"}
+    elsewhere = [w for path in sorted(modules) if path not in apart for w in writers_of_the_call_values(path)]
+    assert elsewhere == [], "only server/calls.py writes a call's values:\n" + "\n".join(elsewhere)
+    assert writers_of_the_call_values(ROOT / "server" / "calls.py"), "the finder no longer sees the wrapper's writes"

@@ -34,6 +34,7 @@ from mcp.types import (
 )
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
+from server import sdk_seams
 from server.features import resources
 from server.runtime import Runtime
 
@@ -44,13 +45,6 @@ T = TypeVar("T")
 
 # A session that does not take a notice in this time (a client that stopped reading) is skipped, not waited for.
 SEND_TIMEOUT_S = 5.0
-
-
-def _connection(session: ServerSession) -> Connection | None:
-    # The SDK (2.3) hands handlers a per-request ServerSession; the Connection behind it, which lives as long
-    # as the client's session and owns its standalone channel, is reachable only through that proxy.
-    connection = getattr(session, "_connection", None)
-    return connection if isinstance(connection, Connection) else None
 
 
 class Changes:
@@ -74,7 +68,8 @@ class Changes:
         A 2026-07-28 connection is told through its listen stream instead, and one without a standalone
         channel (stateless HTTP: a connection per request) has nowhere to be told.
         """
-        connection = _connection(session)
+        # The SDK (2.3) hands handlers a per-request ServerSession; the connection behind it is the client's session.
+        connection = sdk_seams.connection(session)
         if connection is None or not connection.has_standalone_channel:
             return
         if connection.protocol_version in MODERN_PROTOCOL_VERSIONS:
@@ -107,7 +102,7 @@ class Changes:
         client has no standalone stream open (it is sent only on that stream, not twice).
         """
         request = ctx.request_context
-        caller = _connection(request.session)
+        caller = sdk_seams.connection(request.session)
         if request.session.protocol_version not in MODERN_PROTOCOL_VERSIONS:
             await self._tell_caller(request)
         others = [connection for connection in list(self._sessions.values()) if connection is not caller]
@@ -192,11 +187,8 @@ def honest_capabilities(server: Server[Any], *, resources_changed: bool) -> None
     `prompts.listChanged` nor `resources.subscribe`: both lists are fixed for the life of the process and no
     resource update is sent (the SDK claims all three at 2026-07-28 because it serves `subscriptions/listen`).
     """
-    derive = server.get_capabilities
 
-    @functools.wraps(derive)
-    def get_capabilities(*args: Any, **kwargs: Any) -> ServerCapabilities:
-        caps = derive(*args, **kwargs)
+    def honest(caps: ServerCapabilities) -> ServerCapabilities:
         update: dict[str, Any] = {}
         if caps.resources is not None:
             update["resources"] = caps.resources.model_copy(
@@ -208,8 +200,7 @@ def honest_capabilities(server: Server[Any], *, resources_changed: bool) -> None
             update["prompts"] = caps.prompts.model_copy(update={"list_changed": False})
         return caps.model_copy(update=update)
 
-    # The SDK derives capabilities in this one method for both eras, and has no hook for it.
-    setattr(server, "get_capabilities", get_capabilities)  # noqa: B010
+    sdk_seams.override_capabilities(server, honest)
 
 
 def watch_sessions(server: Server[Any], changes: Changes) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from server import context
 from server.clock import Clock
 from server.credentials.tokens import TokenManager
 from server.errors import AccessDenied, FairUseReached, FlashsnapError, QuotaExhausted, RateLimited, RouteMissing
@@ -30,7 +31,6 @@ from server.neuroflash.wire import (
 )
 from server.neuroflash.workspaces import WorkspaceResolver
 from server.observe.metrics import Observer
-from server.scheduler import budget as budgets
 from server.scheduler.gate import Gate
 from server.scheduler.slots import Slots
 from server.state.layout import AccountKeys
@@ -190,7 +190,7 @@ class NeuroflashService:
 
     async def _generate(self, planned: PlannedGeneration) -> ChatResult:
         workspace_id, body = planned.workspace_id, planned.body
-        budget = budgets.current(self.clock)
+        budget = context.wait_budget(self.clock)
         received = {"chars": 0, "words": 0}
 
         async def relay(text: str) -> None:

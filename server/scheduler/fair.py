@@ -8,13 +8,11 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Hashable
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import anyio
 
-# The session a call belongs to; tool calls set it, anything else shares one anonymous session.
-current_session: ContextVar[Hashable] = ContextVar("flashsnap_session", default=None)
+from server import context
 
 
 @dataclass(eq=False)
@@ -44,8 +42,12 @@ class FairQueue:
         return True
 
     def enqueue(self) -> Ticket:
-        """Join the queue in the current session (`current_session`); wait on the ticket's `granted`."""
-        ticket = Ticket(current_session.get())
+        """Join the queue in the running call's session (`context.session()`); wait on the ticket's `granted`.
+
+        Outside a tool call every caller shares one anonymous session. What a session is today: see
+        `server.context`, where the key is kept (one per request, not per client, in the SDK 2.3).
+        """
+        ticket = Ticket(context.session())
         self._waiting.setdefault(ticket.session, deque()).append(ticket)
         return ticket
 

@@ -32,13 +32,13 @@ from dataclasses import dataclass, field
 import anyio
 
 from server.clock import Clock
+from server.context import HEARTBEAT_EVERY_S, Budget
 from server.errors import RateLimited
 from server.observe import tracing
 from server.observe.metrics import NO_METRICS, Observer
 from server.scheduler import burst
 from server.scheduler.admit import Asker, AwaitAnswers, Decision, Moved, Send, Wait, decide
 from server.scheduler.buckets import key_part
-from server.scheduler.budget import HEARTBEAT_EVERY_S, Budget
 from server.scheduler.fair import FairQueue
 from server.scheduler.settle import Answer, settle
 from server.scheduler.window import Window, forget_ticket, renew_flights, seed_limit

@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator
 import anyio
 
 from server.clock import Clock
+from server.context import HEARTBEAT_EVERY_S, Budget
 from server.errors import RateLimited
 from server.observe.metrics import NO_METRICS, Observer
-from server.scheduler.budget import HEARTBEAT_EVERY_S, Budget
 from server.state.leases import POLL_S, LeaseKeeper
 from server.state.memory import MemoryStore
 from server.state.store import Change, Doc, Mutation, Store

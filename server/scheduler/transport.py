@@ -24,8 +24,10 @@ from dataclasses import dataclass
 
 import httpx2
 
+from server import context
 from server.backoff import full_jitter
 from server.clock import Clock
+from server.context import Budget
 from server.httpio import (
     MAX_RESPONSE_BYTES,
     UNSAFE_METHODS,
@@ -40,7 +42,6 @@ from server.httpio import (
 )
 from server.observe import tracing
 from server.observe.metrics import NO_METRICS, Observer
-from server.scheduler import budget as budgets
 from server.scheduler.buckets import bucket_of
 from server.scheduler.gate import Gate, Reservation
 
@@ -89,7 +90,7 @@ def retries_throttle(throttles: int) -> bool:
 class _Tries:
     """One request's way through the gate: its wait budget, whether its method only reads, and what it met."""
 
-    budget: budgets.Budget
+    budget: Budget
     safe: bool
     failures: int = 0  # transport failures and 5xx answers
     throttles: int = 0  # rate-limit 429s
@@ -103,7 +104,7 @@ class ScheduledTransport(httpx2.AsyncBaseTransport):
     """The httpx transport of one credential: each attempt waits at its `Gate`, and only safe failures are retried.
 
     Which failures are retried is the table in this module's docstring (`retries_failure`, `is_rate_limit`);
-    every wait comes out of the calling tool's wait budget (`server.scheduler.budget`).
+    every wait comes out of the calling tool's wait budget (`server.context`).
     """
 
     def __init__(
@@ -128,7 +129,7 @@ class ScheduledTransport(httpx2.AsyncBaseTransport):
             httpx2.TransportError: the last attempt failed otherwise; for an unsafe method (POST, ...) after it
                 may have been sent, this is the first failure, never retried.
         """
-        tries = _Tries(budgets.current(self._clock), safe=request.method not in UNSAFE_METHODS)
+        tries = _Tries(context.wait_budget(self._clock), safe=request.method not in UNSAFE_METHODS)
         while True:
             reservation = await self.gate.acquire(tries.budget, bucket_of(request.method, request.url.path))
             response = await self._send(request, reservation, tries)
@@ -236,7 +237,7 @@ class ScheduledTransport(httpx2.AsyncBaseTransport):
             tracing.answered(span, response.status_code)
             return response
 
-    async def _back_off(self, budget: budgets.Budget, attempt: int) -> None:
+    async def _back_off(self, budget: Budget, attempt: int) -> None:
         await budget.wait(min(full_jitter(attempt), budget.left()), scope=self.gate.scope, why="retrying")
 
     async def aclose(self) -> None:

@@ -28,11 +28,11 @@ import anyio.from_thread
 import anyio.lowlevel
 from anyio.abc import ObjectSendStream
 from mcp.server.mcpserver import MCPServer
-from mcp.shared._context_streams import create_context_streams
 from mcp.shared.message import SessionMessage
 from mcp_types import JSONRPCError, JSONRPCRequest, JSONRPCResponse, jsonrpc_message_adapter
 
 from server.calls import InFlight
+from server.sdk_seams import create_context_streams, lowlevel_server
 from server.transports.jsonrpc_guard import inspect
 
 log = logging.getLogger(__name__)
@@ -216,7 +216,7 @@ async def serve_stdio(app: MCPServer[Any], *, grace_s: float = 10.0, in_flight: 
                 await handle(await lines.receive())
 
     async def run_sdk() -> None:
-        server = app._lowlevel_server  # what MCPServer.run_stdio_async runs, with our streams
+        server = lowlevel_server(app)  # what MCPServer.run_stdio_async runs, with our streams
         try:
             await server.run(read_stream, write_stream, server.create_initialization_options())
         finally:

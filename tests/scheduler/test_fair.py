@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from server.scheduler.fair import FairQueue, Ticket, current_session
+from server.context import serving
+from server.scheduler.fair import FairQueue, Ticket
 
 
 def enqueue(queue: FairQueue, session: str, n: int) -> list[Ticket]:
-    token = current_session.set(session)
-    try:
+    with serving(session):
         return [queue.enqueue() for _ in range(n)]
-    finally:
-        current_session.reset(token)
 
 
 def grant_order(queue: FairQueue, tickets: dict[Ticket, str]) -> list[str]:

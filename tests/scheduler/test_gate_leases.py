@@ -7,7 +7,7 @@ from pathlib import Path
 import anyio
 
 from server.clock import FakeClock
-from server.scheduler.budget import Budget
+from server.context import Budget
 from server.scheduler.gate import FLIGHT_LEASE_S, Gate, Reservation
 from server.state.sqlite import FILENAME, SQLiteStore
 
