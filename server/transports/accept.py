@@ -22,6 +22,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.features.consent import REPLY_IN_JSON
+from server.transports.jsonrpc_guard import replaying
 
 JSON, SSE = "application/json", "text/event-stream"
 BOTH = f"{JSON}, {SSE}".encode()
@@ -173,16 +174,8 @@ async def _read_body(receive: Receive) -> tuple[bytes, Receive]:
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             break
-    body, replayed = b"".join(chunks), False
-
-    async def replay() -> Message:
-        nonlocal replayed
-        if not replayed:
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return body, replay
+    body = b"".join(chunks)
+    return body, replaying(body, receive)
 
 
 def _parsed(body: bytes) -> dict[str, Any]:
