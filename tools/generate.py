@@ -95,13 +95,14 @@ async def generate(
     planned = await neuroflash.plan_generation(workspace_id, body, brand_voice_id)
     threshold = shared.settings.confirm_words
     default = shared.settings.default_max_tokens
-    bound = max_tokens if max_tokens is not None else fitted_max_tokens(default, threshold, planned.input_words)
-    words = generate_words(planned.input_words, bound)
+    asked_for = planned.input_words  # counted once: a request may hold 200,000 characters
+    bound = max_tokens if max_tokens is not None else fitted_max_tokens(default, threshold, asked_for)
+    words = generate_words(asked_for, bound)
     if over(words, threshold):
         await ask_first(
             ctx,
             f"Write text with the model {model!r} in neuroflash? This may use up to about {words:,.0f} words of "
-            f"the workspace's word allowance: {planned.input_words:,} for the request and up to "
+            f"the workspace's word allowance: {asked_for:,} for the request and up to "
             f"{bound * WORDS_PER_TOKEN:,.0f} for the answer.",
             confirm=confirm,
             setting="FLASHSNAP_CONFIRM_WORDS",
