@@ -45,137 +45,147 @@ def parse_flag(value: object) -> bool:
 
 Flag = Annotated[bool, BeforeValidator(parse_flag)]
 
-# (variable, field, help) for every setting, so --help and the README never drift from the code.
-ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
-    ("NEUROFLASH_CLIENT_ID", "neuroflash_client_id", "neuroflash service-account client id"),
-    ("NEUROFLASH_CLIENT_SECRET", "neuroflash_client_secret", "neuroflash service-account client secret"),
-    ("NEUROFLASH_TOKEN_URL", "neuroflash_token_url", "OAuth token endpoint"),
-    ("NEUROFLASH_API_URL", "neuroflash_api_url", "neuroflash API base URL"),
-    ("NEUROFLASH_WORKSPACE_ID", "neuroflash_workspace_id", "default workspace for tools called without one"),
-    (
-        "NEUROFLASH_CHAT_PATH",
-        "neuroflash_chat_path",
-        "chat-completions path relative to NEUROFLASH_API_URL (default: found by trying the documented ones)",
-    ),
-    ("NEURALSNAP_API_KEY", "neuralsnap_api_key", "NeuralSnap API key (ns_live_... or ns_test_...)"),
-    ("NEURALSNAP_API_URL", "neuralsnap_api_url", "NeuralSnap API base URL, including /api/v1"),
-    ("FLASHSNAP_TIMEOUT_S", "timeout_s", "timeout of one upstream HTTP request, in seconds"),
-    ("FLASHSNAP_MAX_GENERATION_S", "max_generation_s", "longest a generate may stream, keep-alives or not"),
-    ("FLASHSNAP_MAX_WAIT_S", "max_wait_s", "how long a call may wait for a rate limit before it fails"),
-    (
-        "FLASHSNAP_MAX_CONCURRENT_GENERATIONS",
-        "max_concurrent_generations",
-        "generations at once per workspace",
-    ),
-    ("FLASHSNAP_LOG_LEVEL", "log_level", "DEBUG, INFO, WARNING or ERROR (logs go to stderr)"),
-    ("FLASHSNAP_TRANSPORT", "transport", "stdio, sse or streamable-http"),
-    ("FLASHSNAP_HOST", "host", "address the HTTP transports bind to"),
-    ("FLASHSNAP_PORT", "port", "port the HTTP transports bind to"),
-    ("FLASHSNAP_HTTP_TOKEN", "http_token", "bearer token every HTTP request must carry (required off loopback)"),
-    ("FLASHSNAP_ALLOWED_ORIGINS", "allowed_origins", "extra browser origins allowed over HTTP, comma-separated"),
-    ("FLASHSNAP_ALLOWED_HOSTS", "allowed_hosts", "extra Host header names allowed over HTTP, comma-separated"),
-    ("FLASHSNAP_MAX_BODY_BYTES", "max_body_bytes", "largest HTTP request body accepted"),
-    ("FLASHSNAP_SESSION_IDLE_S", "session_idle_s", "an HTTP session idle this long is closed"),
-    ("FLASHSNAP_MAX_SESSIONS", "max_sessions", "HTTP sessions at once; a new one closes the longest-idle"),
-    (
-        "FLASHSNAP_HTTP_READ_TIMEOUT_S",
-        "http_read_timeout_s",
-        "seconds a client has to send a request's headers, and its body",
-    ),
-    ("FLASHSNAP_MAX_CONNECTIONS", "max_connections", "HTTP connections at once; more are answered 503"),
-    ("FLASHSNAP_SHUTDOWN_GRACE_S", "shutdown_grace_s", "how long in-flight HTTP calls may finish on shutdown"),
-    ("FLASHSNAP_STATE", "state", "where shared state lives: sqlite (default), redis or memory (this process only)"),
-    ("FLASHSNAP_STATE_DIR", "state_dir", "directory of the SQLite state (default: the user cache directory)"),
-    ("FLASHSNAP_REDIS_URL", "redis_url", "redis:// or rediss:// URL of a Redis or Valkey server shared by replicas"),
-    ("FLASHSNAP_REDIS_PREFIX", "redis_prefix", "prefix of every Redis key (default flashsnap:)"),
-    ("FLASHSNAP_HTTP_STATELESS", "http_stateless", "1: any replica serves any request (default on with Redis)"),
-    ("FLASHSNAP_WORKERS", "workers", "HTTP worker processes on this host, sharing the state store"),
-    (
-        "FLASHSNAP_TOOLSETS",
-        "toolsets",
-        "toolsets to offer, comma-separated: neuroflash, brand, twins, neuralsnap, neuralsnap-write, default, all",
-    ),
-    ("FLASHSNAP_TOOLS", "tools", "only these tools, comma-separated (with FLASHSNAP_TOOLSETS: these as well)"),
-    ("FLASHSNAP_EXCLUDE_TOOLS", "exclude_tools", "tools to turn off, comma-separated"),
-    ("FLASHSNAP_READ_ONLY", "read_only", "1: only tools annotated read-only (nothing that creates, changes or spends)"),
-    (
-        "FLASHSNAP_MAX_RESULT_TOKENS",
-        "max_result_tokens",
-        "largest list or search result, in tokens of 4 bytes; more is cut, saying how to get the rest",
-    ),
-    (
-        "FLASHSNAP_CONFIRM_WORDS",
-        "confirm_words",
-        "a generate or crystallize that could spend more words than this asks the user first (0: never)",
-    ),
-    (
-        "FLASHSNAP_CONFIRM_DELETE",
-        "confirm_delete",
-        "1: delete_snapshot asks the user first (default); 0: it deletes unasked, for hosts that answer for the user",
-    ),
-    (
-        "FLASHSNAP_DEFAULT_MAX_TOKENS",
-        "default_max_tokens",
-        "the max_tokens a generate sends when none is given, lowered to stay within FLASHSNAP_CONFIRM_WORDS",
-    ),
-    (
-        "FLASHSNAP_REQUEST_STATE_KEY",
-        "request_state_key",
-        "secret (32+ chars) sealing questions between rounds; replicas share it (default: from the credentials)",
-    ),
-    ("FLASHSNAP_METRICS_PORT", "metrics_port", "serve Prometheus metrics on 127.0.0.1:PORT/metrics (stdio too)"),
-)
 
-
+# Each field's description is its help line; its variable is `variable(field)` below (one place for both).
 class Settings(BaseModel):
     """Everything the server reads from its environment; secrets mask their own repr."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    neuroflash_client_id: str | None = None
-    neuroflash_client_secret: SecretStr | None = None
-    neuroflash_token_url: str = "https://id.neuroflash.com/oauth/v2/token"
-    neuroflash_api_url: str = "https://app.neuroflash.com"
-    neuroflash_workspace_id: str | None = None
-    neuroflash_chat_path: str | None = None  # None: the reference page's path, else the overview page's, learned
-    neuralsnap_api_key: SecretStr | None = None
-    neuralsnap_api_url: str = "https://neuralsnap.ai/api/v1"
-    timeout_s: float = Field(default=60.0, gt=0)
-    max_generation_s: float = Field(default=600.0, gt=0)
-    max_wait_s: float = Field(default=30.0, ge=0)
-    max_concurrent_generations: int = Field(default=4, ge=1)
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    transport: Transport = "stdio"
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=0, le=65535)
-    http_token: SecretStr | None = None
-    allowed_origins: tuple[str, ...] = ()
-    allowed_hosts: tuple[str, ...] = ()
-    max_body_bytes: int = Field(default=1_048_576, ge=1024)
-    session_idle_s: float = Field(default=300.0, gt=0, le=86_400)
-    max_sessions: int = Field(default=1000, ge=1, le=100_000)
-    http_read_timeout_s: float = Field(default=10.0, gt=0, le=3600)
-    max_connections: int = Field(default=1000, ge=1)
-    shutdown_grace_s: float = Field(default=10.0, ge=0)
-    state: Literal["sqlite", "redis", "memory"] | None = None
-    state_dir: Path | None = None
-    redis_url: SecretStr | None = None  # it may carry a password
-    redis_prefix: str = Field(default="flashsnap:", min_length=1, max_length=100)
-    http_stateless: Flag | None = None
-    workers: int = Field(default=1, ge=1, le=64)
-    toolsets: tuple[str, ...] | None = None  # None: the default toolsets (unless `tools` names tools)
-    tools: tuple[str, ...] | None = None  # None: the toolsets' tools; server/toolselect.py checks the names
-    exclude_tools: tuple[str, ...] = ()
-    read_only: Flag = False
-    max_result_tokens: int = Field(default=20_000, ge=500, le=1_000_000)
-    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    neuroflash_client_id: str | None = Field(default=None, description="neuroflash service-account client id")
+    neuroflash_client_secret: SecretStr | None = Field(
+        default=None, description="neuroflash service-account client secret"
+    )
+    neuroflash_token_url: str = Field(
+        default="https://id.neuroflash.com/oauth/v2/token", description="OAuth token endpoint"
+    )
+    neuroflash_api_url: str = Field(default="https://app.neuroflash.com", description="neuroflash API base URL")
+    neuroflash_workspace_id: str | None = Field(
+        default=None, description="default workspace for tools called without one"
+    )
+    # None: the reference page's path, else the overview page's, learned
+    neuroflash_chat_path: str | None = Field(
+        default=None,
+        description=(
+            "chat-completions path relative to NEUROFLASH_API_URL (default: found by trying the documented ones)"
+        ),
+    )
+    neuralsnap_api_key: SecretStr | None = Field(
+        default=None, description="NeuralSnap API key (ns_live_... or ns_test_...)"
+    )
+    neuralsnap_api_url: str = Field(
+        default="https://neuralsnap.ai/api/v1", description="NeuralSnap API base URL, including /api/v1"
+    )
+    timeout_s: float = Field(default=60.0, gt=0, description="timeout of one upstream HTTP request, in seconds")
+    max_generation_s: float = Field(
+        default=600.0, gt=0, description="longest a generate may stream, keep-alives or not"
+    )
+    max_wait_s: float = Field(
+        default=30.0, ge=0, description="how long a call may wait for a rate limit before it fails"
+    )
+    max_concurrent_generations: int = Field(default=4, ge=1, description="generations at once per workspace")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="DEBUG, INFO, WARNING or ERROR (logs go to stderr)"
+    )
+    transport: Transport = Field(default="stdio", description="stdio, sse or streamable-http")
+    host: str = Field(default="127.0.0.1", description="address the HTTP transports bind to")
+    port: int = Field(default=8000, ge=0, le=65535, description="port the HTTP transports bind to")
+    http_token: SecretStr | None = Field(
+        default=None, description="bearer token every HTTP request must carry (required off loopback)"
+    )
+    allowed_origins: tuple[str, ...] = Field(
+        default=(), description="extra browser origins allowed over HTTP, comma-separated"
+    )
+    allowed_hosts: tuple[str, ...] = Field(
+        default=(), description="extra Host header names allowed over HTTP, comma-separated"
+    )
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, description="largest HTTP request body accepted")
+    session_idle_s: float = Field(
+        default=300.0, gt=0, le=86_400, description="an HTTP session idle this long is closed"
+    )
+    max_sessions: int = Field(
+        default=1000, ge=1, le=100_000, description="HTTP sessions at once; a new one closes the longest-idle"
+    )
+    http_read_timeout_s: float = Field(
+        default=10.0, gt=0, le=3600, description="seconds a client has to send a request's headers, and its body"
+    )
+    max_connections: int = Field(default=1000, ge=1, description="HTTP connections at once; more are answered 503")
+    shutdown_grace_s: float = Field(
+        default=10.0, ge=0, description="how long in-flight HTTP calls may finish on shutdown"
+    )
+    state: Literal["sqlite", "redis", "memory"] | None = Field(
+        default=None, description="where shared state lives: sqlite (default), redis or memory (this process only)"
+    )
+    state_dir: Path | None = Field(
+        default=None, description="directory of the SQLite state (default: the user cache directory)"
+    )
+    # it may carry a password
+    redis_url: SecretStr | None = Field(
+        default=None, description="redis:// or rediss:// URL of a Redis or Valkey server shared by replicas"
+    )
+    redis_prefix: str = Field(
+        default="flashsnap:", min_length=1, max_length=100, description="prefix of every Redis key (default flashsnap:)"
+    )
+    http_stateless: Flag | None = Field(
+        default=None, description="1: any replica serves any request (default on with Redis)"
+    )
+    workers: int = Field(
+        default=1, ge=1, le=64, description="HTTP worker processes on this host, sharing the state store"
+    )
+    # None: the default toolsets (unless `tools` names tools)
+    toolsets: tuple[str, ...] | None = Field(
+        default=None,
+        description=(
+            "toolsets to offer, comma-separated: neuroflash, brand, twins, neuralsnap, neuralsnap-write, default, all"
+        ),
+    )
+    # None: the toolsets' tools; server/tooling/selection.py checks the names
+    tools: tuple[str, ...] | None = Field(
+        default=None, description="only these tools, comma-separated (with FLASHSNAP_TOOLSETS: these as well)"
+    )
+    exclude_tools: tuple[str, ...] = Field(default=(), description="tools to turn off, comma-separated")
+    read_only: Flag = Field(
+        default=False, description="1: only tools annotated read-only (nothing that creates, changes or spends)"
+    )
+    max_result_tokens: int = Field(
+        default=20_000,
+        ge=500,
+        le=1_000_000,
+        description="largest list or search result, in tokens of 4 bytes; more is cut, saying how to get the rest",
+    )
+    metrics_port: int | None = Field(
+        default=None, ge=0, le=65535, description="serve Prometheus metrics on 127.0.0.1:PORT/metrics (stdio too)"
+    )
     # Half the monthly words of neuroflash's Free plan (2,000): no one call takes that much of a month unasked.
-    confirm_words: int = Field(default=1000, ge=0, le=10_000_000)
-    confirm_delete: Flag = True
+    confirm_words: int = Field(
+        default=1000,
+        ge=0,
+        le=10_000_000,
+        description="a generate or crystallize that could spend more words than this asks the user first (0: never)",
+    )
+    confirm_delete: Flag = Field(
+        default=True,
+        description=(
+            "1: delete_snapshot asks the user first (default);"
+            " 0: it deletes unasked, for hosts that answer for the user"
+        ),
+    )
     # Anthropic's own examples' 1,024: ~768 words, a long email or a blog section, with ~230 words of prompt to
     # spare under the default 1,000-word question (README, "Asking the user first").
-    default_max_tokens: int = Field(default=1024, ge=1, le=64_000)
-    request_state_key: SecretStr | None = None
+    default_max_tokens: int = Field(
+        default=1024,
+        ge=1,
+        le=64_000,
+        description=(
+            "the max_tokens a generate sends when none is given, lowered to stay within FLASHSNAP_CONFIRM_WORDS"
+        ),
+    )
+    request_state_key: SecretStr | None = Field(
+        default=None,
+        description=(
+            "secret (32+ chars) sealing questions between rounds; replicas share it (default: from the credentials)"
+        ),
+    )
     sandbox: bool = False
 
     @field_validator("tools", "exclude_tools", "toolsets", mode="before")
@@ -303,3 +313,15 @@ class Settings(BaseModel):
     @property
     def neuroflash_configured(self) -> bool:
         return bool(self.neuroflash_client_id and self.neuroflash_client_secret)
+
+
+def variable(field: str) -> str:
+    """A setting's environment variable: the upstream's own prefix for its account, `FLASHSNAP_` for the rest."""
+    return field.upper() if field.startswith(("neuroflash_", "neuralsnap_")) else "FLASHSNAP_" + field.upper()
+
+
+# (variable, field, help) for every setting, read from the fields themselves, so --help, the README and `check`
+# never drift from the code. A field without a description (`sandbox`) is set by a command-line flag alone.
+ENVIRONMENT: tuple[tuple[str, str, str], ...] = tuple(
+    (variable(name), name, field.description) for name, field in Settings.model_fields.items() if field.description
+)

@@ -1,4 +1,4 @@
-"""The README's links lead somewhere inside the repository, and the shipped contract is the current one."""
+"""The README's links lead somewhere inside the repository, its settings are the code's, and the contract is current."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from server.config import ENVIRONMENT
 from server.sandbox.variants import PROFILES
 
 ROOT = Path(__file__).parent.parent
@@ -37,3 +38,13 @@ def test_every_sandbox_profile_is_in_the_readme() -> None:
     readme = (ROOT / "README.md").read_text()
     missing = [name for name in PROFILES if f"`{name}`" not in readme]
     assert not missing, f"README's sandbox profiles leave out {missing}"
+
+
+def test_the_configuration_table_lists_every_setting_and_only_settings() -> None:
+    """The table in the README and the fields of `Settings` name the same variables; a new field needs its row."""
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## Configuration") : readme.index("## Check the setup")]
+    rows = [line.split(" | ")[0] for line in table.splitlines() if line.startswith("| `")]
+    named = {var for row in rows for var in re.findall(r"`([A-Z][A-Z0-9_]+)`", row)}
+    emulator_only = {"FLASHSNAP_SANDBOX_PROFILE"}  # read by the emulator (server/sandbox), not a server setting
+    assert named - emulator_only == {var for var, _, _ in ENVIRONMENT}
