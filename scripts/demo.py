@@ -16,7 +16,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.session import ClientRequestContext
 from mcp.types import CallToolResult, ElicitRequestParams, ElicitResult, TextContent
 
-from server.calls import ERROR_META
+from server.tooling.calls import ERROR_META
 
 WIDTH = 30
 EXPECTED_CHARS = 300  # the bar's scale: about what a 60-token answer holds

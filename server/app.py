@@ -25,14 +25,15 @@ from mcp.types import (
 from pydantic import ValidationError
 
 import tools
-from server import __version__, arguments, sdk_seams
-from server.calls import InFlight, error_result, tool_call
+from server import __version__, sdk_seams
 from server.clock import Clock
 from server.config import Settings
 from server.features import changes, prompts, resources
 from server.observe.logs import SecretMask
 from server.runtime import Runtime, open_runtime
-from server.toolselect import Selection, ToolFilter, select
+from server.tooling import arguments
+from server.tooling.calls import InFlight, error_result, tool_call
+from server.tooling.selection import Selection, ToolFilter, select
 
 _NO_MASK = SecretMask()
 

@@ -1,9 +1,9 @@
-"""The values of the tool call running now, each behind its getter; the tool wrapper (`server.calls`) writes them.
+"""The values of the tool call running now, each behind its getter; the tool wrapper (`tooling.calls`) writes them.
 
 The SDK keeps who is calling in one context variable with one getter (`auth_context`); this module does the same
 for what a tool call carries down to the floors that spend it without threading it through every signature: the
 scheduler its wait budget and its turn, the upstream readers its request ids. Only this module declares a
-`ContextVar` (the emulator aside; an import contract in pyproject.toml holds that), and only `server.calls`
+`ContextVar` (the emulator aside; an import contract in pyproject.toml holds that), and only `server.tooling.calls`
 enters `calling` and `serving` (tests/test_layout.py).
 """
 
@@ -156,7 +156,7 @@ def principal() -> Principal | None:
 
 @contextmanager
 def calling(call: Running) -> Iterator[None]:
-    """The code inside this block runs as `call` (for `server.calls` alone)."""
+    """The code inside this block runs as `call` (for `server.tooling.calls` alone)."""
     token = _call.set(replace(_values(), running=call))
     try:
         yield
@@ -166,7 +166,7 @@ def calling(call: Running) -> Iterator[None]:
 
 @contextmanager
 def serving(session: Hashable, budget: Budget | None = None) -> Iterator[None]:
-    """The code inside this block waits its turn as `session`, within `budget` (for `server.calls` alone)."""
+    """The code inside this block waits its turn as `session`, within `budget` (for `server.tooling.calls` alone)."""
     token = _call.set(replace(_values(), session=session, budget=budget))
     try:
         yield

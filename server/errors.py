@@ -26,7 +26,7 @@ FlashsnapError                   what happened, what to do, request id, retry ti
         └── ShutdownCut          the server shut down before the call finished (FLASHSNAP_SHUTDOWN_GRACE_S)
 ```
 
-`server.calls` turns these into `isError` tool results, in that one place.
+`server.tooling.calls` turns these into `isError` tool results, in that one place.
 Messages never contain a secret: they are built from codes and public facts only.
 """
 

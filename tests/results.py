@@ -6,7 +6,7 @@ from typing import Any
 
 from mcp.types import CallToolResult, TextContent
 
-from server.calls import ERROR_META
+from server.tooling.calls import ERROR_META
 
 
 def text(result: CallToolResult) -> str:

@@ -18,9 +18,9 @@ from mcp import Client
 
 from server.clock import FakeClock
 from server.config import Settings
-from server.features.consent import MIN_FITTED_TOKENS, WORDS_PER_TOKEN, fitted_max_tokens, generate_words
 from server.sandbox import Emulator, EmulatorState, catalog
 from server.sandbox.loopback import LoopbackServer
+from server.tooling.consent import MIN_FITTED_TOKENS, WORDS_PER_TOKEN, fitted_max_tokens, generate_words
 from server.transports.http import build_http_app
 from tests.conftest import MODES, Connect
 from tests.results import data, error

@@ -183,7 +183,7 @@ async def test_a_read_that_keeps_failing_says_it_is_safe_to_retry(client: Client
 async def test_a_crash_is_a_short_internal_error_with_the_traceback_on_stderr(
     connect: Connect, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from server.calls import tool_call
+    from server.tooling.calls import tool_call
 
     async def explode() -> str:
         raise RuntimeError("secret internals")

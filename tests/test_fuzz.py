@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 from mcp import Client
 
 from server.app import create_app
-from server.calls import INTERNAL_ERROR
 from server.clock import FakeClock
 from server.config import Settings
 from server.sandbox import Emulator, EmulatorState
+from server.tooling.calls import INTERNAL_ERROR
 from tests.results import data, text
 
 TOOLS = ["list_workspaces", "check_quota", "list_models", "generate", "snapshot", "search_snapshots", "get_snapshot"]

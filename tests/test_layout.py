@@ -110,9 +110,9 @@ def test_the_server_root_keeps_only_the_spine_and_the_ground_floor() -> None:
 
 
 def test_the_call_wrapper_names_no_tool() -> None:
-    source = (ROOT / "server" / "calls.py").read_text()
+    source = (ROOT / "server" / "tooling" / "calls.py").read_text()
     named = sorted(spec.name for spec in tools.ALL if re.search(rf"\b{re.escape(spec.name)}\b", source))
-    assert named == [], f"server/calls.py names these tools; the tool's service should own that: {named}"
+    assert named == [], f"server/tooling/calls.py names these tools; the tool's service should own that: {named}"
 
 
 def writers_of_the_call_values(path: Path) -> list[str]:
@@ -130,9 +130,45 @@ def writers_of_the_call_values(path: Path) -> list[str]:
 
 def test_only_the_call_wrapper_writes_the_values_of_a_call() -> None:
     """server.context declares the call's values (the import contracts keep every ContextVar there); the tool
-    wrapper in server/calls.py is the one module that sets them, as the SDK's auth middleware sets its own."""
+    wrapper in server/tooling/calls.py is the one module that sets them, as the SDK's auth middleware sets its own."""
     modules = [*(ROOT / "server").rglob("*.py"), *(ROOT / "tools").rglob("*.py")]
-    apart = {ROOT / "server" / "context.py", ROOT / "server" / "calls.py"}
+    apart = {ROOT / "server" / "context.py", ROOT / "server" / "tooling" / "calls.py"}
     elsewhere = [w for path in sorted(modules) if path not in apart for w in writers_of_the_call_values(path)]
-    assert elsewhere == [], "only server/calls.py writes a call's values:\n" + "\n".join(elsewhere)
-    assert writers_of_the_call_values(ROOT / "server" / "calls.py"), "the finder no longer sees the wrapper's writes"
+    assert elsewhere == [], "only server/tooling/calls.py writes a call's values:\n" + "\n".join(elsewhere)
+    wrapper = ROOT / "server" / "tooling" / "calls.py"
+    assert writers_of_the_call_values(wrapper), "the finder no longer sees the wrapper's writes"
+
+
+def architecture_boxes() -> dict[str, set[str]]:
+    """The README's architecture map, read as boxes: each box's title and the module names written in it."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Architecture") :]
+    lines = section[section.index("```\n") + 4 : section.index("\n```", section.index("```\n") + 4)].splitlines()
+    boxes: dict[str, set[str]] = {}
+    for row, line in enumerate(lines):
+        for head in re.finditer(r"┌─ (.+?) ─+┐", line):
+            title, left, right = head.group(1).split("   ")[0].strip(), head.start(), head.end()
+            names: set[str] = set()
+            for below in lines[row + 1 :]:
+                inside = below[left:right]
+                if inside.startswith("└"):
+                    break
+                names |= set(re.findall(r"(?<![/\w])(\w+\.py)\b", inside))  # `state/bus.py` points elsewhere
+            boxes[title] = names
+    return boxes
+
+
+def test_the_readme_map_names_every_folder_and_module_where_it_lives() -> None:
+    """A new module appears in its folder's box, a moved one moves there, a gone one leaves: the map never drifts."""
+    boxes = architecture_boxes()
+    server = ROOT / "server"
+    for folder in sorted(p.parent for p in server.glob("*/__init__.py")):
+        title = f"server/{folder.name}/"
+        assert title in boxes, f"the README's architecture map has no box for {title}"
+        modules = {p.name for p in folder.glob("*.py")} - {"__init__.py"}
+        gone, unnamed = sorted(boxes[title] - modules), sorted(modules - boxes[title])
+        assert boxes[title] == modules, f"{title}: the map names {gone}, not there; it does not name {unnamed}"
+    root = {p.name for p in server.glob("*.py")} - {"__init__.py", "__main__.py"}
+    single = {title.removeprefix("server/") for title in boxes if title.endswith(".py")}
+    assert boxes["server/ root: the ground floor"] | single == root, "every module at server/'s root has a box"
+    assert "__init__.py" in boxes["tools/"], "the map says where the one list of tools is"

@@ -27,7 +27,7 @@ from server.app import create_app
 from server.config import Settings
 from server.sandbox import Emulator, EmulatorState, catalog
 from server.sandbox.runner import seed_sandbox
-from server.toolspec import DEFAULT_TOOLSETS
+from server.tooling.spec import DEFAULT_TOOLSETS
 from tests.results import data
 from tests.test_stdio import params
 

@@ -22,7 +22,7 @@ from server.config import Settings
 from server.errors import ConfigurationError
 from server.sandbox import Emulator, EmulatorState
 from server.sandbox.loopback import LoopbackServer
-from server.toolspec import DEFAULT_TOOLSETS
+from server.tooling.spec import DEFAULT_TOOLSETS
 from server.transports.http import build_http_app
 from tests.conftest import MODES, Connect
 from tests.results import data, error

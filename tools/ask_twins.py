@@ -6,7 +6,7 @@ from pydantic import BaseModel, Field
 
 from server.errors import InvalidArguments
 from server.neuroflash.wire import ChatMessage
-from server.toolspec import CREATES, Cost, MaxWait, ToolContext, ToolSpec, WorkspaceId, runtime
+from server.tooling.spec import CREATES, Cost, MaxWait, ToolContext, ToolSpec, WorkspaceId, runtime
 from tools.generate import Message
 
 

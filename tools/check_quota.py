@@ -5,7 +5,7 @@ from datetime import UTC, date, datetime
 from pydantic import BaseModel, Field
 
 from server.neuroflash.quota import TEXT_USAGE, judge
-from server.toolspec import READ_ONLY, Cost, ToolContext, ToolSpec, WorkspaceId, runtime
+from server.tooling.spec import READ_ONLY, Cost, ToolContext, ToolSpec, WorkspaceId, runtime
 
 
 class MonthlyQuota(BaseModel):

@@ -4,9 +4,9 @@ from typing import Annotated
 
 from pydantic import Field
 
-from server.features.consent import WORDS_PER_TOKEN, ask_first, crystallize_tokens, over
 from server.neuralsnap.wire import Crystallized
-from server.toolspec import CREATES, BrainId, Confirm, Cost, MaxWait, ToolContext, ToolSpec, runtime
+from server.tooling.consent import WORDS_PER_TOKEN, ask_first, crystallize_tokens, over
+from server.tooling.spec import CREATES, BrainId, Confirm, Cost, MaxWait, ToolContext, ToolSpec, runtime
 
 
 async def crystallize(

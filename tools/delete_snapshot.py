@@ -2,8 +2,8 @@
 
 from pydantic import BaseModel
 
-from server.features.consent import ask_first
-from server.toolspec import DESTRUCTIVE, Confirm, Cost, MaxWait, SnapshotId, ToolContext, ToolSpec, runtime
+from server.tooling.consent import ask_first
+from server.tooling.spec import DESTRUCTIVE, Confirm, Cost, MaxWait, SnapshotId, ToolContext, ToolSpec, runtime
 
 
 class Deleted(BaseModel):

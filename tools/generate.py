@@ -4,11 +4,11 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from server.arguments import Closed
 from server.errors import InvalidArguments
-from server.features.consent import WORDS_PER_TOKEN, ask_first, fitted_max_tokens, generate_words, over
 from server.neuroflash.wire import ChatMessage, ChatRequest
-from server.toolspec import CREATES, Confirm, Cost, MaxWait, ToolContext, ToolSpec, WorkspaceId, runtime
+from server.tooling.arguments import Closed
+from server.tooling.consent import WORDS_PER_TOKEN, ask_first, fitted_max_tokens, generate_words, over
+from server.tooling.spec import CREATES, Confirm, Cost, MaxWait, ToolContext, ToolSpec, WorkspaceId, runtime
 
 
 class Message(Closed):

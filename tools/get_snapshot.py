@@ -1,7 +1,7 @@
 """get_snapshot: one saved NeuralSnap snapshot, by id."""
 
 from server.neuralsnap.wire import Snapshot
-from server.toolspec import READ_ONLY, Cost, MaxWait, SnapshotId, ToolContext, ToolSpec, runtime
+from server.tooling.spec import READ_ONLY, Cost, MaxWait, SnapshotId, ToolContext, ToolSpec, runtime
 
 
 async def get_snapshot(

@@ -3,7 +3,7 @@
 from pydantic import BaseModel, Field
 
 from server.neuroflash.wire import BrandVoice
-from server.toolspec import READ_ONLY, Cost, MaxWait, ToolContext, ToolSpec, WorkspaceId, fit, runtime
+from server.tooling.spec import READ_ONLY, Cost, MaxWait, ToolContext, ToolSpec, WorkspaceId, fit, runtime
 
 
 class BrandVoiceList(BaseModel):

@@ -4,7 +4,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from server.toolspec import READ_ONLY, Cost, ToolContext, ToolSpec, WorkspaceId, runtime
+from server.tooling.spec import READ_ONLY, Cost, ToolContext, ToolSpec, WorkspaceId, runtime
 
 
 class ModelItem(BaseModel):

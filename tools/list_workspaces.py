@@ -2,7 +2,7 @@
 
 from pydantic import BaseModel, Field
 
-from server.toolspec import READ_ONLY, Cost, MaxWait, ToolContext, ToolSpec, runtime
+from server.tooling.spec import READ_ONLY, Cost, MaxWait, ToolContext, ToolSpec, runtime
 
 
 class WorkspaceItem(BaseModel):

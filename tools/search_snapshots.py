@@ -5,7 +5,7 @@ from typing import Annotated
 from pydantic import BaseModel, Field
 
 from server.neuralsnap.wire import SearchHit
-from server.toolspec import READ_ONLY, BrainId, Cost, MaxWait, ToolContext, ToolSpec, fit, runtime
+from server.tooling.spec import READ_ONLY, BrainId, Cost, MaxWait, ToolContext, ToolSpec, fit, runtime
 
 
 class SearchResult(BaseModel):

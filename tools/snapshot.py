@@ -4,10 +4,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from server.arguments import Closed
 from server.errors import InvalidArguments
 from server.neuralsnap.wire import SavedSnapshot, SnapshotFields
-from server.toolspec import CREATES, BrainId, Cost, MaxWait, ToolContext, ToolSpec, runtime
+from server.tooling.arguments import Closed
+from server.tooling.spec import CREATES, BrainId, Cost, MaxWait, ToolContext, ToolSpec, runtime
 
 Text = Annotated[str | None, Field(min_length=1, max_length=20_000)]
 

@@ -6,7 +6,7 @@ from pydantic import Field
 
 from server.errors import InvalidArguments
 from server.neuralsnap.wire import Snapshot, SnapshotChanges
-from server.toolspec import OVERWRITES, Cost, MaxWait, SnapshotId, ToolContext, ToolSpec, runtime
+from server.tooling.spec import OVERWRITES, Cost, MaxWait, SnapshotId, ToolContext, ToolSpec, runtime
 from tools.snapshot import Feeling, feelings_of
 
 Text = Annotated[str | None, Field(min_length=1, max_length=20_000)]

@@ -21,13 +21,13 @@ from server.cli.sandboxing import sandbox_environment
 from server.clock import Clock, SystemClock
 from server.config import Settings
 from server.errors import ConfigurationError, FlashsnapError, RouteMissing
-from server.features import consent
 from server.neuralsnap import profile
 from server.neuroflash.quota import TEXT_USAGE, judge
 from server.neuroflash.service import NeuroflashService
 from server.observe import logs
 from server.runtime import Runtime, open_runtime, open_state
 from server.state.store import Store
+from server.tooling import consent
 
 Status = Literal["ok", "warn", "fail", "skip"]
 MARKS: dict[Status, str] = {"ok": "ok", "warn": "warn", "fail": "FAIL", "skip": "-"}

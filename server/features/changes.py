@@ -162,7 +162,7 @@ def changed(result: object) -> bool:
 
 
 def notifying(fn: Callable[P, Awaitable[T]], changes: Changes) -> Callable[P, Awaitable[T]]:
-    """Wrap a wrapped tool (`server.calls.tool_call`) so its success is followed by the change notice.
+    """Wrap a wrapped tool (`server.tooling.calls.tool_call`) so its success is followed by the change notice.
 
     The listing's cache is dropped first, so a client that lists again on the notice sees the change.
     """

@@ -17,9 +17,10 @@ from mcp.types import CompleteRequestParams, Completion, PromptReference
 from pydantic import Field
 
 from server.errors import FlashsnapError
-from server.features import consent, resources
-from server.toolselect import Selection, narrowed_by
-from server.toolspec import ToolSpec
+from server.features import resources
+from server.tooling import consent
+from server.tooling.selection import Selection, narrowed_by
+from server.tooling.spec import ToolSpec
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def _safety_lines(specs: Sequence[ToolSpec], enabled: Collection[str]) -> list[s
 
 
 def _asking_lines(enabled: Collection[str], confirm_words: int, confirm_delete: bool) -> list[str]:
-    """When the user is asked first (server/features/consent.py), so a model can stay below it on purpose."""
+    """When the user is asked first (server/tooling/consent.py), so a model can stay below it on purpose."""
     lines = []
     if confirm_delete and "delete_snapshot" in enabled:
         lines.append("delete_snapshot asks the user first (an id that does not exist is refused unasked).")

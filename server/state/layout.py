@@ -5,7 +5,7 @@ All keys live under one account prefix per credential, `live:<hash>` or `sandbox
 
 - `accounts`: which service each account prefix is (format: `server/state/accounts.py`; 30 days unseen).
 - `consent:<nonce>`: a user's yes to one question asked in an `input_required` round, once used, so the same
-  sealed answer cannot carry out a second call (`server/features/consent.py`; 10 min, the answer's lifetime).
+  sealed answer cannot carry out a second call (`server/tooling/consent.py`; 10 min, the answer's lifetime).
 - `<account>:token`: the token, its fetch lease, a recent failure (`server/credentials/lease.py`; its validity).
 - `<account>:gate`: the rate-limit window, 429 penalty, sends in flight (`server/scheduler/window.py`; the reset).
 - `<account>:quota:<workspace>`: the last quotas seen, words spent since (`server/neuroflash/quota.py`; 30 s).

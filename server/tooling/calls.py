@@ -19,7 +19,7 @@ from server.errors import FlashsnapError, ShutdownCut
 from server.observe.logs import SecretMask
 from server.observe.metrics import NO_METRICS, Observer
 from server.runtime import Runtime
-from server.toolspec import runtime
+from server.tooling.spec import runtime
 
 log = logging.getLogger("server.tools")
 

@@ -34,11 +34,11 @@ from mcp.types import ElicitRequest, ElicitRequestFormParams, ElicitResult, Inpu
 from mcp_types.version import is_version_at_least
 from pydantic import BaseModel, Field
 
-from server.calls import AskClient, asking_user
 from server.errors import ConfirmationRequired, Declined, NotConfirmed
 from server.runtime import Runtime
 from server.state.layout import consent_key
 from server.state.store import KEEP, Change, Doc
+from server.tooling.calls import AskClient, asking_user
 
 # The rule of thumb OpenAI publishes for English ("100 tokens ~= 75 words"), which neuroflash's models share;
 # and its other half, about 4 characters a token. Both are stated in the README with the threshold.

@@ -11,11 +11,11 @@ from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.shared.exceptions import MCPError
 from mcp.types import INVALID_PARAMS
 
-from server.calls import error_result
 from server.config import Settings
 from server.errors import ConfigurationError, ToolDisabled
 from server.observe.logs import SecretMask
-from server.toolspec import DEFAULT_TOOLSETS, TOOLSETS
+from server.tooling.calls import error_result
+from server.tooling.spec import DEFAULT_TOOLSETS, TOOLSETS
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.features.consent import REPLY_IN_JSON
+from server.tooling.consent import REPLY_IN_JSON
 from server.transports.jsonrpc_guard import replaying
 
 JSON, SSE = "application/json", "text/event-stream"

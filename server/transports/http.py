@@ -38,7 +38,7 @@ def build_http_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp
     runtime: list[Runtime] = []
     bus = None
     if settings.store == "redis" and settings.redis_url is not None:
-        from server.features.bus import RedisBus  # redis-py costs ~65 ms to import: only when it is used
+        from server.state.bus import RedisBus  # redis-py costs ~65 ms to import: only when it is used
 
         # Replicas on one Redis share change notices too: a listener here hears a snapshot made through another.
         bus = RedisBus(settings.redis_url.get_secret_value(), prefix=settings.redis_prefix)

@@ -31,8 +31,8 @@ from mcp.server.mcpserver import MCPServer
 from mcp.shared.message import SessionMessage
 from mcp_types import JSONRPCError, JSONRPCRequest, JSONRPCResponse, jsonrpc_message_adapter
 
-from server.calls import InFlight
 from server.sdk_seams import create_context_streams, lowlevel_server
+from server.tooling.calls import InFlight
 from server.transports.jsonrpc_guard import inspect
 
 log = logging.getLogger(__name__)
