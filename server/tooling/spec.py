@@ -14,6 +14,7 @@ from mcp.server.mcpserver import Context
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
 
+from server.auth import scopes
 from server.runtime import Runtime
 
 READ_ONLY = ToolAnnotations(readOnlyHint=True, destructiveHint=False, idempotentHint=True, openWorldHint=True)
@@ -105,6 +106,16 @@ READS = frozenset({Cost.NOTHING, Cost.SEARCHES})
 # What a second call adds again (data or spending). A repeated search only reads, and a repeated deletion finds
 # nothing left (the user is asked before every one), so neither is in the instructions' never-repeat list.
 ADDS = frozenset({Cost.WRITES, Cost.WORDS, Cost.CRYSTALLIZE})
+# The scope a caller needs for a call of each cost: a search counts against the plan's monthly searches, so it
+# spends, though it changes nothing.
+SCOPE_OF = {
+    Cost.NOTHING: scopes.READ,
+    Cost.SEARCHES: scopes.SPEND,
+    Cost.WRITES: scopes.WRITE,
+    Cost.DESTROYS: scopes.WRITE,
+    Cost.WORDS: scopes.SPEND,
+    Cost.CRYSTALLIZE: scopes.SPEND,
+}
 
 
 @dataclass(frozen=True)
@@ -145,6 +156,11 @@ class ToolSpec:
     def never_repeat(self) -> bool:
         """A second call after an unclear failure may create or spend again: the instructions say check first."""
         return self.cost in ADDS and not self.annotations.idempotent_hint
+
+    @property
+    def scope(self) -> str:
+        """The scope a caller's token and policy must hold to call this tool (`server/auth/scopes.py`)."""
+        return SCOPE_OF[self.cost]
 
 
 def runtime(ctx: ToolContext) -> Runtime:
