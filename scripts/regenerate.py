@@ -4,7 +4,8 @@
 - mcpb/manifest.json: the bundle's tool list (first docstring line of each) and its version;
 - server.json: the registry entry's versions (its package and its image tag);
 - README.md: the rows of its two tables of what the tool list costs a model's context
-  (tests/test_tool_selection.py measures the same way and holds the README to it).
+  (tests/test_tool_selection.py measures the same way and holds the README to it), and the tool line of its
+  `check --sandbox` sample (tests/test_readme_samples.py runs check and compares).
 
 A new or changed tool needs only this after its own module and its line in `tools.ALL`;
 `--check` changes nothing and exits 1 when a file is out of date.
@@ -26,7 +27,7 @@ import anyio
 from mcp import Client
 
 import tools
-from server.app import create_app
+from server.app import create_app, tool_selection
 from server.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,7 +111,11 @@ async def readme() -> str:
         count, size = await _model_size(**selection)
         row = f"| {label} | {count} | {size:,} |"
         text = re.sub(rf"^\| {re.escape(label)} \| \d+ \| [\d,]+ \|$", row, text, flags=re.MULTILINE)
-    return text
+    # The `check --sandbox` sample's tool line: what check prints of the default selection (server/cli/check.py).
+    selection = tool_selection(Settings())
+    off = f"; off: {', '.join(selection.off)}" if selection.off else ""
+    on = f"{len(selection.enabled)} on: {', '.join(selection.enabled)}{off}"
+    return re.sub(r"^(ok +tools +selection +)\d+ on: .*$", lambda m: m.group(1) + on, text, flags=re.MULTILINE)
 
 
 async def derived(version: str) -> dict[Path, str]:

@@ -6,6 +6,7 @@ import pytest
 from agents.mcp.util import MCPUtil
 
 from tests.conftest import MODES, Connect
+from tools import ALL as ALL_TOOLS
 
 
 class _Server:
@@ -26,7 +27,7 @@ class _Server:
 async def test_every_input_schema_is_accepted_in_strict_mode(connect: Connect, mode: str) -> None:
     async with connect(mode=mode, env={"FLASHSNAP_TOOLSETS": "all"}) as client:
         tools = (await client.list_tools()).tools
-    assert len(tools) == 14
+    assert len(tools) == len(ALL_TOOLS)
     for tool in tools:
         converted = MCPUtil.to_function_tool(tool, _Server(), True)  # type: ignore[arg-type]
         # The converter falls back to a loose schema, silently, when strict conversion fails.

@@ -6,6 +6,7 @@ from typing import Any
 
 from mcp import Client
 
+import tools
 from tests.results import data
 
 CRYSTAL = "Short answers get read.\n\nLong answers get skimmed, then forgotten by the end of the day."
@@ -14,7 +15,7 @@ CRYSTAL = "Short answers get read.\n\nLong answers get skimmed, then forgotten b
 async def walk_every_tool(client: Client, note: str) -> dict[str, Any]:
     """Call each tool once (the server offers every toolset), checking what a user would see; returns
     list_workspaces' result."""
-    assert len((await client.list_tools()).tools) == 14
+    assert len((await client.list_tools()).tools) == len(tools.ALL)
     workspaces = data(await client.call_tool("list_workspaces", {}))
     assert data(await client.call_tool("check_quota", {}))["can_generate"] is True
     models = data(await client.call_tool("list_models", {}))["models"]
