@@ -52,7 +52,10 @@ class NodeTools:
         env: dict[str, str] | None = None,
         expect_error: bool = False,
     ) -> Any:
-        server_env = [arg for k, v in (env or {}).items() for arg in ("-e", f"{k}={v}")]
+        # The Inspector starts a stdio server with a few variables of its own choosing, not ours: without the
+        # test's cache directory the sandbox would share the user's world (and its hourly NeuralSnap window).
+        env = {"XDG_CACHE_HOME": os.environ["XDG_CACHE_HOME"], **(env or {})}
+        server_env = [arg for k, v in env.items() for arg in ("-e", f"{k}={v}")]
         command = [str(self.node), str(self.inspector), "--cli", *server_env, *target, "--method", method]
         if tool is not None:
             command += ["--tool-name", tool]
