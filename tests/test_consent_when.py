@@ -22,7 +22,7 @@ from server.sandbox import Emulator, EmulatorState, catalog
 from server.sandbox.loopback import LoopbackServer
 from server.tooling.consent import MIN_FITTED_TOKENS, WORDS_PER_TOKEN, fitted_max_tokens, generate_words
 from server.transports.http import build_http_app
-from tests.conftest import MODES, Connect
+from tests.conftest import MODES, Connect, sent
 from tests.results import data, error
 from tests.test_consent import DEFAULT, SNAPSHOT, User, saved
 from tests.test_stdio import params
@@ -31,10 +31,6 @@ from tests.transports import http_client
 CHAT = "chat"
 DELETE = "snapshot_delete"
 VOICE = catalog.BRAND_VOICES[0]
-
-
-def sent(state: EmulatorState, route: str) -> list[Any]:
-    return [body for name, body in state.received if name == route]
 
 
 @asynccontextmanager
