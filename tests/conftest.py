@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -12,7 +13,7 @@ from mcp import Client
 from mcp.client.session import ElicitationFnT
 
 from server.app import create_app
-from server.clock import FakeClock
+from server.clock import FakeClock, SystemClock
 from server.config import Settings
 from server.sandbox import Emulator, EmulatorState
 
@@ -23,6 +24,8 @@ NO_QUESTIONS = {"FLASHSNAP_CONFIRM_WORDS": "0"}
 MODES = ["auto", "legacy"]  # discovery of the modern protocol, and the handshake desktop clients speak
 
 Connect = Callable[..., AbstractAsyncContextManager[Client]]
+
+ALL_TOOLSETS = {"FLASHSNAP_TOOLSETS": "all"}
 
 
 @pytest.fixture
@@ -63,6 +66,23 @@ def emulator(state: EmulatorState) -> Iterator[Emulator]:
 
 
 @pytest.fixture
+def live() -> Iterator[Emulator]:
+    """An emulator on the real clock: the servers here are other processes, which read the real time."""
+    with Emulator(EmulatorState(SystemClock())) as emulator:
+        yield emulator
+
+
+def serve(state: EmulatorState, **variants: Any) -> None:
+    """The emulator answers, from now on, as the upstream's variant `variants` describes."""
+    state.variants = dataclasses.replace(state.variants, **variants)
+
+
+def sent(state: EmulatorState, route: str) -> list[Any]:
+    """The bodies the emulator received on `route`, oldest first."""
+    return [body for name, body in state.received if name == route]
+
+
+@pytest.fixture
 def connect(emulator: Emulator, clock: FakeClock) -> Connect:
     """`async with connect(mode=..., env={...}) as client`: an in-memory MCP client of a fresh server."""
 
@@ -86,4 +106,11 @@ def connect(emulator: Emulator, clock: FakeClock) -> Connect:
 @pytest.fixture(params=MODES)
 async def client(request: pytest.FixtureRequest, connect: Connect) -> AsyncIterator[Client]:
     async with connect(mode=request.param) as client:
+        yield client
+
+
+@pytest.fixture(params=MODES)
+async def every(request: pytest.FixtureRequest, connect: Connect) -> AsyncIterator[Client]:
+    """A client offered every toolset, in both protocol modes."""
+    async with connect(mode=request.param, env=ALL_TOOLSETS) as client:
         yield client

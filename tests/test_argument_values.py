@@ -28,10 +28,10 @@ from tests.results import data, error
 # --- the table: what models send, through the MCP client ------------------------------------------------------------
 
 ACCEPTED = [
-    ("search_snapshots", {"query": "pricing", "limit": 3.0}),  # issue 18, row 5
+    ("search_snapshots", {"query": "pricing", "limit": 3.0}),  # a whole number as a float
     ("search_snapshots", {"query": "pricing", "limit": 1e1}),
     ("search_snapshots", {"query": '{"looks": "like JSON"}', "limit": 2}),  # a string, whatever it holds
-    ("generate", {"model": "gpt-4.1-mini", "prompt": "Say hi", "max_tokens": 100.0}),  # issue 18, row 5
+    ("generate", {"model": "gpt-4.1-mini", "prompt": "Say hi", "max_tokens": 100.0}),  # a whole number as a float
     ("generate", {"model": "gpt-4.1-mini", "prompt": '["a", "b"]', "temperature": 1}),
     ("generate", {"model": "gpt-4.1-mini", "prompt": "Say hi", "workspace_id": None, "max_wait_s": 0}),
     ("list_models", {"provider": None, "include_unavailable": False}),

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 
 import anyio
 import pytest
 from mcp import Client
 
-from server.clock import SystemClock
-from server.sandbox import Emulator, EmulatorState
+from server.sandbox import Emulator
 from tests.conftest import MODES
 from tests.results import data, error
 from tests.servers import Balancer, http_replica
@@ -18,13 +16,6 @@ from tests.test_consent import DELETE, SNAPSHOT, User
 from tests.test_stdio import params
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def live() -> Iterator[Emulator]:
-    """An emulator on the real clock: the servers here are other processes, which read the real time."""
-    with Emulator(EmulatorState(SystemClock())) as emulator:
-        yield emulator
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -22,19 +22,15 @@ from server.sandbox import Emulator, EmulatorState, catalog
 from server.sandbox.loopback import LoopbackServer
 from server.tooling.consent import MIN_FITTED_TOKENS, WORDS_PER_TOKEN, fitted_max_tokens, generate_words
 from server.transports.http import build_http_app
-from tests.conftest import MODES, Connect
+from tests.conftest import MODES, Connect, sent
 from tests.results import data, error
-from tests.test_consent import DEFAULT, SNAPSHOT, User, saved
+from tests.test_consent import DEFAULT, SNAPSHOT, User, saved, still_there
 from tests.test_stdio import params
 from tests.transports import http_client
 
 CHAT = "chat"
 DELETE = "snapshot_delete"
 VOICE = catalog.BRAND_VOICES[0]
-
-
-def sent(state: EmulatorState, route: str) -> list[Any]:
-    return [body for name, body in state.received if name == route]
 
 
 @asynccontextmanager
@@ -264,6 +260,23 @@ async def test_only_a_json_true_is_a_yes_in_both_eras(
     assert refused["code"] == "declined"
     assert state.count(DELETE) == 0
     assert SNAPSHOT["name"] == state.snapshots[snapshot_id]["name"]
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_an_accept_that_leaves_the_box_out_is_not_a_yes(
+    connect: Connect, state: EmulatorState, mode: str
+) -> None:
+    """A form client that applies no defaults shows the box unticked, and, like an HTML form, leaves an
+    unticked box out of what it submits: `accept` with `{}`. The server does not fill in its own default
+    (True): only an explicit `confirm: true` is the user's yes."""
+    user = User("accept", {})
+    async with connect(mode=mode, toolsets=("all",), elicitation=user) as client:
+        snapshot_id = await saved(client)
+        err = error(await client.call_tool("delete_snapshot", {"id": snapshot_id}))
+    assert len(user.asked) == 1
+    assert err["code"] == "declined"
+    assert state.count(DELETE) == 0
+    assert still_there(state, snapshot_id)
 
 
 # --- who can really be asked -----------------------------------------------------------------------------------

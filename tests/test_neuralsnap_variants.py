@@ -4,9 +4,6 @@ the nested error form understood, and every X-RateLimit-* oddity bounded before 
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
-
 import anyio
 import pytest
 from mcp import Client
@@ -22,7 +19,7 @@ from server.sandbox.records import Fault
 from server.sandbox.variants import HeaderOddity, Variants
 from server.state import accounts, layout
 from server.state.store import Change, Doc
-from tests.conftest import Connect
+from tests.conftest import Connect, serve
 from tests.results import data, error
 
 UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
@@ -35,10 +32,6 @@ THOUGHT = {
 }
 # FakeClock starts at 2026-05-28T20:26:40Z: the next billing cycle starts with June.
 NEXT_CYCLE = "2026-06-01T00:00:00+00:00"
-
-
-def serve(state: EmulatorState, **variants: Any) -> None:
-    state.variants = dataclasses.replace(state.variants, **variants)
 
 
 @pytest.mark.parametrize("shape", ["api", "concepts"])

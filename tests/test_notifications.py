@@ -1,31 +1,42 @@
 """Change notices: after a tool changes the snapshot listing, every stateful session and every `subscriptions/listen`
-listener hears `resources/list_changed`, over stdio and Streamable HTTP; a failed call tells nobody anything."""
+listener hears `resources/list_changed` once, over stdio, SSE and Streamable HTTP; a failed call tells nobody anything;
+the sessions to tell are every live one, whatever a client re-sends, and none that closed."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Iterator
+import json
+import subprocess
+import threading
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import httpx2
 import pytest
 from mcp import Client
 from mcp.client.session import IncomingMessage
+from mcp.client.sse import sse_client
 from mcp.client.subscriptions import ResourcesListChanged
-from mcp.types import ListResourcesResult, ResourceListChangedNotification
+from mcp.types import InitializedNotification, ListResourcesResult, ResourceListChangedNotification
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
-from server.clock import FakeClock, SystemClock
+from server.app import create_app
+from server.clock import FakeClock
 from server.sandbox import Emulator, EmulatorState
 from server.sandbox.loopback import LoopbackServer
+from server.transports import http as http_transport
 from server.transports.http import build_http_app
 from tests.conftest import MODES, Connect
 from tests.results import data, error
-from tests.servers import http_replica, valkey
 from tests.test_consent import User
+from tests.test_stdio import params
 from tests.transports import http_client, serve, settings
 
 TRANSPORTS = ["stdio", "http"]  # the transports users run; in memory adds nothing here
@@ -89,6 +100,13 @@ def session(
 
 def snapshot_uris(listed: ListResourcesResult) -> set[str]:
     return {resource.uri for resource in listed.resources}
+
+
+@asynccontextmanager
+async def http_server(emulator: Emulator, clock: FakeClock, **overrides: Any) -> AsyncIterator[str]:
+    chosen = settings(emulator, "--toolsets", "all", transport="streamable-http", **overrides)
+    with LoopbackServer(build_http_app(chosen, clock=clock), lifespan="on") as server:
+        yield server.url
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -250,48 +268,6 @@ async def test_the_capability_is_claimed_only_where_the_listing_can_change(conne
             assert not client.server_capabilities.resources.list_changed
 
 
-@pytest.fixture
-def live() -> Iterator[Emulator]:
-    """The emulator on the wall clock, as replicas in their own processes keep time."""
-    with Emulator(EmulatorState(SystemClock())) as emulator:
-        yield emulator
-
-
-async def test_replicas_on_one_redis_tell_each_others_sessions_and_listeners(live: Emulator, tmp_path: Path) -> None:
-    heard, stream = Heard(), StandaloneStream()
-    with valkey(tmp_path) as redis_server, anyio.fail_after(120):
-        # Stateful sessions, as behind a balancer with sticky sessions (with Redis the default is stateless,
-        # where a 2025-11-25 client has no session to be told on: only its own call's stream).
-        env = {**live.environment(), "FLASHSNAP_REDIS_URL": redis_server.url, "FLASHSNAP_TOOLSETS": "all",
-               "FLASHSNAP_HTTP_STATELESS": "0"}  # fmt: skip
-        async with (
-            http_replica(env) as a,
-            http_replica(env) as b,
-            http_session(b, "legacy", heard, stream) as reader,
-            http_session(b, "auto") as modern,
-            modern.listen(resources_list_changed=True) as listening,
-            http_session(a, "legacy") as writer,
-        ):
-            await stream.wait()
-            assert snapshot_uris(await reader.list_resources()) == set()  # the listing is cached, in Redis
-            saved = data(await writer.call_tool("snapshot", THOUGHT))
-            assert isinstance(await anext(listening), ResourcesListChanged)
-            await heard.until(1)
-            assert snapshot_uris(await reader.list_resources()) == {f"neuralsnap://snapshots/{saved['id']}"}
-
-
-async def test_with_redis_gone_a_change_is_still_made_and_told_on_this_replica(
-    emulator: Emulator, clock: FakeClock, tmp_path: Path
-) -> None:
-    with valkey(tmp_path) as redis_server:
-        chosen = settings(emulator, "--toolsets", "all", transport="streamable-http", redis_url=redis_server.url)
-        with LoopbackServer(build_http_app(chosen, clock=clock), lifespan="on") as server, anyio.fail_after(60):
-            async with http_session(server.url, "auto") as client, client.listen(resources_list_changed=True) as told:
-                redis_server.stop()
-                data(await client.call_tool("snapshot", THOUGHT))
-                assert isinstance(await anext(told), ResourcesListChanged)
-
-
 async def test_a_stateless_http_client_hears_of_its_own_change_on_its_calls_stream(
     emulator: Emulator, clock: FakeClock
 ) -> None:
@@ -301,3 +277,182 @@ async def test_a_stateless_http_client_hears_of_its_own_change_on_its_calls_stre
         async with http_session(server.url, "legacy", heard) as client:
             data(await client.call_tool("snapshot", THOUGHT))
             await heard.until(1)
+
+
+# --- the sessions to tell ------------------------------------------------------------------------------------
+
+
+async def test_a_session_that_repeats_initialized_hears_each_change_once(emulator: Emulator, clock: FakeClock) -> None:
+    heard, stream = Heard(), StandaloneStream()
+    with anyio.fail_after(10):
+        async with (
+            http_server(emulator, clock) as url,
+            http_session(url, "legacy", heard, stream) as repeater,
+            http_session(url, "legacy") as writer,
+        ):
+            await stream.wait()
+            for _ in range(3):  # a buggy or hostile client re-sends the handshake's last step
+                await repeater.session.send_notification(InitializedNotification())
+            await repeater.list_prompts()  # the notifications were handled before this answer
+            data(await writer.call_tool("snapshot", THOUGHT))
+            await heard.until(1)
+            data(await writer.call_tool("snapshot", {**THOUGHT, "name": "Second"}))
+            await heard.until(2)
+            await repeater.list_prompts()
+            assert heard.count == 2  # one notice per change, not one per `initialized` the client sent
+
+
+async def test_one_session_cannot_push_the_others_out_of_the_notice_registry(
+    emulator: Emulator, clock: FakeClock
+) -> None:
+    victim, stream = Heard(), StandaloneStream()
+    with anyio.fail_after(10):
+        async with (
+            http_server(emulator, clock, max_sessions=3) as url,
+            http_session(url, "legacy", victim, stream) as listener,
+            http_session(url, "legacy") as hostile,
+            http_session(url, "legacy") as writer,
+        ):
+            await stream.wait()
+            for _ in range(3):  # as many as the registry holds: each one pushed the oldest out
+                await hostile.session.send_notification(InitializedNotification())
+            await hostile.list_prompts()
+            data(await writer.call_tool("snapshot", THOUGHT))
+            # A live session of three, within max_sessions: it must still be told.
+            with anyio.move_on_after(1):
+                await victim.until(1)
+            await listener.list_prompts()
+            assert victim.count == 1
+
+
+async def test_sessions_that_closed_are_forgotten(
+    emulator: Emulator, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[Any] = []
+
+    def keep(*args: Any, **kwargs: Any) -> Any:
+        built.append(create_app(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(http_transport, "create_app", keep)
+    with anyio.fail_after(10):
+        async with http_server(emulator, clock) as url:
+            notices = built[0].notices
+            for _ in range(10):
+                async with http_session(url, "legacy"):
+                    pass
+            async with http_session(url, "legacy") as still_open:
+                await still_open.list_prompts()
+                while len(notices._sessions) > 1:  # noqa: ASYNC110 - a closed session's teardown offers no event
+                    await anyio.sleep(0.01)
+                assert len(notices._sessions) == 1  # ten closed, one open
+
+
+async def test_over_the_legacy_sse_transport_every_session_hears_once(emulator: Emulator, clock: FakeClock) -> None:
+    caller, other = Heard(), Heard()
+    chosen = settings(emulator, "--toolsets", "all", transport="sse")
+
+    def sse(url: str, heard: Heard) -> Client:
+        return Client(sse_client(f"{url}/sse"), mode="legacy", message_handler=heard)
+
+    with LoopbackServer(build_http_app(chosen, clock=clock), lifespan="on") as server, anyio.fail_after(10):
+        async with sse(server.url, Heard()):
+            pass  # a session that came and went
+        async with sse(server.url, caller) as writer, sse(server.url, other) as reader:
+            data(await writer.call_tool("snapshot", THOUGHT))
+            await other.until(1)
+            await writer.list_prompts()
+            await reader.list_prompts()
+            assert (caller.count, other.count) == (1, 1)
+
+
+# --- what a notice promises ----------------------------------------------------------------------------------
+
+
+class HeldListing:
+    """NeuralSnap in front of the emulator, holding its first answer to a listing (taken before a change) until
+    released: a `resources/list` that began before a change and ends after it."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.held, self.release = threading.Event(), threading.Event()
+        self._first = True
+        self.server = LoopbackServer(
+            Starlette(routes=[Route("/{path:path}", self._forward, methods=["GET", "POST", "PATCH", "PUT", "DELETE"])])
+        )
+
+    async def _forward(self, request: Request) -> Response:
+        async with httpx2.AsyncClient(timeout=10) as http:
+            answer = await http.request(
+                request.method,
+                f"{self.upstream}/{request.path_params['path']}",
+                params=request.query_params,
+                headers={k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")},
+                content=await request.body(),
+            )
+        if request.method == "GET" and request.path_params["path"] == "snapshots" and self._first:
+            self._first = False
+            self.held.set()
+            await anyio.to_thread.run_sync(self.release.wait, 10)
+        drop = ("content-length", "transfer-encoding", "content-encoding")
+        headers = {k: v for k, v in answer.headers.items() if k.lower() not in drop}
+        return Response(answer.content, status_code=answer.status_code, headers=headers)
+
+
+async def test_a_listing_begun_before_a_change_does_not_put_the_old_list_back(
+    emulator: Emulator, clock: FakeClock
+) -> None:
+    proxy = HeldListing(emulator.environment()["NEURALSNAP_API_URL"])
+    heard = Heard()
+    with proxy.server, anyio.fail_after(10):
+        async with (
+            http_server(emulator, clock, neuralsnap_api_url=proxy.server.url) as url,
+            http_session(url, "legacy", heard) as client,
+        ):
+            data(await client.call_tool("snapshot", {**THOUGHT, "name": "First"}))  # NeuralSnap's gate has probed
+            await heard.until(1)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(client.list_resources)  # its upstream answer is taken now, before the snapshot
+                assert await anyio.to_thread.run_sync(proxy.held.wait, 3)
+                saved = data(await client.call_tool("snapshot", THOUGHT))
+                await heard.until(2)
+                proxy.release.set()  # the old listing arrives after the change dropped the cache
+            # A session that lists on the notice a moment later (told in the background, or on another replica).
+            listed = snapshot_uris(await client.list_resources())
+            assert f"neuralsnap://snapshots/{saved['id']}" in listed
+
+
+async def test_over_stdio_with_debug_logs_stdout_carries_only_json_rpc_and_the_notice_comes_first(
+    emulator: Emulator,
+) -> None:
+    spawn = params("--toolsets", "all", env={**emulator.environment(), "FLASHSNAP_LOG_LEVEL": "DEBUG"})
+    version = "2025-11-25"
+    lines = [
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+         "params": {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "snapshot", "arguments": THOUGHT}},
+        {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "snapshot", "arguments": {}}},
+    ]  # fmt: skip
+    wire = "".join(json.dumps(line) + "\n" for line in lines).encode()
+    with anyio.fail_after(15):
+        async with await anyio.open_process(
+            [spawn.command, *spawn.args], env=spawn.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        ) as process:
+            assert process.stdin is not None
+            assert process.stdout is not None
+            await process.stdin.send(wire[: wire.index(b"\n") + 1])
+            out = b""
+            while b'"id":1' not in out.replace(b" ", b""):
+                out += await process.stdout.receive()
+            await process.stdin.send(wire[wire.index(b"\n") + 1 :])
+            while out.replace(b" ", b"").count(b'"id":') < 3:
+                out += await process.stdout.receive()
+            await process.stdin.aclose()
+            async for chunk in process.stdout:
+                out += chunk
+    messages = [json.loads(line) for line in out.decode().splitlines()]  # every line is JSON
+    assert all(message.get("jsonrpc") == "2.0" for message in messages)
+    order = [message.get("method") or message.get("id") for message in messages]
+    assert sorted(map(str, order)) == ["1", "2", "3", "notifications/resources/list_changed"]  # once: id 3 failed
+    assert order.index("notifications/resources/list_changed") < order.index(2)  # before the result it is about

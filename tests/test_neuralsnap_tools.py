@@ -1,21 +1,16 @@
-"""The tools of issue 19 through a real MCP client against the emulator: brand voices, digital twins, crystallize,
-paging, updating and deleting snapshots, brains, and results cut to fit the client."""
+"""NeuralSnap's tools beyond saving and searching, through a real MCP client against the emulator: crystallize,
+paging, updating and deleting snapshots, choosing the brain, and a search result cut to fit the client."""
 
 from __future__ import annotations
-
-import dataclasses
-from typing import Any
 
 import pytest
 from mcp import Client
 
 from server.sandbox import EmulatorState, catalog
 from server.sandbox.records import Fault
-from tests.conftest import MODES, Connect
+from tests.conftest import Connect, serve
 from tests.results import data, error
 
-ALL_TOOLSETS = {"FLASHSNAP_TOOLSETS": "all"}
-VOICE = catalog.BRAND_VOICES[0]
 THOUGHT = {
     "name": "Ship small",
     "core": "Small pull requests get reviewed faster.",
@@ -32,100 +27,7 @@ LONG_TEXT = (
 )
 
 
-def serve(state: EmulatorState, **variants: Any) -> None:
-    state.variants = dataclasses.replace(state.variants, **variants)
-
-
-@pytest.fixture(params=MODES)
-async def every(request: pytest.FixtureRequest, connect: Connect) -> Any:
-    """A client offered every toolset, in both protocol modes."""
-    async with connect(mode=request.param, env=ALL_TOOLSETS) as client:
-        yield client
-
-
-def sent(state: EmulatorState, route: str) -> list[Any]:
-    return [body for name, body in state.received if name == route]
-
-
-# --- neuroflash: brand voices --------------------------------------------------------------------------------
-
-
-async def test_list_brand_voices_reads_the_hal_list(client: Client, state: EmulatorState) -> None:
-    result = data(await client.call_tool("list_brand_voices", {}))  # in the default toolset
-    assert result["workspace_id"] == catalog.MARKETING_WORKSPACE
-    assert [v["id"] for v in result["brand_voices"]] == [v["id"] for v in catalog.BRAND_VOICES]
-    assert result["truncated"] is False
-    assert state.count("chat") == 0
-
-
-@pytest.mark.parametrize("route", ["ds-prompt", "summaries", "both"])
-async def test_generate_with_a_brand_voice_sends_its_prompt_first_whichever_route_answers(
-    connect: Connect, state: EmulatorState, route: str
-) -> None:
-    serve(state, voice_prompt=route)
-    args = {"model": "gpt-4.1-mini", "prompt": "A tagline.", "system": "Be brief.", "brand_voice_id": VOICE["id"]}
-    async with connect() as client:
-        data(await client.call_tool("generate", args))
-        data(await client.call_tool("generate", {**args, "prompt": "Another."}))
-    first, second = sent(state, "chat")
-    assert first["messages"][0] == {"role": "system", "content": catalog.voice_prompt(VOICE)}
-    assert first["messages"][1:] == [
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": "A tagline."},
-    ]
-    assert second["messages"][0] == first["messages"][0]
-    # Fetched once per voice: the second generate took the prompt from the shared store.
-    assert state.count("voice_prompt") == 1
-    # The summaries-only API: ds-prompt answered the gateway's 404 (and its confirming probe), then the other route.
-    assert state.unrouted.total() == (2 if route == "summaries" else 0)
-
-
-async def test_an_unknown_brand_voice_says_where_to_look_and_generates_nothing(
-    client: Client, state: EmulatorState
-) -> None:
-    args = {"model": "gpt-4.1-mini", "prompt": "Hi", "brand_voice_id": "bv-nope"}
-    refused = error(await client.call_tool("generate", args))
-    assert refused["code"] == "not_found"
-    assert "bv-nope" in refused["message"]
-    assert "list_brand_voices" in refused["hint"]
-    assert state.count("chat") == 0
-
-
-# --- neuroflash: digital twins -------------------------------------------------------------------------------
-
-
-async def test_list_twins_shows_the_groups_in_one_request_then_a_groups_twins(
-    every: Client, state: EmulatorState
-) -> None:
-    groups = data(await every.call_tool("list_twins", {}))
-    assert [g["key"] for g in groups["groups"]] == [g["key"] for g in catalog.TWIN_GROUPS]
-    assert state.count("twin_groups") == 1
-    twins = data(await every.call_tool("list_twins", {"group": "gen-z-de"}))
-    assert [t["id"] for t in twins["twins"]] == ["tw-lena-21", "tw-jonas-24"]
-    missing = error(await every.call_tool("list_twins", {"group": "martians"}))
-    assert missing["code"] == "not_found"
-
-
-async def test_ask_twins_returns_the_summary_and_each_answer_and_is_sent_once(
-    every: Client, state: EmulatorState
-) -> None:
-    args = {"twin_ids": ["tw-lena-21", "tw-petra-52"], "question": "Would you click 'Ship small, ship often'?"}
-    result = data(await every.call_tool("ask_twins", args))
-    assert result["summary"].startswith("2 twins answered")
-    assert {a["twin_id"] for a in result["answers"]} == {"tw-lena-21", "tw-petra-52"}
-    assert all(a["answer"] and a["reason"] for a in result["answers"])
-    assert sent(state, "twin_group_chat")[0]["twinIds"] == args["twin_ids"]
-    # A 502 after it may have run is never sent again.
-    state.inject("twin_group_chat", Fault(status=502))
-    failed = error(await every.call_tool("ask_twins", args))
-    assert failed["maybe_processed"] is True
-    assert state.count("twin_group_chat") == 2
-    too_many = error(await every.call_tool("ask_twins", {"twin_ids": [f"t{i}" for i in range(21)], "question": "?"}))
-    assert too_many["code"] == "invalid_arguments"
-    assert state.count("twin_group_chat") == 2
-
-
-# --- NeuralSnap: crystallize, list, update, delete, brains ---------------------------------------------------
+# --- crystallize ---------------------------------------------------------------------------------------------
 
 
 async def test_crystallize_makes_snapshots_reports_tokens_and_is_never_repeated(
@@ -151,6 +53,9 @@ async def test_crystallize_with_a_spent_monthly_quota_says_when_it_renews(every:
     assert "crystallize" in refused["message"]
     assert refused["resets_at"].startswith("2026-06-01T00:00:00")
     assert state.count("crystallize") == 1
+
+
+# --- list, update, delete ------------------------------------------------------------------------------------
 
 
 async def test_list_snapshots_pages_newest_first(every: Client, state: EmulatorState) -> None:
@@ -198,6 +103,9 @@ async def test_delete_snapshot_removes_it(every: Client, state: EmulatorState) -
     assert error(await every.call_tool("get_snapshot", {"id": saved["id"]}))["code"] == "not_found"
 
 
+# --- brains --------------------------------------------------------------------------------------------------
+
+
 async def test_brain_id_chooses_the_brain_to_save_search_and_crystallize_in(
     every: Client, state: EmulatorState
 ) -> None:
@@ -212,7 +120,7 @@ async def test_brain_id_chooses_the_brain_to_save_search_and_crystallize_in(
     assert error(await every.call_tool("search_snapshots", {"query": "x", **unknown}))["code"] == "not_found"
 
 
-# --- results that fit ----------------------------------------------------------------------------------------
+# --- results that fit the client -----------------------------------------------------------------------------
 
 
 async def test_a_search_too_big_for_the_client_is_cut_with_the_ids_to_read_the_rest(
