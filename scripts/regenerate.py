@@ -112,9 +112,9 @@ async def readme() -> str:
         row = f"| {label} | {count} | {size:,} |"
         text = re.sub(rf"^\| {re.escape(label)} \| \d+ \| [\d,]+ \|$", row, text, flags=re.MULTILINE)
     # The `check --sandbox` sample's tool line: what check prints of the default selection (server/cli/check.py).
-    selection = tool_selection(Settings())
-    off = f"; off: {', '.join(selection.off)}" if selection.off else ""
-    on = f"{len(selection.enabled)} on: {', '.join(selection.enabled)}{off}"
+    chosen = tool_selection(Settings())
+    off = f"; off: {', '.join(chosen.off)}" if chosen.off else ""
+    on = f"{len(chosen.enabled)} on: {', '.join(chosen.enabled)}{off}"
     return re.sub(r"^(ok +tools +selection +)\d+ on: .*$", lambda m: m.group(1) + on, text, flags=re.MULTILINE)
 
 
