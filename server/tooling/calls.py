@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Hashable, Iterator
 from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
 
@@ -14,6 +14,7 @@ from mcp.server.mcpserver import Context
 from mcp.types import CallToolResult, InputRequiredResult, TextContent
 
 from server import context
+from server.auth import callers
 from server.context import Budget, Running
 from server.errors import FlashsnapError, ShutdownCut
 from server.observe.logs import SecretMask
@@ -163,8 +164,10 @@ def tool_call(
                 observer = shared.metrics
                 max_wait = kwargs.get("max_wait_s")
                 wait_s = float(max_wait) if isinstance(max_wait, int | float) else shared.settings.max_wait_s
-                # The fairness key: the SDK's session object, which it builds per request (see server.context).
-                session = id(ctx.request_context.session)
+                # The fairness key: the principal where the team names one, else the SDK's session object, which
+                # it builds per request (see server.context).
+                caller = callers.current()
+                session: Hashable = ("principal", caller.principal) if caller else id(ctx.request_context.session)
                 budget = Budget(shared.clock, shared.clock.now() + wait_s, Progress(ctx))
                 with context.serving(session, budget):
                     return await fn(*args, **kwargs)

@@ -1,0 +1,236 @@
+"""Named tokens over real HTTP (FLASHSNAP_AUTH=tokens): each principal sees its policy, a call outside its scopes
+gets the 403 step-up challenge with nothing sent upstream, and what one principal starts no other can use."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from mcp.shared.exceptions import MCPError
+
+import tools
+from server.auth import scopes
+from server.clock import FakeClock
+from server.config import Settings
+from server.sandbox import Emulator, EmulatorState
+from server.sandbox.loopback import LoopbackServer
+from server.transports.http import build_http_app
+from server.transports.identity import FORBIDDEN
+from tests.conftest import MODES, NO_QUESTIONS
+from tests.test_consent import SNAPSHOT, sse_data
+from tests.transports import http_client
+
+TOKENS = {name: f"{name}-token-0123456789abcdef" for name in ("alice", "reader", "writer", "ops", "carol")}
+GENERATE = {"model": "gpt-4.1-mini", "prompt": "Hi", "max_tokens": 16}
+LEGACY, MODERN = "2025-11-25", "2026-07-28"
+
+
+def entry(name: str, *scope: str, **extra: Any) -> str:
+    lines = ["[[principals]]", f'name = "{name}"', f'token_sha256 = "{sha(TOKENS[name])}"']
+    if scope:
+        lines.append(f"scopes = {json.dumps(list(scope))}")
+    lines += [f"{key} = {json.dumps(value)}" for key, value in extra.items()]
+    return "\n".join(lines) + "\n"
+
+
+def sha(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+# alice takes [defaults]; reader may only read; writer may read and write; ops reads and scrapes /metrics.
+TEAM = (
+    '[defaults]\nscopes = ["flashsnap:read", "flashsnap:write", "flashsnap:spend"]\n'
+    + entry("alice")
+    + entry("reader", scopes.READ)
+    + entry("writer", scopes.READ, scopes.WRITE)
+    + entry("ops", scopes.READ, scopes.ADMIN)
+)
+
+ServeTeam = Callable[..., AbstractAsyncContextManager[str]]
+
+
+@pytest.fixture
+def team_file(tmp_path: Path) -> Path:
+    path = tmp_path / "team.toml"
+    path.write_text(TEAM)
+    return path
+
+
+@pytest.fixture
+def serve_team(emulator: Emulator, clock: FakeClock, team_file: Path) -> ServeTeam:
+    """`async with serve_team(**settings) as url`: flashsnap-mcp in tokens mode with `team_file`, on loopback."""
+
+    @asynccontextmanager
+    async def serve(transport: str = "streamable-http", **overrides: Any) -> AsyncIterator[str]:
+        environ = {**NO_QUESTIONS, **emulator.environment(), "FLASHSNAP_TOOLSETS": "all"}
+        settings = Settings.from_env(environ, transport=transport, auth="tokens", team_file=team_file, **overrides)
+        with LoopbackServer(build_http_app(settings, clock=clock), lifespan="on") as server:
+            yield server.url
+
+    return serve
+
+
+def as_(name: str) -> httpx2.AsyncClient:
+    return httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKENS[name]}"}, timeout=30)
+
+
+def upstream_requests(state: EmulatorState) -> int:
+    with state.lock:
+        return sum(state.requests.values())
+
+
+def allowed(policy: set[str]) -> set[str]:
+    return {spec.name for spec in tools.ALL if spec.scope in policy}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    ("name", "policy"),
+    [
+        ("alice", {scopes.READ, scopes.WRITE, scopes.SPEND}),
+        ("reader", {scopes.READ}),
+        ("writer", {scopes.READ, scopes.WRITE}),
+        ("ops", {scopes.READ, scopes.ADMIN}),
+    ],
+)
+async def test_each_principal_lists_what_its_policy_allows(
+    serve_team: ServeTeam, name: str, policy: set[str], mode: str
+) -> None:
+    async with serve_team() as url, http_client(url, mode, http=as_(name)) as client:
+        listed = {tool.name for tool in (await client.list_tools()).tools}
+    assert listed == allowed(policy)
+    assert listed  # every principal here may read
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    ("name", "tool", "arguments", "needed"),
+    [
+        ("reader", "generate", GENERATE, scopes.SPEND),
+        ("reader", "snapshot", SNAPSHOT, scopes.WRITE),
+        ("writer", "generate", GENERATE, scopes.SPEND),
+        ("writer", "search_snapshots", {"query": "x"}, scopes.SPEND),
+        ("reader", "delete_snapshot", {"id": "00000000-0000-4000-8000-000000000000"}, scopes.WRITE),
+    ],
+)
+async def test_a_call_outside_the_principals_scopes_gets_403_and_nothing_is_sent(
+    serve_team: ServeTeam, state: EmulatorState, name: str, tool: str, arguments: dict[str, Any], needed: str, mode: str
+) -> None:
+    async with serve_team() as url, http_client(url, mode, http=as_(name)) as client:
+        before = upstream_requests(state)
+        with pytest.raises(MCPError) as refused:
+            await client.call_tool(tool, arguments)
+        assert refused.value.error.code == FORBIDDEN
+        assert needed in refused.value.error.message
+        assert upstream_requests(state) == before
+
+
+@pytest.mark.parametrize("version", [LEGACY, MODERN])
+async def test_the_403_carries_the_step_up_challenge(serve_team: ServeTeam, state: EmulatorState, version: str) -> None:
+    call = {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "generate", "arguments": GENERATE}}
+    headers = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": version}
+    if version == MODERN:
+        headers |= {"Mcp-Method": "tools/call", "Mcp-Name": "generate"}
+    async with serve_team(http_stateless=True) as url, as_("reader") as http:
+        before = upstream_requests(state)
+        answer = await http.post(f"{url}/mcp", json=call, headers=headers)
+    assert answer.status_code == 403
+    challenge = answer.headers["www-authenticate"]
+    assert challenge.startswith('Bearer error="insufficient_scope", scope="flashsnap:spend"')
+    assert answer.json()["id"] == 7
+    assert answer.json()["error"]["code"] == FORBIDDEN
+    assert upstream_requests(state) == before
+
+
+@pytest.mark.parametrize(("header", "status"), [("list_models", 400), ("generate", 200)])
+async def test_the_sdk_refuses_an_mcp_name_header_that_disagrees_with_the_body(
+    serve_team: ServeTeam, state: EmulatorState, header: str, status: int
+) -> None:
+    """The scope is judged from the body; a client cannot pass a spending call off as a read by its headers: the
+    SDK refuses the disagreeing header (400) and nothing is sent; the agreeing one goes through."""
+    meta = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}
+    params = {"name": "generate", "arguments": GENERATE, "_meta": meta}
+    call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params}
+    headers = {
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": MODERN,
+        "Mcp-Method": "tools/call",
+        "Mcp-Name": header,
+    }
+    async with serve_team(http_stateless=True) as url, as_("alice") as http:
+        before = upstream_requests(state)
+        answer = await http.post(f"{url}/mcp", json=call, headers=headers)
+    assert answer.status_code == status, answer.text
+    if status == 400:
+        assert "mcp-name" in answer.text.lower()
+        assert upstream_requests(state) == before
+    else:
+        assert upstream_requests(state) > before
+
+
+@pytest.mark.parametrize(("name", "status"), [("ops", 200), ("alice", 403), ("reader", 403)])
+async def test_metrics_need_the_admin_scope(serve_team: ServeTeam, name: str, status: int) -> None:
+    async with serve_team() as url, as_(name) as http:
+        answer = await http.get(f"{url}/metrics")
+    assert answer.status_code == status
+    if status == 403:
+        assert 'scope="flashsnap:admin"' in answer.headers["www-authenticate"]
+
+
+# No header, an unknown token, another scheme, a scheme alone, and the file's hash itself sent as the token.
+@pytest.mark.parametrize(
+    "given",
+    [None, "Bearer nobody-0123456789abcdef", "Basic YWxpY2U6eA==", "Bearer", f"Bearer {sha(TOKENS['alice'])}"],
+)
+@pytest.mark.parametrize("path", ["/mcp", "/metrics"])
+async def test_a_request_without_a_principals_token_gets_401(
+    serve_team: ServeTeam, given: str | None, path: str
+) -> None:
+    headers = {"Authorization": given} if given else {}
+    async with serve_team() as url, httpx2.AsyncClient() as http:
+        answer = await http.post(f"{url}{path}", json={}, headers=headers)
+        healthy = await http.get(f"{url}/healthz", headers=headers)
+    assert answer.status_code == 401
+    assert answer.headers["www-authenticate"].startswith("Bearer")
+    assert healthy.status_code == 200  # the health check stays open
+
+
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+}
+JSON_AND_SSE = {"Accept": "application/json, text/event-stream"}
+
+
+async def open_session(http: httpx2.AsyncClient, url: str) -> str:
+    opened = await http.post(f"{url}/mcp", json=INITIALIZE, headers=JSON_AND_SSE)
+    assert opened.status_code == 200, opened.text
+    session: str = opened.headers["mcp-session-id"]
+    headers = {**JSON_AND_SSE, "Mcp-Session-Id": session, "MCP-Protocol-Version": LEGACY}
+    done = await http.post(
+        f"{url}/mcp", json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers
+    )
+    assert done.status_code == 202
+    return session
+
+
+@pytest.mark.parametrize("method", ["POST", "GET", "DELETE"])
+async def test_another_principals_session_id_is_not_found(serve_team: ServeTeam, method: str) -> None:
+    async with serve_team() as url, as_("alice") as alice, as_("writer") as writer:
+        session = await open_session(alice, url)
+        headers = {**JSON_AND_SSE, "Mcp-Session-Id": session, "MCP-Protocol-Version": LEGACY}
+        listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+        body = json.dumps(listing).encode() if method == "POST" else None
+        stolen = await writer.request(method, f"{url}/mcp", content=body, headers=headers)
+        assert stolen.status_code == 404
+        mine = await alice.post(f"{url}/mcp", json=listing, headers=headers)  # the owner's session lives on
+        assert mine.status_code == 200
+        assert sse_data(mine)["result"]["tools"]
