@@ -23,10 +23,11 @@ from server.sandbox.loopback import LoopbackServer
 from server.transports.http import build_http_app
 from server.transports.identity import FORBIDDEN
 from tests.conftest import MODES, NO_QUESTIONS
-from tests.test_consent import SNAPSHOT, sse_data
+from tests.results import data, error
+from tests.test_consent import SNAPSHOT, sse_data, still_there
 from tests.transports import http_client
 
-TOKENS = {name: f"{name}-token-0123456789abcdef" for name in ("alice", "reader", "writer", "ops", "carol")}
+TOKENS = {name: f"{name}-token-0123456789abcdef" for name in ("alice", "reader", "writer", "ops", "carol", "dan")}
 GENERATE = {"model": "gpt-4.1-mini", "prompt": "Hi", "max_tokens": 16}
 LEGACY, MODERN = "2025-11-25", "2026-07-28"
 
@@ -43,13 +44,15 @@ def sha(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-# alice takes [defaults]; reader may only read; writer may read and write; ops reads and scrapes /metrics.
+# alice takes [defaults]; reader may only read; writer may read and write; ops reads and scrapes /metrics;
+# dan has alice's scopes and is never asked first.
 TEAM = (
     '[defaults]\nscopes = ["flashsnap:read", "flashsnap:write", "flashsnap:spend"]\n'
     + entry("alice")
     + entry("reader", scopes.READ)
     + entry("writer", scopes.READ, scopes.WRITE)
     + entry("ops", scopes.READ, scopes.ADMIN)
+    + entry("dan", confirm_words=0, confirm_delete=False)
 )
 
 ServeTeam = Callable[..., AbstractAsyncContextManager[str]]
@@ -234,3 +237,131 @@ async def test_another_principals_session_id_is_not_found(serve_team: ServeTeam,
         mine = await alice.post(f"{url}/mcp", json=listing, headers=headers)  # the owner's session lives on
         assert mine.status_code == 200
         assert sse_data(mine)["result"]["tools"]
+
+
+MODERN_META = {
+    "io.modelcontextprotocol/protocolVersion": MODERN,
+    "io.modelcontextprotocol/clientCapabilities": {"elicitation": {}},
+}
+YES = {"confirm": {"action": "accept", "content": {"confirm": True}}}
+
+
+async def modern_call(http: httpx2.AsyncClient, url: str, name: str, args: dict[str, Any], **more: Any) -> Any:
+    """A hand-written 2026-07-28 tools/call, its JSON-RPC answer."""
+    params = {"name": name, "arguments": args, "_meta": MODERN_META, **more}
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params}
+    headers = {**JSON_AND_SSE, "MCP-Protocol-Version": MODERN, "Mcp-Method": "tools/call", "Mcp-Name": name}
+    response = await http.post(f"{url}/mcp", json=body, headers=headers)
+    ctype = response.headers.get("content-type", "")
+    return response.json() if ctype.startswith("application/json") else sse_data(response)
+
+
+async def test_another_principal_cannot_answer_a_sealed_question(serve_team: ServeTeam, state: EmulatorState) -> None:
+    """2026-07-28: alice is asked before deleting; writer, who may delete too, replays alice's sealed question
+    with a yes. The seal binds it to alice: refused, nothing deleted. Alice's own yes then deletes."""
+    async with serve_team(http_stateless=True) as url, as_("alice") as alice, as_("writer") as writer:
+        made = await modern_call(alice, url, "snapshot", SNAPSHOT)
+        snapshot_id = made["result"]["structuredContent"]["id"]
+        asked = await modern_call(alice, url, "delete_snapshot", {"id": snapshot_id})
+        sealed = asked["result"]["requestState"]
+        stolen = await modern_call(writer, url, "delete_snapshot", {"id": snapshot_id}, inputResponses=YES,
+                                   requestState=sealed)  # fmt: skip
+        assert "error" in stolen, stolen
+        assert state.count("snapshot_delete") == 0
+        assert still_there(state, snapshot_id)
+        done = await modern_call(alice, url, "delete_snapshot", {"id": snapshot_id}, inputResponses=YES,
+                                 requestState=sealed)  # fmt: skip
+        assert done["result"]["structuredContent"] == {"id": snapshot_id, "deleted": True}
+    assert state.count("snapshot_delete") == 1
+
+
+async def test_another_principal_cannot_answer_a_pushed_question(serve_team: ServeTeam, state: EmulatorState) -> None:
+    """2025-11-25: the question to alice is pushed on her session's stream; writer posts a yes with its id to her
+    session (what let the victim's delete go through with one shared token): 404, nothing deleted."""
+    opening = json.loads(json.dumps(INITIALIZE))
+    opening["params"]["capabilities"] = {"elicitation": {}}
+    async with serve_team() as url, as_("alice") as alice, as_("writer") as writer:
+        opened = await alice.post(f"{url}/mcp", json=opening, headers=JSON_AND_SSE)
+        session = opened.headers["mcp-session-id"]
+        headers = {**JSON_AND_SSE, "Mcp-Session-Id": session, "MCP-Protocol-Version": LEGACY}
+        initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+        await alice.post(f"{url}/mcp", json=initialized, headers=headers)
+        made = sse_data(await alice.post(f"{url}/mcp", json=tool_call(2, "snapshot", SNAPSHOT), headers=headers))
+        snapshot_id = made["result"]["structuredContent"]["id"]
+        call = tool_call(3, "delete_snapshot", {"id": snapshot_id})
+        async with alice.stream("POST", f"{url}/mcp", json=call, headers=headers) as answer:
+            lines = answer.aiter_lines()
+            question = await next_message(lines)
+            assert question["method"] == "elicitation/create"
+            yes = {"jsonrpc": "2.0", "id": question["id"], "result": {"action": "accept", "content": {"confirm": True}}}
+            stolen = await writer.post(f"{url}/mcp", json=yes, headers=headers)
+            assert stolen.status_code == 404
+            assert state.count("snapshot_delete") == 0
+            no = {"jsonrpc": "2.0", "id": question["id"], "result": {"action": "decline"}}
+            assert (await alice.post(f"{url}/mcp", json=no, headers=headers)).status_code == 202
+            result = await next_message(lines)
+            assert result["id"] == 3
+            assert result["result"]["isError"] is True
+    assert state.count("snapshot_delete") == 0
+    assert still_there(state, snapshot_id)
+
+
+def tool_call(msg_id: int, name: str, args: dict[str, Any]) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": msg_id, "method": "tools/call", "params": {"name": name, "arguments": args}}
+
+
+async def next_message(lines: AsyncIterator[str]) -> dict[str, Any]:
+    """The next JSON-RPC message on an SSE response (progress notifications skipped)."""
+    async for line in lines:
+        if line.startswith("data:") and line.removeprefix("data:").strip():
+            message: dict[str, Any] = json.loads(line.removeprefix("data:"))
+            if message.get("method") != "notifications/progress":
+                return message
+    raise AssertionError("the stream ended without a message")
+
+
+async def test_each_principal_is_asked_by_its_own_thresholds(serve_team: ServeTeam, state: EmulatorState) -> None:
+    """The server asks above 1,000 words and before every deletion; dan's entry says never, alice has the
+    server's. Neither client can ask, so a question is a confirmation_required result."""
+    big = {**GENERATE, "max_tokens": 4000}  # 3,001 words
+    async with serve_team(confirm_words=1000, confirm_delete=True) as url:
+        async with http_client(url, "legacy", http=as_("alice")) as alice:
+            snapshot_id = data(await alice.call_tool("snapshot", SNAPSHOT))["id"]
+            assert error(await alice.call_tool("generate", big))["code"] == "confirmation_required"
+            asked = await alice.call_tool("delete_snapshot", {"id": snapshot_id})
+            assert error(asked)["code"] == "confirmation_required"
+            assert state.count("chat") == 0
+            assert still_there(state, snapshot_id)
+        async with http_client(url, "legacy", http=as_("dan")) as dan:
+            assert data(await dan.call_tool("generate", big))["text"]
+            assert data(await dan.call_tool("delete_snapshot", {"id": snapshot_id}))["deleted"] is True
+    assert state.count("chat") == 1
+    assert not still_there(state, snapshot_id)
+
+
+async def test_one_principals_sessions_cannot_lock_the_others_out(serve_team: ServeTeam) -> None:
+    """alice may hold 2 sessions: a third closes her own longest-idle one; with both busy (each holding its
+    stream open) her next is refused, while writer still gets in."""
+    async with serve_team(max_sessions_per_principal=2) as url, as_("alice") as alice, as_("writer") as writer:
+        first, second = await open_session(alice, url), await open_session(alice, url)
+        third = await open_session(alice, url)
+        assert await listing(alice, url, first) == 404  # her own longest-idle went
+        assert await listing(alice, url, second) == 200
+        assert await listing(alice, url, third) == 200
+        stream = [{"Accept": "text/event-stream", "Mcp-Session-Id": sid, "MCP-Protocol-Version": LEGACY}
+                  for sid in (second, third)]  # fmt: skip
+        async with (
+            alice.stream("GET", f"{url}/mcp", headers=stream[0]) as one,
+            alice.stream("GET", f"{url}/mcp", headers=stream[1]) as two,
+        ):
+            assert one.status_code == two.status_code == 200
+            refused = await alice.post(f"{url}/mcp", json=INITIALIZE, headers=JSON_AND_SSE)
+            assert refused.status_code == 503
+            theirs = await open_session(writer, url)
+            assert await listing(writer, url, theirs) == 200
+
+
+async def listing(http: httpx2.AsyncClient, url: str, session: str) -> int:
+    headers = {**JSON_AND_SSE, "Mcp-Session-Id": session, "MCP-Protocol-Version": LEGACY}
+    answer = await http.post(f"{url}/mcp", json={"jsonrpc": "2.0", "id": 9, "method": "tools/list"}, headers=headers)
+    return answer.status_code
