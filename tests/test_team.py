@@ -16,8 +16,10 @@ from mcp.shared.exceptions import MCPError
 
 import tools
 from server.auth import scopes
+from server.cli import status
 from server.clock import FakeClock
 from server.config import Settings
+from server.runtime import open_state
 from server.sandbox import Emulator, EmulatorState
 from server.sandbox.loopback import LoopbackServer
 from server.transports.http import build_http_app
@@ -365,3 +367,31 @@ async def listing(http: httpx2.AsyncClient, url: str, session: str) -> int:
     headers = {**JSON_AND_SSE, "Mcp-Session-Id": session, "MCP-Protocol-Version": LEGACY}
     answer = await http.post(f"{url}/mcp", json={"jsonrpc": "2.0", "id": 9, "method": "tools/list"}, headers=headers)
     return answer.status_code
+
+
+async def test_metrics_and_status_name_each_principal(serve_team: ServeTeam, clock: FakeClock) -> None:
+    """What each principal did, by the team file's names: /metrics (for ops, who holds admin) and `status`."""
+    async with serve_team() as url:
+        async with http_client(url, "legacy", http=as_("alice")) as alice:
+            await alice.call_tool("list_workspaces", {})
+            await alice.call_tool("list_workspaces", {})
+        async with http_client(url, "legacy", http=as_("reader")) as reader:
+            with pytest.raises(MCPError):
+                await reader.call_tool("generate", GENERATE)
+        async with as_("ops") as ops:
+            scraped = (await ops.get(f"{url}/metrics")).text
+    assert 'flashsnap_principal_tool_calls_total{outcome="ok",principal="alice",tool="list_workspaces"} 2.0' in scraped
+    assert 'flashsnap_scope_refusals_total{principal="reader",scope="flashsnap:spend"} 1.0' in scraped
+    assert TOKENS["alice"] not in scraped
+    # `status` reads the shared store as the command does, on the test's clock (the documents' times are on it).
+    store = await open_state(Settings.from_env({}), clock)
+    try:
+        view = await status.gather(store, clock)
+    finally:
+        await store.aclose()
+    principals = view["principals"]
+    assert set(principals) == {"alice"}  # reader's call never ran: the 403 came first
+    assert principals["alice"]["calls"] == {"ok": 2}
+    shown = status.render(view).split("principals (tool calls by outcome)")[1]
+    assert "alice" in shown
+    assert "ok 2" in shown

@@ -14,7 +14,7 @@ from mcp.server.mcpserver import Context
 from mcp.types import CallToolResult, InputRequiredResult, TextContent
 
 from server import context
-from server.auth import callers
+from server.auth import activity, callers
 from server.context import Budget, Running
 from server.errors import FlashsnapError, ShutdownCut
 from server.observe.logs import SecretMask
@@ -101,6 +101,17 @@ class InFlight:
         return len(self._calls)
 
 
+async def _by_principal(shared: Runtime, tool: str, outcome: str) -> None:
+    """Count a named principal's call for /metrics and `status` (tokens, oauth: the team file's name or "other")."""
+    caller = callers.current()
+    if caller is None:
+        return
+    shared.metrics.principal_call(caller.label, tool, outcome)
+    # Shielded and bounded: a call cut off still counts, and a slow store never holds its answer for long.
+    with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
+        await activity.record(shared.store, caller.label, outcome, shared.clock.now())
+
+
 def _cut_off(tool: str, read_only: bool, running: Running) -> ShutdownCut:
     rid = running.request_ids[-1] if running.request_ids else None
     if running.asking:
@@ -155,6 +166,7 @@ def tool_call(
     async def _call(*args: P.args, **kwargs: P.kwargs) -> T | Answer:
         mask = SecretMask()
         observer: Observer = NO_METRICS
+        shared: Runtime | None = None
         started, outcome = time.perf_counter(), "ok"
         try:
             ctx = kwargs.get("ctx")
@@ -185,6 +197,8 @@ def tool_call(
             return CallToolResult(content=[TextContent(type="text", text=INTERNAL_ERROR)], is_error=True)
         finally:
             observer.tool_call(name, outcome, time.perf_counter() - started)
+            if shared is not None:
+                await _by_principal(shared, name, outcome)
 
     functools.update_wrapper(_call, fn)
     return call

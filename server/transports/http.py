@@ -19,7 +19,7 @@ from server.app import create_app
 from server.auth import modes
 from server.clock import Clock, SystemClock
 from server.config import Settings
-from server.observe.metrics import Metrics, content_type
+from server.observe.metrics import NO_METRICS, Metrics, content_type
 from server.runtime import Runtime, open_runtime
 from server.state.opening import health
 from server.transports.accept import LenientAccept
@@ -128,7 +128,8 @@ def build_http_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp
     if settings.transport == "streamable-http":
         inner = LenientAccept(inner, path="/mcp")  # JSON-only, stream-only and Accept-less clients are answered
     if verifier is not None:
-        inner = ScopeCheck(inner, mcp.tool_scopes)  # 403 for a call whose scope the principal lacks
+        # 403 for a call whose scope the principal lacks, counted in /metrics
+        inner = ScopeCheck(inner, mcp.tool_scopes, lambda: runtime[0].metrics if runtime else NO_METRICS)
     guarded: ASGIApp = GuardedHTTP(
         inner,
         read_timeout_s=settings.http_read_timeout_s,

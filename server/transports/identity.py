@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 
 import anyio
@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from server.auth import scopes
 from server.auth.callers import Caller
 from server.auth.reloading import TeamFile
+from server.observe.metrics import NO_METRICS, Observer
 from server.transports.jsonrpc_guard import RPC_CALL
 
 log = logging.getLogger(__name__)
@@ -98,9 +99,12 @@ class ScopeCheck:
     """ASGI middleware (inside the body guard, which parsed the message): 403 for a call whose scope the caller
     does not hold."""
 
-    def __init__(self, app: ASGIApp, tool_scopes: Mapping[str, str]) -> None:
+    def __init__(
+        self, app: ASGIApp, tool_scopes: Mapping[str, str], observer: Callable[[], Observer] = lambda: NO_METRICS
+    ) -> None:
         self.app = app
         self._tool_scopes = tool_scopes
+        self._observer = observer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         user = scope.get("user") if scope["type"] == "http" else None
@@ -114,6 +118,7 @@ class ScopeCheck:
             method, name, msg_id = scope.get(RPC_CALL, (None, None, None))
             needed = needed_scope(method, name, self._tool_scopes)
         if needed is not None and needed not in caller.held:
+            self._observer().scope_refused(caller.label, needed)
             await insufficient_scope(needed, caller, msg_id)(scope, receive, send)
             return
         await self.app(scope, receive, send)
