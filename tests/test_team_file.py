@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -15,8 +16,10 @@ import anyio
 import httpx2
 import pytest
 
-from server.auth import modes
+import tools
+from server.auth import modes, scopes
 from server.auth.reloading import POLL_S
+from server.auth.team import parse
 from server.clock import FakeClock
 from server.config import Settings
 from server.errors import ConfigurationError
@@ -25,6 +28,7 @@ from server.sandbox.loopback import LoopbackServer
 from server.transports.http import build_http_app
 from tests.conftest import NO_QUESTIONS
 from tests.servers import free_port
+from tests.test_readme_samples import README, mismatch, sample
 from tests.test_stdio import COMMAND, params
 from tests.test_team import TEAM, TOKENS, entry, sha
 
@@ -313,3 +317,27 @@ def test_team_token_refuses_a_name_the_team_file_would_refuse(name: str) -> None
     printed = subprocess.run([COMMAND, "team", "token", name], capture_output=True, text=True, timeout=60)
     assert printed.returncode == 2
     assert printed.stdout == ""
+
+
+def test_the_readme_sample_of_team_token_is_what_it_prints() -> None:
+    printed = subprocess.run([COMMAND, "team", "token", "alice"], capture_output=True, text=True, timeout=60)
+    assert mismatch(sample("flashsnap-mcp team token alice"), printed.stdout) is None
+
+
+def test_the_readme_team_file_is_a_valid_team_file() -> None:
+    """The README's example is what the server reads: its principals, their policies and thresholds."""
+    text = README.read_text().split("### The team file", 1)[1]
+    team = parse(text.split("```toml\n", 1)[1].split("```", 1)[0])
+    assert [p.name for p in team.principals] == ["alice", "ci-bot"]
+    alice, bot = team.principals
+    assert alice.policy == frozenset(scopes.CALLING)
+    assert bot.policy == {scopes.READ}
+    assert dict(bot.match) == {"sub": "svc-ci"}
+    assert (bot.confirm_words, bot.confirm_delete) == (0, False)
+
+
+def test_the_readme_scope_table_is_each_tools_declared_scope() -> None:
+    text = README.read_text().split("### Scopes per tool", 1)[1].split("\n\n", 3)[2]
+    rows = [line.split("|")[1:3] for line in text.splitlines() if line.startswith("| `flashsnap:")]
+    listed = {name: scope.strip(" `") for scope, tools_ in rows for name in re.findall(r"`([a-z_]+)`", tools_)}
+    assert listed == {spec.name: spec.scope for spec in tools.ALL}
