@@ -12,6 +12,8 @@ from typing import Any
 
 import httpx2
 import pytest
+from mcp import Client
+from mcp.client.sse import sse_client
 from mcp.shared.exceptions import MCPError
 
 import tools
@@ -395,3 +397,43 @@ async def test_metrics_and_status_name_each_principal(serve_team: ServeTeam, clo
     shown = status.render(view).split("principals (tool calls by outcome)")[1]
     assert "alice" in shown
     assert "ok 2" in shown
+
+
+@pytest.mark.parametrize("name", ["alice", "reader"])
+async def test_sse_lists_what_the_policy_allows(serve_team: ServeTeam, name: str) -> None:
+    async with serve_team("sse") as url:
+        headers = {"Authorization": f"Bearer {TOKENS[name]}"}
+        async with Client(sse_client(f"{url}/sse", headers=headers), mode="legacy") as client:
+            listed = {tool.name for tool in (await client.list_tools()).tools}
+    assert listed == allowed({scopes.READ} if name == "reader" else set(scopes.CALLING))
+
+
+async def test_over_sse_a_session_is_its_principals_and_a_call_outside_its_scopes_gets_403(
+    serve_team: ServeTeam, state: EmulatorState
+) -> None:
+    async with (
+        serve_team("sse") as url,
+        as_("reader") as reader,
+        as_("writer") as writer,
+        reader.stream("GET", f"{url}/sse", headers={"Accept": "text/event-stream"}) as stream,
+    ):
+        lines = stream.aiter_lines()
+        endpoint = await next_data(lines)
+        assert endpoint.startswith("/messages/?session_id=")
+        stolen = await writer.post(f"{url}{endpoint}", json=INITIALIZE)
+        assert stolen.status_code == 404
+        opened = await reader.post(f"{url}{endpoint}", json=INITIALIZE)
+        assert opened.status_code == 202
+        before = upstream_requests(state)
+        refused = await reader.post(f"{url}{endpoint}", json=tool_call(2, "generate", GENERATE))
+        assert refused.status_code == 403
+        assert 'scope="flashsnap:spend"' in refused.headers["www-authenticate"]
+        assert upstream_requests(state) == before
+
+
+async def next_data(lines: AsyncIterator[str]) -> str:
+    """The next `data:` line of an SSE stream."""
+    async for line in lines:
+        if line.startswith("data:"):
+            return line.removeprefix("data:").strip()
+    raise AssertionError("the stream ended")

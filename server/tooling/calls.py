@@ -101,6 +101,13 @@ class InFlight:
         return len(self._calls)
 
 
+def fairness_key(ctx: Context[Runtime, Any]) -> Hashable:
+    """Whom a call takes its turn as (see server.context): the principal where the team names one, so one with
+    many sessions gets no bigger share; else the SDK's session object, which it builds per request."""
+    caller = callers.current()
+    return ("principal", caller.principal) if caller is not None else id(ctx.request_context.session)
+
+
 async def _by_principal(shared: Runtime, tool: str, outcome: str) -> None:
     """Count a named principal's call for /metrics and `status` (tokens, oauth: the team file's name or "other")."""
     caller = callers.current()
@@ -176,12 +183,8 @@ def tool_call(
                 observer = shared.metrics
                 max_wait = kwargs.get("max_wait_s")
                 wait_s = float(max_wait) if isinstance(max_wait, int | float) else shared.settings.max_wait_s
-                # The fairness key: the principal where the team names one, else the SDK's session object, which
-                # it builds per request (see server.context).
-                caller = callers.current()
-                session: Hashable = ("principal", caller.principal) if caller else id(ctx.request_context.session)
                 budget = Budget(shared.clock, shared.clock.now() + wait_s, Progress(ctx))
-                with context.serving(session, budget):
+                with context.serving(fairness_key(ctx), budget):
                     return await fn(*args, **kwargs)
             return await fn(*args, **kwargs)
         except AskClient as asked:
