@@ -341,3 +341,25 @@ def test_the_readme_scope_table_is_each_tools_declared_scope() -> None:
     rows = [line.split("|")[1:3] for line in text.splitlines() if line.startswith("| `flashsnap:")]
     listed = {name: scope.strip(" `") for scope, tools_ in rows for name in re.findall(r"`([a-z_]+)`", tools_)}
     assert listed == {spec.name: spec.scope for spec in tools.ALL}
+
+
+@pytest.mark.parametrize(("text", "named"), BAD_TEAM_FILES)
+async def test_a_bad_new_team_file_is_refused_and_the_one_in_use_kept(
+    emulator: Emulator, clock: FakeClock, tmp_path: Path, caplog: pytest.LogCaptureFixture, text: str, named: str
+) -> None:
+    path = tmp_path / "team.toml"
+    path.write_text(TEAM)
+    environ = {**NO_QUESTIONS, **emulator.environment()}
+    settings = Settings.from_env(
+        environ, transport="streamable-http", auth="tokens", team_file=path, http_stateless=True
+    )
+    with LoopbackServer(build_http_app(settings, clock=clock), lifespan="on") as server:
+        async with httpx2.AsyncClient(timeout=30) as http:
+            path.write_text(text)
+            clock.advance(POLL_S)
+            with caplog.at_level(logging.WARNING):
+                assert await listed_as(http, server.url, "alice") == 200
+                assert await listed_as(http, server.url, "reader") == 200
+    refusals = [r.getMessage() for r in caplog.records if "keeping the team file in use" in r.getMessage()]
+    assert len(refusals) == 1
+    assert named in refusals[0]

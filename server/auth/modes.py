@@ -89,13 +89,7 @@ def open_team(settings: Settings, clock: Clock) -> TeamFile | None:
     """
     if settings.team_file is None:
         return None
-    team = TeamFile(settings.team_file, clock)
-    if mode(settings) == "tokens" and not team.team.by_token_hash():
-        raise ConfigurationError(
-            f"team file {settings.team_file}: no principal has a token_sha256, so nobody could call in tokens "
-            "mode; `flashsnap-mcp team token NAME` prints one to paste"
-        )
-    return team
+    return TeamFile(settings.team_file, clock, tokens=mode(settings) == "tokens")
 
 
 def verifier_for(settings: Settings, team: TeamFile | None) -> TokenVerifier | None:

@@ -31,8 +31,8 @@ def _signature(path: Path) -> tuple[int, int, int] | None:
 class TeamFile:
     """The team in use, from `path`; `team` notices a changed file (see the module's docstring)."""
 
-    def __init__(self, path: Path, clock: Clock, *, poll_s: float = POLL_S) -> None:
-        """Read and check the file once.
+    def __init__(self, path: Path, clock: Clock, *, poll_s: float = POLL_S, tokens: bool = False) -> None:
+        """Read and check the file once; with `tokens` (tokens mode) it must name someone by a token hash.
 
         Raises:
             ConfigurationError: the file cannot be read or breaks a rule (the start stops, naming it).
@@ -40,9 +40,19 @@ class TeamFile:
         self.path = path
         self._clock = clock
         self._poll_s = poll_s
+        self._tokens = tokens
         self._seen = _signature(path)
-        self._team = load(path)
+        self._team = self._load()
         self._checked_at = clock.now()
+
+    def _load(self) -> Team:
+        team = load(self.path)
+        if self._tokens and not team.by_token_hash():
+            raise ConfigurationError(
+                f"team file {self.path}: no principal has a token_sha256, so nobody could call in tokens mode; "
+                "`flashsnap-mcp team token NAME` prints one to paste"
+            )
+        return team
 
     @property
     def team(self) -> Team:
@@ -58,7 +68,7 @@ class TeamFile:
         self._seen = _signature(self.path)
         self._checked_at = self._clock.now()
         try:
-            team = load(self.path)
+            team = self._load()
         except ConfigurationError as exc:
             log.warning("%s; keeping the team file in use (%d principals)", exc, len(self._team.principals))
             return False

@@ -91,7 +91,8 @@ def insufficient_scope(needed: str, caller: Caller, msg_id: object) -> JSONRespo
         f"{', '.join(sorted(caller.held)) or 'none'}); nothing was done."
     )
     body = {"jsonrpc": "2.0", "id": msg_id, "error": {"code": FORBIDDEN, "message": message, "data": {"scope": needed}}}
-    challenge = f'Bearer error="insufficient_scope", scope="{needed}", error_description="{message}"'
+    # Only fixed text in the header: a principal's name (an OAuth `sub`) could carry quotes or non-Latin-1 text.
+    challenge = f'Bearer error="insufficient_scope", scope="{needed}", error_description="needs {needed}"'
     return JSONResponse(body, status_code=403, headers={"WWW-Authenticate": challenge})
 
 
