@@ -187,6 +187,14 @@ def test_check_warns_for_none_and_fails_a_bad_combination(tmp_path: Path) -> Non
     assert line.startswith("FAIL")
     assert "needs FLASHSNAP_TEAM_FILE" in line
     assert failed.returncode == 1
+    path = tmp_path / "team.toml"
+    path.write_text(TEAM)
+    team = {**base, "FLASHSNAP_AUTH": "tokens", "FLASHSNAP_TEAM_FILE": str(path)}
+    named = subprocess.run([COMMAND, "check", "--sandbox"], env=team, capture_output=True, text=True, timeout=60)
+    line = next(line for line in named.stdout.splitlines() if " auth " in line)
+    assert line.startswith("ok")
+    assert "principals alice, dan, ops, reader, writer" in line
+    assert named.returncode == 0
 
 
 def bearer(name: str) -> dict[str, str]:
