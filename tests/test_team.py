@@ -31,7 +31,8 @@ from tests.results import data, error
 from tests.test_consent import SNAPSHOT, sse_data, still_there
 from tests.transports import http_client
 
-TOKENS = {name: f"{name}-token-0123456789abcdef" for name in ("alice", "reader", "writer", "ops", "carol", "dan")}
+NAMES = ("alice", "reader", "writer", "ops", "carol", "dan", "spender")
+TOKENS = {name: f"{name}-token-0123456789abcdef" for name in NAMES}
 GENERATE = {"model": "gpt-4.1-mini", "prompt": "Hi", "max_tokens": 16}
 LEGACY, MODERN = "2025-11-25", "2026-07-28"
 
@@ -49,7 +50,7 @@ def sha(token: str) -> str:
 
 
 # alice takes [defaults]; reader may only read; writer may read and write; ops reads and scrapes /metrics;
-# dan has alice's scopes and is never asked first.
+# dan has alice's scopes and is never asked first; spender may spend but not read.
 TEAM = (
     '[defaults]\nscopes = ["flashsnap:read", "flashsnap:write", "flashsnap:spend"]\n'
     + entry("alice")
@@ -57,6 +58,7 @@ TEAM = (
     + entry("writer", scopes.READ, scopes.WRITE)
     + entry("ops", scopes.READ, scopes.ADMIN)
     + entry("dan", confirm_words=0, confirm_delete=False)
+    + entry("spender", scopes.SPEND)
 )
 
 ServeTeam = Callable[..., AbstractAsyncContextManager[str]]
@@ -104,6 +106,7 @@ def allowed(policy: set[str]) -> set[str]:
         ("reader", {scopes.READ}),
         ("writer", {scopes.READ, scopes.WRITE}),
         ("ops", {scopes.READ, scopes.ADMIN}),
+        ("spender", {scopes.SPEND}),
     ],
 )
 async def test_each_principal_lists_what_its_policy_allows(
@@ -112,7 +115,7 @@ async def test_each_principal_lists_what_its_policy_allows(
     async with serve_team() as url, http_client(url, mode, http=as_(name)) as client:
         listed = {tool.name for tool in (await client.list_tools()).tools}
     assert listed == allowed(policy)
-    assert listed  # every principal here may read
+    assert listed  # every principal here may call some tool
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -437,3 +440,34 @@ async def next_data(lines: AsyncIterator[str]) -> str:
         if line.startswith("data:"):
             return line.removeprefix("data:").strip()
     raise AssertionError("the stream ended")
+
+
+# Every method that reads without a tool: resources, prompts and completions need read.
+READING = [
+    ("resources/list", {}),
+    ("resources/templates/list", {}),
+    ("resources/read", {"uri": "flashsnap://quota"}),
+    ("prompts/list", {}),
+    ("prompts/get", {"name": "write_with_brand_voice", "arguments": {}}),
+    ("completion/complete", {"ref": {"type": "ref/prompt", "name": "x"}, "argument": {"name": "a", "value": ""}}),
+]
+
+
+@pytest.mark.parametrize(("method", "params"), READING)
+async def test_resources_prompts_and_completions_need_the_read_scope(
+    serve_team: ServeTeam, state: EmulatorState, method: str, params: dict[str, Any]
+) -> None:
+    async with serve_team() as url, as_("spender") as spender, as_("reader") as reader:
+        spender_session, reader_session = await open_session(spender, url), await open_session(reader, url)
+        before = upstream_requests(state)
+        request = {"jsonrpc": "2.0", "id": 5, "method": method, "params": params}
+        refused = await spender.post(f"{url}/mcp", json=request, headers=session_headers(spender_session))
+        assert refused.status_code == 403
+        assert 'scope="flashsnap:read"' in refused.headers["www-authenticate"]
+        assert upstream_requests(state) == before
+        allowed_ = await reader.post(f"{url}/mcp", json=request, headers=session_headers(reader_session))
+        assert allowed_.status_code == 200
+
+
+def session_headers(session: str) -> dict[str, str]:
+    return {**JSON_AND_SSE, "Mcp-Session-Id": session, "MCP-Protocol-Version": LEGACY}
