@@ -7,9 +7,15 @@ use is kept, said in the log once per version of the file: an operator's typo ne
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+
+import anyio
 
 from server.auth.team import Team, load
 from server.clock import Clock
@@ -76,3 +82,30 @@ class TeamFile:
             log.info("team file %s reloaded: %d principals", self.path, len(team.principals))
         self._team = team
         return True
+
+
+@asynccontextmanager
+async def reload_on_hangup(team: TeamFile | None) -> AsyncIterator[None]:
+    """While open, SIGHUP reloads the team file (a bad new one is refused and the old one kept, in the log).
+
+    Signals reach the main thread's loop only: a server run in another thread (tests) reloads on change alone.
+    Several workers: their supervisor (uvicorn) restarts them on SIGHUP, and each reads the file anew.
+    """
+    with contextlib.ExitStack() as stack:
+        try:
+            signals = stack.enter_context(anyio.open_signal_receiver(signal.SIGHUP)) if team else None
+        except (ValueError, RuntimeError, NotImplementedError):
+            log.debug("SIGHUP cannot be received in this thread; the team file reloads when it changes")
+            signals = None
+        if team is None or signals is None:
+            yield
+            return
+
+        async def listen() -> None:
+            async for _ in signals:
+                team.reload()
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(listen)
+            yield
+            tasks.cancel_scope.cancel()

@@ -17,13 +17,14 @@ from starlette.types import ASGIApp
 from server import __version__
 from server.app import create_app
 from server.auth import modes
+from server.auth.reloading import reload_on_hangup
 from server.clock import Clock, SystemClock
 from server.config import Settings
 from server.observe.metrics import NO_METRICS, Metrics, content_type
 from server.runtime import Runtime, open_runtime
 from server.state.opening import health
 from server.transports.accept import LenientAccept
-from server.transports.identity import ScopeCheck, authenticate, reload_on_hangup
+from server.transports.identity import ScopeCheck, authenticate
 from server.transports.jsonrpc_guard import GuardedHTTP
 from server.transports.security import HTTPGuard, require_token_when_exposed
 from server.transports.sessions import evict_oldest_idle

@@ -1,6 +1,6 @@
 """Who is calling, at the HTTP door (tokens and oauth modes): 401 without a principal, 403 without the call's scope.
 
-`Authenticate` runs the SDK's own bearer middleware in front of everything (so /metrics is covered too, and the
+`authenticate` puts the SDK's own bearer middleware in front of everything (so /metrics is covered too, and the
 caller is known before a body is read); the SDK runs it again inside for its session-owner binding. `ScopeCheck`
 judges each JSON-RPC message from its body (the SDK then refuses an `Mcp-Name` header that disagrees): a
 `tools/call` needs its tool's scope, resources, prompts and completions need read, /metrics needs admin. A call
@@ -10,13 +10,8 @@ without it gets HTTP 403 `insufficient_scope` naming the scope, which an OAuth c
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import signal
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Mapping
 
-import anyio
 from mcp.server.auth.middleware.auth_context import AuthContextMiddleware
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, BearerAuthBackend
 from mcp.server.auth.provider import TokenVerifier
@@ -27,14 +22,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server.auth import scopes
 from server.auth.callers import Caller
-from server.auth.reloading import TeamFile
 from server.observe.metrics import NO_METRICS, Observer
 from server.transports.jsonrpc_guard import RPC_CALL
 
-log = logging.getLogger(__name__)
-
 FORBIDDEN = -32003  # a JSON-RPC error code of this server's: the caller lacks the scope the call needs
-# Methods whose every call reads (RFC: resources, prompts, completions); a tool call's scope is its tool's.
+# Methods whose every call reads (resources, prompts, completions); a tool call's scope is its tool's.
 READING_PREFIXES = ("resources/", "prompts/", "completion/")
 PATH_SCOPES = {"/metrics": scopes.ADMIN}
 
@@ -123,29 +115,3 @@ class ScopeCheck:
             await insufficient_scope(needed, caller, msg_id)(scope, receive, send)
             return
         await self.app(scope, receive, send)
-
-
-@asynccontextmanager
-async def reload_on_hangup(team: TeamFile | None) -> AsyncIterator[None]:
-    """While open, SIGHUP reloads the team file (a bad new one is refused and the old one kept, in the log).
-
-    Signals reach the main thread's loop only: a server run in another thread (tests) reloads on change alone.
-    """
-    with contextlib.ExitStack() as stack:
-        try:
-            signals = stack.enter_context(anyio.open_signal_receiver(signal.SIGHUP)) if team else None
-        except (ValueError, RuntimeError, NotImplementedError):
-            log.debug("SIGHUP cannot be received in this thread; the team file reloads when it changes")
-            signals = None
-        if team is None or signals is None:
-            yield
-            return
-
-        async def listen() -> None:
-            async for _ in signals:
-                team.reload()
-
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(listen)
-            yield
-            tasks.cancel_scope.cancel()
