@@ -193,7 +193,7 @@ def test_check_warns_for_none_and_fails_a_bad_combination(tmp_path: Path) -> Non
     named = subprocess.run([COMMAND, "check", "--sandbox"], env=team, capture_output=True, text=True, timeout=60)
     line = next(line for line in named.stdout.splitlines() if " auth " in line)
     assert line.startswith("ok")
-    assert "principals alice, dan, ops, reader, writer" in line
+    assert "principals alice, dan, ops, reader, spender, writer" in line
     assert named.returncode == 0
 
 
