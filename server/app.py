@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+from mcp.server.auth.provider import TokenVerifier
 from mcp.server.caching import CacheableMethod, CacheHint
 from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
@@ -26,6 +27,7 @@ from pydantic import ValidationError
 
 import tools
 from server import __version__, sdk_seams
+from server.auth.modes import auth_settings
 from server.clock import Clock
 from server.config import Settings
 from server.features import changes, prompts, resources
@@ -53,6 +55,7 @@ class FlashsnapServer(MCPServer[Runtime]):
 
     in_flight: InFlight
     notices: changes.Changes
+    tool_scopes: dict[str, str]  # tool -> the scope a call needs (server/auth/scopes.py), for the HTTP 403
 
     def add_request_handler(self, method: str, params_type: Any, handler: Any) -> None:
         """A request handler of the low-level server (completion/complete: MCPServer's own hands no context)."""
@@ -116,12 +119,14 @@ def create_app(
     clock: Clock | None = None,
     shared: Callable[[], Runtime] | None = None,
     bus: SubscriptionBus | None = None,
+    verifier: TokenVerifier | None = None,
 ) -> FlashsnapServer:
     """A ready MCPServer; its lifespan opens the upstream clients once and closes them at exit.
 
     `shared` hands every session the one runtime an HTTP server opened for the whole process, so
     sessions share the token manager and the rate-limit gates instead of opening their own. `bus` carries
-    change notices to `subscriptions/listen` streams (default: within this process).
+    change notices to `subscriptions/listen` streams (default: within this process). `verifier` names each HTTP
+    request's principal (tokens and oauth modes): the SDK binds sessions and sealed questions to it.
     """
 
     selection = tool_selection(settings)
@@ -153,10 +158,13 @@ def create_app(
         cache_hints=CACHE_HINTS,
         request_state_security=request_state_security(settings),
         subscriptions=notices.bus,
+        token_verifier=verifier,
+        auth=auth_settings(settings) if verifier is not None else None,
     )
     app.in_flight = InFlight()
     app.notices = notices
-    app.middleware.append(ToolFilter(selection, prompts.PROMPT_NEEDS, resources.resource_needs))
+    app.tool_scopes = {spec.name: spec.scope for spec in tools.ALL}
+    app.middleware.append(ToolFilter(selection, prompts.PROMPT_NEEDS, resources.resource_needs, app.tool_scopes))
     prompts.register(app, selection)
     resources.register(app, selection.enabled)
 

@@ -93,6 +93,20 @@ class Settings(BaseModel):
     http_token: SecretStr | None = Field(
         default=None, description="bearer token every HTTP request must carry (required off loopback)"
     )
+    # None: `token` when FLASHSNAP_HTTP_TOKEN is set, else `none` (server/auth/modes.py checks the combination)
+    auth: Literal["none", "token", "tokens", "oauth"] | None = Field(
+        default=None,
+        description="who may call over HTTP: none, token (FLASHSNAP_HTTP_TOKEN), tokens (the team file) or oauth",
+    )
+    team_file: Path | None = Field(
+        default=None, description="TOML file naming the team: principals, their token hashes, scopes and limits"
+    )
+    oauth_issuer: str | None = Field(
+        default=None, description="oauth mode: the authorization server's issuer URL (https://...)"
+    )
+    public_url: str | None = Field(
+        default=None, description="oauth mode: this server's public URL, as clients reach it (https://.../mcp)"
+    )
     allowed_origins: tuple[str, ...] = Field(
         default=(), description="extra browser origins allowed over HTTP, comma-separated"
     )
@@ -105,6 +119,9 @@ class Settings(BaseModel):
     )
     max_sessions: int = Field(
         default=1000, ge=1, le=100_000, description="HTTP sessions at once; a new one closes the longest-idle"
+    )
+    max_sessions_per_principal: int = Field(
+        default=100, ge=1, le=100_000, description="HTTP sessions at once of one principal; a new one closes its own"
     )
     http_read_timeout_s: float = Field(
         default=10.0, gt=0, le=3600, description="seconds a client has to send a request's headers, and its body"
@@ -228,6 +245,13 @@ class Settings(BaseModel):
         if not url.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
         return url.rstrip("/")
+
+    @field_validator("oauth_issuer", "public_url")
+    @classmethod
+    def _check_http_url(cls, url: str | None) -> str | None:
+        if url is not None and not (url.startswith(("http://", "https://")) and urlsplit(url).hostname):
+            raise ValueError("must be an http:// or https:// URL")
+        return url
 
     @field_validator("neuroflash_chat_path")
     @classmethod

@@ -101,9 +101,10 @@ class Principal:
 class _Values:
     running: Running | None = None
     budget: Budget | None = None
-    # The fairness key `FairQueue` rotates between. Today it is `id(ctx.request_context.session)`, and the SDK
+    # The fairness key `FairQueue` rotates between: the principal where the team file's modes name one (tokens,
+    # oauth), so the rotation is between people. Elsewhere it is `id(ctx.request_context.session)`, and the SDK
     # (2.3) builds that ServerSession per request: each call is its own "session", so the rotation is between
-    # calls, not clients (and an id may be reused once its object is gone). A later issue keys it on the caller.
+    # calls, not clients (and an id may be reused once its object is gone).
     session: Hashable = None
 
 

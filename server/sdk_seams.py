@@ -62,15 +62,17 @@ def override_capabilities(server: Server[Any], adjust: Callable[[ServerCapabilit
     setattr(server, "get_capabilities", get_capabilities)  # noqa: B010
 
 
-def before_admission(manager: StreamableHTTPSessionManager, step: Callable[[], None]) -> None:
-    """Run `step` each time `manager` is about to admit a new session (and refuse it, were its table full).
+def before_admission(manager: StreamableHTTPSessionManager, step: Callable[[Any], bool]) -> None:
+    """Run `step(requestor)` each time `manager` is about to admit a new session for `requestor` (the principal
+    the SDK binds it to, None without auth), and refuse it, were its table full; `step` False refuses it too.
 
     The SDK has no hook for this: its admission method is wrapped on this one instance.
     """
     admit = manager._admit_session
 
     def admitting(requestor: Any) -> StreamableHTTPServerTransport | None:
-        step()
+        if not step(requestor):
+            return None
         return admit(requestor)
 
     setattr(manager, "_admit_session", admitting)  # noqa: B010
@@ -79,6 +81,11 @@ def before_admission(manager: StreamableHTTPSessionManager, step: Callable[[], N
 def live_sessions(manager: StreamableHTTPSessionManager) -> dict[str, StreamableHTTPServerTransport]:
     """The manager's table of live sessions by id (its own dict: read it, change it through `forget_session`)."""
     return manager._server_instances
+
+
+def session_owners(manager: StreamableHTTPSessionManager) -> dict[str, Any]:
+    """The principal each live session is bound to, by session id (the SDK's own dict: read it only)."""
+    return manager._session_owners
 
 
 def forget_session(manager: StreamableHTTPSessionManager, session_id: str) -> None:

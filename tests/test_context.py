@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+from types import SimpleNamespace
+
 import anyio
 import pytest
 from mcp.server.auth.middleware.auth_context import auth_context_var
@@ -9,8 +12,11 @@ from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 
 from server import context
+from server.auth.callers import TEAM_ISSUER, identify
+from server.auth.team import NO_TEAM
 from server.clock import FakeClock
 from server.context import Budget, Principal, Running
+from server.tooling.calls import fairness_key
 
 
 def test_outside_a_call_there_is_no_call_no_wait_one_shared_session_and_nobody() -> None:
@@ -61,3 +67,27 @@ def test_the_caller_is_whom_the_sdks_bearer_auth_authenticated(
         assert context.principal() == expected
     finally:
         auth_context_var.reset(reset)
+
+
+@pytest.mark.parametrize(
+    ("principal", "other", "same"),
+    [("alice", "alice", True), ("alice", "bob", False)],
+)
+def test_calls_take_their_turn_as_their_principal_whatever_their_session(
+    principal: str, other: str, same: bool
+) -> None:
+    """Two sessions of one principal share one turn; two principals have one each (tokens, oauth modes)."""
+
+    def key_of(name: str, session: object) -> Hashable:
+        token = identify(AccessToken(token="t", client_id=name, subject=name, scopes=[], claims={"iss": TEAM_ISSUER}),
+                         NO_TEAM)  # fmt: skip
+        reset = auth_context_var.set(AuthenticatedUser(token))
+        try:
+            return fairness_key(SimpleNamespace(request_context=SimpleNamespace(session=session)))  # type: ignore[arg-type]
+        finally:
+            auth_context_var.reset(reset)
+
+    first, second = object(), object()
+    assert (key_of(principal, first) == key_of(other, second)) is same
+    # Without a named caller (stdio, none, the shared token), the session object as before.
+    assert fairness_key(SimpleNamespace(request_context=SimpleNamespace(session=first))) == id(first)  # type: ignore[arg-type]

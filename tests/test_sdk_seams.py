@@ -88,16 +88,25 @@ def test_a_session_manager_admits_each_new_session_through_one_method() -> None:
     for table in ("_server_instances", "_session_owners"):
         assert isinstance(getattr(manager, table, None), dict), gone(f"StreamableHTTPSessionManager.{table}", served)
 
-    steps: list[int] = []
-    sdk_seams.before_admission(manager, lambda: steps.append(len(sdk_seams.live_sessions(manager))))
+    steps: list[tuple[int, object]] = []
+    refused = object()
+
+    def step(requestor: object) -> bool:
+        steps.append((len(sdk_seams.live_sessions(manager)), requestor))
+        return requestor is not refused
+
+    sdk_seams.before_admission(manager, step)
     owner = object()
     transport = manager._admit_session(owner)  # type: ignore[arg-type]
     assert transport is not None
-    assert steps == [0]
+    assert steps == [(0, owner)]
     session_id = transport.mcp_session_id
     assert session_id is not None
     assert sdk_seams.live_sessions(manager) == {session_id: transport}
     assert manager._session_owners == {session_id: owner}, gone("StreamableHTTPSessionManager._session_owners", served)
+    assert sdk_seams.session_owners(manager) == {session_id: owner}
+    assert manager._admit_session(refused) is None  # type: ignore[arg-type]
+    assert sdk_seams.live_sessions(manager) == {session_id: transport}
 
     sdk_seams.forget_session(manager, session_id)
     assert sdk_seams.live_sessions(manager) == {}

@@ -5,6 +5,7 @@ from typing import Annotated
 from pydantic import Field
 
 from server.neuralsnap.wire import Crystallized
+from server.tooling import consent
 from server.tooling.consent import WORDS_PER_TOKEN, ask_first, crystallize_tokens, over
 from server.tooling.spec import CREATES, BrainId, Confirm, Cost, MaxWait, ToolContext, ToolSpec, runtime
 
@@ -34,7 +35,7 @@ async def crystallize(
         NotConfirmed: the text is long and the user did not agree, or was not asked yet (nothing sent).
         FlashsnapError: what the NeuralSnap service raises.
     """
-    threshold = runtime(ctx).settings.confirm_words
+    threshold = consent.confirm_words(runtime(ctx).settings)
     tokens = crystallize_tokens(text)
     if over(tokens * WORDS_PER_TOKEN, threshold):
         await ask_first(

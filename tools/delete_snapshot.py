@@ -2,6 +2,7 @@
 
 from pydantic import BaseModel
 
+from server.tooling import consent
 from server.tooling.consent import ask_first
 from server.tooling.spec import DESTRUCTIVE, Confirm, Cost, MaxWait, SnapshotId, ToolContext, ToolSpec, runtime
 
@@ -26,7 +27,7 @@ async def delete_snapshot(
     """
     shared = runtime(ctx)
     neuralsnap = shared.neuralsnap()
-    if shared.settings.confirm_delete:
+    if consent.confirm_delete(shared.settings):
 
         async def exists() -> None:  # a read: a snapshot that is not there is refused without a question
             await neuralsnap.get(id)

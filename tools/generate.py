@@ -6,6 +6,7 @@ from pydantic import BaseModel, Field
 
 from server.errors import InvalidArguments
 from server.neuroflash.wire import ChatMessage, ChatRequest
+from server.tooling import consent
 from server.tooling.arguments import Closed
 from server.tooling.consent import WORDS_PER_TOKEN, ask_first, fitted_max_tokens, generate_words, over
 from server.tooling.spec import CREATES, Confirm, Cost, MaxWait, ToolContext, ToolSpec, WorkspaceId, runtime
@@ -93,7 +94,7 @@ async def generate(
     neuroflash = shared.neuroflash()
     # Everything that costs nothing first (workspace, model, quota, voice): a refusal is never asked about.
     planned = await neuroflash.plan_generation(workspace_id, body, brand_voice_id)
-    threshold = shared.settings.confirm_words
+    threshold = consent.confirm_words(shared.settings)
     default = shared.settings.default_max_tokens
     asked_for = planned.input_words  # counted once: a request may hold 200,000 characters
     bound = max_tokens if max_tokens is not None else fitted_max_tokens(default, threshold, asked_for)

@@ -17,6 +17,7 @@ import anyio
 
 from server import __version__
 from server.app import tool_selection  # the app factory is the one that knows the tools
+from server.cli.access import access
 from server.cli.sandboxing import sandbox_environment
 from server.clock import Clock, SystemClock
 from server.config import Settings
@@ -389,6 +390,8 @@ async def run_checks(settings: Settings, clock: Clock | None = None) -> Report:
     """Every check, each bounded in time; one failing does not stop the others."""
     clock = clock or SystemClock()
     report = Report()
+    if (line := access(settings)) is not None:
+        report.add("http", "auth", *line)
     _check_tools(settings, report)
     await _check_state(settings, clock, report)
     # The upstream checks use a private in-memory store, so they always ask the token endpoint

@@ -17,10 +17,12 @@ import uvicorn
 
 from server import __version__
 from server.app import create_app, tool_selection
+from server.auth import modes
 from server.cli.check import main as check
 from server.cli.forget import main as forget
 from server.cli.sandboxing import sandbox_environment
 from server.cli.status import main as status
+from server.cli.team import main as team
 from server.clock import SystemClock
 from server.config import ENVIRONMENT, Settings
 from server.errors import ConfigurationError
@@ -37,6 +39,7 @@ EPILOG += """
 
 flashsnap-mcp status [--watch] [--json] shows what the servers sharing the state store know;
 flashsnap-mcp forget {neuroflash,neuralsnap,all} [--yes] deletes what they learned (tokens, rate limits, quotas).
+flashsnap-mcp team token NAME prints a new token for NAME and the token_sha256 line for the team file.
 Logs go to stderr; in stdio mode stdout carries nothing but MCP messages.
 --sandbox needs no account: it serves a local emulator of both APIs with demo data. Its world
 (snapshots, words used, tokens, rate-limit windows) is kept in the state directory and shared by
@@ -108,6 +111,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if argv[:1] == ["forget"]:
         forget(argv[1:])
         return
+    if argv[:1] == ["team"]:  # `flashsnap-mcp team token NAME`: a named token and its hash (server/cli/team.py)
+        team(argv[1:])
+        return
     if argv[:1] == ["check"]:  # `flashsnap-mcp check`: the setup check, its own command (server/cli/check.py)
         check(argv[1:])
         return
@@ -146,7 +152,13 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def preflight(settings: Settings) -> None:
-    """Refuse to start when a Redis store was asked for and does not answer (naming the host, never a password)."""
+    """Refuse to start when the HTTP auth mode's settings or team file are wrong, or a Redis store was asked for
+    and does not answer (naming the host, never a password)."""
+    if settings.transport == "stdio":
+        if settings.auth is not None or settings.team_file is not None:
+            log.warning("FLASHSNAP_AUTH and FLASHSNAP_TEAM_FILE apply to HTTP only; over stdio the caller is you")
+    else:
+        modes.verifier_for(settings, modes.open_team(settings, SystemClock()))
     if settings.store != "redis":
         return
 

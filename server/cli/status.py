@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import anyio
 
+from server.auth import activity
 from server.clock import Clock, SystemClock
 from server.config import Settings
 from server.credentials import lease
@@ -125,7 +126,12 @@ async def gather(store: Store, clock: Clock) -> dict[str, Any]:
                 for key in await store.keys(f"{keys.slots}:")
             }
         found.append(entry)
-    return {"at": _when(now), "store": store.kind, "where": store.describe(), "accounts": found}
+    principals = {
+        label: None if seen is None else {**seen, "last_call": _when(seen["last_call"])}
+        for label, seen in (await activity.listed(store)).items()
+    }
+    return {"at": _when(now), "store": store.kind, "where": store.describe(), "accounts": found,
+            "principals": principals}  # fmt: skip
 
 
 def _token(doc: dict[str, Any] | None, now: float) -> dict[str, Any]:
@@ -195,7 +201,21 @@ def render(view: dict[str, Any]) -> str:
         if slots is not None:
             held = ", ".join(f"{w}: {n if isinstance(n, int) else n['raw']}" for w, n in slots.items() if n) or "none"
             lines.append(f"  generations  in use: {held}")
-    return "\n".join(lines)
+    return "\n".join(lines + _principal_lines(view.get("principals") or {}))
+
+
+def _principal_lines(principals: dict[str, dict[str, Any] | None]) -> list[str]:
+    """Who called (tokens, oauth modes): each principal's tool calls by outcome, and when it last called."""
+    if not principals:
+        return []
+    lines = ["", "principals (tool calls by outcome)"]
+    for label, seen in sorted(principals.items()):
+        if seen is None:
+            lines.append(f"  {_printable(label):<12} unreadable")
+            continue
+        calls = ", ".join(f"{_printable(k)} {v}" for k, v in sorted(seen["calls"].items())) or "none"
+        lines.append(f"  {_printable(label):<12} {calls}; last {seen['last_call']}")
+    return lines
 
 
 def _token_lines(token: dict[str, Any] | None) -> list[str]:

@@ -69,6 +69,12 @@ class Observer:
     def tool_call(self, tool: str, outcome: str, seconds: float) -> None:
         """A tool call ended: `outcome` is "ok" or the error code."""
 
+    def principal_call(self, principal: str, tool: str, outcome: str) -> None:
+        """A tool call by a named principal ended (tokens, oauth): the team file's name, else "other"."""
+
+    def scope_refused(self, principal: str, scope: str) -> None:
+        """A call was refused with 403 insufficient_scope: the principal lacked `scope`."""
+
     def upstream(self, service: str, method: str, path: str, status: str) -> None:
         """One upstream attempt: `status` is the HTTP status, or "error" when no answer came."""
 
@@ -168,10 +174,21 @@ class Metrics(Observer):
             "flashsnap_generation_slots_in_use", "Generation streams this process holds now, by workspace.",
             ["workspace"], registry=r,
         )  # fmt: skip
+        self._principal_calls = Counter(
+            "flashsnap_principal_tool_calls",
+            "Tool calls by principal (the team file's names, else other), tool and outcome.",
+            ["principal", "tool", "outcome"], registry=r,
+        )  # fmt: skip
+        self._scope_refusals = Counter(
+            "flashsnap_scope_refusals",
+            "Calls refused with 403 insufficient_scope, by principal and the scope it lacked.",
+            ["principal", "scope"], registry=r,
+        )  # fmt: skip
         self._credentials: dict[str, str] = {}
         self._endpoints = _Bounded()
         self._workspaces = _Bounded()
         self._tools = _Bounded()
+        self._principals = _Bounded(1000)  # the team file's names already are bounded; this bounds a huge file
 
     def credential(self, service: str, fingerprint: str) -> None:
         self._credentials[service] = fingerprint
@@ -180,6 +197,12 @@ class Metrics(Observer):
         tool = self._tools(tool)
         self._tool_calls.labels(tool, outcome).inc()
         self._tool_seconds.labels(tool).observe(seconds)
+
+    def principal_call(self, principal: str, tool: str, outcome: str) -> None:
+        self._principal_calls.labels(self._principals(principal), self._tools(tool), outcome).inc()
+
+    def scope_refused(self, principal: str, scope: str) -> None:
+        self._scope_refusals.labels(self._principals(principal), scope).inc()
 
     def upstream(self, service: str, method: str, path: str, status: str) -> None:
         self._upstream.labels(service, method, self._endpoints(route_template(path)), status).inc()

@@ -6,6 +6,8 @@ All keys live under one account prefix per credential, `live:<hash>` or `sandbox
 - `accounts`: which service each account prefix is (format: `server/state/accounts.py`; 30 days unseen).
 - `consent:<nonce>`: a user's yes to one question asked in an `input_required` round, once used, so the same
   sealed answer cannot carry out a second call (`server/tooling/consent.py`; 10 min, the answer's lifetime).
+- `principal:<name>`: each principal's tool calls by outcome and the last one's time, the team file's names
+  else `other` (`server/auth/activity.py`; 30 days unseen).
 - `<account>:token`: the token, its fetch lease, a recent failure (`server/credentials/lease.py`; its validity).
 - `<account>:gate`: the rate-limit window, 429 penalty, sends in flight (`server/scheduler/window.py`; the reset).
 - `<account>:quota:<workspace>`: the last quotas seen, words spent since (`server/neuroflash/quota.py`; 30 s).
@@ -32,6 +34,14 @@ import hashlib
 from dataclasses import dataclass
 
 NAMESPACES = ("live", "sandbox")  # the first part of every account prefix
+
+
+PRINCIPALS = "principal:"  # the prefix of every principal's activity document
+
+
+def principal_key(label: str) -> str:
+    """The key of what one principal did (`server/auth/activity.py`): its label, the team file's name or "other"."""
+    return f"{PRINCIPALS}{label}"
 
 
 def consent_key(nonce: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Hashable, Iterator
 from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
 
@@ -14,6 +14,7 @@ from mcp.server.mcpserver import Context
 from mcp.types import CallToolResult, InputRequiredResult, TextContent
 
 from server import context
+from server.auth import activity, callers
 from server.context import Budget, Running
 from server.errors import FlashsnapError, ShutdownCut
 from server.observe.logs import SecretMask
@@ -100,6 +101,24 @@ class InFlight:
         return len(self._calls)
 
 
+def fairness_key(ctx: Context[Runtime, Any]) -> Hashable:
+    """Whom a call takes its turn as (see server.context): the principal where the team names one, so one with
+    many sessions gets no bigger share; else the SDK's session object, which it builds per request."""
+    caller = callers.current()
+    return ("principal", caller.principal) if caller is not None else id(ctx.request_context.session)
+
+
+async def _by_principal(shared: Runtime, tool: str, outcome: str) -> None:
+    """Count a named principal's call for /metrics and `status` (tokens, oauth: the team file's name or "other")."""
+    caller = callers.current()
+    if caller is None:
+        return
+    shared.metrics.principal_call(caller.label, tool, outcome)
+    # Shielded and bounded: a call cut off still counts, and a slow store never holds its answer for long.
+    with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
+        await activity.record(shared.store, caller.label, outcome, shared.clock.now())
+
+
 def _cut_off(tool: str, read_only: bool, running: Running) -> ShutdownCut:
     rid = running.request_ids[-1] if running.request_ids else None
     if running.asking:
@@ -154,6 +173,7 @@ def tool_call(
     async def _call(*args: P.args, **kwargs: P.kwargs) -> T | Answer:
         mask = SecretMask()
         observer: Observer = NO_METRICS
+        shared: Runtime | None = None
         started, outcome = time.perf_counter(), "ok"
         try:
             ctx = kwargs.get("ctx")
@@ -163,10 +183,8 @@ def tool_call(
                 observer = shared.metrics
                 max_wait = kwargs.get("max_wait_s")
                 wait_s = float(max_wait) if isinstance(max_wait, int | float) else shared.settings.max_wait_s
-                # The fairness key: the SDK's session object, which it builds per request (see server.context).
-                session = id(ctx.request_context.session)
                 budget = Budget(shared.clock, shared.clock.now() + wait_s, Progress(ctx))
-                with context.serving(session, budget):
+                with context.serving(fairness_key(ctx), budget):
                     return await fn(*args, **kwargs)
             return await fn(*args, **kwargs)
         except AskClient as asked:
@@ -182,6 +200,8 @@ def tool_call(
             return CallToolResult(content=[TextContent(type="text", text=INTERNAL_ERROR)], is_error=True)
         finally:
             observer.tool_call(name, outcome, time.perf_counter() - started)
+            if shared is not None:
+                await _by_principal(shared, name, outcome)
 
     functools.update_wrapper(_call, fn)
     return call

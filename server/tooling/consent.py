@@ -34,6 +34,8 @@ from mcp.types import ElicitRequest, ElicitRequestFormParams, ElicitResult, Inpu
 from mcp_types.version import is_version_at_least
 from pydantic import BaseModel, Field
 
+from server.auth import callers
+from server.config import Settings
 from server.errors import ConfirmationRequired, Declined, NotConfirmed
 from server.runtime import Runtime
 from server.state.layout import consent_key
@@ -101,6 +103,20 @@ def crystallize_chars_unasked(threshold: int) -> int:
 def over(words: float, threshold: int) -> bool:
     """Whether a call that could spend `words` must ask first (`threshold` 0: never)."""
     return threshold > 0 and words > threshold
+
+
+def confirm_words(settings: Settings) -> int:
+    """The words above which a call asks first: the caller's own (team file), else FLASHSNAP_CONFIRM_WORDS."""
+    caller = callers.current()
+    own = caller.confirm_words if caller is not None else None
+    return settings.confirm_words if own is None else own
+
+
+def confirm_delete(settings: Settings) -> bool:
+    """Whether a deletion asks first: the caller's own (team file), else FLASHSNAP_CONFIRM_DELETE."""
+    caller = callers.current()
+    own = caller.confirm_delete if caller is not None else None
+    return settings.confirm_delete if own is None else own
 
 
 def how_to_ask(ctx: Context[Runtime, Any]) -> How:

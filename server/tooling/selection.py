@@ -11,6 +11,7 @@ from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.shared.exceptions import MCPError
 from mcp.types import INVALID_PARAMS
 
+from server.auth import callers
 from server.config import Settings
 from server.errors import ConfigurationError, ToolDisabled
 from server.observe.logs import SecretMask
@@ -148,8 +149,10 @@ class ToolFilter:
         selection: Selection,
         prompt_needs: Mapping[str, tuple[str, ...]] | None = None,
         resource_needs: Callable[[str], tuple[str, ...]] | None = None,
+        tool_scopes: Mapping[str, str] | None = None,
     ) -> None:
         self.selection = selection
+        self.tool_scopes = tool_scopes or {}  # tool -> the scope a call needs (tools/list follows the policy)
         self.prompt_needs = prompt_needs or {}  # prompt -> the tools it asks the model to call
         self.resource_needs = resource_needs or (lambda _: ())  # resource URI or template -> the tools it reads through
 
@@ -164,8 +167,9 @@ class ToolFilter:
         request_off = narrowed_by(getattr(ctx.request, "headers", None), self.selection)
         if ctx.method == "tools/list":
             result = await call_next(ctx)
-            if request_off and isinstance(result, dict):
-                result = {**result, "tools": [t for t in result.get("tools", []) if t.get("name") not in request_off]}
+            hidden = set(request_off) | self.outside_policy()
+            if hidden and isinstance(result, dict):
+                result = {**result, "tools": [t for t in result.get("tools", []) if t.get("name") not in hidden]}
             return result
         name = (ctx.params or {}).get("name")
         why = (self.selection.off.get(name) or request_off.get(name)) if isinstance(name, str) else None
@@ -174,6 +178,17 @@ class ToolFilter:
         log.info("refused a call to %s: the tool is off", name)
         refused = error_result(ToolDisabled(name, *why), SecretMask())
         return refused.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+    def outside_policy(self) -> set[str]:
+        """The tools the caller's policy (the team file's scopes) does not allow: unlisted for it.
+
+        The policy, not the token's scopes of the moment: a client must see a tool to call it, get the 403 and
+        step up to the scope it needs. A call to one is judged by the transport (server/transports/identity.py).
+        """
+        caller = callers.current()
+        if caller is None:
+            return set()
+        return {name for name, needed in self.tool_scopes.items() if needed not in caller.policy}
 
     async def prompts(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         """Hides the prompts that ask for a tool this request's headers turn off; fetching one is an error.

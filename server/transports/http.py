@@ -16,12 +16,15 @@ from starlette.types import ASGIApp
 
 from server import __version__
 from server.app import create_app
-from server.clock import Clock
+from server.auth import modes
+from server.auth.reloading import reload_on_hangup
+from server.clock import Clock, SystemClock
 from server.config import Settings
-from server.observe.metrics import Metrics, content_type
+from server.observe.metrics import NO_METRICS, Metrics, content_type
 from server.runtime import Runtime, open_runtime
 from server.state.opening import health
 from server.transports.accept import LenientAccept
+from server.transports.identity import ScopeCheck, authenticate
 from server.transports.jsonrpc_guard import GuardedHTTP
 from server.transports.security import HTTPGuard, require_token_when_exposed
 from server.transports.sessions import evict_oldest_idle
@@ -33,8 +36,19 @@ _SDK_CHECKS_OFF = TransportSecuritySettings(enable_dns_rebinding_protection=Fals
 
 
 def build_http_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
-    """The whole HTTP server as one ASGI app: the guard, /healthz, and the transport's endpoints."""
-    require_token_when_exposed(settings.host, settings.http_token, settings.allowed_hosts)
+    """The whole HTTP server as one ASGI app: the guard, /healthz, and the transport's endpoints.
+
+    Raises:
+        ConfigurationError: the auth mode's settings do not fit (server/auth/modes.py), the team file is bad, or
+            the server would be reachable from other machines with no access token.
+    """
+    chosen = modes.mode(settings)
+    team = modes.open_team(settings, clock or SystemClock())
+    verifier = modes.verifier_for(settings, team)
+    if verifier is None:  # tokens and oauth modes refuse every request without a principal's token
+        require_token_when_exposed(settings.host, settings.http_token, settings.allowed_hosts)
+    if chosen == "none":
+        log.warning(modes.NONE_WARNING)
     runtime: list[Runtime] = []
     bus = None
     if settings.store == "redis" and settings.redis_url is not None:
@@ -42,7 +56,7 @@ def build_http_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp
 
         # Replicas on one Redis share change notices too: a listener here hears a snapshot made through another.
         bus = RedisBus(settings.redis_url.get_secret_value(), prefix=settings.redis_prefix)
-    mcp = create_app(settings, clock=clock, shared=lambda: runtime[0], bus=bus)
+    mcp = create_app(settings, clock=clock, shared=lambda: runtime[0], bus=bus, verifier=verifier)
     if bus is not None:
         bus.from_elsewhere(mcp.notices.heard_elsewhere, wanted=mcp.notices.announces)
     if settings.transport == "sse":
@@ -64,12 +78,16 @@ def build_http_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp
             transport_security=_SDK_CHECKS_OFF,
             host=settings.host,
         )
-        evict_oldest_idle(mcp.session_manager)
+        evict_oldest_idle(mcp.session_manager, per_principal=settings.max_sessions_per_principal)
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         # One runtime for the process: every session shares its token manager and gates.
-        async with open_runtime(settings, clock) as opened, bus.running() if bus else contextlib.nullcontext():
+        async with (
+            open_runtime(settings, clock) as opened,
+            bus.running() if bus else contextlib.nullcontext(),
+            reload_on_hangup(team),
+        ):
             runtime.append(opened)  # /healthz says ok from here: the bus hears the other replicas by now
             async with transport.router.lifespan_context(transport):
                 log.info("flashsnap-mcp %s serving %s on http://%s:%s", __version__, settings.transport,
@@ -110,11 +128,16 @@ def build_http_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp
     inner: ASGIApp = RequestBodyLimitMiddleware(app, settings.max_body_bytes)
     if settings.transport == "streamable-http":
         inner = LenientAccept(inner, path="/mcp")  # JSON-only, stream-only and Accept-less clients are answered
-    guarded = GuardedHTTP(
+    if verifier is not None:
+        # 403 for a call whose scope the principal lacks, counted in /metrics
+        inner = ScopeCheck(inner, mcp.tool_scopes, lambda: runtime[0].metrics if runtime else NO_METRICS)
+    guarded: ASGIApp = GuardedHTTP(
         inner,
         read_timeout_s=settings.http_read_timeout_s,
         max_body_bytes=settings.max_body_bytes,
     )
+    if verifier is not None:
+        guarded = authenticate(guarded, verifier)  # 401 without a principal's token, before the body is read
     return HTTPGuard(
         guarded,
         bind_host=settings.host,

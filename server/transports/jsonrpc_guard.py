@@ -31,6 +31,10 @@ _MAY_HOLD_SURROGATE = re.compile("[\ud800-\udfff]|\\\\u[dD][89abcdefABCDEF]")
 _TOP_LEVEL_ID = re.compile(r'\s*:\s*(-?\d{1,18}(?![\d.eE])|"(?:[^"\\]|\\.){0,200}")')
 
 
+# Set on the ASGI scope of a POST whose message may go on: (method, params.name, id); None for a reply. The scope
+# check reads it (server/transports/identity.py) instead of parsing the body a second time.
+RPC_CALL = "flashsnap.rpc_call"
+
 Verdict = list[dict[str, Any]] | None  # None: the message may go on; else the error answers to send (maybe none)
 
 
@@ -223,16 +227,26 @@ class GuardedHTTP:
             await late(scope, receive, send)
             return
         body = b"".join(chunks)
-        substitute = None
+        substitute = rpc = None
         try:
-            verdict, substitute = screen(body.decode("utf-8"))
+            verdict, rpc, substitute = _screen(body.decode("utf-8"))
         except UnicodeDecodeError:
             verdict = [_error(None, PARSE_ERROR, "Parse error: the body is not UTF-8.")]
         if verdict:
             answer = verdict[0] if len(verdict) == 1 else verdict
             await JSONResponse(answer, status_code=400)(scope, receive, send)
             return
-        await self.app(scope, replaying(substitute or body, receive), send)
+        scope[RPC_CALL] = _call_of(rpc)
+        replaced = json.dumps(substitute).encode() if substitute is not None else body
+        await self.app(scope, replaying(replaced, receive), send)
+
+
+def _call_of(message: JSONRPCMessage | None) -> tuple[str | None, object, object]:
+    """(method, params.name, id) of a request or notification; Nones for a reply or nothing."""
+    method = getattr(message, "method", None)
+    params = getattr(message, "params", None)
+    name = params.get("name") if isinstance(params, dict) else getattr(params, "name", None)
+    return (method if isinstance(method, str) else None), name, getattr(message, "id", None)
 
 
 def replaying(body: bytes, receive: Receive) -> Receive:

@@ -1,0 +1,44 @@
+"""What each principal did, as `flashsnap-mcp status` shows it: tool calls by outcome and the last one's time.
+
+One document per principal label (the team file's names, else "other": bounded), under `principal:<label>` in the
+shared store, so every process and replica adds to the same counts. This module owns the format.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from server.state.layout import PRINCIPALS, principal_key
+from server.state.store import Change, Doc, Store, StoreUnavailable
+
+KEPT_S = 30 * 86_400.0  # a principal unseen for 30 days drops out of the view
+MAX_OUTCOMES = 50  # error codes are a fixed set; a bound all the same
+
+
+async def record(store: Store, label: str, outcome: str, now: float) -> None:
+    """Count one tool call of `label` ended with `outcome` ("ok" or the error code); never fails the call."""
+
+    def add(doc: Doc | None) -> Change[None]:
+        calls = dict((doc or {}).get("calls") or {})
+        if outcome in calls or len(calls) < MAX_OUTCOMES:
+            calls[outcome] = int(calls.get(outcome, 0)) + 1
+        return Change(None, {"calls": calls, "last_call": now}, ttl_s=KEPT_S)
+
+    try:
+        await store.update(principal_key(label), add)
+    except StoreUnavailable:
+        return  # the counts are for people reading status; a call never fails for them
+
+
+def read(doc: Doc | None) -> dict[str, Any] | None:
+    """A principal's document as status shows it (None when absent or unreadable)."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("calls"), dict):
+        return None
+    calls = {str(k): v for k, v in doc["calls"].items() if isinstance(v, int) and v >= 0}
+    last = doc.get("last_call")
+    return {"calls": calls, "last_call": last if isinstance(last, int | float) else None}
+
+
+async def listed(store: Store) -> dict[str, dict[str, Any] | None]:
+    """Every principal's document, by label."""
+    return {key.removeprefix(PRINCIPALS): read(await store.get(key)) for key in await store.keys(PRINCIPALS)}
