@@ -15,6 +15,7 @@ from server.app import create_app
 from server.clock import FakeClock
 from server.config import Settings
 from server.sandbox import Emulator, EmulatorState
+from tests.authorization_server import AuthorizationServer
 
 # The tests of other features run without the question before a large generate or crystallize, so each proves
 # one thing; tests/test_consent.py proves the default (1,000 words) and every way of asking.
@@ -87,3 +88,10 @@ def connect(emulator: Emulator, clock: FakeClock) -> Connect:
 async def client(request: pytest.FixtureRequest, connect: Connect) -> AsyncIterator[Client]:
     async with connect(mode=request.param) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def authorization_server() -> Iterator[AuthorizationServer]:
+    """One real OAuth 2.1 authorization server (oidc-provider) for the whole test session."""
+    with AuthorizationServer() as server:
+        yield server

@@ -16,14 +16,16 @@ from starlette.types import ASGIApp
 
 from server import __version__
 from server.app import create_app
-from server.clock import Clock
+from server.auth.jwt import oauth_verifier
+from server.auth.resource import protected
+from server.clock import Clock, SystemClock
 from server.config import Settings
 from server.observe.metrics import Metrics, content_type
 from server.runtime import Runtime, open_runtime
 from server.state.opening import health
 from server.transports.accept import LenientAccept
 from server.transports.jsonrpc_guard import GuardedHTTP
-from server.transports.security import HTTPGuard, require_token_when_exposed
+from server.transports.security import OPEN_PATHS, HTTPGuard, require_token_when_exposed
 from server.transports.sessions import evict_oldest_idle
 
 log = logging.getLogger(__name__)
@@ -32,9 +34,20 @@ log = logging.getLogger(__name__)
 _SDK_CHECKS_OFF = TransportSecuritySettings(enable_dns_rebinding_protection=False)
 
 
+def with_oauth(app: ASGIApp, settings: Settings, clock: Clock) -> ASGIApp:
+    """`app` as an OAuth 2.1 resource server when FLASHSNAP_OAUTH_ISSUER is set: its metadata document, and a 401
+    before any body is read for a request without a good access token of that issuer. Else `app` itself."""
+    verifier = oauth_verifier(settings, clock)
+    if verifier is None or settings.oauth_issuer is None or settings.public_url is None:
+        return app
+    return protected(app, verifier, public_url=settings.public_url, issuer=settings.oauth_issuer,
+                     open_paths=OPEN_PATHS)  # fmt: skip
+
+
 def build_http_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
     """The whole HTTP server as one ASGI app: the guard, /healthz, and the transport's endpoints."""
-    require_token_when_exposed(settings.host, settings.http_token, settings.allowed_hosts)
+    if settings.oauth_issuer is None:  # with OAuth every request carries an access token instead
+        require_token_when_exposed(settings.host, settings.http_token, settings.allowed_hosts)
     runtime: list[Runtime] = []
     bus = None
     if settings.store == "redis" and settings.redis_url is not None:
@@ -116,7 +129,7 @@ def build_http_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp
         max_body_bytes=settings.max_body_bytes,
     )
     return HTTPGuard(
-        guarded,
+        with_oauth(guarded, settings, clock or SystemClock()),
         bind_host=settings.host,
         token=settings.http_token,
         allowed_origins=settings.allowed_origins,

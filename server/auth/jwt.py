@@ -1,0 +1,137 @@
+"""JWT access tokens (RFC 9068) checked against the issuer's keys: the SDK's `TokenVerifier` for OAuth mode."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import jwt
+from mcp.server.auth.provider import AccessToken
+
+from server.auth.issuer import Issuer
+from server.clock import Clock
+from server.config import Settings
+
+log = logging.getLogger(__name__)
+
+# Public-key signatures only: `none` and the HMAC family (`HS256` signed with the public key as the secret is the
+# classic confusion attack) never verify here, whatever the token's header says.
+ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"})
+# Clocks of the authorization server and this one disagree a little; more than this is a token out of its time.
+LEEWAY_S = 30.0
+# A bearer token longer than this is not an access token (headers are bounded well below, by the server).
+MAX_TOKEN_CHARS = 16_384
+_AT_JWT = ("at+jwt", "application/at+jwt")  # RFC 9068 §2.1
+_PLAIN_JWT = ("jwt", "application/jwt")
+
+
+class OAuthAccessToken(AccessToken):
+    """A verified access token: the SDK's fields, and the claims a team file matches on, read once.
+
+    `claims` holds the whole verified payload (the SDK reads `iss` there to bind a session to its principal).
+    """
+
+    issuer: str
+    groups: tuple[str, ...] = ()
+
+    @property
+    def principal(self) -> str:
+        """Who the token speaks for when no team entry names it: its issuer and subject (a `sub` is unique only
+        per issuer)."""
+        return f"{self.issuer} {self.subject}"
+
+
+class JWTVerifier:
+    """Accepts a JWT access token only if this issuer signed it for this audience, and it is in its time."""
+
+    def __init__(self, issuer: Issuer, *, audience: str, clock: Clock, groups_claim: str = "groups") -> None:
+        self._issuer = issuer
+        self._audience = audience
+        self._clock = clock
+        self._groups_claim = groups_claim
+
+    async def verify_token(self, token: str) -> OAuthAccessToken | None:
+        """The token's claims if it is good; None (the caller answers 401) for anything else, never an exception."""
+        if len(token) > MAX_TOKEN_CHARS:
+            return None
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            return None
+        alg, kid, typ = header.get("alg"), header.get("kid"), str(header.get("typ", "")).lower()
+        if alg not in ALGORITHMS or not isinstance(kid, str) or typ not in (*_AT_JWT, *_PLAIN_JWT, ""):
+            return None
+        key = await self._issuer.key(kid, alg)
+        if key is None:
+            return None
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                audience=self._audience,
+                issuer=self._issuer.issuer,
+                # Time is judged below, by the injected clock; these claims must be there to be judged.
+                options={"require": ["iss", "aud", "exp", "sub"], "verify_exp": False, "verify_nbf": False,
+                         "verify_iat": False},
+            )  # fmt: skip
+        except jwt.PyJWTError as exc:
+            log.debug("access token refused: %s", type(exc).__name__)
+            return None
+        if not self._in_time(claims) or not _is_access_token(typ, claims):
+            return None
+        return self._access_token(token, claims)
+
+    def _in_time(self, claims: dict[str, Any]) -> bool:
+        now = self._clock.now()
+        try:
+            expires = float(claims["exp"])
+            not_before = float(claims.get("nbf", claims.get("iat", now)))
+        except (TypeError, ValueError):
+            return False
+        return expires + LEEWAY_S > now >= not_before - LEEWAY_S
+
+    def _access_token(self, token: str, claims: dict[str, Any]) -> OAuthAccessToken | None:
+        subject, client = claims.get("sub"), claims.get("client_id", claims.get("azp"))
+        if not isinstance(subject, str) or not subject:
+            return None
+        groups = claims.get(self._groups_claim, ())
+        return OAuthAccessToken(
+            token=token,
+            client_id=client if isinstance(client, str) else subject,
+            scopes=scopes_of(claims),
+            expires_at=int(claims["exp"]),
+            resource=self._audience,
+            subject=subject,
+            claims=claims,
+            issuer=claims["iss"],
+            groups=tuple(g for g in groups if isinstance(g, str)) if isinstance(groups, list) else (),
+        )
+
+
+def scopes_of(claims: dict[str, Any]) -> list[str]:
+    """The token's scopes: RFC 9068's space-separated `scope`, else `scp` (Entra's string, Okta's list)."""
+    said = claims.get("scope", claims.get("scp"))
+    if isinstance(said, str):
+        return said.split()
+    if isinstance(said, list):
+        return [s for s in said if isinstance(s, str)]
+    return []
+
+
+def _is_access_token(typ: str, claims: dict[str, Any]) -> bool:
+    """RFC 9068's `at+jwt`; or a plain JWT as Keycloak and Entra issue, shaped like an access token: a client and
+    scopes, and no `nonce` (an ID token carries one; its `aud` is a client, too, which the audience check refuses)."""
+    if typ in _AT_JWT:
+        return True
+    has_client = isinstance(claims.get("client_id", claims.get("azp")), str)
+    has_scope = "scope" in claims or "scp" in claims
+    return has_client and has_scope and "nonce" not in claims
+
+
+def oauth_verifier(settings: Settings, clock: Clock) -> JWTVerifier | None:
+    """The verifier of the configured issuer's tokens, for our audience; None when OAuth is not configured."""
+    if settings.oauth_issuer is None or settings.audience is None:
+        return None
+    issuer = Issuer(settings.oauth_issuer, clock=clock)
+    return JWTVerifier(issuer, audience=settings.audience, clock=clock, groups_claim=settings.oauth_groups_claim)
