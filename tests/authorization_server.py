@@ -5,15 +5,28 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Self
 from urllib.parse import parse_qs, urljoin, urlsplit
 
 import httpx2
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthToken
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from server.clock import FakeClock
+from server.sandbox import EmulatorState
+from server.sandbox.loopback import LoopbackServer
+from server.sandbox.runner import Emulator, build_app
+from server.transports.http import build_http_app
 from tests.npm import NODE, NODE_DIR, node_modules
 
 CLIENT_SECRET = "a-client-secret-for-tests-only"
 SCOPES = "flashsnap:read flashsnap:write flashsnap:spend"
+INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}}  # fmt: skip
 
 
 class AuthorizationServer:
@@ -66,7 +79,7 @@ class Browser:
     def __init__(self, redirect_uri: str) -> None:
         self._redirect_uri = redirect_uri
         self.visits = 0
-        self.codes: list[tuple[str, str | None]] = []
+        self.codes: list[AuthorizationCodeResult] = []
 
     async def open(self, authorization_url: str) -> None:
         """Where the SDK's `redirect_handler` sends the user."""
@@ -77,13 +90,96 @@ class Browser:
                 if url.startswith(self._redirect_uri):
                     query = parse_qs(urlsplit(url).query)
                     assert "code" in query, query
-                    self.codes.append((query["code"][0], query.get("state", [None])[0]))
+                    said = {name: values[0] for name, values in query.items() if name in ("code", "state", "iss")}
+                    self.codes.append(AuthorizationCodeResult.model_validate(said))
                     return
                 answer = await http.get(url)
                 assert answer.is_redirect, (answer.status_code, answer.text[:500])
                 url = urljoin(url, answer.headers["location"])
         raise AssertionError("the authorization server never sent the browser back")
 
-    async def callback(self) -> tuple[str, str | None]:
-        """Where the SDK's `callback_handler` reads the code and state the redirect carried."""
+    async def callback(self) -> AuthorizationCodeResult:
+        """Where the SDK's `callback_handler` reads the code, state and issuer the redirect carried."""
         return self.codes.pop(0)
+
+
+class WatchedEmulator(Emulator):
+    """The emulator, noting every credential a request to it carried."""
+
+    def __init__(self, state: EmulatorState) -> None:
+        self.state = state
+        self.credentials: list[str] = []
+        LoopbackServer.__init__(self, self._watch(build_app(state)))
+
+    def _watch(self, app: ASGIApp) -> ASGIApp:
+        async def watched(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "http":
+                self.credentials += [v.decode() for k, v in scope["headers"] if k == b"authorization"]
+            await app(scope, receive, send)
+
+        return watched
+
+    def foreign_credentials(self) -> list[str]:
+        """Credentials the upstream saw that are not its own (the tokens it issued, the API keys it knows): any
+        would be a client's token passed through."""
+        own = {f"Bearer {token}" for token in self.state.issued} | {f"Bearer {key}" for key in self.state.api_keys}
+        return [seen for seen in self.credentials if seen not in own]
+
+
+@dataclass
+class Served:
+    """A flashsnap-mcp in OAuth mode over Streamable HTTP, its emulator, and the clock both keep."""
+
+    url: str  # FLASHSNAP_PUBLIC_URL: the /mcp endpoint
+    auth: AuthorizationServer
+    emulator: WatchedEmulator
+    clock: FakeClock
+
+    @property
+    def issuer(self) -> str:
+        return self.auth.issuer
+
+    def post(self, token: str | None, path: str = "/mcp") -> httpx2.Response:
+        """An `initialize` (the request every client starts with), with `token` as its bearer token."""
+        headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        return httpx2.post(self.url.removesuffix("/mcp") + path, json=INITIALIZE, headers=headers, timeout=30)
+
+
+@contextmanager
+def serving(auth: AuthorizationServer, *flags: str, stateless: bool = False) -> Iterator[Served]:
+    """A fresh emulator and server trusting `auth`, at a public URL on a loopback port."""
+    from tests.servers import free_port
+    from tests.transports import settings  # it imports the conftest, which imports this module
+
+    # The authorization server stamps tokens with the real time: this server's clock starts there and moves on
+    # only when a test moves it.
+    clock = FakeClock(start=time.time())
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/mcp"
+    with WatchedEmulator(EmulatorState(clock)) as emulator:
+        config = settings(emulator, *flags, transport="streamable-http", oauth_issuer=auth.issuer, public_url=url,
+                          http_stateless=stateless)  # fmt: skip
+        with LoopbackServer(build_http_app(config, clock=clock), port=port, lifespan="on"):
+            yield Served(url, auth, emulator, clock)
+
+
+class Memory:
+    """The SDK client's token storage, in memory: the test reads the token the client was issued."""
+
+    def __init__(self) -> None:
+        self.tokens: OAuthToken | None = None
+        self.client: OAuthClientInformationFull | None = None
+
+    async def get_tokens(self) -> OAuthToken | None:
+        return self.tokens
+
+    async def set_tokens(self, tokens: OAuthToken) -> None:
+        self.tokens = tokens
+
+    async def get_client_info(self) -> OAuthClientInformationFull | None:
+        return self.client
+
+    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
+        self.client = client_info

@@ -8,9 +8,8 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import httpx2
@@ -21,8 +20,6 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from mcp import Client
 from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuthProvider
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server.auth import scopes
 from server.auth.issuer import Issuer
@@ -30,89 +27,9 @@ from server.auth.jwt import LEEWAY_S, JWTVerifier
 from server.clock import FakeClock
 from server.config import Settings
 from server.errors import ConfigurationError
-from server.sandbox import EmulatorState
-from server.sandbox.loopback import LoopbackServer
-from server.sandbox.runner import Emulator, build_app
-from server.transports.http import build_http_app
-from tests.authorization_server import CLIENT_SECRET, AuthorizationServer
-from tests.servers import free_port
-from tests.transports import settings
+from tests.authorization_server import CLIENT_SECRET, INITIALIZE, AuthorizationServer, Memory, Served, serving
 
 MODES = ["auto", "legacy"]
-INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-    "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}}  # fmt: skip
-
-
-class WatchedEmulator(Emulator):
-    """The emulator, noting every credential a request to it carried."""
-
-    def __init__(self, state: EmulatorState) -> None:
-        self.state = state
-        self.credentials: list[str] = []
-        LoopbackServer.__init__(self, self._watch(build_app(state)))
-
-    def _watch(self, app: ASGIApp) -> ASGIApp:
-        async def watched(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] == "http":
-                self.credentials += [v.decode() for k, v in scope["headers"] if k == b"authorization"]
-            await app(scope, receive, send)
-
-        return watched
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    # The authorization server stamps tokens with the real time; this server's clock starts there and moves on
-    # only when a test moves it.
-    return FakeClock(start=time.time())
-
-
-@pytest.fixture
-def emulator(state: EmulatorState) -> Iterator[WatchedEmulator]:
-    with WatchedEmulator(state) as emulator:
-        yield emulator
-
-
-@dataclass
-class Served:
-    url: str  # FLASHSNAP_PUBLIC_URL: the /mcp endpoint
-    issuer: str
-    auth: AuthorizationServer
-
-    def post(self, token: str | None, path: str = "/mcp") -> httpx2.Response:
-        headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
-        return httpx2.post(self.url.removesuffix("/mcp") + path, json=INITIALIZE, headers=headers, timeout=30)
-
-
-@pytest.fixture
-def served(authorization_server: AuthorizationServer, emulator: WatchedEmulator, clock: FakeClock) -> Iterator[Served]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/mcp"
-    config = settings(emulator, transport="streamable-http", oauth_issuer=authorization_server.issuer, public_url=url)
-    with LoopbackServer(build_http_app(config, clock=clock), port=port, lifespan="on"):
-        yield Served(url, authorization_server.issuer, authorization_server)
-
-
-class Memory:
-    """The SDK client's token storage, in memory: the test reads the token the client was issued."""
-
-    def __init__(self) -> None:
-        self.tokens: OAuthToken | None = None
-        self.client: OAuthClientInformationFull | None = None
-
-    async def get_tokens(self) -> OAuthToken | None:
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.tokens = tokens
-
-    async def get_client_info(self) -> OAuthClientInformationFull | None:
-        return self.client
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client = client_info
 
 
 @asynccontextmanager
@@ -151,22 +68,26 @@ def test_the_metadata_names_the_public_url_the_issuer_and_every_scope(served: Se
 # --- a real client, a real token: the call goes through -----------------------------------------------------
 
 
+@pytest.mark.parametrize("stateless", [False, True], ids=["stateful", "stateless"])
 @pytest.mark.parametrize("mode", MODES)
-async def test_a_client_credentials_client_calls_a_tool(served: Served, emulator: WatchedEmulator, mode: str) -> None:
+async def test_a_client_credentials_client_calls_a_tool(
+    authorization_server: AuthorizationServer, mode: str, stateless: bool
+) -> None:
     storage = Memory()
-    provider = ClientCredentialsOAuthProvider(
-        served.url, storage, "machine", CLIENT_SECRET, scope="flashsnap:read flashsnap:spend", issuer=served.issuer
-    )
-    async with oauth_client(served.url, provider, mode) as client:
-        result = await client.call_tool("generate", {"model": "gpt-4.1-mini", "prompt": "Hello", "max_tokens": 50})
+    with serving(authorization_server, stateless=stateless) as served:
+        provider = ClientCredentialsOAuthProvider(
+            served.url, storage, "machine", CLIENT_SECRET, scope="flashsnap:read flashsnap:spend", issuer=served.issuer
+        )
+        async with oauth_client(served.url, provider, mode) as client:
+            result = await client.call_tool("generate", {"model": "gpt-4.1-mini", "prompt": "Hi", "max_tokens": 50})
     assert result.is_error is False, result
-    assert emulator.state.count("chat") == 1
+    assert served.emulator.state.count("chat") == 1
     assert storage.tokens is not None
     issued = jwt.decode(storage.tokens.access_token, options={"verify_signature": False})
     assert issued["aud"] == served.url  # the SDK named this server as the resource (RFC 8707)
     # The client's token stops here: the upstream saw only this server's own credentials.
-    assert emulator.credentials
-    assert not any(storage.tokens.access_token in seen for seen in emulator.credentials)
+    assert served.emulator.credentials
+    assert served.emulator.foreign_credentials() == []
 
 
 def test_accepted_token_shapes(served: Served) -> None:
@@ -253,12 +174,12 @@ CASES: dict[str, Callable[[Served], str]] = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_every_bad_token_is_refused(served: Served, emulator: WatchedEmulator, case: str) -> None:
+def test_every_bad_token_is_refused(served: Served, case: str) -> None:
     answer = served.post(CASES[case](served))
     assert answer.status_code == 401, answer.text
     assert answer.headers["www-authenticate"].startswith('Bearer error="invalid_token", resource_metadata="')
     assert answer.json()["error"] == "invalid_token"
-    assert sum(emulator.state.requests.values()) == 0
+    assert sum(served.emulator.state.requests.values()) == 0
 
 
 @pytest.mark.parametrize(
@@ -268,10 +189,10 @@ def test_every_bad_token_is_refused(served: Served, emulator: WatchedEmulator, c
         ("not yet valid", -(LEEWAY_S + 5)),  # issued "later" than this server's now
     ],
 )
-def test_a_token_out_of_its_time_is_refused(served: Served, clock: FakeClock, case: str, shift: float) -> None:
+def test_a_token_out_of_its_time_is_refused(served: Served, case: str, shift: float) -> None:
     token = _good(served)
     assert served.post(token).status_code == 200  # the same token, in its time
-    clock.advance(shift)
+    served.clock.advance(shift)
     answer = served.post(token)
     assert answer.status_code == 401, case
 
@@ -280,16 +201,18 @@ def test_a_token_out_of_its_time_is_refused(served: Served, clock: FakeClock, ca
 
 
 async def test_unknown_kids_refetch_the_keys_at_most_once_per_cooldown(
-    authorization_server: AuthorizationServer, clock: FakeClock
+    authorization_server: AuthorizationServer,
 ) -> None:
+    auth = authorization_server
+    clock = FakeClock(start=time.time())  # the authorization server's tokens carry the real time
     resource = "http://127.0.0.1:9/mcp"
-    issuer = Issuer(authorization_server.issuer, clock=clock, refresh_cooldown_s=60)
+    issuer = Issuer(auth.issuer, clock=clock, refresh_cooldown_s=60)
     verifier = JWTVerifier(issuer, audience=resource, clock=clock)
-    good = authorization_server.token("machine", resource)
+    good = auth.token("machine", resource)
     accepted = await verifier.verify_token(good)
     assert accepted is not None
     assert accepted.subject == "machine"
-    assert accepted.issuer == authorization_server.issuer
+    assert accepted.issuer == auth.issuer
     assert issuer.fetches == 1
     header, payload = _parts(good)
     forged = [_forged({**header, "kid": f"new-{n}"}, payload, lambda _: b"sig") for n in range(3)]

@@ -1,0 +1,75 @@
+"""OAuth clients as users run them, end to end against a real authorization server: the Python SDK's browser flow
+(authorization code with PKCE, the client registering itself) and `mcp-remote` as a desktop host's stdio bridge."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jwt
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.client.auth import OAuthClientProvider
+from mcp.shared.auth import OAuthClientMetadata
+from pydantic import AnyUrl
+
+from tests.authorization_server import CLIENT_SECRET, SCOPES, Browser, Memory, Served
+from tests.npm import MODULES, NODE
+from tests.test_oauth import MODES, oauth_client
+from tests.test_stdio import params
+
+GENERATE = {"model": "gpt-4.1-mini", "prompt": "Hello", "max_tokens": 50}
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_person_signs_in_through_the_browser_and_calls_a_tool(served: Served, mode: str) -> None:
+    redirect = "http://127.0.0.1:1/callback"  # the browser stops there: nothing needs to listen
+    browser, storage = Browser(redirect), Memory()
+    provider = OAuthClientProvider(
+        served.url,
+        OAuthClientMetadata(
+            client_name="flashsnap test client",
+            redirect_uris=[AnyUrl(redirect)],
+            grant_types=["authorization_code", "refresh_token"],
+            token_endpoint_auth_method="none",
+            scope=SCOPES,
+        ),
+        storage,
+        redirect_handler=browser.open,
+        callback_handler=browser.callback,
+    )
+    async with oauth_client(served.url, provider, mode) as client:
+        listed = await client.list_tools()
+        result = await client.call_tool("generate", GENERATE)
+    assert "generate" in {tool.name for tool in listed.tools}
+    assert result.is_error is False, result
+    assert browser.visits == 1  # one sign-in for the whole session
+    assert served.emulator.state.count("chat") == 1
+    assert storage.tokens is not None
+    assert storage.client is not None  # it registered itself (RFC 7591), as MCP clients do
+    claims = jwt.decode(storage.tokens.access_token, options={"verify_signature": False})
+    assert (claims["sub"], claims["aud"], claims["client_id"]) == ("alice", served.url, storage.client.client_id)
+    assert set(claims["scope"].split()) == set(SCOPES.split())
+    assert served.emulator.foreign_credentials() == []
+
+
+async def test_mcp_remote_bridges_a_desktop_host_with_client_credentials(served: Served, tmp_path: Path) -> None:
+    """`mcp-remote URL --client-credentials`, as a stdio server: the way hosts without remote OAuth connect."""
+    proxy = MODULES / "mcp-remote" / "dist" / "proxy.js"
+    client_info = json.dumps({"client_id": "machine", "client_secret": "${FLASHSNAP_TEST_SECRET}"})
+    env = {
+        **(params().env or {}),
+        "MCP_REMOTE_CONFIG_DIR": str(tmp_path / "mcp-auth"),
+        "FLASHSNAP_TEST_SECRET": CLIENT_SECRET,
+    }
+    bridge = StdioServerParameters(
+        command=str(NODE),
+        args=[str(proxy), served.url, "--client-credentials", "--static-oauth-client-info", client_info],
+        env=env,
+    )
+    async with Client(bridge, mode="legacy") as client:
+        result = await client.call_tool("generate", GENERATE)
+    assert result.is_error is False, result
+    assert served.emulator.state.count("chat") == 1
+    assert served.emulator.credentials
+    assert served.emulator.foreign_credentials() == []
