@@ -3,7 +3,10 @@ and the scripted browser that logs in and consents on it."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import secrets
 import subprocess
 import time
 from collections.abc import Iterator
@@ -69,6 +72,32 @@ class AuthorizationServer:
         assert answer.status_code == 200, answer.text
         token: str = answer.json()["access_token"]
         return token
+
+    def id_token(self) -> str:
+        """An OpenID Connect ID token of the scripted user, from a code flow run here by hand: a public client
+        registers itself, the browser signs in, the code (with its PKCE verifier) buys the tokens."""
+        redirect = "http://127.0.0.1:1/callback"
+        with httpx2.Client(timeout=30) as http:
+            public = {"redirect_uris": [redirect], "token_endpoint_auth_method": "none"}
+            registered = http.post(f"{self.issuer}/reg", json={**public, "grant_types": ["authorization_code"]})
+            assert registered.status_code == 201, registered.text
+            client_id = registered.json()["client_id"]
+            verifier = secrets.token_urlsafe(48)
+            challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+            query = {"client_id": client_id, "response_type": "code", "scope": "openid", "redirect_uri": redirect,
+                     "code_challenge": challenge, "code_challenge_method": "S256", "nonce": "n-0S6_WzA2Mj"}  # fmt: skip
+            location = str(httpx2.URL(f"{self.issuer}/auth", params=query))
+            for _ in range(20):
+                if location.startswith(redirect):
+                    break
+                location = urljoin(location, http.get(location).headers["location"])
+            code = parse_qs(urlsplit(location).query)["code"][0]
+            exchange = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect}
+            tokens = http.post(f"{self.issuer}/token", data={**exchange, "client_id": client_id,
+                               "code_verifier": verifier})  # fmt: skip
+        assert tokens.status_code == 200, tokens.text
+        id_token: str = tokens.json()["id_token"]
+        return id_token
 
 
 class Browser:
@@ -148,7 +177,9 @@ class Served:
 
 
 @contextmanager
-def serving(auth: AuthorizationServer, *flags: str, stateless: bool = False) -> Iterator[Served]:
+def serving(
+    auth: AuthorizationServer, *flags: str, stateless: bool = False, transport: str = "streamable-http"
+) -> Iterator[Served]:
     """A fresh emulator and server trusting `auth`, at a public URL on a loopback port."""
     from tests.servers import free_port
     from tests.transports import settings  # it imports the conftest, which imports this module
@@ -159,7 +190,7 @@ def serving(auth: AuthorizationServer, *flags: str, stateless: bool = False) -> 
     port = free_port()
     url = f"http://127.0.0.1:{port}/mcp"
     with WatchedEmulator(EmulatorState(clock)) as emulator:
-        config = settings(emulator, *flags, transport="streamable-http", oauth_issuer=auth.issuer, public_url=url,
+        config = settings(emulator, *flags, transport=transport, oauth_issuer=auth.issuer, public_url=url,
                           http_stateless=stateless)  # fmt: skip
         with LoopbackServer(build_http_app(config, clock=clock), port=port, lifespan="on"):
             yield Served(url, auth, emulator, clock)

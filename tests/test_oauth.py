@@ -27,7 +27,10 @@ from server.auth.jwt import LEEWAY_S, JWTVerifier
 from server.clock import FakeClock
 from server.config import Settings
 from server.errors import ConfigurationError
+from server.sandbox import Emulator
+from server.transports.http import build_http_app
 from tests.authorization_server import CLIENT_SECRET, INITIALIZE, AuthorizationServer, Memory, Served, serving
+from tests.transports import settings
 
 MODES = ["auto", "legacy"]
 
@@ -52,6 +55,29 @@ def test_a_request_without_a_token_is_told_where_to_get_one(served: Served, path
     assert 'scope="flashsnap:read flashsnap:write flashsnap:spend"' in challenge
     assert "error=" not in challenge  # no token sent: no error code (RFC 6750 §3.1)
     assert httpx2.get(served.url.removesuffix("/mcp") + "/healthz", timeout=10).status_code == 200
+
+
+def test_the_sse_transport_asks_for_a_token_too(authorization_server: AuthorizationServer) -> None:
+    with serving(authorization_server, transport="sse") as served:
+        base = served.url.removesuffix("/mcp")
+        refused = httpx2.get(f"{base}/sse", timeout=10)
+        assert refused.status_code == 401
+        assert "resource_metadata=" in refused.headers["www-authenticate"]
+        token = served.auth.token("machine", served.url)
+        headers = {"Authorization": f"Bearer {token}"}
+        with httpx2.stream("GET", f"{base}/sse", headers=headers, timeout=10) as stream:
+            assert stream.status_code == 200
+
+
+def test_oauth_stands_in_for_the_static_token_off_loopback(authorization_server: AuthorizationServer) -> None:
+    """Off loopback (here a documentation address, never bound) the server refuses to start without a credential
+    every request must carry: an access token of the issuer is one."""
+    with Emulator() as emulator:
+        exposed = settings(emulator, transport="streamable-http", host="192.0.2.10")
+        with pytest.raises(ConfigurationError, match="FLASHSNAP_HTTP_TOKEN"):
+            build_http_app(exposed)
+        oauth = {"oauth_issuer": authorization_server.issuer, "public_url": "https://mcp.example.com/mcp"}
+        build_http_app(settings(emulator, transport="streamable-http", host="192.0.2.10", **oauth))
 
 
 def test_the_metadata_names_the_public_url_the_issuer_and_every_scope(served: Served) -> None:
@@ -168,6 +194,7 @@ CASES: dict[str, Callable[[Served], str]] = {
     "a changed claim": _tampered,
     "for another resource": lambda s: s.auth.token("machine", "http://127.0.0.1:1/another-mcp"),
     "of another issuer": lambda s: s.auth.token("other-issuer", s.url),
+    "an ID token": lambda s: s.auth.id_token(),
     "an ID token's shape (nonce)": lambda s: s.auth.token("plain-jwt-nonce", s.url),
     "a plain JWT without client_id": lambda s: s.auth.token("plain-jwt-no-client", s.url),
 }
