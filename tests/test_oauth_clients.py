@@ -14,7 +14,7 @@ from mcp.shared.auth import OAuthClientMetadata
 from pydantic import AnyUrl
 
 from tests.authorization_server import CLIENT_SECRET, SCOPES, Browser, Memory, Served
-from tests.npm import MODULES, NODE
+from tests.npm import MODULES, NODE, NODE_DIR
 from tests.test_oauth import MODES, oauth_client
 from tests.test_stdio import params
 
@@ -73,3 +73,10 @@ async def test_mcp_remote_bridges_a_desktop_host_with_client_credentials(served:
     assert served.emulator.state.count("chat") == 1
     assert served.emulator.credentials
     assert served.emulator.foreign_credentials() == []
+
+
+def test_the_readme_names_the_versions_the_tests_pin() -> None:
+    pinned = json.loads((NODE_DIR / "package.json").read_text())["dependencies"]
+    readme = (NODE_DIR.parent.parent / "README.md").read_text()
+    assert f"`oidc-provider` {pinned['oidc-provider']}" in readme
+    assert f"`mcp-remote` {pinned['mcp-remote']}" in readme
