@@ -21,7 +21,7 @@ from mcp import Client
 from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuthProvider
 from mcp.client.streamable_http import streamable_http_client
 
-from server.auth import scopes
+from server.auth import resource, scopes
 from server.auth.issuer import Issuer
 from server.auth.jwt import LEEWAY_S, JWTVerifier
 from server.clock import FakeClock
@@ -55,6 +55,22 @@ def test_a_request_without_a_token_is_told_where_to_get_one(served: Served, path
     assert 'scope="flashsnap:read flashsnap:write flashsnap:spend"' in challenge
     assert "error=" not in challenge  # no token sent: no error code (RFC 6750 §3.1)
     assert httpx2.get(served.url.removesuffix("/mcp") + "/healthz", timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("public_url", "document"),
+    [
+        ("https://mcp.example.com/mcp", "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"),
+        ("https://mcp.example.com", "https://mcp.example.com/.well-known/oauth-protected-resource"),
+        ("https://mcp.example.com/", "https://mcp.example.com/.well-known/oauth-protected-resource"),
+        ("https://example.com/team/mcp/", "https://example.com/.well-known/oauth-protected-resource/team/mcp"),
+        ("https://example.com:8443/mcp", "https://example.com:8443/.well-known/oauth-protected-resource/mcp"),
+    ],
+)
+def test_the_metadata_lives_where_rfc_9728_puts_it(public_url: str, document: str) -> None:
+    """The well-known name goes between the host and the resource's path (RFC 9728 §3.1)."""
+    assert resource.metadata_url(public_url) == document
+    assert f'resource_metadata="{document}"' in resource.challenge(public_url)
 
 
 def test_the_sse_transport_asks_for_a_token_too(authorization_server: AuthorizationServer) -> None:
@@ -188,6 +204,9 @@ CASES: dict[str, Callable[[Served], str]] = {
     "not base64": lambda s: "e30.***.e30",
     "too long": lambda s: "x" * 20_000,
     "alg none": _alg_none,
+    "alg as a list": lambda s: _forged({"alg": ["RS256"], "kid": "k"}, {}, lambda _: b"sig"),
+    "header not an object": lambda s: f"{_b64(b'[1]')}.{_b64(b'{}')}.{_b64(b'sig')}",
+    "typ as an object": lambda s: _forged({"alg": "RS256", "kid": "k", "typ": {}}, {}, lambda _: b"sig"),
     "HS256 signed with the public key": _hs256_with_the_public_key,
     "another key under the issuer's kid": lambda s: _attacker_key(s, None),
     "unknown kid after a refresh": lambda s: _attacker_key(s, "attacker-key"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import jwt
@@ -52,18 +53,27 @@ class JWTVerifier:
 
     async def verify_token(self, token: str) -> OAuthAccessToken | None:
         """The token's claims if it is good; None (the caller answers 401) for anything else, never an exception."""
-        if len(token) > MAX_TOKEN_CHARS:
+        try:
+            return await self._verify(token)
+        except Exception as exc:  # a token no check foresaw must still be a 401, never a 500 for everyone
+            log.warning("access token refused: unexpected %s", type(exc).__name__)
             return None
+
+    async def _verify(self, token: str) -> OAuthAccessToken | None:
+        if len(token) > MAX_TOKEN_CHARS:
+            return _refused("longer than any access token")
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
-            return None
-        alg, kid, typ = header.get("alg"), header.get("kid"), str(header.get("typ", "")).lower()
-        if alg not in ALGORITHMS or not isinstance(kid, str) or typ not in (*_AT_JWT, *_PLAIN_JWT, ""):
-            return None
+            return _refused("not a JWT")
+        alg, kid, typ = header.get("alg"), header.get("kid"), header.get("typ", "")
+        if not isinstance(alg, str) or alg not in ALGORITHMS:
+            return _refused("not signed with a public-key algorithm")
+        if not isinstance(kid, str) or not isinstance(typ, str) or typ.lower() not in (*_AT_JWT, *_PLAIN_JWT, ""):
+            return _refused("no key id, or the type of another kind of JWT")
         key = await self._issuer.key(kid, alg)
         if key is None:
-            return None
+            return _refused("signed with a key the issuer does not publish")
         try:
             claims = jwt.decode(
                 token,
@@ -76,10 +86,11 @@ class JWTVerifier:
                          "verify_iat": False},
             )  # fmt: skip
         except jwt.PyJWTError as exc:
-            log.debug("access token refused: %s", type(exc).__name__)
-            return None
-        if not self._in_time(claims) or not _is_access_token(typ, claims):
-            return None
+            return _refused(type(exc).__name__)  # a bad signature, another issuer or audience, a claim missing
+        if not self._in_time(claims):
+            return _refused("expired, or not valid yet")
+        if not _is_access_token(typ.lower(), claims):
+            return _refused("not shaped like an access token (an ID token?)")
         return self._access_token(token, claims)
 
     def _in_time(self, claims: dict[str, Any]) -> bool:
@@ -89,12 +100,14 @@ class JWTVerifier:
             not_before = float(claims.get("nbf", claims.get("iat", now)))
         except (TypeError, ValueError):
             return False
+        if not (math.isfinite(expires) and math.isfinite(not_before)):
+            return False
         return expires + LEEWAY_S > now >= not_before - LEEWAY_S
 
     def _access_token(self, token: str, claims: dict[str, Any]) -> OAuthAccessToken | None:
         subject, client = claims.get("sub"), claims.get("client_id", claims.get("azp"))
         if not isinstance(subject, str) or not subject:
-            return None
+            return _refused("no subject")
         groups = claims.get(self._groups_claim, ())
         return OAuthAccessToken(
             token=token,
@@ -107,6 +120,12 @@ class JWTVerifier:
             issuer=claims["iss"],
             groups=tuple(g for g in groups if isinstance(g, str)) if isinstance(groups, list) else (),
         )
+
+
+def _refused(reason: str) -> OAuthAccessToken | None:
+    """None, the answer to a bad token, with the reason in the debug log (never the token: it is a credential)."""
+    log.debug("access token refused: %s", reason)
+    return None
 
 
 def scopes_of(claims: dict[str, Any]) -> list[str]:
