@@ -40,6 +40,7 @@ def with_oauth(app: ASGIApp, settings: Settings, clock: Clock) -> ASGIApp:
     verifier = oauth_verifier(settings, clock)
     if verifier is None or settings.oauth_issuer is None or settings.public_url is None:
         return app
+    log.info("OAuth 2.1: accepting access tokens of %s for %s", settings.oauth_issuer, settings.audience)
     return protected(app, verifier, public_url=settings.public_url, issuer=settings.oauth_issuer,
                      open_paths=OPEN_PATHS)  # fmt: skip
 
