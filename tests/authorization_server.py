@@ -7,6 +7,7 @@ import base64
 import hashlib
 import json
 import secrets
+import select
 import subprocess
 import time
 from collections.abc import Iterator
@@ -45,8 +46,12 @@ class AuthorizationServer:
             cwd=NODE_DIR,
         )
         assert self._process.stdout is not None
-        line = self._process.stdout.readline()  # it prints its issuer once it listens
-        assert line, "the authorization server did not start"
+        # It prints its issuer once it listens (about a second); a start that hangs fails here, not the suite.
+        ready, _, _ = select.select([self._process.stdout], [], [], 60)
+        line = self._process.stdout.readline() if ready else b""
+        if not line:
+            self.__exit__()
+            raise AssertionError("the authorization server (tests/node/authorization_server.mjs) did not start")
         self.issuer: str = json.loads(line)["issuer"]
 
     def __enter__(self) -> Self:
