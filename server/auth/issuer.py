@@ -39,11 +39,12 @@ def metadata_urls(issuer: str) -> list[str]:
     def at(well_known: str) -> str:
         return urlunsplit((parts.scheme, parts.netloc, well_known, "", ""))
 
-    return [
+    urls = [
         at(f"/.well-known/oauth-authorization-server{path}"),
         at(f"{path}/.well-known/openid-configuration"),
         at(f"/.well-known/openid-configuration{path}"),
     ]
+    return list(dict.fromkeys(urls))  # an issuer without a path has two, not three
 
 
 class Issuer:
@@ -117,10 +118,12 @@ class Issuer:
         self._prepared_keys = {}
 
     async def _discover(self) -> str:
+        tried = []
         for url in metadata_urls(self.issuer):
             try:
                 metadata = await self._get_json(url)
-            except IssuerUnreachable:
+            except IssuerUnreachable as exc:
+                tried.append(str(exc))
                 continue
             # RFC 8414 §3.3: the document must name the very issuer asked about, or it is not that server's.
             if metadata.get("issuer") != self.issuer:
@@ -129,19 +132,16 @@ class Issuer:
             if not isinstance(jwks_uri, str) or urlsplit(jwks_uri).scheme not in ("http", "https"):
                 raise IssuerUnreachable(f"{url} names no jwks_uri")
             return jwks_uri
-        raise IssuerUnreachable("no authorization server metadata at " + ", ".join(metadata_urls(self.issuer)))
+        raise IssuerUnreachable("no authorization server metadata: " + "; ".join(tried))
 
     async def _get_json(self, url: str) -> dict[str, Any]:
         client = self._http or httpx2.AsyncClient(timeout=FETCH_TIMEOUT_S, follow_redirects=False, verify=tls_context())
         try:
-            async with client.stream("GET", url, headers={"Accept": "application/json"}) as response:
-                if response.status_code != 200:
-                    raise IssuerUnreachable(f"{url} answered HTTP {response.status_code}")
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > MAX_DOCUMENT_BYTES:
-                        raise IssuerUnreachable(f"{url} answered more than {MAX_DOCUMENT_BYTES} bytes")
+            # Each read within FETCH_TIMEOUT_S, and the whole answer too: a server dripping bytes holds no one long.
+            with anyio.fail_after(FETCH_TIMEOUT_S):
+                body = await self._read(client, url)
+        except TimeoutError:
+            raise IssuerUnreachable(f"{url} took longer than {FETCH_TIMEOUT_S:.0f} s") from None
         except httpx2.HTTPError as exc:
             raise IssuerUnreachable(f"{url}: {type(exc).__name__}") from None
         finally:
@@ -154,6 +154,18 @@ class Issuer:
         if not isinstance(document, dict):
             raise IssuerUnreachable(f"{url} answered no JSON object")
         return document
+
+    @staticmethod
+    async def _read(client: httpx2.AsyncClient, url: str) -> bytes:
+        async with client.stream("GET", url, headers={"Accept": "application/json"}) as response:
+            if response.status_code != 200:
+                raise IssuerUnreachable(f"{url} answered HTTP {response.status_code}")
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > MAX_DOCUMENT_BYTES:
+                    raise IssuerUnreachable(f"{url} answered more than {MAX_DOCUMENT_BYTES} bytes")
+            return bytes(body)
 
 
 def _signing_keys(keys: list[Any]) -> dict[str, dict[str, Any]]:
