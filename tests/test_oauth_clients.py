@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
+import anyio
 import jwt
 import pytest
 from mcp import Client, StdioServerParameters
@@ -15,6 +17,7 @@ from pydantic import AnyUrl
 
 from tests.authorization_server import CLIENT_SECRET, SCOPES, Browser, Memory, Served
 from tests.npm import MODULES, NODE, NODE_DIR
+from tests.servers import free_port
 from tests.test_oauth import MODES, oauth_client
 from tests.test_stdio import params
 
@@ -53,26 +56,41 @@ async def test_a_person_signs_in_through_the_browser_and_calls_a_tool(served: Se
     assert served.emulator.foreign_credentials() == []
 
 
-async def test_mcp_remote_bridges_a_desktop_host_with_client_credentials(served: Served, tmp_path: Path) -> None:
-    """`mcp-remote URL --client-credentials`, as a stdio server: the way hosts without remote OAuth connect."""
+# The browser mcp-remote opens (its opener honours $BROWSER): follows the sign-in through to mcp-remote's callback.
+BROWSER = """#!/bin/sh
+echo "$1" >> "$0.visits"
+exec {python} -c 'import sys, httpx2; httpx2.Client(follow_redirects=True, timeout=30).get(sys.argv[1])' "$1"
+"""
+
+
+@pytest.mark.parametrize("flow", ["client credentials", "browser"])
+async def test_mcp_remote_bridges_a_stdio_host(served: Served, tmp_path: Path, flow: str) -> None:
+    """`mcp-remote URL` as a stdio server, the way hosts without remote OAuth connect: a job with client credentials,
+    or a person signing in through the browser it opens."""
     proxy = MODULES / "mcp-remote" / "dist" / "proxy.js"
-    client_info = json.dumps({"client_id": "machine", "client_secret": "${FLASHSNAP_TEST_SECRET}"})
-    env = {
-        **(params().env or {}),
-        "MCP_REMOTE_CONFIG_DIR": str(tmp_path / "mcp-auth"),
-        "FLASHSNAP_TEST_SECRET": CLIENT_SECRET,
-    }
-    bridge = StdioServerParameters(
-        command=str(NODE),
-        args=[str(proxy), served.url, "--client-credentials", "--static-oauth-client-info", client_info],
-        env=env,
-    )
-    async with Client(bridge, mode="legacy") as client:
-        result = await client.call_tool("generate", GENERATE)
+    env = {**(params().env or {}), "MCP_REMOTE_CONFIG_DIR": str(tmp_path / "mcp-auth")}
+    if flow == "client credentials":
+        client_info = json.dumps({"client_id": "machine", "client_secret": "${FLASHSNAP_TEST_SECRET}"})
+        args = [served.url, "--client-credentials", "--static-oauth-client-info", client_info]
+        env["FLASHSNAP_TEST_SECRET"] = CLIENT_SECRET
+    else:
+        browser = tmp_path / "browser"
+        browser.write_text(BROWSER.format(python=sys.executable))
+        browser.chmod(0o755)
+        args = [served.url, str(free_port())]  # its callback listens there
+        env |= {"BROWSER": str(browser), "DISPLAY": "", "WAYLAND_DISPLAY": ""}
+    bridge = StdioServerParameters(command=str(NODE), args=[str(proxy), *args], env=env)
+    with anyio.fail_after(120):
+        async with Client(bridge, mode="legacy") as client:
+            result = await client.call_tool("generate", GENERATE)
     assert result.is_error is False, result
     assert served.emulator.state.count("chat") == 1
     assert served.emulator.credentials
     assert served.emulator.foreign_credentials() == []
+    if flow == "browser":  # one sign-in, at this server's authorization server
+        visits = (tmp_path / "browser.visits").read_text().splitlines()
+        assert len(visits) == 1
+        assert visits[0].startswith(f"{served.issuer}/auth?")
 
 
 def test_the_readme_names_the_versions_the_tests_pin() -> None:
