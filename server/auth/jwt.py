@@ -113,7 +113,9 @@ class JWTVerifier:
             token=token,
             client_id=client if isinstance(client, str) else subject,
             scopes=scopes_of(claims),
-            expires_at=int(claims["exp"]),
+            # The SDK's bearer backend refuses a token past `expires_at` by the wall clock, without leeway: the same
+            # leeway as here, so the two agree on when a token expires.
+            expires_at=int(float(claims["exp"]) + LEEWAY_S),
             resource=self._audience,
             subject=subject,
             claims=claims,
