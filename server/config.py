@@ -203,6 +203,13 @@ class Settings(BaseModel):
             "secret (32+ chars) sealing questions between rounds; replicas share it (default: from the credentials)"
         ),
     )
+    # None: the public URL, the RFC 8707 resource a client names when it asks the authorization server for a token
+    oauth_audience: str | None = Field(
+        default=None, description="the `aud` an access token must carry (default: FLASHSNAP_PUBLIC_URL)"
+    )
+    oauth_groups_claim: str = Field(
+        default="groups", min_length=1, max_length=200, description="the access token claim that lists its groups"
+    )
     sandbox: bool = False
 
     @field_validator("tools", "exclude_tools", "toolsets", mode="before")
@@ -248,9 +255,16 @@ class Settings(BaseModel):
 
     @field_validator("oauth_issuer", "public_url")
     @classmethod
-    def _check_http_url(cls, url: str | None) -> str | None:
-        if url is not None and not (url.startswith(("http://", "https://")) and urlsplit(url).hostname):
-            raise ValueError("must be an http:// or https:// URL")
+    def _check_public_urls(cls, url: str | None) -> str | None:
+        # Both are compared character for character (RFC 8414 §3.3, RFC 9728 §3.3): kept as written. The audience
+        # is not checked: it may be a plain identifier (Entra's client id, an api:// name).
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.fragment or parts.query:
+            raise ValueError("must be an http:// or https:// URL without a query or fragment")
+        if parts.scheme == "http" and not _loopback_name(parts.hostname):
+            raise ValueError("must be https:// (http:// is for a loopback address alone)")
         return url
 
     @field_validator("neuroflash_chat_path")
@@ -311,6 +325,11 @@ class Settings(BaseModel):
             raise ConfigurationError("invalid configuration: " + "; ".join(problems)) from None
 
     @property
+    def audience(self) -> str | None:
+        """The `aud` an access token must carry: as set, else the public URL (RFC 8707)."""
+        return self.oauth_audience or self.public_url
+
+    @property
     def store(self) -> Literal["sqlite", "redis", "memory"]:
         """The state store in use: as asked, else Redis when a URL is given, else SQLite."""
         if self.state is not None:
@@ -337,6 +356,10 @@ class Settings(BaseModel):
     @property
     def neuroflash_configured(self) -> bool:
         return bool(self.neuroflash_client_id and self.neuroflash_client_secret)
+
+
+def _loopback_name(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def variable(field: str) -> str:

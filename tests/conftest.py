@@ -16,6 +16,7 @@ from server.app import create_app
 from server.clock import FakeClock, SystemClock
 from server.config import Settings
 from server.sandbox import Emulator, EmulatorState
+from tests.authorization_server import AuthorizationServer, Served, serving
 
 # The tests of other features run without the question before a large generate or crystallize, so each proves
 # one thing; tests/test_consent.py proves the default (1,000 words) and every way of asking.
@@ -114,3 +115,17 @@ async def every(request: pytest.FixtureRequest, connect: Connect) -> AsyncIterat
     """A client offered every toolset, in both protocol modes."""
     async with connect(mode=request.param, env=ALL_TOOLSETS) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def authorization_server() -> Iterator[AuthorizationServer]:
+    """One real OAuth 2.1 authorization server (oidc-provider) for the whole test session."""
+    with AuthorizationServer() as server:
+        yield server
+
+
+@pytest.fixture
+def served(authorization_server: AuthorizationServer) -> Iterator[Served]:
+    """flashsnap-mcp in OAuth mode over Streamable HTTP, trusting the session's authorization server."""
+    with serving(authorization_server) as served:
+        yield served

@@ -121,7 +121,6 @@ BAD_COMBINATIONS: list[tuple[dict[str, Any], str]] = [
     ({"oauth_issuer": "https://id.example"}, "FLASHSNAP_OAUTH_ISSUER has no use"),
     ({"public_url": "https://mcp.example/mcp"}, "FLASHSNAP_PUBLIC_URL has no use"),
     ({"auth": "tokens", "team_file": "t.toml", "oauth_issuer": "https://id.example"}, "FLASHSNAP_OAUTH_ISSUER"),
-    ({"auth": "oauth", "oauth_issuer": "https://id.example", "public_url": "https://m.example/mcp"}, "not available"),
     (
         {"auth": "oauth", "oauth_issuer": "https://i.example", "public_url": "https://m.example", "http_token": TOKEN},
         "FLASHSNAP_HTTP_TOKEN has no use",

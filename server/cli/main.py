@@ -158,7 +158,7 @@ def preflight(settings: Settings) -> None:
         if settings.auth is not None or settings.team_file is not None:
             log.warning("FLASHSNAP_AUTH and FLASHSNAP_TEAM_FILE apply to HTTP only; over stdio the caller is you")
     else:
-        modes.verifier_for(settings, modes.open_team(settings, SystemClock()))
+        modes.verifier_for(settings, modes.open_team(settings, SystemClock()), SystemClock())
     if settings.store != "redis":
         return
 

