@@ -159,7 +159,7 @@ async def test_a_token_without_the_tools_scope_steps_up_and_the_call_then_runs_o
     assert result.is_error is False, result
     assert served.emulator.state.count("chat") == 1
     assert storage.tokens is not None
-    assert set(storage.tokens.scope.split()) == {scopes.READ, scopes.SPEND}
+    assert set((storage.tokens.scope or "").split()) == {scopes.READ, scopes.SPEND}
     assert "generate" in {tool.name for tool in listed.tools}
 
 
