@@ -32,6 +32,7 @@ from server.features import changes, prompts, resources
 from server.observe.logs import SecretMask
 from server.runtime import Runtime, open_runtime
 from server.tooling import arguments
+from server.tooling.audited import AuditTrail
 from server.tooling.calls import InFlight, error_result, tool_call
 from server.tooling.selection import Selection, ToolFilter, select
 
@@ -156,6 +157,7 @@ def create_app(
     )
     app.in_flight = InFlight()
     app.notices = notices
+    app.middleware.append(AuditTrail(resources.template_of))  # outside the filter: a refused call is recorded
     app.middleware.append(ToolFilter(selection, prompts.PROMPT_NEEDS, resources.resource_needs))
     prompts.register(app, selection)
     resources.register(app, selection.enabled)

@@ -77,6 +77,7 @@ class Budget:
             await self.heartbeat(f"{why}; waiting {left:.0f} s for {scope}")
             step = min(left, HEARTBEAT_EVERY_S)
             await self.clock.sleep(step)
+            _note_wait(step)
 
 
 @dataclass(eq=False)
@@ -86,6 +87,8 @@ class Running:
     scope: anyio.CancelScope
     request_ids: list[str] = field(default_factory=list)  # the upstream request ids it met, newest last
     asking: bool = False  # waiting for the user's answer to a question, before anything is sent
+    account: str | None = None  # the account key of the first service it used (for its audit record)
+    waited_s: float = 0.0  # seconds it waited for a rate limit or a retry (for its audit record)
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,19 @@ def note_request_id(rid: str) -> None:
     call = _values().running
     if call is not None and (not call.request_ids or call.request_ids[-1] != rid):
         call.request_ids.append(rid)
+
+
+def note_account(account: str) -> None:
+    """Note the account key of a service the running call uses (the first one is the call's account)."""
+    call = _values().running
+    if call is not None and call.account is None:
+        call.account = account
+
+
+def _note_wait(seconds: float) -> None:
+    call = _values().running
+    if call is not None:
+        call.waited_s += seconds
 
 
 def principal() -> Principal | None:
