@@ -32,7 +32,8 @@ from tests.test_stdio import COMMAND, params
 KEY = "audit-key-CANARY-7d1f0c9e4b2a8d6f3e5c1b0a9f8e7d6c"
 CANARY = "CANARY-ARGUMENT-3f9a1c77"  # in arguments: never in the file
 UNKNOWN_SNAPSHOT = "00000000-0000-4000-8000-000000000000"
-EXPORTED = InMemoryLogRecordExporter()  # one logger provider per process: set once, cleared per test
+# One logger provider per process: set once, its exporter cleared per test.
+EXPORTED = InMemoryLogRecordExporter()  # type: ignore[no-untyped-call]
 
 
 def records(path: Path) -> list[dict[str, Any]]:
@@ -356,10 +357,9 @@ async def test_two_processes_on_one_audit_path_each_keep_a_chain_that_verifies(
     own file, each whole and each verifying."""
     env = {**NO_QUESTIONS, **emulator.environment(), **audited(log_path)}
     with anyio.fail_after(120):
-        async with Client(params(env=env)) as first, Client(params(env=env)) as second:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(call_many, first, 10)
-                tg.start_soon(call_many, second, 10)
+        async with Client(params(env=env)) as first, Client(params(env=env)) as second, anyio.create_task_group() as tg:
+            tg.start_soon(call_many, first, 10)
+            tg.start_soon(call_many, second, 10)
     files = sorted(log_path.parent.glob("audit*.jsonl"))
     assert len(files) == 2
     assert files[-1] == log_path  # "audit-<host>-<pid>.jsonl" sorts before "audit.jsonl"
