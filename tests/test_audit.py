@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
 import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
@@ -24,10 +25,14 @@ from server.observe import otel_logs
 from server.observe.audit import AuditLog, rfc3339
 from server.observe.audit_chain import KEYS, Keys
 from server.sandbox import Emulator, EmulatorState
+from server.sandbox.loopback import LoopbackServer
 from server.sandbox.records import Fault
-from tests.conftest import NO_QUESTIONS, Connect
+from server.transports.http import build_http_app
+from tests.conftest import MODES, NO_QUESTIONS, Connect
 from tests.results import data, error
+from tests.test_consent import DEFAULT, User, saved
 from tests.test_stdio import COMMAND, params
+from tests.transports import http_client
 
 KEY = "audit-key-CANARY-7d1f0c9e4b2a8d6f3e5c1b0a9f8e7d6c"
 CANARY = "CANARY-ARGUMENT-3f9a1c77"  # in arguments: never in the file
@@ -54,6 +59,11 @@ def log_path(tmp_path: Path) -> Path:
 
 def audited(log_path: Path, **more: str) -> dict[str, str]:
     return {"FLASHSNAP_AUDIT_LOG": str(log_path), "FLASHSNAP_AUDIT_KEY": KEY, **more}
+
+
+def secrets_in(path: Path, secrets: list[str]) -> list[str]:
+    text = path.read_text()
+    return [secret for secret in secrets if secret in text]
 
 
 def line_count(path: Path) -> int:
@@ -384,3 +394,47 @@ def test_records_go_out_as_opentelemetry_log_records_when_a_provider_is_set(log_
     attributes = dict(sent[0].log_record.attributes or {})
     assert attributes["flashsnap.audit.tool"] == "list_models"
     assert attributes["flashsnap.audit.outcome"] == "ok"
+
+
+@pytest.mark.parametrize("mode", MODES)  # the question pushed inside the call (legacy), or in rounds (auto)
+@pytest.mark.parametrize(("action", "outcome"), [("accept", "ok"), ("decline", "declined")])
+async def test_a_question_to_the_user_is_recorded_round_by_round(
+    connect: Connect, state: EmulatorState, log_path: Path, mode: str, action: str, outcome: str
+) -> None:
+    env = {**DEFAULT, **audited(log_path)}
+    async with connect(mode=mode, env=env, toolsets=("all",), elicitation=User(action)) as client:
+        snapshot_id = await saved(client)
+        result = await client.call_tool("delete_snapshot", {"id": snapshot_id})
+    assert (error(result)["code"] if result.is_error else "ok") == outcome
+    deletes = [r["outcome"] for r in records(log_path) if r["tool"] == "delete_snapshot"]
+    # Each round of the 2026-07-28 exchange is a tools/call of its own: the question, then the answer's call.
+    assert deletes == (["input_required", outcome] if mode == "auto" else [outcome])
+    assert state.count("snapshot_delete") == (1 if outcome == "ok" else 0)
+
+
+async def test_over_http_behind_the_shared_token_the_principal_is_null(
+    emulator: Emulator, clock: FakeClock, log_path: Path
+) -> None:
+    """The shared FLASHSNAP_HTTP_TOKEN names nobody; an unknown tool's call is recorded like any other."""
+    token = "shared-http-token-CANARY-0123456789"
+    environ = {**NO_QUESTIONS, **emulator.environment(), **audited(log_path), "FLASHSNAP_HTTP_TOKEN": token}
+    app = build_http_app(Settings.from_env(environ, transport="streamable-http"), clock=clock)
+    http = httpx2.AsyncClient(timeout=30, headers={"Authorization": f"Bearer {token}"})
+    with LoopbackServer(app, lifespan="on") as server:
+        async with http_client(server.url, "auto", http=http) as client:
+            data(await client.call_tool("list_models", {}))
+            unknown = await client.call_tool("no_such_tool", {"x": CANARY})
+    written = records(log_path)
+    assert [(r["principal"], r["tool"]) for r in written] == [(None, "list_models"), (None, "no_such_tool")]
+    assert unknown.is_error
+    assert written[1]["outcome"] == "error"  # the SDK's answer carries no code of this server's
+    assert secrets_in(log_path, [token, CANARY]) == []
+
+
+def test_a_worker_among_several_writes_a_file_of_its_own_even_with_the_path_free(log_path: Path) -> None:
+    """FLASHSNAP_WORKERS above 1: no worker races the others for the path itself."""
+    writer = build_log(log_path, 2, several=True)
+    writer.close()
+    assert not log_path.exists()
+    assert re.fullmatch(r"audit-\w+-\d+\.jsonl", writer.path.name)
+    assert verify(writer.path).returncode == 0

@@ -18,21 +18,28 @@ from mcp.types import INVALID_PARAMS
 from pydantic import BaseModel
 
 from server.observe.audit import AuditLog
-from server.tooling.calls import ERROR_META, running_request
+from server.tooling.calls import ERROR_META, INTERNAL_ERROR, running_request
 
 AUDITED = frozenset({"tools/call", "resources/read", "prompts/get"})
 CANCELLED = "cancelled"
 
 
 def outcome_of(result: HandlerResult) -> str:
-    """`ok`, or the code a failed tool result carries in its error metadata (`internal_error` when none)."""
+    """`ok`, or the code a failed tool result carries in its error metadata.
+
+    A failed result without one is the wrapper's crash answer (`internal_error`, as the metrics name it) or
+    the SDK's own (an unknown tool): `error`, the code of an error nobody classified.
+    """
     body = result.model_dump(by_alias=True, mode="json") if isinstance(result, BaseModel) else result or {}
     if body.get("resultType") == "input_required" or "inputRequests" in body:
         return "input_required"
     if not body.get("isError"):
         return "ok"
-    error = (body.get("_meta") or {}).get(ERROR_META) or {}
-    return str(error.get("code") or "internal_error")
+    code = ((body.get("_meta") or {}).get(ERROR_META) or {}).get("code")
+    if isinstance(code, str):
+        return code
+    texts = [block.get("text") for block in body.get("content") or [] if isinstance(block, Mapping)]
+    return "internal_error" if texts == [INTERNAL_ERROR] else "error"
 
 
 def refusal_of(error: MCPError) -> str:
