@@ -438,3 +438,16 @@ def test_a_worker_among_several_writes_a_file_of_its_own_even_with_the_path_free
     assert not log_path.exists()
     assert re.fullmatch(r"audit-\w+-\d+\.jsonl", writer.path.name)
     assert verify(writer.path).returncode == 0
+
+
+def test_a_half_line_left_by_a_crash_is_named_and_the_records_after_it_stay_whole(log_path: Path) -> None:
+    build_log(log_path, 3).close()
+    whole = log_path.read_text()
+    log_path.write_text(whole + whole.splitlines()[0][:50])  # killed in the middle of a fourth record
+    build_log(log_path, 2).close()  # restarted: goes on after the last whole record
+    lines = log_path.read_text().splitlines()
+    assert len(lines) == 6
+    assert [json.loads(line)["prev"] for line in lines[4:5]] == [json.loads(lines[2])["hash"]]
+    done = verify(log_path)
+    assert done.returncode == 1
+    assert f"{log_path}:4:" in done.stdout

@@ -118,13 +118,21 @@ class AuditLog:
     def _open(self) -> int:
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self._size = os.fstat(fd).st_size
+        if self._size and not _tail(self.path).endswith("\n"):
+            # A process killed mid-line left half a record: end it, so the records after it stay whole lines
+            # (verify names the half line; the chain goes on from the last whole record).
+            log.warning("audit log %s ends in half a record (a crash?); `audit verify` will name it", self.path)
+            self._size += os.write(fd, b"\n")
         return fd
 
     def close(self) -> None:
-        for fd in (self._fd, self._lock_fd):
-            if fd is not None and fd >= 0:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+        """Close the file and give up the lock; a record arriving later is dropped, and said so in the log."""
+        with self._mutex:
+            for fd in (self._fd, self._lock_fd):
+                if fd is not None and fd >= 0:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+            self._fd = self._lock_fd = -1  # never write to a descriptor number the process may reuse
 
     def record(
         self,
@@ -163,6 +171,9 @@ class AuditLog:
     def _append(self, fields: Mapping[str, Any]) -> None:
         now = rfc3339(self._clock.now())
         with self._mutex:
+            if self._fd < 0:
+                log.error("audit log %s: closed, a %s record was not written", self.path, fields.get("method"))
+                return
             text, digest = line(self._keys, {"time": now, **fields}, self._prev)
             data = text.encode()
             size = len(data)

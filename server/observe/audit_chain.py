@@ -66,15 +66,18 @@ def line(keys: Keys, record: Mapping[str, Any], prev: str | None) -> tuple[str, 
 
 
 def last_record(tail: str) -> dict[str, Any] | None:
-    """The last whole line of `tail` (a file's end) as a record; None when it has none that parses."""
-    whole = tail[: tail.rfind("\n")] if "\n" in tail else ""  # after the last end of line: cut short
-    if not whole.strip():
-        return None
-    try:
-        record = json.loads(whole[whole.rfind("\n") + 1 :])
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) and isinstance(record.get("hash"), str) else None
+    """The last whole line of `tail` (a file's end) that is a record; None when none is.
+
+    Half a line (a crash mid-write) is passed over: a restarted writer chains to the last record it can read.
+    """
+    for raw in reversed(tail.split("\n")[:-1]):  # what follows the last end of line was cut short
+        try:
+            record = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("hash"), str):
+            return record
+    return None
 
 
 @dataclass(frozen=True)
