@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -31,6 +32,7 @@ from server.transports.http import build_http_app
 from tests.conftest import MODES, NO_QUESTIONS, Connect
 from tests.results import data, error
 from tests.test_consent import DEFAULT, User, saved
+from tests.test_shutdown import HELLO, Server, call, result
 from tests.test_stdio import COMMAND, params
 from tests.transports import http_client
 
@@ -451,3 +453,20 @@ def test_a_half_line_left_by_a_crash_is_named_and_the_records_after_it_stay_whol
     done = verify(log_path)
     assert done.returncode == 1
     assert f"{log_path}:4:" in done.stdout
+
+
+def test_a_call_the_shutdown_cuts_off_is_recorded_before_the_file_closes(
+    emulator: Emulator, state: EmulatorState, log_path: Path
+) -> None:
+    state.inject("chat", Fault(stall_after_chunks=1, ping_every_s=0.2))  # a generation that never ends
+    env = {**emulator.environment(), **audited(log_path), "FLASHSNAP_SHUTDOWN_GRACE_S": "0.5"}
+    server = Server(env=env)
+    server.send(*HELLO, call(1, "generate", {"model": "gpt-4.1-mini", "prompt": CANARY}))
+    assert state.wait_until(lambda: state.pings_sent >= 1, 30)
+    server.process.send_signal(signal.SIGTERM)
+    err = result(server.wait_answer(1))["_meta"]["io.flashsnap/error"]
+    assert server.exit_code() == 0, server.stderr.decode()
+    (written,) = records(log_path)
+    assert (written["tool"], written["outcome"]) == ("generate", err["code"]) == ("generate", "shutdown")
+    assert err["request_id"] in written["request_ids"]
+    assert verify(log_path).returncode == 0
