@@ -201,6 +201,6 @@ class AuditLog:
         n = 0
         while (name := f"{self.path.stem}.{stamp}-{n:03d}{self.path.suffix}") in taken:
             n += 1
-        os.close(self._fd)
-        self.path.rename(self.path.with_name(name))
-        self._fd = self._open()
+        self.path.rename(self.path.with_name(name))  # a failure leaves the current file as it was, still open
+        old, self._fd = self._fd, self._open()
+        os.close(old)

@@ -14,8 +14,8 @@ from typing import Any
 import anyio
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.shared.exceptions import MCPError
-from mcp.types import INVALID_PARAMS
-from pydantic import BaseModel
+from mcp.types import INVALID_PARAMS, CallToolResult, TextContent
+from pydantic import BaseModel, ValidationError
 
 from server.observe.audit import AuditLog
 from server.tooling.calls import ERROR_META, INTERNAL_ERROR, running_request
@@ -24,21 +24,27 @@ AUDITED = frozenset({"tools/call", "resources/read", "prompts/get"})
 CANCELLED = "cancelled"
 
 
-def outcome_of(result: HandlerResult) -> str:
-    """`ok`, or the code a failed tool result carries in its error metadata.
+def outcome_of(method: str, result: HandlerResult) -> str:
+    """`ok`, or the code a failed tool result carries in its error metadata (a read or prompt fails by raising).
 
     A failed result without one is the wrapper's crash answer (`internal_error`, as the metrics name it) or
     the SDK's own (an unknown tool): `error`, the code of an error nobody classified.
     """
+    if method != "tools/call":
+        return "ok"
     body = result.model_dump(by_alias=True, mode="json") if isinstance(result, BaseModel) else result or {}
     if body.get("resultType") == "input_required" or "inputRequests" in body:
         return "input_required"
-    if not body.get("isError"):
+    try:
+        answer = CallToolResult.model_validate(body)
+    except ValidationError:
+        return "error"
+    if not answer.is_error:
         return "ok"
-    code = ((body.get("_meta") or {}).get(ERROR_META) or {}).get("code")
+    code = ((answer.meta or {}).get(ERROR_META) or {}).get("code")
     if isinstance(code, str):
         return code
-    texts = [block.get("text") for block in body.get("content") or [] if isinstance(block, Mapping)]
+    texts = [block.text for block in answer.content if isinstance(block, TextContent)]
     return "internal_error" if texts == [INTERNAL_ERROR] else "error"
 
 
@@ -79,7 +85,7 @@ class AuditTrail:
         with running_request() as running:
             try:
                 result = await call_next(ctx)
-                outcome = outcome_of(result)
+                outcome = outcome_of(ctx.method, result)
                 return result
             except MCPError as exc:
                 outcome = refusal_of(exc)
