@@ -13,6 +13,7 @@ BENCHES = {
     "load": load.run,
     "overhead": overhead.run,
     "metrics": overhead.run_metrics,
+    "audit": overhead.run_audit,
     "fast": overhead.run_fast,
     "shared": shared.run,
     "rate_models": rate_models.run,

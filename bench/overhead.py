@@ -171,15 +171,15 @@ async def run_fast() -> str:
     )
 
 
-async def metrics_cost(env: dict[str, str]) -> dict[str, list[float]]:
-    """The same round trip with metrics off (stdio default) and on (FLASHSNAP_METRICS_PORT), called in turn."""
-    variants = {"metrics off": ours(env), "metrics on": ours({**env, "FLASHSNAP_METRICS_PORT": "0"})}
+async def paired_cost(variants: dict[str, StdioServerParameters]) -> dict[str, list[float]]:
+    """The same round trip on two servers differing in one setting, called in turn (the first is the baseline)."""
     results: dict[str, list[float]] = {name: [] for name in variants}
+    (first, first_params), (second, second_params) = variants.items()
     async with (
-        Client(variants["metrics off"], mode="legacy") as off,
-        Client(variants["metrics on"], mode="legacy") as on,
+        Client(first_params, mode="legacy") as off,
+        Client(second_params, mode="legacy") as on,
     ):
-        clients = (("metrics off", off), ("metrics on", on))
+        clients = ((first, off), (second, on))
         for _, client in clients:
             for _ in range(10):  # warm-up: tokens, connections, caches
                 await client.call_tool("list_models", {})
@@ -189,6 +189,11 @@ async def metrics_cost(env: dict[str, str]) -> dict[str, list[float]]:
                 await client.call_tool("list_models", {})
                 results[name].append(time.perf_counter() - started)
     return results
+
+
+async def metrics_cost(env: dict[str, str]) -> dict[str, list[float]]:
+    """The same round trip with metrics off (stdio default) and on (FLASHSNAP_METRICS_PORT), called in turn."""
+    return await paired_cost({"metrics off": ours(env), "metrics on": ours({**env, "FLASHSNAP_METRICS_PORT": "0"})})
 
 
 async def run_metrics() -> str:
@@ -367,5 +372,37 @@ async def run() -> str:
             f"{STREAMS} streaming generations started at once ({overlapping} streamed at the same moment).",
             "",
             f"Reproduce: `make bench BENCH=overhead`. Machine: {machine()}.",
+        ]
+    )
+
+
+async def run_audit() -> str:
+    """The audit log's cost: the same calls with and without FLASHSNAP_AUDIT_LOG, in the same run."""
+    with Emulator(EmulatorState()) as emulator, tempfile.TemporaryDirectory() as directory:
+        env = {**os.environ, **emulator.environment(), "NEUROFLASH_WORKSPACE_ID": catalog.MARKETING_WORKSPACE}
+        audited = {**env, "FLASHSNAP_AUDIT_LOG": f"{directory}/audit.jsonl", "FLASHSNAP_AUDIT_KEY": "b" * 64}
+        calls = await paired_cost({"audit log off": ours(env), "audit log on": ours(audited)})
+    off = calls["audit log off"]
+    rows = [
+        f"| {name} | {quantile(t, 50) * 1000:.2f} ms | {quantile(t, 99) * 1000:.2f} ms | "
+        f"{quantile(t, 50) / quantile(off, 50):.3f}× | {quantile(t, 99) / quantile(off, 99):.3f}× |"
+        for name, t in calls.items()
+    ]
+    ratio = quantile(calls["audit log on"], 50) / quantile(off, 50)
+    return "\n".join(
+        [
+            "## Cost of the audit log",
+            "",
+            f"{CALLS} `list_models` round trips over stdio per server, two flashsnap-mcp processes called in turn: "
+            "one without an audit log, one writing a sealed record per call (`FLASHSNAP_AUDIT_LOG`: two HMACs and "
+            "one `O_APPEND` write of the line, no fsync).",
+            "",
+            "| server | p50 | p99 | p50 vs off | p99 vs off |",
+            "|---|---|---|---|---|",
+            *rows,
+            "",
+            f"Goal: within 1.05× of the audit log off. Measured: **{ratio:.3f}×** at p50.",
+            "",
+            f"Reproduce: `make bench BENCH=audit`. Machine: {machine()}.",
         ]
     )

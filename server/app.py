@@ -34,6 +34,7 @@ from server.features import changes, prompts, resources
 from server.observe.logs import SecretMask
 from server.runtime import Runtime, open_runtime
 from server.tooling import arguments
+from server.tooling.audited import AuditTrail
 from server.tooling.calls import InFlight, error_result, tool_call
 from server.tooling.selection import Selection, ToolFilter, select
 
@@ -164,6 +165,7 @@ def create_app(
     app.in_flight = InFlight()
     app.notices = notices
     app.tool_scopes = {spec.name: spec.scope for spec in tools.ALL}
+    app.middleware.append(AuditTrail(resources.template_of))  # outside the filter: a refused call is recorded
     app.middleware.append(ToolFilter(selection, prompts.PROMPT_NEEDS, resources.resource_needs, app.tool_scopes))
     prompts.register(app, selection)
     resources.register(app, selection.enabled)

@@ -210,6 +210,20 @@ class Settings(BaseModel):
     oauth_groups_claim: str = Field(
         default="groups", min_length=1, max_length=200, description="the access token claim that lists its groups"
     )
+    audit_log: Path | None = Field(
+        default=None,
+        description="write one JSON line per tool call, resource read and prompt to this file (see Audit log)",
+    )
+    audit_key: SecretStr | None = Field(
+        default=None,
+        description="secret (32+ chars) keying the audit log's hashes (default: one made in the state directory)",
+    )
+    audit_max_bytes: int | None = Field(
+        default=None, ge=4096, description="start a new audit file when the current one would pass this size"
+    )
+    audit_rotate_daily: Flag = Field(
+        default=False, description="1: start a new audit file at the first record of each day (UTC)"
+    )
     sandbox: bool = False
 
     @field_validator("tools", "exclude_tools", "toolsets", mode="before")
@@ -285,7 +299,7 @@ class Settings(BaseModel):
             return value[:-2]
         return value
 
-    @field_validator("request_state_key")
+    @field_validator("request_state_key", "audit_key")
     @classmethod
     def _check_state_key(cls, key: SecretStr | None) -> SecretStr | None:
         if key is not None and len(key.get_secret_value()) < 32:
@@ -347,7 +361,8 @@ class Settings(BaseModel):
     def secrets(self) -> list[str]:
         """Every secret value, for the log mask: credentials, the HTTP token, a Redis password."""
         found = [s.get_secret_value() for s in (self.neuroflash_client_secret, self.neuralsnap_api_key,
-                                                 self.http_token, self.redis_url, self.request_state_key)
+                                                 self.http_token, self.redis_url, self.request_state_key,
+                                                 self.audit_key)
                  if s is not None]  # fmt: skip
         if self.redis_url is not None and (password := urlsplit(self.redis_url.get_secret_value()).password):
             found.append(password)

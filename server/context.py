@@ -77,6 +77,7 @@ class Budget:
             await self.heartbeat(f"{why}; waiting {left:.0f} s for {scope}")
             step = min(left, HEARTBEAT_EVERY_S)
             await self.clock.sleep(step)
+            _note_wait(step)
 
 
 @dataclass(eq=False)
@@ -86,6 +87,8 @@ class Running:
     scope: anyio.CancelScope
     request_ids: list[str] = field(default_factory=list)  # the upstream request ids it met, newest last
     asking: bool = False  # waiting for the user's answer to a question, before anything is sent
+    account: str | None = None  # the account key of the first service it used (for its audit record)
+    waited_s: float = 0.0  # seconds it waited for a rate limit or a retry (for its audit record)
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,7 @@ class Principal:
     client_id: str
     issuer: str | None = None
     subject: str | None = None
+    name: str | None = None  # what the team file calls it (server/auth/callers.py settles it once per request)
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,19 @@ def note_request_id(rid: str) -> None:
         call.request_ids.append(rid)
 
 
+def note_account(account: str) -> None:
+    """Note the account key of a service the running call uses (the first one is the call's account)."""
+    call = _values().running
+    if call is not None and call.account is None:
+        call.account = account
+
+
+def _note_wait(seconds: float) -> None:
+    call = _values().running
+    if call is not None:
+        call.waited_s += seconds
+
+
 def principal() -> Principal | None:
     """The caller's identity where the SDK authenticated one (its `get_access_token()`), else None.
 
@@ -152,7 +169,10 @@ def principal() -> Principal | None:
     and behind this server's shared bearer token (transports/security.py), which names nobody.
     """
     token = get_access_token()
-    return None if token is None else Principal(*principal_components(token))
+    if token is None:
+        return None
+    named = getattr(token, "principal", None)  # a settled caller names its principal; a bare token does not
+    return Principal(*principal_components(token), name=named if isinstance(named, str) else None)
 
 
 @contextmanager

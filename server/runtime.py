@@ -9,6 +9,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
+from server import context
 from server.clock import Clock, SystemClock
 from server.config import Settings
 from server.errors import ConfigurationError
@@ -16,10 +17,12 @@ from server.neuralsnap.opening import open_neuralsnap
 from server.neuralsnap.service import NeuralSnapService
 from server.neuroflash.opening import open_neuroflash
 from server.neuroflash.service import NeuroflashService
+from server.observe.audit import AuditLog
 from server.observe.logs import SecretMask
 from server.observe.metrics import NO_METRICS, Metrics, Observer, serve_metrics
 from server.scheduler.gate import Gate, GateView
-from server.state.opening import StoreRefused, open_store
+from server.state.files import private_secret
+from server.state.opening import StoreRefused, default_state_dir, open_store
 from server.state.store import Store
 from server.upstream.opening import Opening, Service, Upstream
 
@@ -43,6 +46,7 @@ class Runtime:
     store: Store
     upstreams: list[Upstream[Any]] = field(default_factory=list)  # in the order they were opened
     metrics: Observer = NO_METRICS
+    audit: AuditLog | None = None  # FLASHSNAP_AUDIT_LOG: one record per call, resource read and prompt
 
     @functools.cached_property
     def mask(self) -> SecretMask:
@@ -58,7 +62,9 @@ class Runtime:
         """
         for upstream in self.upstreams:
             if upstream.kind is kind:
-                return cast(S, upstream.service(account))
+                service = cast(S, upstream.service(account))
+                context.note_account(service.account.account)  # the running call's audit record names it
+                return service
         raise LookupError(f"no upstream serves {kind.__name__}")
 
     def neuroflash(self, account: str | None = None) -> NeuroflashService:
@@ -110,6 +116,32 @@ async def open_state(settings: Settings, clock: Clock) -> Store:
         raise ConfigurationError(f"cannot start: {exc}") from None
 
 
+AUDIT_KEY_FILE = "audit.key"  # in the state directory, when FLASHSNAP_AUDIT_KEY is unset
+
+
+def audit_key(settings: Settings) -> str:
+    """The audit log's key: FLASHSNAP_AUDIT_KEY, else the one kept in the state directory (made on first use)."""
+    if settings.audit_key is not None:
+        return settings.audit_key.get_secret_value()
+    return private_secret((settings.state_dir or default_state_dir()) / AUDIT_KEY_FILE)
+
+
+def open_audit(settings: Settings, clock: Clock) -> AuditLog | None:
+    """The audit log's writer when FLASHSNAP_AUDIT_LOG is set; one of several when FLASHSNAP_WORKERS is above 1.
+
+    Raises:
+        ConfigurationError: the audit file or its key cannot be opened or made (the start stops, naming it).
+    """
+    if settings.audit_log is None:
+        return None
+    try:
+        return AuditLog(settings.audit_log, audit_key(settings), clock, transport=settings.transport,
+                        several=settings.workers > 1, max_bytes=settings.audit_max_bytes,
+                        daily=settings.audit_rotate_daily)  # fmt: skip
+    except OSError as exc:
+        raise ConfigurationError(f"cannot start: the audit log {exc.filename}: {exc.strerror}") from None
+
+
 @asynccontextmanager
 async def open_runtime(settings: Settings, clock: Clock | None = None) -> AsyncIterator[Runtime]:
     """Open the state store and each upstream's services (clients, token, gates) for the life of the server."""
@@ -123,4 +155,7 @@ async def open_runtime(settings: Settings, clock: Clock | None = None) -> AsyncI
             stack.enter_context(serve_metrics(observer, settings.metrics_port))
         opening = Opening(settings, clock, store, stack, observer)
         upstreams = [await open_upstream(opening) for open_upstream in UPSTREAMS]
-        yield Runtime(settings, clock, store, upstreams, metrics=observer)
+        audit = open_audit(settings, clock)
+        if audit is not None:
+            stack.callback(audit.close)
+        yield Runtime(settings, clock, store, upstreams, metrics=observer, audit=audit)

@@ -471,3 +471,28 @@ async def test_resources_prompts_and_completions_need_the_read_scope(
 
 def session_headers(session: str) -> dict[str, str]:
     return {**JSON_AND_SSE, "Mcp-Session-Id": session, "MCP-Protocol-Version": LEGACY}
+
+
+async def test_the_audit_log_names_who_was_refused_and_never_a_request_without_a_token(
+    serve_team: ServeTeam, tmp_path: Path
+) -> None:
+    """A presented token refused: one `denied` record with no principal; a call outside the principal's scopes:
+    one `denied` record naming the principal and the tool; no token at all: nothing written. An allowed call
+    is recorded under the team file's name."""
+    audit = tmp_path / "audit.jsonl"
+    async with serve_team(audit_log=audit) as url:
+        async with httpx2.AsyncClient(timeout=30) as anonymous:
+            assert (await anonymous.post(f"{url}/mcp", json={})).status_code == 401
+        async with httpx2.AsyncClient(headers={"Authorization": "Bearer not-a-team-token-0000"}, timeout=30) as bad:
+            assert (await bad.post(f"{url}/mcp", json={})).status_code == 401
+        async with http_client(url, "auto", http=as_("reader")) as client:
+            with pytest.raises(MCPError):
+                await client.call_tool("generate", GENERATE)
+            await client.call_tool("list_workspaces", {})
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert [(r["principal"], r["method"], r["tool"], r["outcome"]) for r in records] == [
+        (None, "POST /mcp", None, "denied"),
+        ("reader", "tools/call", "generate", "denied"),
+        ("reader", "tools/call", "list_workspaces", "ok"),
+    ]
+    assert "not-a-team-token" not in audit.read_text()

@@ -7,6 +7,7 @@ one lists all four and requires none, so a token with fewer scopes still reaches
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
 
 from mcp.server.auth.middleware.auth_context import AuthContextMiddleware
@@ -62,10 +63,13 @@ class RequireToken:
     No scope is required here: which scope a call needs depends on the call, which the per-tool check judges.
     """
 
-    def __init__(self, app: ASGIApp, *, public_url: str, open_paths: frozenset[str]) -> None:
+    def __init__(
+        self, app: ASGIApp, *, public_url: str, open_paths: frozenset[str], refused: Callable[[Scope], None]
+    ) -> None:
         self.app = app
         self._public_url = public_url
         self._open = open_paths
+        self._refused = refused
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("path") in self._open:
@@ -76,6 +80,7 @@ class RequireToken:
             return
         # A token was sent and refused: `invalid_token`; none at all: no error code (RFC 6750 §3.1).
         sent = "authorization" in HTTPConnection(scope).headers
+        self._refused(scope)  # the audit log's record of a presented token refused (none sent: nothing written)
         body = {"error": "invalid_token", "error_description": "a valid access token is required"}
         answer = JSONResponse(
             body if sent else {"error": "unauthorized", "error_description": "an access token is required"},
@@ -106,12 +111,24 @@ class ResourceMetadata:
         await self.app(scope, receive, send)
 
 
+def _nobody(scope: Scope) -> None:
+    return None
+
+
 def protected(
-    app: ASGIApp, verifier: TokenVerifier, *, public_url: str, issuer: str, open_paths: frozenset[str]
+    app: ASGIApp,
+    verifier: TokenVerifier,
+    *,
+    public_url: str,
+    issuer: str,
+    open_paths: frozenset[str],
+    refused: Callable[[Scope], None] = _nobody,
 ) -> ASGIApp:
     """`app` behind OAuth: the metadata document, the SDK's bearer backend (the token's principal then owns the
     sessions it opens) and its `get_access_token()` context, and the 401 for a request without a good token."""
-    required = RequireToken(app, public_url=public_url, open_paths=open_paths | {metadata_path(public_url)})
+    required = RequireToken(
+        app, public_url=public_url, open_paths=open_paths | {metadata_path(public_url)}, refused=refused
+    )
     # The backend's own resource check stays off: the verifier already checked the audience (FLASHSNAP_OAUTH_AUDIENCE
     # may name something other than the public URL, as Entra's client ids do).
     authenticated = AuthenticationMiddleware(AuthContextMiddleware(required), backend=BearerAuthBackend(verifier))

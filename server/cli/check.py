@@ -395,8 +395,11 @@ async def run_checks(settings: Settings, clock: Clock | None = None) -> Report:
     _check_tools(settings, report)
     await _check_state(settings, clock, report)
     # The upstream checks use a private in-memory store, so they always ask the token endpoint
-    # (a token cached by a running server would prove nothing about the credentials today).
-    probe = settings.model_copy(update={"state": "memory", "timeout_s": min(settings.timeout_s, 20.0)})
+    # (a token cached by a running server would prove nothing about the credentials today). A check serves no
+    # call, so it opens no audit file either.
+    probe = settings.model_copy(
+        update={"state": "memory", "timeout_s": min(settings.timeout_s, 20.0), "audit_log": None}
+    )
     with anyio.move_on_after(120) as scope:
         async with open_runtime(probe, clock) as runtime:
             await _check_neuroflash(runtime, settings, report)

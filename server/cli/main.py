@@ -18,6 +18,7 @@ import uvicorn
 from server import __version__
 from server.app import create_app, tool_selection
 from server.auth import modes
+from server.cli.audit import main as audit
 from server.cli.check import main as check
 from server.cli.forget import main as forget
 from server.cli.sandboxing import sandbox_environment
@@ -26,7 +27,7 @@ from server.cli.team import main as team
 from server.clock import SystemClock
 from server.config import ENVIRONMENT, Settings
 from server.errors import ConfigurationError
-from server.observe import logs, tracing
+from server.observe import logs, otel_logs, tracing
 from server.runtime import open_state
 from server.transports.http import build_http_app
 from server.transports.limits import uvicorn_options
@@ -45,7 +46,8 @@ Logs go to stderr; in stdio mode stdout carries nothing but MCP messages.
 (snapshots, words used, tokens, rate-limit windows) is kept in the state directory and shared by
 every --sandbox process (FLASHSNAP_STATE=memory keeps it in the process); --sandbox-reset forgets it.
 FLASHSNAP_SANDBOX_PROFILE=name[,name...] picks which reading of the vendors' disagreeing pages it serves.
-`flashsnap-mcp check [--sandbox] [--json]` tries every configured service and says what to fix."""
+`flashsnap-mcp check [--sandbox] [--json]` tries every configured service and says what to fix.
+`flashsnap-mcp audit verify PATH...` checks the audit log's keyed chain (FLASHSNAP_AUDIT_LOG)."""
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -99,7 +101,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Run `flashsnap-mcp` (or its `status` and `check` subcommands) with `argv` (default: the process's).
+    """Run `flashsnap-mcp` (or its `status`, `forget`, `check`, `audit` subcommands) with `argv` (default: sys.argv).
 
     Raises:
         SystemExit: 2 when the configuration is unusable (the reason on stderr); the subcommands exit with theirs.
@@ -113,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     if argv[:1] == ["team"]:  # `flashsnap-mcp team token NAME`: a named token and its hash (server/cli/team.py)
         team(argv[1:])
+    if argv[:1] == ["audit"]:  # `flashsnap-mcp audit verify PATH…`: the audit log's chain (server/cli/audit.py)
+        audit(argv[1:])
         return
     if argv[:1] == ["check"]:  # `flashsnap-mcp check`: the setup check, its own command (server/cli/check.py)
         check(argv[1:])
@@ -138,6 +142,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             settings = Settings.from_env(environ, sandbox=args.sandbox, **overrides)
             logs.configure(settings.log_level, settings.secrets)
             tracing.configure(os.environ)
+            otel_logs.configure(os.environ)
             preflight(settings)
             tool_selection(settings)  # unknown tool names stop the start, before any worker is forked
             if settings.workers > 1 and settings.transport != "stdio":
@@ -212,6 +217,7 @@ def worker_app() -> Any:
     settings = Settings.from_env(os.environ, sandbox=os.environ.get(WORKER_SANDBOX) == "1")
     logs.configure(settings.log_level, settings.secrets)
     tracing.configure(os.environ)
+    otel_logs.configure(os.environ)
     return build_http_app(settings)
 
 

@@ -55,6 +55,15 @@ def resource_needs(uri: str) -> tuple[str, ...]:
     return ()
 
 
+def template_of(uri: str) -> str | None:
+    """The template a resource URI reads (what an audit record names); None for a URI of no template here."""
+    if uri.startswith("neuralsnap://snapshots/"):
+        return SNAPSHOT
+    if uri.startswith("neuroflash://workspaces/"):
+        return BRAND_VOICE if "/brand-voices/" in uri else QUOTA
+    return None
+
+
 # --- The short shared cache of listings.
 
 

@@ -1,9 +1,10 @@
-"""Files only their user can read: the state database and the sandbox world, on any platform."""
+"""Files only their user can read: the state database, the sandbox world and the audit key, on any platform."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import sqlite3
 import stat
 import time
@@ -52,3 +53,21 @@ def _switch_to_wal(db: sqlite3.Connection, *, deadline: float) -> None:
             if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
                 raise
         time.sleep(0.01)
+
+
+def private_secret(path: Path) -> str:
+    """The secret kept in `path`, made (64 random hex characters, readable only by its user) when there is none.
+
+    Written to a private draft first and linked into place, so two processes starting at once agree on one.
+    """
+    if not path.exists():
+        draft = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+        private_file(draft)
+        draft.write_text(secrets.token_hex(32) + "\n", encoding="ascii")
+        try:
+            path.hardlink_to(draft)
+        except FileExistsError:
+            pass  # another process made it first: its secret is the secret
+        finally:
+            draft.unlink()
+    return path.read_text(encoding="ascii").strip()

@@ -143,6 +143,15 @@ def _cut_off(tool: str, read_only: bool, running: Running) -> ShutdownCut:
 Answer = CallToolResult | InputRequiredResult
 
 
+@contextmanager
+def running_request() -> Iterator[Running]:
+    """The request served inside this block runs as one call: its tool (if any) notes its account, upstream
+    request ids and waits there, for the request's audit record (`server.tooling.audited`)."""
+    running = Running(anyio.CancelScope())
+    with context.calling(running):
+        yield running
+
+
 def tool_call(
     fn: Callable[P, Awaitable[T]], *, in_flight: InFlight | None = None, read_only: bool = False
 ) -> Callable[P, Awaitable[T | Answer]]:
@@ -158,7 +167,8 @@ def tool_call(
 
     @functools.wraps(fn)
     async def call(*args: P.args, **kwargs: P.kwargs) -> T | Answer:
-        running = Running(anyio.CancelScope())
+        # The request's own, when the audit trail opened one for its record (`running_request`).
+        running = context.running() or Running(anyio.CancelScope())
         calls._calls.add(running)
         try:
             # The one writer of the call's values (server.context): here, and the session and budget below.

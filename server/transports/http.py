@@ -21,11 +21,12 @@ from server.auth.reloading import reload_on_hangup
 from server.auth.resource import protected
 from server.clock import Clock, SystemClock
 from server.config import Settings
+from server.observe.audit import AuditLog
 from server.observe.metrics import NO_METRICS, Metrics, content_type
 from server.runtime import Runtime, open_runtime
 from server.state.opening import health
 from server.transports.accept import LenientAccept
-from server.transports.identity import ScopeCheck, authenticate
+from server.transports.identity import ScopeCheck, authenticate, token_refused
 from server.transports.jsonrpc_guard import GuardedHTTP
 from server.transports.security import OPEN_PATHS, HTTPGuard, require_token_when_exposed
 from server.transports.sessions import evict_oldest_idle
@@ -51,6 +52,10 @@ def build_http_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp
     if chosen == "none":
         log.warning(modes.NONE_WARNING)
     runtime: list[Runtime] = []
+
+    def audit() -> AuditLog | None:  # the audit log of the runtime the lifespan opened (refusals are written there)
+        return runtime[0].audit if runtime else None
+
     bus = None
     if settings.store == "redis" and settings.redis_url is not None:
         from server.state.bus import RedisBus  # redis-py costs ~65 ms to import: only when it is used
@@ -131,7 +136,7 @@ def build_http_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp
         inner = LenientAccept(inner, path="/mcp")  # JSON-only, stream-only and Accept-less clients are answered
     if verifier is not None:
         # 403 for a call whose scope the principal lacks, counted in /metrics
-        inner = ScopeCheck(inner, mcp.tool_scopes, lambda: runtime[0].metrics if runtime else NO_METRICS)
+        inner = ScopeCheck(inner, mcp.tool_scopes, lambda: runtime[0].metrics if runtime else NO_METRICS, audit)
     guarded: ASGIApp = GuardedHTTP(
         inner,
         read_timeout_s=settings.http_read_timeout_s,
@@ -140,9 +145,9 @@ def build_http_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp
     if chosen == "oauth" and verifier is not None and settings.oauth_issuer and settings.public_url:
         # The RFC 9728 document, and a 401 that points to it, before the body is read.
         guarded = protected(guarded, verifier, public_url=settings.public_url, issuer=settings.oauth_issuer,
-                            open_paths=OPEN_PATHS)  # fmt: skip
+                            open_paths=OPEN_PATHS, refused=lambda scope: token_refused(audit, scope))  # fmt: skip
     elif verifier is not None:
-        guarded = authenticate(guarded, verifier)  # 401 without a principal's token, before the body is read
+        guarded = authenticate(guarded, verifier, audit)  # 401 without a principal's token, before the body is read
     return HTTPGuard(
         guarded,
         bind_host=settings.host,

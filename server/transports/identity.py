@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server.auth import scopes
 from server.auth.callers import Caller
+from server.observe.audit import AuditLog
 from server.observe.metrics import NO_METRICS, Observer
 from server.transports.jsonrpc_guard import RPC_CALL
 
@@ -45,23 +46,40 @@ def unauthorized(conn: HTTPConnection) -> Response:
     )
 
 
+def _no_audit() -> AuditLog | None:
+    return None
+
+
+Audit = Callable[[], AuditLog | None]  # the audit log of the running server, once it is open
+
+
+def token_refused(audit: Audit, scope: Scope) -> None:
+    """Write the audit record of a presented token that was refused; a request with none is not written (anyone
+    could fill the disk with those)."""
+    log = audit()
+    if log is not None and "authorization" in HTTPConnection(scope).headers:
+        log.refused(None, f"{scope.get('method', '')} {scope.get('path', '')}", None, "token refused")
+
+
 class _Required:
     """Every path but the open ones needs an authenticated principal."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, audit: Audit) -> None:
         self.app = app
+        self._audit = audit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
         if scope["type"] == "http" and not is_open(path) and not isinstance(scope.get("user"), AuthenticatedUser):
+            token_refused(self._audit, scope)
             await unauthorized(HTTPConnection(scope))(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
 
-def authenticate(app: ASGIApp, verifier: TokenVerifier) -> ASGIApp:
+def authenticate(app: ASGIApp, verifier: TokenVerifier, audit: Audit = _no_audit) -> ASGIApp:
     """`app` behind the SDK's bearer middleware with `verifier`: the caller is in the SDK's context from here."""
-    inner = AuthContextMiddleware(_Required(app))
+    inner = AuthContextMiddleware(_Required(app, audit))
     return AuthenticationMiddleware(inner, backend=BearerAuthBackend(verifier))
 
 
@@ -93,11 +111,16 @@ class ScopeCheck:
     does not hold."""
 
     def __init__(
-        self, app: ASGIApp, tool_scopes: Mapping[str, str], observer: Callable[[], Observer] = lambda: NO_METRICS
+        self,
+        app: ASGIApp,
+        tool_scopes: Mapping[str, str],
+        observer: Callable[[], Observer] = lambda: NO_METRICS,
+        audit: Audit = _no_audit,
     ) -> None:
         self.app = app
         self._tool_scopes = tool_scopes
         self._observer = observer
+        self._audit = audit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         user = scope.get("user") if scope["type"] == "http" else None
@@ -105,13 +128,17 @@ class ScopeCheck:
         if not isinstance(caller, Caller):
             await self.app(scope, receive, send)
             return
-        needed = PATH_SCOPES.get(scope.get("path", ""))
-        msg_id: object = None
+        path = scope.get("path", "")
+        needed = PATH_SCOPES.get(path)
+        method, name, msg_id = f"{scope['method']} {path}", None, None
         if needed is None and scope["method"] == "POST":
             method, name, msg_id = scope.get(RPC_CALL, (None, None, None))
             needed = needed_scope(method, name, self._tool_scopes)
         if needed is not None and needed not in caller.held:
             self._observer().scope_refused(caller.label, needed)
+            if (audit := self._audit()) is not None:
+                tool = name if method == "tools/call" and isinstance(name, str) else None
+                audit.refused(caller.principal, str(method), tool, f"needs {needed}")
             await insufficient_scope(needed, caller, msg_id)(scope, receive, send)
             return
         await self.app(scope, receive, send)
