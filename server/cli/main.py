@@ -115,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     if argv[:1] == ["team"]:  # `flashsnap-mcp team token NAME`: a named token and its hash (server/cli/team.py)
         team(argv[1:])
+        return
     if argv[:1] == ["audit"]:  # `flashsnap-mcp audit verify PATH…`: the audit log's chain (server/cli/audit.py)
         audit(argv[1:])
         return
