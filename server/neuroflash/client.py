@@ -14,7 +14,7 @@ from server.clock import Clock, SystemClock
 from server.errors import IncompleteStream, RouteMissing, UpstreamError, UpstreamUnavailable
 from server.neuroflash import refusals, sse
 from server.neuroflash.refusals import SERVICE
-from server.neuroflash.routes import MODELS_PATH, RouteBook, RouteFinder, no_voice_route
+from server.neuroflash.routes import MODELS_PATH, RouteBook, RouteFinder, no_voice_route, routing_page
 from server.neuroflash.wire import (
     BrandVoice,
     ChatRequest,
@@ -43,7 +43,13 @@ class _NotFoundAnswer(Exception):
 
 
 class _NoRoute(Exception):
-    """The path answered the gateway's 404: no such route, nothing processed."""
+    """The path answered a 404 that names nothing it missed: nothing was processed, and most likely no such route
+    (a gateway's 404); confirmed only when no other path answers either."""
+
+    def __init__(self, response: httpx2.Response, *, confirmed: bool) -> None:
+        super().__init__("404")
+        self.response = response
+        self.confirmed = confirmed  # by a probe the route refuses before generating, answered 404 too
 
 
 class NeuroflashClient:
@@ -213,16 +219,27 @@ class NeuroflashClient:
             UpstreamStreamError: an error event in the stream; the text so far and the upstream's words go with it.
         """
         tried: list[str] = []
+        unconfirmed: list[tuple[str, httpx2.Response]] = []
         candidates = await self._finder.chat_candidates()
         known = await self._finder.known_chat_path()
         for path in candidates:
             tried.append(path)
             try:
                 result = await self._chat_at(path, workspace_id, body, on_text, learn=path != known)
-            except _NoRoute:
-                await self._finder.chat_missing(path)
+            except _NoRoute as answer:
+                # The gateway's page processed nothing: the other path is asked at once, so a missing route costs
+                # one request, not the 404 and a probe of the same path. A path that answers is remembered in place
+                # of this one; only when none does is each page confirmed (a service may use the same page).
+                if answer.confirmed:
+                    await self._finder.chat_missing(path)
+                else:
+                    unconfirmed.append((path, answer.response))
                 continue
             return result
+        for path, response in unconfirmed:
+            if not await self._finder.is_missing_route(path, "POST", response):
+                raise self._refused(response, workspace_id)
+            await self._finder.chat_missing(path)
         raise self._finder.no_chat_route(tried)
 
     async def find_chat_path(self) -> tuple[str | None, list[str]]:
@@ -252,8 +269,11 @@ class NeuroflashClient:
             try:
                 if response.status_code != 200:
                     await response.aread()
-                    if response.status_code == 404 and await self._finder.is_missing_route(path, "POST", response):
-                        raise _NoRoute(path)
+                    if response.status_code == 404:
+                        if routing_page(response, path):  # the gateway's page: try the other path at once
+                            raise _NoRoute(response, confirmed=False)
+                        if await self._finder.is_missing_route(path, "POST", response):
+                            raise _NoRoute(response, confirmed=True)
                 if learn:
                     await self._finder.chat_answered(path)  # any other answer proves the route exists
                 if response.status_code != 200:
