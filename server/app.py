@@ -32,6 +32,7 @@ from server.features import changes, prompts, resources
 from server.observe.logs import SecretMask
 from server.runtime import Runtime, open_runtime
 from server.tooling import arguments
+from server.tooling.answers import BoundedErrors
 from server.tooling.calls import InFlight, error_result, tool_call
 from server.tooling.selection import Selection, ToolFilter, select
 
@@ -156,6 +157,7 @@ def create_app(
     )
     app.in_flight = InFlight()
     app.notices = notices
+    app.middleware.append(BoundedErrors())  # the outermost: every error below it is masked and bounded
     app.middleware.append(ToolFilter(selection, prompts.PROMPT_NEEDS, resources.resource_needs))
     prompts.register(app, selection)
     resources.register(app, selection.enabled)

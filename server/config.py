@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from server.errors import ConfigurationError
+from server.segments import ID_PATTERN, MAX_ID
 
 Transport = Literal["stdio", "sse", "streamable-http"]
 
@@ -72,7 +73,10 @@ class Settings(BaseModel):
     )
     neuroflash_api_url: str = Field(default="https://app.neuroflash.com", description="neuroflash API base URL")
     neuroflash_workspace_id: str | None = Field(
-        default=None, description="default workspace for tools called without one"
+        default=None,
+        description="default workspace for tools called without one",
+        max_length=MAX_ID,
+        pattern=ID_PATTERN,  # it goes into URL paths: the tools' rule (server/segments.py)
     )
     # None: the reference page's path, else the overview page's, learned
     neuroflash_chat_path: str | None = Field(

@@ -6,6 +6,7 @@ from pydantic import BaseModel, Field
 
 from server.errors import InvalidArguments
 from server.neuroflash.wire import ChatMessage, ChatRequest
+from server.segments import ID_PATTERN, MAX_ID
 from server.tooling.arguments import Closed
 from server.tooling.consent import WORDS_PER_TOKEN, ask_first, fitted_max_tokens, generate_words, over
 from server.tooling.spec import CREATES, Confirm, Cost, MaxWait, ToolContext, ToolSpec, WorkspaceId, runtime
@@ -57,8 +58,8 @@ async def generate(
         str | None,
         Field(
             min_length=1,
-            max_length=100,
-            pattern=r"^[A-Za-z0-9_-]+$",
+            max_length=MAX_ID,
+            pattern=ID_PATTERN,
             description="Write in this brand voice (id from list_brand_voices).",
         ),
     ] = None,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 from typing import Any, NoReturn, TypeVar
-from urllib.parse import quote
 
 import anyio
 import httpx2
@@ -27,6 +26,7 @@ from server.neuroflash.wire import (
     Workspace,
 )
 from server.responses import request_id, send, transport_failure
+from server.segments import BRAND_VOICE_ID, TWIN_GROUP, WORKSPACE_ID
 from server.upstream.ladder import error_for
 
 TWINS = "/api/digital-twin-service/v1"
@@ -98,7 +98,7 @@ class NeuroflashClient:
             UpstreamUnavailable: 5xx, timeout, or an unreadable answer.
             UpstreamError: any other refusal (its subclass says which, by status).
         """
-        path = f"/api/usage-service/v1/workspaces/{quote(workspace_id, safe='')}/quotas"
+        path = f"/api/usage-service/v1/workspaces/{WORKSPACE_ID.check(workspace_id)}/quotas"
         response = await self._send("GET", path, params={"page": 0, "size": 50}, workspace_id=workspace_id)
         return _items(Quota, response, "quotas")
 
@@ -125,7 +125,7 @@ class NeuroflashClient:
         Raises:
             UpstreamError: neuroflash refused or failed the listing (its subclass says which, by status).
         """
-        path = f"/api/brand-voice-service/v1/workspaces/{quote(workspace_id, safe='')}/brand-voices"
+        path = f"/api/brand-voice-service/v1/workspaces/{WORKSPACE_ID.check(workspace_id)}/brand-voices"
         response = await self._send("GET", path, workspace_id=workspace_id)
         return _items(BrandVoice, response, "brandVoices")
 
@@ -141,7 +141,7 @@ class NeuroflashClient:
             RouteMissing: neither route exists at this API URL.
             UpstreamError: any other refusal or failure (its subclass says which, by status).
         """  # noqa: DOC501 - `raise no_voice_route(…)` raises the RouteMissing named here
-        ws, voice = quote(workspace_id, safe=""), quote(voice_id, safe="")
+        ws, voice = WORKSPACE_ID.check(workspace_id), BRAND_VOICE_ID.check(voice_id)
         paths = {
             "ds-prompt": (f"/api/brand-voice-service/v1/workspaces/{ws}/brand-voices/{voice}/ds-prompt", {}),
             "summaries": (f"/api/v1/workspaces/{ws}/brand-voice-summaries", {"brandVoiceId": voice_id}),
@@ -176,7 +176,7 @@ class NeuroflashClient:
             NotFound: no such group (or workspace).
             UpstreamError: any other refusal or failure.
         """
-        path = f"{TWINS}/workspaces/{quote(workspace_id, safe='')}/static-groups/{quote(group, safe='')}/twins"
+        path = f"{TWINS}/workspaces/{WORKSPACE_ID.check(workspace_id)}/static-groups/{TWIN_GROUP.check(group)}/twins"
         return _items(Twin, await self._send("GET", path, workspace_id=workspace_id), "twins")
 
     async def ask_twins(self, workspace_id: str, body: dict[str, Any]) -> TwinGroupAnswer:
@@ -186,7 +186,7 @@ class NeuroflashClient:
             UpstreamUnavailable: no answer, or one that cannot be read; `maybe_processed` when it may have run.
             UpstreamError: neuroflash refused it (its subclass says which, by status).
         """
-        path = f"{TWINS}/workspaces/{quote(workspace_id, safe='')}/twin-group-chat-completions"
+        path = f"{TWINS}/workspaces/{WORKSPACE_ID.check(workspace_id)}/twin-group-chat-completions"
         response = await self._send("POST", path, workspace_id=workspace_id, json=body)
         try:
             return TwinGroupAnswer.model_validate_json(response.content)
@@ -257,7 +257,7 @@ class NeuroflashClient:
             "POST",
             path,
             json=body.model_dump(exclude_none=True),
-            headers={"x-workspace-id": workspace_id},
+            headers={"x-workspace-id": WORKSPACE_ID.check(workspace_id)},
         )
         watch = sse.StreamWatch(self._clock, self._idle_s, self._max_s)
         # The watch runs on the injected clock at each chunk; this real-time cap also ends a silent stream.
@@ -305,7 +305,7 @@ class NeuroflashClient:
             RouteMissing: with `judge_404`, the path is not a route of the API (the gateway's 404).
             UpstreamError: any other error answer or failure, by status (see `refusals`).
         """
-        headers = {"x-workspace-id": workspace_id} if header and workspace_id else None
+        headers = {"x-workspace-id": WORKSPACE_ID.check(workspace_id)} if header and workspace_id else None
 
         def raise_for(response: httpx2.Response) -> NoReturn:
             if judge_404 and response.status_code == 404:

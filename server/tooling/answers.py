@@ -1,0 +1,67 @@
+"""Every JSON-RPC error the server answers with: masked, cut to a bound, and never a traceback.
+
+Tool failures are results (`server/tooling/calls.py`); this is the other requests' last word: a resource read, a
+prompt, a completion. The SDK quotes what it was sent ("Unknown resource: <the whole URI>", 100,000 characters of
+it) and answers an exception it did not expect with its text and code 0; here the text is cut with a note and an
+unexpected exception becomes the spec's internal error, its traceback going to stderr only.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.shared.exceptions import MCPError
+from mcp.types import INTERNAL_ERROR
+from pydantic import ValidationError
+
+from server.observe.logs import SecretMask
+
+log = logging.getLogger(__name__)
+
+MAX_ERROR_CHARS = 1_000  # an error message, as a person or a model reads it: what failed, and what to do
+
+
+def cut(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """`text` at most `limit` characters, a cut saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    note = f" … [cut: {len(text) - limit:,} more characters]"
+    return text[: max(0, limit - len(note))] + note
+
+
+class BoundedErrors:
+    """Server middleware: the JSON-RPC errors of every request are masked and bounded; nothing unexpected leaks."""
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        """The handler's answer; its failure as a bounded JSON-RPC error.
+
+        Raises:
+            MCPError: the handler's own error, masked and cut; or INTERNAL_ERROR for an exception it did not expect.
+            ValidationError: as the handler raised it (the SDK answers invalid params, quoting nothing).
+        """
+        try:
+            return await call_next(ctx)
+        except MCPError as exc:
+            mask = _mask(ctx)
+            raise MCPError(exc.error.code, cut(mask.mask(exc.error.message)), _bounded(exc.error.data, mask)) from exc
+        except ValidationError:
+            raise  # the SDK answers it as invalid params, with no pydantic text
+        except Exception as exc:
+            log.exception("%s failed unexpectedly", ctx.method)
+            raise MCPError(INTERNAL_ERROR, f"internal error in {ctx.method}; the server's log has the details") from exc
+
+
+def _mask(ctx: ServerRequestContext[Any, Any]) -> SecretMask:
+    shared = getattr(ctx.lifespan_context, "mask", None)
+    return shared if isinstance(shared, SecretMask) else SecretMask()
+
+
+def _bounded(data: Any, mask: SecretMask) -> Any:
+    """An error's `data`: its texts (the SDK puts the URI asked for there too) masked and cut, one level deep."""
+    if isinstance(data, str):
+        return cut(mask.mask(data))
+    if isinstance(data, dict):
+        return {key: cut(mask.mask(value)) if isinstance(value, str) else value for key, value in data.items()}
+    return data
