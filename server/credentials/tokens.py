@@ -31,6 +31,7 @@ import httpx2
 from anyio.abc import TaskGroup
 from pydantic import BaseModel, Field, SecretStr, ValidationError
 
+from server import known_secrets
 from server.backoff import full_jitter
 from server.clock import Clock
 from server.credentials import lease
@@ -110,6 +111,7 @@ class TokenManager:
         self._token_url = token_url
         self._client_id = client_id
         self._client_secret = client_secret
+        known_secrets.hold(client_secret.get_secret_value())  # an identity server may echo it in an error
         self._clock = clock
         self._store: Store = store or MemoryStore(clock)
         self._key = key
@@ -194,6 +196,7 @@ class TokenManager:
                     ),
                 )
                 if isinstance(claim, lease.Have):
+                    known_secrets.hold(claim.token, live=True)  # another process's token: masked here too
                     self._token = _Token(SecretStr(claim.token), claim.expires_at, claim.lifetime)
                     return self._token.value
                 if isinstance(claim, lease.Failed):
@@ -342,6 +345,7 @@ class TokenManager:
         lifetime = body.lifetime()
         if body.expires_in is None:
             log.info("the neuroflash token answer has no expires_in; taking it as valid for %.0f s", lifetime)
+        known_secrets.hold(body.access_token.get_secret_value(), live=True)  # an upstream may quote it back
         log.info("obtained a neuroflash access token, valid for %.0f s", lifetime)
         return _Token(body.access_token, self._clock.now() + lifetime, lifetime)
 
@@ -365,8 +369,11 @@ def _oauth_error(response: httpx2.Response) -> str:
 
 
 def _describe(exc: FlashsnapError) -> lease.Failed:
+    """The failure as the lease stores it for the other processes: its texts masked, so no secret is stored."""
     kind = "rejected" if isinstance(exc, CredentialsRejected) else "unavailable"
-    return lease.Failed(kind, exc.message, exc.hint, getattr(exc, "status", None))
+    return lease.Failed(
+        kind, known_secrets.mask(exc.message), known_secrets.mask(exc.hint), getattr(exc, "status", None)
+    )
 
 
 def _rebuild(failed: lease.Failed) -> FlashsnapError:

@@ -44,6 +44,10 @@ class Fault:
 
     status: int | None = None  # answer with this status and a generic error body
     message: str | None = None  # with status: the error body's text (a proxy's or a bug's: any size, any words)
+    # With status, the request's own credential quoted back in the message, as misbehaving servers do: an identity
+    # server that echoes the form's `client_secret` in its error, a gateway that names the bearer token it refused.
+    # `{client_secret}` and `{access_token}` in `message` are replaced by what the request carried.
+    quotes_credential: bool = False
     # A 200 that is broken; with status, "wrong_type" is an HTML error page (a proxy's) instead of JSON.
     body: Literal["malformed", "wrong_type", "oversized", "reset"] | None = None
     stall_after_chunks: int | None = None  # stream: after N content chunks send only ": ping" comments

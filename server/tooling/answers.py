@@ -1,4 +1,4 @@
-"""Every JSON-RPC error the server answers with: masked, cut to a bound, and never a traceback.
+"""What every answer lets out: errors masked, cut to a bound and never a traceback; no secret in any result.
 
 Tool failures are results (`server/tooling/calls.py`); this is the other requests' last word: a resource read, a
 prompt, a completion. The SDK quotes what it was sent ("Unknown resource: <the whole URI>", 100,000 characters of
@@ -8,14 +8,16 @@ unexpected exception becomes the spec's internal error, its traceback going to s
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.shared.exceptions import MCPError
 from mcp.types import INTERNAL_ERROR
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
+from server import known_secrets
 from server.observe.logs import SecretMask
 
 log = logging.getLogger(__name__)
@@ -42,7 +44,7 @@ class BoundedErrors:
             ValidationError: as the handler raised it (the SDK answers invalid params, quoting nothing).
         """
         try:
-            return await call_next(ctx)
+            result = await call_next(ctx)
         except MCPError as exc:
             mask = _mask(ctx)
             raise MCPError(exc.error.code, cut(mask.mask(exc.error.message)), _bounded(exc.error.data, mask)) from exc
@@ -51,6 +53,28 @@ class BoundedErrors:
         except Exception as exc:
             log.exception("%s failed unexpectedly", ctx.method)
             raise MCPError(INTERNAL_ERROR, f"internal error in {ctx.method}; the server's log has the details") from exc
+        return _masked(ctx.method, result)
+
+
+# The answers that carry the upstreams' words: a secret one of them quoted is masked by its value (only by value:
+# a pattern would rewrite what the user saved, such as a snapshot that mentions "Bearer").
+QUOTING = frozenset({"tools/call", "resources/read", "prompts/get", "completion/complete"})
+
+
+def _masked(method: str, result: HandlerResult) -> HandlerResult:
+    """`result`, with every secret this process holds masked where an upstream's words carried one."""
+    if method not in QUOTING or result is None:
+        return result
+    values = known_secrets.held()
+    if not values:
+        return result
+    dumped = (
+        result.model_dump(by_alias=True, exclude_none=True, mode="json") if isinstance(result, BaseModel) else result
+    )
+    if not any(secret in json.dumps(dumped, ensure_ascii=False) for secret in values):
+        return result
+    masked: dict[str, Any] = known_secrets.mask_deep(dumped, values)
+    return masked
 
 
 def _mask(ctx: ServerRequestContext[Any, Any]) -> SecretMask:
