@@ -370,6 +370,10 @@ class NeuroflashEmulator(EmulatedAPI):
         try:
             base = {"id": gen_id, "object": "chat.completion.chunk", "model": model}
             framing = state.variants.stream_framing
+            if fault is not None and fault.runaway_chars is not None:
+                async for piece in _runaway(base, fault.runaway_chars, framing, error=cut_after is None):
+                    yield piece
+                return
             if framing != "bom":  # "bom": the mark comes right before the first text, with no empty chunk ahead
                 role = {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
                 yield frame({**base, "choices": [role]}, framing)
@@ -447,6 +451,19 @@ def frame(payload: dict[str, Any] | None, framing: StreamFraming = "lf") -> byte
     if framing == "extra_fields":
         text = f": a comment{end}event: message{end}id: 7{end}retry: 3000{end}x-vendor: 1{end}" + text
     return (text + end).encode()
+
+
+async def _runaway(base: dict[str, Any], chars: int, framing: StreamFraming, *, error: bool) -> AsyncIterator[bytes]:
+    """A generation that ignores its bound: `chars` characters of text in 16 KiB chunks, then an error event
+    (`error`) or the connection's end (a fault that also cuts)."""
+    left = chars
+    while left > 0:
+        text = ("runaway " * 2048)[: min(left, 16_384)]
+        left -= len(text)
+        choice = {"index": 0, "delta": {"content": text}, "finish_reason": None}
+        yield frame({**base, "choices": [choice]}, framing)
+    if error:
+        yield STREAM_FAILURES["error_event"]
 
 
 def usage_body(words: list[str]) -> dict[str, int]:

@@ -55,6 +55,11 @@ class Fault:
     cut_after_chunks: int | None = None  # stream: close the connection after N content chunks
     retry_after_s: int | None = None  # with status 429: the wait it names
     retry_after_header: bool = True  # with status 429: False names the wait only in the body
+    # A 200 whose body never ends in practice: this many bytes of JSON padding, streamed (a 600 MB token answer);
+    # `EmulatorState.sent_bytes[route]` counts what the client took before it stopped reading.
+    flood_bytes: int | None = None
+    # stream: this many characters of text whatever max_tokens said (a runaway generation), then an error event.
+    runaway_chars: int | None = None
     times: int = 1
 
 

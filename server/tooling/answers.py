@@ -23,14 +23,27 @@ from server.observe.logs import SecretMask
 log = logging.getLogger(__name__)
 
 MAX_ERROR_CHARS = 1_000  # an error message, as a person or a model reads it: what failed, and what to do
+# A text an error result carries besides its message (the generation's text before the failure): enough to resume
+# from, and a fraction of FLASHSNAP_MAX_RESULT_TOKENS' default, so an endless stream cannot flood the context.
+MAX_DETAIL_CHARS = 20_000
 
 
 def cut(text: str, limit: int = MAX_ERROR_CHARS) -> str:
     """`text` at most `limit` characters, a cut saying how much was left out."""
     if len(text) <= limit:
         return text
-    note = f" … [cut: {len(text) - limit:,} more characters]"
+    note = f" … [cut here: {len(text) - limit:,} more characters not shown]"
     return text[: max(0, limit - len(note))] + note
+
+
+def masked_cut(text: str, limit: int, mask: SecretMask) -> str:
+    """`text` masked and cut to `limit`: only its head is masked (a secret that straddles the cut included), so a
+    16-million-character text costs no more than a short one."""
+    head = mask.mask(text[: limit + 1024])
+    if len(text) <= limit + 1024 and len(head) <= limit:
+        return head
+    note = f" … [cut here: {max(0, len(text) - limit):,} more characters not shown]"
+    return head[: max(0, limit - len(note))] + note
 
 
 class BoundedErrors:
