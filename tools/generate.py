@@ -130,4 +130,5 @@ TOOL = ToolSpec(
     annotations=CREATES,
     cost=Cost.WORDS,
     purpose="write text with a neuroflash model (spends words from the workspace's quota).",
+    quotes="a model's text",
 )

@@ -40,4 +40,5 @@ TOOL = ToolSpec(
     annotations=READ_ONLY,
     cost=Cost.NOTHING,
     purpose="the digital-twin audiences, and the twins in one.",
+    quotes="twin and group names",
 )

@@ -131,6 +131,9 @@ class ToolSpec:
     cost: Cost
     purpose: str  # what it is for, in the instructions' list of tools (after "name: ")
     changes: tuple[str, ...] = ()  # see CHANGE_KINDS
+    # Whose text its results carry, when others wrote it ("saved snapshots"): labelled as data, never instructions,
+    # in each result and in its description (server/tooling/trust.py).
+    quotes: str = ""
 
     def __post_init__(self) -> None:
         assert self.toolset in TOOLSETS, self.toolset
