@@ -58,8 +58,10 @@ class UpstreamText:
             else result
         )
         parts = answer.get("content" if ctx.method == "tools/call" else "contents")
+        if not isinstance(parts, list):
+            return answer  # a question for the user (input_required), not a result: it quotes nobody
         said = ""
-        for part in parts if isinstance(parts, list) else ():
+        for part in parts:
             if isinstance(part, dict) and isinstance(text := part.get("text"), str):
                 part["text"] = visible(text)
                 said += text
