@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
-from pydantic import BaseModel
+from mcp.types import CallToolResult, ReadResourceResult, TextContent, TextResourceContents
+from pydantic import ValidationError
 
 TRUST_META = "io.flashsnap/trust"
 HIDING = re.compile("[\U000e0000-\U000e007f\u202a-\u202e\u2066-\u2069]")
@@ -50,31 +51,38 @@ class UpstreamText:
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         result = await call_next(ctx)
-        if ctx.method not in ("tools/call", "resources/read") or result is None:
+        kind = RESULTS.get(ctx.method)
+        if kind is None or result is None:
             return result
-        answer: dict[str, Any] = (
-            result.model_dump(by_alias=True, exclude_none=True, mode="json")
-            if isinstance(result, BaseModel)
-            else result
-        )
-        parts = answer.get("content" if ctx.method == "tools/call" else "contents")
-        if not isinstance(parts, list):
-            return answer  # a question for the user (input_required), not a result: it quotes nobody
+        try:
+            answer = result if isinstance(result, kind) else kind.model_validate(result)
+        except ValidationError:
+            return result  # a question for the user (input_required), not a result: it quotes nobody
+        parts = answer.content if isinstance(answer, CallToolResult) else answer.contents
         said = ""
         for part in parts:
-            if isinstance(part, dict) and isinstance(text := part.get("text"), str):
-                part["text"] = visible(text)
-                said += text
+            if isinstance(part, TextContent | TextResourceContents):
+                said += part.text
+                part.text = visible(part.text)
         quotes = self._quotes(ctx, answer, said)
         if quotes:
-            answer["_meta"] = {**(answer.get("_meta") or {}), TRUST_META: label(quotes)}
+            answer.meta = {**(answer.meta or {}), TRUST_META: label(quotes)}
         return answer
 
-    def _quotes(self, ctx: ServerRequestContext[Any, Any], answer: dict[str, Any], said: str) -> str:
+    def _quotes(
+        self, ctx: ServerRequestContext[Any, Any], answer: CallToolResult | ReadResourceResult, said: str
+    ) -> str:
         """Whose text this answer quotes ("" for none)."""
         params = ctx.params or {}
-        if ctx.method == "resources/read":
+        if isinstance(answer, ReadResourceResult):
             return "a saved snapshot" if str(params.get("uri", "")).startswith("neuralsnap://") else ""
-        if answer.get("isError"):
+        if answer.is_error:
             return "an upstream's error message" if UPSTREAM_QUOTE in said else ""
         return self.quotes.get(str(params.get("name")), "")
+
+
+# The results whose text a model reads, by the request that answers with them.
+RESULTS: dict[str, type[CallToolResult] | type[ReadResourceResult]] = {
+    "tools/call": CallToolResult,
+    "resources/read": ReadResourceResult,
+}
