@@ -33,7 +33,8 @@ from server.config import Settings
 from server.features import changes, prompts, resources
 from server.observe.logs import SecretMask
 from server.runtime import Runtime, open_runtime
-from server.tooling import arguments
+from server.tooling import arguments, trust
+from server.tooling.answers import BoundedErrors
 from server.tooling.audited import AuditTrail
 from server.tooling.calls import InFlight, error_result, tool_call
 from server.tooling.selection import Selection, ToolFilter, select
@@ -165,7 +166,9 @@ def create_app(
     app.in_flight = InFlight()
     app.notices = notices
     app.tool_scopes = {spec.name: spec.scope for spec in tools.ALL}
+    app.middleware.append(BoundedErrors())  # the outermost: every error below it is masked and bounded
     app.middleware.append(AuditTrail(resources.template_of))  # outside the filter: a refused call is recorded
+    app.middleware.append(trust.UpstreamText({spec.name: spec.quotes for spec in tools.ALL if spec.quotes}))
     app.middleware.append(ToolFilter(selection, prompts.PROMPT_NEEDS, resources.resource_needs, app.tool_scopes))
     prompts.register(app, selection)
     resources.register(app, selection.enabled)
@@ -196,7 +199,8 @@ def create_app(
             call,
             name=spec.name,
             title=spec.title,
-            description=tool_description(spec.fn),
+            description=tool_description(spec.fn)
+            + (f"\n\n{trust.description_line(spec.quotes)}" if spec.quotes else ""),
             annotations=spec.annotations,
         )
     app.close_tool_arguments()

@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from server.errors import ConfigurationError
+from server.segments import ID_PATTERN, MAX_ID
 
 Transport = Literal["stdio", "sse", "streamable-http"]
 
@@ -27,12 +28,10 @@ TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 
 
-def parse_flag(value: object) -> bool:
-    """A boolean setting, read one way everywhere: `1/true/yes/on` or `0/false/no/off`, any case.
-
-    Raises:
-        ValueError: anything else (`t`, `y`, `2`, …): a setting the operator mistyped stops the start.
-    """
+def flag_word(value: object) -> bool | None:
+    """The one reading of a yes/no word, for settings and headers alike: `1/true/yes/on` is True,
+    `0/false/no/off` False (any case, spaces around ignored), anything else None: the caller decides what an
+    unreadable word costs (a setting stops the start, a narrowing header narrows)."""
     if isinstance(value, bool):
         return value
     word = str(value).strip().lower()
@@ -40,7 +39,20 @@ def parse_flag(value: object) -> bool:
         return True
     if word in FALSE_WORDS:
         return False
-    raise ValueError("must be 1, true, yes or on, or 0, false, no or off")
+    return None
+
+
+def parse_flag(value: object) -> bool:
+    """A boolean setting, read one way everywhere: `1/true/yes/on` or `0/false/no/off`, any case.
+
+    Raises:
+        ValueError: anything else (`t`, `y`, `2`, a list such as `true, true`, …): a setting the operator mistyped
+            stops the start.
+    """
+    read = flag_word(value)
+    if read is None:
+        raise ValueError("must be 1, true, yes or on, or 0, false, no or off")
+    return read
 
 
 Flag = Annotated[bool, BeforeValidator(parse_flag)]
@@ -61,7 +73,10 @@ class Settings(BaseModel):
     )
     neuroflash_api_url: str = Field(default="https://app.neuroflash.com", description="neuroflash API base URL")
     neuroflash_workspace_id: str | None = Field(
-        default=None, description="default workspace for tools called without one"
+        default=None,
+        description="default workspace for tools called without one",
+        max_length=MAX_ID,
+        pattern=ID_PATTERN,  # it goes into URL paths: the tools' rule (server/segments.py)
     )
     # None: the reference page's path, else the overview page's, learned
     neuroflash_chat_path: str | None = Field(

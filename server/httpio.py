@@ -17,6 +17,8 @@ from typing import Any
 
 import httpx2
 
+from server import known_secrets
+
 # Methods that create data or spend words: a failure after sending may have been processed.
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Failures that prove the request never left: the only ones after which a write may be sent again.
@@ -92,7 +94,9 @@ _CONTROL = re.compile(r"\s+")
 
 
 def upstream_text(text: str, limit: int = UPSTREAM_TEXT_CHARS) -> str:
-    """Upstream words made safe to quote: control and format characters gone, whitespace folded, capped."""
+    """Upstream words made safe to quote: a secret it quotes back masked (before any cut, so no part of one is
+    left), control and format characters gone, whitespace folded, capped."""
+    text = known_secrets.mask(text[: limit * 4 + 1024])  # room for a secret that straddles the cut
     kept = "".join(" " if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c for c in text[: limit * 4])
     folded = _CONTROL.sub(" ", kept).strip()
     return folded if len(folded) <= limit else folded[: limit - 1].rstrip() + "…"

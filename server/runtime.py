@@ -9,7 +9,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
-from server import context
+from server import context, known_secrets
 from server.clock import Clock, SystemClock
 from server.config import Settings
 from server.errors import ConfigurationError
@@ -146,6 +146,7 @@ def open_audit(settings: Settings, clock: Clock) -> AuditLog | None:
 async def open_runtime(settings: Settings, clock: Clock | None = None) -> AsyncIterator[Runtime]:
     """Open the state store and each upstream's services (clients, token, gates) for the life of the server."""
     clock = clock or SystemClock()
+    known_secrets.hold(*settings.secrets)  # masked by value wherever a text leaves, also when an upstream quotes one
     async with AsyncExitStack() as stack:
         store = await open_state(settings, clock)
         stack.push_async_callback(store.aclose)

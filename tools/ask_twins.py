@@ -64,4 +64,5 @@ TOOL = ToolSpec(
     annotations=CREATES,
     cost=Cost.WORDS,
     purpose="ask twins (a simulated audience) for feedback on copy (may spend quota).",
+    quotes="digital twins' answers",
 )

@@ -57,4 +57,5 @@ TOOL = ToolSpec(
     cost=Cost.CRYSTALLIZE,
     purpose="turn a long text or a conversation into snapshots (spends crystallize tokens).",
     changes=("resources",),
+    quotes="the snapshots NeuralSnap wrote",
 )

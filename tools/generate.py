@@ -6,6 +6,7 @@ from pydantic import BaseModel, Field
 
 from server.errors import InvalidArguments
 from server.neuroflash.wire import ChatMessage, ChatRequest
+from server.segments import ID_PATTERN, MAX_ID
 from server.tooling import consent
 from server.tooling.arguments import Closed
 from server.tooling.consent import WORDS_PER_TOKEN, ask_first, fitted_max_tokens, generate_words, over
@@ -58,8 +59,8 @@ async def generate(
         str | None,
         Field(
             min_length=1,
-            max_length=100,
-            pattern=r"^[A-Za-z0-9_-]+$",
+            max_length=MAX_ID,
+            pattern=ID_PATTERN,
             description="Write in this brand voice (id from list_brand_voices).",
         ),
     ] = None,
@@ -130,4 +131,5 @@ TOOL = ToolSpec(
     annotations=CREATES,
     cost=Cost.WORDS,
     purpose="write text with a neuroflash model (spends words from the workspace's quota).",
+    quotes="a model's text",
 )

@@ -20,4 +20,5 @@ TOOL = ToolSpec(
     annotations=READ_ONLY,
     cost=Cost.NOTHING,
     purpose="one saved thought by its id, with all its fields.",
+    quotes="a saved snapshot",
 )

@@ -31,4 +31,5 @@ TOOL = ToolSpec(
     annotations=READ_ONLY,
     cost=Cost.NOTHING,
     purpose="the brand voices (how texts should sound), with their ids.",
+    quotes="brand voice texts",
 )

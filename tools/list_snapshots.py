@@ -45,4 +45,5 @@ TOOL = ToolSpec(
     annotations=READ_ONLY,
     cost=Cost.NOTHING,
     purpose="page through saved snapshots, newest first.",
+    quotes="saved snapshots",
 )

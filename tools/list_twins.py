@@ -5,6 +5,7 @@ from typing import Annotated
 from pydantic import BaseModel, Field
 
 from server.neuroflash.wire import Twin, TwinGroup
+from server.segments import KEY_PATTERN, MAX_ID
 from server.tooling.spec import READ_ONLY, Cost, MaxWait, ToolContext, ToolSpec, WorkspaceId, fit, runtime
 
 
@@ -17,7 +18,7 @@ class TwinList(BaseModel):
 async def list_twins(
     ctx: ToolContext,
     group: Annotated[
-        str | None, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$", description="A group key.")
+        str | None, Field(min_length=1, max_length=MAX_ID, pattern=KEY_PATTERN, description="A group key.")
     ] = None,
     workspace_id: WorkspaceId = None,
     max_wait_s: MaxWait = None,
@@ -39,4 +40,5 @@ TOOL = ToolSpec(
     annotations=READ_ONLY,
     cost=Cost.NOTHING,
     purpose="the digital-twin audiences, and the twins in one.",
+    quotes="twin and group names",
 )

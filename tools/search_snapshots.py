@@ -45,4 +45,5 @@ TOOL = ToolSpec(
     annotations=READ_ONLY,
     cost=Cost.SEARCHES,
     purpose="find saved snapshots by meaning.",
+    quotes="saved snapshots",
 )

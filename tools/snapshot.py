@@ -116,4 +116,5 @@ TOOL = ToolSpec(
     cost=Cost.WRITES,
     purpose="save one structured thought to the user's NeuralSnap second brain.",
     changes=("resources",),
+    quotes="the snapshot as saved",
 )

@@ -85,4 +85,5 @@ TOOL = ToolSpec(
     cost=Cost.WRITES,
     purpose="change fields of a saved thought.",
     changes=("resources",),
+    quotes="the snapshot as saved",
 )

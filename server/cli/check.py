@@ -442,6 +442,7 @@ def main(argv: Sequence[str]) -> None:
     parser.add_argument("--json", action="store_true", help="print the findings as JSON")
     args = parser.parse_args(argv)
     logs.configure("ERROR")  # the report is the output; failures are in it
+    mask = logs.SecretMask()  # the upstreams' words in the findings may quote a secret or the token just obtained
     with _environment(args.sandbox) as environ:
         try:
             settings = Settings.from_env(environ, sandbox=args.sandbox)
@@ -450,6 +451,7 @@ def main(argv: Sequence[str]) -> None:
             report.add("config", "environment", "fail", exc.message, "Fix the variables named above.")
         else:
             logs.configure("ERROR", settings.secrets)
+            mask = logs.SecretMask(settings.secrets)
             report = anyio.run(run_checks, settings)
             if args.sandbox:
                 report.findings.insert(
@@ -457,7 +459,7 @@ def main(argv: Sequence[str]) -> None:
                 )
     if args.json:
         out = {"ok": report.ok, "version": __version__, "findings": [asdict(f) for f in report.findings]}
-        print(json.dumps(out, indent=2))  # noqa: T201 - the command's output
+        print(mask.mask(json.dumps(out, indent=2)))  # noqa: T201 - the command's output
     else:
-        print(render(report))  # noqa: T201 - the command's output
+        print(mask.mask(render(report)))  # noqa: T201 - the command's output
     sys.exit(0 if report.ok else 1)

@@ -332,13 +332,14 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         ConfigurationError: a Redis store was asked for and does not answer.
     """
     clock = SystemClock()
+    mask = logs.SecretMask(settings.secrets)  # a stored text may quote one (a store written by an older version)
     store = await open_shared(settings, clock, "flashsnap-mcp status")
     if store is None:
         return 1
     try:
         while True:
             view = await gather(store, clock)
-            out = json.dumps(view) if args.json else render(view)
+            out = mask.mask(json.dumps(view) if args.json else render(view))
             if args.watch and not args.json:
                 out = CLEAR + out
             print(out, flush=True)  # noqa: T201 - this command's output is for a person or a script

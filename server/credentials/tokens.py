@@ -31,6 +31,7 @@ import httpx2
 from anyio.abc import TaskGroup
 from pydantic import BaseModel, Field, SecretStr, ValidationError
 
+from server import known_secrets
 from server.backoff import full_jitter
 from server.clock import Clock
 from server.credentials import lease
@@ -43,6 +44,8 @@ from server.state.memory import MemoryStore
 from server.state.store import Mutation, Store
 
 log = logging.getLogger(__name__)
+# A token answer is a few KiB (a JWT and three fields); anything past this is not one, and is not read on.
+MAX_TOKEN_ANSWER_BYTES = 64 * 1024
 FAILURE_MEMORY_S = 5.0  # how long a failed token request answers for the calls that queued behind it
 LEASE_S = 5.0  # how long a process that died while fetching holds the others up, at most
 POLL_S = 0.05  # how often a process waiting for another's fetch looks for its result
@@ -110,6 +113,7 @@ class TokenManager:
         self._token_url = token_url
         self._client_id = client_id
         self._client_secret = client_secret
+        known_secrets.hold(client_secret.get_secret_value())  # an identity server may echo it in an error
         self._clock = clock
         self._store: Store = store or MemoryStore(clock)
         self._key = key
@@ -194,6 +198,7 @@ class TokenManager:
                     ),
                 )
                 if isinstance(claim, lease.Have):
+                    known_secrets.hold(claim.token, live=True)  # another process's token: masked here too
                     self._token = _Token(SecretStr(claim.token), claim.expires_at, claim.lifetime)
                     return self._token.value
                 if isinstance(claim, lease.Failed):
@@ -293,7 +298,8 @@ class TokenManager:
         }
         self.requests_sent += 1
         try:
-            response = await self._http.post(self._token_url, data=form)
+            async with self._http.stream("POST", self._token_url, data=form) as answer:
+                response = await _read_capped(answer)
         except httpx2.TransportError as exc:
             raise UpstreamUnavailable(
                 f"The neuroflash token endpoint could not be reached ({type(exc).__name__})."
@@ -342,8 +348,33 @@ class TokenManager:
         lifetime = body.lifetime()
         if body.expires_in is None:
             log.info("the neuroflash token answer has no expires_in; taking it as valid for %.0f s", lifetime)
+        known_secrets.hold(body.access_token.get_secret_value(), live=True)  # an upstream may quote it back
         log.info("obtained a neuroflash access token, valid for %.0f s", lifetime)
         return _Token(body.access_token, self._clock.now() + lifetime, lifetime)
+
+
+async def _read_capped(answer: httpx2.Response) -> httpx2.Response:
+    """The token endpoint's answer, read up to `MAX_TOKEN_ANSWER_BYTES` (decoded): a larger one is not read on.
+
+    Raises:
+        UpstreamUnavailable: the answer is larger than any token answer (a proxy's page, a fault, an attack).
+    """
+    declared = answer.headers.get("content-length", "")
+    body = bytearray()
+    if not (declared.isdigit() and int(declared) > MAX_TOKEN_ANSWER_BYTES):
+        async for chunk in answer.aiter_bytes():
+            body += chunk
+            if len(body) > MAX_TOKEN_ANSWER_BYTES:
+                break
+    if len(body) > MAX_TOKEN_ANSWER_BYTES or (declared.isdigit() and int(declared) > MAX_TOKEN_ANSWER_BYTES):
+        raise UpstreamUnavailable(
+            f"The neuroflash token endpoint sent an answer over {MAX_TOKEN_ANSWER_BYTES // 1024} KiB, larger than "
+            "any token answer; it was not read further.",
+            status=answer.status_code,
+        )
+    # The body is decoded already: the copy carries no encoding or length of the bytes on the wire.
+    headers = [(k, v) for k, v in answer.headers.items() if k.lower() not in ("content-encoding", "content-length")]
+    return httpx2.Response(answer.status_code, headers=headers, content=bytes(body), request=answer.request)
 
 
 def _oauth_error_code(response: httpx2.Response) -> str | None:
@@ -365,8 +396,11 @@ def _oauth_error(response: httpx2.Response) -> str:
 
 
 def _describe(exc: FlashsnapError) -> lease.Failed:
+    """The failure as the lease stores it for the other processes: its texts masked, so no secret is stored."""
     kind = "rejected" if isinstance(exc, CredentialsRejected) else "unavailable"
-    return lease.Failed(kind, exc.message, exc.hint, getattr(exc, "status", None))
+    return lease.Failed(
+        kind, known_secrets.mask(exc.message), known_secrets.mask(exc.hint), getattr(exc, "status", None)
+    )
 
 
 def _rebuild(failed: lease.Failed) -> FlashsnapError:

@@ -9,7 +9,6 @@ and listing every `LISTING_TTL_S` seconds, shared by every session and process u
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
@@ -19,8 +18,9 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.shared.exceptions import MCPError
 from mcp.types import INTERNAL_ERROR, INVALID_PARAMS, Resource
 
-from server.errors import FlashsnapError, NotFound
+from server.errors import FlashsnapError, InvalidArguments, NotFound
 from server.runtime import Runtime
+from server.segments import SNAPSHOT_ID, WORKSPACE_ID, Segment, bounded
 from server.state.store import KEEP, Change, Doc
 
 log = logging.getLogger(__name__)
@@ -42,8 +42,15 @@ TEMPLATE_NEEDS: dict[str, tuple[str, ...]] = {
     BRAND_VOICE: ("list_brand_voices",),
 }
 LISTING_NEEDS = ("list_snapshots", "get_snapshot")
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_WORKSPACE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+
+
+def _malformed(kind: Segment, value: str) -> bool:
+    """Whether `value` breaks the rule the tool holds this argument to (nothing is sent for it then)."""
+    try:
+        kind.check(value)
+    except InvalidArguments:
+        return True
+    return False
 
 
 def resource_needs(uri: str) -> tuple[str, ...]:
@@ -105,8 +112,15 @@ async def workspace_values(runtime: Runtime, _: Mapping[str, str]) -> list[tuple
 
 
 async def brand_voice_values(runtime: Runtime, arguments: Mapping[str, str]) -> list[tuple[str, str]]:
-    """The brand voice ids of the workspace given so far (else the default one), with their names (cached)."""
+    """The brand voice ids of the workspace given so far (else the default one), with their names (cached).
+
+    Raises:
+        InvalidArguments: the workspace given so far breaks the tool's rule for it (nothing is sent).
+        FlashsnapError: what NeuroflashService.list_brand_voices raises.
+    """
     workspace = arguments.get("workspace_id") or None
+    if workspace is not None:
+        WORKSPACE_ID.check(workspace)  # as list_brand_voices checks it: `..` or 100,000 characters never leave
 
     async def fetch() -> list[Any]:
         _workspace, voices = await runtime.neuroflash().list_brand_voices(workspace)
@@ -173,8 +187,8 @@ async def read_snapshot(runtime: Runtime, snapshot_id: str) -> str:
         NotFound: the id is not a UUID (nothing is sent), or NeuralSnap has no such snapshot.
         FlashsnapError: what NeuralSnapService.get raises.
     """
-    if not _UUID.match(snapshot_id):
-        raise NotFound(f"{snapshot_id!r} is not a snapshot id (a UUID); nothing was sent to NeuralSnap.")
+    if _malformed(SNAPSHOT_ID, snapshot_id):
+        raise NotFound(f"{bounded(snapshot_id)!r} is not a snapshot id (a UUID); nothing was sent to NeuralSnap.")
     return _json(await runtime.neuralsnap().get(snapshot_id))
 
 
@@ -185,8 +199,8 @@ async def read_quota(runtime: Runtime, workspace_id: str) -> str:
         NotFound: the workspace id is malformed (nothing is sent).
         FlashsnapError: what NeuroflashService.quota_status raises.
     """
-    if not _WORKSPACE.match(workspace_id):
-        raise NotFound(f"{workspace_id!r} is not a workspace id; nothing was sent to neuroflash.")
+    if _malformed(WORKSPACE_ID, workspace_id):
+        raise NotFound(f"{bounded(workspace_id)!r} is not a workspace id; nothing was sent to neuroflash.")
     workspace, quotas = await runtime.neuroflash().quota_status(workspace_id)
     return _json({"workspace_id": workspace, "quotas": [q.model_dump(mode="json") for q in quotas]})
 
@@ -198,14 +212,14 @@ async def read_brand_voice(runtime: Runtime, workspace_id: str, brand_voice_id: 
         NotFound: the workspace id is malformed, or the workspace has no such voice.
         FlashsnapError: what NeuroflashService.list_brand_voices raises.
     """
-    if not _WORKSPACE.match(workspace_id):
-        raise NotFound(f"{workspace_id!r} is not a workspace id; nothing was sent to neuroflash.")
+    if _malformed(WORKSPACE_ID, workspace_id):
+        raise NotFound(f"{bounded(workspace_id)!r} is not a workspace id; nothing was sent to neuroflash.")
     workspace, voices = await runtime.neuroflash().list_brand_voices(workspace_id)
     for voice in voices:
         if voice.id == brand_voice_id:
             return _json({"workspace_id": workspace, **voice.model_dump(mode="json")})
     raise NotFound(
-        f"workspace {workspace} has no brand voice {brand_voice_id!r}",
+        f"workspace {workspace} has no brand voice {bounded(brand_voice_id)!r}",
         hint="Read list_brand_voices (or complete brand_voice_id) for the voices and their ids.",
     )
 

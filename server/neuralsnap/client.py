@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any, NoReturn
-from urllib.parse import quote
 
 import httpx2
 from pydantic import BaseModel
@@ -24,6 +23,7 @@ from server.neuralsnap.wire import (
     whole,
 )
 from server.responses import parse, send
+from server.segments import SNAPSHOT_ID
 from server.upstream.ladder import Refusal, Words, error_for
 
 SERVICE = "NeuralSnap"
@@ -119,7 +119,7 @@ class NeuralSnapClient:
             NotFound: no snapshot has that id.
             UpstreamError: NeuralSnap refused or failed the update (the subclass says how; see `WORDS`).
         """
-        path = f"/snapshots/{quote(snapshot_id, safe='')}"
+        path = f"/snapshots/{SNAPSHOT_ID.check(snapshot_id)}"
         if self.update_verb != "PUT":
             try:
                 response = await self._send("PATCH", path, json=changes.body(), not_found=snapshot_id, verb=True)
@@ -140,7 +140,7 @@ class NeuralSnapClient:
             NotFound: no snapshot has that id (it may be deleted already).
             UpstreamError: NeuralSnap refused or failed the request.
         """
-        await self._send("DELETE", f"/snapshots/{quote(snapshot_id, safe='')}", not_found=snapshot_id)
+        await self._send("DELETE", f"/snapshots/{SNAPSHOT_ID.check(snapshot_id)}", not_found=snapshot_id)
 
     async def crystallize(self, body: dict[str, Any]) -> Crystallized:
         """Turn a text into snapshots; sent once, never repeated (it spends the monthly crystallize tokens).
@@ -176,7 +176,7 @@ class NeuralSnapClient:
             NotFound: no snapshot has that id.
             UpstreamError: NeuralSnap refused or failed the request, or answered what cannot be read.
         """
-        response = await self._send("GET", f"/snapshots/{quote(snapshot_id, safe='')}", not_found=snapshot_id)
+        response = await self._send("GET", f"/snapshots/{SNAPSHOT_ID.check(snapshot_id)}", not_found=snapshot_id)
         return parse(_One, response, what=SERVICE).data
 
     async def _send(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 from typing import Any, NoReturn, TypeVar
-from urllib.parse import quote
 
 import anyio
 import httpx2
@@ -14,7 +13,7 @@ from server.clock import Clock, SystemClock
 from server.errors import IncompleteStream, RouteMissing, UpstreamError, UpstreamUnavailable
 from server.neuroflash import refusals, sse
 from server.neuroflash.refusals import SERVICE
-from server.neuroflash.routes import MODELS_PATH, RouteBook, RouteFinder, no_voice_route
+from server.neuroflash.routes import MODELS_PATH, RouteBook, RouteFinder, no_voice_route, routing_page
 from server.neuroflash.wire import (
     BrandVoice,
     ChatRequest,
@@ -27,6 +26,7 @@ from server.neuroflash.wire import (
     Workspace,
 )
 from server.responses import request_id, send, transport_failure
+from server.segments import BRAND_VOICE_ID, TWIN_GROUP, WORKSPACE_ID
 from server.upstream.ladder import error_for
 
 TWINS = "/api/digital-twin-service/v1"
@@ -43,7 +43,13 @@ class _NotFoundAnswer(Exception):
 
 
 class _NoRoute(Exception):
-    """The path answered the gateway's 404: no such route, nothing processed."""
+    """The path answered a 404 that names nothing it missed: nothing was processed, and most likely no such route
+    (a gateway's 404); confirmed only when no other path answers either."""
+
+    def __init__(self, response: httpx2.Response, *, confirmed: bool) -> None:
+        super().__init__("404")
+        self.response = response
+        self.confirmed = confirmed  # by a probe the route refuses before generating, answered 404 too
 
 
 class NeuroflashClient:
@@ -92,7 +98,7 @@ class NeuroflashClient:
             UpstreamUnavailable: 5xx, timeout, or an unreadable answer.
             UpstreamError: any other refusal (its subclass says which, by status).
         """
-        path = f"/api/usage-service/v1/workspaces/{quote(workspace_id, safe='')}/quotas"
+        path = f"/api/usage-service/v1/workspaces/{WORKSPACE_ID.check(workspace_id)}/quotas"
         response = await self._send("GET", path, params={"page": 0, "size": 50}, workspace_id=workspace_id)
         return _items(Quota, response, "quotas")
 
@@ -119,7 +125,7 @@ class NeuroflashClient:
         Raises:
             UpstreamError: neuroflash refused or failed the listing (its subclass says which, by status).
         """
-        path = f"/api/brand-voice-service/v1/workspaces/{quote(workspace_id, safe='')}/brand-voices"
+        path = f"/api/brand-voice-service/v1/workspaces/{WORKSPACE_ID.check(workspace_id)}/brand-voices"
         response = await self._send("GET", path, workspace_id=workspace_id)
         return _items(BrandVoice, response, "brandVoices")
 
@@ -135,7 +141,7 @@ class NeuroflashClient:
             RouteMissing: neither route exists at this API URL.
             UpstreamError: any other refusal or failure (its subclass says which, by status).
         """  # noqa: DOC501 - `raise no_voice_route(…)` raises the RouteMissing named here
-        ws, voice = quote(workspace_id, safe=""), quote(voice_id, safe="")
+        ws, voice = WORKSPACE_ID.check(workspace_id), BRAND_VOICE_ID.check(voice_id)
         paths = {
             "ds-prompt": (f"/api/brand-voice-service/v1/workspaces/{ws}/brand-voices/{voice}/ds-prompt", {}),
             "summaries": (f"/api/v1/workspaces/{ws}/brand-voice-summaries", {"brandVoiceId": voice_id}),
@@ -170,7 +176,7 @@ class NeuroflashClient:
             NotFound: no such group (or workspace).
             UpstreamError: any other refusal or failure.
         """
-        path = f"{TWINS}/workspaces/{quote(workspace_id, safe='')}/static-groups/{quote(group, safe='')}/twins"
+        path = f"{TWINS}/workspaces/{WORKSPACE_ID.check(workspace_id)}/static-groups/{TWIN_GROUP.check(group)}/twins"
         return _items(Twin, await self._send("GET", path, workspace_id=workspace_id), "twins")
 
     async def ask_twins(self, workspace_id: str, body: dict[str, Any]) -> TwinGroupAnswer:
@@ -180,7 +186,7 @@ class NeuroflashClient:
             UpstreamUnavailable: no answer, or one that cannot be read; `maybe_processed` when it may have run.
             UpstreamError: neuroflash refused it (its subclass says which, by status).
         """
-        path = f"{TWINS}/workspaces/{quote(workspace_id, safe='')}/twin-group-chat-completions"
+        path = f"{TWINS}/workspaces/{WORKSPACE_ID.check(workspace_id)}/twin-group-chat-completions"
         response = await self._send("POST", path, workspace_id=workspace_id, json=body)
         try:
             return TwinGroupAnswer.model_validate_json(response.content)
@@ -213,16 +219,27 @@ class NeuroflashClient:
             UpstreamStreamError: an error event in the stream; the text so far and the upstream's words go with it.
         """
         tried: list[str] = []
+        unconfirmed: list[tuple[str, httpx2.Response]] = []
         candidates = await self._finder.chat_candidates()
         known = await self._finder.known_chat_path()
         for path in candidates:
             tried.append(path)
             try:
                 result = await self._chat_at(path, workspace_id, body, on_text, learn=path != known)
-            except _NoRoute:
-                await self._finder.chat_missing(path)
+            except _NoRoute as answer:
+                # The gateway's page processed nothing: the other path is asked at once, so a missing route costs
+                # one request, not the 404 and a probe of the same path. A path that answers is remembered in place
+                # of this one; only when none does is each page confirmed (a service may use the same page).
+                if answer.confirmed:
+                    await self._finder.chat_missing(path)
+                else:
+                    unconfirmed.append((path, answer.response))
                 continue
             return result
+        for path, response in unconfirmed:
+            if not await self._finder.is_missing_route(path, "POST", response):
+                raise self._refused(response, workspace_id)
+            await self._finder.chat_missing(path)
         raise self._finder.no_chat_route(tried)
 
     async def find_chat_path(self) -> tuple[str | None, list[str]]:
@@ -240,7 +257,7 @@ class NeuroflashClient:
             "POST",
             path,
             json=body.model_dump(exclude_none=True),
-            headers={"x-workspace-id": workspace_id},
+            headers={"x-workspace-id": WORKSPACE_ID.check(workspace_id)},
         )
         watch = sse.StreamWatch(self._clock, self._idle_s, self._max_s)
         # The watch runs on the injected clock at each chunk; this real-time cap also ends a silent stream.
@@ -252,8 +269,11 @@ class NeuroflashClient:
             try:
                 if response.status_code != 200:
                     await response.aread()
-                    if response.status_code == 404 and await self._finder.is_missing_route(path, "POST", response):
-                        raise _NoRoute(path)
+                    if response.status_code == 404:
+                        if routing_page(response, path):  # the gateway's page: try the other path at once
+                            raise _NoRoute(response, confirmed=False)
+                        if await self._finder.is_missing_route(path, "POST", response):
+                            raise _NoRoute(response, confirmed=True)
                 if learn:
                     await self._finder.chat_answered(path)  # any other answer proves the route exists
                 if response.status_code != 200:
@@ -285,7 +305,7 @@ class NeuroflashClient:
             RouteMissing: with `judge_404`, the path is not a route of the API (the gateway's 404).
             UpstreamError: any other error answer or failure, by status (see `refusals`).
         """
-        headers = {"x-workspace-id": workspace_id} if header and workspace_id else None
+        headers = {"x-workspace-id": WORKSPACE_ID.check(workspace_id)} if header and workspace_id else None
 
         def raise_for(response: httpx2.Response) -> NoReturn:
             if judge_404 and response.status_code == 404:

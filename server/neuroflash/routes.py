@@ -248,6 +248,21 @@ def no_voice_route(tried: list[str]) -> RouteMissing:
     )
 
 
+def routing_page(response: httpx2.Response, path: str) -> bool:
+    """Whether a 404 is the gateway framework's own page for a path it has no route for: a JSON object whose
+    `status` is 404 and whose `path` is the very path asked for (the shape Spring's and the gateway's error pages
+    share), naming nothing it missed. One such answer is enough to try the other chat path; it is confirmed with a
+    probe only if no path answers at all."""
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    if not isinstance(body, dict) or body.get("status") != 404:
+        return False
+    said = body.get("path")
+    return isinstance(said, str) and said.endswith(path) and not names_resource(response)
+
+
 def names_resource(response: httpx2.Response) -> bool:
     """Whether a 404's body is a service's own: it carries a code, or names a workspace or model it did not find."""
     code, message = error_body(response)

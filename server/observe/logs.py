@@ -7,6 +7,8 @@ import re
 import sys
 from collections.abc import Iterable
 
+from server import known_secrets
+
 # Shapes of secrets this server handles, masked even when their value is not known up front.
 _PATTERNS = (
     re.compile(r"(?i)(bearer\s+)[^\s\"',]+"),
@@ -23,8 +25,10 @@ class SecretMask(logging.Filter):
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
         self._secrets = [s for s in secrets if s]
+        known_secrets.hold(*self._secrets)  # so text masked elsewhere in the process (quotes, stored texts) is too
 
     def mask(self, text: str) -> str:
+        text = known_secrets.mask(text)  # live tokens, and secrets an upstream quoted back in its own words
         for secret in self._secrets:
             text = text.replace(secret, MASK)
         for pattern in _PATTERNS:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -62,7 +63,13 @@ class EmulatedAPI:
             return error(fault.status, fault.message or "Injected upstream failure.", code), fault
         if fault is not None and fault.body is not None:
             return BROKEN[fault.body](), fault
+        if fault is not None and fault.flood_bytes is not None:
+            return Flood(fault.flood_bytes, lambda n: self._count_sent(route, n)), fault
         return None, fault
+
+    def _count_sent(self, route: str, n: int) -> None:
+        with self.state.lock:
+            self.state.sent_bytes[route] += n
 
     def _done(self, route: str, response: Response) -> Response:
         self.state.record(route, response.status_code)
@@ -70,6 +77,41 @@ class EmulatedAPI:
 
 
 OVERSIZED_BYTES = 32 * 1024 * 1024
+FLOOD_CHUNK = 64 * 1024
+
+
+class Flood(Response):
+    """A 200 of `total` bytes of a JSON object that never closes, sent while the client is still there: each chunk
+    is counted (`on_sent`) once the server took it, and the sending stops when the client goes away."""
+
+    def __init__(self, total: int, on_sent: Callable[[int], None]) -> None:
+        super().__init__(status_code=200, media_type="application/json")
+        self.total = total
+        self.on_sent = on_sent
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(b"content-type", b"application/json")]  # no length: it streams
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        gone = anyio.Event()
+
+        async def listen() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(listen)
+            chunk, sent = b'{"access_token": "' + b"x" * (FLOOD_CHUNK - 18), 0
+            while sent < self.total and not gone.is_set():
+                piece = chunk[: self.total - sent]
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+                sent += len(piece)
+                self.on_sent(len(piece))
+                chunk = b"x" * FLOOD_CHUNK
+                await anyio.lowlevel.checkpoint()  # the listener hears a disconnect between chunks
+            if not gone.is_set():
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            group.cancel_scope.cancel()
 
 
 async def _reset_after_headers() -> AsyncIterator[bytes]:

@@ -76,10 +76,11 @@ class NeuroflashEmulator(EmulatedAPI):
     def _error(self, status: int, message: str, code: str | None, headers: dict[str, str] | None = None) -> Response:
         return error_response(self.state.variants.error_bodies, status, message, code, headers)
 
-    async def _begin(self, route: str) -> tuple[Response | None, Fault | None]:
+    async def _begin(self, route: str, carried: dict[str, str] | None = None) -> tuple[Response | None, Fault | None]:
         """The shared `_begin`, with an injected status fault answered in this variant's error style.
 
-        A 429 fault that names a `message` is a quota's (no wait given); without one, a rate limit's.
+        A 429 fault that names a `message` is a quota's (no wait given); without one, a rate limit's. A fault that
+        `quotes_credential` fills its message with what the request `carried` (its client secret, its token).
         """
         early, fault = await super()._begin(route)
         if early is None or fault is None or fault.status is None or fault.body is not None:
@@ -93,20 +94,26 @@ class NeuroflashEmulator(EmulatedAPI):
         code = {403: "FORBIDDEN", 404: "NOT_FOUND", 429: "QUOTA_EXCEEDED"}.get(status) or (
             "BAD_REQUEST" if 400 <= status < 500 else "INTERNAL_ERROR"
         )
-        return self._error(status, fault.message or "Injected upstream failure.", code), fault
+        message = fault.message or "Injected upstream failure."
+        if fault.quotes_credential:
+            for name, value in (carried or {}).items():
+                message = message.replace("{" + name + "}", value)
+        if fault.quotes_credential and route == "token":  # an identity server's error is OAuth's: words in `error`
+            return JSONResponse({"error": message}, status_code=status), fault
+        return self._error(status, message, code), fault
 
     def _authorized(self, request: Request) -> bool:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         return scheme.lower() == "bearer" and self.state.token_valid(token)
 
     async def token(self, request: Request) -> Response:
-        early, _ = await self._begin("token")
+        form = await request.form()
+        client_id, secret = str(form.get("client_id", "")), str(form.get("client_secret", ""))
+        early, _ = await self._begin("token", {"client_secret": secret})
         if early is not None:
             return self._done("token", early)
-        form = await request.form()
         if form.get("grant_type") != "client_credentials":
             return self._done("token", JSONResponse({"error": "unsupported_grant_type"}, status_code=400))
-        client_id, secret = str(form.get("client_id", "")), str(form.get("client_secret", ""))
         with self.state.lock:
             known = self.state.clients.get(client_id)
         if known is None or not secrets_equal(known, secret):
@@ -132,7 +139,8 @@ class NeuroflashEmulator(EmulatedAPI):
 
     async def _guard(self, route: str, request: Request) -> tuple[Response | None, Fault | None]:
         """`_begin`, then the bearer check every API route makes."""
-        early, fault = await self._begin(route)
+        _, _, token = request.headers.get("authorization", "").partition(" ")
+        early, fault = await self._begin(route, {"access_token": token})
         if early is None and not self._authorized(request):
             early = self._error(401, "Unauthorized", "UNAUTHORIZED")
         return (None if early is None else self._done(route, early)), fault
@@ -362,6 +370,10 @@ class NeuroflashEmulator(EmulatedAPI):
         try:
             base = {"id": gen_id, "object": "chat.completion.chunk", "model": model}
             framing = state.variants.stream_framing
+            if fault is not None and fault.runaway_chars is not None:
+                async for piece in _runaway(base, fault.runaway_chars, framing, error=cut_after is None):
+                    yield piece
+                return
             if framing != "bom":  # "bom": the mark comes right before the first text, with no empty chunk ahead
                 role = {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
                 yield frame({**base, "choices": [role]}, framing)
@@ -439,6 +451,19 @@ def frame(payload: dict[str, Any] | None, framing: StreamFraming = "lf") -> byte
     if framing == "extra_fields":
         text = f": a comment{end}event: message{end}id: 7{end}retry: 3000{end}x-vendor: 1{end}" + text
     return (text + end).encode()
+
+
+async def _runaway(base: dict[str, Any], chars: int, framing: StreamFraming, *, error: bool) -> AsyncIterator[bytes]:
+    """A generation that ignores its bound: `chars` characters of text in 16 KiB chunks, then an error event
+    (`error`) or the connection's end (a fault that also cuts)."""
+    left = chars
+    while left > 0:
+        text = ("runaway " * 2048)[: min(left, 16_384)]
+        left -= len(text)
+        choice = {"index": 0, "delta": {"content": text}, "finish_reason": None}
+        yield frame({**base, "choices": [choice]}, framing)
+    if error:
+        yield STREAM_FAILURES["error_event"]
 
 
 def usage_body(words: list[str]) -> dict[str, int]:

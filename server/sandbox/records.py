@@ -44,6 +44,10 @@ class Fault:
 
     status: int | None = None  # answer with this status and a generic error body
     message: str | None = None  # with status: the error body's text (a proxy's or a bug's: any size, any words)
+    # With status, the request's own credential quoted back in the message, as misbehaving servers do: an identity
+    # server that echoes the form's `client_secret` in its error, a gateway that names the bearer token it refused.
+    # `{client_secret}` and `{access_token}` in `message` are replaced by what the request carried.
+    quotes_credential: bool = False
     # A 200 that is broken; with status, "wrong_type" is an HTML error page (a proxy's) instead of JSON.
     body: Literal["malformed", "wrong_type", "oversized", "reset"] | None = None
     stall_after_chunks: int | None = None  # stream: after N content chunks send only ": ping" comments
@@ -51,6 +55,11 @@ class Fault:
     cut_after_chunks: int | None = None  # stream: close the connection after N content chunks
     retry_after_s: int | None = None  # with status 429: the wait it names
     retry_after_header: bool = True  # with status 429: False names the wait only in the body
+    # A 200 whose body never ends in practice: this many bytes of JSON padding, streamed (a 600 MB token answer);
+    # `EmulatorState.sent_bytes[route]` counts what the client took before it stopped reading.
+    flood_bytes: int | None = None
+    # stream: this many characters of text whatever max_tokens said (a runaway generation), then an error event.
+    runaway_chars: int | None = None
     times: int = 1
 
 

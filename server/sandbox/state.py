@@ -83,6 +83,7 @@ class EmulatorState:
         self.requests: Counter[str] = Counter()
         self.responses: Counter[tuple[str, int]] = Counter()
         self.unrouted: Counter[str] = Counter()  # path -> requests the gateway answered 404 for: no such route
+        self.sent_bytes: Counter[str] = Counter()  # route -> body bytes of `flood_bytes` answers the client took
         # Bounded, so a sandbox that runs for days keeps flat memory.
         self.log: deque[RequestRecord] = deque(maxlen=100_000)
         self.words_charged = 0

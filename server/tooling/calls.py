@@ -20,6 +20,7 @@ from server.errors import FlashsnapError, ShutdownCut
 from server.observe.logs import SecretMask
 from server.observe.metrics import NO_METRICS, Observer
 from server.runtime import Runtime
+from server.tooling.answers import MAX_DETAIL_CHARS, masked_cut
 from server.tooling.spec import runtime
 
 log = logging.getLogger("server.tools")
@@ -34,6 +35,7 @@ INTERNAL_ERROR = (
 
 
 ERROR_META = "io.flashsnap/error"
+MAX_ERROR_TEXT_CHARS = 4_000  # the text of an error result: what happened and what to do (a list of workspaces fits)
 
 
 class AskClient(Exception):
@@ -49,11 +51,14 @@ def error_result(error: FlashsnapError, mask: SecretMask) -> CallToolResult:
 
     Not in `structuredContent`: the spec holds that to the tool's output schema, which
     describes success, and clients such as the MCP Inspector reject a result that breaks it.
-    Upstream messages are quoted in both, so both pass through the secret mask.
+    Upstream messages are quoted in both, so both pass through the secret mask; and both are bounded: the text
+    at `MAX_ERROR_TEXT_CHARS`, each fact at `MAX_DETAIL_CHARS` (a partial text cut with a note saying so).
     """
-    payload = {k: mask.mask(v) if isinstance(v, str) else v for k, v in error.payload().items()}
+    payload = {
+        k: masked_cut(v, MAX_DETAIL_CHARS, mask) if isinstance(v, str) else v for k, v in error.payload().items()
+    }
     return CallToolResult(
-        content=[TextContent(type="text", text=mask.mask(str(error)))],
+        content=[TextContent(type="text", text=masked_cut(str(error), MAX_ERROR_TEXT_CHARS, mask))],
         is_error=True,
         _meta={ERROR_META: payload},
     )

@@ -12,7 +12,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import INVALID_PARAMS
 
 from server.auth import callers
-from server.config import Settings
+from server.config import Settings, flag_word
 from server.errors import ConfigurationError, ToolDisabled
 from server.observe.logs import SecretMask
 from server.tooling.calls import error_result
@@ -23,7 +23,6 @@ log = logging.getLogger(__name__)
 TOOLS_HEADER = "x-mcp-tools"
 TOOLSETS_HEADER = "x-mcp-toolsets"
 READONLY_HEADER = "x-mcp-readonly"
-_YES = frozenset({"1", "true", "yes", "on"})
 
 Why = tuple[str, str]  # why a tool is off, and what enables it
 
@@ -114,16 +113,39 @@ def select(catalog: Mapping[str, bool], settings: Settings, toolset_of: Mapping[
     return selection
 
 
+def header_list(headers: Mapping[str, str], name: str) -> list[str] | None:
+    """A header's members as RFC 9110 reads a list: every line of it (a proxy may split or join them), split on
+    commas, blanks dropped; None when the header is absent."""
+    getlist = getattr(headers, "getlist", None)  # Starlette's Headers keep every line; a plain mapping one
+    lines: list[str] = list(getlist(name)) if getlist is not None else []
+    if not lines and name in headers:
+        lines = [headers[name]]
+    if not lines:
+        return None
+    return [member.strip() for line in lines for member in line.split(",") if member.strip()]
+
+
+def readonly_asked(headers: Mapping[str, str]) -> bool:
+    """Whether X-MCP-Readonly asks for read-only tools: the settings' words (`1/true/yes/on`, `0/false/no/off`),
+    every member of the list agreeing. Anything else (`t`, `y`, `true, false`, an empty value) narrows: a client
+    that meant to narrow and misspelled it must not get the writers."""
+    members = header_list(headers, READONLY_HEADER)
+    if members is None:
+        return False
+    read = {flag_word(member) for member in members}
+    return read != {False}
+
+
 def narrowed_by(headers: Mapping[str, str] | None, selection: Selection) -> dict[str, Why]:
     """The tools this request's headers turn off, among those the operator left on. Headers never turn a tool on."""
     if headers is None:
         return {}
     off: dict[str, Why] = {}
-    if wanted := {name.strip() for name in headers.get(TOOLS_HEADER, "").split(",") if name.strip()}:
+    if wanted := set(header_list(headers, TOOLS_HEADER) or ()):
         for name in selection.enabled:
             if name not in wanted:
                 off[name] = ("this client's X-MCP-Tools header leaves it out", "add it to that header")
-    if wanted_sets := tuple(name.strip() for name in headers.get(TOOLSETS_HEADER, "").split(",") if name.strip()):
+    if wanted_sets := tuple(header_list(headers, TOOLSETS_HEADER) or ()):
         try:
             sets = toolset_names(wanted_sets)
         except ConfigurationError:
@@ -131,7 +153,7 @@ def narrowed_by(headers: Mapping[str, str] | None, selection: Selection) -> dict
         for name in selection.enabled:
             if (selection.toolset_of or {}).get(name) not in sets:
                 off.setdefault(name, ("this client's X-MCP-Toolsets header leaves it out", "add its toolset there"))
-    if headers.get(READONLY_HEADER, "").strip().lower() in _YES:
+    if readonly_asked(headers):
         for name in selection.enabled:
             if not selection.catalog[name]:
                 off.setdefault(name, ("this client's X-MCP-Readonly header asks for read-only tools", "drop it"))

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 
 from server.auth import scopes
 from server.runtime import Runtime
+from server.segments import ID_PATTERN, MAX_ID, UUID_PATTERN
 
 READ_ONLY = ToolAnnotations(readOnlyHint=True, destructiveHint=False, idempotentHint=True, openWorldHint=True)
 CREATES = ToolAnnotations(readOnlyHint=False, destructiveHint=False, idempotentHint=False, openWorldHint=True)
@@ -58,8 +59,8 @@ WorkspaceId = Annotated[
     Field(
         description="neuroflash workspace id (see list_workspaces); leave it out for the default workspace.",
         min_length=1,
-        max_length=100,
-        pattern=r"^[A-Za-z0-9_-]+$",
+        max_length=MAX_ID,
+        pattern=ID_PATTERN,  # the rule every path that carries it checks again (server/segments.py)
     ),
 ]
 
@@ -70,7 +71,7 @@ SnapshotId = Annotated[
         min_length=36,
         max_length=36,
         # NeuralSnap's ids are UUIDs: anything else (a route name such as "search", a path) never reaches it.
-        pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+        pattern=UUID_PATTERN,
         description="The snapshot's id (a UUID).",
     ),
 ]
@@ -80,7 +81,7 @@ BrainId = Annotated[
     Field(
         min_length=36,
         max_length=36,
-        pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+        pattern=UUID_PATTERN,
         description="Which of the user's brains (a UUID); leave it out for the default brain.",
     ),
 ]
@@ -130,6 +131,9 @@ class ToolSpec:
     cost: Cost
     purpose: str  # what it is for, in the instructions' list of tools (after "name: ")
     changes: tuple[str, ...] = ()  # see CHANGE_KINDS
+    # Whose text its results carry, when others wrote it ("saved snapshots"): labelled as data, never instructions,
+    # in each result and in its description (server/tooling/trust.py).
+    quotes: str = ""
 
     def __post_init__(self) -> None:
         assert self.toolset in TOOLSETS, self.toolset
