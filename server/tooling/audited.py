@@ -58,8 +58,9 @@ def refusal_of(error: MCPError) -> str:
 
 def words_of(result: HandlerResult) -> int | None:
     """The words a call spent, where its result says (a generation's `words_used`)."""
-    body = result if isinstance(result, Mapping) else {}
-    words = (body.get("structuredContent") or {}).get("words_used")
+    # A middleware inside may hand back the result as a model (the trust label does) or as the wire's mapping.
+    body = result.model_dump(by_alias=True, mode="json") if isinstance(result, BaseModel) else result
+    words = ((body if isinstance(body, Mapping) else {}).get("structuredContent") or {}).get("words_used")
     return words if isinstance(words, int) and not isinstance(words, bool) else None
 
 
