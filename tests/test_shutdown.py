@@ -28,7 +28,7 @@ HELLO: list[dict[str, Any]] = [
 GENERATE = {"model": "gpt-4.1-mini", "prompt": "Write a tagline for a tea shop.", "max_tokens": 30}
 
 
-def call(n: int, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+def call(n: int | str, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": n, "method": "tools/call", "params": {"name": tool, "arguments": arguments}}
 
 
@@ -147,3 +147,48 @@ def test_calls_read_from_a_file_are_all_answered_then_the_process_exits_0(tmp_pa
     answers = {m["id"]: m for m in map(json.loads, done.stdout.splitlines()) if "id" in m}
     for n in (1, 2, 3):
         assert result(answers[n]).get("isError") is not True, answers[n]
+
+
+def cancel(n: int | str) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": n, "reason": "user"}}
+
+
+def close_stdin(server: Server) -> None:
+    assert server.process.stdin is not None
+    server.process.stdin.close()
+
+
+# Every way a stdio server is told to stop (issue 31, row 4: after a cancel, each of them waited out the grace).
+ENDS = {
+    "stdin closed": close_stdin,
+    "SIGTERM": lambda server: server.process.send_signal(signal.SIGTERM),
+    "SIGINT": lambda server: server.process.send_signal(signal.SIGINT),
+}
+# An hour's grace: a server that waits for a call that is not running never exits within the test's timeout.
+FOREVER = {"FLASHSNAP_SHUTDOWN_GRACE_S": "3600"}
+
+
+@pytest.mark.parametrize("end", list(ENDS))
+@pytest.mark.parametrize("request_id", [1, "gen-1"])
+def test_a_cancelled_call_does_not_hold_the_exit(
+    emulator: Emulator, state: EmulatorState, end: str, request_id: int | str
+) -> None:
+    state.inject("chat", Fault(stall_after_chunks=1, ping_every_s=0.2))  # a generation that never ends
+    server = Server(env={**emulator.environment(), **FOREVER})
+    server.send(*HELLO, call(request_id, "generate", GENERATE))
+    assert state.wait_until(lambda: state.pings_sent >= 1, 30)
+    server.send(cancel(request_id))
+    assert state.wait_until(lambda: state.active_streams == 0, 30)  # the cancel was read: the stream is let go
+    ENDS[end](server)
+    assert server.exit_code() == 0, server.stderr.decode()
+    assert request_id not in server.answers  # a cancelled request is not answered
+    assert state.count("chat") == 1
+
+
+@pytest.mark.parametrize("end", list(ENDS))
+def test_with_nothing_in_flight_the_server_exits_at_once(emulator: Emulator, end: str) -> None:
+    server = Server(env={**emulator.environment(), **FOREVER})
+    server.send(*HELLO, call(1, "list_workspaces", {}))
+    assert result(server.wait_answer(1)).get("isError") is not True
+    ENDS[end](server)
+    assert server.exit_code() == 0, server.stderr.decode()

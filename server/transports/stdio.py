@@ -28,8 +28,16 @@ import anyio.from_thread
 import anyio.lowlevel
 from anyio.abc import ObjectSendStream
 from mcp.server.mcpserver import MCPServer
+from mcp.shared.dispatcher import coerce_request_id
+from mcp.shared.jsonrpc_dispatcher import cancelled_request_id_from_params
 from mcp.shared.message import SessionMessage
-from mcp_types import JSONRPCError, JSONRPCRequest, JSONRPCResponse, jsonrpc_message_adapter
+from mcp_types import (
+    JSONRPCError,
+    JSONRPCNotification,
+    JSONRPCRequest,
+    JSONRPCResponse,
+    jsonrpc_message_adapter,
+)
 
 from server.sdk_seams import create_context_streams, lowlevel_server
 from server.tooling.calls import InFlight
@@ -41,7 +49,11 @@ CUT_ANSWER_S = 5.0  # after the grace, how long the cut calls have to write thei
 
 
 class _Pending:
-    """The ids of requests read and not yet answered; `settled` is set whenever none is left."""
+    """The ids of requests read and not yet answered; `settled` is set whenever none is left.
+
+    A request the client cancelled (`notifications/cancelled`) is settled when the cancel is read: the SDK never
+    answers it (the spec says not to), so waiting for its answer held the exit for the whole grace and more.
+    Ids are compared as the SDK correlates them ("7" and 7 are one id)."""
 
     def __init__(self) -> None:
         self.ids: set[Any] = set()
@@ -50,14 +62,21 @@ class _Pending:
 
     def read(self, message: Any) -> None:
         if isinstance(message, JSONRPCRequest):
-            self.ids.add(message.id)
+            self.ids.add(coerce_request_id(message.id))
             self.settled = anyio.Event() if self.settled.is_set() else self.settled
+        elif isinstance(message, JSONRPCNotification) and message.method == "notifications/cancelled":
+            cancelled = cancelled_request_id_from_params(message.params)
+            if cancelled is not None:
+                self._settle(cancelled)
 
     def answered(self, message: Any) -> None:
-        if isinstance(message, JSONRPCResponse | JSONRPCError):
-            self.ids.discard(message.id)
-            if not self.ids:
-                self.settled.set()
+        if isinstance(message, JSONRPCResponse | JSONRPCError) and message.id is not None:
+            self._settle(message.id)
+
+    def _settle(self, request_id: Any) -> None:
+        self.ids.discard(coerce_request_id(request_id))
+        if not self.ids:
+            self.settled.set()
 
 
 def _is_pipe(fd: int) -> bool:
