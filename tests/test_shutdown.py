@@ -11,6 +11,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -159,7 +160,7 @@ def close_stdin(server: Server) -> None:
 
 
 # Every way a stdio server is told to stop (issue 31, row 4: after a cancel, each of them waited out the grace).
-ENDS = {
+ENDS: dict[str, Callable[[Server], None]] = {
     "stdin closed": close_stdin,
     "SIGTERM": lambda server: server.process.send_signal(signal.SIGTERM),
     "SIGINT": lambda server: server.process.send_signal(signal.SIGINT),
