@@ -53,6 +53,18 @@ def screen(text: str) -> tuple[Verdict, bytes | None]:
     return verdict, None if substitute is None else json.dumps(substitute).encode()
 
 
+def not_utf8(raw: bytes) -> list[dict[str, Any]]:
+    """The answer to a message whose bytes are not UTF-8 as RFC 3629 defines it (a lone continuation byte, an
+    overlong form, an encoded surrogate, a cut sequence, F5-FF): -32700 with its id when the id itself can be read.
+    Nothing in it is used: a replacement character put in the user's text would be saved as if they wrote it."""
+    msg_id = _top_level_id(raw.decode("utf-8", errors="replace"))
+    if isinstance(msg_id, str) and "\ufffd" in msg_id:
+        msg_id = None  # the bad bytes are in the id itself: answering another id would misdirect the error
+    reason = "Parse error: the message is not valid UTF-8; nothing in it was used."
+    log.info("answered a message that is not valid UTF-8")
+    return [_error(msg_id, PARSE_ERROR, reason)]
+
+
 def _screen(text: str) -> tuple[Verdict, JSONRPCMessage | None, dict[str, Any] | None]:
     if not text.strip():
         return [], None, None
@@ -227,7 +239,7 @@ class GuardedHTTP:
         try:
             verdict, substitute = screen(body.decode("utf-8"))
         except UnicodeDecodeError:
-            verdict = [_error(None, PARSE_ERROR, "Parse error: the body is not UTF-8.")]
+            verdict = not_utf8(body)
         if verdict:
             answer = verdict[0] if len(verdict) == 1 else verdict
             await JSONResponse(answer, status_code=400)(scope, receive, send)

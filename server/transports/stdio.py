@@ -12,7 +12,6 @@ On stdin's end, SIGTERM or SIGINT nothing more is read; the requests already rea
 from __future__ import annotations
 
 import asyncio
-import codecs
 import io
 import logging
 import os
@@ -41,7 +40,7 @@ from mcp_types import (
 
 from server.sdk_seams import create_context_streams, lowlevel_server
 from server.tooling.calls import InFlight
-from server.transports.jsonrpc_guard import inspect
+from server.transports.jsonrpc_guard import inspect, not_utf8
 
 log = logging.getLogger(__name__)
 READ_BYTES = 1 << 16
@@ -101,23 +100,40 @@ def _wire() -> tuple[int, int]:
     return stdin, private
 
 
+class NotUTF8(bytes):
+    """A line of stdin whose bytes are not valid UTF-8: answered -32700, never decoded with replacements."""
+
+
+Line = str | NotUTF8
+
+
 class _Lines:
-    """Splits the bytes of stdin into lines (LF; a CR before it is JSON whitespace), UTF-8 with bad bytes replaced."""
+    """Splits the bytes of stdin into lines (LF; a CR before it is JSON whitespace) and decodes each one strictly.
+
+    The split is on bytes: no byte of a multi-byte UTF-8 sequence is 0x0A, so a line ends where its LF is, and a
+    character cut between two reads is whole again in the line. A line that is not UTF-8 comes out as `NotUTF8`.
+    """
 
     def __init__(self) -> None:
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._rest = ""
+        self._rest = b""
 
-    def feed(self, chunk: bytes) -> list[str]:
-        *complete, self._rest = (self._rest + self._decoder.decode(chunk)).split("\n")
-        return complete
+    def feed(self, chunk: bytes) -> list[Line]:
+        *complete, self._rest = (self._rest + chunk).split(b"\n")
+        return [_decoded(line) for line in complete]
 
-    def end(self) -> list[str]:
-        rest, self._rest = self._rest + self._decoder.decode(b"", final=True), ""
-        return [rest] if rest.strip() else []
+    def end(self) -> list[Line]:
+        rest, self._rest = self._rest, b""
+        return [_decoded(rest)] if rest.strip() else []
 
 
-def _read_lines(fd: int, lines: ObjectSendStream[str | None], token: Any) -> None:
+def _decoded(line: bytes) -> Line:
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        return NotUTF8(line)
+
+
+def _read_lines(fd: int, lines: ObjectSendStream[Line | None], token: Any) -> None:
     """For a file or terminal, in a daemon thread, so a shutdown by signal never waits for a line that may not
     come. Plain `os.read` (no buffered reader, whose lock a daemon thread would hold at interpreter exit)."""
     splitter = _Lines()
@@ -212,12 +228,12 @@ async def serve_stdio(app: MCPServer[Any], *, grace_s: float = 10.0, in_flight: 
                 stop.set()
                 return
 
-    async def handle(line: str | None) -> None:
+    async def handle(line: Line | None) -> None:
         if line is None:
             log.info("stdin closed: finishing the calls in flight")
             ended.set()
             return
-        answers, message = inspect(line)
+        answers, message = (not_utf8(line), None) if isinstance(line, NotUTF8) else inspect(line)
         if answers:
             for answer in answers:
                 await write(jsonrpc_message_adapter.validate_python(answer))
@@ -226,7 +242,7 @@ async def serve_stdio(app: MCPServer[Any], *, grace_s: float = 10.0, in_flight: 
             await to_sdk.send(SessionMessage(message))
 
     async def read_thread_lines() -> None:
-        lines_in, lines = anyio.create_memory_object_stream[str | None](16)
+        lines_in, lines = anyio.create_memory_object_stream[Line | None](16)
         threading.Thread(
             target=_read_lines, args=(stdin, lines_in, anyio.lowlevel.current_token()), daemon=True, name="stdin"
         ).start()
