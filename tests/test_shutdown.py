@@ -36,7 +36,7 @@ def call(n: int | str, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
 class Server:
     """A `flashsnap-mcp` subprocess over stdio, its answers collected by id as they come."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, *args: str, env: dict[str, str] | None = None, read_stderr: bool = True) -> None:
         spec = params(*args, env=env)
         self.process = subprocess.Popen(
             [spec.command, *spec.args], env=spec.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -46,7 +46,9 @@ class Server:
         self._lock = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()
         self.stderr = b""
-        threading.Thread(target=self._read_stderr, daemon=True).start()
+        self._stderr_read = threading.Thread(target=self._read_stderr, daemon=True)
+        if read_stderr:  # else nobody reads it until `read_stderr()`, as with a careless client
+            self._stderr_read.start()
 
     def _read(self) -> None:
         assert self.process.stdout is not None
@@ -61,6 +63,10 @@ class Server:
         assert self.process.stderr is not None
         self.stderr = self.process.stderr.read()
 
+    def read_stderr(self) -> None:
+        """Start reading stderr (for a server started with `read_stderr=False`); `stderr` holds it once it exits."""
+        self._stderr_read.start()
+
     def send(self, *messages: dict[str, Any]) -> None:
         assert self.process.stdin is not None
         self.process.stdin.write(b"".join(json.dumps(m).encode() + b"\n" for m in messages))
@@ -73,10 +79,13 @@ class Server:
 
     def exit_code(self, timeout: float = 30) -> int:
         try:
-            return self.process.wait(timeout)
+            code = self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
             raise
+        if self._stderr_read.is_alive():
+            self._stderr_read.join(timeout)
+        return code
 
 
 def result(answer: dict[str, Any]) -> dict[str, Any]:
