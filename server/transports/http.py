@@ -21,6 +21,7 @@ from server.config import Settings
 from server.observe.metrics import Metrics, content_type
 from server.runtime import Runtime, open_runtime
 from server.transports.accept import LenientAccept
+from server.transports.batches import http_batches
 from server.transports.health import healthz
 from server.transports.jsonrpc_guard import GuardedHTTP
 from server.transports.security import HTTPGuard, require_token_when_exposed
@@ -97,6 +98,7 @@ def build_http_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp
         inner,
         read_timeout_s=settings.http_read_timeout_s,
         max_body_bytes=settings.max_body_bytes,
+        batches=http_batches if settings.transport == "streamable-http" else None,
     )
     return HTTPGuard(
         guarded,

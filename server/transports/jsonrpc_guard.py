@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -81,10 +82,31 @@ def _inspect(text: str) -> tuple[Verdict, JSONRPCMessage | None, dict[str, Any] 
     except (ValueError, RecursionError):
         return [_error(_top_level_id(text), PARSE_ERROR, "Parse error: the message is not valid JSON.")], None, None
     if isinstance(message, list):
-        ids = [m["id"] for m in message if isinstance(m, dict) and _valid_id(m.get("id")) and "method" in m]
         reason = "Batches are not supported: send one JSON-RPC message at a time."
-        answers = [_error(i, INVALID_REQUEST, reason) for i in ids] or [_error(None, INVALID_REQUEST, reason)]
-        return answers, None, None
+        return refuse_batch(message, reason), None, None
+    return judge_parsed(message, text)
+
+
+def batch_items(text: str) -> list[Any] | None:
+    """The messages of `text` when it is a JSON-RPC batch (a JSON array, within the depth bound), else None: a text
+    that is anything else, or broken, is screened as one message."""
+    if not text.lstrip().startswith("[") or _too_deep(text):
+        return None
+    try:
+        items = _DECODER.decode(text)
+    except (ValueError, RecursionError):
+        return None
+    return items if isinstance(items, list) else None
+
+
+def refuse_batch(items: list[Any], reason: str) -> list[dict[str, Any]]:
+    """A batch refused whole: each request in it answered with `reason`, or one answer when none has an id."""
+    ids = [m["id"] for m in items if isinstance(m, dict) and _valid_id(m.get("id")) and "method" in m]
+    return [_error(i, INVALID_REQUEST, reason) for i in ids] or [_error(None, INVALID_REQUEST, reason)]
+
+
+def judge_parsed(message: Any, text: str) -> tuple[Verdict, JSONRPCMessage | None, dict[str, Any] | None]:
+    """`_inspect` of one message already parsed (alone, or one of a batch) from `text`."""
     if not isinstance(message, dict):
         return [_error(None, INVALID_REQUEST, "A JSON-RPC message must be a JSON object.")], None, None
     if "method" not in message:  # a reply to a request of the server's (a question put to the user)
@@ -134,8 +156,12 @@ def _problem(message: dict[str, Any], text: str) -> tuple[int, str] | JSONRPCMes
         return INVALID_REQUEST, "The message is not a valid JSON-RPC request."
 
 
-def _error(msg_id: Any, code: int, message: str) -> dict[str, Any]:
+def error(msg_id: Any, code: int, message: str) -> dict[str, Any]:
+    """A JSON-RPC error answer."""
     return {"jsonrpc": "2.0", "id": msg_id, "error": {"code": code, "message": message}}
+
+
+_error = error
 
 
 def _valid_id(value: Any) -> bool:
@@ -200,14 +226,27 @@ def _has_surrogate(value: Any) -> bool:
     return False
 
 
+# Given the app, the request and its body's text: True once it has answered the body as a batch, else False.
+BatchHandler = Callable[[ASGIApp, Scope, Receive, Send, str], Awaitable[bool]]
+
+
 class GuardedHTTP:
     """ASGI middleware: a POSTed body must arrive whole, in time and within its size (else 408 or 413); a
-    JSON-RPC message that `judge` refuses is answered here, 400 with its error."""
+    JSON-RPC message that `judge` refuses is answered here, 400 with its error. A batch goes to `batches` first
+    (server/transports/batches.py), which serves it where the protocol version takes batches."""
 
-    def __init__(self, app: ASGIApp, *, read_timeout_s: float = 10.0, max_body_bytes: int = 1_048_576) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        read_timeout_s: float = 10.0,
+        max_body_bytes: int = 1_048_576,
+        batches: BatchHandler | None = None,
+    ) -> None:
         self.app = app
         self._read_timeout_s = read_timeout_s
         self._max_body_bytes = max_body_bytes
+        self._batches = batches
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -235,11 +274,16 @@ class GuardedHTTP:
             await late(scope, receive, send)
             return
         body = b"".join(chunks)
-        substitute = None
+        substitute: bytes | None = None
+        verdict: Verdict
         try:
-            verdict, substitute = screen(body.decode("utf-8"))
+            text = body.decode("utf-8")
         except UnicodeDecodeError:
             verdict = not_utf8(body)
+        else:
+            if self._batches is not None and await self._batches(self.app, scope, receive, send, text):
+                return
+            verdict, substitute = screen(text)
         if verdict:
             answer = verdict[0] if len(verdict) == 1 else verdict
             await JSONResponse(answer, status_code=400)(scope, receive, send)

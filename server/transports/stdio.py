@@ -40,6 +40,7 @@ from mcp_types import (
 
 from server.sdk_seams import create_context_streams, lowlevel_server
 from server.tooling.calls import InFlight
+from server.transports.batches import StdioBatches, Taken
 from server.transports.jsonrpc_guard import inspect, not_utf8
 
 log = logging.getLogger(__name__)
@@ -203,12 +204,17 @@ async def serve_stdio(app: MCPServer[Any], *, grace_s: float = 10.0, in_flight: 
     pending = _Pending()
     stop, ended = anyio.Event(), anyio.Event()
 
-    async def write(message: Any) -> None:
-        data = message.model_dump_json(by_alias=True, exclude_unset=True).encode() + b"\n"
+    batches = StdioBatches()
+
+    async def emit(data: bytes | None) -> None:
         try:
-            await out.write(data)
+            if data is not None:
+                await out.write(data)
         except (OSError, ValueError, RuntimeError):
             log.info("stdout is closed: an answer could not be written")
+
+    async def write(message: Any) -> None:
+        await emit(batches.outgoing(message, message.model_dump_json(by_alias=True, exclude_unset=True)))
         pending.answered(message)
 
     written = anyio.Event()
@@ -233,13 +239,17 @@ async def serve_stdio(app: MCPServer[Any], *, grace_s: float = 10.0, in_flight: 
             log.info("stdin closed: finishing the calls in flight")
             ended.set()
             return
-        answers, message = (not_utf8(line), None) if isinstance(line, NotUTF8) else inspect(line)
-        if answers:
-            for answer in answers:
-                await write(jsonrpc_message_adapter.validate_python(answer))
-        elif message is not None:
+        taken = None if isinstance(line, NotUTF8) else batches.incoming(line)
+        if taken is None:
+            answers, message = (not_utf8(line), None) if isinstance(line, NotUTF8) else inspect(line)
+            taken = Taken(answers or [], [message] if message is not None and not answers else [])
+        for answer in taken.answers:
+            await write(jsonrpc_message_adapter.validate_python(answer))
+        for message in taken.messages:
             pending.read(message)
             await to_sdk.send(SessionMessage(message))
+            await emit(batches.cancelled(message))  # a cancel may complete a batch: its last request goes unanswered
+        await emit(taken.ready)
 
     async def read_thread_lines() -> None:
         lines_in, lines = anyio.create_memory_object_stream[Line | None](16)
