@@ -40,8 +40,8 @@ BATCH: list[Any] = [
 
 
 def initialize(version: str) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": 0, "method": "initialize",
-            "params": {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}  # fmt: skip
+    hello = {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
+    return {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": hello}
 
 
 INITIALIZED = {"jsonrpc": "2.0", "method": "notifications/initialized"}
