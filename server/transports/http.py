@@ -22,6 +22,7 @@ from server.observe.metrics import Metrics, content_type
 from server.runtime import Runtime, open_runtime
 from server.transports.accept import LenientAccept
 from server.transports.batches import http_batches
+from server.transports.draining import Draining
 from server.transports.health import healthz
 from server.transports.jsonrpc_guard import GuardedHTTP
 from server.transports.security import HTTPGuard, require_token_when_exposed
@@ -95,7 +96,7 @@ def build_http_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp
     if settings.transport == "streamable-http":
         inner = LenientAccept(inner, path="/mcp")  # JSON-only, stream-only and Accept-less clients are answered
     guarded = GuardedHTTP(
-        inner,
+        Draining(inner, calls=mcp.in_flight),  # knows which requests are unanswered, for a shutdown to wait on
         read_timeout_s=settings.http_read_timeout_s,
         max_body_bytes=settings.max_body_bytes,
         batches=http_batches if settings.transport == "streamable-http" else None,
