@@ -90,7 +90,13 @@ async def test_every_malformed_request_with_an_id_is_answered_over_stdio() -> No
 @pytest.mark.parametrize("name", list(MALFORMED))
 async def test_every_malformed_request_with_an_id_is_answered_over_http(serve_http: ServeHTTP, name: str) -> None:  # noqa: F811
     raw, msg_id, code = MALFORMED[name]
-    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+    # As a 2025-11-25 client sends them: with the version header (without one, 2025-03-26 is assumed, which takes
+    # batches: tests/test_batches.py).
+    headers = {
+        "Content-Type": "application/json",
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": "2025-11-25",
+    }
     async with serve_http() as url, httpx2.AsyncClient(base_url=url, headers=headers, timeout=30) as http:
         with anyio.fail_after(30):
             response = await http.post("/mcp", content=raw.encode("utf-8", "surrogatepass"))

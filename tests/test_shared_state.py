@@ -17,6 +17,7 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
 
 from server.clock import FakeClock, SystemClock
 from server.config import Settings
@@ -28,6 +29,7 @@ from tests.servers import Balancer, Valkey, free_port, http_replica, valkey
 from tests.test_stdio import COMMAND, params
 
 pytestmark = pytest.mark.anyio
+TOKEN = "shared-state-access-token-0123456789"
 
 
 @pytest.fixture
@@ -185,13 +187,15 @@ async def test_a_stdio_client_works_when_the_state_directory_is_unusable(tmp_pat
 
 async def test_workers_share_the_store_and_serve_calls(live: Emulator) -> None:
     with anyio.fail_after(90):
-        async with http_replica(live.environment(), "--workers", "2") as url:
-            async with httpx2.AsyncClient() as http:
+        async with http_replica({**live.environment(), "FLASHSNAP_HTTP_TOKEN": TOKEN}, "--workers", "2") as url:
+            auth = {"Authorization": f"Bearer {TOKEN}"}  # /healthz names the store only to the token's holder
+            async with httpx2.AsyncClient(headers=auth) as http:
                 health = (await http.get(f"{url}/healthz")).json()
             assert health["stateless"] is True
             assert health["state"]["store"] == "sqlite"
             for n in range(4):  # new connections: the kernel spreads them over the workers
-                async with Client(f"{url}/mcp") as client:
+                mcp = streamable_http_client(f"{url}/mcp", http_client=httpx2.AsyncClient(headers=auth))
+                async with Client(mcp) as client:
                     data(await client.call_tool("check_quota", {}))
                     await save(client, n)
     assert live.state.count("token") == 1
@@ -200,10 +204,12 @@ async def test_workers_share_the_store_and_serve_calls(live: Emulator) -> None:
 async def test_losing_redis_mid_run_degrades_to_local_state_and_comes_back(
     emulator: Emulator, clock: FakeClock, redis_server: Valkey, caplog: pytest.LogCaptureFixture
 ) -> None:
-    environ = {**emulator.environment(), "FLASHSNAP_REDIS_URL": redis_server.url}
+    environ = {**emulator.environment(), "FLASHSNAP_REDIS_URL": redis_server.url, "FLASHSNAP_HTTP_TOKEN": TOKEN}
     app = build_http_app(Settings.from_env(environ, transport="streamable-http"), clock=clock)
+    auth = {"Authorization": f"Bearer {TOKEN}"}  # /healthz names the store only to the token's holder
     with LoopbackServer(app, lifespan="on") as server, anyio.fail_after(60):
-        async with httpx2.AsyncClient(base_url=server.url) as http, Client(f"{server.url}/mcp") as client:
+        mcp = streamable_http_client(f"{server.url}/mcp", http_client=httpx2.AsyncClient(headers=auth))
+        async with httpx2.AsyncClient(base_url=server.url, headers=auth) as http, Client(mcp) as client:
             await save(client, 1)
             assert (await http.get("/healthz")).json()["status"] == "ok"
 

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +29,14 @@ HELLO: list[dict[str, Any]] = [
 GENERATE = {"model": "gpt-4.1-mini", "prompt": "Write a tagline for a tea shop.", "max_tokens": 30}
 
 
-def call(n: int, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+def call(n: int | str, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": n, "method": "tools/call", "params": {"name": tool, "arguments": arguments}}
 
 
 class Server:
     """A `flashsnap-mcp` subprocess over stdio, its answers collected by id as they come."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, *args: str, env: dict[str, str] | None = None, read_stderr: bool = True) -> None:
         spec = params(*args, env=env)
         self.process = subprocess.Popen(
             [spec.command, *spec.args], env=spec.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -45,7 +46,9 @@ class Server:
         self._lock = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()
         self.stderr = b""
-        threading.Thread(target=self._read_stderr, daemon=True).start()
+        self._stderr_read = threading.Thread(target=self._read_stderr, daemon=True)
+        if read_stderr:  # else nobody reads it until `read_stderr()`, as with a careless client
+            self._stderr_read.start()
 
     def _read(self) -> None:
         assert self.process.stdout is not None
@@ -60,6 +63,10 @@ class Server:
         assert self.process.stderr is not None
         self.stderr = self.process.stderr.read()
 
+    def read_stderr(self) -> None:
+        """Start reading stderr (for a server started with `read_stderr=False`); `stderr` holds it once it exits."""
+        self._stderr_read.start()
+
     def send(self, *messages: dict[str, Any]) -> None:
         assert self.process.stdin is not None
         self.process.stdin.write(b"".join(json.dumps(m).encode() + b"\n" for m in messages))
@@ -72,10 +79,13 @@ class Server:
 
     def exit_code(self, timeout: float = 30) -> int:
         try:
-            return self.process.wait(timeout)
+            code = self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
             raise
+        if self._stderr_read.is_alive():
+            self._stderr_read.join(timeout)
+        return code
 
 
 def result(answer: dict[str, Any]) -> dict[str, Any]:
@@ -147,3 +157,48 @@ def test_calls_read_from_a_file_are_all_answered_then_the_process_exits_0(tmp_pa
     answers = {m["id"]: m for m in map(json.loads, done.stdout.splitlines()) if "id" in m}
     for n in (1, 2, 3):
         assert result(answers[n]).get("isError") is not True, answers[n]
+
+
+def cancel(n: int | str) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": n, "reason": "user"}}
+
+
+def close_stdin(server: Server) -> None:
+    assert server.process.stdin is not None
+    server.process.stdin.close()
+
+
+# Every way a stdio server is told to stop (issue 31, row 4: after a cancel, each of them waited out the grace).
+ENDS: dict[str, Callable[[Server], None]] = {
+    "stdin closed": close_stdin,
+    "SIGTERM": lambda server: server.process.send_signal(signal.SIGTERM),
+    "SIGINT": lambda server: server.process.send_signal(signal.SIGINT),
+}
+# An hour's grace: a server that waits for a call that is not running never exits within the test's timeout.
+FOREVER = {"FLASHSNAP_SHUTDOWN_GRACE_S": "3600"}
+
+
+@pytest.mark.parametrize("end", list(ENDS))
+@pytest.mark.parametrize("request_id", [1, "gen-1"])
+def test_a_cancelled_call_does_not_hold_the_exit(
+    emulator: Emulator, state: EmulatorState, end: str, request_id: int | str
+) -> None:
+    state.inject("chat", Fault(stall_after_chunks=1, ping_every_s=0.2))  # a generation that never ends
+    server = Server(env={**emulator.environment(), **FOREVER})
+    server.send(*HELLO, call(request_id, "generate", GENERATE))
+    assert state.wait_until(lambda: state.pings_sent >= 1, 30)
+    server.send(cancel(request_id))
+    assert state.wait_until(lambda: state.active_streams == 0, 30)  # the cancel was read: the stream is let go
+    ENDS[end](server)
+    assert server.exit_code() == 0, server.stderr.decode()
+    assert request_id not in server.answers  # a cancelled request is not answered
+    assert state.count("chat") == 1
+
+
+@pytest.mark.parametrize("end", list(ENDS))
+def test_with_nothing_in_flight_the_server_exits_at_once(emulator: Emulator, end: str) -> None:
+    server = Server(env={**emulator.environment(), **FOREVER})
+    server.send(*HELLO, call(1, "list_workspaces", {}))
+    assert result(server.wait_answer(1)).get("isError") is not True
+    ENDS[end](server)
+    assert server.exit_code() == 0, server.stderr.decode()

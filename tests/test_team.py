@@ -496,3 +496,20 @@ async def test_the_audit_log_names_who_was_refused_and_never_a_request_without_a
         ("reader", "tools/call", "list_workspaces", "ok"),
     ]
     assert "not-a-team-token" not in audit.read_text()
+
+
+async def test_a_batch_is_judged_message_by_message_for_scopes(serve_team: ServeTeam, state: EmulatorState) -> None:
+    """2025-03-26 takes batches: each message of one meets the same scope check as a message alone, so a batch
+    cannot carry a call its principal may not make."""
+    batch = [
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "generate", "arguments": GENERATE}},
+        {"jsonrpc": "2.0", "id": 2, "method": "ping"},
+    ]
+    headers = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2025-03-26"}
+    async with serve_team(http_stateless=True) as url, as_("reader") as http:
+        before = upstream_requests(state)
+        answer = await http.post(f"{url}/mcp", json=batch, headers=headers)
+    by_id = {item["id"]: item for item in answer.json()}
+    assert by_id[1]["error"]["code"] == FORBIDDEN
+    assert "result" in by_id[2]
+    assert upstream_requests(state) == before

@@ -29,6 +29,7 @@ from server.config import ENVIRONMENT, Settings
 from server.errors import ConfigurationError
 from server.observe import logs, otel_logs, tracing
 from server.runtime import open_state
+from server.transports.draining import CUT_ANSWER_S, DrainingServer
 from server.transports.http import build_http_app
 from server.transports.limits import uvicorn_options
 from server.transports.stdio import serve_stdio
@@ -232,10 +233,11 @@ def serve(settings: Settings) -> None:
         host=settings.host,
         port=settings.port,
         log_config=None,  # our stderr handler, with its secret mask
-        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
+        # The grace is the drain's (server/transports/draining.py); uvicorn's own wait comes after it.
+        timeout_graceful_shutdown=math.ceil(CUT_ANSWER_S),
         lifespan="on",
         **uvicorn_options(settings),
     )
-    # uvicorn stops on SIGTERM and SIGINT: no new connections, in-flight calls get the grace period,
-    # then the lifespan closes the upstream clients.
-    uvicorn.Server(config).run()
+    # On SIGTERM or SIGINT: no new connections, the requests received are answered within the grace (a call
+    # still running then gets a `shutdown` error), then uvicorn stops and the lifespan closes the upstream clients.
+    DrainingServer(config, grace_s=settings.shutdown_grace_s).run()

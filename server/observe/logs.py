@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterable
 
 from server import known_secrets
+from server.observe.backlog import backlog_for
 
 # Shapes of secrets this server handles, masked even when their value is not known up front.
 _PATTERNS = (
@@ -46,13 +47,16 @@ class SecretMask(logging.Filter):
 
 def configure(level: str, secrets: Iterable[str] = ()) -> None:
     """Send every log record to stderr, masked; stdout stays free for the protocol."""
-    handler = logging.StreamHandler(sys.stderr)
+    # Written by a thread through a bounded backlog: a client that never reads stderr never blocks the protocol.
+    handler = backlog_for(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(SecretMask(secrets))
+    # Configured again once the settings are read: the mask swapped in one step, never a moment without one.
+    handler.filters = [SecretMask(secrets)]
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    logging.captureWarnings(True)  # a library's warning goes through the same backlog, not straight to stderr
     # httpx2 logs every request line at INFO; keep it at WARNING unless debugging.
     logging.getLogger("httpx2").setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)

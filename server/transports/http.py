@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from mcp.server.transport_security import RequestBodyLimitMiddleware, TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp
 
@@ -24,8 +24,10 @@ from server.config import Settings
 from server.observe.audit import AuditLog
 from server.observe.metrics import NO_METRICS, Metrics, content_type
 from server.runtime import Runtime, open_runtime
-from server.state.opening import health
 from server.transports.accept import LenientAccept
+from server.transports.batches import http_batches
+from server.transports.draining import Draining
+from server.transports.health import healthz
 from server.transports.identity import ScopeCheck, authenticate, token_refused
 from server.transports.jsonrpc_guard import GuardedHTTP
 from server.transports.security import OPEN_PATHS, HTTPGuard, require_token_when_exposed
@@ -101,24 +103,6 @@ def build_http_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp
                 yield
             log.info("shutting down: upstream clients closed")
 
-    async def healthz(_: Request) -> JSONResponse:
-        # No secrets and no upstream call: whether this process is up, how it is set up, and its state store.
-        ready = bool(runtime)
-        state = (await health(runtime[0].store)) if ready else None
-        status = "starting" if state is None else ("degraded" if state.degraded else "ok")
-        body = {
-            "status": status,
-            "version": __version__,
-            "transport": settings.transport,
-            "stateless": settings.stateless if settings.transport == "streamable-http" else False,
-            "sandbox": settings.sandbox,
-            "neuroflash": settings.neuroflash_configured,
-            "neuralsnap": settings.neuralsnap_api_key is not None,
-            "state": state.as_dict() if state is not None else None,
-        }
-        # Degraded still serves (with this process's own state), so a balancer keeps it in rotation.
-        return JSONResponse(body, status_code=200 if ready else 503)
-
     async def metrics(_: Request) -> Response:
         # Behind the guard like /mcp: with FLASHSNAP_HTTP_TOKEN set, scrapers send the bearer token too.
         observer = runtime[0].metrics if runtime else None
@@ -127,7 +111,8 @@ def build_http_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp
         return Response(observer.exposition(), media_type=content_type())
 
     app = Starlette(
-        routes=[Route("/healthz", healthz), Route("/metrics", metrics), Mount("/", transport)], lifespan=lifespan
+        routes=[Route("/healthz", healthz(settings, runtime)), Route("/metrics", metrics), Mount("/", transport)],
+        lifespan=lifespan,
     )
     # The guard is outermost: a client without the token gets 401 before its body is read.
     # Then the body: whole, in time and within its size, and well-formed JSON-RPC, before the SDK reads it.
@@ -138,9 +123,10 @@ def build_http_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp
         # 403 for a call whose scope the principal lacks, counted in /metrics
         inner = ScopeCheck(inner, mcp.tool_scopes, lambda: runtime[0].metrics if runtime else NO_METRICS, audit)
     guarded: ASGIApp = GuardedHTTP(
-        inner,
+        Draining(inner, calls=mcp.in_flight),  # knows which requests are unanswered, for a shutdown to wait on
         read_timeout_s=settings.http_read_timeout_s,
         max_body_bytes=settings.max_body_bytes,
+        batches=http_batches if settings.transport == "streamable-http" else None,
     )
     if chosen == "oauth" and verifier is not None and settings.oauth_issuer and settings.public_url:
         # The RFC 9728 document, and a 401 that points to it, before the body is read.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -57,6 +58,18 @@ def screen(text: str) -> tuple[Verdict, bytes | None]:
     return verdict, None if substitute is None else json.dumps(substitute).encode()
 
 
+def not_utf8(raw: bytes) -> list[dict[str, Any]]:
+    """The answer to a message whose bytes are not UTF-8 as RFC 3629 defines it (a lone continuation byte, an
+    overlong form, an encoded surrogate, a cut sequence, F5-FF): -32700 with its id when the id itself can be read.
+    Nothing in it is used: a replacement character put in the user's text would be saved as if they wrote it."""
+    msg_id = _top_level_id(raw.decode("utf-8", errors="replace"))
+    if isinstance(msg_id, str) and "\ufffd" in msg_id:
+        msg_id = None  # the bad bytes are in the id itself: answering another id would misdirect the error
+    reason = "Parse error: the message is not valid UTF-8; nothing in it was used."
+    log.info("answered a message that is not valid UTF-8")
+    return [_error(msg_id, PARSE_ERROR, reason)]
+
+
 def _screen(text: str) -> tuple[Verdict, JSONRPCMessage | None, dict[str, Any] | None]:
     if not text.strip():
         return [], None, None
@@ -73,10 +86,31 @@ def _inspect(text: str) -> tuple[Verdict, JSONRPCMessage | None, dict[str, Any] 
     except (ValueError, RecursionError):
         return [_error(_top_level_id(text), PARSE_ERROR, "Parse error: the message is not valid JSON.")], None, None
     if isinstance(message, list):
-        ids = [m["id"] for m in message if isinstance(m, dict) and _valid_id(m.get("id")) and "method" in m]
         reason = "Batches are not supported: send one JSON-RPC message at a time."
-        answers = [_error(i, INVALID_REQUEST, reason) for i in ids] or [_error(None, INVALID_REQUEST, reason)]
-        return answers, None, None
+        return refuse_batch(message, reason), None, None
+    return judge_parsed(message, text)
+
+
+def batch_items(text: str) -> list[Any] | None:
+    """The messages of `text` when it is a JSON-RPC batch (a JSON array, within the depth bound), else None: a text
+    that is anything else, or broken, is screened as one message."""
+    if not text.lstrip().startswith("[") or _too_deep(text):
+        return None
+    try:
+        items = _DECODER.decode(text)
+    except (ValueError, RecursionError):
+        return None
+    return items if isinstance(items, list) else None
+
+
+def refuse_batch(items: list[Any], reason: str) -> list[dict[str, Any]]:
+    """A batch refused whole: each request in it answered with `reason`, or one answer when none has an id."""
+    ids = [m["id"] for m in items if isinstance(m, dict) and _valid_id(m.get("id")) and "method" in m]
+    return [_error(i, INVALID_REQUEST, reason) for i in ids] or [_error(None, INVALID_REQUEST, reason)]
+
+
+def judge_parsed(message: Any, text: str) -> tuple[Verdict, JSONRPCMessage | None, dict[str, Any] | None]:
+    """`_inspect` of one message already parsed (alone, or one of a batch) from `text`."""
     if not isinstance(message, dict):
         return [_error(None, INVALID_REQUEST, "A JSON-RPC message must be a JSON object.")], None, None
     if "method" not in message:  # a reply to a request of the server's (a question put to the user)
@@ -126,8 +160,12 @@ def _problem(message: dict[str, Any], text: str) -> tuple[int, str] | JSONRPCMes
         return INVALID_REQUEST, "The message is not a valid JSON-RPC request."
 
 
-def _error(msg_id: Any, code: int, message: str) -> dict[str, Any]:
+def error(msg_id: Any, code: int, message: str) -> dict[str, Any]:
+    """A JSON-RPC error answer."""
     return {"jsonrpc": "2.0", "id": msg_id, "error": {"code": code, "message": message}}
+
+
+_error = error
 
 
 def _valid_id(value: Any) -> bool:
@@ -192,14 +230,27 @@ def _has_surrogate(value: Any) -> bool:
     return False
 
 
+# Given the app, the request and its body's text: True once it has answered the body as a batch, else False.
+BatchHandler = Callable[[ASGIApp, Scope, Receive, Send, str], Awaitable[bool]]
+
+
 class GuardedHTTP:
     """ASGI middleware: a POSTed body must arrive whole, in time and within its size (else 408 or 413); a
-    JSON-RPC message that `judge` refuses is answered here, 400 with its error."""
+    JSON-RPC message that `judge` refuses is answered here, 400 with its error. A batch goes to `batches` first
+    (server/transports/batches.py), which serves it where the protocol version takes batches."""
 
-    def __init__(self, app: ASGIApp, *, read_timeout_s: float = 10.0, max_body_bytes: int = 1_048_576) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        read_timeout_s: float = 10.0,
+        max_body_bytes: int = 1_048_576,
+        batches: BatchHandler | None = None,
+    ) -> None:
         self.app = app
         self._read_timeout_s = read_timeout_s
         self._max_body_bytes = max_body_bytes
+        self._batches = batches
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -227,21 +278,27 @@ class GuardedHTTP:
             await late(scope, receive, send)
             return
         body = b"".join(chunks)
-        substitute = rpc = None
+        substitute: dict[str, Any] | None = None
+        rpc: JSONRPCMessage | None = None
+        verdict: Verdict
         try:
-            verdict, rpc, substitute = _screen(body.decode("utf-8"))
+            text = body.decode("utf-8")
         except UnicodeDecodeError:
-            verdict = [_error(None, PARSE_ERROR, "Parse error: the body is not UTF-8.")]
+            verdict = not_utf8(body)
+        else:
+            if self._batches is not None and await self._batches(self.app, scope, receive, send, text):
+                return
+            verdict, rpc, substitute = _screen(text)
         if verdict:
             answer = verdict[0] if len(verdict) == 1 else verdict
             await JSONResponse(answer, status_code=400)(scope, receive, send)
             return
-        scope[RPC_CALL] = _call_of(rpc)
+        scope[RPC_CALL] = call_of(rpc)
         replaced = json.dumps(substitute).encode() if substitute is not None else body
         await self.app(scope, replaying(replaced, receive), send)
 
 
-def _call_of(message: JSONRPCMessage | None) -> tuple[str | None, object, object]:
+def call_of(message: JSONRPCMessage | None) -> tuple[str | None, object, object]:
     """(method, params.name, id) of a request or notification; Nones for a reply or nothing."""
     method = getattr(message, "method", None)
     params = getattr(message, "params", None)

@@ -12,7 +12,6 @@ On stdin's end, SIGTERM or SIGINT nothing more is read; the requests already rea
 from __future__ import annotations
 
 import asyncio
-import codecs
 import io
 import logging
 import os
@@ -28,12 +27,21 @@ import anyio.from_thread
 import anyio.lowlevel
 from anyio.abc import ObjectSendStream
 from mcp.server.mcpserver import MCPServer
+from mcp.shared.dispatcher import coerce_request_id
+from mcp.shared.jsonrpc_dispatcher import cancelled_request_id_from_params
 from mcp.shared.message import SessionMessage
-from mcp_types import JSONRPCError, JSONRPCRequest, JSONRPCResponse, jsonrpc_message_adapter
+from mcp_types import (
+    JSONRPCError,
+    JSONRPCNotification,
+    JSONRPCRequest,
+    JSONRPCResponse,
+    jsonrpc_message_adapter,
+)
 
 from server.sdk_seams import create_context_streams, lowlevel_server
 from server.tooling.calls import InFlight
-from server.transports.jsonrpc_guard import inspect
+from server.transports.batches import StdioBatches, Taken
+from server.transports.jsonrpc_guard import inspect, not_utf8
 
 log = logging.getLogger(__name__)
 READ_BYTES = 1 << 16
@@ -41,7 +49,11 @@ CUT_ANSWER_S = 5.0  # after the grace, how long the cut calls have to write thei
 
 
 class _Pending:
-    """The ids of requests read and not yet answered; `settled` is set whenever none is left."""
+    """The ids of requests read and not yet answered; `settled` is set whenever none is left.
+
+    A request the client cancelled (`notifications/cancelled`) is settled when the cancel is read: the SDK never
+    answers it (the spec says not to), so waiting for its answer held the exit for the whole grace and more.
+    Ids are compared as the SDK correlates them ("7" and 7 are one id)."""
 
     def __init__(self) -> None:
         self.ids: set[Any] = set()
@@ -50,14 +62,21 @@ class _Pending:
 
     def read(self, message: Any) -> None:
         if isinstance(message, JSONRPCRequest):
-            self.ids.add(message.id)
+            self.ids.add(coerce_request_id(message.id))
             self.settled = anyio.Event() if self.settled.is_set() else self.settled
+        elif isinstance(message, JSONRPCNotification) and message.method == "notifications/cancelled":
+            cancelled = cancelled_request_id_from_params(message.params)
+            if cancelled is not None:
+                self._settle(cancelled)
 
     def answered(self, message: Any) -> None:
-        if isinstance(message, JSONRPCResponse | JSONRPCError):
-            self.ids.discard(message.id)
-            if not self.ids:
-                self.settled.set()
+        if isinstance(message, JSONRPCResponse | JSONRPCError) and message.id is not None:
+            self._settle(message.id)
+
+    def _settle(self, request_id: Any) -> None:
+        self.ids.discard(coerce_request_id(request_id))
+        if not self.ids:
+            self.settled.set()
 
 
 def _is_pipe(fd: int) -> bool:
@@ -82,23 +101,40 @@ def _wire() -> tuple[int, int]:
     return stdin, private
 
 
+class NotUTF8(bytes):
+    """A line of stdin whose bytes are not valid UTF-8: answered -32700, never decoded with replacements."""
+
+
+Line = str | NotUTF8
+
+
 class _Lines:
-    """Splits the bytes of stdin into lines (LF; a CR before it is JSON whitespace), UTF-8 with bad bytes replaced."""
+    """Splits the bytes of stdin into lines (LF; a CR before it is JSON whitespace) and decodes each one strictly.
+
+    The split is on bytes: no byte of a multi-byte UTF-8 sequence is 0x0A, so a line ends where its LF is, and a
+    character cut between two reads is whole again in the line. A line that is not UTF-8 comes out as `NotUTF8`.
+    """
 
     def __init__(self) -> None:
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._rest = ""
+        self._rest = b""
 
-    def feed(self, chunk: bytes) -> list[str]:
-        *complete, self._rest = (self._rest + self._decoder.decode(chunk)).split("\n")
-        return complete
+    def feed(self, chunk: bytes) -> list[Line]:
+        *complete, self._rest = (self._rest + chunk).split(b"\n")
+        return [_decoded(line) for line in complete]
 
-    def end(self) -> list[str]:
-        rest, self._rest = self._rest + self._decoder.decode(b"", final=True), ""
-        return [rest] if rest.strip() else []
+    def end(self) -> list[Line]:
+        rest, self._rest = self._rest, b""
+        return [_decoded(rest)] if rest.strip() else []
 
 
-def _read_lines(fd: int, lines: ObjectSendStream[str | None], token: Any) -> None:
+def _decoded(line: bytes) -> Line:
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        return NotUTF8(line)
+
+
+def _read_lines(fd: int, lines: ObjectSendStream[Line | None], token: Any) -> None:
     """For a file or terminal, in a daemon thread, so a shutdown by signal never waits for a line that may not
     come. Plain `os.read` (no buffered reader, whose lock a daemon thread would hold at interpreter exit)."""
     splitter = _Lines()
@@ -168,12 +204,17 @@ async def serve_stdio(app: MCPServer[Any], *, grace_s: float = 10.0, in_flight: 
     pending = _Pending()
     stop, ended = anyio.Event(), anyio.Event()
 
-    async def write(message: Any) -> None:
-        data = message.model_dump_json(by_alias=True, exclude_unset=True).encode() + b"\n"
+    batches = StdioBatches()
+
+    async def emit(data: bytes | None) -> None:
         try:
-            await out.write(data)
+            if data is not None:
+                await out.write(data)
         except (OSError, ValueError, RuntimeError):
             log.info("stdout is closed: an answer could not be written")
+
+    async def write(message: Any) -> None:
+        await emit(batches.outgoing(message, message.model_dump_json(by_alias=True, exclude_unset=True)))
         pending.answered(message)
 
     written = anyio.Event()
@@ -193,21 +234,25 @@ async def serve_stdio(app: MCPServer[Any], *, grace_s: float = 10.0, in_flight: 
                 stop.set()
                 return
 
-    async def handle(line: str | None) -> None:
+    async def handle(line: Line | None) -> None:
         if line is None:
             log.info("stdin closed: finishing the calls in flight")
             ended.set()
             return
-        answers, message = inspect(line)
-        if answers:
-            for answer in answers:
-                await write(jsonrpc_message_adapter.validate_python(answer))
-        elif message is not None:
+        taken = None if isinstance(line, NotUTF8) else batches.incoming(line)
+        if taken is None:
+            answers, message = (not_utf8(line), None) if isinstance(line, NotUTF8) else inspect(line)
+            taken = Taken(answers or [], [message] if message is not None and not answers else [])
+        for answer in taken.answers:
+            await write(jsonrpc_message_adapter.validate_python(answer))
+        for message in taken.messages:
             pending.read(message)
             await to_sdk.send(SessionMessage(message))
+            await emit(batches.cancelled(message))  # a cancel may complete a batch: its last request goes unanswered
+        await emit(taken.ready)
 
     async def read_thread_lines() -> None:
-        lines_in, lines = anyio.create_memory_object_stream[str | None](16)
+        lines_in, lines = anyio.create_memory_object_stream[Line | None](16)
         threading.Thread(
             target=_read_lines, args=(stdin, lines_in, anyio.lowlevel.current_token()), daemon=True, name="stdin"
         ).start()
