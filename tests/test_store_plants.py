@@ -276,13 +276,18 @@ async def test_a_deleted_consent_mark_lets_a_yes_be_replayed_only_until_its_ques
             first = await client.session.call_tool("generate", ASKED, allow_input_required=True)
             assert isinstance(first, InputRequiredResult)
             sealed = first.request_state
-            answer = {"allow_input_required": True, "input_responses": yes, "request_state": sealed}
-            data(await client.session.call_tool("generate", ASKED, **answer))
+            answered = await client.session.call_tool(
+                "generate", ASKED, allow_input_required=True, input_responses=yes, request_state=sealed
+            )
+            assert isinstance(answered, CallToolResult)
+            data(answered)
             async with writer(backend, state_dir, clock) as raw:
                 marks = await raw.keys("consent:")
                 assert len(marks) == 1
                 await raw.update(marks[0], lambda _: Change(None, None))
             clock.advance(after_s)
-            replayed = await client.session.call_tool("generate", ASKED, **answer)
+            replayed = await client.session.call_tool(
+                "generate", ASKED, allow_input_required=True, input_responses=yes, request_state=sealed
+            )
     assert state.count("chat") == spent
     assert isinstance(replayed, CallToolResult if spent == 2 else InputRequiredResult)
