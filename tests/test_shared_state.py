@@ -183,6 +183,30 @@ async def test_a_stdio_client_works_when_the_state_directory_is_unusable(tmp_pat
     assert "WARNING" in warnings[0]
 
 
+MEMORY_WORKERS = [
+    (["--workers", "2"], {}),
+    ([], {"FLASHSNAP_WORKERS": "2"}),
+    (["--workers", "64"], {}),
+]
+
+
+@pytest.mark.parametrize("transport", ["streamable-http", "sse"])
+@pytest.mark.parametrize(("args", "env"), MEMORY_WORKERS, ids=["flag", "variable", "many"])
+def test_memory_state_with_several_workers_refuses_to_start_naming_the_fix(
+    transport: str, args: list[str], env: dict[str, str]
+) -> None:
+    """Each worker would keep its own token, budget and used answers: one yes replayed was spent once per worker."""
+    environ = params(env={"FLASHSNAP_STATE": "memory", "FLASHSNAP_TRANSPORT": transport, **env}).env
+    done = subprocess.run(
+        [COMMAND, "--sandbox", *args], env=environ, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+    )
+    assert done.returncode == 2, done.stderr
+    assert "FLASHSNAP_STATE=memory cannot serve" in done.stderr
+    assert "FLASHSNAP_STATE=redis" in done.stderr
+    assert "FLASHSNAP_WORKERS=1" in done.stderr
+    assert done.stdout == ""
+
+
 async def test_workers_share_the_store_and_serve_calls(live: Emulator) -> None:
     with anyio.fail_after(90):
         async with http_replica(live.environment(), "--workers", "2") as url:
