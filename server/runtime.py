@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
@@ -116,8 +116,10 @@ def seals(settings: Settings) -> dict[str, SecretStr]:
     return {**found, CONSENT_SCOPE: consent}
 
 
-async def open_state(settings: Settings, clock: Clock) -> Store:
+async def open_state(settings: Settings, clock: Clock, *, readers: Sequence[Settings] = ()) -> Store:
     """The configured state store, checked once; what steers a request in it is sealed (`seals`).
+
+    `readers`: other credentials whose documents this process may open too (`status` reads the sandbox's).
 
     Raises:
         ConfigurationError: Redis was asked for and does not answer (naming the host, never a password).
@@ -129,7 +131,7 @@ async def open_state(settings: Settings, clock: Clock) -> Store:
         )
     except StoreRefused as exc:
         raise ConfigurationError(f"cannot start: {exc}") from None
-    return SealedStore(store, seals(settings))
+    return SealedStore(store, {k: v for each in (*readers, settings) for k, v in seals(each).items()})
 
 
 @asynccontextmanager

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import anyio
 
+from server.cli.sandboxing import sandbox_reader
 from server.clock import Clock, SystemClock
 from server.config import Settings
 from server.credentials import lease
@@ -304,7 +305,7 @@ async def open_shared(settings: Settings, clock: Clock, command: str) -> Store |
             print(f"{command}: no shared state at {database} (no server has run with this "  # noqa: T201
                   "FLASHSNAP_STATE_DIR)", file=sys.stderr)  # fmt: skip
             return None
-    store = await open_state(settings, clock)
+    store = await open_state(settings, clock, readers=(sandbox_reader(settings),))
     if not store.shared or store.degraded:
         problem = f": {store.problem}" if store.problem else ""
         print(f"{command}: no shared state to read ({store.kind}{problem})", file=sys.stderr)  # noqa: T201
