@@ -1,4 +1,4 @@
-"""A state directory or file another user could read or write through is refused, saying why (issue 31, row 8).
+"""A state directory or file another user could read or write through is refused, saying why.
 
 Each bad case is arranged as another local user would leave it (files owned by another uid, made with
 `os.chown`: the tests run as root), then the server starts on it: the state store says which path and why
@@ -25,7 +25,7 @@ from tests.conftest import Connect
 from tests.results import data
 
 OTHER_UID = 4242  # another local user
-SIDES = ("-wal", "-shm", "-journal")
+FILES = [("database", ""), ("-wal", "-wal"), ("-shm", "-shm"), ("-journal", "-journal")]  # (case, suffix)
 
 pytestmark = pytest.mark.skipif(
     os.name != "posix" or os.geteuid() != 0, reason="needs root to own files as another uid"
@@ -60,22 +60,35 @@ def fifo(d: Path, name: str) -> None:
     os.mkfifo(directory(d) / name, 0o600)
 
 
-Arrange = Callable[[Path], None]
+Arrange = Callable[[Path], object]  # lays out the state directory as another user left it
+
+
+def foreign(name: str) -> Arrange:
+    return lambda d: planted(directory(d) / name, uid=OTHER_UID)
+
+
+def open_to_all(name: str) -> Arrange:
+    return lambda d: planted(directory(d) / name, 0o666)
+
+
+def link(name: str) -> Arrange:
+    return lambda d: linked(d, name)
+
+
+def pipe(name: str) -> Arrange:
+    return lambda d: fifo(d, name)
+
+
+WRITABLE = "is writable by every user"
 CASES: list[tuple[str, Arrange, str]] = [
     ("directory of another user", foreign_directory, "belongs to another user (uid 4242"),
-    ("directory writable by everyone", lambda d: directory(d, 0o777), "is writable by every user (mode 0777)"),
-    ("directory writable by everyone, sticky", lambda d: directory(d, 0o1777), "is writable by every user (mode 1777)"),
-    ("database of another user", lambda d: planted(directory(d) / FILENAME, uid=OTHER_UID), "belongs to another user"),
-    ("database writable by everyone", lambda d: planted(directory(d) / FILENAME, 0o666), "is writable by every user"),
-    ("database a symbolic link", lambda d: linked(d, FILENAME), "is a symbolic link"),
-    ("database a named pipe", lambda d: fifo(d, FILENAME), "is not a regular file"),
-    *[(f"{side} of another user", lambda d, s=side: planted(directory(d) / (FILENAME + s), uid=OTHER_UID),
-       "belongs to another user") for side in SIDES],
-    *[(f"{side} writable by everyone", lambda d, s=side: planted(directory(d) / (FILENAME + s), 0o666),
-       "is writable by every user") for side in SIDES],
-    *[(f"{side} a symbolic link", lambda d, s=side: linked(d, FILENAME + s), "is a symbolic link") for side in SIDES],
-    *[(f"{side} a named pipe", lambda d, s=side: fifo(d, FILENAME + s), "is not a regular file") for side in SIDES],
-]  # fmt: skip
+    ("directory writable by everyone", lambda d: directory(d, 0o777), f"{WRITABLE} (mode 0777)"),
+    ("directory writable by everyone, sticky", lambda d: directory(d, 0o1777), f"{WRITABLE} (mode 1777)"),
+    *[(f"{what} of another user", foreign(FILENAME + side), "belongs to another user") for what, side in FILES],
+    *[(f"{what} writable by everyone", open_to_all(FILENAME + side), WRITABLE) for what, side in FILES],
+    *[(f"{what} a symbolic link", link(FILENAME + side), "is a symbolic link") for what, side in FILES],
+    *[(f"{what} a named pipe", pipe(FILENAME + side), "is not a regular file") for what, side in FILES],
+]
 
 
 @pytest.mark.parametrize(("case", "arrange", "why"), CASES, ids=[c[0] for c in CASES])

@@ -1,4 +1,4 @@
-"""A store writer without the upstream secret is not a command channel (issue 31, row 9).
+"""What a writer of the state store without the upstream secret can make the server do: nothing but forget.
 
 Whoever can write the state store (the SQLite file's directory, any client of the Redis keyspace) plants each
 kind of document the server acts on, in the backend's own format, as the server itself would have written
@@ -6,7 +6,8 @@ it but unsealed: a token, a remembered failure, a fetch lease, a quota verdict, 
 learned route, a listing a client is shown, NeuralSnap's plan. Through the real MCP client, the emulator's
 counters show the server sends no request it would not have sent, uses no planted token (the emulator sees
 only tokens it issued), shows no planted text, and refuses nothing. A sealed document copied to another key
-does not open there either. Everything runs on SQLite and on a real Valkey.
+does not open there either. What a deletion can still do is bounded: a used yes counts again only until its
+question's deadline. Everything runs on SQLite and on a real Valkey.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from server.state.sqlite import FILENAME, SQLiteStore
 from server.state.store import Change, Doc, Store
 from server.tooling.consent import ANSWER_TTL_S
 from server.upstream.opening import account_key
-from tests.conftest import Connect
+from tests.conftest import Connect, sent
 from tests.results import data, error
 from tests.servers import valkey
 from tests.test_consent import DEFAULT, User
@@ -72,10 +73,6 @@ def quota_doc(now: float) -> Doc:
     spent = {"usageTypeKey": "tokens", "limitAmount": 2000, "usedAmount": 2000, "availableAmount": 0,
              "limitAmountDaily": 100, "usedAmountDaily": 100, "fairUseLimitReached": True}  # fmt: skip
     return {"seen_at": now, "quotas": [spent]}
-
-
-def sent(state: EmulatorState, route: str) -> list[Any]:
-    return [body for name, body in state.received if name == route]
 
 
 async def generates(client: Client, state: EmulatorState, env: Env) -> None:
