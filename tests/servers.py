@@ -176,6 +176,7 @@ def tls_terminator(backend_port: int, cert: Path, key: Path) -> Iterator[int]:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.05)  # the accept loop looks at `stop` this often: closing does not wake an accept
     stop = threading.Event()
 
     def pump(source: socket.socket, sink: socket.socket) -> None:
@@ -187,6 +188,7 @@ def tls_terminator(backend_port: int, cert: Path, key: Path) -> Iterator[int]:
                 end.shutdown(socket.SHUT_RDWR)
 
     def serve(client: socket.socket) -> None:
+        client.settimeout(None)
         try:
             secure = context.wrap_socket(client, server_side=True)
         except (OSError, ssl.SSLError):

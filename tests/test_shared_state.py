@@ -200,7 +200,7 @@ def test_memory_state_with_several_workers_refuses_to_start_naming_the_fix(
     """Each worker would keep its own token, budget and used answers: one yes replayed was spent once per worker."""
     environ = params(env={"FLASHSNAP_STATE": "memory", "FLASHSNAP_TRANSPORT": transport, **env}).env
     done = subprocess.run(
-        [COMMAND, "--sandbox", *args], env=environ, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+        [COMMAND, *args], env=environ, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
     )
     assert done.returncode == 2, done.stderr
     assert "FLASHSNAP_STATE=memory cannot serve" in done.stderr
@@ -263,7 +263,7 @@ def test_a_valkey_that_refuses_the_server_stops_the_start_naming_the_host_not_th
     url = BAD_URLS[form](server.port, tls_port, ca)
     env = params(env={"FLASHSNAP_REDIS_URL": url}).env
     done = subprocess.run(
-        [COMMAND, "--sandbox"], env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+        [COMMAND], env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
     )
     assert done.returncode == 2, done.stderr
     assert "127.0.0.1:" in done.stderr
