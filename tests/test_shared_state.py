@@ -262,9 +262,7 @@ def test_a_valkey_that_refuses_the_server_stops_the_start_naming_the_host_not_th
     server, tls_port, ca = guarded
     url = BAD_URLS[form](server.port, tls_port, ca)
     env = params(env={"FLASHSNAP_REDIS_URL": url}).env
-    done = subprocess.run(
-        [COMMAND], env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
-    )
+    done = subprocess.run([COMMAND], env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert done.returncode == 2, done.stderr
     assert "127.0.0.1:" in done.stderr
     assert PASSWORD not in done.stderr + done.stdout
