@@ -30,6 +30,7 @@ from server.config import Settings
 from server.credentials import lease
 from server.runtime import open_state
 from server.sandbox import Emulator, EmulatorState, catalog
+from server.sandbox.neuralsnap_app import new_snapshot
 from server.state import layout
 from server.state.redis import RedisStore
 from server.state.sqlite import FILENAME, SQLiteStore
@@ -86,6 +87,7 @@ async def generates_in_voice(client: Client, state: EmulatorState, env: Env) -> 
     (chat,) = sent(state, "chat")
     assert chat["messages"][0] == {"role": "system", "content": catalog.voice_prompt(VOICE)}
     assert state.count("voice_prompt") == 1  # the server fetched the real prompt
+    assert state.unrouted.total() == 0  # from a route it found itself
 
 
 async def reads_quota(client: Client, state: EmulatorState, env: Env) -> None:
@@ -107,6 +109,14 @@ async def completes_workspaces(client: Client, state: EmulatorState, env: Env) -
     completed = (await client.complete(asked, {"name": "workspace_id", "value": ""})).completion
     assert WORKSPACE in completed.values
     assert all(PLANTED not in value for value in completed.values)
+
+
+async def lists_real_snapshots(client: Client, state: EmulatorState, env: Env) -> None:
+    kept = new_snapshot({"name": "Real", "core": "Saved."}, state.api_keys[catalog.DEMO_API_KEY], state.clock.now())
+    state.add_snapshot(kept)
+    listed = [(r.uri, r.name) for r in (await client.list_resources()).resources]
+    assert (f"neuralsnap://snapshots/{kept['id']}", "Real") in listed
+    assert all(PLANTED not in f"{uri} {name}" for uri, name in listed)
 
 
 async def shows_no_plan(client: Client, state: EmulatorState, env: Env) -> None:
@@ -137,6 +147,10 @@ PLANTS: list[tuple[str, Callable[[Keys], str], Callable[[float], Doc], Act]] = [
     ("a learned chat route", lambda k: k.routes.chat, lambda now: {"path": "/planted", "seen_at": now}, generates),
     ("a missing model list", lambda k: k.routes.models, lambda now: {"missing": True, "seen_at": now},
      refuses_an_unknown_model),
+    ("a learned brand-voice route", lambda k: k.routes.voice, lambda now: {"path": "/summaries", "seen_at": now},
+     generates_in_voice),
+    ("a snapshot listing", lambda k: k.neuralsnap.listing("snapshots"),
+     lambda now: {"values": [[PLANTED, PLANTED]], "gen": 0}, lists_real_snapshots),
     ("a workspace listing", lambda k: k.neuroflash.listing("workspaces"),
      lambda now: {"values": [[PLANTED, PLANTED]]}, completes_workspaces),
     ("NeuralSnap's plan", lambda k: k.neuralsnap.profile,
