@@ -6,7 +6,7 @@ import sys
 
 import anyio
 
-from bench import load, oauth, overhead, rate_models, report, scheduling, shared
+from bench import load, oauth, overhead, rate_models, report, scheduling, sealing, shared
 
 BENCHES = {
     "scheduling": scheduling.run,
@@ -18,6 +18,7 @@ BENCHES = {
     "shared": shared.run,
     "rate_models": rate_models.run,
     "oauth": oauth.run,
+    "sealing": sealing.run,
 }
 
 

@@ -266,6 +266,13 @@ class Settings(BaseModel):
     def _check_state(self) -> Settings:
         if self.state == "redis" and self.redis_url is None:
             raise ValueError("FLASHSNAP_STATE=redis needs FLASHSNAP_REDIS_URL")
+        if self.state == "memory" and self.workers > 1 and self.transport != "stdio":
+            # Each worker would keep its own token, budget and used answers: a yes replayed would count once per worker.
+            raise ValueError(
+                f"FLASHSNAP_STATE=memory cannot serve {self.workers} workers: each would keep its own token, rate "
+                "budget and answered questions, so one yes could be spent once per worker; use the default state "
+                "(unset FLASHSNAP_STATE: SQLite in the state directory), FLASHSNAP_STATE=redis, or FLASHSNAP_WORKERS=1"
+            )
         return self
 
     @field_validator("http_token")

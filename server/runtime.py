@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+import secrets
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
+
+from pydantic import SecretStr
 
 from server import context, known_secrets
 from server.clock import Clock, SystemClock
 from server.config import Settings
 from server.errors import ConfigurationError
+from server.neuralsnap import opening as neuralsnap_opening
 from server.neuralsnap.opening import open_neuralsnap
 from server.neuralsnap.service import NeuralSnapService
+from server.neuroflash import opening as neuroflash_opening
 from server.neuroflash.opening import open_neuroflash
 from server.neuroflash.service import NeuroflashService
 from server.observe.audit import AuditLog
@@ -22,7 +27,9 @@ from server.observe.logs import SecretMask
 from server.observe.metrics import NO_METRICS, Metrics, Observer, serve_metrics
 from server.scheduler.gate import Gate, GateView
 from server.state.files import private_secret
+from server.state.layout import CONSENT_SCOPE
 from server.state.opening import StoreRefused, default_state_dir, open_store
+from server.state.sealing import SealedStore
 from server.state.store import Store
 from server.upstream.opening import Opening, Service, Upstream
 
@@ -31,6 +38,11 @@ S = TypeVar("S", bound=Service)
 
 # Each upstream room opens its own services; a new upstream is a new room and one line here.
 UPSTREAMS: tuple[Callable[[Opening], Coroutine[Any, Any, Upstream[Any]]], ...] = (open_neuroflash, open_neuralsnap)
+# And the store prefixes each room's secret seals (`server/state/sealing.py`).
+SECRETS: tuple[Callable[[Settings], dict[str, SecretStr]], ...] = (
+    neuroflash_opening.secrets,
+    neuralsnap_opening.secrets,
+)
 
 
 @dataclass
@@ -101,19 +113,31 @@ def _observer(settings: Settings) -> Observer:
     return Metrics() if settings.transport != "stdio" or settings.metrics_port is not None else NO_METRICS
 
 
-async def open_state(settings: Settings, clock: Clock) -> Store:
-    """The configured state store, checked once.
+def seals(settings: Settings) -> dict[str, SecretStr]:
+    """The secret that seals each store prefix: each account's upstream secret, and for the consent marks (about
+    any account) the request state's key, else all the upstream secrets together, else one of this process."""
+    found = {prefix: secret for room in SECRETS for prefix, secret in room(settings).items()}
+    shared = [s.get_secret_value() for s in (settings.neuroflash_client_secret, settings.neuralsnap_api_key) if s]
+    consent = settings.request_state_key or SecretStr("\0".join(shared) if shared else secrets.token_hex(32))
+    return {**found, CONSENT_SCOPE: consent}
+
+
+async def open_state(settings: Settings, clock: Clock, *, readers: Sequence[Settings] = ()) -> Store:
+    """The configured state store, checked once; what steers a request in it is sealed (`seals`).
+
+    `readers`: other credentials whose documents this process may open too (`status` reads the sandbox's).
 
     Raises:
         ConfigurationError: Redis was asked for and does not answer (naming the host, never a password).
     """
     redis_url = settings.redis_url.get_secret_value() if settings.redis_url is not None else None
     try:
-        return await open_store(
+        store = await open_store(
             settings.store, clock, state_dir=settings.state_dir, redis_url=redis_url, redis_prefix=settings.redis_prefix
         )
     except StoreRefused as exc:
         raise ConfigurationError(f"cannot start: {exc}") from None
+    return SealedStore(store, {k: v for each in (*readers, settings) for k, v in seals(each).items()})
 
 
 AUDIT_KEY_FILE = "audit.key"  # in the state directory, when FLASHSNAP_AUDIT_KEY is unset

@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
+import redis
 from mcp import Client
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
@@ -24,8 +25,9 @@ from server.config import Settings
 from server.sandbox import Emulator, EmulatorState
 from server.sandbox.loopback import LoopbackServer
 from server.transports.http import build_http_app
+from tests.conftest import Connect
 from tests.results import data
-from tests.servers import Balancer, Valkey, free_port, http_replica, valkey
+from tests.servers import Balancer, Valkey, certificate_authority, free_port, http_replica, tls_terminator, valkey
 from tests.test_stdio import COMMAND, params
 
 pytestmark = pytest.mark.anyio
@@ -183,6 +185,90 @@ async def test_a_stdio_client_works_when_the_state_directory_is_unusable(tmp_pat
     warnings = [line for line in stderr.read_text().splitlines() if "FLASHSNAP_STATE_DIR" in line]
     assert len(warnings) == 1, stderr.read_text()
     assert "WARNING" in warnings[0]
+
+
+MEMORY_WORKERS = [
+    (["--workers", "2"], {}),
+    ([], {"FLASHSNAP_WORKERS": "2"}),
+    (["--workers", "64"], {}),
+]
+
+
+@pytest.mark.parametrize("transport", ["streamable-http", "sse"])
+@pytest.mark.parametrize(("args", "env"), MEMORY_WORKERS, ids=["flag", "variable", "many"])
+def test_memory_state_with_several_workers_refuses_to_start_naming_the_fix(
+    transport: str, args: list[str], env: dict[str, str]
+) -> None:
+    """Each worker would keep its own token, budget and used answers: one yes replayed was spent once per worker."""
+    environ = params(env={"FLASHSNAP_STATE": "memory", "FLASHSNAP_TRANSPORT": transport, **env}).env
+    done = subprocess.run(
+        [COMMAND, *args], env=environ, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+    )
+    assert done.returncode == 2, done.stderr
+    assert "FLASHSNAP_STATE=memory cannot serve" in done.stderr
+    assert "FLASHSNAP_STATE=redis" in done.stderr
+    assert "FLASHSNAP_WORKERS=1" in done.stderr
+    assert done.stdout == ""
+
+
+PASSWORD = "vk-" + "p4ss-w0rd-for-tests"
+
+
+@pytest.fixture
+def guarded(tmp_path: Path) -> Iterator[tuple[Valkey, int, Path]]:
+    """A Valkey that wants a password, and a TLS front for it: (server, TLS port, CA certificate)."""
+    ca, cert, key = certificate_authority(tmp_path)
+    with valkey(tmp_path, password=PASSWORD) as server, tls_terminator(server.port, cert, key) as tls_port:
+        yield server, tls_port, ca
+
+
+GOOD_URLS = {
+    "redis:// with the password": lambda port, tls, ca: f"redis://:{PASSWORD}@127.0.0.1:{port}/0",
+    "rediss:// with the password and the CA": lambda port, tls, ca: (
+        f"rediss://:{PASSWORD}@127.0.0.1:{tls}/0?ssl_ca_certs={ca}&ssl_cert_reqs=required"
+    ),
+    "rediss:// with a user": lambda port, tls, ca: f"rediss://default:{PASSWORD}@127.0.0.1:{tls}/0?ssl_ca_certs={ca}",
+}
+
+
+@pytest.mark.parametrize("form", GOOD_URLS)
+async def test_a_valkey_with_a_password_and_tls_serves_the_replicas(
+    connect: Connect, emulator: Emulator, guarded: tuple[Valkey, int, Path], form: str
+) -> None:
+    """deploy/compose.yaml gives Valkey a password; a managed Redis wants TLS (rediss://) with its parameters."""
+    server, tls_port, ca = guarded
+    url = GOOD_URLS[form](server.port, tls_port, ca)
+    with anyio.fail_after(30):
+        async with connect(env={"FLASHSNAP_REDIS_URL": url}) as client:
+            data(await client.call_tool("check_quota", {}))
+    assert emulator.state.count("token") == 1
+    kept = redis.Redis(port=server.port, password=PASSWORD)
+    try:
+        assert kept.keys("flashsnap:*")  # the state went to this Valkey
+    finally:
+        kept.close()
+
+
+BAD_URLS = {
+    "no password": lambda port, tls, ca: f"redis://127.0.0.1:{port}/0",
+    "a wrong password": lambda port, tls, ca: f"redis://:not-{PASSWORD}@127.0.0.1:{port}/0",
+    "rediss:// to a CA it does not trust": lambda port, tls, ca: f"rediss://:{PASSWORD}@127.0.0.1:{tls}/0",
+    "redis:// to the TLS port": lambda port, tls, ca: f"redis://:{PASSWORD}@127.0.0.1:{tls}/0",
+}
+
+
+@pytest.mark.parametrize("form", BAD_URLS)
+def test_a_valkey_that_refuses_the_server_stops_the_start_naming_the_host_not_the_password(
+    guarded: tuple[Valkey, int, Path], form: str
+) -> None:
+    server, tls_port, ca = guarded
+    url = BAD_URLS[form](server.port, tls_port, ca)
+    env = params(env={"FLASHSNAP_REDIS_URL": url}).env
+    done = subprocess.run([COMMAND], env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 2, done.stderr
+    assert "127.0.0.1:" in done.stderr
+    assert PASSWORD not in done.stderr + done.stdout
+    assert done.stdout == ""
 
 
 async def test_workers_share_the_store_and_serve_calls(live: Emulator) -> None:

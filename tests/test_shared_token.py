@@ -15,8 +15,10 @@ import anyio
 from server.clock import FakeClock
 from server.config import Settings
 from server.credentials.lease import Mine, claim
+from server.runtime import seals
 from server.sandbox import Emulator
 from server.sandbox.records import Fault
+from server.state.sealing import SealedStore
 from server.state.sqlite import FILENAME, SQLiteStore
 from server.upstream.opening import account_key
 from tests.conftest import Connect
@@ -43,7 +45,8 @@ async def test_a_401_invalidates_that_token_for_every_server(connect: Connect, e
 async def test_a_server_that_died_holding_the_lease_delays_the_others_by_seconds(
     connect: Connect, emulator: Emulator, clock: FakeClock, state_dir: Path
 ) -> None:
-    dead = SQLiteStore(state_dir / FILENAME, clock)
+    # Another server: it seals what it keeps with the same credentials, as every server of the account does.
+    dead = SealedStore(SQLiteStore(state_dir / FILENAME, clock), seals(Settings.from_env(emulator.environment())))
     await dead.update(token_key(emulator), lambda doc: claim(doc, clock.now(), owner="dead", fresh_for=0, lease_s=5))
     await dead.aclose()  # and never fetches, releases or renews
     answers: list[object] = []

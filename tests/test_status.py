@@ -28,11 +28,13 @@ from tests.test_stdio import COMMAND, params
 LIMIT = 50
 
 
-def status(*args: str) -> subprocess.CompletedProcess[str]:
-    # The same environment as the servers: the test's state directory (XDG_CACHE_HOME) and nothing else.
+def status(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    # The same environment as the servers: the test's state directory (XDG_CACHE_HOME), and the credentials
+    # given (what is sealed opens only with them).
     return subprocess.run(
-        [COMMAND, "status", *args], capture_output=True, text=True, timeout=60, env=params().env, check=False
-    )
+        [COMMAND, "status", *args], capture_output=True, text=True, timeout=60,
+        env={**(params().env or {}), **(env or {})}, check=False,
+    )  # fmt: skip
 
 
 async def test_status_shows_what_two_servers_share() -> None:
@@ -54,8 +56,9 @@ async def test_status_shows_what_two_servers_share() -> None:
                     data(await second.call_tool("snapshot", {"name": f"b{i}", "core": "from two"}))
                 data(await second.call_tool("generate", {"model": "gpt-4.1-mini", "prompt": "Hi", "max_tokens": 500}))
 
-                done = await anyio.to_thread.run_sync(status, "--json")
-                text = await anyio.to_thread.run_sync(status)
+                done = await anyio.to_thread.run_sync(functools.partial(status, "--json", env=env))
+                text = await anyio.to_thread.run_sync(functools.partial(status, env=env))
+                blind = await anyio.to_thread.run_sync(status, "--json")
     assert done.returncode == 0, done.stderr
     view: dict[str, Any] = json.loads(done.stdout)
     assert view["store"] == "sqlite"
@@ -84,6 +87,13 @@ async def test_status_shows_what_two_servers_share() -> None:
     assert "valid until" in text.stdout
     for secret in (*state.issued, catalog.DEMO_API_KEY, catalog.DEMO_CLIENT_SECRET):
         assert secret not in done.stdout + text.stdout + done.stderr + text.stderr
+
+    # Without the credentials, what is sealed stays sealed, and says so; the plain rate limit still shows.
+    assert blind.returncode == 0, blind.stderr
+    unsealed = {a["service"]: a for a in json.loads(blind.stdout)["accounts"]}
+    assert unsealed["neuroflash"]["sealed"] is True
+    assert "token" not in unsealed["neuroflash"]
+    assert unsealed["neuralsnap"]["gate"]["remaining"] == LIMIT - snapshots
 
 
 async def test_watch_redraws_in_place_until_stopped(state_dir: Path) -> None:

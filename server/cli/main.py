@@ -178,8 +178,6 @@ def preflight(settings: Settings) -> None:
 
 def serve_workers(settings: Settings, environ: Mapping[str, str]) -> None:
     """Several uvicorn workers on one socket; each builds its app from the environment and shares the store."""
-    if settings.store == "memory":
-        log.warning("FLASHSNAP_STATE=memory with %d workers: each worker keeps its own budget", settings.workers)
     # The workers are new processes: they read everything, the sandbox's variables too, from the environment.
     os.environ.update(environ)
     os.environ.update(

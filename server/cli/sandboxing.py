@@ -6,8 +6,11 @@ import contextlib
 import logging
 from collections.abc import Iterator, Mapping
 
+from pydantic import SecretStr
+
 from server.config import Settings
 from server.errors import ConfigurationError
+from server.sandbox import catalog
 from server.sandbox.runner import Emulator, emulator_environment, seed_sandbox
 from server.sandbox.state import EmulatorState
 from server.sandbox.variants import Variants
@@ -43,3 +46,19 @@ def sandbox_environment(environ: Mapping[str, str], *, reset: bool = False) -> I
     with contextlib.closing(state), Emulator(state) as emulator:
         log.warning("SANDBOX MODE: serving the neuroflash and NeuralSnap emulator at %s", emulator.url)
         yield {**own, **emulator_environment(emulator)}
+
+
+def sandbox_reader(settings: Settings) -> Settings:
+    """The sandbox's credentials beside `settings`' state directory: what `status` opens sandbox documents with.
+
+    They are the emulator's public demo credentials: sealing protects nothing a sandbox holds, and they let
+    `flashsnap-mcp status` show a sandbox session's token and quotas, as it shows a live one's.
+    """
+    return settings.model_copy(
+        update={
+            "sandbox": True,
+            "neuroflash_client_id": catalog.DEMO_CLIENT_ID,
+            "neuroflash_client_secret": SecretStr(catalog.DEMO_CLIENT_SECRET),
+            "neuralsnap_api_key": SecretStr(catalog.DEMO_API_KEY),
+        }
+    )

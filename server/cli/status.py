@@ -7,7 +7,9 @@ per workspace, and the generation streams in use.
 
 It never crashes on a document it does not like: a figure no upstream can mean (a reset in the
 year 58881, a limit of 0) is shown as stored and marked implausible (the servers ignore it), and
-a document that cannot be read at all is shown raw.
+a document that cannot be read at all is shown raw. What is sealed (`server/state/sealing.py`: the token,
+quotas, the plan) it reads with the account's credentials from the same environment; an account whose
+credentials it lacks is marked sealed, its rate limit and slots (left plain) shown all the same.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any, TypeVar
 import anyio
 
 from server.auth import activity
+from server.cli.sandboxing import sandbox_reader
 from server.clock import Clock, SystemClock
 from server.config import Settings
 from server.credentials import lease
@@ -38,6 +41,7 @@ from server.scheduler.slots import holders
 from server.scheduler.window import Window
 from server.state import accounts, layout
 from server.state.opening import default_state_dir
+from server.state.sealing import readable
 from server.state.sqlite import FILENAME
 from server.state.store import Store
 
@@ -106,7 +110,9 @@ async def gather(store: Store, clock: Clock) -> dict[str, Any]:
             "last_started": _when(account.seen_at),
         }
         keys = layout.AccountKeys(account.key)
-        if account.service == "neuroflash":
+        if not readable(store, keys.token):
+            entry["sealed"] = True  # the account's documents open only with its credentials; the gate is plain
+        if account.service == "neuroflash" and not entry.get("sealed"):
             entry["token"] = _shown(_token, await store.get(keys.token), now)
         entry["gate"] = _shown(_gate, await store.get(keys.gate), now)
         if account.service == "neuralsnap" and (kept := profile.read_profile(await store.get(keys.profile), now)):
@@ -116,11 +122,12 @@ async def gather(store: Store, clock: Clock) -> dict[str, Any]:
             key.removeprefix(f"{keys.gate}:"): _shown(_gate, await store.get(key), now)
             for key in await store.keys(f"{keys.gate}:")
         }
-        if account.service == "neuroflash":
+        if account.service == "neuroflash" and not entry.get("sealed"):
             entry["quotas"] = {
                 layout.workspace_of(key): _shown(_quota, await store.get(key), now)
                 for key in await store.keys(f"{keys.quota}:")
             }
+        if account.service == "neuroflash":
             entry["generation_slots"] = {
                 layout.workspace_of(key): _shown(_slots, await store.get(key), now)
                 for key in await store.keys(f"{keys.slots}:")
@@ -190,6 +197,8 @@ def render(view: dict[str, Any]) -> str:
         lines.append("no accounts yet: no server has started with this state store")
     for a in view["accounts"]:
         lines += ["", f"{a['service']}  {a['account']}  ({a['api']}, last started {a['last_started']})"]
+        if a.get("sealed"):
+            lines.append("  sealed       token, quotas, plan: run with this account's credentials to read them")
         lines += _token_lines(a.get("token"))
         if (plan := a.get("plan")) is not None:
             limits = ", ".join(f"{k} {v}" for k, v in plan["limits"].items() if v is not None)
@@ -316,7 +325,7 @@ async def open_shared(settings: Settings, clock: Clock, command: str) -> Store |
             print(f"{command}: no shared state at {database} (no server has run with this "  # noqa: T201
                   "FLASHSNAP_STATE_DIR)", file=sys.stderr)  # fmt: skip
             return None
-    store = await open_state(settings, clock)
+    store = await open_state(settings, clock, readers=(sandbox_reader(settings),))
     if not store.shared or store.degraded:
         problem = f": {store.problem}" if store.problem else ""
         print(f"{command}: no shared state to read ({store.kind}{problem})", file=sys.stderr)  # noqa: T201

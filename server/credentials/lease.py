@@ -9,6 +9,10 @@ many processes need a token at once, one fetches it and the others take its resu
 - `forget`: a 401 invalidates exactly the token that was refused, everywhere.
 
 The document expires when the last thing in it does: a token is kept no longer than it is valid.
+Each part is believed only within its normal lifetime, whatever the document says (it is sealed, so a store
+writer cannot plant one; a bound all the same): a lease ends within `LEASE_S`, a failure within
+`FAILURE_MEMORY_S`, a token within its lifetime of at most `MAX_LIFETIME_S`, each with `CLOCK_SKEW_S` of slack
+for replicas whose clocks differ. A part that claims more reads as absent.
 """
 
 from __future__ import annotations
@@ -17,6 +21,11 @@ from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from server.state.store import Change, Doc
+
+FAILURE_MEMORY_S = 5.0  # how long a failed token request answers for the calls that queued behind it
+LEASE_S = 5.0  # how long a process that died while fetching holds the others up, at most
+MAX_LIFETIME_S = 30 * 86_400.0  # a token lifetime beyond a month is not believed
+CLOCK_SKEW_S = 1.0  # how far ahead another replica's clock may be and its lease or failure still be read
 
 
 @dataclass(frozen=True)
@@ -54,15 +63,24 @@ def live_parts(doc: Doc | None, now: float) -> dict[str, Any]:
     doc = dict(doc or {})
     live: dict[str, Any] = {}
     token = doc.get("token")
-    if _shaped(token, value=str, expires_at=float, lifetime=float) and token["expires_at"] > now:
+    if (
+        _shaped(token, value=str, expires_at=float, lifetime=float)
+        and 0 < token["lifetime"] <= MAX_LIFETIME_S
+        and _within(token["expires_at"], now, token["lifetime"])
+    ):
         live["token"] = token
     lease = doc.get("lease")
-    if _shaped(lease, owner=str, until=float) and lease["until"] > now:
+    if _shaped(lease, owner=str, until=float) and _within(lease["until"], now, LEASE_S):
         live["lease"] = lease
     failure = doc.get("failure")
-    if _shaped(failure, kind=str, message=str, until=float) and failure["until"] > now:
+    if _shaped(failure, kind=str, message=str, until=float) and _within(failure["until"], now, FAILURE_MEMORY_S):
         live["failure"] = failure
     return live
+
+
+def _within(until: float, now: float, lifetime: float) -> bool:
+    """Whether a part ending at `until` is live now and ends no later than its lifetime allows."""
+    return now < until <= now + lifetime + CLOCK_SKEW_S
 
 
 def _shaped(part: Any, **fields: type) -> TypeGuard[dict[str, Any]]:

@@ -46,8 +46,8 @@ from server.state.store import Mutation, Store
 log = logging.getLogger(__name__)
 # A token answer is a few KiB (a JWT and three fields); anything past this is not one, and is not read on.
 MAX_TOKEN_ANSWER_BYTES = 64 * 1024
-FAILURE_MEMORY_S = 5.0  # how long a failed token request answers for the calls that queued behind it
-LEASE_S = 5.0  # how long a process that died while fetching holds the others up, at most
+FAILURE_MEMORY_S = lease.FAILURE_MEMORY_S  # how long a failed token request answers for the calls queued behind it
+LEASE_S = lease.LEASE_S  # how long a process that died while fetching holds the others up, at most
 POLL_S = 0.05  # how often a process waiting for another's fetch looks for its result
 
 
@@ -55,7 +55,7 @@ POLL_S = 0.05  # how often a process waiting for another's fetch looks for its r
 # neuroflash FAQ documents, so it is renewed early rather than late, and a token that dies sooner is refused with a
 # 401, which invalidates it, fetches a new one and replays the call once. An hour costs ~24 token requests a day.
 DEFAULT_LIFETIME_S = 3600.0
-MAX_LIFETIME_S = 30 * 86_400.0  # a lifetime beyond a month is not believed: the default applies
+MAX_LIFETIME_S = lease.MAX_LIFETIME_S  # a lifetime beyond a month is not believed: the default applies
 # OAuth errors a token endpoint may put in its answer that say "not now" rather than "not you" (RFC 6749 4.1.2.1).
 TRANSIENT_OAUTH_ERRORS = frozenset({"temporarily_unavailable", "server_error"})
 

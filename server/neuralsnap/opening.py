@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 
+from pydantic import SecretStr
+
+from server.config import Settings
 from server.credentials.auth import ApiKeyAuth
 from server.neuralsnap import profile
 from server.neuralsnap.client import NeuralSnapClient
@@ -24,6 +27,14 @@ async def open_neuralsnap(opening: Opening) -> Upstream[NeuralSnapService]:
     else:
         log.warning("NeuralSnap tools are disabled: set NEURALSNAP_API_KEY")
     return upstream
+
+
+def secrets(settings: Settings) -> dict[str, SecretStr]:
+    """Which store prefix the API key seals (`server/state/sealing.py`): its account's."""
+    key = settings.neuralsnap_api_key
+    if key is None:
+        return {}
+    return {account_key(settings, SERVICE, settings.neuralsnap_api_url, key.get_secret_value()): key}
 
 
 async def _open_account(opening: Opening) -> NeuralSnapService:

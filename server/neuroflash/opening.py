@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 
+from pydantic import SecretStr
+
+from server.config import Settings
 from server.credentials.auth import BearerAuth
 from server.credentials.tokens import TokenManager
 from server.neuroflash.catalog import ModelCatalog
@@ -32,6 +35,19 @@ async def open_neuroflash(opening: Opening) -> Upstream[NeuroflashService]:
     return upstream
 
 
+def secrets(settings: Settings) -> dict[str, SecretStr]:
+    """The store prefixes the client secret seals (`server/state/sealing.py`): the account's, its API URL's routes'."""
+    if not (settings.neuroflash_client_id and settings.neuroflash_client_secret):
+        return {}
+    account = account_key(settings, SERVICE, settings.neuroflash_token_url, settings.neuroflash_client_id)
+    return {account: settings.neuroflash_client_secret, _route_keys(settings).routes: settings.neuroflash_client_secret}
+
+
+def _route_keys(settings: Settings) -> layout.RouteKeys:
+    # What answers at this API URL (the chat path, the model list) is shared by every credential using it.
+    return layout.RouteKeys(layout.routes_key(SERVICE, settings.neuroflash_api_url, sandbox=settings.sandbox))
+
+
 async def _open_account(opening: Opening, client_id: str) -> NeuroflashService:
     """One credential's service (its secret is read from the settings: one account today)."""
     settings, clock, store, observer = opening.settings, opening.clock, opening.store, opening.observer
@@ -54,8 +70,7 @@ async def _open_account(opening: Opening, client_id: str) -> NeuroflashService:
     gate = await opening.gate(SERVICE, keys, probe_first=False)
     await opening.register(account, SERVICE, settings.neuroflash_api_url)
     http = await opening.http_client(settings.neuroflash_api_url, BearerAuth(tokens), gate)
-    # What answers at this API URL (the chat path, the model list) is shared by every credential using it.
-    route_keys = layout.RouteKeys(layout.routes_key(SERVICE, settings.neuroflash_api_url, sandbox=settings.sandbox))
+    route_keys = _route_keys(settings)
     client = NeuroflashClient(
         http,
         clock,

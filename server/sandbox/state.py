@@ -68,6 +68,7 @@ class EmulatorState:
         self.clients: dict[str, str] = {catalog.DEMO_CLIENT_ID: catalog.DEMO_CLIENT_SECRET}
         self.tokens: dict[str, tuple[str, float]] = {}  # token -> (client id, expires at)
         self.issued: deque[str] = deque(maxlen=10_000)  # recent tokens issued, revoked ones too (leak checks)
+        self.presented: set[str] = set()  # every bearer token the API was shown, issued or not (planted-token checks)
         self.workspaces: dict[str, Workspace] = {}
         self.api_keys: dict[str, str] = {catalog.DEMO_API_KEY: "brain-sandbox"}  # key -> brain id
         self.snapshots: dict[str, dict[str, Any]] = {}
@@ -268,6 +269,7 @@ class EmulatorState:
 
     def token_valid(self, token: str) -> bool:
         with self.lock:
+            self.presented.add(token)
             with self._shared() as world:
                 if world is not None:
                     expires_at = world.token_expiry(token)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from server.state import layout
 from server.state.store import Change, Doc, Store
 
-KEY = "accounts"
+KEY = layout.ACCOUNTS_KEY
 KEEP_S = 30 * 86_400.0  # an account no server has opened for a month drops out of the index
 MAX_ACCOUNTS = 100  # and the index never holds more than this many, the least recently seen dropped first
 

@@ -24,6 +24,11 @@ Everything a server learned about an account lives under `<account>:` (`AccountK
 `flashsnap-mcp forget` (`server/cli/forget.py`) deletes an account's documents by that prefix, including
 kinds added later.
 
+Every document whose content steers a request is sealed under the secret of the account it is about
+(`server/state/sealing.py`; `sealing_scope` says under which): a store writer cannot plant one. Left plain:
+the accounts index (names and hosts, for `status` and `forget`; it steers no request) and the scheduler's
+gate and slots, which store-side scripts read and which bound every time and count they hold instead.
+
 Readers (the servers and `flashsnap-mcp status`) go through the owner's parser, so a format is
 written once. Backends add their own prefix and schema version (`FLASHSNAP_REDIS_PREFIX` + `v1:`).
 """
@@ -56,6 +61,27 @@ def account_key(service: str, url: str, credential: str, *, sandbox: bool) -> st
     """
     digest = hashlib.sha256("\0".join((service, url, credential)).encode()).hexdigest()[:24]
     return f"{NAMESPACES[1] if sandbox else NAMESPACES[0]}:{digest}"
+
+
+CONSENT_SCOPE = "consent"  # the sealing scope of the consent marks: the request state's secret, any account
+
+
+def sealing_scope(key: str) -> str | None:
+    """Under whose secret the document at `key` is sealed: an account or routes prefix, `CONSENT_SCOPE`, or
+    None for the documents left plain (the index; the scheduler's, bounded by their readers instead)."""
+    if key == ACCOUNTS_KEY:
+        return None
+    if key.startswith("consent:"):
+        return CONSENT_SCOPE
+    namespace, _, rest = key.partition(":")
+    digest, _, kind = rest.partition(":")
+    if namespace in NAMESPACES and kind.split(":", 1)[0] in SCHEDULING_KINDS:
+        return None
+    return f"{namespace}:{digest}"
+
+
+ACCOUNTS_KEY = "accounts"  # the index (format: `server/state/accounts.py`)
+SCHEDULING_KINDS = frozenset({"gate", "slots"})  # an account's documents the scheduler owns, left plain
 
 
 def routes_key(service: str, api_url: str, *, sandbox: bool) -> str:

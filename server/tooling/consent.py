@@ -49,7 +49,10 @@ CHARS_PER_TOKEN = 4
 
 # A human answers the question, not a program: long enough to read it, short enough that a call never hangs.
 ANSWER_TIMEOUT_S = 600.0
-# A question asked in an `input_required` round may be answered once, within the SDK's state lifetime.
+# A question asked in an `input_required` round may be answered once, within this long of being asked: the state
+# we mint carries the deadline (the SDK's seal covers it), and the used mark lives until it, never longer. So a
+# mark deleted from the store lets a used yes, with its sealed state and the same arguments, be replayed only
+# until the question's own deadline.
 ANSWER_TTL_S = 600.0
 
 ROUNDS_VERSION = "2026-07-28"  # the first protocol version whose tools/call carries questions in its result
@@ -212,16 +215,17 @@ async def _rounds(ctx: Context[Runtime, Any], question: str, *, setting: str, be
         FlashsnapError: what `before` raises, before the question is put.
     """
     digest = hashlib.sha256(question.encode()).hexdigest()[:32]
-    asked = _asked(ctx.request_state)
+    runtime = ctx.request_context.lifespan_context
+    asked = _asked(ctx.request_state, runtime.clock.now())
     answer = (ctx.input_responses or {}).get(ANSWER_KEY)
     # An answer counts only with the state we minted when we asked this very question; the SDK verified its seal.
-    if asked is not None and asked["q"] == digest and isinstance(answer, ElicitResult):
+    if asked is not None and asked[0] == digest and isinstance(answer, ElicitResult):
         if answer.action != "accept":
             raise Declined(_not_agreed(answer.action, setting))
         # Only a JSON `true` is a yes, as in the pushed form: no content, no value, "yes", "true" or 1 are not.
         if not (isinstance(answer.content, dict) and answer.content.get("confirm") is True):
             raise Declined(_not_agreed("unticked", setting))
-        if await _spend_answer(ctx.request_context.lifespan_context, asked["n"]):
+        if await _spend_answer(runtime, asked[1], until=asked[2]):
             return
         # The same sealed answer sent a second time: it agreed to one call, not two. Ask again.
     if before is not None:
@@ -233,26 +237,31 @@ async def _rounds(ctx: Context[Runtime, Any], question: str, *, setting: str, be
             input_requests={
                 ANSWER_KEY: ElicitRequest(params=ElicitRequestFormParams(message=question, requested_schema=form))
             },
-            request_state=json.dumps({"q": digest, "n": nonce}),
+            request_state=json.dumps({"q": digest, "n": nonce, "e": runtime.clock.now() + ANSWER_TTL_S}),
         )
     )
 
 
-def _asked(state: str | None) -> dict[str, str] | None:
-    """The question we asked last round, from the (already verified) request state."""
+def _asked(state: str | None, now: float) -> tuple[str, str, float] | None:
+    """(question digest, nonce, deadline) of the question we asked last round, from the (already verified) request
+    state; None when there is none, or its deadline passed (a deadline further than `ANSWER_TTL_S` is not ours)."""
     if state is None:
         return None
     try:
         doc = json.loads(state)
     except ValueError:
         return None
-    if isinstance(doc, dict) and isinstance(doc.get("q"), str) and isinstance(doc.get("n"), str):
-        return {"q": doc["q"], "n": doc["n"]}
-    return None
+    if not (isinstance(doc, dict) and isinstance(doc.get("q"), str) and isinstance(doc.get("n"), str)):
+        return None
+    deadline = doc.get("e")
+    if isinstance(deadline, bool) or not isinstance(deadline, int | float) or not 0 < deadline - now <= ANSWER_TTL_S:
+        return None
+    return doc["q"], doc["n"], float(deadline)
 
 
-async def _spend_answer(runtime: Runtime, nonce: str) -> bool:
-    """Mark an answer used, across every process sharing the store; False when it was used already.
+async def _spend_answer(runtime: Runtime, nonce: str, *, until: float) -> bool:
+    """Mark an answer used until its question's deadline, across every process sharing the store; False when it
+    was used already (the mark is sealed: a store writer cannot plant one, only delete it).
 
     Raises:
         NotConfirmed: the shared store is down, so the answer could be marked used only in this process, where
@@ -262,7 +271,7 @@ async def _spend_answer(runtime: Runtime, nonce: str) -> bool:
     def claim(doc: Doc | None) -> Change[bool]:
         if doc is not None:
             return Change(False, KEEP)
-        return Change(True, {"used": True}, ttl_s=ANSWER_TTL_S)
+        return Change(True, {"used": True}, ttl_s=max(1.0, until - runtime.clock.now()))
 
     first = await runtime.store.update(consent_key(nonce), claim)
     if runtime.store.degraded:

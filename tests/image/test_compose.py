@@ -84,6 +84,7 @@ def compose_up(tmp_path: Path) -> Iterator[tuple[list[str], str]]:
     env = host_environment(
         FLASHSNAP_IMAGE=IMAGE,
         VALKEY_IMAGE=VALKEY_IMAGE,
+        VALKEY_PASSWORD=secrets.token_urlsafe(32),
         FLASHSNAP_ENV_FILE=str(env_file),
         FLASHSNAP_PORT_1=str(ports[0]),
         FLASHSNAP_PORT_2=str(ports[1]),
