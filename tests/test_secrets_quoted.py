@@ -9,7 +9,7 @@ keeps the last failure's text for the other processes), `status`, and `check` (t
 from __future__ import annotations
 
 import dataclasses
-import functools
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -20,13 +20,17 @@ from mcp import Client
 from mcp.client.stdio import stdio_client
 
 from server import known_secrets
-from server.clock import SystemClock
+from server.cli import status
+from server.clock import FakeClock, SystemClock
 from server.config import Settings
 from server.credentials import lease
+from server.observe import logs
+from server.runtime import seals
 from server.sandbox import Emulator, EmulatorState
 from server.sandbox.records import Fault
 from server.state import accounts
 from server.state.layout import AccountKeys
+from server.state.sealing import SealedStore
 from server.state.sqlite import SQLiteStore
 from server.upstream.opening import account_key
 from tests.test_stdio import COMMAND, params
@@ -69,6 +73,16 @@ def stored_bytes(state_dir: Path) -> str:
     return b"".join(path.read_bytes() for path in state_dir.glob("*") if path.is_file()).decode("latin-1")
 
 
+async def stored_token(settings: Settings, state_dir: Path) -> str:
+    """The account's token document as a server holding the secret reads it (whatever its age)."""
+    store = SealedStore(SQLiteStore.in_directory(state_dir, SystemClock()), seals(settings))
+    try:
+        prefix = account_key(settings, "neuroflash", settings.neuroflash_token_url, CANARY_ID)
+        return json.dumps(await store.get(AccountKeys(prefix).token))
+    finally:
+        await store.aclose()
+
+
 def echo_env(emulator: Emulator) -> dict[str, str]:
     return {**emulator.environment(), "NEUROFLASH_CLIENT_ID": CANARY_ID, "NEUROFLASH_CLIENT_SECRET": CANARY_SECRET}
 
@@ -95,7 +109,11 @@ async def test_a_client_secret_the_identity_server_echoes_never_leaves(
     assert state.count("token") == 1  # a rejection is final: never retried
     assert "***" in result  # the quote reached the result, masked (not merely dropped)
     stored = await anyio.to_thread.run_sync(stored_bytes, state_dir)
-    assert "rejected" in stored  # the lease keeps the failure for the other processes, its text masked
+    # The lease keeps the failure for the other processes, sealed (the secret opens it) and masked.
+    settings = Settings.from_env(echo_env(emulator))
+    kept = await stored_token(settings, state_dir)
+    assert "rejected" in kept
+    assert CANARY_SECRET not in kept
     for out, where in ((result, "the tool result"), (errlog.read_text(), "the log"), (stored, "the state files")):
         assert CANARY_SECRET not in out, f"the echoed secret reached {where}"
         assert CANARY_SECRET[:16] not in out, f"part of the echoed secret reached {where}"
@@ -138,25 +156,25 @@ async def test_a_token_an_upstream_quotes_never_leaves(tmp_path: Path) -> None:
 
 
 async def test_status_masks_a_secret_a_stored_failure_quotes(state_dir: Path) -> None:
-    """A failure text stored by an older version, or planted, still prints masked: status knows the secrets."""
-    clock = SystemClock()
+    """A failure text stored unmasked (by an older version, sealed as a server seals it) still shows masked: status
+    knows the secrets. Read on the injected clock, within the failure's lifetime."""
+    clock = FakeClock()
     env = {"NEUROFLASH_CLIENT_ID": CANARY_ID, "NEUROFLASH_CLIENT_SECRET": CANARY_SECRET}
     settings = Settings.from_env(env)
-    store = SQLiteStore.in_directory(state_dir, clock)
+    store = SealedStore(SQLiteStore.in_directory(state_dir, clock), seals(settings))
     prefix = account_key(settings, "neuroflash", settings.neuroflash_token_url, CANARY_ID)
     await accounts.register(store, accounts.Account(prefix, "neuroflash", "id.example", clock.now()))
     failed = lease.Failed("rejected", f"neuroflash said: bad secret {CANARY_SECRET}", "Check it.", 401)
     await store.update(
         AccountKeys(prefix).token,
-        lambda doc: lease.store_failure(doc, clock.now(), owner="x", failed=failed, memory_s=600),
+        lambda doc: lease.store_failure(doc, clock.now(), owner="x", failed=failed, memory_s=lease.FAILURE_MEMORY_S),
     )
+    view = await status.gather(store, clock)
     await store.aclose()
-    status_env = {**env, "XDG_CACHE_HOME": str(state_dir.parent)}
-    for flags in ((), ("--json",)):
-        done = await anyio.to_thread.run_sync(functools.partial(command, status_env, "status", *flags))
-        assert done.returncode == 0, done.stderr
-        assert "bad secret ***" in done.stdout
-        assert CANARY_SECRET not in done.stdout + done.stderr
+    mask = logs.SecretMask(settings.secrets)  # what `status` masks its output with (server/cli/status.py main)
+    for shown in (mask.mask(status.render(view)), mask.mask(json.dumps(view))):
+        assert "bad secret ***" in shown
+        assert CANARY_SECRET not in shown
 
 
 def test_known_secrets_mask_by_value_and_keep_only_the_newest_tokens() -> None:
