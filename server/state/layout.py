@@ -68,8 +68,10 @@ CONSENT_SCOPE = "consent"  # the sealing scope of the consent marks: the request
 
 def sealing_scope(key: str) -> str | None:
     """Under whose secret the document at `key` is sealed: an account or routes prefix, `CONSENT_SCOPE`, or
-    None for the documents left plain (the index; the scheduler's, bounded by their readers instead)."""
-    if key == ACCOUNTS_KEY:
+    None for the documents left plain (the index and the principals' counts; the scheduler's, bounded by their
+    readers instead)."""
+    if key == ACCOUNTS_KEY or key.startswith(PRINCIPALS):
+        # Counts `status` shows, steering no request: plain (a planted one can only misreport, and ages out).
         return None
     if key.startswith("consent:"):
         return CONSENT_SCOPE
