@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from server.scheduler import burst
+from server.scheduler import bounds, burst
 from server.scheduler.window import WINDOW_TTL_S, Window
 from server.state.store import Change, Doc
 
 PROBE_ANSWERS = 3  # header-less answers after which the gate stops probing one request at a time
-TICKET_GRACE_S = 2.0  # a waiting call's ticket outlives its next look at the gate by this much
+TICKET_GRACE_S = bounds.TICKET_GRACE_S  # a waiting call's ticket outlives its next look at the gate by this much
 
 
 @dataclass(frozen=True)

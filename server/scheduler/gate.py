@@ -36,22 +36,15 @@ from server.context import HEARTBEAT_EVERY_S, Budget
 from server.errors import RateLimited
 from server.observe import tracing
 from server.observe.metrics import NO_METRICS, Observer
-from server.scheduler import burst
-from server.scheduler.admit import Asker, AwaitAnswers, Decision, Moved, Send, Wait, decide
+from server.scheduler import burst, scripted
+from server.scheduler.admit import Asker, AwaitAnswers, Decision, Moved, Send, Wait
 from server.scheduler.buckets import key_part
 from server.scheduler.fair import FairQueue
-from server.scheduler.settle import Answer, settle
-from server.scheduler.window import Window, forget_ticket, renew_flights, seed_limit
+from server.scheduler.settle import Answer
+from server.scheduler.window import Window
 from server.state.leases import POLL_S, LeaseKeeper
 from server.state.memory import MemoryStore
-from server.state.store import Change, Doc, Mutation, Store
-
-
-def _seeded(doc: Doc | None, now: float, limit: int) -> Change[Window]:
-    change = seed_limit(doc, now, limit)
-    window = Window.load(change.doc if isinstance(change.doc, dict) else doc, now)
-    return Change(window, change.doc, change.ttl_s)
-
+from server.state.store import Mutation, Store
 
 FLIGHT_LEASE_S = 6.0  # a send in flight stays reserved this long unless its process renews it
 
@@ -165,11 +158,7 @@ class Gate(LeaseKeeper):
                 await self._store.update(doc, self._renewer(reservations))
 
     def _renewer(self, reservations: set[str]) -> Mutation[None]:
-        def renew(doc: Doc | None) -> Change[None]:
-            now = self._clock.now()
-            return renew_flights(doc, now, reservations, now + self._lease_s)
-
-        return renew
+        return scripted.renewing(self._clock.now, reservations, self._lease_s)
 
     def _saw(self, lane: _Lane, window: Window) -> None:
         lane.seen = window
@@ -290,11 +279,11 @@ class Gate(LeaseKeeper):
                     heartbeat_at = anyio.current_time() + HEARTBEAT_EVERY_S
         except BaseException:
             with anyio.CancelScope(shield=True), anyio.move_on_after(1.0), contextlib.suppress(Exception):
-                await self._store.update(lane.doc, lambda doc: forget_ticket(doc, self._clock.now(), me))
+                await self._store.update(lane.doc, scripted.forgetting(self._clock.now, me))
             raise
 
     def _decider(self, asker: Asker) -> Mutation[tuple[Decision, Window]]:
-        return lambda doc: decide(doc, self._clock.now(), asker)
+        return scripted.deciding(self._clock.now, asker)
 
     async def _await_change(self, lane: _Lane, budget: Budget, why: str) -> None:
         """Wait for an answer here, or a moment for one elsewhere; give up when the budget is gone.
@@ -351,10 +340,7 @@ class Gate(LeaseKeeper):
     async def _settle(self, reservation: Reservation, answer: Answer) -> None:
         self._out.pop(answer.reservation, None)
         lane = self._lanes.get(reservation.doc) or self._main
-
-        def learn(doc: Doc | None) -> Change[Window]:
-            return settle(doc, self._clock.now(), answer)
-
+        learn = scripted.settling(self._clock.now, answer)
         if answer.informative:  # an untracked send with no rate-limit headers has nothing to settle
             # Shielded: a cancelled call must still give back what it reserved.
             with anyio.CancelScope(shield=True):
@@ -368,7 +354,7 @@ class Gate(LeaseKeeper):
         Raises:
             StoreUnavailable: the state store failed (a store opened by the runtime falls back to memory instead).
         """
-        self._saw(self._main, await self._store.update(self._key, lambda doc: _seeded(doc, self._clock.now(), limit)))
+        self._saw(self._main, await self._store.update(self._key, scripted.seeding(self._clock.now, limit)))
 
     # --- estimates ---------------------------------------------------------------------------
 
