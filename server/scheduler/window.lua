@@ -7,7 +7,8 @@
 --
 -- KEYS[1]: the window document. ARGV[1]: the step (decide, settle, renew, forget, seed); ARGV[2]: now,
 -- Unix seconds; ARGV[3]: the step's arguments (JSON); ARGV[4]: the document's TTL in ms; ARGV[5]: the
--- channel told when a write may let a waiting call go. Returns {"r": result, "d": window, "w": 0|1}.
+-- channel told (with the window's in-flight count, budget left and burst) when an answer is settled, a
+-- ticket taken back or a limit seeded. Returns {"r": result, "d": window, "w": 0|1}.
 
 local MAX_WINDOW_S = 86400.0
 local MAX_COUNT = 1000000
@@ -231,11 +232,16 @@ end
 
 local function ramping(w, ramp) return ramp and w.burst == nil and page_burst(w) == nil and may_burst(w) end
 
+local function average(w)
+  if w.limit == nil or w.window_s == nil or w.window_s == 0 then return 1 end
+  return math.max(1, math.floor(w.limit * BURST_S / w.window_s))
+end
+
 local function allowed(w, ramp)
   if w.burst ~= nil then return w.burst end
   local from_page = page_burst(w)
   if from_page ~= nil then return from_page end
-  if ramping(w, ramp) then return w.safe + 1 end
+  if ramping(w, ramp) then return math.max(w.safe + 1, average(w)) end
   return nil
 end
 
@@ -377,7 +383,8 @@ local function decide(d, w, now, a)
   if not tracked then
     return {k = 'send', tracked = false, in_period = 0}, d ~= nil and changed(d, w), false
   end
-  return {k = 'send', tracked = true, in_period = reserve(w, now, a)}, true, true
+  -- A send reserved wakes nobody: it lowers both the budget left and the calls ahead of the younger ones.
+  return {k = 'send', tracked = true, in_period = reserve(w, now, a)}, true, false
 end
 
 -- --- settle.py and buckets.py ----------------------------------------------------------------------
@@ -511,7 +518,11 @@ end
 local doc = enc(dump(w))
 if wrote then
   redis.call('SET', KEYS[1], '{"v":1,"d":' .. doc .. '}', 'PX', ARGV[4])
-  if wakes then redis.call('PUBLISH', ARGV[5], '1') end
+  if wakes then
+    -- What a waiting call needs to judge whether this change may let it go (admit.py's holds).
+    redis.call('PUBLISH', ARGV[5], enc({in_flight = in_flight(w), remaining = nn(w.remaining), safe = w.safe,
+                                        burst = nn(w.burst), forgot = step == 'forget'}))
+  end
 end
 local written = 0
 if wrote then written = 1 end

@@ -51,7 +51,7 @@ class FallbackStore:
     async def ping(self) -> None:
         await self.primary.ping()
 
-    async def changes(self, prefix: str) -> AsyncIterator[str]:
+    async def changes(self, prefix: str) -> AsyncIterator[tuple[str, Doc]]:
         """The shared store's announcements (`Announces`), if it makes any; else none, ever.
 
         Raises:
@@ -60,8 +60,8 @@ class FallbackStore:
         if not isinstance(self.primary, Announces):
             await anyio.sleep_forever()
             return
-        async for key in self.primary.changes(prefix):
-            yield key
+        async for change in self.primary.changes(prefix):
+            yield change
 
     def describe(self) -> str:
         return self.primary.describe()

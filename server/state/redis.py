@@ -55,6 +55,15 @@ def script_argv(mutate: Scripted[R], channel: str) -> tuple[float, list[str | in
     return now, [mutate.step, repr(now), json.dumps(args, allow_nan=False), ttl_ms, channel]
 
 
+def _said(data: object) -> Doc:
+    """What an announcement said: a JSON object, or nothing (anyone may publish on a channel)."""
+    try:
+        found = json.loads(data) if isinstance(data, str) and len(data) <= 4_096 else None
+    except (ValueError, RecursionError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
 def where(url: str) -> str:
     """The URL without user or password: what logs and errors may name."""
     parts = urlsplit(url)
@@ -161,8 +170,9 @@ class RedisStore:
     def _wake_channel(self, name: str) -> str:
         return f"{self._prefix}wake:{name[len(self._prefix) :]}"
 
-    async def changes(self, prefix: str) -> AsyncIterator[str]:
-        """The keys under `prefix` whose scripts announced a change, as they come (one subscription, no polling).
+    async def changes(self, prefix: str) -> AsyncIterator[tuple[str, Doc]]:
+        """The keys under `prefix` whose scripts announced a change, with what they said, as they come (one
+        subscription, no polling); a message that is not a JSON object says nothing (an empty document).
 
         Raises:
             StoreUnavailable: Redis failed.
@@ -176,7 +186,7 @@ class RedisStore:
                 async for message in pubsub.listen():
                     channel = str(message.get("channel") or "")
                     if channel.startswith(channels):
-                        yield channel[len(channels) :]
+                        yield channel[len(channels) :], _said(message.get("data"))
         except RedisError as exc:
             raise self._unavailable(exc) from None
         finally:

@@ -78,8 +78,9 @@ class Scripted(Generic[R]):
 class Announces(Protocol):
     """A store that tells every process when a scripted write may let a waiting call go (Redis pub/sub)."""
 
-    def changes(self, prefix: str) -> AsyncIterator[str]:
-        """The keys starting with `prefix` as their scripts announce a change, for as long as it is iterated.
+    def changes(self, prefix: str) -> AsyncIterator[tuple[str, Doc]]:
+        """Each key starting with `prefix` as its script announces a change, with what the script said of it
+        (an empty document when it said nothing readable), for as long as it is iterated.
 
         Raises:
             StoreUnavailable: the store failed (the caller listens again later).
