@@ -7,7 +7,8 @@ own (the page with bursts) whose limit the table does not name ramps up: one sen
 the most sends per second already answered without a 429 (`safe`), starting from the window's average
 rate (its limit over its length: a burst below it would leave the limit out of reach), so finding its
 burst costs at most one 429 and never starts slower than the window allows. A 429 that arrives while a
-window still has room is its burst: the rate is set just below it. Other windows (an hour; a key's one budget) carry no burst until a 429 says otherwise.
+window still has room is its burst: the rate is set just below it. Other windows (an hour; a key's
+one budget) carry no burst until a 429 says otherwise.
 
 Pure functions over a `Window`; the gate applies them inside its atomic store updates.
 """
