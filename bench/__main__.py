@@ -6,7 +6,7 @@ import sys
 
 import anyio
 
-from bench import load, overhead, rate_models, report, scheduling, shared
+from bench import load, overhead, rate_models, report, scheduling, shared, store_work
 
 BENCHES = {
     "scheduling": scheduling.run,
@@ -16,6 +16,7 @@ BENCHES = {
     "fast": overhead.run_fast,
     "shared": shared.run,
     "rate_models": rate_models.run,
+    "store_work": store_work.run,
 }
 
 

@@ -239,11 +239,25 @@ def may_lift(why: str, seen: Window, said: Doc) -> bool:
     A send reserved is never announced: it lowers the budget and the calls ahead of younger ones alike. Anything
     unreadable may lift it: a needless look costs one decision, a missed one a poll's wait.
     """
-    if not said or said.get("forgot") or said.get("in_flight") == 0:
+    if not said or said.get("forgot"):
         return True
     remaining = said.get("remaining")
     if isinstance(remaining, int) and (seen.remaining is None or remaining > seen.remaining):
         return True
+    if said.get("in_flight") == 0:
+        # The last answer is in; a budget still spent until a known reset holds on until then, by the clock.
+        return not (why == ANSWERS_OUT and remaining == 0 and seen.reset_at is not None)
     if why == FINDING_BURST:
         return said.get("safe") != seen.safe or said.get("burst") != seen.burst
     return why not in (ANSWERS_OUT, CAME_FIRST)
+
+
+def quiet_for(why: str, seen: Window, now: float) -> float:
+    """Seconds from `now` (Unix seconds) a call held for `why` need not look unless told of a change: until the
+    window's reset (a new budget), or a send in flight runs out (its process died); 0 when it should keep looking.
+    """
+    until = seen.reset_at if why in (ANSWERS_OUT, CAME_FIRST) else None
+    if why == ANSWERS_OUT and seen.flights:
+        soonest = min(seen.flights.values())
+        until = soonest if until is None else min(until, soonest)
+    return 0.0 if until is None else max(0.0, until - now)

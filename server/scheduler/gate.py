@@ -39,7 +39,17 @@ from server.errors import RateLimited
 from server.observe import tracing
 from server.observe.metrics import NO_METRICS, Observer
 from server.scheduler import burst, scripted
-from server.scheduler.admit import Asker, AwaitAnswers, Decision, Moved, Send, Wait, may_lift
+from server.scheduler.admit import (
+    TICKET_GRACE_S,
+    Asker,
+    AwaitAnswers,
+    Decision,
+    Moved,
+    Send,
+    Wait,
+    may_lift,
+    quiet_for,
+)
 from server.scheduler.buckets import key_part
 from server.scheduler.fair import FairQueue
 from server.scheduler.settle import Answer
@@ -51,6 +61,9 @@ from server.state.store import Announces, Doc, Mutation, Store
 FLIGHT_LEASE_S = 6.0  # a send in flight stays reserved this long unless its process renews it
 HEARD_POLL_S = 1.0  # with a store that announces changes (Redis): a look now and then, in case one was lost
 LOOK_POLL_S = 0.25  # with one that does not (SQLite): other processes' answers are found by looking
+# A call told of changes looks again by itself at least this often: before its ticket (which outlives its last look
+# by TICKET_GRACE_S) runs out and younger calls of other processes pass it.
+QUIET_S = 0.75 * TICKET_GRACE_S
 
 
 @dataclass(frozen=True)
@@ -333,7 +346,10 @@ class Gate(LeaseKeeper):
         Raises:
             RateLimited: the call's wait budget is spent; `why` says what it waited for.
         """
-        with anyio.move_on_after(min(self._poll_s, budget.left())):
+        wait_s = self._poll_s
+        if wait_s == HEARD_POLL_S:  # told of every change that may free it: look only when time itself may
+            wait_s = max(wait_s, min(QUIET_S, quiet_for(why, lane.seen, self._clock.now())))
+        with anyio.move_on_after(min(wait_s, budget.left())):
             await event.wait()
             return
         if budget.left() <= 0:
