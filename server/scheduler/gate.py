@@ -175,7 +175,7 @@ class Gate(LeaseKeeper):
 
     async def __aenter__(self) -> Self:
         await super().__aenter__()
-        if self._renewals is not None and isinstance(self._store, Announces):
+        if self._renewals is not None and isinstance(self._store, Announces) and self._store.announces:
             self._renewals.start_soon(self._hear_changes, self._store)
         return self
 

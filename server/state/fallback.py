@@ -27,6 +27,7 @@ class FallbackStore:
         self.primary = shared
         self.kind = shared.kind
         self.shared = shared.shared
+        self.announces = isinstance(shared, Announces) and shared.announces
         self._clock = clock
         self._retry_every_s = retry_every_s
         self._local = MemoryStore(clock)

@@ -76,6 +76,7 @@ def where(url: str) -> str:
 class RedisStore:
     kind = "redis"
     shared = True
+    announces = True
     degraded = False
     problem: str | None = None
 

@@ -78,6 +78,8 @@ class Scripted(Generic[R]):
 class Announces(Protocol):
     """A store that tells every process when a scripted write may let a waiting call go (Redis pub/sub)."""
 
+    announces: bool  # False: it never will (a fallback over a store that does not)
+
     def changes(self, prefix: str) -> AsyncIterator[tuple[str, Doc]]:
         """Each key starting with `prefix` as its script announces a change, with what the script said of it
         (an empty document when it said nothing readable), for as long as it is iterated.
