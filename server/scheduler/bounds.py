@@ -7,7 +7,8 @@ document can hold calls no longer than the bounds below, and never lets out more
 
 - a reset, a 429's penalty or a waiting call's ticket at most `MAX_WINDOW_S` ahead (else forgotten);
 - a send in flight at most `MAX_FLIGHT_S` ahead; a learnt burst at most `burst.LEARNT_FOR_S`;
-- counts at most `MAX_COUNT`, the budget left at most the limit, times of past sends at most now.
+- counts at most `MAX_COUNT`, the budget left at most the limit, times of past sends at most now;
+- a budget left with no reset known and nothing in flight lasts a window past the last send (a day at most).
 
 The same rules run inside the store's script (`gate_script.py`), which tests hold to these.
 """

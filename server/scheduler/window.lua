@@ -140,6 +140,10 @@ local function bound(w, now)
   w.answered, w.sent = clamp_count(w.answered), clamp_count(w.sent)
   w.safe, w.answers = clamp_count(w.safe), clamp_count(w.answers)
   w.last_send = math.min(w.last_send, now)
+  if w.reset_at == nil and w.remaining ~= nil and next(w.flights) == nil
+      and w.last_send + (w.window_s or MAX_WINDOW_S) <= now then
+    w.remaining = w.limit
+  end
   local recent = {}
   for i = math.max(1, #w.recent - RECENT_KEPT + 1), #w.recent do
     recent[#recent + 1] = {math.min(w.recent[i][1], now), w.recent[i][2]}

@@ -98,6 +98,11 @@ class Window:
         planted by another writer of the store) are forgotten or bounded, never obeyed (`bounds.py`)."""
         self.flights = {k: min(exp, now + bounds.MAX_FLIGHT_S) for k, exp in self.flights.items() if exp > now}
         self.waiting = {k: (a, min(e, now + bounds.MAX_TICKET_S)) for k, (a, e) in self.waiting.items() if e > now}
+        self._bound_figures(now)
+        self._bound_counts(now)
+        burst.forget_old_burst(self, now)
+
+    def _bound_figures(self, now: float) -> None:
         if self.limit is not None and not 0 < self.limit <= bounds.MAX_COUNT:
             self.limit = None
         if self.remaining is not None:
@@ -111,14 +116,20 @@ class Window:
         if self.burst is not None and not 0 < self.burst <= bounds.MAX_COUNT:
             self.burst = None
         self.burst_until = min(self.burst_until, now + burst.LEARNT_FOR_S)
+
+    def _bound_counts(self, now: float) -> None:
         self.answered, self.sent = bounds.clamp_count(self.answered), bounds.clamp_count(self.sent)
         self.safe, self.answers = bounds.clamp_count(self.safe), bounds.clamp_count(self.answers)
         self.last_send = min(self.last_send, now)
+        # A budget whose reset is unknown (a window turned, its first answer not in) lasts a window at most past
+        # the last send: then that window is over too, and the budget is the limit again.
+        stale = self.last_send + (self.window_s or MAX_WINDOW_S) <= now
+        if self.reset_at is None and self.remaining is not None and not self.flights and stale:
+            self.remaining = self.limit
         self.recent = [(min(t, now), b) for t, b in self.recent][-bounds.RECENT_KEPT :]
         self.sent_by = {k: bounds.clamp_count(v) for k, v in self.sent_by.items()}
         by_age = sorted(self.reports.items(), key=lambda kv: (kv[1].answers_at, kv[0]))
         self.reports = dict(by_age[-bounds.REPORTS_KEPT :])
-        burst.forget_old_burst(self, now)
 
     def dump(self) -> Doc:
         return {
