@@ -126,7 +126,9 @@ def note_burst_refusal(w: Window, in_period: int, now: float) -> None:
     """
     known = w.burst if w.burst is not None else page_burst(w)
     ceiling = in_period - 1 if known is None else min(known, in_period - 1)
-    w.burst = max(1, ceiling)
+    # Never below the window's average rate: a 429 that says less counted sends this window did not see (another
+    # bucket's, before its split), and pacing below it would leave the window's limit out of reach.
+    w.burst = max(1, average(w), ceiling)
     w.burst_until = now + LEARNT_FOR_S
 
 

@@ -277,7 +277,7 @@ local function note_burst_refusal(w, in_period, now)
   if known == nil then known = page_burst(w) end
   local ceiling = in_period - 1
   if known ~= nil then ceiling = math.min(known, in_period - 1) end
-  w.burst = math.max(1, ceiling)
+  w.burst = math.max(1, average(w), ceiling)
   w.burst_until = now + LEARNT_FOR_S
 end
 
