@@ -6,7 +6,7 @@ import sys
 
 import anyio
 
-from bench import load, oauth, overhead, rate_models, report, scheduling, sealing, shared
+from bench import load, oauth, overhead, rate_models, report, scheduling, sealing, shared, store_work
 
 BENCHES = {
     "scheduling": scheduling.run,
@@ -19,6 +19,7 @@ BENCHES = {
     "rate_models": rate_models.run,
     "oauth": oauth.run,
     "sealing": sealing.run,
+    "store_work": store_work.run,
 }
 
 

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from server.scheduler import burst
+from server.scheduler import bounds, burst
 from server.scheduler.window import WINDOW_TTL_S, Window
 from server.state.store import Change, Doc
 
 PROBE_ANSWERS = 3  # header-less answers after which the gate stops probing one request at a time
-TICKET_GRACE_S = 2.0  # a waiting call's ticket outlives its next look at the gate by this much
+ANSWERS_OUT = "waiting for answers to requests already sent"
+CAME_FIRST = "waiting for calls that came first"
+FINDING_BURST = "finding the upstream's burst rate"
+TICKET_GRACE_S = bounds.TICKET_GRACE_S  # a waiting call's ticket outlives its next look at the gate by this much
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,7 @@ def held(w: Window, now: float, learning: bool) -> Decision | None:
     blocked, spent = is_blocked(w, now), is_spent(w, now)
     if (blocked or spent or learning) and w.in_flight > 0:
         # Let the requests already out be answered first: what they say may change the wait.
-        return AwaitAnswers("waiting for answers to requests already sent")
+        return AwaitAnswers(ANSWERS_OUT)
     if blocked:
         return Wait(w.blocked_until - now, "rate limited by the upstream")
     if spent and w.reset_at is not None:
@@ -137,7 +140,7 @@ def queued_or_paced(w: Window, now: float, asker: Asker) -> Decision | None:
     A window with a burst is paced at its burst rate (`burst_held`), never spread thinly over the window.
     """
     if w.remaining is not None and older_waiting(w, asker) >= w.remaining:
-        return AwaitAnswers("waiting for calls that came first")
+        return AwaitAnswers(CAME_FIRST)
     if burst.allowed(w, asker.own_window) is not None:
         return None
     if not asker.paced and (seconds := pace(w, now, asker, others_waiting(w, asker))) > 0:
@@ -151,7 +154,7 @@ def burst_held(w: Window, now: float, asker: Asker) -> Decision | None:
     if seconds <= 0:
         return None
     if burst.ramping(w, asker.own_window) and w.in_flight > 0:
-        return AwaitAnswers("finding the upstream's burst rate")  # an answer may allow one more at once
+        return AwaitAnswers(FINDING_BURST)  # an answer may allow one more at once
     return Wait(seconds, "pacing at the upstream's burst rate")
 
 
@@ -227,3 +230,34 @@ def pace(w: Window, now: float, asker: Asker, others: int) -> float:
     margin = 0.1 * (w.window_s or (w.reset_at - now))
     interval = max(0.0, w.reset_at - now - margin) / (w.remaining + 1)
     return max(0.0, w.last_send + interval - now)
+
+
+def may_lift(why: str, seen: Window, said: Doc) -> bool:
+    """Whether a change another process announced (`said`: the window's sends in flight, budget left, safe
+    sends and burst after it) may lift the hold `why` put on a call that last saw the window as `seen`.
+
+    A send reserved is never announced: it lowers the budget and the calls ahead of younger ones alike. Anything
+    unreadable may lift it: a needless look costs one decision, a missed one a poll's wait.
+    """
+    if not said or said.get("forgot"):
+        return True
+    remaining = said.get("remaining")
+    if isinstance(remaining, int) and (seen.remaining is None or remaining > seen.remaining):
+        return True
+    if said.get("in_flight") == 0:
+        # The last answer is in; a budget still spent until a known reset holds on until then, by the clock.
+        return not (why == ANSWERS_OUT and remaining == 0 and seen.reset_at is not None)
+    if why == FINDING_BURST:
+        return said.get("safe") != seen.safe or said.get("burst") != seen.burst
+    return why not in (ANSWERS_OUT, CAME_FIRST)
+
+
+def quiet_for(why: str, seen: Window, now: float) -> float:
+    """Seconds from `now` (Unix seconds) a call held for `why` need not look unless told of a change: until the
+    window's reset (a new budget), or a send in flight runs out (its process died); 0 when it should keep looking.
+    """
+    until = seen.reset_at if why in (ANSWERS_OUT, CAME_FIRST) else None
+    if why == ANSWERS_OUT and seen.flights:
+        soonest = min(seen.flights.values())
+        until = soonest if until is None else min(until, soonest)
+    return 0.0 if until is None else max(0.0, until - now)

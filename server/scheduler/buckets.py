@@ -67,4 +67,4 @@ def shows_own_budget(
 def latest(reports: dict[str, Report], report: Report, keep: int = 16) -> dict[str, Report]:
     """`reports` with `report` as its bucket's last, the `keep` most recent buckets at most."""
     merged = {**reports, report.bucket: report}
-    return dict(sorted(merged.items(), key=lambda kv: kv[1].answers_at)[-keep:])
+    return dict(sorted(merged.items(), key=lambda kv: (kv[1].answers_at, kv[0]))[-keep:])

@@ -4,15 +4,18 @@ NeuralSnap's rate-limits page adds a per-second burst to its per-minute, per-end
 other pages name none. So a window whose limit is in the page's table, and whose length is a minute
 at most, starts from the table's burst. A short window of an endpoint shown to have a budget of its
 own (the page with bursts) whose limit the table does not name ramps up: one send at a time beyond
-the most sends per second already answered without a 429 (`safe`), so finding its burst costs at
-most one 429. A 429 that arrives while a window still has room is its burst: the rate is set just
-below it. Other windows (an hour; a key's one budget) carry no burst until a 429 says otherwise.
+the most sends per second already answered without a 429 (`safe`), starting from the window's average
+rate (its limit over its length: a burst below it would leave the limit out of reach), so finding its
+burst costs at most one 429 and never starts slower than the window allows. A 429 that arrives while a
+window still has room is its burst: the rate is set just below it. Other windows (an hour; a key's
+one budget) carry no burst until a 429 says otherwise.
 
 Pure functions over a `Window`; the gate applies them inside its atomic store updates.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection
 from typing import Protocol
 
@@ -58,7 +61,8 @@ def page_burst(w: Window) -> int | None:
 
 
 def allowed(w: Window, ramp: bool) -> int | None:
-    """Sends per burst period the window lets out: the burst, `safe + 1` while ramping, or None (no burst).
+    """Sends per burst period the window lets out: the burst, or while ramping one beyond the most found safe and
+    never fewer than the window's average rate; None when it has no burst.
 
     `ramp`: the window is an endpoint's own (the model with bursts), so an unknown burst is found by ramping.
     """
@@ -66,7 +70,18 @@ def allowed(w: Window, ramp: bool) -> int | None:
         return w.burst
     if (from_page := page_burst(w)) is not None:
         return from_page
-    return w.safe + 1 if ramping(w, ramp) else None
+    return max(w.safe + 1, average(w)) if ramping(w, ramp) else None
+
+
+def average(w: Window) -> int:
+    """Sends per burst period at the window's average rate (its limit over its length, rounded down), at least 1.
+
+    Any burst an upstream sets allows at least this, or the window's limit could never be reached: an unknown
+    burst starts here, not at one send a second.
+    """
+    if w.limit is None or not w.window_s:
+        return 1
+    return max(1, math.floor(w.limit * BURST_S / w.window_s))
 
 
 def ramping(w: Window, ramp: bool) -> bool:
@@ -111,7 +126,9 @@ def note_burst_refusal(w: Window, in_period: int, now: float) -> None:
     """
     known = w.burst if w.burst is not None else page_burst(w)
     ceiling = in_period - 1 if known is None else min(known, in_period - 1)
-    w.burst = max(1, ceiling)
+    # Never below the window's average rate: a 429 that says less counted sends this window did not see (another
+    # bucket's, before its split), and pacing below it would leave the window's limit out of reach.
+    w.burst = max(1, average(w), ceiling)
     w.burst_until = now + LEARNT_FOR_S
 
 

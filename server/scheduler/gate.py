@@ -28,32 +28,42 @@ import contextlib
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Self
 
 import anyio
 
+from server.backoff import full_jitter
 from server.clock import Clock
 from server.context import HEARTBEAT_EVERY_S, Budget
 from server.errors import RateLimited
 from server.observe import tracing
 from server.observe.metrics import NO_METRICS, Observer
-from server.scheduler import burst
-from server.scheduler.admit import Asker, AwaitAnswers, Decision, Moved, Send, Wait, decide
+from server.scheduler import burst, scripted
+from server.scheduler.admit import (
+    TICKET_GRACE_S,
+    Asker,
+    AwaitAnswers,
+    Decision,
+    Moved,
+    Send,
+    Wait,
+    may_lift,
+    quiet_for,
+)
 from server.scheduler.buckets import key_part
 from server.scheduler.fair import FairQueue
-from server.scheduler.settle import Answer, settle
-from server.scheduler.window import Window, forget_ticket, renew_flights, seed_limit
-from server.state.leases import POLL_S, LeaseKeeper
+from server.scheduler.settle import Answer
+from server.scheduler.window import Window
+from server.state.leases import LeaseKeeper
 from server.state.memory import MemoryStore
-from server.state.store import Change, Doc, Mutation, Store
-
-
-def _seeded(doc: Doc | None, now: float, limit: int) -> Change[Window]:
-    change = seed_limit(doc, now, limit)
-    window = Window.load(change.doc if isinstance(change.doc, dict) else doc, now)
-    return Change(window, change.doc, change.ttl_s)
-
+from server.state.store import Announces, Doc, Mutation, Store
 
 FLIGHT_LEASE_S = 6.0  # a send in flight stays reserved this long unless its process renews it
+HEARD_POLL_S = 1.0  # with a store that announces changes (Redis): a look now and then, in case one was lost
+LOOK_POLL_S = 0.25  # with one that does not (SQLite): other processes' answers are found by looking
+# A call told of changes looks again by itself at least this often: before its ticket (which outlives its last look
+# by TICKET_GRACE_S) runs out and younger calls of other processes pass it.
+QUIET_S = 0.75 * TICKET_GRACE_S
 
 
 @dataclass(frozen=True)
@@ -91,10 +101,17 @@ class _Lane:
     changed: anyio.Event = field(default_factory=anyio.Event)
     seen: Window = field(default_factory=Window)  # the last state read or written, for estimates
     queued: int = 0
+    hold: str | None = None  # why its head waits for a change (AwaitAnswers), while it does
+    deciding: bool = False  # its head is asking the store now: any change may be news to it
 
     def wake(self) -> None:
         self.changed.set()
         self.changed = anyio.Event()
+
+    def heard(self, said: Doc) -> None:
+        """Another process announced a change to the lane's window: wake the head if it may let it go."""
+        if self.deciding or self.hold is None or may_lift(self.hold, self.seen, said):
+            self.wake()
 
 
 class Gate(LeaseKeeper):
@@ -133,7 +150,7 @@ class Gate(LeaseKeeper):
         self._lease_s = flight_lease_s
         self._flight_ttl_s = flight_lease_s if self._store.shared else flight_ttl_s
         self._out: dict[str, str] = {}  # tracked reservations of this process not yet settled -> their document
-        self._poll_s = POLL_S if self._store.shared else HEARTBEAT_EVERY_S
+        self._poll_s = LOOK_POLL_S if self._store.shared else HEARTBEAT_EVERY_S
         self._lanes: dict[str, _Lane] = {self._key: _Lane(self._key)}
         self._separate: set[str] = set()  # buckets with a window of their own, as the shared window last said
 
@@ -156,6 +173,27 @@ class Gate(LeaseKeeper):
     def _keeps_leases(self) -> bool:
         return self._store.shared
 
+    async def __aenter__(self) -> Self:
+        await super().__aenter__()
+        if self._renewals is not None and isinstance(self._store, Announces) and self._store.announces:
+            self._renewals.start_soon(self._hear_changes, self._store)
+        return self
+
+    async def _hear_changes(self, store: Announces) -> None:
+        """Wake this process's waiting heads when another process settles an answer on their window."""
+        attempt = 0
+        while True:
+            self._poll_s = HEARD_POLL_S
+            try:
+                async for key, said in store.changes(self._key):
+                    attempt = 0
+                    if (lane := self._lanes.get(key)) is not None:
+                        lane.heard(said)
+            except Exception:
+                self._poll_s = LOOK_POLL_S
+            attempt += 1
+            await anyio.sleep(full_jitter(attempt, cap_s=10.0))
+
     async def _renew(self) -> None:
         by_doc: dict[str, set[str]] = {}
         for reservation, doc in list(self._out.items()):
@@ -165,11 +203,7 @@ class Gate(LeaseKeeper):
                 await self._store.update(doc, self._renewer(reservations))
 
     def _renewer(self, reservations: set[str]) -> Mutation[None]:
-        def renew(doc: Doc | None) -> Change[None]:
-            now = self._clock.now()
-            return renew_flights(doc, now, reservations, now + self._lease_s)
-
-        return renew
+        return scripted.renewing(self._clock.now, reservations, self._lease_s)
 
     def _saw(self, lane: _Lane, window: Window) -> None:
         lane.seen = window
@@ -265,7 +299,12 @@ class Gate(LeaseKeeper):
                 inherited = tuple(burst.recent_sends(self._main.seen, self._clock.now(), bucket)) if own else ()
                 asker = Asker(me, arrived, self._probe_first, paced, lane.queued - 1, self._flight_ttl_s,
                               self._pace_below, own_window=own, bucket=bucket or "", inherited=inherited)  # fmt: skip
-                decision, window = await self._store.update(lane.doc, self._decider(asker))
+                changed = lane.changed  # a change announced while the store decides is not missed
+                lane.deciding, lane.hold = True, None
+                try:
+                    decision, window = await self._store.update(lane.doc, self._decider(asker))
+                finally:
+                    lane.deciding = False
                 self._saw(lane, window)
                 if isinstance(decision, Moved):
                     return None
@@ -284,26 +323,33 @@ class Gate(LeaseKeeper):
                     heartbeat_at = anyio.current_time() + HEARTBEAT_EVERY_S
                     continue
                 assert isinstance(decision, AwaitAnswers)
-                await self._await_change(lane, budget, decision.why)
+                lane.hold = decision.why
+                try:
+                    await self._await_change(lane, changed, budget, decision.why)
+                finally:
+                    lane.hold = None
                 if anyio.current_time() >= heartbeat_at:
                     await budget.heartbeat(f"{decision.why} ({self.scope})")
                     heartbeat_at = anyio.current_time() + HEARTBEAT_EVERY_S
         except BaseException:
             with anyio.CancelScope(shield=True), anyio.move_on_after(1.0), contextlib.suppress(Exception):
-                await self._store.update(lane.doc, lambda doc: forget_ticket(doc, self._clock.now(), me))
+                await self._store.update(lane.doc, scripted.forgetting(self._clock.now, me))
             raise
 
     def _decider(self, asker: Asker) -> Mutation[tuple[Decision, Window]]:
-        return lambda doc: decide(doc, self._clock.now(), asker)
+        return scripted.deciding(self._clock.now, asker)
 
-    async def _await_change(self, lane: _Lane, budget: Budget, why: str) -> None:
-        """Wait for an answer here, or a moment for one elsewhere; give up when the budget is gone.
+    async def _await_change(self, lane: _Lane, event: anyio.Event, budget: Budget, why: str) -> None:
+        """Wait for an answer here or one announced from elsewhere (`event`), or a moment to look again; give up
+        when the budget is gone.
 
         Raises:
             RateLimited: the call's wait budget is spent; `why` says what it waited for.
         """
-        event = lane.changed
-        with anyio.move_on_after(min(self._poll_s, budget.left())):
+        wait_s = self._poll_s
+        if wait_s == HEARD_POLL_S:  # told of every change that may free it: look only when time itself may
+            wait_s = max(wait_s, min(QUIET_S, quiet_for(why, lane.seen, self._clock.now())))
+        with anyio.move_on_after(min(wait_s, budget.left())):
             await event.wait()
             return
         if budget.left() <= 0:
@@ -351,10 +397,7 @@ class Gate(LeaseKeeper):
     async def _settle(self, reservation: Reservation, answer: Answer) -> None:
         self._out.pop(answer.reservation, None)
         lane = self._lanes.get(reservation.doc) or self._main
-
-        def learn(doc: Doc | None) -> Change[Window]:
-            return settle(doc, self._clock.now(), answer)
-
+        learn = scripted.settling(self._clock.now, answer)
         if answer.informative:  # an untracked send with no rate-limit headers has nothing to settle
             # Shielded: a cancelled call must still give back what it reserved.
             with anyio.CancelScope(shield=True):
@@ -368,7 +411,7 @@ class Gate(LeaseKeeper):
         Raises:
             StoreUnavailable: the state store failed (a store opened by the runtime falls back to memory instead).
         """
-        self._saw(self._main, await self._store.update(self._key, lambda doc: _seeded(doc, self._clock.now(), limit)))
+        self._saw(self._main, await self._store.update(self._key, scripted.seeding(self._clock.now, limit)))
 
     # --- estimates ---------------------------------------------------------------------------
 

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from server.httpio import MAX_WINDOW_S
-from server.scheduler import burst
+from server.scheduler import bounds, burst
 from server.scheduler.buckets import Report
 from server.state.store import Change, Doc
 
@@ -53,7 +54,8 @@ class Window:
     def load(cls, doc: Doc | None, now: float) -> Window:
         """The window a document holds at `now` (Unix seconds), without reservations and tickets that expired.
 
-        An absent or unreadable document reads as a fresh window (nothing known), never as something it is not.
+        An absent or unreadable document reads as a fresh window (nothing known), never as something it is not;
+        every time and count is then bounded (`bounds.py`).
         """
         if doc is None:
             return cls()
@@ -61,49 +63,73 @@ class Window:
             window = cls._read(doc)
         except (TypeError, ValueError, KeyError, IndexError):
             return cls()  # unreadable: start afresh rather than misread
-        window.flights = {k: exp for k, exp in window.flights.items() if exp > now}
-        window.waiting = {k: v for k, v in window.waiting.items() if v[1] > now}
-        window._forget_implausible(now)
+        window._bound(now)
         return window
 
     @classmethod
     def _read(cls, doc: Doc) -> Window:
-        # Raises TypeError, ValueError, KeyError or IndexError on a malformed field; `load` reads those as absent.
+        # Raises Malformed (a ValueError) or KeyError on a field of the wrong type; `load` reads those as absent.
+        def opt(name: str, read: Callable[[object], Any]) -> Any:
+            return None if bounds.absent(doc, name) else read(doc[name])
+
         return cls(
-            limit=_opt_int(doc.get("limit")),
-            remaining=_opt_int(doc.get("remaining")),
-            reset_at=_opt_float(doc.get("reset_at")),
-            blocked_until=float(doc.get("blocked_until") or 0.0),
-            window_s=_opt_float(doc.get("window_s")),
-            answered=int(doc.get("answered") or 0),
-            sent=int(doc.get("sent") or 0),
-            last_send=float(doc["last_send"]) if doc.get("last_send") is not None else -math.inf,
-            flights={str(k): float(v) for k, v in dict(doc.get("flights") or {}).items()},
-            waiting={str(k): (float(v[0]), float(v[1])) for k, v in dict(doc.get("waiting") or {}).items()},
-            burst=_opt_int(doc.get("burst")),
-            burst_until=float(doc.get("burst_until") or 0.0),
-            safe=int(doc.get("safe") or 0),
-            recent=[(float(x[0]), str(x[1])) for x in list(doc.get("recent") or [])],
-            answers=int(doc.get("answers") or 0),
-            reports={str(k): _report(v) for k, v in dict(doc.get("reports") or {}).items()},
-            separate={str(k): float(v) for k, v in dict(doc.get("separate") or {}).items()},
-            sent_by={str(k): int(v) for k, v in dict(doc.get("sent_by") or {}).items()},
+            limit=opt("limit", bounds.count),
+            remaining=opt("remaining", bounds.count),
+            reset_at=opt("reset_at", bounds.number),
+            blocked_until=opt("blocked_until", bounds.number) or 0.0,
+            window_s=opt("window_s", bounds.number),
+            answered=opt("answered", bounds.count) or 0,
+            sent=opt("sent", bounds.count) or 0,
+            last_send=-math.inf if bounds.absent(doc, "last_send") else bounds.number(doc["last_send"]),
+            flights={k: bounds.number(v) for k, v in bounds.mapping(doc.get("flights")).items()},
+            waiting={k: bounds.pair(v) for k, v in bounds.mapping(doc.get("waiting")).items()},
+            burst=opt("burst", bounds.count),
+            burst_until=opt("burst_until", bounds.number) or 0.0,
+            safe=opt("safe", bounds.count) or 0,
+            recent=[_recent(x) for x in bounds.sequence(doc.get("recent"))],
+            answers=opt("answers", bounds.count) or 0,
+            reports={k: _report(v) for k, v in bounds.mapping(doc.get("reports")).items()},
+            separate={k: bounds.number(v) for k, v in bounds.mapping(doc.get("separate")).items()},
+            sent_by={k: bounds.count(v) for k, v in bounds.mapping(doc.get("sent_by")).items()},
         )
 
-    def _forget_implausible(self, now: float) -> None:
-        """Figures no window can have (kept by an older version, or another writer) are forgotten, not obeyed:
-        a reset or penalty more than a day ahead would lock the credential for as long."""
-        if self.limit is not None and self.limit <= 0:
+    def _bound(self, now: float) -> None:
+        """Expire and clamp (in place) what was read: figures no window can have (kept by an older version, or
+        planted by another writer of the store) are forgotten or bounded, never obeyed (`bounds.py`)."""
+        self.flights = {k: min(exp, now + bounds.MAX_FLIGHT_S) for k, exp in self.flights.items() if exp > now}
+        self.waiting = {k: (a, min(e, now + bounds.MAX_TICKET_S)) for k, (a, e) in self.waiting.items() if e > now}
+        self._bound_figures(now)
+        self._bound_counts(now)
+        burst.forget_old_burst(self, now)
+
+    def _bound_figures(self, now: float) -> None:
+        if self.limit is not None and not 0 < self.limit <= bounds.MAX_COUNT:
             self.limit = None
+        if self.remaining is not None:
+            self.remaining = min(bounds.clamp_count(self.remaining), self.limit or bounds.MAX_COUNT)
         if self.reset_at is not None and self.reset_at > now + MAX_WINDOW_S:
             self.reset_at = self.remaining = None
         if self.window_s is not None and not 0 < self.window_s <= MAX_WINDOW_S:
             self.window_s = None
         if self.blocked_until > now + MAX_WINDOW_S:
             self.blocked_until = 0.0
-        if self.burst is not None and self.burst <= 0:
+        if self.burst is not None and not 0 < self.burst <= bounds.MAX_COUNT:
             self.burst = None
-        burst.forget_old_burst(self, now)
+        self.burst_until = min(self.burst_until, now + burst.LEARNT_FOR_S)
+
+    def _bound_counts(self, now: float) -> None:
+        self.answered, self.sent = bounds.clamp_count(self.answered), bounds.clamp_count(self.sent)
+        self.safe, self.answers = bounds.clamp_count(self.safe), bounds.clamp_count(self.answers)
+        self.last_send = min(self.last_send, now)
+        # A budget whose reset is unknown (a window turned, its first answer not in) lasts a window at most past
+        # the last send: then that window is over too, and the budget is the limit again.
+        stale = self.last_send + (self.window_s or MAX_WINDOW_S) <= now
+        if self.reset_at is None and self.remaining is not None and not self.flights and stale:
+            self.remaining = self.limit
+        self.recent = [(min(t, now), b) for t, b in self.recent][-bounds.RECENT_KEPT :]
+        self.sent_by = {k: bounds.clamp_count(v) for k, v in self.sent_by.items()}
+        by_age = sorted(self.reports.items(), key=lambda kv: (kv[1].answers_at, kv[0]))
+        self.reports = dict(by_age[-bounds.REPORTS_KEPT :])
 
     def dump(self) -> Doc:
         return {
@@ -176,16 +202,16 @@ def forget_ticket(doc: Doc | None, now: float, ticket: str) -> Change[None]:
 
 
 def _report(value: Any) -> Report:
-    limit = value.get("limit")
+    found = bounds.mapping(value)
+    limit = None if bounds.absent(found, "limit") else bounds.count(found["limit"])
     return Report(
-        str(value["bucket"]), int(value["remaining"]), float(value["reset_at"]),
-        None if limit is None else int(limit), int(value["answers_at"]),
+        bounds.text(found["bucket"]), bounds.clamp_count(bounds.count(found["remaining"])),
+        bounds.number(found["reset_at"]), limit, bounds.clamp_count(bounds.count(found["answers_at"])),
     )  # fmt: skip
 
 
-def _opt_int(value: object) -> int | None:
-    return None if value is None else int(value)  # type: ignore[call-overload]
-
-
-def _opt_float(value: object) -> float | None:
-    return None if value is None else float(value)  # type: ignore[arg-type]
+def _recent(value: object) -> tuple[float, str]:
+    found = bounds.sequence(value)
+    if len(found) < 2:
+        raise bounds.Malformed("too short")
+    return bounds.number(found[0]), bounds.text(found[1])

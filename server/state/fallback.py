@@ -9,12 +9,14 @@ the gates relearn from the next answers' headers.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
+
+import anyio
 
 from server.clock import Clock
 from server.state.memory import MemoryStore
-from server.state.store import Doc, Mutation, R, Store, StoreUnavailable
+from server.state.store import Announces, Doc, Mutation, R, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -25,6 +27,7 @@ class FallbackStore:
         self.primary = shared
         self.kind = shared.kind
         self.shared = shared.shared
+        self.announces = isinstance(shared, Announces) and shared.announces
         self._clock = clock
         self._retry_every_s = retry_every_s
         self._local = MemoryStore(clock)
@@ -48,6 +51,18 @@ class FallbackStore:
 
     async def ping(self) -> None:
         await self.primary.ping()
+
+    async def changes(self, prefix: str) -> AsyncIterator[tuple[str, Doc]]:
+        """The shared store's announcements (`Announces`), if it makes any; else none, ever.
+
+        Raises:
+            StoreUnavailable: the shared store failed.
+        """
+        if not isinstance(self.primary, Announces):
+            await anyio.sleep_forever()
+            return
+        async for change in self.primary.changes(prefix):
+            yield change
 
     def describe(self) -> str:
         return self.primary.describe()

@@ -5,21 +5,26 @@ the write lands only if the key still holds what the decision was based on, else
 answers with what it holds and the update decides again. The decision is first made on the
 document as this process last read or wrote it, so a write usually costs one round trip; a
 decision to keep the document is confirmed on a fresh GET, never on a remembered copy.
-Every key lives under the configured prefix and carries a TTL.
+Every key lives under the configured prefix and carries a TTL. A mutation that is also a script (a gate's
+decisions, `Scripted`) runs inside Redis instead: one EVALSHA reads, decides and writes, with no retries,
+and publishes on the key's wake channel when its write may let a waiting call go (`changes`).
 The schema version is part of every key (`flashsnap:v1:…`), so during a rolling upgrade that
 changes it, old and new replicas keep apart instead of overwriting each other's documents.
 """
 
 from __future__ import annotations
 
+import json
 import random
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import anyio
 import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
-from server.state.store import KEEP, SCHEMA, Doc, Mutation, R, StoreUnavailable, decode, encode
+from server.state.store import KEEP, SCHEMA, Doc, Mutation, R, Scripted, StoreUnavailable, decode, encode
 
 MAX_CONFLICTS = 100  # an update that loses this many races in a row reports the store as unusable
 
@@ -42,6 +47,23 @@ def _glob_escape(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
+def script_argv(mutate: Scripted[R], channel: str) -> tuple[float, list[str | int]]:
+    """The time a scripted mutation runs at, and its script's ARGV: the step, the time and its arguments (as
+    JSON, floats written to read back exactly), the document's TTL in ms, and the channel its wake goes to."""
+    now, args = mutate.args()
+    ttl_ms = max(1, int(mutate.ttl_s * 1000))
+    return now, [mutate.step, repr(now), json.dumps(args, allow_nan=False), ttl_ms, channel]
+
+
+def _said(data: object) -> Doc:
+    """What an announcement said: a JSON object, or nothing (anyone may publish on a channel)."""
+    try:
+        found = json.loads(data) if isinstance(data, str) and len(data) <= 4_096 else None
+    except (ValueError, RecursionError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
 def where(url: str) -> str:
     """The URL without user or password: what logs and errors may name."""
     parts = urlsplit(url)
@@ -54,6 +76,7 @@ def where(url: str) -> str:
 class RedisStore:
     kind = "redis"
     shared = True
+    announces = True
     degraded = False
     problem: str | None = None
 
@@ -70,6 +93,8 @@ class RedisStore:
             retry_on_timeout=False,
         )
         self._compare_and_set = self._redis.register_script(COMPARE_AND_SET)  # EVALSHA, loaded once
+        self._scripts: dict[str, AsyncScript] = {}  # source -> script: called by SHA, loaded again on NOSCRIPT
+        self._url, self._timeout_s = url, timeout_s
 
     async def get(self, key: str) -> Doc | None:
         """The document under `key`, or None.
@@ -85,6 +110,8 @@ class RedisStore:
 
     async def update(self, key: str, mutate: Mutation[R]) -> R:
         name = self._prefix + key
+        if isinstance(mutate, Scripted):
+            return await self._scripted(name, mutate)
         # One update per key at a time from this process: its own calls queue here instead of
         # racing each other's transactions, so only other processes can make a transaction retry.
         lock = self._locks.setdefault(name, anyio.Lock())
@@ -125,6 +152,46 @@ class RedisStore:
             self._last.pop(name, None)
             raise self._unavailable(exc) from None
         raise StoreUnavailable(f"Redis at {self._where}: too much contention on one key")
+
+    async def _scripted(self, name: str, mutate: Scripted[R]) -> R:
+        """Run a scripted mutation inside Redis: one EVALSHA decides and writes, whoever else is writing."""
+        script = self._scripts.get(mutate.script)
+        if script is None:
+            script = self._scripts[mutate.script] = self._redis.register_script(mutate.script)
+        now, argv = script_argv(mutate, self._wake_channel(name))
+        try:
+            answer = await script(keys=[name], args=argv)
+        except RedisError as exc:
+            raise self._unavailable(exc) from None
+        finally:
+            self._last.pop(name, None)  # the compare-and-set path's copy is stale now
+        reply = json.loads(answer)
+        return mutate.read(reply["r"], reply["d"], now)
+
+    def _wake_channel(self, name: str) -> str:
+        return f"{self._prefix}wake:{name[len(self._prefix) :]}"
+
+    async def changes(self, prefix: str) -> AsyncIterator[tuple[str, Doc]]:
+        """The keys under `prefix` whose scripts announced a change, with what they said, as they come (one
+        subscription, no polling); a message that is not a JSON object says nothing (an empty document).
+
+        Raises:
+            StoreUnavailable: Redis failed.
+        """
+        channels = f"{self._prefix}wake:"
+        # A connection of its own without a read timeout: a subscription waits as long as nothing happens.
+        listener = aioredis.Redis.from_url(self._url, socket_connect_timeout=self._timeout_s, decode_responses=True)
+        try:
+            async with listener.pubsub(ignore_subscribe_messages=True) as pubsub:
+                await pubsub.psubscribe(_glob_escape(channels + prefix) + "*")
+                async for message in pubsub.listen():
+                    channel = str(message.get("channel") or "")
+                    if channel.startswith(channels):
+                        yield channel[len(channels) :], _said(message.get("data"))
+        except RedisError as exc:
+            raise self._unavailable(exc) from None
+        finally:
+            await listener.aclose()
 
     async def _read(self, name: str) -> str | None:
         found = await self._redis.get(name)

@@ -2,10 +2,11 @@
 
 A document is a JSON object under a key. `update` hands the current document (or None) to a
 pure function and writes what it returns in one atomic step: a transaction in SQLite, a
-compare-and-set script in Redis, a plain call in memory. The function may run more than once
-(an optimistic backend retries on contention), so it must not have side effects. It may keep
-the document as it is (`KEEP`), which costs no write: the common path of an unconstrained gate
-reads and moves on.
+compare-and-set script in Redis, a plain call in memory. A mutation that is also a script (`Scripted`)
+runs inside Redis in one round trip instead, and announces its change to every process (`Announces`).
+The function may run more than once (an optimistic backend retries on contention), so it must not
+have side effects. It may keep the document as it is (`KEEP`), which costs no write: the common
+path of an unconstrained gate reads and moves on.
 
 Every document expires (`ttl_s`), so nothing outlives its use: a token is kept no longer than it
 is valid, a lease of a process that died runs out by itself.
@@ -17,9 +18,9 @@ version reads as absent, never as something it is not.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, Final, Generic, Protocol, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeVar, runtime_checkable
 
 Doc = dict[str, Any]
 R = TypeVar("R")
@@ -50,6 +51,43 @@ class Change(Generic[R]):
 
 
 Mutation = Callable[[Doc | None], Change[R]]
+
+
+@dataclass(frozen=True)
+class Scripted(Generic[R]):
+    """A mutation a store may run inside itself as a script: one round trip, one atomic step, no retries.
+
+    `pure` is the mutation itself (what a store without scripts runs); `script` the same rules in Lua, run on
+    the document under `step` with `args()`: the time now (Unix seconds) and the step's arguments, taken at
+    the moment it runs. `read` turns the script's answer (its result and the document after it) into `pure`'s
+    result. Tests hold the two to the same answers.
+    """
+
+    pure: Mutation[R]
+    script: str
+    step: str
+    args: Callable[[], tuple[float, Doc]]
+    read: Callable[[Any, Doc, float], R]
+    ttl_s: float = DEFAULT_TTL_S
+
+    def __call__(self, doc: Doc | None) -> Change[R]:
+        return self.pure(doc)
+
+
+@runtime_checkable
+class Announces(Protocol):
+    """A store that tells every process when a scripted write may let a waiting call go (Redis pub/sub)."""
+
+    announces: bool  # False: it never will (a fallback over a store that does not)
+
+    def changes(self, prefix: str) -> AsyncIterator[tuple[str, Doc]]:
+        """Each key starting with `prefix` as its script announces a change, with what the script said of it
+        (an empty document when it said nothing readable), for as long as it is iterated.
+
+        Raises:
+            StoreUnavailable: the store failed (the caller listens again later).
+        """
+        ...
 
 
 class Store(Protocol):
