@@ -20,6 +20,7 @@ import binascii
 import json
 import logging
 import os
+from collections.abc import AsyncIterator
 from typing import Final
 
 from cryptography.exceptions import InvalidTag
@@ -29,7 +30,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import SecretStr
 
 from server.state.layout import sealing_scope
-from server.state.store import KEEP, Change, Doc, Mutation, R, Store
+from server.state.store import KEEP, Announces, Change, Doc, Mutation, R, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 INFO: Final = b"flashsnap-mcp state seal v1"  # HKDF's context: a key for this use only, whatever else the secret keys
@@ -73,6 +74,18 @@ class SealedStore:
         self.shared = inner.shared
         self._seals = {scope: Seal(secret) for scope, secret in seals.items()}
         self._logged: set[str] = set()
+        # The scheduler's announcements pass through: they concern its documents, which are plain.
+        self.announces = isinstance(inner, Announces) and inner.announces
+
+    def changes(self, prefix: str) -> AsyncIterator[tuple[str, Doc]]:
+        """The inner store's announcements of the keys under `prefix` (see `Announces`).
+
+        Raises:
+            StoreUnavailable: the store failed, or announces nothing (the caller listens again later).
+        """
+        if not isinstance(self.inner, Announces):
+            raise StoreUnavailable("this store announces no change")
+        return self.inner.changes(prefix)
 
     @property
     def degraded(self) -> bool:

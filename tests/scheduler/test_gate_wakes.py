@@ -9,16 +9,18 @@ import pytest
 import redis
 
 from server.clock import FakeClock
+from server.config import Settings
 from server.context import Budget
+from server.runtime import open_state
 from server.scheduler import gate as gate_module
 from server.scheduler.admit import ANSWERS_OUT, CAME_FIRST, FINDING_BURST, may_lift, quiet_for
 from server.scheduler.gate import Gate, Reservation
 from server.scheduler.window import Window
-from server.state.fallback import FallbackStore
-from server.state.redis import RedisStore
+from server.state.layout import AccountKeys
 from tests.servers import valkey
 
 pytestmark = pytest.mark.anyio
+GATE = AccountKeys("live:" + "0" * 24).gate  # a gate document as the layout names one (left plain by the sealing)
 NOW = 1_780_000_000.0
 
 
@@ -31,11 +33,13 @@ async def test_a_call_waiting_on_one_replica_goes_when_another_replica_settles_w
     clock = FakeClock()
     with valkey(tmp_path) as server:
         url = f"redis://127.0.0.1:{server.port}/0"
-        first, second = (FallbackStore(RedisStore(url, prefix="w:"), clock) for _ in range(2))
+        # As the server opens its store: the fallback wrapper, and the sealing one, over Redis.
+        settings = Settings.from_env({"FLASHSNAP_REDIS_URL": url, "FLASHSNAP_REDIS_PREFIX": "w:"})
+        first, second = [await open_state(settings, clock) for _ in range(2)]
         counts = redis.Redis(port=server.port)
-        prober = Gate("neuralsnap", clock, store=first, key="acct:gate")
+        prober = Gate("neuralsnap", clock, store=first, key=GATE)
         granted: list[Reservation] = []
-        async with Gate("neuralsnap", clock, store=second, key="acct:gate") as waiter:
+        async with Gate("neuralsnap", clock, store=second, key=GATE) as waiter:
             probe = await prober.acquire(Budget(clock, clock.now() + 30))  # learning the limit: one probe at a time
             counts.config_resetstat()
 
