@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
 import re
 import signal
 import subprocess
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import anyio
 import httpx2
@@ -19,6 +23,7 @@ from opentelemetry._logs import set_logger_provider
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 
+from server.cli.audit import main as audit_command
 from server.clock import FakeClock
 from server.config import Settings
 from server.features.resources import SNAPSHOT
@@ -48,10 +53,20 @@ def records(path: Path) -> list[dict[str, Any]]:
 
 
 def verify(*paths: Path, key: str = KEY, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
-    """`flashsnap-mcp audit verify PATH…` as a user runs it."""
-    env = {"PATH": "/usr/bin:/bin", "FLASHSNAP_AUDIT_KEY": key}
-    command = [COMMAND, "audit", "verify", *extra, *map(str, paths)]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+    """`flashsnap-mcp audit verify PATH…`: the command's own entry point with only the key in its environment, run
+    in this process (a subprocess costs ~1.5 s of imports each; the key-file test below runs the real command)."""
+    argv = ["verify", *extra, *map(str, paths)]
+    out, err = io.StringIO(), io.StringIO()
+    only_the_key = mock.patch.dict(os.environ, {"PATH": "/usr/bin:/bin", "FLASHSNAP_AUDIT_KEY": key}, clear=True)
+    with (
+        only_the_key,
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+        pytest.raises(SystemExit) as exited,
+    ):
+        audit_command(argv)
+    code = exited.value.code if isinstance(exited.value.code, int) else 1
+    return subprocess.CompletedProcess(["flashsnap-mcp", "audit", *argv], code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture
