@@ -227,7 +227,7 @@ async def _open_accounts(opening: Opening, accounts: Sequence[Account], upstream
     other account. Two names with the same credentials share one set of services.
     """
     for account in accounts:
-        own = replace(opening, settings=account.settings(opening.settings))
+        own = replace(opening, settings=account.settings(opening.settings), name=account.name)
         for upstream, open_upstream, sealed in zip(upstreams, UPSTREAMS, SECRETS, strict=True):
             prefixes = sealed(own.settings)  # its store prefixes; none when the account has no such credential
             known = [upstream.services[key] for key in prefixes if key in upstream.services]

@@ -13,10 +13,12 @@ from typing import Any
 import pytest
 from mcp.shared.exceptions import MCPError
 
+from server.cli import status
+from server.cli.check import render, run_checks
 from server.clock import FakeClock
 from server.config import Settings
 from server.errors import ConfigurationError
-from server.runtime import open_runtime
+from server.runtime import open_runtime, open_state
 from server.sandbox import Emulator, EmulatorState
 from server.sandbox.loopback import LoopbackServer
 from server.transports.http import build_http_app
@@ -247,3 +249,35 @@ async def test_a_wrong_accounts_table_stops_the_start_naming_it(
     for value in environ.values():
         if value.strip():
             assert value not in str(stopped.value)  # a credential's value is never quoted back
+
+
+async def test_status_names_each_account_and_check_checks_each_without_spending(
+    serve: Serve, state: EmulatorState, clock: FakeClock, team_file: Path, emulator: Emulator
+) -> None:
+    async with serve() as url, client_as(url, "alice") as alice:
+        data(await alice.call_tool("generate", GENERATE))
+    store = await open_state(Settings.from_env({}), clock)  # as `flashsnap-mcp status` reads the shared store
+    try:
+        view = await status.gather(store, clock)
+    finally:
+        await store.aclose()
+    named = {(a["service"], a["name"]) for a in view["accounts"]}
+    assert named >= {(s, n) for s in ("neuroflash", "neuralsnap") for n in ("default", "marketing", "sales")}
+    assert "account marketing" in status.render(view)
+    assert "account sales" in status.render(view)
+
+    spent = state.words_charged
+    with state.lock:
+        state.clients[SALES["id"]] = "a-secret-sales-no-longer-holds"  # sales' client secret was rotated upstream
+    report = await run_checks(Settings.from_env(emulator.environment(), team_file=team_file), clock)
+    found = {(f.service, f.item): f.status for f in report.findings}
+    assert found[("neuroflash", "account marketing: token")] == "ok"
+    assert found[("neuralsnap", "account marketing: api key")] == "ok"
+    assert found[("neuralsnap", "account sales: api key")] == "ok"
+    assert found[("neuroflash", "account sales: token")] == "fail"
+    assert found[("neuroflash", "token")] == "ok"  # the environment's account, as before
+    assert not report.ok
+    assert state.words_charged == spent  # checking spends nothing
+    shown = render(report)
+    assert SALES["secret"] not in shown
+    assert MKT["MKT_NEUROFLASH_CLIENT_SECRET"] not in shown

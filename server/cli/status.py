@@ -105,6 +105,7 @@ async def gather(store: Store, clock: Clock) -> dict[str, Any]:
     for account in await accounts.listed(store):
         entry: dict[str, Any] = {
             "account": account.key,
+            "name": account.name or "default",  # the team file's [accounts.<name>], else the environment's
             "service": account.service,
             "api": account.api,
             "last_started": _when(account.seen_at),
@@ -196,7 +197,8 @@ def render(view: dict[str, Any]) -> str:
     if not view["accounts"]:
         lines.append("no accounts yet: no server has started with this state store")
     for a in view["accounts"]:
-        lines += ["", f"{a['service']}  {a['account']}  ({a['api']}, last started {a['last_started']})"]
+        named = f"account {_printable(a['name'])}  " if a.get("name") not in (None, "default") else ""
+        lines += ["", f"{a['service']}  {named}{a['account']}  ({a['api']}, last started {a['last_started']})"]
         if a.get("sealed"):
             lines.append("  sealed       token, quotas, plan: run with this account's credentials to read them")
         lines += _token_lines(a.get("token"))

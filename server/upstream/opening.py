@@ -110,6 +110,7 @@ class Opening:
     store: Store
     stack: AsyncExitStack
     observer: Observer
+    name: str | None = None  # the team file's account these credentials are ([accounts.<name>]); None: the default
 
     async def gate(self, scope: str, keys: layout.AccountKeys, *, probe_first: bool) -> Gate:
         """The rate-limit gate of one credential, shared through the store by every process using it."""
@@ -144,5 +145,5 @@ class Opening:
     async def register(self, account: str, service: str, api_url: str) -> None:
         """List the account for `flashsnap-mcp status`, and name its credential in the metrics (a hash, no secret)."""
         self.observer.credential(service, fingerprint(account))
-        entry = accounts.Account(account, service, httpx2.URL(api_url).host, self.clock.now())
+        entry = accounts.Account(account, service, httpx2.URL(api_url).host, self.clock.now(), name=self.name)
         await accounts.register(self.store, entry)
