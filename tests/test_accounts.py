@@ -18,7 +18,7 @@ from server.cli.check import render, run_checks
 from server.clock import FakeClock
 from server.config import Settings
 from server.errors import ConfigurationError
-from server.runtime import open_runtime, open_state
+from server.runtime import open_runtime
 from server.sandbox import Emulator, EmulatorState
 from server.sandbox.loopback import LoopbackServer
 from server.transports.http import build_http_app
@@ -256,13 +256,21 @@ async def test_status_names_each_account_and_check_checks_each_without_spending(
 ) -> None:
     async with serve() as url, client_as(url, "alice") as alice:
         data(await alice.call_tool("generate", GENERATE))
-    store = await open_state(Settings.from_env({}), clock)  # as `flashsnap-mcp status` reads the shared store
+    # `flashsnap-mcp status` opens the shared store as the servers do, with the team file's accounts' credentials
+    urls = {k: v for k, v in emulator.environment().items() if k not in CREDENTIALS}  # no default credentials
+    store = await status.open_shared(Settings.from_env(urls, team_file=team_file), clock, "status")
+    assert store is not None
     try:
         view = await status.gather(store, clock)
     finally:
         await store.aclose()
     named = {(a["service"], a["name"]) for a in view["accounts"]}
     assert named >= {(s, n) for s in ("neuroflash", "neuralsnap") for n in ("default", "marketing", "sales")}
+    marketing = next(a for a in view["accounts"] if (a["service"], a["name"]) == ("neuroflash", "marketing"))
+    assert not marketing.get("sealed")  # its own secret opens its documents
+    assert marketing["token"]["valid_until"]
+    default = next(a for a in view["accounts"] if (a["service"], a["name"]) == ("neuroflash", "default"))
+    assert default.get("sealed")  # the environment of this status holds no default credentials
     assert "account marketing" in status.render(view)
     assert "account sales" in status.render(view)
 
