@@ -31,6 +31,7 @@ from tests.transports import http_client
 MKT = {"MKT_NEUROFLASH_CLIENT_ID": "mkt-client", "MKT_NEUROFLASH_CLIENT_SECRET": "mkt-secret-0123456789",
        "MKT_NEURALSNAP_API_KEY": "ns_test_marketing_key_0123"}  # fmt: skip
 SALES = {"id": "sales-client", "secret": "sales-secret-0123456789", "key": "ns_test_sales_key_0123"}
+PRIVATE_KEY = "ns_test_private_key_0123"
 CREDENTIALS = ("NEUROFLASH_CLIENT_ID", "NEUROFLASH_CLIENT_SECRET", "NEURALSNAP_API_KEY")
 SNAP = {"name": "Accounts", "core": "Each team spends its own.", "max_wait_s": 0}
 
@@ -48,6 +49,8 @@ def accounts_table(secrets: Path) -> str:
         f'neuroflash_client_id_file = "{secrets / "sales-id"}"\n'
         f'neuroflash_client_secret_file = "{secrets / "sales-secret"}"\n'
         f'neuralsnap_api_key_file = "{secrets / "sales-key"}"\n'
+        "[accounts.private]\n"
+        'neuralsnap_api_key_env = "PRIVATE_NEURALSNAP_API_KEY"\n'
     )
 
 
@@ -57,7 +60,7 @@ def team_file(tmp_path: Path, state: EmulatorState, monkeypatch: pytest.MonkeyPa
     secrets.mkdir()
     for name, value in (("sales-id", SALES["id"]), ("sales-secret", SALES["secret"]), ("sales-key", SALES["key"])):
         (secrets / name).write_text(value + "\n")
-    for name, value in MKT.items():
+    for name, value in {**MKT, "PRIVATE_NEURALSNAP_API_KEY": PRIVATE_KEY}.items():
         monkeypatch.setenv(name, value)
     with state.lock:  # the emulator knows both accounts' credentials, beside its demo ones
         state.clients |= {
@@ -65,6 +68,7 @@ def team_file(tmp_path: Path, state: EmulatorState, monkeypatch: pytest.MonkeyPa
             SALES["id"]: SALES["secret"],
         }
         state.api_keys |= {MKT["MKT_NEURALSNAP_API_KEY"]: "brain-marketing", SALES["key"]: "brain-sales"}
+        state.api_keys[PRIVATE_KEY] = "brain-private"
     path = tmp_path / "team.toml"
     team = (
         '[defaults]\nscopes = ["flashsnap:read", "flashsnap:write", "flashsnap:spend"]\n'
@@ -72,6 +76,7 @@ def team_file(tmp_path: Path, state: EmulatorState, monkeypatch: pytest.MonkeyPa
         + entry("alice", account="marketing")
         + entry("dan", account="sales")
         + entry("carol")  # no account: the environment's, when it has one
+        + entry("writer", account="private")  # a NeuralSnap key of their own, and no neuroflash
     )
     path.write_text(team)
     return path
@@ -134,6 +139,22 @@ async def test_each_principal_spends_its_own_accounts_words(serve: Serve, state:
         assert secret not in text or secret in ("mkt-client", SALES["id"])  # client ids are not secrets
     assert "mkt-secret" not in text
     assert SALES["secret"] not in text
+
+
+async def test_an_account_of_one_upstream_serves_it_and_names_itself_for_the_other(
+    serve: Serve, state: EmulatorState
+) -> None:
+    async with serve() as url, client_as(url, "writer") as writer:
+        data(await writer.call_tool("snapshot", SNAP))
+        tokens_before = state.count("token")
+        missing = error(await writer.call_tool("generate", GENERATE))
+    assert state.rate_window(PRIVATE_KEY).used == 1  # the snapshot went to the person's own key
+    assert [s["brain_id"] for s in state.snapshots.values()] == ["brain-private"]
+    assert missing["code"] == "missing_credential"
+    assert "account private" in missing["message"]
+    assert "[accounts.private]" in missing["message"]
+    assert state.count("token") == tokens_before  # nothing was asked of neuroflash for it
+    assert state.words_charged == 0
 
 
 async def test_a_429_on_one_account_delays_no_call_of_the_other(

@@ -86,7 +86,8 @@ class Upstream(Generic[S]):
         """
         if name in self.named:
             return self.services[self.named[name]]
-        raise MissingCredential(f"the {self.title} credentials of [accounts.{name}] in the team file",
+        keys = " and ".join(f"{variable.lower()}_env" for variable in self.needs.split(" and "))
+        raise MissingCredential(f"{keys} (or *_file) in the team file's [accounts.{name}]",
                                 f"{self.title} for account {name}")  # fmt: skip
 
 
