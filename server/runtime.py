@@ -92,16 +92,6 @@ class Runtime:
         context.note_account(service.account.account)  # the default account: its store prefix
         return service
 
-    def account_services(self, kind: type[S]) -> dict[str, S]:
-        """Every configured account's service of class `kind`, by name ("default" for the environment's)."""
-        found: dict[str, S] = {}
-        for upstream in self.upstreams:
-            if upstream.kind is kind:
-                if upstream.default is not None:
-                    found["default"] = cast(S, upstream.services[upstream.default])
-                found |= {name: cast(S, upstream.services[key]) for name, key in upstream.named.items()}
-        return found
-
     def neuroflash(self, account: str | None = None) -> NeuroflashService:
         """The neuroflash service of `account`, or the default one.
 
@@ -121,7 +111,8 @@ class Runtime:
     @property
     def gates(self) -> dict[str, Gate]:
         """Each upstream's default account's gate, by its scope ("neuroflash", "neuralsnap")."""
-        return {s.gate.scope: s.gate for upstream in self.upstreams for s in list(upstream.services.values())[:1]}
+        defaults = [upstream.services[upstream.default] for upstream in self.upstreams if upstream.default is not None]
+        return {service.gate.scope: service.gate for service in defaults}
 
     def _all_gates(self) -> list[Gate]:
         return [service.gate for upstream in self.upstreams for service in upstream.services.values()]
