@@ -99,6 +99,7 @@ class Principal:
     issuer: str | None = None
     subject: str | None = None
     name: str | None = None  # what the team file calls it (server/auth/callers.py settles it once per request)
+    account: str | None = None  # the team file's upstream account it is routed to; None: the default account
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,12 @@ def principal() -> Principal | None:
     if token is None:
         return None
     named = getattr(token, "principal", None)  # a settled caller names its principal; a bare token does not
-    return Principal(*principal_components(token), name=named if isinstance(named, str) else None)
+    account = getattr(token, "account", None)  # and the account the team file routes it to
+    return Principal(
+        *principal_components(token),
+        name=named if isinstance(named, str) else None,
+        account=account if isinstance(account, str) else None,
+    )
 
 
 @contextmanager

@@ -7,7 +7,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar, cast
 
 from pydantic import SecretStr
@@ -31,6 +31,8 @@ from server.state.layout import CONSENT_SCOPE
 from server.state.opening import StoreRefused, default_state_dir, open_store
 from server.state.sealing import SealedStore
 from server.state.store import Store
+from server.upstream import accounts as team_accounts
+from server.upstream.accounts import Account
 from server.upstream.opening import Opening, Service, Upstream
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,7 @@ class Runtime:
     upstreams: list[Upstream[Any]] = field(default_factory=list)  # in the order they were opened
     metrics: Observer = NO_METRICS
     audit: AuditLog | None = None  # FLASHSNAP_AUDIT_LOG: one record per call, resource read and prompt
+    accounts: tuple[str, ...] = ()  # the team file's accounts, by name, opened beside the default one
 
     @functools.cached_property
     def mask(self) -> SecretMask:
@@ -66,7 +69,8 @@ class Runtime:
         return SecretMask(self.settings.secrets)
 
     def service(self, kind: type[S], account: str | None = None) -> S:
-        """The service of class `kind` for `account` (a store prefix), or its upstream's default account.
+        """The service of class `kind` for `account` (a store prefix); without one, the account the team file
+        routes the caller to (`account = "<name>"`), else its upstream's default account.
 
         Raises:
             MissingCredential: that upstream has no such account configured (the error names what to set).
@@ -74,10 +78,19 @@ class Runtime:
         """
         for upstream in self.upstreams:
             if upstream.kind is kind:
-                service = cast(S, upstream.service(account))
-                context.note_account(service.account.account)  # the running call's audit record names it
-                return service
+                return cast(S, self._routed(upstream, account))
         raise LookupError(f"no upstream serves {kind.__name__}")
+
+    def _routed(self, upstream: Upstream[Any], account: str | None) -> Service:
+        caller = context.principal() if account is None else None
+        name = caller.account if caller is not None else None
+        if name is not None:
+            service: Service = upstream.named_service(name)
+            context.note_account(name)  # the running call's audit record names the account it was routed to
+            return service
+        service = cast(Service, upstream.service(account))
+        context.note_account(service.account.account)  # the default account: its store prefix
+        return service
 
     def neuroflash(self, account: str | None = None) -> NeuroflashService:
         """The neuroflash service of `account`, or the default one.
@@ -98,7 +111,8 @@ class Runtime:
     @property
     def gates(self) -> dict[str, Gate]:
         """Each upstream's default account's gate, by its scope ("neuroflash", "neuralsnap")."""
-        return {s.gate.scope: s.gate for upstream in self.upstreams for s in list(upstream.services.values())[:1]}
+        defaults = [upstream.services[upstream.default] for upstream in self.upstreams if upstream.default is not None]
+        return {service.gate.scope: service.gate for service in defaults}
 
     def _all_gates(self) -> list[Gate]:
         return [service.gate for upstream in self.upstreams for service in upstream.services.values()]
@@ -113,19 +127,24 @@ def _observer(settings: Settings) -> Observer:
     return Metrics() if settings.transport != "stdio" or settings.metrics_port is not None else NO_METRICS
 
 
-def seals(settings: Settings) -> dict[str, SecretStr]:
-    """The secret that seals each store prefix: each account's upstream secret, and for the consent marks (about
-    any account) the request state's key, else all the upstream secrets together, else one of this process."""
-    found = {prefix: secret for room in SECRETS for prefix, secret in room(settings).items()}
-    shared = [s.get_secret_value() for s in (settings.neuroflash_client_secret, settings.neuralsnap_api_key) if s]
+def seals(settings: Settings, accounts: Sequence[Account] = ()) -> dict[str, SecretStr]:
+    """The secret that seals each store prefix: each account's upstream secret (the environment's and the team
+    file's `accounts`), and for the consent marks (about any account) the request state's key, else all the
+    upstream secrets together, else one of this process."""
+    every = [settings, *(account.settings(settings) for account in accounts)]
+    found = {prefix: secret for each in every for room in SECRETS for prefix, secret in room(each).items()}
+    shared = [s.get_secret_value() for e in every for s in (e.neuroflash_client_secret, e.neuralsnap_api_key) if s]
     consent = settings.request_state_key or SecretStr("\0".join(shared) if shared else secrets.token_hex(32))
     return {**found, CONSENT_SCOPE: consent}
 
 
-async def open_state(settings: Settings, clock: Clock, *, readers: Sequence[Settings] = ()) -> Store:
+async def open_state(
+    settings: Settings, clock: Clock, *, readers: Sequence[Settings] = (), accounts: Sequence[Account] = ()
+) -> Store:
     """The configured state store, checked once; what steers a request in it is sealed (`seals`).
 
     `readers`: other credentials whose documents this process may open too (`status` reads the sandbox's).
+    `accounts`: the team file's accounts, whose documents their own secrets seal.
 
     Raises:
         ConfigurationError: Redis was asked for and does not answer (naming the host, never a password).
@@ -137,7 +156,8 @@ async def open_state(settings: Settings, clock: Clock, *, readers: Sequence[Sett
         )
     except StoreRefused as exc:
         raise ConfigurationError(f"cannot start: {exc}") from None
-    return SealedStore(store, {k: v for each in (*readers, settings) for k, v in seals(each).items()})
+    sealed = {k: v for each in readers for k, v in seals(each).items()} | seals(settings, accounts)
+    return SealedStore(store, sealed)
 
 
 AUDIT_KEY_FILE = "audit.key"  # in the state directory, when FLASHSNAP_AUDIT_KEY is unset
@@ -170,9 +190,11 @@ def open_audit(settings: Settings, clock: Clock) -> AuditLog | None:
 async def open_runtime(settings: Settings, clock: Clock | None = None) -> AsyncIterator[Runtime]:
     """Open the state store and each upstream's services (clients, token, gates) for the life of the server."""
     clock = clock or SystemClock()
-    known_secrets.hold(*settings.secrets)  # masked by value wherever a text leaves, also when an upstream quotes one
+    accounts = team_accounts.from_team_file(settings.team_file)  # read first: a missing credential stops the start
+    every = [settings, *(account.settings(settings) for account in accounts)]
+    known_secrets.hold(*(s for each in every for s in each.secrets))  # masked by value wherever a text leaves
     async with AsyncExitStack() as stack:
-        store = await open_state(settings, clock)
+        store = await open_state(settings, clock, accounts=accounts)
         stack.push_async_callback(store.aclose)
         log.info("shared state: %s (%s)", store.kind, store.describe())
         observer = _observer(settings)
@@ -180,7 +202,29 @@ async def open_runtime(settings: Settings, clock: Clock | None = None) -> AsyncI
             stack.enter_context(serve_metrics(observer, settings.metrics_port))
         opening = Opening(settings, clock, store, stack, observer)
         upstreams = [await open_upstream(opening) for open_upstream in UPSTREAMS]
+        await _open_accounts(opening, accounts, upstreams)
         audit = open_audit(settings, clock)
         if audit is not None:
             stack.callback(audit.close)
-        yield Runtime(settings, clock, store, upstreams, metrics=observer, audit=audit)
+        names = tuple(account.name for account in accounts)
+        yield Runtime(settings, clock, store, upstreams, metrics=observer, audit=audit, accounts=names)
+
+
+async def _open_accounts(opening: Opening, accounts: Sequence[Account], upstreams: list[Upstream[Any]]) -> None:
+    """Open each team-file account's services with its own credentials, beside the default ones, under its name.
+
+    Each room opens an account exactly as it opens the environment's, so the account's token, gates, quota
+    book, caches and listings live under its own store prefix (its credential's fingerprint), shared with no
+    other account. Two names with the same credentials share one set of services.
+    """
+    for account in accounts:
+        own = replace(opening, settings=account.settings(opening.settings), name=account.name)
+        for upstream, open_upstream, sealed in zip(upstreams, UPSTREAMS, SECRETS, strict=True):
+            prefixes = sealed(own.settings)  # its store prefixes; none when the account has no such credential
+            known = [upstream.services[key] for key in prefixes if key in upstream.services]
+            if known:
+                upstream.add(known[0], name=account.name)
+            elif prefixes:
+                opened = await open_upstream(own)
+                if opened.default is not None:
+                    upstream.add(opened.services[opened.default], name=account.name)

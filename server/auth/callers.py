@@ -27,6 +27,7 @@ class Caller(AccessToken):
     policy: frozenset[str]  # the scopes the team file gives it: what tools/list shows
     confirm_words: int | None = None  # its own FLASHSNAP_CONFIRM_WORDS; None: the server's
     confirm_delete: bool | None = None  # its own FLASHSNAP_CONFIRM_DELETE; None: the server's
+    account: str | None = None  # the team file's upstream account its calls use; None: the default account
 
     @property
     def held(self) -> frozenset[str]:
@@ -47,7 +48,9 @@ def identify(token: AccessToken, team: Team, *, groups_claim: str = "groups") ->
     if entry is not None:
         name, label, policy = entry.name, entry.name, entry.policy
         confirm_words, confirm_delete = entry.confirm_words, entry.confirm_delete
+        account = entry.account
     else:
+        account = None
         name = f"{claims.get('iss', '')} {token.subject or token.client_id}".strip()
         label, policy = OTHER, team.default_policy
         confirm_words, confirm_delete = team.default_confirm_words, team.default_confirm_delete
@@ -59,6 +62,7 @@ def identify(token: AccessToken, team: Team, *, groups_claim: str = "groups") ->
         policy=policy,
         confirm_words=confirm_words,
         confirm_delete=confirm_delete,
+        account=account,
     )
 
 

@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from server.auth import scopes
 from server.errors import ConfigurationError
+from server.upstream.accounts import KEYS as ACCOUNT_KEYS
+from server.upstream.accounts import AccountEntry
 
 # A principal's name is a metrics label and a log field: short, printable, no spaces or quotes.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$"
@@ -68,10 +70,12 @@ class Entry(Limits):
     name: Name
     token_sha256: Hash | None = None
     match: Match | None = None
+    account: Name | None = None  # an `[accounts.<name>]` table; None: the default account (the environment's)
 
 
 class _File(_Strict):
     defaults: Limits = Limits()
+    accounts: dict[Name, AccountEntry] = {}
     principals: list[Entry] = []
 
 
@@ -85,6 +89,7 @@ class Principal:
     match: Mapping[str, str] = field(default_factory=dict)
     confirm_words: int | None = None
     confirm_delete: bool | None = None
+    account: str | None = None  # the upstream account its calls use; None: the default one
 
     def matches(self, claims: Mapping[str, Any], groups_claim: str = "groups") -> bool:
         """Whether an OAuth token's claims are this principal's: each given key equal, `groups` by membership."""
@@ -108,6 +113,7 @@ class Team:
     default_policy: frozenset[str] = frozenset(scopes.CALLING)
     default_confirm_words: int | None = None
     default_confirm_delete: bool | None = None
+    accounts: tuple[str, ...] = ()  # the names of its `[accounts.<name>]` tables (read by the runtime at start)
 
     @property
     def names(self) -> frozenset[str]:
@@ -158,6 +164,7 @@ def parse(text: str, *, where: str = "team file") -> Team:
     except ValidationError as exc:
         raise ConfigurationError(f"{where}: " + "; ".join(_problem(err, raw) for err in exc.errors())) from None
     _check_unique(checked.principals, where)
+    _check_routes(checked, where)
     given = checked.defaults.scopes
     default_policy = frozenset(given) if given is not None else NO_TEAM.default_policy
     return Team(
@@ -165,6 +172,7 @@ def parse(text: str, *, where: str = "team file") -> Team:
         default_policy=default_policy,
         default_confirm_words=checked.defaults.confirm_words,
         default_confirm_delete=checked.defaults.confirm_delete,
+        accounts=tuple(checked.accounts),
     )
 
 
@@ -177,7 +185,18 @@ def _principal(entry: Entry, default_policy: frozenset[str], defaults: Limits) -
         match=match,
         confirm_words=entry.confirm_words if entry.confirm_words is not None else defaults.confirm_words,
         confirm_delete=entry.confirm_delete if entry.confirm_delete is not None else defaults.confirm_delete,
+        account=entry.account,
     )
+
+
+def _check_routes(checked: _File, where: str) -> None:
+    for n, entry in enumerate(checked.principals):
+        if entry.account is not None and entry.account not in checked.accounts:
+            known = ", ".join(checked.accounts) or "none: add an [accounts.<name>] table"
+            raise ConfigurationError(
+                f"{where}: principals[{n}] ({entry.name}).account: no account {entry.account!r} "
+                f"(the accounts are {known})"
+            )
 
 
 def _check_unique(entries: Sequence[Entry], where: str) -> None:
@@ -199,14 +218,16 @@ def _check_unique(entries: Sequence[Entry], where: str) -> None:
 
 
 _KEYS = {
-    (): "defaults, principals",
+    (): "defaults, accounts, principals",
     ("defaults",): "scopes, confirm_words, confirm_delete",
-    ("principals",): "name, token_sha256, match, scopes, confirm_words, confirm_delete",
+    ("accounts",): ", ".join(ACCOUNT_KEYS),
+    ("principals",): "name, token_sha256, match, account, scopes, confirm_words, confirm_delete",
     ("match",): ", ".join(MATCH_KEYS),
 }
 _PATTERN_RULES = {
     "name": "must be 1-64 letters, digits or . _ @ + - (starting with a letter or digit)",
     "token_sha256": "must be 64 hex digits: the SHA-256 of the token (`flashsnap-mcp team token NAME` prints it)",
+    "account": "must name an account: 1-64 letters, digits or . _ @ + - (starting with a letter or digit)",
 }
 
 
@@ -221,6 +242,10 @@ def _problem(err: Any, raw: dict[str, Any]) -> str:
         return f"{place}: unknown key (the keys are {_KEYS.get(shape, '')})"
     if kind == "string_pattern_mismatch" and loc and loc[-1] in _PATTERN_RULES:
         return f"{place}: {_PATTERN_RULES[str(loc[-1])]}"
+    if kind == "string_pattern_mismatch" and loc[:1] == ("accounts",) and loc[-1] == "[key]":
+        return f"{place}: an account's name {_PATTERN_RULES['name']}"
+    if kind == "string_pattern_mismatch" and loc and str(loc[-1]).endswith("_env"):
+        return f"{place}: must be an environment variable's name (letters, digits, _), not its value"
     message = str(err["msg"]).removeprefix("Value error, ")
     return f"{place}: {message}"
 

@@ -9,7 +9,7 @@ import math
 import os
 import sys
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -29,6 +29,7 @@ from server.observe import logs
 from server.runtime import Runtime, open_runtime, open_state
 from server.state.store import Store
 from server.tooling import consent
+from server.upstream import accounts
 
 Status = Literal["ok", "warn", "fail", "skip"]
 MARKS: dict[Status, str] = {"ok": "ok", "warn": "warn", "fail": "FAIL", "skip": "-"}
@@ -400,13 +401,35 @@ async def run_checks(settings: Settings, clock: Clock | None = None) -> Report:
     probe = settings.model_copy(
         update={"state": "memory", "timeout_s": min(settings.timeout_s, 20.0), "audit_log": None}
     )
+    alone = probe.model_copy(update={"team_file": None})  # the environment's account; the team's are checked next
     with anyio.move_on_after(120) as scope:
-        async with open_runtime(probe, clock) as runtime:
+        async with open_runtime(alone, clock) as runtime:
             await _check_neuroflash(runtime, settings, report)
             await _check_neuralsnap(runtime, settings, report)
+        await _check_accounts(settings, alone, clock, report)
     if scope.cancelled_caught:
         report.add("check", "time", "fail", "the checks took longer than 120 s", "Check the network and the API URLs.")
     return report
+
+
+async def _check_accounts(settings: Settings, probe: Settings, clock: Clock, report: Report) -> None:
+    """The same checks for each `[accounts.<name>]` of the team file, with its own credentials, each finding's
+    item naming the account; nothing is spent (a token, the plan or one listing, as for the default account)."""
+    try:
+        found = accounts.from_team_file(settings.team_file)
+    except ConfigurationError as exc:
+        report.add("accounts", "team file", "fail", str(exc), "Fix the [accounts.<name>] table it names.")
+        return
+    for account in found:
+        own, alone = account.settings(settings), account.settings(probe)
+        checked = Report()
+        async with open_runtime(alone, clock) as runtime:
+            if own.neuroflash_configured:
+                await _check_neuroflash(runtime, own, checked)
+            if own.neuralsnap_api_key is not None:
+                await _check_neuralsnap(runtime, own, checked)
+        for finding in checked.findings:
+            report.findings.append(replace(finding, item=f"account {account.name}: {finding.item}"))
 
 
 def render(report: Report) -> str:

@@ -44,6 +44,8 @@ from server.state.opening import default_state_dir
 from server.state.sealing import readable
 from server.state.sqlite import FILENAME
 from server.state.store import Store
+from server.upstream import accounts as team_accounts
+from server.upstream.accounts import Account
 
 T = TypeVar("T")
 CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear screen: --watch redraws in place
@@ -105,6 +107,7 @@ async def gather(store: Store, clock: Clock) -> dict[str, Any]:
     for account in await accounts.listed(store):
         entry: dict[str, Any] = {
             "account": account.key,
+            "name": account.name or "default",  # the team file's [accounts.<name>], else the environment's
             "service": account.service,
             "api": account.api,
             "last_started": _when(account.seen_at),
@@ -196,7 +199,8 @@ def render(view: dict[str, Any]) -> str:
     if not view["accounts"]:
         lines.append("no accounts yet: no server has started with this state store")
     for a in view["accounts"]:
-        lines += ["", f"{a['service']}  {a['account']}  ({a['api']}, last started {a['last_started']})"]
+        named = f"account {_printable(a['name'])}  " if a.get("name") not in (None, "default") else ""
+        lines += ["", f"{a['service']}  {named}{a['account']}  ({a['api']}, last started {a['last_started']})"]
         if a.get("sealed"):
             lines.append("  sealed       token, quotas, plan: run with this account's credentials to read them")
         lines += _token_lines(a.get("token"))
@@ -312,6 +316,16 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _team_accounts(settings: Settings) -> Sequence[Account]:
+    """The team file's accounts whose credentials this environment holds too, so their documents open; an
+    account it cannot read is shown sealed, as any account of other credentials is (an operator command reads)."""
+    try:
+        return team_accounts.from_team_file(settings.team_file)
+    except ConfigurationError as exc:
+        print(f"status: the team file's accounts are shown sealed: {exc}", file=sys.stderr)  # noqa: T201
+        return ()
+
+
 async def open_shared(settings: Settings, clock: Clock, command: str) -> Store | None:
     """The state store the servers share, or None after saying on stderr why there is none (a directory no
     server has used, the memory store, a store that failed): an operator command never creates one.
@@ -325,7 +339,7 @@ async def open_shared(settings: Settings, clock: Clock, command: str) -> Store |
             print(f"{command}: no shared state at {database} (no server has run with this "  # noqa: T201
                   "FLASHSNAP_STATE_DIR)", file=sys.stderr)  # fmt: skip
             return None
-    store = await open_state(settings, clock, readers=(sandbox_reader(settings),))
+    store = await open_state(settings, clock, readers=(sandbox_reader(settings),), accounts=_team_accounts(settings))
     if not store.shared or store.degraded:
         problem = f": {store.problem}" if store.problem else ""
         print(f"{command}: no shared state to read ({store.kind}{problem})", file=sys.stderr)  # noqa: T201

@@ -327,11 +327,12 @@ class NeuroflashEmulator(EmulatedAPI):
         finish = "length" if len(words) >= max_words else "stop"
         model_name = f"{model['provider']}/{model['id']}"
         gen_id = "gen-" + uuid.uuid4().hex[:24]
+        client_id = self.state.token_client(request.headers.get("authorization", "").partition(" ")[2])
         if not body.get("stream"):
-            self.state.charge(workspace_id, len(words))
+            self.state.charge(workspace_id, len(words), client_id)
             return self._done("chat", JSONResponse(completion_body(gen_id, model_name, words, finish)))
         self.state.record("chat", 200)
-        stream = self._stream(workspace_id, gen_id, model_name, words, finish, cut_after, fault)
+        stream = self._stream(workspace_id, gen_id, model_name, words, finish, cut_after, fault, client_id)
         return StreamingResponse(stream, media_type="text/event-stream")
 
     def _invalid(self, problems: list[tuple[str, str]]) -> Response:
@@ -361,6 +362,7 @@ class NeuroflashEmulator(EmulatedAPI):
         finish: str,
         cut_after: int | None,
         fault: Fault | None = None,
+        client_id: str | None = None,
     ) -> AsyncIterator[bytes]:
         state = self.state
         completed = False
@@ -403,7 +405,7 @@ class NeuroflashEmulator(EmulatedAPI):
                     yield frame(chunk, framing)[:-1]  # its blank line never comes
                     return
                 yield (BOM if framing == "bom" and n == 0 else b"") + frame(chunk, framing)
-            state.charge(workspace_id, len(words))
+            state.charge(workspace_id, len(words), client_id)
             usage = usage_body(words)
             last = frame(
                 {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}], "usage": usage}, framing

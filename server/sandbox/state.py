@@ -88,6 +88,7 @@ class EmulatorState:
         # Bounded, so a sandbox that runs for days keeps flat memory.
         self.log: deque[RequestRecord] = deque(maxlen=100_000)
         self.words_charged = 0
+        self.words_by_client: Counter[str] = Counter()  # client id -> words charged to its tokens (this process's)
         self.streams_closed_early = 0
         self.streams_completed = 0
         self.pings_sent = 0  # keep-alive comments sent by stalled streams
@@ -281,7 +282,7 @@ class EmulatorState:
         """A quota with its daily count reset if a UTC midnight has passed since its last refresh."""
         return self._change_quota(workspace_id, usage_type, lambda _: None)
 
-    def charge(self, workspace_id: str, words: int) -> None:
+    def charge(self, workspace_id: str, words: int, client_id: str | None = None) -> None:
         def spend(quota: Quota) -> None:
             quota.used += words
             quota.used_daily += words
@@ -289,6 +290,14 @@ class EmulatorState:
         with self.lock:
             self._change_quota(workspace_id, "tokens", spend)
             self.words_charged += words
+            if client_id is not None:
+                self.words_by_client[client_id] += words
+
+    def token_client(self, token: str) -> str | None:
+        """The client id a token was issued to (in this process; None for one it did not issue)."""
+        with self.lock:
+            entry = self.tokens.get(token)
+            return entry[0] if entry is not None else None
 
     def _change_quota(self, workspace_id: str, usage_type: str, change: Callable[[Quota], None]) -> Quota:
         """Read-modify-write of one quota, its daily count refreshed first: in the world file, one transaction."""

@@ -18,6 +18,7 @@ class Account:
     service: str  # "neuroflash" or "neuralsnap"
     api: str  # the API's host, to tell accounts apart (no credential)
     seen_at: float  # when a server last opened it
+    name: str | None = None  # the team file's name for it ([accounts.<name>]); None: the environment's account
 
 
 async def register(store: Store, account: Account) -> None:
@@ -26,6 +27,8 @@ async def register(store: Store, account: Account) -> None:
     def add(doc: Doc | None) -> Change[None]:
         entries = {k: v for k, v in (doc or {}).items() if _seen_at(v) > account.seen_at - KEEP_S}
         entries[account.key] = {"service": account.service, "api": account.api, "seen_at": account.seen_at}
+        if account.name is not None:
+            entries[account.key]["name"] = account.name
         newest = sorted(entries, key=lambda k: _seen_at(entries[k]), reverse=True)[:MAX_ACCOUNTS]
         return Change(None, {k: entries[k] for k in newest}, KEEP_S)
 
@@ -45,7 +48,9 @@ async def listed(store: Store) -> list[Account]:
     for key, entry in ((await store.get(KEY)) or {}).items():
         if isinstance(entry, dict):
             try:
-                found.append(Account(key, str(entry["service"]), str(entry["api"]), float(entry["seen_at"])))
+                name = entry.get("name")
+                found.append(Account(key, str(entry["service"]), str(entry["api"]), float(entry["seen_at"]),
+                                     name=name if isinstance(name, str) else None))  # fmt: skip
             except (KeyError, TypeError, ValueError):
                 continue  # written by something else: skip it rather than misread it
     return sorted(found, key=lambda a: (a.service, a.key))

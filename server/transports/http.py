@@ -32,6 +32,7 @@ from server.transports.identity import ScopeCheck, authenticate, token_refused
 from server.transports.jsonrpc_guard import GuardedHTTP
 from server.transports.security import OPEN_PATHS, HTTPGuard, require_token_when_exposed
 from server.transports.sessions import evict_oldest_idle
+from server.upstream.accounts import has_default
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +121,10 @@ def build_http_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp
     if settings.transport == "streamable-http":
         inner = LenientAccept(inner, path="/mcp")  # JSON-only, stream-only and Accept-less clients are answered
     if verifier is not None:
-        # 403 for a call whose scope the principal lacks, counted in /metrics
-        inner = ScopeCheck(inner, mcp.tool_scopes, lambda: runtime[0].metrics if runtime else NO_METRICS, audit)
+        # 403 for a call whose scope the principal lacks, counted in /metrics, or that no account would serve
+        current = modes.team_of(team)
+        inner = ScopeCheck(inner, mcp.tool_scopes, lambda: runtime[0].metrics if runtime else NO_METRICS, audit,
+                           unrouted=lambda: bool(current().accounts) and not has_default(settings))  # fmt: skip
     guarded: ASGIApp = GuardedHTTP(
         Draining(inner, calls=mcp.in_flight),  # knows which requests are unanswered, for a shutdown to wait on
         read_timeout_s=settings.http_read_timeout_s,

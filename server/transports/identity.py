@@ -5,7 +5,8 @@ caller is known before a body is read); the SDK runs it again inside for its ses
 judges each JSON-RPC message from its body (the SDK then refuses an `Mcp-Name` header that disagrees): a
 `tools/call` needs its tool's scope, resources, prompts and completions need read, /metrics needs admin. A call
 without it gets HTTP 403 `insufficient_scope` naming the scope, which an OAuth client steps up from, where an
-`isError` result could only be read; nothing reaches an upstream.
+`isError` result could only be read; nothing reaches an upstream. A principal the team file routes to no
+account, while no default account is configured (`unrouted`), gets HTTP 403 for every call that would reach one.
 """
 
 from __future__ import annotations
@@ -106,9 +107,24 @@ def insufficient_scope(needed: str, caller: Caller, msg_id: object) -> JSONRespo
     return JSONResponse(body, status_code=403, headers={"WWW-Authenticate": challenge})
 
 
+def no_account(caller: Caller, msg_id: object) -> JSONResponse:
+    """HTTP 403 for a principal with no upstream account to spend: the JSON-RPC error says what to change."""
+    message = (
+        f"{caller.principal} has no upstream account: the team file gives it no `account` and the server has no "
+        "default account configured; nothing was done."
+    )
+    body = {"jsonrpc": "2.0", "id": msg_id, "error": {"code": FORBIDDEN, "message": message, "data": {}}}
+    return JSONResponse(body, status_code=403)
+
+
+def _never() -> bool:
+    return False
+
+
 class ScopeCheck:
     """ASGI middleware (inside the body guard, which parsed the message): 403 for a call whose scope the caller
-    does not hold."""
+    does not hold, or that no account of the caller's would serve (`unrouted()`: the team file has accounts and
+    the environment none, so a principal without `account` has nothing to call with)."""
 
     def __init__(
         self,
@@ -116,11 +132,13 @@ class ScopeCheck:
         tool_scopes: Mapping[str, str],
         observer: Callable[[], Observer] = lambda: NO_METRICS,
         audit: Audit = _no_audit,
+        unrouted: Callable[[], bool] = _never,
     ) -> None:
         self.app = app
         self._tool_scopes = tool_scopes
         self._observer = observer
         self._audit = audit
+        self._unrouted = unrouted
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         user = scope.get("user") if scope["type"] == "http" else None
@@ -140,5 +158,11 @@ class ScopeCheck:
                 tool = name if method == "tools/call" and isinstance(name, str) else None
                 audit.refused(caller.principal, str(method), tool, f"needs {needed}")
             await insufficient_scope(needed, caller, msg_id)(scope, receive, send)
+            return
+        if needed is not None and path not in PATH_SCOPES and caller.account is None and self._unrouted():
+            if (audit := self._audit()) is not None:
+                tool = name if method == "tools/call" and isinstance(name, str) else None
+                audit.refused(caller.principal, str(method), tool, "no account")
+            await no_account(caller, msg_id)(scope, receive, send)
             return
         await self.app(scope, receive, send)

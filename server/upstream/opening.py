@@ -1,9 +1,9 @@
 """What every upstream room opens the same way: the account key, the gate, the scheduled HTTP client, the index.
 
 Each room (`server/neuroflash/opening.py`, `server/neuralsnap/opening.py`) opens its own services with
-these parts and hands the runtime an `Upstream`: its services by account, the default first. One account
-per upstream today; the lookup by account is what lets several sit side by side, each with its own
-credentials, token, gate and quota book.
+these parts and hands the runtime an `Upstream`: its services by account, the default (the environment's
+credentials) first. The team file's accounts (`server/upstream/accounts.py`) sit beside it under their names,
+each with its own credentials, token, gate and quota book.
 """
 
 from __future__ import annotations
@@ -52,25 +52,43 @@ class Upstream(Generic[S]):
     kind: type[S]  # the service class: how the runtime finds this upstream
     title: str  # as a missing credential names the service, e.g. "NeuralSnap"
     needs: str  # the variables to set when it has no account, e.g. "NEURALSNAP_API_KEY"
-    services: dict[str, S] = field(default_factory=dict)
+    services: dict[str, S] = field(default_factory=dict)  # by store prefix, every account's
+    default: str | None = None  # the store prefix of the environment's account; None: it has none
+    named: dict[str, str] = field(default_factory=dict)  # the team file's account name -> its store prefix
 
-    def add(self, service: S) -> None:
-        """Offer `service` under its account (the first one added is the default)."""
-        self.services[service.account.account] = service
+    def add(self, service: S, name: str | None = None) -> None:
+        """Offer `service` under its account: the team file's account `name`, else the default one."""
+        key = service.account.account
+        self.services.setdefault(key, service)  # the same credentials under two names: one set of services
+        if name is None:
+            self.default = key
+        else:
+            self.named[name] = key
 
     def service(self, account: str | None = None) -> S:
-        """The service of `account`, or the default one.
+        """The service of `account` (a store prefix), or the default one.
 
         Raises:
             MissingCredential: no account is configured, or none is `account`.
         """
         if account is None:
-            default = next(iter(self.services.values()), None)
-            if default is not None:
-                return default
+            if self.default is not None:
+                return self.services[self.default]
         elif account in self.services:
             return self.services[account]
         raise MissingCredential(self.needs, self.title if account is None else f"{self.title} account {account}")
+
+    def named_service(self, name: str) -> S:
+        """The service of the team file's account `name`.
+
+        Raises:
+            MissingCredential: that account gives no credential for this upstream (the error names the account).
+        """
+        if name in self.named:
+            return self.services[self.named[name]]
+        keys = " and ".join(f"{variable.lower()}_env" for variable in self.needs.split(" and "))
+        raise MissingCredential(f"{keys} (or *_file) in the team file's [accounts.{name}]",
+                                f"{self.title} for account {name}")  # fmt: skip
 
 
 def account_key(settings: Settings, service: str, url: str, credential: str) -> str:
@@ -93,6 +111,7 @@ class Opening:
     store: Store
     stack: AsyncExitStack
     observer: Observer
+    name: str | None = None  # the team file's account these credentials are ([accounts.<name>]); None: the default
 
     async def gate(self, scope: str, keys: layout.AccountKeys, *, probe_first: bool) -> Gate:
         """The rate-limit gate of one credential, shared through the store by every process using it."""
@@ -127,5 +146,5 @@ class Opening:
     async def register(self, account: str, service: str, api_url: str) -> None:
         """List the account for `flashsnap-mcp status`, and name its credential in the metrics (a hash, no secret)."""
         self.observer.credential(service, fingerprint(account))
-        entry = accounts.Account(account, service, httpx2.URL(api_url).host, self.clock.now())
+        entry = accounts.Account(account, service, httpx2.URL(api_url).host, self.clock.now(), name=self.name)
         await accounts.register(self.store, entry)
