@@ -83,10 +83,11 @@ async def wait_exited(name: str, within_s: float = 30) -> dict[str, Any]:
             await anyio.sleep(0.1)
 
 
-async def wait_healthy(base_url: str, name: str, within_s: float = 60) -> dict[str, Any]:
-    """GET /healthz until it answers 200 (polled, bounded); fails at once if the container exits."""
+async def wait_healthy(base_url: str, name: str, token: str, within_s: float = 60) -> dict[str, Any]:
+    """GET /healthz with the bearer token (its details are for the operator) until it answers 200 (polled,
+    bounded); fails at once if the container exits."""
     with anyio.fail_after(within_s):
-        async with httpx2.AsyncClient(timeout=5) as http:
+        async with httpx2.AsyncClient(timeout=5, headers={"Authorization": f"Bearer {token}"}) as http:
             while True:
                 with contextlib.suppress(httpx2.TransportError):
                     answer = await http.get(f"{base_url}/healthz")

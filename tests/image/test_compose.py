@@ -112,7 +112,7 @@ def container(service: str) -> str:
 async def test_two_replicas_on_one_valkey_share_one_token_and_one_budget(tmp_path: Path) -> None:
     with compose_up(tmp_path) as (urls, token):
         for n, url in enumerate(urls, start=1):
-            health = await wait_healthy(url, container(f"flashsnap-{n}"), within_s=90)
+            health = await wait_healthy(url, container(f"flashsnap-{n}"), token, within_s=90)
             assert (health["status"], health["sandbox"], health["stateless"]) == ("ok", True, True)
             assert health["state"]["store"] == "redis"
             assert health["state"]["reachable"] is True

@@ -98,7 +98,7 @@ async def test_streamable_http_with_a_token_serves_refuses_and_stops_cleanly(har
         podman("run", "-d", "--name", name, "--label", LABEL, "-p", f"127.0.0.1:{port}:8000",
                "-e", "FLASHSNAP_HTTP_TOKEN", *flags(hardened), IMAGE, "--sandbox", "--transport", "streamable-http",
                env=env)  # fmt: skip
-        health = await wait_healthy(base, name)
+        health = await wait_healthy(base, name, token)
         assert health["status"] == "ok"
         assert (health["transport"], health["sandbox"], health["version"]) == ("streamable-http", True, VERSION)
         assert health["state"]["store"] == "sqlite"
