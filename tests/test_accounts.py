@@ -14,7 +14,8 @@ import pytest
 from mcp.shared.exceptions import MCPError
 
 from server.cli import status
-from server.cli.check import render, run_checks
+from server.cli.check import run_checks
+from server.cli.findings import render
 from server.clock import FakeClock
 from server.config import Settings
 from server.errors import ConfigurationError

@@ -9,7 +9,8 @@ from unittest.mock import ANY
 import pytest
 
 from server.cli import status
-from server.cli.check import Report, _check_tools, render, run_checks
+from server.cli.check import _check_tools, run_checks
+from server.cli.findings import Report, render
 from server.clock import FakeClock
 from server.config import Settings
 from server.runtime import open_runtime, open_state

@@ -9,15 +9,15 @@ import math
 import os
 import sys
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
-from typing import Any, Literal
+from dataclasses import asdict, replace
+from typing import Any
 
 import anyio
 
 from server import __version__
 from server.app import tool_selection  # the app factory is the one that knows the tools
 from server.cli.access import access
+from server.cli.findings import Finding, Report, duration, failed, render, when
 from server.cli.sandboxing import sandbox_environment
 from server.clock import Clock, SystemClock
 from server.config import Settings
@@ -31,64 +31,7 @@ from server.state.store import Store
 from server.tooling import consent
 from server.upstream import accounts
 
-Status = Literal["ok", "warn", "fail", "skip"]
-MARKS: dict[Status, str] = {"ok": "ok", "warn": "warn", "fail": "FAIL", "skip": "-"}
 MAX_QUOTA_LOOKUPS = 5  # one request each: enough for the accounts people have, bounded for those they don't
-
-
-@dataclass
-class Finding:
-    """One line of the report: what was tried, how it went, the facts, and the fix when it failed."""
-
-    service: str
-    item: str
-    status: Status
-    detail: str
-    fix: str | None = None
-    facts: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Report:
-    findings: list[Finding] = field(default_factory=list)
-
-    def add(self, *args: Any, **kwargs: Any) -> Finding:
-        finding = Finding(*args, **kwargs)
-        self.findings.append(finding)
-        return finding
-
-    @property
-    def ok(self) -> bool:
-        """Everything configured works, and something is configured."""
-        configured = [f for f in self.findings if f.service in ("neuroflash", "neuralsnap") and f.status != "skip"]
-        return bool(configured) and not any(f.status == "fail" for f in self.findings)
-
-
-# What a person fixes, by service and error code; the model-facing hint says what a model should do instead.
-FIXES: dict[tuple[str, str], str] = {
-    ("neuroflash", "upstream_unavailable"): "Check NEUROFLASH_TOKEN_URL / NEUROFLASH_API_URL and the network; "
-    "if they are right, neuroflash is down: try again later.",
-    ("neuralsnap", "upstream_unavailable"): "Check NEURALSNAP_API_URL and the network; "
-    "if they are right, NeuralSnap is down: try again later.",
-    ("neuroflash", "not_found"): "Check NEUROFLASH_TOKEN_URL / NEUROFLASH_API_URL: they point at the wrong place.",
-    ("neuralsnap", "not_found"): "Check NEURALSNAP_API_URL: it must end in /api/v1.",
-    ("neuroflash", "rate_limited"): "Wait for the rate-limit window to reset, then run the check again.",
-    ("neuralsnap", "rate_limited"): "The key's hourly limit is spent: wait for the reset, then run the check again.",
-}
-
-
-def _failed(report: Report, service: str, item: str, exc: FlashsnapError) -> None:
-    fix = FIXES.get((service, exc.code), exc.hint or None)
-    report.add(service, item, "fail", exc.message, fix, {"code": exc.code})
-
-
-def _duration(seconds: float) -> str:
-    minutes = round(seconds / 60)
-    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{max(1, minutes)} min"
-
-
-def _when(timestamp: float | None) -> str:
-    return "unknown" if timestamp is None else datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 async def _check_state(settings: Settings, clock: Clock, report: Report) -> None:
@@ -124,20 +67,20 @@ async def _check_neuroflash(runtime: Runtime, settings: Settings, report: Report
     try:
         await neuroflash.tokens.token()
     except FlashsnapError as exc:
-        _failed(report, service, "token", exc)
+        failed(report, service, "token", exc)
         return
     left, lifetime = neuroflash.tokens.validity() or (0.0, 0.0)
     report.add(
         service,
         "token",
         "ok",
-        f"token obtained for client {settings.neuroflash_client_id}, valid for {_duration(left)}",
+        f"token obtained for client {settings.neuroflash_client_id}, valid for {duration(left)}",
         facts={"expires_in_s": round(left), "lifetime_s": round(lifetime)},
     )
     try:
         workspaces, default = await neuroflash.list_workspaces()
     except FlashsnapError as exc:
-        _failed(report, service, "workspaces", exc)
+        failed(report, service, "workspaces", exc)
         return
     names = ", ".join(f"{w.name} ({w.id}){' [default]' if w.id == default else ''}" for w in workspaces)
     facts: dict[str, Any] = {"workspaces": [w.model_dump() for w in workspaces], "default": default}
@@ -180,7 +123,7 @@ async def _check_neuroflash(runtime: Runtime, settings: Settings, report: Report
         try:
             quotas = await neuroflash.client.quotas(workspace.id)
         except FlashsnapError as exc:
-            _failed(report, service, f"quota {workspace.name}", exc)
+            failed(report, service, f"quota {workspace.name}", exc)
             continue
         text = next((q for q in quotas if q.usage_type_key == TEXT_USAGE), None)
         if text is None:
@@ -221,7 +164,7 @@ async def _check_routes(neuroflash: NeuroflashService, workspace_id: str, settin
     try:
         path, tried = await neuroflash.client.find_chat_path()
     except FlashsnapError as exc:
-        _failed(report, service, "chat path", exc)
+        failed(report, service, "chat path", exc)
     else:
         facts: dict[str, Any] = {"chat_path": path, "tried": tried, "pinned": settings.neuroflash_chat_path}
         how = "pinned by NEUROFLASH_CHAT_PATH" if settings.neuroflash_chat_path else "found"
@@ -255,7 +198,7 @@ async def _check_routes(neuroflash: NeuroflashService, workspace_id: str, settin
             {"route_missing": exc.paths},
         )
     except FlashsnapError as exc:
-        _failed(report, service, "model list", exc)
+        failed(report, service, "model list", exc)
     else:
         usable = sum(1 for m in models if m.available)
         report.add(
@@ -292,7 +235,7 @@ async def _check_neuralsnap(runtime: Runtime, settings: Settings, report: Report
                 plan = kept[1]
                 _, total = await runtime.neuralsnap().recent(1)
     except FlashsnapError as exc:
-        _failed(report, service, "api key", exc)
+        failed(report, service, "api key", exc)
         return
     saved = "" if total is None else f", {total:,} snapshots saved"
     report.add(service, "api key", "ok", f"{kind} key accepted{saved}", facts={"key_kind": kind, "snapshots": total})
@@ -321,7 +264,7 @@ async def _rate_limit(runtime: Runtime, service: str, report: Report) -> None:
     if gate is None:
         return
     view = await gate.view()
-    facts = {"limit": view.limit, "remaining": view.remaining, "resets_at": _when(view.resets_at)}
+    facts = {"limit": view.limit, "remaining": view.remaining, "resets_at": when(view.resets_at)}
     if view.limit is None or view.remaining is None:
         report.add(service, "rate limit", "ok", "no rate-limit headers in the answers", facts=facts)
     elif view.remaining == 0:
@@ -329,7 +272,7 @@ async def _rate_limit(runtime: Runtime, service: str, report: Report) -> None:
             service,
             "rate limit",
             "warn",
-            f"0 of {view.limit:,} requests left until {_when(view.resets_at)}",
+            f"0 of {view.limit:,} requests left until {when(view.resets_at)}",
             "Calls wait for the reset (or fail with retry_after_s); a higher plan raises the limit.",
             facts,
         )
@@ -338,7 +281,7 @@ async def _rate_limit(runtime: Runtime, service: str, report: Report) -> None:
             service,
             "rate limit",
             "ok",
-            f"{view.remaining:,} of {view.limit:,} requests left until {_when(view.resets_at)}",
+            f"{view.remaining:,} of {view.limit:,} requests left until {when(view.resets_at)}",
             facts=facts,
         )
 
@@ -430,21 +373,6 @@ async def _check_accounts(settings: Settings, probe: Settings, clock: Clock, rep
                 await _check_neuralsnap(runtime, own, checked)
         for finding in checked.findings:
             report.findings.append(replace(finding, item=f"account {account.name}: {finding.item}"))
-
-
-def render(report: Report) -> str:
-    """A table a person reads: one line per check, the fix indented under it."""
-    rows = [(MARKS[f.status], f.service, f.item, f.detail, f.fix) for f in report.findings]
-    widths = [max(len(row[i] or "") for row in rows) for i in range(3)]
-    lines = []
-    for mark, service, item, detail, fix in rows:
-        lines.append(f"{mark:<{widths[0]}}  {service:<{widths[1]}}  {item:<{widths[2]}}  {detail}")
-        if fix:
-            lines.append(f"{'':<{widths[0] + widths[1] + widths[2] + 6}}fix: {fix}")
-    verdict = "everything configured works" if report.ok else "something needs fixing (see FAIL above)"
-    if not any(f.service in ("neuroflash", "neuralsnap") and f.status != "skip" for f in report.findings):
-        verdict = "no service is configured"
-    return "\n".join([*lines, "", f"flashsnap-mcp {__version__}: {verdict}"])
 
 
 @contextlib.contextmanager
