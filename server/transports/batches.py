@@ -42,6 +42,7 @@ from server.transports.jsonrpc_guard import (
     error,
     judge_parsed,
     refuse_batch,
+    replaying,
 )
 
 log = logging.getLogger(__name__)
@@ -280,17 +281,12 @@ class _Captured:
 
 def _replaying(body: bytes, gone: anyio.Event) -> Receive:
     """A `receive` that hands over `body`, then waits for the client to go (a batch shares one connection)."""
-    replayed = False
 
-    async def replay() -> Message:
-        nonlocal replayed
-        if not replayed:
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
+    async def until_gone() -> Message:
         await gone.wait()
         return {"type": "http.disconnect"}
 
-    return replay
+    return replaying(body, until_gone)
 
 
 def _answer_in(body: bytes, request_id: Any) -> dict[str, Any] | None:
