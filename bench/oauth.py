@@ -10,14 +10,12 @@ from __future__ import annotations
 import hmac
 import os
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from bench.overhead import quantile
+from bench.overhead import quantile, timed
 from bench.report import machine
 from server.auth.issuer import Issuer
 from server.auth.jwt import JWTVerifier
@@ -34,15 +32,6 @@ CALLS = int(os.environ.get("BENCH_CALLS", "300"))
 STATIC = "a-static-bearer-token-of-32-chars"
 
 
-async def timed(n: int, call: Callable[[], Awaitable[Any]]) -> list[float]:
-    times = []
-    for _ in range(n):
-        started = time.perf_counter()
-        await call()
-        times.append(time.perf_counter() - started)
-    return times
-
-
 async def verifier_alone(auth: AuthorizationServer) -> dict[str, list[float]]:
     resource = "http://127.0.0.1:9/mcp"
     clock = SystemClock()
@@ -56,8 +45,8 @@ async def verifier_alone(auth: AuthorizationServer) -> dict[str, list[float]]:
         return hmac.compare_digest(STATIC.encode(), STATIC.encode())
 
     return {
-        "static token compare": await timed(VERIFIES, compare),
-        "JWT access token, keys cached": await timed(VERIFIES, lambda: verifier.verify_token(token)),
+        "static token compare": await timed(VERIFIES, compare, warm=0),
+        "JWT access token, keys cached": await timed(VERIFIES, lambda: verifier.verify_token(token), warm=0),
     }
 
 

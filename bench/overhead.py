@@ -43,8 +43,9 @@ def bare(env: dict[str, str]) -> StdioServerParameters:
     return StdioServerParameters(command=sys.executable, args=[script], env=env)
 
 
-async def timed(n: int, call: Callable[[], Awaitable[Any]]) -> list[float]:
-    for _ in range(10):  # warm-up: tokens, connections, caches
+async def timed(n: int, call: Callable[[], Awaitable[Any]], *, warm: int = 10) -> list[float]:
+    """`n` calls' durations in seconds, after `warm` calls not counted (tokens, connections, caches)."""
+    for _ in range(warm):
         await call()
     times = []
     for _ in range(n):

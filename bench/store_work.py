@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
-import httpx2
 import redis
 from mcp import Client
 
@@ -32,8 +31,7 @@ from bench.shared import base_env
 from server.clock import SystemClock
 from server.sandbox import Emulator, EmulatorState
 from server.state.sqlite import FILENAME
-from tests.servers import free_port, valkey
-from tests.test_stdio import COMMAND, params
+from tests.servers import http_replica, valkey
 
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 IDLE_S = 10.0
@@ -90,28 +88,10 @@ async def _replicas(env: dict[str, str], n: int) -> AsyncIterator[list[Client]]:
         yield [await stack.enter_async_context(Client(f"{urls[s % n]}/mcp")) for s in range(max(12, n))]
 
 
-@contextlib.asynccontextmanager
-async def _replica(env: dict[str, str]) -> AsyncIterator[str]:
+def _replica(env: dict[str, str]) -> contextlib.AbstractAsyncContextManager[str]:
     """`tests.servers.http_replica`, given minutes to start: 32 Python processes starting at once on 2 loaded
-    cores take longer than the tests' 30 s."""
-    port = free_port()
-    command = [COMMAND, "--transport", "streamable-http", "--port", str(port), "--log-level", "WARNING"]
-    base = f"http://127.0.0.1:{port}"
-    async with await anyio.open_process(command, env={**(params().env or {}), **env}) as process:
-        try:
-            with anyio.fail_after(300):
-                async with httpx2.AsyncClient() as http:
-                    while True:
-                        with contextlib.suppress(httpx2.TransportError):
-                            if (await http.get(f"{base}/healthz")).status_code == 200:
-                                break
-                        assert process.returncode is None, "the replica exited during start-up"
-                        await anyio.sleep(0.2)
-            yield base
-        finally:
-            process.terminate()
-            with anyio.move_on_after(10):
-                await process.wait()
+    cores take longer than the tests' 30 s (and each asks less often meanwhile)."""
+    return http_replica(env, within_s=300, poll_s=0.2)
 
 
 async def warm(clients: list[Client]) -> None:

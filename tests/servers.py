@@ -102,22 +102,25 @@ def valkey(directory: Path, *, password: str | None = None) -> Iterator[Valkey]:
 
 
 @contextlib.asynccontextmanager
-async def http_replica(env: dict[str, str], *args: str) -> AsyncIterator[str]:
-    """A `flashsnap-mcp --transport streamable-http` subprocess; yields its base URL once /healthz answers."""
+async def http_replica(
+    env: dict[str, str], *args: str, within_s: float = 30, poll_s: float = 0.05
+) -> AsyncIterator[str]:
+    """A `flashsnap-mcp --transport streamable-http` subprocess; yields its base URL once /healthz answers (within
+    `within_s`, asked every `poll_s`)."""
     port = free_port()
     command = [COMMAND, "--transport", "streamable-http", "--port", str(port), "--log-level", "WARNING", *args]
     base = f"http://127.0.0.1:{port}"
     environ = {**(params().env or {}), **env}
     async with await anyio.open_process(command, env=environ, stdout=None, stderr=None) as process:
         try:
-            with anyio.fail_after(30):
+            with anyio.fail_after(within_s):
                 async with httpx2.AsyncClient() as http:
                     while True:
                         with contextlib.suppress(httpx2.TransportError):
                             if (await http.get(f"{base}/healthz")).status_code == 200:
                                 break
                         assert process.returncode is None, "the replica exited during start-up"
-                        await anyio.sleep(0.05)
+                        await anyio.sleep(poll_s)
             yield base
         finally:
             process.terminate()
