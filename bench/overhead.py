@@ -197,16 +197,21 @@ async def metrics_cost(env: dict[str, str]) -> dict[str, list[float]]:
     return await paired_cost({"metrics off": ours(env), "metrics on": ours({**env, "FLASHSNAP_METRICS_PORT": "0"})})
 
 
+def ratio_rows(calls: dict[str, list[float]], off: list[float]) -> list[str]:
+    """A table row per server: its p50 and p99 in ms, and each as a ratio to the `off` server's."""
+    return [
+        f"| {name} | {quantile(t, 50) * 1000:.2f} ms | {quantile(t, 99) * 1000:.2f} ms | "
+        f"{quantile(t, 50) / quantile(off, 50):.3f}× | {quantile(t, 99) / quantile(off, 99):.3f}× |"
+        for name, t in calls.items()
+    ]
+
+
 async def run_metrics() -> str:
     with Emulator(EmulatorState()) as emulator:
         env = {**os.environ, **emulator.environment(), "NEUROFLASH_WORKSPACE_ID": catalog.MARKETING_WORKSPACE}
         calls = await metrics_cost(env)
     off = calls["metrics off"]
-    rows = [
-        f"| {name} | {quantile(t, 50) * 1000:.2f} ms | {quantile(t, 99) * 1000:.2f} ms | "
-        f"{quantile(t, 50) / quantile(off, 50):.3f}× | {quantile(t, 99) / quantile(off, 99):.3f}× |"
-        for name, t in calls.items()
-    ]
+    rows = ratio_rows(calls, off)
     ratio = quantile(calls["metrics on"], 50) / quantile(off, 50)
     return "\n".join(
         [
@@ -384,11 +389,7 @@ async def run_audit() -> str:
         audited = {**env, "FLASHSNAP_AUDIT_LOG": f"{directory}/audit.jsonl", "FLASHSNAP_AUDIT_KEY": "b" * 64}
         calls = await paired_cost({"audit log off": ours(env), "audit log on": ours(audited)})
     off = calls["audit log off"]
-    rows = [
-        f"| {name} | {quantile(t, 50) * 1000:.2f} ms | {quantile(t, 99) * 1000:.2f} ms | "
-        f"{quantile(t, 50) / quantile(off, 50):.3f}× | {quantile(t, 99) / quantile(off, 99):.3f}× |"
-        for name, t in calls.items()
-    ]
+    rows = ratio_rows(calls, off)
     ratio = quantile(calls["audit log on"], 50) / quantile(off, 50)
     return "\n".join(
         [

@@ -3,12 +3,14 @@ changed file used without a restart, a bad new one refused with the old kept, SI
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import re
 import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -219,6 +221,18 @@ MODERN_HEADERS = {
 }
 
 
+@contextlib.contextmanager
+def serving_team(emulator: Emulator, clock: FakeClock, path: Path) -> Iterator[LoopbackServer]:
+    """flashsnap-mcp in tokens mode over stateless HTTP, reading the team file `path` (written with `TEAM` first)."""
+    path.write_text(TEAM)
+    environ = {**NO_QUESTIONS, **emulator.environment()}
+    settings = Settings.from_env(
+        environ, transport="streamable-http", auth="tokens", team_file=path, http_stateless=True
+    )
+    with LoopbackServer(build_http_app(settings, clock=clock), lifespan="on") as server:
+        yield server
+
+
 async def listed_as(http: httpx2.AsyncClient, url: str, name: str) -> int:
     answer = await http.post(f"{url}/mcp", json=MODERN_LIST, headers={**MODERN_HEADERS, **bearer(name)})
     return answer.status_code
@@ -228,12 +242,7 @@ async def test_a_changed_team_file_is_used_without_a_restart_and_a_bad_one_is_re
     emulator: Emulator, clock: FakeClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "team.toml"
-    path.write_text(TEAM)
-    environ = {**NO_QUESTIONS, **emulator.environment()}
-    settings = Settings.from_env(
-        environ, transport="streamable-http", auth="tokens", team_file=path, http_stateless=True
-    )
-    with LoopbackServer(build_http_app(settings, clock=clock), lifespan="on") as server:
+    with serving_team(emulator, clock, path) as server:
         async with httpx2.AsyncClient(timeout=30) as http:
             assert await listed_as(http, server.url, "carol") == 401
             path.write_text(TEAM + entry("carol"))  # carol joins; alice leaves below
@@ -355,12 +364,7 @@ async def test_a_bad_new_team_file_is_refused_and_the_one_in_use_kept(
     emulator: Emulator, clock: FakeClock, tmp_path: Path, caplog: pytest.LogCaptureFixture, text: str, named: str
 ) -> None:
     path = tmp_path / "team.toml"
-    path.write_text(TEAM)
-    environ = {**NO_QUESTIONS, **emulator.environment()}
-    settings = Settings.from_env(
-        environ, transport="streamable-http", auth="tokens", team_file=path, http_stateless=True
-    )
-    with LoopbackServer(build_http_app(settings, clock=clock), lifespan="on") as server:
+    with serving_team(emulator, clock, path) as server:
         async with httpx2.AsyncClient(timeout=30) as http:
             path.write_text(text)
             clock.advance(POLL_S)
