@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from mcp.server.auth.provider import TokenVerifier
 from mcp.server.caching import CacheableMethod, CacheHint
 from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
@@ -27,7 +26,6 @@ from pydantic import ValidationError
 
 import tools
 from server import __version__, sdk_seams
-from server.auth.modes import auth_settings
 from server.clock import Clock
 from server.config import Settings
 from server.features import changes, prompts, resources
@@ -121,14 +119,14 @@ def create_app(
     clock: Clock | None = None,
     shared: Callable[[], Runtime] | None = None,
     bus: SubscriptionBus | None = None,
-    verifier: TokenVerifier | None = None,
 ) -> FlashsnapServer:
     """A ready MCPServer; its lifespan opens the upstream clients once and closes them at exit.
 
     `shared` hands every session the one runtime an HTTP server opened for the whole process, so
     sessions share the token manager and the rate-limit gates instead of opening their own. `bus` carries
-    change notices to `subscriptions/listen` streams (default: within this process). `verifier` names each HTTP
-    request's principal (tokens and oauth modes): the SDK binds sessions and sealed questions to it.
+    change notices to `subscriptions/listen` streams (default: within this process). Who is calling over HTTP is settled
+    at the door (server/transports/identity.py), which puts the caller where the SDK reads it (`scope["user"]`,
+    `get_access_token()`): the SDK binds sessions and sealed questions to it without verifying the token again.
     """
 
     selection = tool_selection(settings)
@@ -160,8 +158,6 @@ def create_app(
         cache_hints=CACHE_HINTS,
         request_state_security=request_state_security(settings),
         subscriptions=notices.bus,
-        token_verifier=verifier,
-        auth=auth_settings(settings) if verifier is not None else None,
     )
     app.in_flight = InFlight()
     app.notices = notices

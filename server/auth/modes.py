@@ -17,7 +17,6 @@ from collections.abc import Callable
 from typing import Literal
 
 from mcp.server.auth.provider import TokenVerifier
-from mcp.server.auth.settings import AuthSettings
 
 from server.auth.callers import Identified
 from server.auth.jwt import oauth_verifier
@@ -107,18 +106,6 @@ def verifier_for(settings: Settings, team: TeamFile | None, clock: Clock) -> Tok
     if chosen == "oauth" and (tokens := oauth_verifier(settings, clock)) is not None:
         return Identified(tokens, current, groups_claim=settings.oauth_groups_claim)
     return None
-
-
-def auth_settings(settings: Settings) -> AuthSettings:
-    """What the SDK's bearer middleware is configured with: no required scopes (this server judges each call's
-    scope itself, so a token lacking one gets a 403 it can step up from, not a refusal of everything)."""
-    issuer = settings.oauth_issuer or "http://127.0.0.1"  # named tokens: the SDK needs a URL it never publishes
-    return AuthSettings(
-        issuer_url=issuer,
-        resource_server_url=None,
-        required_scopes=[],
-        validate_token_resource=False,
-    )
 
 
 def team_of(team: TeamFile | None) -> Callable[[], Team]:

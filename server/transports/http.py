@@ -65,7 +65,7 @@ def build_http_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp
 
         # Replicas on one Redis share change notices too: a listener here hears a snapshot made through another.
         bus = RedisBus(settings.redis_url.get_secret_value(), prefix=settings.redis_prefix)
-    mcp = create_app(settings, clock=clock, shared=lambda: runtime[0], bus=bus, verifier=verifier)
+    mcp = create_app(settings, clock=clock, shared=lambda: runtime[0], bus=bus)
     if bus is not None:
         bus.from_elsewhere(mcp.notices.heard_elsewhere, wanted=mcp.notices.announces)
     if settings.transport == "sse":

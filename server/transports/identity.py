@@ -1,12 +1,12 @@
 """Who is calling, at the HTTP door (tokens and oauth modes): 401 without a principal, 403 without the call's scope.
 
 `authenticate` puts the SDK's own bearer middleware in front of everything (so /metrics is covered too, and the
-caller is known before a body is read); the SDK runs it again inside for its session-owner binding. `ScopeCheck`
-judges each JSON-RPC message from its body (the SDK then refuses an `Mcp-Name` header that disagrees): a
-`tools/call` needs its tool's scope, resources, prompts and completions need read, /metrics needs admin. A call
+caller is known before a body is read), once per request: the SDK's session-owner binding reads the user it set.
+`ScopeCheck` judges each JSON-RPC message from its body (the SDK then refuses an `Mcp-Name` header that disagrees):
+a `tools/call` needs its tool's scope, resources, prompts and completions need read, /metrics needs admin. A call
 without it gets HTTP 403 `insufficient_scope` naming the scope, which an OAuth client steps up from, where an
-`isError` result could only be read; nothing reaches an upstream. A principal the team file routes to no
-account, while no default account is configured (`unrouted`), gets HTTP 403 for every call that would reach one.
+`isError` result could only be read; nothing reaches an upstream. A principal the team file routes to no account,
+while no default account is configured (`unrouted`), gets HTTP 403 for every call that would reach one.
 """
 
 from __future__ import annotations
