@@ -4,7 +4,8 @@ Two eras, two routes. A 2025-11-25 client with a stateful session (stdio, Stream
 `Mcp-Session-Id`, the legacy SSE transport) gets `notifications/resources/list_changed`: the caller on its
 own call's stream, before the result, and every other session of this process on its standalone channel.
 A 2026-07-28 client hears of it on its `subscriptions/listen` stream, through the server's `SubscriptionBus`
-(an in-process one, or one over Redis that every replica shares).
+(an in-process one, or one over Redis that every replica shares). Either way only the sessions and listeners of
+the account the change was made in are told (`server/state/events.py`): another account's listing did not change.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from server import sdk_seams
 from server.features import resources
 from server.runtime import Runtime
+from server.state.events import AccountBus, AccountListChanged, caller_account, reaches
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +50,18 @@ SEND_TIMEOUT_S = 5.0
 
 
 class Changes:
-    """The live handshake-era sessions of this server, and its subscription bus: where a change notice goes.
+    """The live handshake-era sessions of this server (each with its account), and its subscription bus: where a
+    change notice goes.
 
     Sessions are held weakly and forgotten when they close, and at most `limit` of them (the oldest goes),
     so the registry never keeps a session alive nor grows without bound.
     """
 
     def __init__(self, bus: SubscriptionBus, *, limit: int) -> None:
-        self.bus = bus
+        self.bus = AccountBus(bus)  # a listen stream hears its own account's changes only
         self._limit = limit
         self._sessions: weakref.WeakValueDictionary[int, Connection] = weakref.WeakValueDictionary()
+        self._accounts: dict[int, str] = {}  # each held session's account, settled when it initialized
         self._keys = itertools.count()
         self._senders: list[TaskGroup] = []
         self.claimed = False  # whether the capabilities say `resources.listChanged` (set with them)
@@ -79,9 +83,20 @@ class Changes:
             return
         key = next(self._keys)
         self._sessions[key] = connection
-        connection.exit_stack.callback(self._sessions.pop, key, None)
+        self._accounts[key] = caller_account()
+        connection.exit_stack.callback(self._forget, key)
         for oldest in list(self._sessions.keys())[: max(0, len(self._sessions) - self._limit)]:
-            self._sessions.pop(oldest, None)
+            self._forget(oldest)
+        for gone in self._accounts.keys() - self._sessions.keys():  # collected without closing: keep it bounded
+            self._accounts.pop(gone, None)
+
+    def _forget(self, key: int) -> None:
+        self._sessions.pop(key, None)
+        self._accounts.pop(key, None)
+
+    def _of(self, event: ServerEvent) -> list[Connection]:
+        """The held sessions `event` is for: those of its account."""
+        return [c for k, c in list(self._sessions.items()) if reaches(event, self._accounts.get(k, ""))]
 
     @asynccontextmanager
     async def sending(self) -> AsyncIterator[None]:
@@ -96,7 +111,8 @@ class Changes:
                 self._senders.remove(senders)
 
     async def resources_changed(self, ctx: Context[Any, Any]) -> None:
-        """Tell everyone that resources/list changed; never raises, never waits for sessions other than the caller.
+        """Tell everyone on the caller's account that resources/list changed; never raises, never waits for sessions
+        other than the caller.
 
         The caller's notice rides its own call's stream, so it arrives before the result even where the
         client has no standalone stream open (it is sent only on that stream, not twice).
@@ -105,11 +121,12 @@ class Changes:
         caller = sdk_seams.connection(request.session)
         if request.session.protocol_version not in MODERN_PROTOCOL_VERSIONS:
             await self._tell_caller(request)
-        others = [connection for connection in list(self._sessions.values()) if connection is not caller]
+        event = AccountListChanged(account=caller_account())
+        others = [connection for connection in self._of(event) if connection is not caller]
         if self._senders:
-            self._senders[-1].start_soon(self._publish_and_tell, others)
+            self._senders[-1].start_soon(self._publish_and_tell, event, others)
         else:  # outside a lifespan (not how the server runs): sent in line, each bounded
-            await self._publish_and_tell(others)
+            await self._publish_and_tell(event, others)
 
     def announces(self, event: ServerEvent) -> bool:
         """Whether this server tells its clients of `event`: only a changed resource list, and only where its
@@ -117,9 +134,10 @@ class Changes:
         return self.claimed and isinstance(event, ResourcesListChanged)
 
     async def heard_elsewhere(self, event: ServerEvent) -> None:
-        """Tell every session here of a change another replica made (its listeners here already heard it)."""
+        """Tell every session here on the change's account of a change another replica made (its listeners here
+        already heard it)."""
         if self.announces(event):
-            await self._tell_all(list(self._sessions.values()))
+            await self._tell_all(self._of(event))
 
     async def _tell_caller(self, request: ServerRequestContext[Any, Any]) -> None:
         with anyio.move_on_after(SEND_TIMEOUT_S):
@@ -130,10 +148,10 @@ class Changes:
             except Exception as exc:  # the client went away: its result will not arrive either
                 log.info("no change notice for the calling session: %r", exc)
 
-    async def _publish_and_tell(self, others: list[Connection]) -> None:
+    async def _publish_and_tell(self, event: AccountListChanged, others: list[Connection]) -> None:
         try:
             with anyio.fail_after(SEND_TIMEOUT_S):
-                await self.bus.publish(ResourcesListChanged())
+                await self.bus.publish(event)
         except Exception as exc:  # a shared bus that is down costs the listeners this notice, nothing more
             log.warning("change notice not published to listeners: %r", exc)
         await self._tell_all(others)
@@ -151,7 +169,7 @@ class Changes:
                 log.info("session gone, no change notice: %r", exc)
                 for key, held in list(self._sessions.items()):
                     if held is connection:
-                        self._sessions.pop(key, None)
+                        self._forget(key)
         if waited.cancelled_caught:
             log.info("a session took no change notice within %s s; skipped", SEND_TIMEOUT_S)
 

@@ -7,61 +7,26 @@ sent meanwhile (there is no replay, as the protocol has none): never a tool call
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
 import anyio
 import redis.asyncio as aioredis
 from anyio.abc import TaskGroup, TaskStatus
-from mcp.server.subscriptions import (
-    InMemorySubscriptionBus,
-    PromptsListChanged,
-    ResourcesListChanged,
-    ResourceUpdated,
-    ServerEvent,
-    ToolsListChanged,
-)
+from mcp.server.subscriptions import InMemorySubscriptionBus, ServerEvent
 from redis.exceptions import RedisError
 
 from server.backoff import full_jitter
+from server.state.events import decode, encode
 from server.state.redis import where
 
 log = logging.getLogger(__name__)
 
 PUBLISH_TIMEOUT_S = 2.0
-_KINDS: dict[str, type[ToolsListChanged | PromptsListChanged | ResourcesListChanged]] = {
-    "tools_list_changed": ToolsListChanged,
-    "prompts_list_changed": PromptsListChanged,
-    "resources_list_changed": ResourcesListChanged,
-}
-# What a replica of this server publishes; anything else on the channel was not sent by one, and is skipped.
-HEARD = frozenset({"resources_list_changed"})
 
 Elsewhere = Callable[[ServerEvent], Awaitable[None]]
-
-
-def encode(event: ServerEvent, origin: str) -> str:
-    """An event as it travels between replicas."""
-    if isinstance(event, ResourceUpdated):
-        return json.dumps({"origin": origin, "kind": "resource_updated", "uri": event.uri})
-    kind = next(name for name, cls in _KINDS.items() if isinstance(event, cls))
-    return json.dumps({"origin": origin, "kind": kind})
-
-
-def decode(raw: str | bytes) -> tuple[str, ServerEvent] | None:
-    """Who published an event, and the event; None for a message that is not one (it is skipped)."""
-    try:
-        message: Any = json.loads(raw)  # bytes: invalid UTF-8 is a ValueError here, not a dead subscription
-        origin, kind = str(message["origin"]), message["kind"]
-        if kind not in HEARD:
-            return None
-        return origin, _KINDS[kind]()
-    except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: JSON nested thousands deep
-        return None
 
 
 class RedisBus:
