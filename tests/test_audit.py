@@ -28,7 +28,7 @@ from server.clock import FakeClock
 from server.config import Settings
 from server.features.resources import SNAPSHOT
 from server.observe import otel_logs
-from server.observe.audit import AuditLog, rfc3339
+from server.observe.audit import AuditLog, rfc3339, writer_name
 from server.observe.audit_chain import KEYS, Keys
 from server.sandbox import Emulator, EmulatorState
 from server.sandbox.loopback import LoopbackServer
@@ -455,6 +455,25 @@ def test_a_worker_among_several_writes_a_file_of_its_own_even_with_the_path_free
     assert not log_path.exists()
     assert re.fullmatch(r"audit-\w+-\d+\.jsonl", writer.path.name)
     assert verify(writer.path).returncode == 0
+
+
+@pytest.mark.parametrize("several", [False, True], ids=["replicas", "workers"])
+def test_writers_that_share_a_host_name_and_process_id_each_keep_a_file_of_their_own(
+    log_path: Path, several: bool
+) -> None:
+    """Containers given one host name (compose's `hostname:`), each server process 1: the name `stem-<host>-<pid>`
+    is claimed by its lock like the path itself, so a third writer takes `-2` instead of sharing a chain."""
+    writers = [build_log(log_path, 3, several=several) for _ in range(4)]
+    for writer in writers:
+        writer.record(method="tools/call", tool="list_models", outcome="ok", principal="local", arguments={})
+        writer.close()
+    own = f"audit-{writer_name()}"
+    expected = ([] if several else ["audit.jsonl"]) + [f"{own}.jsonl", f"{own}-2.jsonl", f"{own}-3.jsonl"]
+    expected += [] if not several else [f"{own}-4.jsonl"]
+    assert [writer.path.name for writer in writers] == expected
+    for writer in writers:
+        assert len(records(writer.path)) == 4
+        assert verify(writer.path).returncode == 0
 
 
 def test_a_half_line_left_by_a_crash_is_named_and_the_records_after_it_stay_whole(log_path: Path) -> None:

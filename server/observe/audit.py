@@ -2,7 +2,8 @@
 
 One writer writes exactly `FLASHSNAP_AUDIT_LOG`. A process is one of several when `FLASHSNAP_WORKERS` is
 above 1, or when another process holds the lock beside the file (`PATH.lock`: another server on this host
-or, where the volume honours `flock`, on another); it then writes `stem-<host>-<pid>.suffix`, its own chain.
+or, where the volume honours `flock`, on another); it then writes `stem-<host>-<pid>.suffix`, its own chain,
+claimed by the same lock (replicas given one host name, each its server as process 1, add `-2`, `-3`, ...).
 Each record is one `write` of a whole line to a file opened with `O_APPEND`, so no reader sees a half line
 from this writer and no two writers ever share a file. A rotated file is renamed `stem.<UTC time>-<n>.suffix`
 and the new file's first record chains to its last one, so a set checks in name order.
@@ -51,6 +52,9 @@ def rfc3339(unix_s: float) -> str:
     return datetime.fromtimestamp(unix_s, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+MAX_WRITERS = 256  # writers of one audit path at once: workers and replicas, with room to spare
+
+
 def writer_name() -> str:
     """This process among several: its host and process id, in characters safe in a file name."""
     return re.sub(r"[^A-Za-z0-9_]+", "_", socket.gethostname()) + f"-{os.getpid()}"
@@ -85,6 +89,22 @@ def _claim(path: Path) -> int | None:
     return fd
 
 
+def _own_file(path: Path, *, several: bool) -> tuple[Path, int]:
+    """The file this writer alone writes, and the lock that says so: `path` unless another holds it (or this is one
+    of several workers), else `stem-<host>-<pid>`, else that with `-2`, `-3`, ... (containers may share both).
+
+    Raises:
+        OSError: every name up to `MAX_WRITERS` is held (a bound, so a broken lock cannot loop forever).
+    """
+    own = f"{path.stem}-{writer_name()}"
+    candidates = [path.with_name(f"{own}{'' if n == 1 else f'-{n}'}{path.suffix}") for n in range(1, MAX_WRITERS + 1)]
+    for candidate in candidates if several else [path, *candidates]:
+        fd = _claim(candidate)
+        if fd is not None:
+            return candidate, fd
+    raise OSError(f"audit log {path}: {MAX_WRITERS} writers hold its names already")
+
+
 class AuditLog:
     """Appends sealed records to this writer's file; `record` for a request served, `refused` for one refused."""
 
@@ -106,8 +126,7 @@ class AuditLog:
         self._max_bytes = max_bytes
         self._daily = daily
         self._mutex = threading.Lock()  # one line at a time from this process's threads
-        self._lock_fd = None if several else _claim(path)
-        self.path = path if self._lock_fd is not None else path.with_name(f"{path.stem}-{writer_name()}{path.suffix}")
+        self.path, self._lock_fd = _own_file(path, several=several)
         self._fd = self._open()
         tail = last_record(_tail(self.path)) or next(
             (r for r in (last_record(_tail(p)) for p in reversed(rotated_set(self.path))) if r), None
