@@ -3,7 +3,8 @@
 In sandbox mode (deploy/compose.sandbox.yaml) each replica embeds its own emulator, and the
 emulators act as one upstream through the sandbox world they share. What the replicas must do
 together, as the README promises for live replicas: one token request, and no upstream 429 even
-when more calls come than the rate-limit window allows (the surplus is refused before sending).
+when more calls come than the rate-limit window allows (the surplus is refused before sending);
+and each writes an audit file of its own on the one audit volume, one record per call, each verifying.
 
 Run by scripts/image.sh where podman-compose runs, with a local stand-in for the Valkey image
 (FLASHSNAP_TEST_VALKEY_IMAGE); skipped otherwise. The replicas are published on loopback ports only.
@@ -85,6 +86,7 @@ def compose_up(tmp_path: Path) -> Iterator[tuple[list[str], str]]:
         FLASHSNAP_IMAGE=IMAGE,
         VALKEY_IMAGE=VALKEY_IMAGE,
         VALKEY_PASSWORD=secrets.token_urlsafe(32),
+        FLASHSNAP_AUDIT_KEY=secrets.token_urlsafe(32),
         FLASHSNAP_ENV_FILE=str(env_file),
         FLASHSNAP_PORT_1=str(ports[0]),
         FLASHSNAP_PORT_2=str(ports[1]),
@@ -167,6 +169,14 @@ async def test_two_replicas_on_one_valkey_share_one_token_and_one_budget(tmp_pat
         # The upstream's own books, in the world the emulators share: one token issued, every snapshot stored.
         books = podman("exec", container("flashsnap-1"), "python3", "-c", WORLD_QUERY).split()
         assert books == ["1", str(len(saved))]
+
+        # The audit volume: a file per replica, a record per call (12 neuroflash calls, every snapshot call).
+        files = podman("exec", container("flashsnap-1"), "sh", "-c", "ls /var/log/flashsnap-mcp/*.jsonl").split()
+        assert len(files) == 2, files
+        lines = podman("exec", container("flashsnap-1"), "sh", "-c", "cat /var/log/flashsnap-mcp/*.jsonl")
+        assert len(lines.splitlines()) == 12 + calls
+        for file in files:  # the other replica checks each (one key, from deploy/.env); podman() wants exit 0
+            podman("exec", container("flashsnap-2"), "flashsnap-mcp", "audit", "verify", file)
 
 
 WORLD_QUERY = """
