@@ -392,14 +392,19 @@ async def test_metrics_and_status_name_each_principal(serve_team: ServeTeam, clo
     store = await open_state(Settings.from_env({}), clock)
     try:
         view = await status.gather(store, clock)
+        clock.advance(86_400)  # a UTC day later: today's counts start afresh, the last call is still named
+        next_day = await status.gather(store, clock)
     finally:
         await store.aclose()
     principals = view["principals"]
     assert set(principals) == {"alice"}  # reader's call never ran: the 403 came first
     assert principals["alice"]["calls"] == {"ok": 2}
-    shown = status.render(view).split("principals (tool calls by outcome)")[1]
+    shown = status.render(view).split("principals (tool calls today, UTC, by outcome)")[1]
     assert "alice" in shown
     assert "ok 2" in shown
+    assert next_day["principals"]["alice"]["calls"] == {}
+    assert next_day["principals"]["alice"]["last_call"] == principals["alice"]["last_call"]
+    assert "alice        none; last" in status.render(next_day)
 
 
 @pytest.mark.parametrize("name", ["alice", "reader"])

@@ -138,7 +138,7 @@ async def gather(store: Store, clock: Clock) -> dict[str, Any]:
         found.append(entry)
     principals = {
         label: None if seen is None else {**seen, "last_call": _when(seen["last_call"])}
-        for label, seen in (await activity.listed(store)).items()
+        for label, seen in (await activity.listed(store, now)).items()
     }
     return {"at": _when(now), "store": store.kind, "where": store.describe(), "accounts": found,
             "principals": principals}  # fmt: skip
@@ -218,10 +218,10 @@ def render(view: dict[str, Any]) -> str:
 
 
 def _principal_lines(principals: dict[str, dict[str, Any] | None]) -> list[str]:
-    """Who called (tokens, oauth modes): each principal's tool calls by outcome, and when it last called."""
+    """Who called (tokens, oauth modes): each principal's tool calls today by outcome, and when it last called."""
     if not principals:
         return []
-    lines = ["", "principals (tool calls by outcome)"]
+    lines = ["", "principals (tool calls today, UTC, by outcome)"]
     for label, seen in sorted(principals.items()):
         if seen is None:
             lines.append(f"  {_printable(label):<12} unreadable")
