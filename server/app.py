@@ -35,6 +35,7 @@ from server.tooling import arguments, trust
 from server.tooling.answers import BoundedErrors
 from server.tooling.audited import AuditTrail
 from server.tooling.calls import InFlight, error_result, tool_call
+from server.tooling.routing import OpenRoutedAccount
 from server.tooling.selection import Selection, ToolFilter, select
 
 _NO_MASK = SecretMask()
@@ -164,6 +165,7 @@ def create_app(
     app.tool_scopes = {spec.name: spec.scope for spec in tools.ALL}
     app.middleware.append(BoundedErrors())  # the outermost: every error below it is masked and bounded
     app.middleware.append(AuditTrail(resources.template_of))  # outside the filter: a refused call is recorded
+    app.middleware.append(OpenRoutedAccount())  # an account a reloaded team file routes the caller to
     app.middleware.append(trust.UpstreamText({spec.name: spec.quotes for spec in tools.ALL if spec.quotes}))
     app.middleware.append(ToolFilter(selection, prompts.PROMPT_NEEDS, resources.resource_needs, app.tool_scopes))
     prompts.register(app, selection)

@@ -10,6 +10,8 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar, cast
 
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
 from pydantic import SecretStr
 
 from server import context, known_secrets
@@ -62,6 +64,8 @@ class Runtime:
     metrics: Observer = NO_METRICS
     audit: AuditLog | None = None  # FLASHSNAP_AUDIT_LOG: one record per call, resource read and prompt
     accounts: tuple[str, ...] = ()  # the team file's accounts, by name, opened beside the default one
+    # Opens an account the team file gained since start (`open_account`); None where there is no team file.
+    _later: Callable[[str], Coroutine[Any, Any, None]] | None = None
 
     @functools.cached_property
     def mask(self) -> SecretMask:
@@ -107,6 +111,15 @@ class Runtime:
             MissingCredential: NEURALSNAP_API_KEY is not set.
         """
         return self.service(NeuralSnapService, account)
+
+    async def open_account(self, name: str) -> None:
+        """Open the team file's account `name` when a reloaded file routes someone to it and it is not open yet.
+
+        An account the file does not declare (or whose credentials cannot be read: logged, naming the variable
+        or file, never a value) stays closed, and the call that wanted it fails with `MissingCredential`.
+        """
+        if name not in self.accounts and self._later is not None:
+            await self._later(name)
 
     @property
     def gates(self) -> dict[str, Gate]:
@@ -207,7 +220,55 @@ async def open_runtime(settings: Settings, clock: Clock | None = None) -> AsyncI
         if audit is not None:
             stack.callback(audit.close)
         names = tuple(account.name for account in accounts)
-        yield Runtime(settings, clock, store, upstreams, metrics=observer, audit=audit, accounts=names)
+        runtime = Runtime(settings, clock, store, upstreams, metrics=observer, audit=audit, accounts=names)
+        if settings.team_file is not None:
+            # Where accounts added later live: each in a task of its own, which enters its services' contexts and
+            # leaves them at exit (a context entered in one task, a request's, cannot be left in another).
+            holders = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(holders.cancel_scope.cancel)  # first at exit: then the group waits for them to close
+            runtime._later = _opener(runtime, opening, holders)
+        yield runtime
+
+
+async def _hold(
+    opening: Opening, found: Sequence[Account], upstreams: list[Upstream[Any]], *, task_status: TaskStatus[None]
+) -> None:
+    """Open `found`'s services in this task and keep them open until the runtime closes (this task is cancelled)."""
+    async with AsyncExitStack() as own:
+        await _open_accounts(replace(opening, stack=own), found, upstreams)
+        task_status.started()
+        await anyio.sleep_forever()
+
+
+def _opener(runtime: Runtime, opening: Opening, holders: TaskGroup) -> Callable[[str], Coroutine[Any, Any, None]]:
+    """How `runtime` opens an account added to the team file while it runs: read the file's `[accounts]` again,
+    then open that one account exactly as at start (its seal, its secrets masked, its services held by a task)."""
+    lock = anyio.Lock()  # two first calls of a new account open it once
+    store = opening.store
+
+    async def later(name: str) -> None:
+        async with lock:
+            if name in runtime.accounts:
+                return
+            try:
+                found = team_accounts.from_team_file(runtime.settings.team_file, only=name)
+            except ConfigurationError as exc:
+                log.warning("account %s not opened: %s", name, exc)
+                return
+            if not found:
+                return
+            known_secrets.hold(*found[0].settings(runtime.settings).secrets)
+            if isinstance(store, SealedStore):
+                store.seal_also(seals(runtime.settings, found))
+            try:
+                await holders.start(functools.partial(_hold, opening, found, runtime.upstreams))
+            except Exception as exc:  # its call then fails as one to an unconfigured account does
+                log.warning("account %s not opened: %r", name, exc)
+                return
+            runtime.accounts = (*runtime.accounts, name)
+            log.info("account %s opened: the team file routes to it since it was reloaded", name)
+
+    return later
 
 
 async def _open_accounts(opening: Opening, accounts: Sequence[Account], upstreams: list[Upstream[Any]]) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from mcp.shared.exceptions import MCPError
 
+from server.auth.reloading import POLL_S
 from server.cli import status
 from server.cli.check import run_checks
 from server.cli.findings import render
@@ -109,6 +110,14 @@ async def client_as(url: str, name: str) -> AsyncIterator[Any]:
         yield client
 
 
+def read(path: Path) -> str:
+    return path.read_text()
+
+
+def write(path: Path, text: str) -> None:
+    path.write_text(text)
+
+
 def audit(tmp_path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
 
@@ -140,6 +149,32 @@ async def test_each_principal_spends_its_own_accounts_words(serve: Serve, state:
         assert secret not in text or secret in ("mkt-client", SALES["id"])  # client ids are not secrets
     assert "mkt-secret" not in text
     assert SALES["secret"] not in text
+
+
+async def test_an_account_added_to_the_team_file_while_it_runs_is_opened_for_whom_it_routes(
+    serve: Serve, team_file: Path, state: EmulatorState, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    whole = read(team_file)
+    sales = whole[whole.index("[accounts.sales]") : whole.index("[accounts.private]")]
+    dan = entry("dan", account="sales")
+    write(team_file, whole.replace(sales, "").replace(dan, ""))  # the team as it started: no sales yet
+    monkeypatch.setenv("BROKEN_NEURALSNAP_API_KEY", "")
+    broken = '[accounts.broken]\nneuralsnap_api_key_env = "BROKEN_NEURALSNAP_API_KEY"\n'
+    async with serve() as url:
+        async with client_as(url, "alice") as alice:
+            data(await alice.call_tool("generate", GENERATE))
+        write(team_file, broken + whole + entry("spender", account="broken"))  # sales and dan, and a bad account
+        clock.advance(POLL_S)  # the change is seen on the next use
+        async with client_as(url, "dan") as dan_client:
+            data(await dan_client.call_tool("generate", GENERATE))
+            data(await dan_client.call_tool("snapshot", SNAP))
+        async with client_as(url, "spender") as spender:
+            missing = error(await spender.call_tool("snapshot", SNAP))
+    assert state.words_by_client[SALES["id"]] == state.words_by_client["mkt-client"]  # dan spent sales' words
+    assert state.rate_window(SALES["key"]).used == 1
+    assert [s["brain_id"] for s in state.snapshots.values()] == ["brain-sales"]
+    assert missing["code"] == "missing_credential"  # its variable is blank: it stays closed, the call says so
+    assert "account broken" in missing["message"]
 
 
 async def test_an_account_of_one_upstream_serves_it_and_names_itself_for_the_other(

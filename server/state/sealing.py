@@ -121,6 +121,11 @@ class SealedStore:
 
         return await self.inner.update(key, sealed)
 
+    def seal_also(self, seals: dict[str, SecretStr]) -> None:
+        """Seal the documents of more scopes from now on: an account the team file gained while the server ran."""
+        for scope, secret in seals.items():
+            self._seals.setdefault(scope, Seal(secret))
+
     def can_open(self, key: str) -> bool:
         """Whether this server holds the secret the document at `key` is sealed with (or it is left plain)."""
         scope = sealing_scope(key)

@@ -158,8 +158,11 @@ def entries(raw: Any) -> dict[str, AccountEntry]:
     return {str(name): AccountEntry.model_validate(table) for name, table in raw.items()}
 
 
-def from_team_file(path: Path | None, environ: Mapping[str, str] | None = None) -> Sequence[Account]:
-    """Every account the team file at `path` declares, its credentials read; none without a file.
+def from_team_file(
+    path: Path | None, environ: Mapping[str, str] | None = None, *, only: str | None = None
+) -> Sequence[Account]:
+    """Every account the team file at `path` declares (or just the one named `only`), its credentials read; none
+    without a file.
 
     The team file's own check (`server/auth/team.py`) has refused a malformed table before this runs at start-up;
     this reads only the `[accounts]` part, so the runtime needs nothing above its floor.
@@ -174,4 +177,4 @@ def from_team_file(path: Path | None, environ: Mapping[str, str] | None = None) 
         checked = entries(raw)
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, ValueError, ValidationError) as exc:
         raise ConfigurationError(f"team file {path}: its accounts cannot be read ({type(exc).__name__})") from None
-    return tuple(read(name, entry, environ) for name, entry in checked.items())
+    return tuple(read(name, entry, environ) for name, entry in checked.items() if only in (None, name))
