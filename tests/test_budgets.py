@@ -1,0 +1,166 @@
+"""Per-principal budgets on the shared stocks (the team file's caps), through the MCP client over real HTTP in
+tokens mode: a cap reached is `budget_exhausted` with its period and nothing sent, another principal still goes,
+a new period starts afresh, and `check_quota`, the audit log and `/metrics` show what each spent."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server.clock import FakeClock
+from server.config import Settings
+from server.sandbox import Emulator, EmulatorState
+from server.sandbox.catalog import MARKETING_WORKSPACE
+from server.sandbox.loopback import LoopbackServer
+from server.transports.http import build_http_app
+from tests.conftest import NO_QUESTIONS
+from tests.results import data, error
+from tests.test_team import TOKENS, as_, entry
+from tests.transports import http_client
+
+# Ten words of prompt and 16 tokens: an estimate of 22 words (10 + 16 x 0.75), more than the emulator writes (16).
+PROMPT = "Write one short line about the sea for our new shop"
+GENERATE = {"model": "gpt-4.1-mini", "prompt": PROMPT, "max_tokens": 16, "workspace_id": MARKETING_WORKSPACE}
+ESTIMATE = 10 + 12
+CRYSTAL_TEXT = "A long conversation about the sea and the shop, " * 4  # 196 characters: 98 tokens at most
+SEARCH = {"query": "sea"}
+
+ServeTeam = Callable[..., AbstractAsyncContextManager[str]]
+
+
+def team(*entries: str, defaults: str = "") -> str:
+    scopes = '[defaults]\nscopes = ["flashsnap:read", "flashsnap:write", "flashsnap:spend"]\n'
+    return scopes + defaults + "".join(entries)
+
+
+@pytest.fixture
+def serve(emulator: Emulator, clock: FakeClock, tmp_path: Path) -> ServeTeam:
+    """`async with serve(team_text, **settings) as url`: tokens mode with that team file and an audit log."""
+
+    @asynccontextmanager
+    async def serving(text: str, **overrides: Any) -> AsyncIterator[str]:
+        path = tmp_path / "team.toml"
+        path.write_text(text)
+        environ = {**NO_QUESTIONS, **emulator.environment(), "FLASHSNAP_TOOLSETS": "all"}
+        settings = Settings.from_env(
+            environ, transport="streamable-http", auth="tokens", team_file=path, audit_log=tmp_path / "audit.jsonl",
+            audit_key="k" * 32, **overrides,
+        )  # fmt: skip
+        with LoopbackServer(build_http_app(settings, clock=clock), lifespan="on") as server:
+            yield server.url
+
+    return serving
+
+
+@asynccontextmanager
+async def as_principal(url: str, name: str) -> AsyncIterator[Any]:
+    async with http_client(url, "auto", http=as_(name)) as client:
+        yield client
+
+
+def next_start(period: str, now: float) -> datetime:
+    at = datetime.fromtimestamp(now, UTC)
+    if period == "day":
+        return datetime(at.year, at.month, at.day, tzinfo=UTC) + timedelta(days=1)
+    return datetime(at.year + at.month // 12, at.month % 12 + 1, 1, tzinfo=UTC)
+
+
+# (the cap, its value, the tool and its arguments, the emulator's route, the stock and period it names): every
+# budget a team file may set, each met through the tool that spends it.
+CAPS = [
+    ("words_per_day", 2 * ESTIMATE, "generate", GENERATE, "chat", "words", "day"),
+    ("words_per_month", 2 * ESTIMATE, "generate", GENERATE, "chat", "words", "month"),
+    ("searches_per_month", 2, "search_snapshots", SEARCH, "snapshot_search", "searches", "month"),
+    ("crystallize_tokens_per_month", 250, "crystallize", {"text": CRYSTAL_TEXT}, "crystallize", "crystallize", "month"),
+]
+
+
+@pytest.mark.parametrize(("cap", "value", "tool", "arguments", "route", "stock", "period"), CAPS)
+async def test_a_cap_reached_refuses_with_its_period_sends_nothing_and_leaves_others_alone(
+    serve: ServeTeam, state: EmulatorState, clock: FakeClock, tmp_path: Path,
+    cap: str, value: int, tool: str, arguments: dict[str, Any], route: str, stock: str, period: str,
+) -> None:  # fmt: skip
+    async with serve(team(entry("alice", **{cap: value}), entry("dan"))) as url:
+        async with as_principal(url, "alice") as alice:
+            served = 0
+            for _ in range(10):  # the cap lets a few through, never ten
+                before = state.count(route)
+                result = await alice.call_tool(tool, arguments)
+                if result.is_error:
+                    break
+                served += 1
+            refused = error(result)
+            assert state.count(route) == before  # 0 upstream requests for the refused call
+            report = data(await alice.call_tool("check_quota", {"workspace_id": MARKETING_WORKSPACE}))
+        async with as_principal(url, "dan") as dan:
+            for _ in range(served + 1):  # dan has no cap: he goes where alice was refused
+                data(await dan.call_tool(tool, arguments))
+        clock.advance((next_start(period, clock.now()) - datetime.fromtimestamp(clock.now(), UTC)).total_seconds())
+        async with as_principal(url, "alice") as alice:
+            data(await alice.call_tool(tool, arguments))  # a new period: the budget starts afresh
+    assert served >= 1
+    assert refused["code"] == "budget_exhausted"
+    assert (refused["scope"], refused["stock"], refused["period"]) == ("principal", stock, period)
+    assert refused["resets_at"] == next_start(period, clock.now() - 1).isoformat()
+    assert "reason" not in refused
+    row = next(b for b in report["budgets"] if (b["stock"], b["period"]) == (stock, period))
+    assert row["limit"] == value
+    assert 0 < row["spent"] <= value
+    assert row["held"] == 0
+    outcomes = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert [r["outcome"] for r in outcomes if r["principal"] == "alice" and r["tool"] == tool][served] == (
+        "budget_exhausted"
+    )
+
+
+async def test_generations_in_flight_of_zero_refuses_every_generation_with_nothing_sent(
+    serve: ServeTeam, state: EmulatorState
+) -> None:
+    async with serve(team(entry("alice", generations_in_flight=0), entry("dan"))) as url:
+        async with as_principal(url, "alice") as alice:
+            refused = error(await alice.call_tool("generate", GENERATE))
+        async with as_principal(url, "dan") as dan:
+            data(await dan.call_tool("generate", GENERATE))
+    assert (refused["code"], refused["stock"], refused["period"]) == ("budget_exhausted", "generations_in_flight", None)
+    assert state.count("chat") == 1  # dan's
+
+
+async def test_defaults_cap_every_principal_and_a_callers_own_key_replaces_them(
+    serve: ServeTeam, state: EmulatorState
+) -> None:
+    text = team(entry("alice"), entry("dan", searches_per_month=3), defaults="searches_per_month = 1\n")
+    async with serve(text) as url:
+        async with as_principal(url, "alice") as alice:
+            data(await alice.call_tool("search_snapshots", SEARCH))
+            assert error(await alice.call_tool("search_snapshots", SEARCH))["stock"] == "searches"
+        async with as_principal(url, "dan") as dan:
+            for _ in range(3):
+                data(await dan.call_tool("search_snapshots", SEARCH))
+            assert error(await dan.call_tool("search_snapshots", SEARCH))["code"] == "budget_exhausted"
+    assert state.count("snapshot_search") == 4
+
+
+async def test_metrics_show_what_each_principal_spent(serve: ServeTeam, state: EmulatorState) -> None:
+    text = team(entry("alice", words_per_day=1000), entry("ops", "flashsnap:read", "flashsnap:admin"))
+    async with serve(text) as url:
+        async with as_principal(url, "alice") as alice:
+            words = data(await alice.call_tool("generate", GENERATE))["words_used"]
+            data(await alice.call_tool("search_snapshots", SEARCH))
+        async with as_("ops") as http:
+            metrics = (await http.get(f"{url}/metrics")).text
+    assert f'flashsnap_principal_spent_total{{principal="alice",stock="words"}} {float(words)}' in metrics
+    assert 'flashsnap_principal_spent_total{principal="alice",stock="searches"} 1.0' in metrics
+    assert TOKENS["alice"] not in metrics
+
+
+async def test_without_a_named_caller_nothing_is_counted_or_capped(connect: Any, state: EmulatorState) -> None:
+    """Over the in-memory transport (as stdio) nobody is named: generate goes, check_quota lists no budgets."""
+    async with connect() as client:
+        data(await client.call_tool("generate", GENERATE))
+        assert data(await client.call_tool("check_quota", {"workspace_id": MARKETING_WORKSPACE}))["budgets"] == []
