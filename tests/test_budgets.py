@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from server.auth import team as teams
+from server.cli import status
 from server.clock import FakeClock
 from server.config import Settings
 from server.sandbox import Emulator, EmulatorState
@@ -21,6 +23,7 @@ from server.sandbox.loopback import LoopbackServer
 from server.transports.http import build_http_app
 from tests.conftest import NO_QUESTIONS
 from tests.results import data, error
+from tests.test_readme_samples import README
 from tests.test_team import TOKENS, as_, entry
 from tests.transports import http_client
 
@@ -146,7 +149,9 @@ async def test_defaults_cap_every_principal_and_a_callers_own_key_replaces_them(
     assert state.count("snapshot_search") == 4
 
 
-async def test_metrics_show_what_each_principal_spent(serve: ServeTeam, state: EmulatorState) -> None:
+async def test_metrics_and_status_show_what_each_principal_spent(
+    serve: ServeTeam, emulator: Emulator, clock: FakeClock, tmp_path: Path
+) -> None:
     text = team(entry("alice", words_per_day=1000), entry("ops", "flashsnap:read", "flashsnap:admin"))
     async with serve(text) as url:
         async with as_principal(url, "alice") as alice:
@@ -154,6 +159,20 @@ async def test_metrics_show_what_each_principal_spent(serve: ServeTeam, state: E
             data(await alice.call_tool("search_snapshots", SEARCH))
         async with as_("ops") as http:
             metrics = (await http.get(f"{url}/metrics")).text
+    # `flashsnap-mcp status`, reading the store the server shared, with the team file for the caps
+    settings = Settings.from_env(emulator.environment(), team_file=tmp_path / "team.toml")
+    store = await status.open_shared(settings, clock, "status")
+    assert store is not None
+    try:
+        view = await status.gather(store, clock, teams.load(tmp_path / "team.toml"))
+    finally:
+        await store.aclose()
+    alices = [(a["service"], row) for a in view["accounts"] for row in a["budgets"].get("alice", [])]
+    shown = {(service, row["stock"], row["period"]): (row["spent"], row["limit"]) for service, row in alices}
+    assert shown[("neuroflash", "words", "day")] == (words, 1000)
+    assert shown[("neuroflash", "words", "month")] == (words, None)
+    assert shown[("neuralsnap", "searches", "month")] == (1, None)
+    assert f"budget       alice: words {words}/1000 today" in status.render(view)
     assert f'flashsnap_principal_spent_total{{principal="alice",stock="words"}} {float(words)}' in metrics
     assert 'flashsnap_principal_spent_total{principal="alice",stock="searches"} 1.0' in metrics
     assert TOKENS["alice"] not in metrics
@@ -164,3 +183,19 @@ async def test_without_a_named_caller_nothing_is_counted_or_capped(connect: Any,
     async with connect() as client:
         data(await client.call_tool("generate", GENERATE))
         assert data(await client.call_tool("check_quota", {"workspace_id": MARKETING_WORKSPACE}))["budgets"] == []
+
+
+def test_the_readme_budgets_example_is_a_valid_team_file() -> None:
+    text = README.read_text().split("### Budgets per principal", 1)[1]
+    team = teams.parse(text.split("```toml\n", 1)[1].split("```", 1)[0])
+    alice, bot = team.principals
+    assert (alice.caps.words_per_day, alice.caps.words_per_month, alice.caps.generations_in_flight) == (
+        20000,
+        200000,
+        2,
+    )
+    assert alice.weight == 3
+    assert (bot.caps.words_per_day, bot.caps.searches_per_month, bot.caps.crystallize_tokens_per_month) == (
+        5000, 500, 100000,
+    )  # fmt: skip
+    assert bot.weight == 1
