@@ -15,10 +15,12 @@ from typing import Any
 import anyio
 import pytest
 
+from server.auth import budgets
 from server.auth import team as teams
 from server.cli import status
 from server.clock import FakeClock
 from server.config import Settings
+from server.runtime import open_state
 from server.sandbox import Emulator, EmulatorState
 from server.sandbox.catalog import MARKETING_WORKSPACE
 from server.sandbox.loopback import LoopbackServer
@@ -27,6 +29,7 @@ from tests.conftest import NO_QUESTIONS
 from tests.results import data, error
 from tests.servers import http_replica, valkey
 from tests.test_readme_samples import README
+from tests.test_store_writer import keys_of, plant, writer
 from tests.test_team import TOKENS, as_, entry
 from tests.transports import http_client
 
@@ -245,3 +248,50 @@ async def test_two_replicas_racing_on_the_last_words_of_a_cap_overspend_by_at_mo
     assert all(o["words_used"] <= ESTIMATE for o in served)
     assert live.state.words_charged <= cap
     assert live.state.count("chat") == len(served)  # a refused call sent nothing
+
+
+async def test_a_hold_left_by_a_process_that_died_runs_out_and_the_budget_comes_back(
+    serve: ServeTeam, emulator: Emulator, clock: FakeClock, state: EmulatorState
+) -> None:
+    """A process that died mid-call never settles: its hold (written here as the server writes one, sealed, into
+    the shared store) blocks the cap only until the longest a call may run."""
+    cap = 2 * ESTIMATE
+    async with serve(team(entry("alice", words_per_day=cap))) as url:
+        store = await open_state(Settings.from_env(emulator.environment()), clock)
+        try:
+            key = keys_of(emulator).neuroflash.budget("alice")
+            caps = teams.Caps(words_per_day=cap)
+            until = clock.now() + 700.0
+            left = await budgets.admit(store, key, caps, budgets.Ask("words", cap), clock.now(), hold=("dead", until))
+            assert left is None
+        finally:
+            await store.aclose()
+        async with as_principal(url, "alice") as alice:
+            held = error(await alice.call_tool("generate", GENERATE))
+            clock.advance(701.0)
+            data(await alice.call_tool("generate", GENERATE))
+    assert (held["code"], held["period"]) == ("budget_exhausted", "day")
+    assert "held by calls under way" in held["message"]
+    assert state.count("chat") == 1
+
+
+async def test_a_budget_or_share_planted_by_a_store_writer_refuses_nobody(
+    serve: ServeTeam, emulator: Emulator, clock: FakeClock, state: EmulatorState, state_dir: Path
+) -> None:
+    """Budgets and shares are sealed under the account's secret: one written without it reads as absent."""
+    keys = keys_of(emulator).neuroflash
+    now = clock.now()
+    spent = {"periods": {"day": budgets.day_of(now), "month": budgets.month_of(now)},
+             "spent": {"words:day": 10**9, "words:month": 10**9}, "held": {}, "weight": 1}  # fmt: skip
+    nothing = {"day": {"id": budgets.day_of(now), "caps": {"alice": 0}}}
+    async with serve(team(entry("alice", words_per_day=1000))) as url:
+        async with writer({}, state_dir, clock) as raw:
+            await plant(raw, keys.budget("alice"), spent)
+            await plant(raw, keys.shares(MARKETING_WORKSPACE), nothing)
+        async with as_principal(url, "alice") as alice:
+            data(await alice.call_tool("generate", GENERATE))
+            report = data(await alice.call_tool("check_quota", {"workspace_id": MARKETING_WORKSPACE}))
+    row = next(b for b in report["budgets"] if (b["stock"], b["period"]) == ("words", "day"))
+    assert row["spent"] < 1000
+    assert row["share"] is None
+    assert state.count("chat") == 1

@@ -148,12 +148,15 @@ async def admit(
         StoreUnavailable: the store failed (the fallback store never does).
     """
 
+    if hold is None:  # only a look: a read, no write transaction
+        return judge(fresh(await store.get(key), now), caps, ask, shares or {})
+    hold_id, until = hold
+
     def step(doc: Doc | None) -> Change[Refusal | None]:
         now_doc = fresh(doc, now)
         refused = judge(now_doc, caps, ask, shares or {})
-        if refused is not None or hold is None:
+        if refused is not None:
             return Change(refused, KEEP)
-        hold_id, until = hold
         now_doc["held"][hold_id] = {"stock": ask.stock, "amount": ask.amount, "generation": ask.generation,
                                     "until": until}  # fmt: skip
         now_doc["weight"] = weight
