@@ -295,3 +295,24 @@ async def test_a_budget_or_share_planted_by_a_store_writer_refuses_nobody(
     assert row["spent"] < 1000
     assert row["share"] is None
     assert state.count("chat") == 1
+
+
+TWINS = {"twin_ids": ["tw-lena-21", "tw-petra-52"], "question": "Would you click 'Ship small, ship often'?"}
+
+
+@pytest.mark.parametrize(
+    ("cap", "stock", "period"),
+    [("words_per_day", "words", "day"), ("words_per_month", "words", "month"),
+     ("generations_in_flight", "generations_in_flight", None)],
+)  # fmt: skip
+async def test_a_twin_chat_answers_to_the_words_budgets_too(
+    serve: ServeTeam, state: EmulatorState, cap: str, stock: str, period: str | None
+) -> None:
+    """neuroflash reports no words for a twin chat: it holds one word and one generation while it runs."""
+    async with serve(team(entry("alice", **{cap: 0}), entry("dan"))) as url:
+        async with as_principal(url, "alice") as alice:
+            refused = error(await alice.call_tool("ask_twins", TWINS))
+        async with as_principal(url, "dan") as dan:
+            data(await dan.call_tool("ask_twins", TWINS))
+    assert (refused["code"], refused["stock"], refused["period"]) == ("budget_exhausted", stock, period)
+    assert state.count("twin_group_chat") == 1  # dan's
