@@ -316,3 +316,17 @@ async def test_a_twin_chat_answers_to_the_words_budgets_too(
             data(await dan.call_tool("ask_twins", TWINS))
     assert (refused["code"], refused["stock"], refused["period"]) == ("budget_exhausted", stock, period)
     assert state.count("twin_group_chat") == 1  # dan's
+
+
+async def test_a_budget_refusal_comes_before_any_question_to_the_user(serve: ServeTeam, state: EmulatorState) -> None:
+    """A generation large enough to ask first, by a principal whose budget cannot pay for it: refused at once,
+    never asked about (a client that cannot ask would otherwise get confirmation_required)."""
+    large = {**GENERATE, "max_tokens": 2000}  # 1,510 words at most: above the 1,000 that ask first
+    async with serve(team(entry("alice", words_per_day=1200), entry("dan")), confirm_words=1000) as url:
+        async with as_principal(url, "alice") as alice:
+            refused = error(await alice.call_tool("generate", large))
+        async with as_principal(url, "dan") as dan:
+            asked = error(await dan.call_tool("generate", large))
+    assert (refused["code"], refused["period"]) == ("budget_exhausted", "day")
+    assert asked["code"] == "confirmation_required"  # the same call by someone whose budget allows it asks
+    assert state.count("chat") == 0
