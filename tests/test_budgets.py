@@ -24,6 +24,7 @@ from server.runtime import open_state
 from server.sandbox import Emulator, EmulatorState
 from server.sandbox.catalog import MARKETING_WORKSPACE
 from server.sandbox.loopback import LoopbackServer
+from server.sandbox.records import Fault
 from server.transports.http import build_http_app
 from tests.conftest import NO_QUESTIONS
 from tests.results import data, error
@@ -34,7 +35,7 @@ from tests.test_team import TOKENS, as_, entry
 from tests.transports import http_client
 
 # Ten words of prompt and 16 tokens: an estimate of 22 words (10 + 16 x 0.75), more than the emulator writes (16).
-PROMPT = "Write one short line about the sea for our new shop"
+PROMPT = "Write one short line about the sea for our shop"
 GENERATE = {"model": "gpt-4.1-mini", "prompt": PROMPT, "max_tokens": 16, "workspace_id": MARKETING_WORKSPACE}
 ESTIMATE = 10 + 12
 CRYSTAL_TEXT = "A long conversation about the sea and the shop, " * 4  # 196 characters: 98 tokens at most
@@ -330,3 +331,23 @@ async def test_a_budget_refusal_comes_before_any_question_to_the_user(serve: Ser
     assert (refused["code"], refused["period"]) == ("budget_exhausted", "day")
     assert asked["code"] == "confirmation_required"  # the same call by someone whose budget allows it asks
     assert state.count("chat") == 0
+
+
+# (the upstream's failure, what it leaves counted): a refusal spent nothing; one that may have run counts the estimate
+FAILURES = [
+    (Fault(status=400), "invalid_request", 0),
+    (Fault(status=502), "upstream_unavailable", ESTIMATE),
+    (Fault(cut_after_chunks=1), "incomplete_stream", ESTIMATE),
+]
+
+
+@pytest.mark.parametrize(("fault", "code", "counted"), FAILURES, ids=[f[1] for f in FAILURES])
+async def test_a_failed_generation_gives_its_hold_back_or_counts_its_estimate(
+    serve: ServeTeam, state: EmulatorState, fault: Fault, code: str, counted: int
+) -> None:
+    async with serve(team(entry("alice", words_per_day=1000))) as url, as_principal(url, "alice") as alice:
+        state.inject("chat", fault)
+        assert error(await alice.call_tool("generate", GENERATE))["code"] == code
+        report = data(await alice.call_tool("check_quota", {"workspace_id": MARKETING_WORKSPACE}))
+    row = next(b for b in report["budgets"] if (b["stock"], b["period"]) == ("words", "day"))
+    assert (row["spent"], row["held"]) == (counted, 0)

@@ -19,7 +19,7 @@ from server import context
 from server.auth import budgets, callers, shares
 from server.auth.budgets import Ask, Refusal
 from server.auth.callers import Caller
-from server.errors import BudgetExhausted, MissingCredential
+from server.errors import BudgetExhausted, FlashsnapError, MissingCredential
 from server.neuroflash.quota import TEXT_USAGE, judge
 from server.state.layout import AccountKeys
 from server.tooling.spec import Cost, ToolContext, runtime
@@ -121,6 +121,7 @@ async def held(ctx: ToolContext, cost: Cost, estimate: int, *, workspace_id: str
 
     Raises:
         BudgetExhausted: as `check`, judged again in the same atomic step that holds the estimate.
+        FlashsnapError: what the block raised, once the hold is settled.
     """
     shared = runtime(ctx)
     settings = shared.settings
@@ -136,8 +137,10 @@ async def held(ctx: ToolContext, cost: Cost, estimate: int, *, workspace_id: str
     try:
         yield spend
         charged = spend.reported if spend.reported is not None else ask.amount
-    except Exception as exc:
-        charged = ask.amount if getattr(exc, "maybe_processed", not hasattr(exc, "code")) else 0
+    except FlashsnapError as exc:
+        # An upstream's refusal spent nothing; a failure that may have been processed counts the estimate (as does
+        # a crash or a cut, which leave `charged` as it was).
+        charged = ask.amount if getattr(exc, "maybe_processed", False) else 0
         raise
     finally:
         with anyio.CancelScope(shield=True):  # a cancelled call still lets go of its hold
