@@ -83,7 +83,6 @@ CASES = {
     "exactly 20 % left is not scarce": Case((1, 1), {"limit_daily": 10_000, "used_daily": 8_000}, "day", (None, None)),
     "weights 1 to 4": Case((1, 4), {"limit_daily": 10_000, "used_daily": 9_000}, "day", (200, 800)),
     "the month": Case((1, 1), {"used": 161_000}, "month", (19_500, 19_500)),
-    "not yet scarce": Case((1, 1), {"limit_daily": 10_000, "used_daily": 7_999}, "day", (None, None)),
     "threshold 0 turns it off": Case(
         (1, 1), {"limit_daily": 10_000, "used_daily": 9_900}, "day", (None, None), env={"share_below": 0}
     ),
