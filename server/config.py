@@ -99,6 +99,11 @@ class Settings(BaseModel):
         default=30.0, ge=0, description="how long a call may wait for a rate limit before it fails"
     )
     max_concurrent_generations: int = Field(default=4, ge=1, description="generations at once per workspace")
+    share_below: float = Field(
+        default=0.2, ge=0, lt=1,
+        description="once a workspace's daily or monthly words fall below this fraction of the limit, what is left "
+        "is shared among the principals who spent in that period, by weight (0: never)",
+    )  # fmt: skip
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="DEBUG, INFO, WARNING or ERROR (logs go to stderr)"
     )

@@ -6,6 +6,7 @@ FlashsnapError                   what happened, what to do, request id, retry ti
 ├── InvalidArguments             arguments the input schema alone cannot judge
 ├── MissingCredential            a tool needs a variable that is not set
 ├── ToolDisabled                 the tool is turned off by the operator or this request's headers
+├── BudgetExhausted              the caller's own budget (team file) or share of scarce words is spent
 ├── NotConfirmed                 the user was not asked, or did not agree: nothing was sent
 │   ├── ConfirmationRequired     a client that cannot ask: ask the user, then call again with confirm: true
 │   └── Declined                 the user declined or cancelled the question
@@ -110,6 +111,27 @@ class ToolDisabled(FlashsnapError):
             hint=f"It is not an error in the arguments; to use it, {enable}.",
             details={"tool": tool},
         )
+
+
+class BudgetExhausted(FlashsnapError):
+    """A call the caller's own budget cannot pay for (the team file's caps, or its share of scarce words):
+    refused before anything is sent; other principals are not affected."""
+
+    code = "budget_exhausted"
+
+    def __init__(
+        self, message: str, *, stock: str, period: str | None, resets_at: datetime | None, reason: str | None = None,
+        **kwargs: Any,
+    ) -> None:  # fmt: skip
+        when = f" It resets at {resets_at.isoformat()}." if resets_at else ""
+        kwargs.setdefault("hint", f"Nothing was sent. Do not retry before the reset.{when}")
+        super().__init__(message, **kwargs)
+        self.details.update(
+            {"scope": "principal", "stock": stock, "period": period,
+             "resets_at": resets_at.isoformat() if resets_at else None}
+        )  # fmt: skip
+        if reason is not None:
+            self.details["reason"] = reason
 
 
 class NotConfirmed(FlashsnapError):

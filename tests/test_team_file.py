@@ -36,6 +36,25 @@ from tests.test_team import TEAM, TOKENS, entry, sha
 
 HEX = "a" * 64
 
+# Each budget key and the weight, with each kind of bad value TOML can give it: negative, out of range, a string,
+# a float, a boolean (strict: `true` is not 1); in an entry and in [defaults].
+BAD_BUDGET_VALUES = [("-1", "Input should be greater than or equal to 0"), ("'10'", "Input should be a valid integer"),
+                     ("1.5", "Input should be a valid integer"), ("true", "Input should be a valid integer"),
+                     ("10_000_000_000", "Input should be less than or equal to")]  # fmt: skip
+BUDGET_KEYS = ("words_per_day", "words_per_month", "crystallize_tokens_per_month", "searches_per_month",
+               "generations_in_flight")  # fmt: skip
+BAD_BUDGETS = [
+    *(
+        (f"[[principals]]\nname = 'al'\ntoken_sha256 = '{HEX}'\n{key} = {value}", f"principals[0] (al).{key}: {says}")
+        for key in BUDGET_KEYS
+        for value, says in BAD_BUDGET_VALUES
+    ),
+    *((f"[defaults]\n{key} = -5", f"defaults.{key}: Input should be greater") for key in BUDGET_KEYS),
+    (f"[[principals]]\nname = 'al'\ntoken_sha256 = '{HEX}'\nweight = 0", "(al).weight: Input should be greater"),
+    (f"[[principals]]\nname = 'al'\ntoken_sha256 = '{HEX}'\nweight = 2.5", "(al).weight: Input should be a valid"),
+    (f"[[principals]]\nname = 'al'\ntoken_sha256 = '{HEX}'\nwords_per_week = 5", "(al).words_per_week: unknown key"),
+]
+
 # (the file, what the refusal names): each kind of mistake an operator makes in it.
 BAD_TEAM_FILES = [
     ("[[principals]\nname = 'x'", "not valid TOML"),
@@ -79,6 +98,13 @@ def test_a_bad_team_file_stops_the_start_naming_the_problem(
         build_http_app(settings)
     assert named in refused.value.message
     assert str(path) in refused.value.message
+
+
+@pytest.mark.parametrize(("text", "named"), BAD_BUDGETS)
+def test_a_bad_budget_or_weight_stops_the_start_naming_the_key(
+    emulator: Emulator, tmp_path: Path, text: str, named: str
+) -> None:
+    test_a_bad_team_file_stops_the_start_naming_the_problem(emulator, tmp_path, text, named)
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ from pydantic import BaseModel, Field
 
 from server.errors import InvalidArguments
 from server.neuroflash.wire import ChatMessage
+from server.tooling import spending
 from server.tooling.spec import CREATES, Cost, MaxWait, ToolContext, ToolSpec, WorkspaceId, runtime
 from tools.generate import Message
 
@@ -44,6 +45,7 @@ async def ask_twins(
 
     Raises:
         InvalidArguments: neither or both of question and messages, or a twin id twice.
+        BudgetExhausted: the caller's own words (team file) are spent, or its generations at once are running.
         FlashsnapError: what the neuroflash service raises (see NeuroflashService.ask_twins).
     """
     if (question is None) == (messages is None):
@@ -52,7 +54,11 @@ async def ask_twins(
         raise InvalidArguments("Invalid arguments for ask_twins: twin_ids: each id once.")
     said = [ChatMessage(role="user", content=question)] if question is not None else []
     said += [ChatMessage(role=m.role, content=m.content) for m in messages or []]
-    workspace_id, answer = await runtime(ctx).neuroflash().ask_twins(workspace_id, twin_ids, said)
+    # neuroflash reports no words for a twin chat: it holds one word and a generation of the caller's budgets
+    # while it runs, so a principal whose words are spent, or who runs its generations at once, is refused.
+    async with spending.held(ctx, TOOL.cost, 1) as spend:
+        workspace_id, answer = await runtime(ctx).neuroflash().ask_twins(workspace_id, twin_ids, said)
+        spend.settle(0)
     replies = [TwinReply(twin_id=k, answer=v.answer, reason=v.reason) for k, v in answer.twin_responses.items()]
     return TwinAnswers(workspace_id=workspace_id, summary=answer.summary, answers=replies)
 

@@ -5,6 +5,7 @@ from datetime import UTC, date, datetime
 from pydantic import BaseModel, Field
 
 from server.neuroflash.quota import TEXT_USAGE, judge
+from server.tooling import spending
 from server.tooling.spec import READ_ONLY, Cost, ToolContext, ToolSpec, WorkspaceId, runtime
 
 
@@ -43,12 +44,29 @@ class RateLimit(BaseModel):
     estimated_wait_s: float = Field(description="About how long a new call would wait before it is sent.")
 
 
+class Budget(BaseModel):
+    """One of the caller's own budgets (the team file's), beside the workspace's quotas."""
+
+    stock: str = Field(description="'words', 'crystallize' (tokens), 'searches' or 'generations_in_flight'.")
+    period: str | None = Field(description="'day' (ends at midnight UTC) or 'month' (the calendar month, UTC).")
+    spent: int = Field(description="What the caller spent this period (for generations: how many run now).")
+    held: int = Field(description="What its calls under way hold until they settle.")
+    limit: int | None = Field(description="Its cap; null when the team file sets none.")
+    share: int | None = Field(
+        description="Once the workspace's words are scarce: the most it may spend in all this period; else null."
+    )
+    resets_at: datetime | None = Field(description="When the period ends.")
+
+
 class QuotaReport(BaseModel):
     workspace_id: str
     can_generate: bool = Field(description="Whether a text generation can run now.")
     reason: str | None = Field(description="Why not, when can_generate is false.")
     quotas: list[UsageQuota]
     rate_limits: list[RateLimit] = Field(description="What the server knows of each upstream's rate limit.")
+    budgets: list[Budget] = Field(
+        default_factory=list, description="The caller's own budgets and what it spent of them (named callers only)."
+    )
 
 
 async def check_quota(ctx: ToolContext, workspace_id: WorkspaceId = None) -> QuotaReport:
@@ -58,6 +76,7 @@ async def check_quota(ctx: ToolContext, workspace_id: WorkspaceId = None) -> Quo
     quota. The daily count resets at midnight UTC; the monthly one with the billing
     period. Each generation spends its words_used from both. rate_limits shows what the
     server knows of each upstream's request budget and how long a new call would wait.
+    budgets shows the caller's own caps, if the team file sets any, and what it spent.
     """
     workspace_id, quotas = await runtime(ctx).neuroflash().quota_status(workspace_id)
     now = runtime(ctx).clock.now()
@@ -99,8 +118,14 @@ async def check_quota(ctx: ToolContext, workspace_id: WorkspaceId = None) -> Quo
         )
         for view in await runtime(ctx).rate_limits()
     ]
+    mine = [Budget.model_validate(row) for row in await spending.report(ctx, workspace_id)]
     return QuotaReport(
-        workspace_id=workspace_id, can_generate=can_generate, reason=reason, quotas=report, rate_limits=limits
+        workspace_id=workspace_id,
+        can_generate=can_generate,
+        reason=reason,
+        quotas=report,
+        rate_limits=limits,
+        budgets=mine,
     )
 
 

@@ -5,7 +5,7 @@ from typing import Annotated
 from pydantic import Field
 
 from server.neuralsnap.wire import Crystallized
-from server.tooling import consent
+from server.tooling import consent, spending
 from server.tooling.consent import WORDS_PER_TOKEN, ask_first, crystallize_tokens, over
 from server.tooling.spec import CREATES, BrainId, Confirm, Cost, MaxWait, ToolContext, ToolSpec, runtime
 
@@ -32,11 +32,13 @@ async def crystallize(
     they agreed. Returns the snapshots and tokens.
 
     Raises:
+        BudgetExhausted: the caller's own crystallize-token budget (team file) cannot pay for it.
         NotConfirmed: the text is long and the user did not agree, or was not asked yet (nothing sent).
         FlashsnapError: what the NeuralSnap service raises.
     """
     threshold = consent.confirm_words(runtime(ctx).settings)
     tokens = crystallize_tokens(text)
+    await spending.check(ctx, TOOL.cost, tokens)  # the caller's own budget, before any question
     if over(tokens * WORDS_PER_TOKEN, threshold):
         await ask_first(
             ctx,
@@ -46,7 +48,10 @@ async def crystallize(
             confirm=confirm,
             setting="FLASHSNAP_CONFIRM_WORDS",
         )
-    return await runtime(ctx).neuralsnap().crystallize(text, brain_id, source_type)
+    async with spending.held(ctx, TOOL.cost, tokens) as spend:
+        made = await runtime(ctx).neuralsnap().crystallize(text, brain_id, source_type)
+        spend.settle(made.tokens if made.tokens is not None else tokens)
+    return made
 
 
 TOOL = ToolSpec(

@@ -1,5 +1,6 @@
 """generate: write text with a neuroflash model, streamed, relaying progress as it arrives."""
 
+import math
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
@@ -7,7 +8,7 @@ from pydantic import BaseModel, Field
 from server.errors import InvalidArguments
 from server.neuroflash.wire import ChatMessage, ChatRequest
 from server.segments import ID_PATTERN, MAX_ID
-from server.tooling import consent
+from server.tooling import consent, spending
 from server.tooling.arguments import Closed
 from server.tooling.consent import WORDS_PER_TOKEN, ask_first, fitted_max_tokens, generate_words, over
 from server.tooling.spec import CREATES, Confirm, Cost, MaxWait, ToolContext, ToolSpec, WorkspaceId, runtime
@@ -81,6 +82,7 @@ async def generate(
 
     Raises:
         InvalidArguments: neither or both of prompt and messages.
+        BudgetExhausted: the caller's own budget (team file) or share of scarce words cannot pay for it.
         NotConfirmed: the user did not agree to a large generation, or was not asked yet (nothing sent).
         FlashsnapError: what the neuroflash service raises (see NeuroflashService.generate).
     """
@@ -100,6 +102,8 @@ async def generate(
     asked_for = planned.input_words  # counted once: a request may hold 200,000 characters
     bound = max_tokens if max_tokens is not None else fitted_max_tokens(default, threshold, asked_for)
     words = generate_words(asked_for, bound)
+    # The caller's own budgets and share of scarce words cost nothing to check either: before any question.
+    await spending.check(ctx, TOOL.cost, math.ceil(words), workspace_id=planned.workspace_id)
     if over(words, threshold):
         await ask_first(
             ctx,
@@ -109,7 +113,9 @@ async def generate(
             confirm=confirm,
             setting="FLASHSNAP_CONFIRM_WORDS",
         )
-    result = await neuroflash.generate(planned.bounded(bound))
+    async with spending.held(ctx, TOOL.cost, math.ceil(words), workspace_id=planned.workspace_id) as spend:
+        result = await neuroflash.generate(planned.bounded(bound))
+        spend.settle(result.words_used)
     cut = result.finish_reason == "length"
     note = _cut_note(bound, given=max_tokens is not None, threshold=threshold) if cut else None
     return Generation(workspace_id=planned.workspace_id, max_tokens=bound, note=note, **result.model_dump())

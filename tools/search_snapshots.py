@@ -5,6 +5,7 @@ from typing import Annotated
 from pydantic import BaseModel, Field
 
 from server.neuralsnap.wire import SearchHit
+from server.tooling import spending
 from server.tooling.spec import READ_ONLY, BrainId, Cost, MaxWait, ToolContext, ToolSpec, fit, runtime
 
 
@@ -28,8 +29,14 @@ async def search_snapshots(
     Use it to find a thought saved before, or to check that one exists before saving
     it again. A result too big for the client is cut (truncated true): the ids cut
     are listed for get_snapshot.
+
+    Raises:
+        BudgetExhausted: the caller's own monthly searches (team file) are spent.
+        FlashsnapError: what the NeuralSnap service raises.
     """
-    hits = await runtime(ctx).neuralsnap().search(query, limit, brain_id)
+    async with spending.held(ctx, TOOL.cost, 1) as spend:  # one of the plan's monthly searches
+        hits = await runtime(ctx).neuralsnap().search(query, limit, brain_id)
+        spend.settle(1)
 
     def keep(n: int) -> SearchResult:
         cut = [hit.id for hit in hits[n:]]

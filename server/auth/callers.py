@@ -14,7 +14,7 @@ from typing import Any
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken, TokenVerifier
 
-from server.auth.team import OTHER, Team
+from server.auth.team import NO_CAPS, OTHER, Caps, Team
 
 TEAM_ISSUER = "flashsnap-mcp:team"  # the `iss` of a named token: the team file vouches for it
 
@@ -28,6 +28,8 @@ class Caller(AccessToken):
     confirm_words: int | None = None  # its own FLASHSNAP_CONFIRM_WORDS; None: the server's
     confirm_delete: bool | None = None  # its own FLASHSNAP_CONFIRM_DELETE; None: the server's
     account: str | None = None  # the team file's upstream account its calls use; None: the default account
+    weight: int = 1  # the team file's `weight`: its share of scarce words against the other principals'
+    caps: Caps = NO_CAPS  # its budgets on the shared stocks (server/auth/budgets.py)
 
     @property
     def held(self) -> frozenset[str]:
@@ -48,9 +50,9 @@ def identify(token: AccessToken, team: Team, *, groups_claim: str = "groups") ->
     if entry is not None:
         name, label, policy = entry.name, entry.name, entry.policy
         confirm_words, confirm_delete = entry.confirm_words, entry.confirm_delete
-        account = entry.account
+        account, weight, caps = entry.account, entry.weight, entry.caps
     else:
-        account = None
+        account, weight, caps = None, team.default_weight, team.default_caps
         name = f"{claims.get('iss', '')} {token.subject or token.client_id}".strip()
         label, policy = OTHER, team.default_policy
         confirm_words, confirm_delete = team.default_confirm_words, team.default_confirm_delete
@@ -63,6 +65,8 @@ def identify(token: AccessToken, team: Team, *, groups_claim: str = "groups") ->
         confirm_words=confirm_words,
         confirm_delete=confirm_delete,
         account=account,
+        weight=weight,
+        caps=caps,
     )
 
 

@@ -53,12 +53,22 @@ class Match(_Strict):
     groups: ClaimValue | None = None
 
 
+Cap = Annotated[int, Field(ge=0, le=1_000_000_000)]
+
+
 class Limits(_Strict):
-    """What `[defaults]` and each principal may set: its scopes and its own asking thresholds."""
+    """What `[defaults]` and each principal may set: its scopes, its own asking thresholds, its weight, and its
+    budgets on the shared stocks (None: no cap of its own; `server/auth/budgets.py` keeps the counts)."""
 
     scopes: list[str] | None = None
     confirm_words: Annotated[int, Field(ge=0, le=10_000_000)] | None = None
     confirm_delete: bool | None = None
+    weight: Annotated[int, Field(ge=1, le=1000)] | None = None
+    words_per_day: Cap | None = None
+    words_per_month: Cap | None = None
+    crystallize_tokens_per_month: Cap | None = None
+    searches_per_month: Cap | None = None
+    generations_in_flight: Annotated[int, Field(ge=0, le=10_000)] | None = None
 
     @field_validator("scopes")
     @classmethod
@@ -79,6 +89,33 @@ class _File(_Strict):
     principals: list[Entry] = []
 
 
+BUDGET_KEYS = ("words_per_day", "words_per_month", "crystallize_tokens_per_month", "searches_per_month",
+               "generations_in_flight")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Caps:
+    """A principal's budgets on the shared stocks, each None when the team file sets none."""
+
+    words_per_day: int | None = None
+    words_per_month: int | None = None
+    crystallize_tokens_per_month: int | None = None
+    searches_per_month: int | None = None
+    generations_in_flight: int | None = None
+
+    @staticmethod
+    def of(entry: Limits, defaults: Limits) -> Caps:
+        """An entry's caps, each key it leaves out taken from `[defaults]`."""
+        own = {key: getattr(entry, key) for key in BUDGET_KEYS}
+        return Caps(**{key: getattr(defaults, key) if value is None else value for key, value in own.items()})
+
+    def any(self) -> bool:
+        return any(getattr(self, key) is not None for key in BUDGET_KEYS)
+
+
+NO_CAPS = Caps()
+
+
 @dataclass(frozen=True)
 class Principal:
     """One principal as the server uses it: its name, its policy's scopes, and its thresholds (None: the server's)."""
@@ -90,6 +127,8 @@ class Principal:
     confirm_words: int | None = None
     confirm_delete: bool | None = None
     account: str | None = None  # the upstream account its calls use; None: the default one
+    weight: int = 1  # its share of the scarce words (and its turn), against the others'
+    caps: Caps = NO_CAPS
 
     def matches(self, claims: Mapping[str, Any], groups_claim: str = "groups") -> bool:
         """Whether an OAuth token's claims are this principal's: each given key equal, `groups` by membership."""
@@ -113,6 +152,8 @@ class Team:
     default_policy: frozenset[str] = frozenset(scopes.CALLING)
     default_confirm_words: int | None = None
     default_confirm_delete: bool | None = None
+    default_weight: int = 1
+    default_caps: Caps = NO_CAPS  # a caller the file does not name: `[defaults]`'s budgets
     accounts: tuple[str, ...] = ()  # the names of its `[accounts.<name>]` tables (read by the runtime at start)
 
     @property
@@ -172,6 +213,8 @@ def parse(text: str, *, where: str = "team file") -> Team:
         default_policy=default_policy,
         default_confirm_words=checked.defaults.confirm_words,
         default_confirm_delete=checked.defaults.confirm_delete,
+        default_weight=checked.defaults.weight or 1,
+        default_caps=Caps.of(checked.defaults, checked.defaults),
         accounts=tuple(checked.accounts),
     )
 
@@ -186,6 +229,8 @@ def _principal(entry: Entry, default_policy: frozenset[str], defaults: Limits) -
         confirm_words=entry.confirm_words if entry.confirm_words is not None else defaults.confirm_words,
         confirm_delete=entry.confirm_delete if entry.confirm_delete is not None else defaults.confirm_delete,
         account=entry.account,
+        weight=entry.weight or defaults.weight or 1,
+        caps=Caps.of(entry, defaults),
     )
 
 
@@ -217,11 +262,13 @@ def _check_unique(entries: Sequence[Entry], where: str) -> None:
             raise ConfigurationError(f"{at}: names nobody: give it a token_sha256 (tokens mode) or a match (oauth)")
 
 
+ENTRY_KEYS = ("name", "token_sha256", "match", "account", "scopes", "confirm_words", "confirm_delete", "weight",
+              *BUDGET_KEYS)  # fmt: skip
 _KEYS = {
     (): "defaults, accounts, principals",
-    ("defaults",): "scopes, confirm_words, confirm_delete",
+    ("defaults",): ", ".join(("scopes", "confirm_words", "confirm_delete", "weight", *BUDGET_KEYS)),
     ("accounts",): ", ".join(ACCOUNT_KEYS),
-    ("principals",): "name, token_sha256, match, account, scopes, confirm_words, confirm_delete",
+    ("principals",): ", ".join(ENTRY_KEYS),
     ("match",): ", ".join(MATCH_KEYS),
 }
 _PATTERN_RULES = {

@@ -25,7 +25,8 @@ from typing import Any, TypeVar
 
 import anyio
 
-from server.auth import activity
+from server.auth import activity, budgets
+from server.auth import team as teams
 from server.cli.sandboxing import sandbox_reader
 from server.clock import Clock, SystemClock
 from server.config import Settings
@@ -100,8 +101,8 @@ def _shown(read: Callable[[dict[str, Any] | None, float], T], doc: dict[str, Any
         return {"unreadable": f"{type(exc).__name__}: {_printable(exc)}", "raw": _printable(raw)}
 
 
-async def gather(store: Store, clock: Clock) -> dict[str, Any]:
-    """The whole view as plain data (what --json prints)."""
+async def gather(store: Store, clock: Clock, team: teams.Team = teams.NO_TEAM) -> dict[str, Any]:
+    """The whole view as plain data (what --json prints); `team`: the team file, for its principals' caps."""
     now = clock.now()
     found: list[dict[str, Any]] = []
     for account in await accounts.listed(store):
@@ -130,6 +131,8 @@ async def gather(store: Store, clock: Clock) -> dict[str, Any]:
                 layout.workspace_of(key): _shown(_quota, await store.get(key), now)
                 for key in await store.keys(f"{keys.quota}:")
             }
+        if not entry.get("sealed"):
+            entry["budgets"] = await _budgets(store, keys, account.service, team, now)
         if account.service == "neuroflash":
             entry["generation_slots"] = {
                 layout.workspace_of(key): _shown(_slots, await store.get(key), now)
@@ -142,6 +145,25 @@ async def gather(store: Store, clock: Clock) -> dict[str, Any]:
     }
     return {"at": _when(now), "store": store.kind, "where": store.describe(), "accounts": found,
             "principals": principals}  # fmt: skip
+
+
+# The stocks each service's budget documents count (server/auth/budgets.py).
+BUDGET_STOCKS = {"neuroflash": ("words", budgets.IN_FLIGHT), "neuralsnap": ("crystallize", "searches")}
+
+
+async def _budgets(
+    store: Store, keys: layout.AccountKeys, service: str, team: teams.Team, now: float
+) -> dict[str, list[dict[str, Any]]]:
+    """What each principal spent (and holds) of this account's stocks, against its caps where the team file is
+    known: label -> one row per stock and period."""
+    found = {}
+    for key in await store.keys(keys.budgets):
+        label = key.removeprefix(keys.budgets)
+        entry = team.by_name(label)
+        caps = entry.caps if entry is not None else team.default_caps
+        rows = budgets.report(await store.get(key), caps, now)
+        found[label] = [row for row in rows if row["stock"] in BUDGET_STOCKS.get(service, ())]
+    return found
 
 
 def _token(doc: dict[str, Any] | None, now: float) -> dict[str, Any]:
@@ -210,6 +232,7 @@ def render(view: dict[str, Any]) -> str:
         lines += _gate_lines(a["gate"])
         lines += _endpoint_lines(a.get("endpoints") or {})
         lines += _quota_lines(a.get("quotas") or {})
+        lines += _budget_lines(a.get("budgets") or {})
         slots = a.get("generation_slots")
         if slots is not None:
             held = ", ".join(f"{w}: {n if isinstance(n, int) else n['raw']}" for w, n in slots.items() if n) or "none"
@@ -290,6 +313,20 @@ def _quota_lines(quotas: dict[str, dict[str, Any] | None]) -> list[str]:
     return lines
 
 
+def _budget_lines(found: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Per principal: what it spent this day and month (of its cap, when it has one) and holds in calls under way."""
+    lines = []
+    for label, rows in sorted(found.items()):
+        parts = []
+        for row in rows:
+            cap = f"/{row['limit']}" if row["limit"] is not None else ""
+            when = {"day": " today", "month": " this month", None: " at once"}[row["period"]]
+            held = f" (+{row['held']} held)" if row["held"] else ""
+            parts.append(f"{row['stock']} {row['spent']}{cap}{when}{held}")
+        lines.append(f"  budget       {_printable(label)}: {', '.join(parts)}")
+    return lines
+
+
 def _known(figure: object) -> str:
     return "unknown" if figure is None else str(figure)
 
@@ -324,6 +361,14 @@ def _team_accounts(settings: Settings) -> Sequence[Account]:
     except ConfigurationError as exc:
         print(f"status: the team file's accounts are shown sealed: {exc}", file=sys.stderr)  # noqa: T201
         return ()
+
+
+def _team(settings: Settings) -> teams.Team:
+    """The team file, for its principals' caps; without one (or unreadable), caps are not shown."""
+    try:
+        return teams.load(settings.team_file) if settings.team_file is not None else teams.NO_TEAM
+    except ConfigurationError:
+        return teams.NO_TEAM  # _team_accounts already said what is wrong with it
 
 
 async def open_shared(settings: Settings, clock: Clock, command: str) -> Store | None:
@@ -361,7 +406,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     try:
         while True:
-            view = await gather(store, clock)
+            view = await gather(store, clock, _team(settings))
             out = mask.mask(json.dumps(view) if args.json else render(view))
             if args.watch and not args.json:
                 out = CLEAR + out

@@ -75,6 +75,9 @@ class Observer:
     def scope_refused(self, principal: str, scope: str) -> None:
         """A call was refused with 403 insufficient_scope: the principal lacked `scope`."""
 
+    def budget_spent(self, principal: str, stock: str, amount: int) -> None:
+        """A named principal's call spent `amount` of a stock its budgets count: words, crystallize, searches."""
+
     def upstream(self, service: str, method: str, path: str, status: str) -> None:
         """One upstream attempt: `status` is the HTTP status, or "error" when no answer came."""
 
@@ -184,6 +187,11 @@ class Metrics(Observer):
             "Calls refused with 403 insufficient_scope, by principal and the scope it lacked.",
             ["principal", "scope"], registry=r,
         )  # fmt: skip
+        self._budget_spent = Counter(
+            "flashsnap_principal_spent",
+            "What each principal spent of the stocks its budgets count (words, crystallize, searches).",
+            ["principal", "stock"], registry=r,
+        )  # fmt: skip
         self._credentials: dict[str, str] = {}
         self._endpoints = _Bounded()
         self._workspaces = _Bounded()
@@ -203,6 +211,9 @@ class Metrics(Observer):
 
     def scope_refused(self, principal: str, scope: str) -> None:
         self._scope_refusals.labels(self._principals(principal), scope).inc()
+
+    def budget_spent(self, principal: str, stock: str, amount: int) -> None:
+        self._budget_spent.labels(self._principals(principal), stock).inc(amount)
 
     def upstream(self, service: str, method: str, path: str, status: str) -> None:
         self._upstream.labels(service, method, self._endpoints(route_template(path)), status).inc()

@@ -13,6 +13,10 @@ All keys live under one account prefix per credential, `live:<hash>` or `sandbox
 - `<account>:quota:<workspace>`: the last quotas seen, words spent since (`server/neuroflash/quota.py`; 30 s).
 - `<account>:slots:<workspace>`: generation streams held as leases (`server/scheduler/slots.py`; the last lease).
 - `<account>:voice:<workspace>:<voice>`: a brand voice's system prompt (`server/neuroflash/voices.py`; 10 min).
+- `<account>:budget:<principal>`: a principal's words, crystallize tokens and searches spent this day and month,
+  and the estimates it holds while calls run (`server/auth/budgets.py`; to the month's end).
+- `<account>:shares:<workspace>`: the scarcity guard's shares of a workspace's last words, per period, fixed
+  when they were first scarce (`server/auth/shares.py`; to the month's end).
 - `<account>:listing:<kind>`: workspaces, brand voices, recent snapshots, for resource listings and
   completions (`server/features/resources.py`; 5 s).
 - `<routes>:voice`: per API URL, which brand-voice prompt route answered (`server/neuroflash/routes.py`; 6 h).
@@ -150,6 +154,19 @@ class AccountKeys:
     def listing(self, kind: str) -> str:
         """A listing kept a few seconds for resources and completions (`server/features/resources.py`; 5 s)."""
         return f"{self.account}:listing:{kind}"
+
+    @property
+    def budgets(self) -> str:
+        """The prefix of the principals' budget documents; one per principal label follows it."""
+        return f"{self.account}:budget:"
+
+    def budget(self, label: str) -> str:
+        """What one principal spent and holds of this account's stocks (`server/auth/budgets.py`)."""
+        return f"{self.budgets}{label}"
+
+    def shares(self, workspace_id: str) -> str:
+        """The scarcity guard's shares of one workspace's words (`server/auth/shares.py`)."""
+        return f"{self.account}:shares:{workspace_id}"
 
     @property
     def slots(self) -> str:
