@@ -89,6 +89,7 @@ local function read(d)
     last_send = opt(d, 'last_send', number) or -math.huge,
     burst = opt(d, 'burst', count), burst_until = opt(d, 'burst_until', number) or 0,
     safe = opt(d, 'safe', count) or 0, answers = opt(d, 'answers', count) or 0,
+    windows = opt(d, 'windows', count) or 0,
     flights = {}, waiting = {}, recent = {}, reports = {}, separate = {}, sent_by = {},
   }
   for k, v in pairs(mapping(d.flights)) do w.flights[k] = number(v) end
@@ -110,7 +111,7 @@ end
 
 local function fresh()
   return {blocked_until = 0, answered = 0, sent = 0, last_send = -math.huge, burst_until = 0, safe = 0, answers = 0,
-          flights = {}, waiting = {}, recent = {}, reports = {}, separate = {}, sent_by = {}}
+          windows = 0, flights = {}, waiting = {}, recent = {}, reports = {}, separate = {}, sent_by = {}}
 end
 
 local function sorted_reports(reports, keep)
@@ -139,6 +140,7 @@ local function bound(w, now)
   w.burst_until = math.min(w.burst_until, now + LEARNT_FOR_S)
   w.answered, w.sent = clamp_count(w.answered), clamp_count(w.sent)
   w.safe, w.answers = clamp_count(w.safe), clamp_count(w.answers)
+  w.windows = math.min(math.max(0, w.windows), 2)
   w.last_send = math.min(w.last_send, now)
   if w.reset_at == nil and w.remaining ~= nil and next(w.flights) == nil
       and w.last_send + (w.window_s or MAX_WINDOW_S) <= now then
@@ -182,7 +184,7 @@ local function dump(w)
   return {limit = nn(w.limit), remaining = nn(w.remaining), reset_at = nn(w.reset_at), blocked_until = w.blocked_until,
           window_s = nn(w.window_s), answered = w.answered, sent = w.sent, last_send = last_send, flights = flights,
           waiting = waiting, burst = nn(w.burst), burst_until = w.burst_until, safe = w.safe, recent = recent,
-          answers = w.answers, reports = reports, separate = separate, sent_by = sent_by}
+          answers = w.answers, reports = reports, separate = separate, sent_by = sent_by, windows = w.windows}
 end
 
 local function num(x)
@@ -236,8 +238,17 @@ end
 
 local function ramping(w, ramp) return ramp and w.burst == nil and page_burst(w) == nil and may_burst(w) end
 
+local function length_known(w) return w.windows >= 2 and w.window_s ~= nil end
+
+local function shared(w, bucket)
+  if next(w.separate) ~= nil then return true end
+  for b in pairs(w.sent_by) do if b ~= bucket then return true end end
+  for b in pairs(w.reports) do if b ~= bucket then return true end end
+  return false
+end
+
 local function average(w)
-  if w.limit == nil or w.window_s == nil or w.window_s == 0 then return 1 end
+  if w.limit == nil or w.window_s == nil or w.window_s == 0 or not length_known(w) then return 1 end
   return math.max(1, math.floor(w.limit * BURST_S / w.window_s))
 end
 
@@ -262,14 +273,22 @@ local function burst_wait(w, now, ramp, inherited, excluding)
   return math.max(0.0, recent[#recent - cap + 1] + BURST_S + MARGIN_S - now)
 end
 
-local function note_send(w, now, bucket)
+local function note_send(w, now, bucket, inherited, excluding)
   local recent = {}
   for _, p in ipairs(w.recent) do if counts(p[1], now) then recent[#recent + 1] = p end end
   recent[#recent + 1] = {now, bucket}
   local kept = {}
   for i = math.max(1, #recent - RECENT_KEPT + 1), #recent do kept[#kept + 1] = recent[i] end
   w.recent = kept
-  return #kept
+  -- burst.note_send: the sends burst_wait counts in the period, and those of them in this whole second.
+  local second, in_period, in_second = math.floor(now), 0, 0
+  local function add(t)
+    in_period = in_period + 1
+    if math.floor(t) == second then in_second = in_second + 1 end
+  end
+  for _, p in ipairs(kept) do if counts(p[1], now) and excluding[p[2]] == nil then add(p[1]) end end
+  for _, t in ipairs(inherited) do if counts(t, now) then add(t) end end
+  return in_period, in_second
 end
 
 local function note_burst_refusal(w, in_period, now)
@@ -335,7 +354,7 @@ local function queued_or_paced(w, now, a)
   if w.remaining ~= nil and waiting_besides(w, a, true) >= w.remaining then
     return AWAIT('waiting for calls that came first')
   end
-  if allowed(w, a.own_window) ~= nil then return nil end
+  if allowed(w, a.own_window or shared(w, a.bucket)) ~= nil then return nil end
   if not a.paced then
     local seconds = pace(w, now, a, waiting_besides(w, a, false))
     if seconds > 0 then return WAIT(seconds, 'pacing the last requests of the window', true) end
@@ -344,9 +363,10 @@ local function queued_or_paced(w, now, a)
 end
 
 local function burst_held(w, now, a)
-  local seconds = burst_wait(w, now, a.own_window, a.inherited, w.separate)
+  local ramp = a.own_window or shared(w, a.bucket)
+  local seconds = burst_wait(w, now, ramp, a.inherited, w.separate)
   if seconds <= 0 then return nil end
-  if ramping(w, a.own_window) and in_flight(w) > 0 then return AWAIT("finding the upstream's burst rate") end
+  if ramping(w, ramp) and in_flight(w) > 0 then return AWAIT("finding the upstream's burst rate") end
   return WAIT(seconds, "pacing at the upstream's burst rate", false)
 end
 
@@ -368,7 +388,7 @@ local function reserve(w, now, a)
   w.sent_by[a.bucket] = (w.sent_by[a.bucket] or 0) + 1
   w.flights[a.id] = now + a.flight_ttl_s
   w.last_send = now
-  return note_send(w, now, a.bucket)
+  return note_send(w, now, a.bucket, a.inherited, w.separate)
 end
 
 local function decide(d, w, now, a)
@@ -385,10 +405,11 @@ local function decide(d, w, now, a)
   end
   local tracked = w.limit ~= nil or w.remaining ~= nil or learning or next(w.waiting) ~= nil or in_flight(w) > 0
   if not tracked then
-    return {k = 'send', tracked = false, in_period = 0}, d ~= nil and changed(d, w), false
+    return {k = 'send', tracked = false, in_period = 0, in_second = 0}, d ~= nil and changed(d, w), false
   end
   -- A send reserved wakes nobody: it lowers both the budget left and the calls ahead of the younger ones.
-  return {k = 'send', tracked = true, in_period = reserve(w, now, a)}, true, false
+  local in_period, in_second = reserve(w, now, a)
+  return {k = 'send', tracked = true, in_period = in_period, in_second = in_second}, true, false
 end
 
 -- --- settle.py and buckets.py ----------------------------------------------------------------------
@@ -411,6 +432,7 @@ local function learn_report(w, now, remaining, reset)
     return
   end
   w.window_s = math.max(w.window_s or 0.0, math.min(MAX_WINDOW_S, math.max(1.0, reset - now)))
+  w.windows = math.min(2, w.windows + 1)
   if w.reset_at ~= nil then
     w.sent = in_flight(w) + 1
     w.sent_by = {}
@@ -470,6 +492,13 @@ local function settle(w, now, a)
   local limit, remaining, reset = opt(a, 'limit', number), opt(a, 'remaining', number), opt(a, 'reset_at', number)
   if limit ~= nil then w.limit = limit end
   if remaining ~= nil and reset ~= nil and reset > now then
+    if a.status == 429 and a.tracked then  -- settle.give_back_refused
+      w.sent = math.max(0, w.sent - 1)
+      if w.remaining ~= nil then
+        w.remaining = w.remaining + 1
+        if w.limit ~= nil then w.remaining = math.min(w.remaining, w.limit) end
+      end
+    end
     learn_report(w, now, remaining, reset)
     local bucket = a.bucket
     if absent(bucket) then bucket = '' end
@@ -478,7 +507,9 @@ local function settle(w, now, a)
   end
   if a.status == 429 then
     if remaining ~= nil and remaining > 0 and a.in_period > 0 and may_burst(w) then
-      note_burst_refusal(w, a.in_period, now)
+      local n = a.in_second
+      if absent(n) or n == 0 then n = a.in_period end
+      note_burst_refusal(w, n, now)
     end
   elseif a.in_period > 0 then
     w.safe = math.max(w.safe, a.in_period)

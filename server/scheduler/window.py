@@ -49,6 +49,7 @@ class Window:
     reports: dict[str, Report] = field(default_factory=dict)  # each bucket's last report of this window
     separate: dict[str, float] = field(default_factory=dict)  # buckets shown to have a budget of their own -> since
     sent_by: dict[str, int] = field(default_factory=dict)  # this window's sends by bucket (given back on a split)
+    windows: int = 0  # windows whose first answer was seen, at most 2: from the second, window_s is the length
 
     @classmethod
     def load(cls, doc: Doc | None, now: float) -> Window:
@@ -91,6 +92,7 @@ class Window:
             reports={k: _report(v) for k, v in bounds.mapping(doc.get("reports")).items()},
             separate={k: bounds.number(v) for k, v in bounds.mapping(doc.get("separate")).items()},
             sent_by={k: bounds.count(v) for k, v in bounds.mapping(doc.get("sent_by")).items()},
+            windows=opt("windows", bounds.count) or 0,
         )
 
     def _bound(self, now: float) -> None:
@@ -120,6 +122,7 @@ class Window:
     def _bound_counts(self, now: float) -> None:
         self.answered, self.sent = bounds.clamp_count(self.answered), bounds.clamp_count(self.sent)
         self.safe, self.answers = bounds.clamp_count(self.safe), bounds.clamp_count(self.answers)
+        self.windows = min(max(0, self.windows), 2)
         self.last_send = min(self.last_send, now)
         # A budget whose reset is unknown (a window turned, its first answer not in) lasts a window at most past
         # the last send: then that window is over too, and the budget is the limit again.
@@ -151,6 +154,7 @@ class Window:
             "reports": {k: dataclasses.asdict(v) for k, v in self.reports.items()},
             "separate": self.separate,
             "sent_by": self.sent_by,
+            "windows": self.windows,
         }
 
     @property

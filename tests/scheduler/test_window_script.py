@@ -104,6 +104,7 @@ FIELDS: dict[str, Callable[[random.Random], Any]] = {
     "reports": lambda r: some(r, BUCKETS, report, 3),
     "separate": lambda r: some(r, BUCKETS[:2], time, 1),
     "sent_by": lambda r: some(r, BUCKETS, lambda r: r.randint(0, 30), 3),
+    "windows": lambda r: r.randint(-1, 4),
 }
 BAD: list[Any] = ["x", True, 1.5, [], {"k": 1}, float("inf"), [1.0], None]
 
@@ -133,7 +134,8 @@ def answer(r: random.Random) -> Answer:
         r.choice(IDS), tracked=r.random() < 0.5, answered=r.random() < 0.8, sent=r.random() < 0.5,
         limit=maybe(r, count), remaining=maybe(r, count), reset=reset,
         throttled_for=r.choice([None, r.uniform(0, 100)]), status=r.choice([None, 200, 429, 500]),
-        bucket=r.choice([None, *BUCKETS]), in_period=r.randint(0, 12), answers_at_send=r.randint(0, 20),
+        bucket=r.choice([None, *BUCKETS]), in_period=r.randint(0, 12), in_second=r.randint(0, 12),
+        answers_at_send=r.randint(0, 20),
     )  # fmt: skip
 
 
@@ -200,6 +202,7 @@ def test_a_decision_is_the_same_in_the_store_as_in_the_pure_steps(
         decision, window = change.result
         assert scripted.decision_of(reply["r"]) == decision
         assert getattr(decision, "in_period", 0) == reply["r"].get("in_period", 0)
+        assert getattr(decision, "in_second", 0) == reply["r"].get("in_second", 0)
         assert reply["d"] == normal(window.dump())
         same_writes(change, reply, doc)
 
