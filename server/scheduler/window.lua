@@ -73,12 +73,37 @@ local function opt(d, name, f)
   return f(v)
 end
 
-local function report_of(v)
-  local r = mapping(v)
+local function report_of(bucket, v)
+  -- [remaining, reset_at, limit, answers_at]; an object naming them (as kept before) is read too.
+  local r
+  if type(v) == 'table' and type(next(v)) == 'string' then
+    r = {v.remaining, v.reset_at, v.limit, v.answers_at}
+  else
+    r = sequence(v)
+    if #r < 4 then malformed() end
+  end
   local limit = nil
-  if not absent(r.limit) then limit = count(r.limit) end
-  return {bucket = text(r.bucket), remaining = clamp_count(count(r.remaining)), reset_at = number(r.reset_at),
-          limit = limit, answers_at = clamp_count(count(r.answers_at))}
+  if not absent(r[3]) then limit = count(r[3]) end
+  return {bucket = bucket, remaining = clamp_count(count(r[1])), reset_at = number(r[2]), limit = limit,
+          answers_at = clamp_count(count(r[4]))}
+end
+
+local function recent_of(v)
+  -- Each bucket's send times under its name; a list of [time, bucket] pairs (as kept before) is read too.
+  local found = {}
+  if type(v) == 'table' and type(next(v)) == 'string' then
+    for b, times in pairs(v) do
+      text(b)
+      for _, t in ipairs(sequence(times)) do found[#found + 1] = {number(t), b} end
+    end
+  else
+    for _, x in ipairs(sequence(v)) do
+      local p = sequence(x)
+      if #p < 2 then malformed() end
+      found[#found + 1] = {number(p[1]), text(p[2])}
+    end
+  end
+  return found
 end
 
 local function read(d)
@@ -98,12 +123,8 @@ local function read(d)
     if #p < 2 then malformed() end
     w.waiting[k] = {number(p[1]), number(p[2])}
   end
-  for _, v in ipairs(sequence(d.recent)) do
-    local p = sequence(v)
-    if #p < 2 then malformed() end
-    w.recent[#w.recent + 1] = {number(p[1]), text(p[2])}
-  end
-  for k, v in pairs(mapping(d.reports)) do w.reports[k] = report_of(v) end
+  w.recent = recent_of(d.recent)
+  for k, v in pairs(mapping(d.reports)) do w.reports[k] = report_of(k, v) end
   for k, v in pairs(mapping(d.separate)) do w.separate[k] = number(v) end
   for k, v in pairs(mapping(d.sent_by)) do w.sent_by[k] = count(v) end
   return w
@@ -146,10 +167,14 @@ local function bound(w, now)
       and w.last_send + (w.window_s or MAX_WINDOW_S) <= now then
     w.remaining = w.limit
   end
+  local sorted = {}
+  for i, p in ipairs(w.recent) do sorted[i] = {math.min(p[1], now), p[2]} end
+  table.sort(sorted, function(x, y)
+    if x[1] ~= y[1] then return x[1] < y[1] end
+    return x[2] < y[2]
+  end)
   local recent = {}
-  for i = math.max(1, #w.recent - RECENT_KEPT + 1), #w.recent do
-    recent[#recent + 1] = {math.min(w.recent[i][1], now), w.recent[i][2]}
-  end
+  for i = math.max(1, #sorted - RECENT_KEPT + 1), #sorted do recent[#recent + 1] = sorted[i] end
   w.recent = recent
   for k, v in pairs(w.sent_by) do w.sent_by[k] = clamp_count(v) end
   w.reports = sorted_reports(w.reports, REPORTS_KEPT)
@@ -169,14 +194,15 @@ end
 local function nn(v) if v == nil then return null end return v end
 
 local function dump(w)
-  local flights, waiting, recent, reports, separate, sent_by = {}, {}, arr({}), {}, {}, {}
+  local flights, waiting, recent, reports, separate, sent_by = {}, {}, {}, {}, {}, {}
   for k, v in pairs(w.flights) do flights[k] = v end
   for k, p in pairs(w.waiting) do waiting[k] = arr({p[1], p[2]}) end
-  for i, p in ipairs(w.recent) do recent[i] = arr({p[1], p[2]}) end
-  for k, r in pairs(w.reports) do
-    reports[k] = {bucket = r.bucket, remaining = r.remaining, reset_at = r.reset_at, limit = nn(r.limit),
-                  answers_at = r.answers_at}
+  for _, p in ipairs(w.recent) do
+    if recent[p[2]] == nil then recent[p[2]] = arr({}) end
+    local times = recent[p[2]]
+    times[#times + 1] = p[1]
   end
+  for k, r in pairs(w.reports) do reports[k] = arr({r.remaining, r.reset_at, nn(r.limit), r.answers_at}) end
   for k, v in pairs(w.separate) do separate[k] = v end
   for k, v in pairs(w.sent_by) do sent_by[k] = v end
   local last_send = null

@@ -73,16 +73,28 @@ def some(r: random.Random, keys: list[str], value: Callable[[random.Random], Any
     return {r.choice(keys): value(r) for _ in range(r.randint(0, most))}
 
 
-def report(r: random.Random) -> dict[str, Any]:
-    return {"bucket": r.choice(BUCKETS), "remaining": count(r), "reset_at": time(r),
-            "limit": maybe(r, count), "answers_at": r.randint(0, 20)}  # fmt: skip
+def report(r: random.Random) -> dict[str, Any] | list[Any]:
+    """As kept (`[remaining, reset_at, limit, answers_at]`), or as kept before (an object naming them)."""
+    found = [count(r), time(r), maybe(r, count), r.randint(0, 20)]
+    if r.randrange(3):
+        return found
+    return {"bucket": r.choice(BUCKETS), "remaining": found[0], "reset_at": found[1], "limit": found[2],
+            "answers_at": found[3]}  # fmt: skip
 
 
-def recent(r: random.Random) -> list[list[Any]]:
+def recent(r: random.Random) -> dict[str, list[float]] | list[list[Any]]:
+    """As kept (each bucket's times under its name), or as kept before (`[time, bucket]` pairs)."""
     if r.randrange(10) == 0:  # more than the 64 kept
         start = NOW - r.random()
-        return [[start - i / 50, BUCKETS[i % 3]] for i in range(70)]
-    return [[NOW + r.uniform(-2, 0.5), r.choice(BUCKETS)] for _ in range(r.randint(0, 6))]
+        pairs = [[start - i / 50, BUCKETS[i % 3]] for i in range(70)]
+    else:
+        pairs = [[NOW + r.uniform(-2, 0.5), r.choice(BUCKETS)] for _ in range(r.randint(0, 6))]
+    if r.randrange(3) == 0:
+        return pairs
+    grouped: dict[str, list[float]] = {}
+    for t, bucket in pairs:
+        grouped.setdefault(bucket, []).append(t)
+    return grouped
 
 
 FIELDS: dict[str, Callable[[random.Random], Any]] = {
