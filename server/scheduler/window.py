@@ -207,7 +207,11 @@ def forget_ticket(doc: Doc | None, now: float, ticket: str) -> Change[None]:
 
 def _report(bucket: str, value: Any) -> Report:
     """A bucket's report as kept, `[remaining, reset_at, limit, answers_at]` (an object naming them, as kept before,
-    read too); the bucket is its key."""
+    read too); the bucket is its key.
+
+    Raises:
+        Malformed: a figure missing or of the wrong type (`load` reads the document as absent).
+    """
     if isinstance(value, dict):
         value = [value.get("remaining"), value.get("reset_at"), value.get("limit"), value.get("answers_at")]
     found = bounds.sequence(value)
@@ -222,7 +226,11 @@ def _report(bucket: str, value: Any) -> Report:
 
 def _recent(value: object) -> list[tuple[float, str]]:
     """The sends of the last burst period as kept, each bucket's times under its name once (a list of `[time,
-    bucket]` pairs, as kept before, read too); loading sorts them."""
+    bucket]` pairs, as kept before, read too); loading sorts them.
+
+    Raises:
+        Malformed: a time or a name of the wrong type (`load` reads the document as absent).
+    """
     if isinstance(value, dict):
         return [(bounds.number(t), bounds.text(b)) for b, times in value.items() for t in bounds.sequence(times)]
     return [_pair(x) for x in bounds.sequence(value)]

@@ -86,11 +86,11 @@ def recent(r: random.Random) -> dict[str, list[float]] | list[list[Any]]:
     """As kept (each bucket's times under its name), or as kept before (`[time, bucket]` pairs)."""
     if r.randrange(10) == 0:  # more than the 64 kept
         start = NOW - r.random()
-        pairs = [[start - i / 50, BUCKETS[i % 3]] for i in range(70)]
+        pairs = [(start - i / 50, BUCKETS[i % 3]) for i in range(70)]
     else:
-        pairs = [[NOW + r.uniform(-2, 0.5), r.choice(BUCKETS)] for _ in range(r.randint(0, 6))]
+        pairs = [(NOW + r.uniform(-2, 0.5), r.choice(BUCKETS)) for _ in range(r.randint(0, 6))]
     if r.randrange(3) == 0:
-        return pairs
+        return [list(p) for p in pairs]
     grouped: dict[str, list[float]] = {}
     for t, bucket in pairs:
         grouped.setdefault(bucket, []).append(t)
