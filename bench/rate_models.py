@@ -150,7 +150,8 @@ async def run() -> str:
             "per-endpoint per-minute budgets with the rate-limits page's per-second burst (the free plan's "
             "30 a minute and 5 a second for writes and for searches); and, as a vendor could change them any day, "
             "per-endpoint budgets whose burst the page's table does not name (12 per 5 s and 4 a second per "
-            "endpoint, 30 + 30 calls: the gate starts at the window's average rate and ramps from there). "
+            "endpoint, 30 + 30 calls: the gate ramps up from the window's average rate, or from one a second until it "
+            "has seen a window turn, and a 429 teaches it the burst). "
             "Windows are scaled so a run takes seconds; "
             "the burst stays per real second. Median of "
             f"{RUNS} runs.",

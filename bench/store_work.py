@@ -11,6 +11,7 @@ the medians and the machine's load average around the runs. An idle replica is m
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import statistics
@@ -31,6 +32,7 @@ from bench.shared import base_env
 from server.clock import SystemClock
 from server.sandbox import Emulator, EmulatorState
 from server.state.sqlite import FILENAME
+from tests.scheduler.test_document_size import busy_document, size
 from tests.servers import http_replica, valkey
 
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
@@ -61,6 +63,21 @@ class Run:
         it, so it may hold fewer) and the last (what was left)."""
         windows = self.outcome.windows()[1:-1]
         return sum(windows) / (len(windows) * LIMIT) if windows else 1.0
+
+
+def _document_sizes() -> str:
+    """The window document at its busiest in this run, as the gate's own steps build it (bytes as stored)."""
+    sizes = {n: busy_document(n) for n in (1, 16, 32)}
+    waiting = len(json.dumps(sizes[32]["waiting"], separators=(",", ":")))
+    return (
+        "The window document every decision reads (and most rewrite whole), at its busiest here: a window's "
+        "whole budget sent within a second, 19 of its 20 sends still in flight, and one waiting call of each other "
+        "replica (`tests/scheduler/test_document_size.py` builds it with the gate's own steps): "
+        + ", ".join(f"{size(doc):,} bytes at {n} replica{'s' if n > 1 else ''}" for n, doc in sizes.items())
+        + f"; the 31 waiting calls' tickets are {waiting:,} bytes of the last. Before each send stopped naming its "
+        "bucket (40 bytes) and each bucket's report its fields: 2,334, 3,209 and 4,143 bytes. `status` reads "
+        "nothing a decision does not, so nothing moved beside the document."
+    )
 
 
 def _stats(db: redis.Redis) -> tuple[dict[str, int], float]:
@@ -228,6 +245,8 @@ async def run() -> str:
             "Goals: commands (Valkey) and write transactions (SQLite) per call at 16 replicas or processes at "
             "most 2× those at 1; an idle replica at most 1 command a second; 0 upstream 429s; ≥ 98 % of the "
             "limit used per window; 1 token request.",
+            "",
+            _document_sizes(),
             "",
             f"Reproduce: `make bench BENCH=store_work` (`BENCH_REPLICAS=1,16,32` adds 32). Machine: {machine()}.",
         ]

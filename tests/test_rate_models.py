@@ -8,11 +8,13 @@ starts with one budget per key and splits an endpoint off only on evidence from 
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 from mcp import Client
 
 from server.app import create_app
@@ -20,6 +22,7 @@ from server.cli import status
 from server.clock import FakeClock, SystemClock
 from server.config import Settings
 from server.sandbox import Emulator, EmulatorState
+from server.sandbox.records import RequestRecord
 from server.sandbox.variants import Variants
 from server.scheduler.window import Window
 from server.state import accounts, layout
@@ -157,3 +160,70 @@ async def test_processes_sharing_a_state_store_pace_each_endpoint_together_witho
         times = sends(state, route)
         assert len(times) == 24  # not one request wasted
         assert most_in_one_second(times) <= 5
+
+
+class RunningClock:
+    """Real time, run `speed` times faster and moved ahead at will: the emulator and the server share it, so a run
+    starts where a test puts it in the upstream's windows, and a window of seconds passes in a fraction of one."""
+
+    def __init__(self, speed: float) -> None:
+        self._speed, self._base, self._since = speed, 1_780_000_000.0, time.monotonic()
+
+    def now(self) -> float:
+        return self._base + (time.monotonic() - self._since) * self._speed
+
+    def move_to(self, at: float) -> None:
+        """Jump (forward) to `at`, Unix seconds."""
+        self._base, self._since = at, time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await anyio.sleep(max(0.0, seconds) / self._speed)
+
+
+# Per endpoint; the page's table names no limit of 8. Its average (2 a second) fills 6 of 8: its burst fills it.
+UNKNOWN_WINDOW_S, UNKNOWN_LIMIT, UNKNOWN_BURST = 3.0, 8, 4
+UNKNOWN_CALLS = 17  # per endpoint: the first window's, a whole window's and more, so a whole window lies between
+
+
+def window_use(records: list[RequestRecord]) -> float:
+    """The emptiest window's share of the limit, over the windows between the first request's and the last's."""
+    accepted = Counter(math.floor(r.at / UNKNOWN_WINDOW_S) for r in records if r.status < 300)
+    between = [accepted[k] / UNKNOWN_LIMIT for k in range(min(accepted) + 1, max(accepted))]
+    assert between, "no whole window between the first request and the last"
+    return min(between)
+
+
+async def unknown_burst_run(phase: float) -> EmulatorState:
+    """17 snapshots and 17 searches fired at once, the first landing at `phase` (a share) of the upstream's window,
+    against per-endpoint windows whose limit and burst the rate-limits page does not name."""
+    clock = RunningClock(speed=3.0)
+    state = EmulatorState(clock)
+    state.variants = Variants.profile("per-endpoint")
+    state.variants.time_scale = UNKNOWN_WINDOW_S / 60
+    state.endpoint_limits = {name: (UNKNOWN_LIMIT, UNKNOWN_BURST) for name in ("write", "search", "read")}
+    with Emulator(state) as emulator:
+        settings = Settings.from_env({**emulator.environment(), "FLASHSNAP_STATE": "memory"})
+        async with Client(create_app(settings, clock=clock)) as client:
+            start = (math.floor(clock.now() / UNKNOWN_WINDOW_S) + 1 + phase) * UNKNOWN_WINDOW_S
+            clock.move_to(start)
+            saved, found = await fire(client, writes=UNKNOWN_CALLS, searches=UNKNOWN_CALLS)
+    assert len(saved) == len(found) == UNKNOWN_CALLS
+    return state
+
+
+@pytest.mark.parametrize("phase", [0.1, 0.5, 0.85], ids=["early", "middle", "late"])
+async def test_an_unknown_burst_costs_at_most_one_429_per_endpoint_wherever_the_first_request_lands(
+    phase: float,
+) -> None:
+    """The first answer's reset, late in the upstream's window, reads that window as a second long: its average is
+    not trusted until a turn was seen, and the burst is found by ramping up, one 429 per endpoint at most; then
+    every whole window is used in full."""
+    state = await unknown_burst_run(phase)
+    assert len(state.snapshots) == UNKNOWN_CALLS  # each created once
+    for route in ("snapshot_create", "snapshot_search"):
+        with state.lock:
+            records = [r for r in state.log if r.route == route]
+        assert state.count_status(route, 429) <= 1
+        assert len(records) <= UNKNOWN_CALLS + 1  # nothing wasted but the one 429 that taught the burst
+        assert window_use(records) >= 0.95
+        assert most_in_one_second([r.at for r in records if r.status < 300]) <= UNKNOWN_BURST

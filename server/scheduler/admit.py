@@ -23,6 +23,7 @@ TICKET_GRACE_S = bounds.TICKET_GRACE_S  # a waiting call's ticket outlives its n
 class Send:
     tracked: bool  # counted in the shared document (and so to be settled there)
     in_period: int = field(default=0, compare=False)  # sends in its burst period, itself included
+    in_second: int = field(default=0, compare=False)  # of those, the sends in its whole second
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,7 @@ def queued_or_paced(w: Window, now: float, asker: Asker) -> Decision | None:
     """
     if w.remaining is not None and older_waiting(w, asker) >= w.remaining:
         return AwaitAnswers(CAME_FIRST)
-    if burst.allowed(w, asker.own_window) is not None:
+    if burst.allowed(w, ramps(w, asker)) is not None:
         return None
     if not asker.paced and (seconds := pace(w, now, asker, others_waiting(w, asker))) > 0:
         return Wait(seconds, "pacing the last requests of the window", advisory=True)
@@ -150,12 +151,18 @@ def queued_or_paced(w: Window, now: float, asker: Asker) -> Decision | None:
 
 def burst_held(w: Window, now: float, asker: Asker) -> Decision | None:
     """Whether the burst holds the next send: paced at the burst rate, or, while finding it, one send at a time."""
-    seconds = burst.burst_wait(w, now, asker.own_window, asker.inherited, excluding=w.separate.keys())
+    ramp = ramps(w, asker)
+    seconds = burst.burst_wait(w, now, ramp, asker.inherited, excluding=w.separate.keys())
     if seconds <= 0:
         return None
-    if burst.ramping(w, asker.own_window) and w.in_flight > 0:
+    if burst.ramping(w, ramp) and w.in_flight > 0:
         return AwaitAnswers(FINDING_BURST)  # an answer may allow one more at once
     return Wait(seconds, "pacing at the upstream's burst rate")
+
+
+def ramps(w: Window, asker: Asker) -> bool:
+    """Whether an unknown burst is found by ramping up: in an endpoint's own window, or one several share."""
+    return asker.own_window or burst.shared(w, asker.bucket)
 
 
 def wakes_at(decision: Decision, now: float) -> float:
@@ -191,14 +198,14 @@ def let_out(doc: Doc | None, w: Window, now: float, asker: Asker, learning: bool
         if doc is None or not _changed(doc, w):
             return Change((Send(tracked=False), w))
         return Change((Send(tracked=False), w), w.dump(), WINDOW_TTL_S)
-    in_period = reserve(w, now, asker)
-    return Change((Send(tracked=True, in_period=in_period), w), w.dump(), WINDOW_TTL_S)
+    in_period, in_second = reserve(w, now, asker)
+    return Change((Send(tracked=True, in_period=in_period, in_second=in_second), w), w.dump(), WINDOW_TTL_S)
 
 
-def reserve(w: Window, now: float, asker: Asker) -> int:
+def reserve(w: Window, now: float, asker: Asker) -> tuple[int, int]:
     """Count one send of `asker` against the window (in place), in flight until `now + flight_ttl_s` (Unix s).
 
-    Returns how many sends its burst period holds with it.
+    Returns how many sends its burst period and its whole second hold with it (`burst.note_send`).
     """
     w.waiting.pop(asker.id, None)
     if w.remaining is not None:
@@ -207,7 +214,7 @@ def reserve(w: Window, now: float, asker: Asker) -> int:
     w.sent_by[asker.bucket] = w.sent_by.get(asker.bucket, 0) + 1
     w.flights[asker.id] = now + asker.flight_ttl_s
     w.last_send = now
-    return burst.note_send(w, now, asker.bucket)
+    return burst.note_send(w, now, asker.bucket, asker.inherited, w.separate.keys())
 
 
 def _changed(doc: Doc, w: Window) -> bool:

@@ -6,9 +6,14 @@ at most, starts from the table's burst. A short window of an endpoint shown to h
 own (the page with bursts) whose limit the table does not name ramps up: one send at a time beyond
 the most sends per second already answered without a 429 (`safe`), starting from the window's average
 rate (its limit over its length: a burst below it would leave the limit out of reach), so finding its
-burst costs at most one 429 and never starts slower than the window allows. A 429 that arrives while a
-window still has room is its burst: the rate is set just below it. Other windows (an hour; a key's
-one budget) carry no burst until a 429 says otherwise.
+burst costs at most one 429 and never starts slower than the window allows. So does a key's window that
+several endpoints share (they may each have a budget, and a burst, of their own). A window's length counts
+as known only once a turn was seen (`windows`): the first answer may come late in the upstream's window, and
+its reset then reads the window as a second long, its average as the whole limit each second; until then
+the ramp starts from one send a second. A 429 that arrives while a window still has room is its burst: the
+rate is set just below what that whole second held (sends are counted by the whole second they fall in, as
+the upstream counts its resets, so a ramp that crosses a second never teaches a burst above the real one).
+Other windows (an hour; a key's one budget used by one endpoint) carry no burst until a 429 says otherwise.
 
 Pure functions over a `Window`; the gate applies them inside its atomic store updates.
 """
@@ -18,6 +23,8 @@ from __future__ import annotations
 import math
 from collections.abc import Collection
 from typing import Protocol
+
+from server.scheduler.buckets import Report
 
 
 class Window(Protocol):
@@ -29,6 +36,10 @@ class Window(Protocol):
     burst_until: float
     safe: int
     recent: list[tuple[float, str]]
+    windows: int
+    separate: dict[str, float]
+    sent_by: dict[str, int]
+    reports: dict[str, Report]
 
 
 BURST_S = 1.0  # the pages' burst is per second
@@ -55,6 +66,18 @@ def may_burst(w: Window) -> bool:
     return w.window_s is not None and w.window_s <= MAX_BURST_WINDOW_S
 
 
+def length_known(w: Window) -> bool:
+    """Whether the window's length is known: a turn was seen (a later window's first answer), so `window_s` is
+    the length, not the distance to a reset that came late in the first window (a lower bound)."""
+    return w.windows >= 2 and w.window_s is not None
+
+
+def shared(w: Window, bucket: str) -> bool:
+    """Whether several endpoints send through the window: another bucket's sends or answers are in it, or one was
+    split off (the upstream keeps budgets per endpoint). A window of one endpoint alone sends as before."""
+    return bool(w.separate) or any(b != bucket for b in (*w.sent_by, *w.reports))
+
+
 def page_burst(w: Window) -> int | None:
     """The rate-limits page's burst for a per-minute window of this limit, if the page names one."""
     return PAGE_BURSTS.get(w.limit) if w.limit is not None and may_burst(w) else None
@@ -64,7 +87,8 @@ def allowed(w: Window, ramp: bool) -> int | None:
     """Sends per burst period the window lets out: the burst, or while ramping one beyond the most found safe and
     never fewer than the window's average rate; None when it has no burst.
 
-    `ramp`: the window is an endpoint's own (the model with bursts), so an unknown burst is found by ramping.
+    `ramp`: the window is an endpoint's own, or shared by several (the model with bursts), so an unknown burst is
+    found by ramping.
     """
     if w.burst is not None:
         return w.burst
@@ -77,15 +101,17 @@ def average(w: Window) -> int:
     """Sends per burst period at the window's average rate (its limit over its length, rounded down), at least 1.
 
     Any burst an upstream sets allows at least this, or the window's limit could never be reached: an unknown
-    burst starts here, not at one send a second.
+    burst starts here, not at one send a second. Before the window's length is known, 1: a length read from a
+    late first answer is too short, and its average too high.
     """
-    if w.limit is None or not w.window_s:
+    if w.limit is None or not w.window_s or not length_known(w):
         return 1
     return max(1, math.floor(w.limit * BURST_S / w.window_s))
 
 
 def ramping(w: Window, ramp: bool) -> bool:
-    """Whether the burst is still being found: an endpoint's short window whose burst neither page nor 429 told."""
+    """Whether the burst is still being found: an endpoint's (or several endpoints') short window whose burst neither
+    page nor 429 told."""
     return ramp and w.burst is None and page_burst(w) is None and may_burst(w)
 
 
@@ -106,11 +132,20 @@ def burst_wait(
     return max(0.0, recent[-cap] + BURST_S + MARGIN_S - now)
 
 
-def note_send(w: Window, now: float, bucket: str) -> int:
-    """Count a send of `bucket` at `now` (in place) towards the burst; returns how many sends the last period
-    holds with it."""
+def note_send(
+    w: Window, now: float, bucket: str, inherited: tuple[float, ...] = (), excluding: Collection[str] = ()
+) -> tuple[int, int]:
+    """Count a send of `bucket` at `now` (in place) towards the burst; returns how many sends of those
+    `burst_wait` counts (`inherited` and `excluding` as there) its last period holds with it, and how many its
+    whole second holds.
+
+    The whole second is what a 429 teaches (`note_burst_refusal`): an upstream that counts whole seconds refused
+    a send only if that second held more than its burst; the period's count may hold sends of the second before.
+    """
     w.recent = [*((t, b) for t, b in w.recent if counts(t, now)), (now, bucket)][-64:]
-    return len(w.recent)
+    counted = [*recent_sends(w, now, excluding=excluding), *(t for t in inherited if counts(t, now))]
+    second = math.floor(now)
+    return len(counted), sum(1 for t in counted if math.floor(t) == second)
 
 
 def note_success(w: Window, in_period: int) -> None:
@@ -119,7 +154,8 @@ def note_success(w: Window, in_period: int) -> None:
 
 
 def note_burst_refusal(w: Window, in_period: int, now: float) -> None:
-    """A 429 while the window had room: the burst is below `in_period`; pace just under it for `LEARNT_FOR_S`.
+    """A 429 while the window had room: the burst is below `in_period` (the sends of its whole second); pace just
+    under it for `LEARNT_FOR_S`.
 
     Sends this window did not see (another process's, before its endpoint was split off) can make the burst
     look lower than it is: so the verdict is kept only for a while, then found again.

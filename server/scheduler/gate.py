@@ -89,6 +89,7 @@ class Reservation:
     doc: str = ""  # the window document it was reserved in
     bucket: str | None = None
     in_period: int = 0  # sends in its burst period, itself included
+    in_second: int = 0  # of those, the sends in its whole second
     answers_at_send: int = 0  # the window's count of answers when it was let out
 
 
@@ -312,7 +313,8 @@ class Gate(LeaseKeeper):
                     self._observer.rate_limit(self.scope, window.limit, window.remaining)
                     if decision.tracked:
                         self._out[me] = lane.doc
-                    return Reservation(me, decision.tracked, lane.doc, bucket, decision.in_period, window.answers)
+                    return Reservation(me, decision.tracked, lane.doc, bucket, decision.in_period, decision.in_second,
+                                       window.answers)  # fmt: skip
                 if isinstance(decision, Wait):
                     seconds = decision.seconds
                     if decision.advisory:
@@ -381,7 +383,7 @@ class Gate(LeaseKeeper):
             reservation,
             Answer.from_headers(
                 reservation.id, reservation.tracked, headers, throttled_for=throttled_for, status=status,
-                bucket=reservation.bucket, in_period=reservation.in_period,
+                bucket=reservation.bucket, in_period=reservation.in_period, in_second=reservation.in_second,
                 answers_at_send=reservation.answers_at_send,
             ),
         )  # fmt: skip

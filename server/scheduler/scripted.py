@@ -89,7 +89,7 @@ def decision_of(reply: Any) -> Decision:
     """A decision as the script answers it."""
     kind = reply["k"]
     if kind == "send":
-        return Send(tracked=bool(reply["tracked"]), in_period=int(reply["in_period"]))
+        return Send(bool(reply["tracked"]), in_period=int(reply["in_period"]), in_second=int(reply["in_second"]))
     if kind == "wait":
         return Wait(float(reply["s"]), str(reply["why"]), advisory=bool(reply["advisory"]))
     if kind == "await":

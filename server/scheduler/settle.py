@@ -33,6 +33,7 @@ class Answer:
     status: int | None = None  # the HTTP status, when one came
     bucket: str | None = None  # the request's method and route
     in_period: int = 0  # sends in the request's burst period, itself included
+    in_second: int = 0  # of those, the sends in its whole second (what a 429 teaches of the burst)
     answers_at_send: int = 0  # the window's count of answers when the request was let out
 
     @classmethod
@@ -65,6 +66,7 @@ def settle(doc: Doc | None, now: float, answer: Answer) -> Change[Window]:
     if seen.limit is not None:
         w.limit = seen.limit
     if seen.remaining is not None and seen.reset_at is not None and reports_current_window(seen.reset_at, now):
+        give_back_refused(w, answer)
         learn_report(w, now, seen.remaining, seen.reset_at)
         learn_budget_owner(w, now, answer, Report(answer.bucket or "", seen.remaining, seen.reset_at, seen.limit, 0))
     learn_burst(w, now, answer, seen.remaining)
@@ -77,7 +79,7 @@ def learn_burst(w: Window, now: float, answer: Answer, remaining: int | None) ->
     """Take in (in place) what an answer says of the burst: a 429 with room left is one, anything else is safe."""
     if answer.status == 429:
         if remaining is not None and remaining > 0 and answer.in_period > 0 and burst.may_burst(w):
-            burst.note_burst_refusal(w, answer.in_period, now)
+            burst.note_burst_refusal(w, answer.in_second or answer.in_period, now)
     elif answer.in_period > 0:
         burst.note_success(w, answer.in_period)
 
@@ -111,6 +113,15 @@ def give_back_unsent(w: Window, answer: Answer) -> None:
             w.remaining += 1
 
 
+def give_back_refused(w: Window, answer: Answer) -> None:
+    """Give back (in place) the budget place of a tracked request refused with a 429 (it is sent again, counted
+    again): an upstream that counted it anyway reports less left, and the report then takes the place back."""
+    if answer.status == 429 and answer.tracked:
+        w.sent = max(0, w.sent - 1)
+        if w.remaining is not None:
+            w.remaining = min(w.remaining + 1, w.limit) if w.limit is not None else w.remaining + 1
+
+
 def reports_current_window(reset: float, now: float) -> bool:
     """Whether a report whose window resets at `reset` (Unix seconds) still speaks of the window open at `now`."""
     # An answer from a window that is already over says nothing about the current one.
@@ -129,7 +140,9 @@ def learn_report(w: Window, now: float, remaining: int, reset: float) -> None:
         return
     # The distance to a window's reset, at its first answer, is at most the window's length: the longest
     # such distance seen is the length (never the limit's value: 100 is per hour on one page, per minute on another).
+    # It is the length only once a turn was seen: the first answer may come late in its window (`burst.length_known`).
     w.window_s = max(w.window_s or 0.0, min(MAX_WINDOW_S, max(1.0, reset - now)))
+    w.windows = min(2, w.windows + 1)
     if w.reset_at is not None:
         # The upstream's window moved on without us seeing it turn: this answer's request, and
         # any still unanswered, may be counted in the new one.

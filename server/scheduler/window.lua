@@ -73,12 +73,37 @@ local function opt(d, name, f)
   return f(v)
 end
 
-local function report_of(v)
-  local r = mapping(v)
+local function report_of(bucket, v)
+  -- [remaining, reset_at, limit, answers_at]; an object naming them (as kept before) is read too.
+  local r
+  if type(v) == 'table' and type(next(v)) == 'string' then
+    r = {v.remaining, v.reset_at, v.limit, v.answers_at}
+  else
+    r = sequence(v)
+    if #r < 4 then malformed() end
+  end
   local limit = nil
-  if not absent(r.limit) then limit = count(r.limit) end
-  return {bucket = text(r.bucket), remaining = clamp_count(count(r.remaining)), reset_at = number(r.reset_at),
-          limit = limit, answers_at = clamp_count(count(r.answers_at))}
+  if not absent(r[3]) then limit = count(r[3]) end
+  return {bucket = bucket, remaining = clamp_count(count(r[1])), reset_at = number(r[2]), limit = limit,
+          answers_at = clamp_count(count(r[4]))}
+end
+
+local function recent_of(v)
+  -- Each bucket's send times under its name; a list of [time, bucket] pairs (as kept before) is read too.
+  local found = {}
+  if type(v) == 'table' and type(next(v)) == 'string' then
+    for b, times in pairs(v) do
+      text(b)
+      for _, t in ipairs(sequence(times)) do found[#found + 1] = {number(t), b} end
+    end
+  else
+    for _, x in ipairs(sequence(v)) do
+      local p = sequence(x)
+      if #p < 2 then malformed() end
+      found[#found + 1] = {number(p[1]), text(p[2])}
+    end
+  end
+  return found
 end
 
 local function read(d)
@@ -89,6 +114,7 @@ local function read(d)
     last_send = opt(d, 'last_send', number) or -math.huge,
     burst = opt(d, 'burst', count), burst_until = opt(d, 'burst_until', number) or 0,
     safe = opt(d, 'safe', count) or 0, answers = opt(d, 'answers', count) or 0,
+    windows = opt(d, 'windows', count) or 0,
     flights = {}, waiting = {}, recent = {}, reports = {}, separate = {}, sent_by = {},
   }
   for k, v in pairs(mapping(d.flights)) do w.flights[k] = number(v) end
@@ -97,12 +123,8 @@ local function read(d)
     if #p < 2 then malformed() end
     w.waiting[k] = {number(p[1]), number(p[2])}
   end
-  for _, v in ipairs(sequence(d.recent)) do
-    local p = sequence(v)
-    if #p < 2 then malformed() end
-    w.recent[#w.recent + 1] = {number(p[1]), text(p[2])}
-  end
-  for k, v in pairs(mapping(d.reports)) do w.reports[k] = report_of(v) end
+  w.recent = recent_of(d.recent)
+  for k, v in pairs(mapping(d.reports)) do w.reports[k] = report_of(k, v) end
   for k, v in pairs(mapping(d.separate)) do w.separate[k] = number(v) end
   for k, v in pairs(mapping(d.sent_by)) do w.sent_by[k] = count(v) end
   return w
@@ -110,7 +132,7 @@ end
 
 local function fresh()
   return {blocked_until = 0, answered = 0, sent = 0, last_send = -math.huge, burst_until = 0, safe = 0, answers = 0,
-          flights = {}, waiting = {}, recent = {}, reports = {}, separate = {}, sent_by = {}}
+          windows = 0, flights = {}, waiting = {}, recent = {}, reports = {}, separate = {}, sent_by = {}}
 end
 
 local function sorted_reports(reports, keep)
@@ -139,15 +161,20 @@ local function bound(w, now)
   w.burst_until = math.min(w.burst_until, now + LEARNT_FOR_S)
   w.answered, w.sent = clamp_count(w.answered), clamp_count(w.sent)
   w.safe, w.answers = clamp_count(w.safe), clamp_count(w.answers)
+  w.windows = math.min(math.max(0, w.windows), 2)
   w.last_send = math.min(w.last_send, now)
   if w.reset_at == nil and w.remaining ~= nil and next(w.flights) == nil
       and w.last_send + (w.window_s or MAX_WINDOW_S) <= now then
     w.remaining = w.limit
   end
+  local sorted = {}
+  for i, p in ipairs(w.recent) do sorted[i] = {math.min(p[1], now), p[2]} end
+  table.sort(sorted, function(x, y)
+    if x[1] ~= y[1] then return x[1] < y[1] end
+    return x[2] < y[2]
+  end)
   local recent = {}
-  for i = math.max(1, #w.recent - RECENT_KEPT + 1), #w.recent do
-    recent[#recent + 1] = {math.min(w.recent[i][1], now), w.recent[i][2]}
-  end
+  for i = math.max(1, #sorted - RECENT_KEPT + 1), #sorted do recent[#recent + 1] = sorted[i] end
   w.recent = recent
   for k, v in pairs(w.sent_by) do w.sent_by[k] = clamp_count(v) end
   w.reports = sorted_reports(w.reports, REPORTS_KEPT)
@@ -167,14 +194,15 @@ end
 local function nn(v) if v == nil then return null end return v end
 
 local function dump(w)
-  local flights, waiting, recent, reports, separate, sent_by = {}, {}, arr({}), {}, {}, {}
+  local flights, waiting, recent, reports, separate, sent_by = {}, {}, {}, {}, {}, {}
   for k, v in pairs(w.flights) do flights[k] = v end
   for k, p in pairs(w.waiting) do waiting[k] = arr({p[1], p[2]}) end
-  for i, p in ipairs(w.recent) do recent[i] = arr({p[1], p[2]}) end
-  for k, r in pairs(w.reports) do
-    reports[k] = {bucket = r.bucket, remaining = r.remaining, reset_at = r.reset_at, limit = nn(r.limit),
-                  answers_at = r.answers_at}
+  for _, p in ipairs(w.recent) do
+    if recent[p[2]] == nil then recent[p[2]] = arr({}) end
+    local times = recent[p[2]]
+    times[#times + 1] = p[1]
   end
+  for k, r in pairs(w.reports) do reports[k] = arr({r.remaining, r.reset_at, nn(r.limit), r.answers_at}) end
   for k, v in pairs(w.separate) do separate[k] = v end
   for k, v in pairs(w.sent_by) do sent_by[k] = v end
   local last_send = null
@@ -182,7 +210,7 @@ local function dump(w)
   return {limit = nn(w.limit), remaining = nn(w.remaining), reset_at = nn(w.reset_at), blocked_until = w.blocked_until,
           window_s = nn(w.window_s), answered = w.answered, sent = w.sent, last_send = last_send, flights = flights,
           waiting = waiting, burst = nn(w.burst), burst_until = w.burst_until, safe = w.safe, recent = recent,
-          answers = w.answers, reports = reports, separate = separate, sent_by = sent_by}
+          answers = w.answers, reports = reports, separate = separate, sent_by = sent_by, windows = w.windows}
 end
 
 local function num(x)
@@ -236,8 +264,17 @@ end
 
 local function ramping(w, ramp) return ramp and w.burst == nil and page_burst(w) == nil and may_burst(w) end
 
+local function length_known(w) return w.windows >= 2 and w.window_s ~= nil end
+
+local function shared(w, bucket)
+  if next(w.separate) ~= nil then return true end
+  for b in pairs(w.sent_by) do if b ~= bucket then return true end end
+  for b in pairs(w.reports) do if b ~= bucket then return true end end
+  return false
+end
+
 local function average(w)
-  if w.limit == nil or w.window_s == nil or w.window_s == 0 then return 1 end
+  if w.limit == nil or w.window_s == nil or w.window_s == 0 or not length_known(w) then return 1 end
   return math.max(1, math.floor(w.limit * BURST_S / w.window_s))
 end
 
@@ -262,14 +299,22 @@ local function burst_wait(w, now, ramp, inherited, excluding)
   return math.max(0.0, recent[#recent - cap + 1] + BURST_S + MARGIN_S - now)
 end
 
-local function note_send(w, now, bucket)
+local function note_send(w, now, bucket, inherited, excluding)
   local recent = {}
   for _, p in ipairs(w.recent) do if counts(p[1], now) then recent[#recent + 1] = p end end
   recent[#recent + 1] = {now, bucket}
   local kept = {}
   for i = math.max(1, #recent - RECENT_KEPT + 1), #recent do kept[#kept + 1] = recent[i] end
   w.recent = kept
-  return #kept
+  -- burst.note_send: the sends burst_wait counts in the period, and those of them in this whole second.
+  local second, in_period, in_second = math.floor(now), 0, 0
+  local function add(t)
+    in_period = in_period + 1
+    if math.floor(t) == second then in_second = in_second + 1 end
+  end
+  for _, p in ipairs(kept) do if counts(p[1], now) and excluding[p[2]] == nil then add(p[1]) end end
+  for _, t in ipairs(inherited) do if counts(t, now) then add(t) end end
+  return in_period, in_second
 end
 
 local function note_burst_refusal(w, in_period, now)
@@ -335,7 +380,7 @@ local function queued_or_paced(w, now, a)
   if w.remaining ~= nil and waiting_besides(w, a, true) >= w.remaining then
     return AWAIT('waiting for calls that came first')
   end
-  if allowed(w, a.own_window) ~= nil then return nil end
+  if allowed(w, a.own_window or shared(w, a.bucket)) ~= nil then return nil end
   if not a.paced then
     local seconds = pace(w, now, a, waiting_besides(w, a, false))
     if seconds > 0 then return WAIT(seconds, 'pacing the last requests of the window', true) end
@@ -344,9 +389,10 @@ local function queued_or_paced(w, now, a)
 end
 
 local function burst_held(w, now, a)
-  local seconds = burst_wait(w, now, a.own_window, a.inherited, w.separate)
+  local ramp = a.own_window or shared(w, a.bucket)
+  local seconds = burst_wait(w, now, ramp, a.inherited, w.separate)
   if seconds <= 0 then return nil end
-  if ramping(w, a.own_window) and in_flight(w) > 0 then return AWAIT("finding the upstream's burst rate") end
+  if ramping(w, ramp) and in_flight(w) > 0 then return AWAIT("finding the upstream's burst rate") end
   return WAIT(seconds, "pacing at the upstream's burst rate", false)
 end
 
@@ -368,7 +414,7 @@ local function reserve(w, now, a)
   w.sent_by[a.bucket] = (w.sent_by[a.bucket] or 0) + 1
   w.flights[a.id] = now + a.flight_ttl_s
   w.last_send = now
-  return note_send(w, now, a.bucket)
+  return note_send(w, now, a.bucket, a.inherited, w.separate)
 end
 
 local function decide(d, w, now, a)
@@ -385,10 +431,11 @@ local function decide(d, w, now, a)
   end
   local tracked = w.limit ~= nil or w.remaining ~= nil or learning or next(w.waiting) ~= nil or in_flight(w) > 0
   if not tracked then
-    return {k = 'send', tracked = false, in_period = 0}, d ~= nil and changed(d, w), false
+    return {k = 'send', tracked = false, in_period = 0, in_second = 0}, d ~= nil and changed(d, w), false
   end
   -- A send reserved wakes nobody: it lowers both the budget left and the calls ahead of the younger ones.
-  return {k = 'send', tracked = true, in_period = reserve(w, now, a)}, true, false
+  local in_period, in_second = reserve(w, now, a)
+  return {k = 'send', tracked = true, in_period = in_period, in_second = in_second}, true, false
 end
 
 -- --- settle.py and buckets.py ----------------------------------------------------------------------
@@ -411,6 +458,7 @@ local function learn_report(w, now, remaining, reset)
     return
   end
   w.window_s = math.max(w.window_s or 0.0, math.min(MAX_WINDOW_S, math.max(1.0, reset - now)))
+  w.windows = math.min(2, w.windows + 1)
   if w.reset_at ~= nil then
     w.sent = in_flight(w) + 1
     w.sent_by = {}
@@ -470,6 +518,13 @@ local function settle(w, now, a)
   local limit, remaining, reset = opt(a, 'limit', number), opt(a, 'remaining', number), opt(a, 'reset_at', number)
   if limit ~= nil then w.limit = limit end
   if remaining ~= nil and reset ~= nil and reset > now then
+    if a.status == 429 and a.tracked then  -- settle.give_back_refused
+      w.sent = math.max(0, w.sent - 1)
+      if w.remaining ~= nil then
+        w.remaining = w.remaining + 1
+        if w.limit ~= nil then w.remaining = math.min(w.remaining, w.limit) end
+      end
+    end
     learn_report(w, now, remaining, reset)
     local bucket = a.bucket
     if absent(bucket) then bucket = '' end
@@ -478,7 +533,9 @@ local function settle(w, now, a)
   end
   if a.status == 429 then
     if remaining ~= nil and remaining > 0 and a.in_period > 0 and may_burst(w) then
-      note_burst_refusal(w, a.in_period, now)
+      local n = a.in_second
+      if absent(n) or n == 0 then n = a.in_period end
+      note_burst_refusal(w, n, now)
     end
   elseif a.in_period > 0 then
     w.safe = math.max(w.safe, a.in_period)

@@ -13,7 +13,6 @@ process holds them. Tickets expire too.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,6 +48,7 @@ class Window:
     reports: dict[str, Report] = field(default_factory=dict)  # each bucket's last report of this window
     separate: dict[str, float] = field(default_factory=dict)  # buckets shown to have a budget of their own -> since
     sent_by: dict[str, int] = field(default_factory=dict)  # this window's sends by bucket (given back on a split)
+    windows: int = 0  # windows whose first answer was seen, at most 2: from the second, window_s is the length
 
     @classmethod
     def load(cls, doc: Doc | None, now: float) -> Window:
@@ -86,11 +86,12 @@ class Window:
             burst=opt("burst", bounds.count),
             burst_until=opt("burst_until", bounds.number) or 0.0,
             safe=opt("safe", bounds.count) or 0,
-            recent=[_recent(x) for x in bounds.sequence(doc.get("recent"))],
+            recent=_recent(doc.get("recent")),
             answers=opt("answers", bounds.count) or 0,
-            reports={k: _report(v) for k, v in bounds.mapping(doc.get("reports")).items()},
+            reports={k: _report(k, v) for k, v in bounds.mapping(doc.get("reports")).items()},
             separate={k: bounds.number(v) for k, v in bounds.mapping(doc.get("separate")).items()},
             sent_by={k: bounds.count(v) for k, v in bounds.mapping(doc.get("sent_by")).items()},
+            windows=opt("windows", bounds.count) or 0,
         )
 
     def _bound(self, now: float) -> None:
@@ -120,13 +121,15 @@ class Window:
     def _bound_counts(self, now: float) -> None:
         self.answered, self.sent = bounds.clamp_count(self.answered), bounds.clamp_count(self.sent)
         self.safe, self.answers = bounds.clamp_count(self.safe), bounds.clamp_count(self.answers)
+        self.windows = min(max(0, self.windows), 2)
         self.last_send = min(self.last_send, now)
         # A budget whose reset is unknown (a window turned, its first answer not in) lasts a window at most past
         # the last send: then that window is over too, and the budget is the limit again.
         stale = self.last_send + (self.window_s or MAX_WINDOW_S) <= now
         if self.reset_at is None and self.remaining is not None and not self.flights and stale:
             self.remaining = self.limit
-        self.recent = [(min(t, now), b) for t, b in self.recent][-bounds.RECENT_KEPT :]
+        # Oldest first, whatever order the document held them in (its buckets' groups have none between them).
+        self.recent = sorted((min(t, now), b) for t, b in self.recent)[-bounds.RECENT_KEPT :]
         self.sent_by = {k: bounds.clamp_count(v) for k, v in self.sent_by.items()}
         by_age = sorted(self.reports.items(), key=lambda kv: (kv[1].answers_at, kv[0]))
         self.reports = dict(by_age[-bounds.REPORTS_KEPT :])
@@ -146,11 +149,12 @@ class Window:
             "burst": self.burst,
             "burst_until": self.burst_until,
             "safe": self.safe,
-            "recent": [list(x) for x in self.recent],
+            "recent": _grouped(self.recent),
             "answers": self.answers,
-            "reports": {k: dataclasses.asdict(v) for k, v in self.reports.items()},
+            "reports": {k: [r.remaining, r.reset_at, r.limit, r.answers_at] for k, r in self.reports.items()},
             "separate": self.separate,
             "sent_by": self.sent_by,
+            "windows": self.windows,
         }
 
     @property
@@ -201,17 +205,47 @@ def forget_ticket(doc: Doc | None, now: float, ticket: str) -> Change[None]:
     return Change(None, w.dump(), WINDOW_TTL_S)
 
 
-def _report(value: Any) -> Report:
-    found = bounds.mapping(value)
-    limit = None if bounds.absent(found, "limit") else bounds.count(found["limit"])
+def _report(bucket: str, value: Any) -> Report:
+    """A bucket's report as kept, `[remaining, reset_at, limit, answers_at]` (an object naming them, as kept before,
+    read too); the bucket is its key.
+
+    Raises:
+        Malformed: a figure missing or of the wrong type (`load` reads the document as absent).
+    """
+    if isinstance(value, dict):
+        value = [value.get("remaining"), value.get("reset_at"), value.get("limit"), value.get("answers_at")]
+    found = bounds.sequence(value)
+    if len(found) < 4:
+        raise bounds.Malformed("too short")
+    limit = None if found[2] is None else bounds.count(found[2])
     return Report(
-        bounds.text(found["bucket"]), bounds.clamp_count(bounds.count(found["remaining"])),
-        bounds.number(found["reset_at"]), limit, bounds.clamp_count(bounds.count(found["answers_at"])),
+        bucket, bounds.clamp_count(bounds.count(found[0])), bounds.number(found[1]), limit,
+        bounds.clamp_count(bounds.count(found[3])),
     )  # fmt: skip
 
 
-def _recent(value: object) -> tuple[float, str]:
+def _recent(value: object) -> list[tuple[float, str]]:
+    """The sends of the last burst period as kept, each bucket's times under its name once (a list of `[time,
+    bucket]` pairs, as kept before, read too); loading sorts them.
+
+    Raises:
+        Malformed: a time or a name of the wrong type (`load` reads the document as absent).
+    """
+    if isinstance(value, dict):
+        return [(bounds.number(t), bounds.text(b)) for b, times in value.items() for t in bounds.sequence(times)]
+    return [_pair(x) for x in bounds.sequence(value)]
+
+
+def _pair(value: object) -> tuple[float, str]:
     found = bounds.sequence(value)
     if len(found) < 2:
         raise bounds.Malformed("too short")
     return bounds.number(found[0]), bounds.text(found[1])
+
+
+def _grouped(recent: list[tuple[float, str]]) -> dict[str, list[float]]:
+    """Each bucket's send times, its name written once (a document read and rewritten on every decision)."""
+    grouped: dict[str, list[float]] = {}
+    for t, bucket in recent:
+        grouped.setdefault(bucket, []).append(t)
+    return grouped

@@ -7,6 +7,7 @@ import pytest
 
 from server.scheduler import burst
 from server.scheduler.buckets import Report, bucket_of, key_part, latest, shows_own_budget
+from server.scheduler.settle import Answer, learn_report, settle
 from server.scheduler.window import Window
 
 RESET = 1_000.0
@@ -114,3 +115,89 @@ def test_a_learnt_burst_is_forgotten_after_a_while_and_found_again() -> None:
     burst.forget_old_burst(w, now=700.0)
     assert w.burst is None
     assert w.safe == 0
+
+
+@pytest.mark.parametrize(
+    ("windows", "window_s", "average"),
+    [
+        (0, None, 1),  # nothing known
+        (1, 1.0, 1),  # a first answer late in its window reads it as a second long: not trusted (12 a second)
+        (1, 5.0, 1),  # the first window's reading is a bound, even when it is right
+        (2, 5.0, 2),  # a turn was seen: the length is known, 12 over 5 s
+        (2, 60.0, 1),
+    ],
+)
+def test_the_average_rate_counts_only_a_length_known_from_a_turn(
+    windows: int, window_s: float | None, average: int
+) -> None:
+    assert burst.average(window(12, window_s, windows=windows)) == average
+
+
+def test_a_window_turn_seen_makes_its_length_known() -> None:
+    w = window(12, None)
+    learn_report(w, 1_004.2, 11, 1_005.0)  # late in the first window: 0.8 s to its reset, read as 1 s
+    assert (w.window_s, burst.length_known(w)) == (1.0, False)
+    learn_report(w, 1_005.01, 11, 1_010.0)  # the next window's first answer
+    assert burst.length_known(w)
+    assert burst.average(w) == 2
+
+
+SNAP, SEARCH = "POST /snapshots", "GET /snapshots/search"
+
+
+@pytest.mark.parametrize(
+    ("fields", "shared"),
+    [
+        ({}, False),  # a fresh window
+        ({"sent_by": {SNAP: 3}}, False),  # one endpoint alone: sends as before
+        ({"reports": {SNAP: Report(SNAP, 5, RESET, 12, 1)}}, False),
+        ({"sent_by": {SEARCH: 1}}, True),  # another endpoint's sends
+        ({"reports": {SEARCH: Report(SEARCH, 5, RESET, 12, 1)}}, True),  # another endpoint's answers
+        ({"separate": {SEARCH: 1.0}}, True),  # one was split off: the upstream keeps budgets per endpoint
+    ],
+)
+def test_a_window_is_shared_when_another_endpoint_sends_through_it(fields: dict[str, object], shared: bool) -> None:
+    w = window(12, 5.0, **fields)
+    assert burst.shared(w, SNAP) is shared
+    assert (burst.allowed(w, ramp=burst.shared(w, SNAP)) is not None) is shared  # the unknown burst is ramped
+
+
+@pytest.mark.parametrize(
+    ("before", "now", "counts"),
+    [
+        ((), 100.2, (1, 1)),
+        ((100.1, 100.15), 100.2, (3, 3)),  # all in one whole second
+        ((99.5, 99.9, 100.05), 100.2, (4, 2)),  # the second before counts for pacing, not for what a 429 teaches
+        ((99.1,), 100.2, (1, 1)),  # out of the period
+    ],
+)
+def test_a_send_counts_its_period_and_its_whole_second(
+    before: tuple[float, ...], now: float, counts: tuple[int, int]
+) -> None:
+    w = window(12, 5.0)
+    for t in before:
+        burst.note_send(w, t, SNAP)
+    assert burst.note_send(w, now, SNAP) == counts
+
+
+def test_sends_inherited_and_split_off_count_as_the_burst_pacing_counts_them() -> None:
+    w = window(12, 5.0)
+    burst.note_send(w, 100.1, SEARCH)
+    assert burst.note_send(w, 100.2, SNAP, inherited=(100.15,), excluding={SEARCH}) == (2, 2)
+
+
+@pytest.mark.parametrize(
+    ("reported", "remaining"),
+    [
+        (8, 8),  # the upstream did not count the refused send: its place is back (8 of 12 left)
+        (7, 6),  # it did: the report takes the place back (less the send still in flight)
+        # either way the burst is what its whole second held less one (8 in the period: 3 of the second before)
+    ],
+)
+def test_a_429_gives_its_place_back_unless_the_report_says_it_was_counted(reported: int, remaining: int) -> None:
+    now = 1_780_000_001.0
+    doc = window(12, 5.0, remaining=7, sent=5, reset_at=now + 4, windows=2, flights={"r": now + 6, "o": now + 6})
+    headers = {"x-ratelimit-limit": "12", "x-ratelimit-remaining": str(reported), "x-ratelimit-reset": str(now + 4)}
+    answer = Answer.from_headers("r", True, headers, status=429, throttled_for=1.0, in_period=8, in_second=5)
+    w = settle(doc.dump(), now, answer).result
+    assert (w.remaining, w.burst) == (remaining, 4)

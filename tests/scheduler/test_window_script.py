@@ -73,16 +73,28 @@ def some(r: random.Random, keys: list[str], value: Callable[[random.Random], Any
     return {r.choice(keys): value(r) for _ in range(r.randint(0, most))}
 
 
-def report(r: random.Random) -> dict[str, Any]:
-    return {"bucket": r.choice(BUCKETS), "remaining": count(r), "reset_at": time(r),
-            "limit": maybe(r, count), "answers_at": r.randint(0, 20)}  # fmt: skip
+def report(r: random.Random) -> dict[str, Any] | list[Any]:
+    """As kept (`[remaining, reset_at, limit, answers_at]`), or as kept before (an object naming them)."""
+    found = [count(r), time(r), maybe(r, count), r.randint(0, 20)]
+    if r.randrange(3):
+        return found
+    return {"bucket": r.choice(BUCKETS), "remaining": found[0], "reset_at": found[1], "limit": found[2],
+            "answers_at": found[3]}  # fmt: skip
 
 
-def recent(r: random.Random) -> list[list[Any]]:
+def recent(r: random.Random) -> dict[str, list[float]] | list[list[Any]]:
+    """As kept (each bucket's times under its name), or as kept before (`[time, bucket]` pairs)."""
     if r.randrange(10) == 0:  # more than the 64 kept
         start = NOW - r.random()
-        return [[start - i / 50, BUCKETS[i % 3]] for i in range(70)]
-    return [[NOW + r.uniform(-2, 0.5), r.choice(BUCKETS)] for _ in range(r.randint(0, 6))]
+        pairs = [(start - i / 50, BUCKETS[i % 3]) for i in range(70)]
+    else:
+        pairs = [(NOW + r.uniform(-2, 0.5), r.choice(BUCKETS)) for _ in range(r.randint(0, 6))]
+    if r.randrange(3) == 0:
+        return [list(p) for p in pairs]
+    grouped: dict[str, list[float]] = {}
+    for t, bucket in pairs:
+        grouped.setdefault(bucket, []).append(t)
+    return grouped
 
 
 FIELDS: dict[str, Callable[[random.Random], Any]] = {
@@ -104,6 +116,7 @@ FIELDS: dict[str, Callable[[random.Random], Any]] = {
     "reports": lambda r: some(r, BUCKETS, report, 3),
     "separate": lambda r: some(r, BUCKETS[:2], time, 1),
     "sent_by": lambda r: some(r, BUCKETS, lambda r: r.randint(0, 30), 3),
+    "windows": lambda r: r.randint(-1, 4),
 }
 BAD: list[Any] = ["x", True, 1.5, [], {"k": 1}, float("inf"), [1.0], None]
 
@@ -133,7 +146,8 @@ def answer(r: random.Random) -> Answer:
         r.choice(IDS), tracked=r.random() < 0.5, answered=r.random() < 0.8, sent=r.random() < 0.5,
         limit=maybe(r, count), remaining=maybe(r, count), reset=reset,
         throttled_for=r.choice([None, r.uniform(0, 100)]), status=r.choice([None, 200, 429, 500]),
-        bucket=r.choice([None, *BUCKETS]), in_period=r.randint(0, 12), answers_at_send=r.randint(0, 20),
+        bucket=r.choice([None, *BUCKETS]), in_period=r.randint(0, 12), in_second=r.randint(0, 12),
+        answers_at_send=r.randint(0, 20),
     )  # fmt: skip
 
 
@@ -200,6 +214,7 @@ def test_a_decision_is_the_same_in_the_store_as_in_the_pure_steps(
         decision, window = change.result
         assert scripted.decision_of(reply["r"]) == decision
         assert getattr(decision, "in_period", 0) == reply["r"].get("in_period", 0)
+        assert getattr(decision, "in_second", 0) == reply["r"].get("in_second", 0)
         assert reply["d"] == normal(window.dump())
         same_writes(change, reply, doc)
 
