@@ -25,7 +25,8 @@ def node_modules() -> Path:
         if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
             npm = shutil.which("npm")
             assert npm is not None, "npm is needed to install Node 22 and the third-party MCP clients"
-            subprocess.run(
-                [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=NODE_DIR, check=True, timeout=900
-            )
+            # --prefer-offline: a tarball already in npm's cache is used without asking the registry whether it is
+            # stale (the lock pins each by its integrity hash, so nothing newer is wanted); ~20 s became ~13 s.
+            command = [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error", "--prefer-offline"]
+            subprocess.run(command, cwd=NODE_DIR, check=True, timeout=900)
     return MODULES
