@@ -125,7 +125,7 @@ async def burst_through(balancer: Balancer, mode: str, sessions: int, calls: int
 async def test_replicas_on_one_redis_share_one_token_and_one_budget(
     live: Emulator, redis_server: Valkey, tmp_path: Path
 ) -> None:
-    live.state.set_rate_limit(20, 4)
+    live.state.set_rate_limit(20, 2)  # 60 saves need three windows or more; on the real clock, short ones to wait
     base = {**live.environment(), "FLASHSNAP_REDIS_URL": redis_server.url, "FLASHSNAP_MAX_WAIT_S": "60"}
     envs = [{**base, "FLASHSNAP_STATE_DIR": str(tmp_path / f"replica-{n}")} for n in range(3)]
     with anyio.fail_after(180):
@@ -138,7 +138,7 @@ async def test_replicas_on_one_redis_share_one_token_and_one_budget(
 
 async def test_stateless_replicas_on_one_machine_serve_legacy_sessions_from_any_replica(live: Emulator) -> None:
     """No Redis: the replicas share the default state directory, and legacy sessions hop between them."""
-    live.state.set_rate_limit(20, 4)
+    live.state.set_rate_limit(20, 2)  # 60 saves need three windows or more; on the real clock, short ones to wait
     env = {**live.environment(), "FLASHSNAP_HTTP_STATELESS": "1", "FLASHSNAP_MAX_WAIT_S": "60"}
     with anyio.fail_after(180):
         async with replicas([env] * 3) as urls:
