@@ -44,8 +44,12 @@ lint: sync
 typecheck: sync
 	$(RUN) mypy
 
+# Two test workers (pytest-xdist): the suite waits on subprocesses, sockets and Node much of the time, so a second
+# worker fills a 2-core machine. `PYTEST_WORKERS=0 make pytest` runs it in one process.
+PYTEST_WORKERS ?= 2
+
 pytest: sync
-	$(RUN) pytest
+	$(RUN) pytest -n $(PYTEST_WORKERS)
 
 bench: sync
 	$(RUN) --group bench python -m bench $(BENCH)

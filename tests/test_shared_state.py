@@ -72,7 +72,9 @@ async def test_stdio_processes_in_turn_share_one_token(live: Emulator) -> None:
 
 
 async def test_stdio_processes_at_once_share_one_token_and_one_budget(live: Emulator) -> None:
-    live.state.set_rate_limit(10, 5)
+    # 30 saves need three windows. On the real clock, each is short, and the limit is one the rate-limits page's
+    # table does not pace at a burst of its own (10 a window would be sent 2 a second: 15 s of waiting).
+    live.state.set_rate_limit(12, 2)
     env = {**live.environment(), "FLASHSNAP_MAX_WAIT_S": "60"}
     saved: list[dict[str, Any]] = []
 
@@ -123,7 +125,7 @@ async def burst_through(balancer: Balancer, mode: str, sessions: int, calls: int
 async def test_replicas_on_one_redis_share_one_token_and_one_budget(
     live: Emulator, redis_server: Valkey, tmp_path: Path
 ) -> None:
-    live.state.set_rate_limit(20, 4)
+    live.state.set_rate_limit(20, 2)  # 60 saves need three windows or more; on the real clock, short ones to wait
     base = {**live.environment(), "FLASHSNAP_REDIS_URL": redis_server.url, "FLASHSNAP_MAX_WAIT_S": "60"}
     envs = [{**base, "FLASHSNAP_STATE_DIR": str(tmp_path / f"replica-{n}")} for n in range(3)]
     with anyio.fail_after(180):
@@ -136,7 +138,7 @@ async def test_replicas_on_one_redis_share_one_token_and_one_budget(
 
 async def test_stateless_replicas_on_one_machine_serve_legacy_sessions_from_any_replica(live: Emulator) -> None:
     """No Redis: the replicas share the default state directory, and legacy sessions hop between them."""
-    live.state.set_rate_limit(20, 4)
+    live.state.set_rate_limit(20, 2)  # 60 saves need three windows or more; on the real clock, short ones to wait
     env = {**live.environment(), "FLASHSNAP_HTTP_STATELESS": "1", "FLASHSNAP_MAX_WAIT_S": "60"}
     with anyio.fail_after(180):
         async with replicas([env] * 3) as urls:

@@ -22,6 +22,7 @@ import tools
 from server.auth import modes, scopes
 from server.auth.reloading import POLL_S
 from server.auth.team import parse
+from server.cli.main import main
 from server.clock import FakeClock
 from server.config import Settings
 from server.errors import ConfigurationError
@@ -354,16 +355,31 @@ def test_team_token_prints_a_token_and_the_line_that_lets_it_in(tmp_path: Path) 
     assert team.by_token_hash()[hashlib.sha256(token.encode()).hexdigest()].name == "dana"
 
 
+def team_token(name: str, capsys: pytest.CaptureFixture[str]) -> tuple[int | str | None, str]:
+    """`flashsnap-mcp team token NAME` run by the command's own `main`, in this process: (exit code, stdout).
+
+    The test above runs the installed command; these are about what it prints and refuses, which a fresh
+    interpreter (half a second of imports each) does not change.
+    """
+    code: int | str | None = 0
+    try:
+        main(["team", "token", name])
+    except SystemExit as exited:
+        code = exited.code
+    return code, capsys.readouterr().out
+
+
 @pytest.mark.parametrize("name", ["a b", "other", "", "x" * 65, 'q"uote'])
-def test_team_token_refuses_a_name_the_team_file_would_refuse(name: str) -> None:
-    printed = subprocess.run([COMMAND, "team", "token", name], capture_output=True, text=True, timeout=60)
-    assert printed.returncode == 2
-    assert printed.stdout == ""
+def test_team_token_refuses_a_name_the_team_file_would_refuse(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, stdout = team_token(name, capsys)
+    assert code == 2
+    assert stdout == ""
 
 
-def test_the_readme_sample_of_team_token_is_what_it_prints() -> None:
-    printed = subprocess.run([COMMAND, "team", "token", "alice"], capture_output=True, text=True, timeout=60)
-    assert mismatch(sample("flashsnap-mcp team token alice"), printed.stdout) is None
+def test_the_readme_sample_of_team_token_is_what_it_prints(capsys: pytest.CaptureFixture[str]) -> None:
+    code, stdout = team_token("alice", capsys)
+    assert code == 0
+    assert mismatch(sample("flashsnap-mcp team token alice"), stdout) is None
 
 
 def test_the_readme_team_file_is_a_valid_team_file() -> None:
