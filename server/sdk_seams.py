@@ -18,6 +18,7 @@ from mcp.server.mcpserver.tools import Tool
 from mcp.server.session import ServerSession
 from mcp.server.streamable_http import StreamableHTTPServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.subscriptions import ListenHandler
 
 # The streams `Server.run` reads and writes carry each sender's contextvars along with its message; stdio makes
 # its own pair (to put the JSON-RPC guard in front), and the SDK makes them in a private module.
@@ -29,6 +30,14 @@ def lowlevel_server(app: MCPServer[Any]) -> Server[Any]:
     """The low-level server an MCPServer runs: for request and notification handlers MCPServer does not expose,
     its capabilities, and `run` with streams of our own."""
     return app._lowlevel_server
+
+
+def close_listen_streams(app: MCPServer[Any]) -> None:
+    """End every open `subscriptions/listen` stream of `app` gracefully: each sends what it holds, then its result
+    (the SDK's `ListenHandler.close`, which MCPServer registers and does not expose)."""
+    entry = lowlevel_server(app).get_request_handler("subscriptions/listen")
+    if entry is not None and isinstance(entry.handler, ListenHandler):
+        entry.handler.close()
 
 
 def tools(app: MCPServer[Any]) -> list[Tool]:

@@ -202,3 +202,23 @@ def test_with_nothing_in_flight_the_server_exits_at_once(emulator: Emulator, end
     assert result(server.wait_answer(1)).get("isError") is not True
     ENDS[end](server)
     assert server.exit_code() == 0, server.stderr.decode()
+
+
+MODERN_META = {
+    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+    "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
+    "io.modelcontextprotocol/clientCapabilities": {},
+}
+
+
+@pytest.mark.parametrize("end", list(ENDS))
+def test_an_open_listen_stream_does_not_hold_the_exit(emulator: Emulator, end: str) -> None:
+    """A 2026-07-28 client's `subscriptions/listen` stays open for as long as the session: it is no call in flight
+    for the shutdown to wait for (it held the exit for the whole grace)."""
+    server = Server("--toolsets", "all", env={**emulator.environment(), **FOREVER})
+    listen = {"notifications": {"resourcesListChanged": True}, "_meta": MODERN_META}
+    server.send({"jsonrpc": "2.0", "id": 1, "method": "subscriptions/listen", "params": listen})
+    server.send({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {"_meta": MODERN_META}})
+    assert "tools" in result(server.wait_answer(2))  # the listen request was read before this one
+    ENDS[end](server)
+    assert server.exit_code() == 0, server.stderr.decode()

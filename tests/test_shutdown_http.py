@@ -122,3 +122,28 @@ async def test_a_call_the_grace_cuts_off_is_answered_with_maybe_processed_and_th
             assert err["request_id"]  # neuroflash's x-request-id of the cut generation
             assert "FLASHSNAP_SHUTDOWN_GRACE_S" in err["message"]
     assert state.count("chat") == 1
+
+
+@pytest.mark.parametrize("signum", SIGNALS)
+async def test_an_open_listen_stream_does_not_hold_the_exit(emulator: Emulator, signum: signal.Signals) -> None:
+    """A 2026-07-28 client's `subscriptions/listen` POST stays open for as long as it listens: it is no call in
+    flight for the drain to wait for (it held the exit for the whole grace), and the shutdown ends it gracefully,
+    with its result (uvicorn waited 5 s for it, then cancelled it with a traceback)."""
+    port = free_port()
+    command = [COMMAND, "--transport", "streamable-http", "--port", str(port), "--toolsets", "all"]
+    env = {**(params().env or {}), **emulator.environment(), "FLASHSNAP_SHUTDOWN_GRACE_S": "3600"}
+    seen: list[str] = []
+    with anyio.fail_after(60):
+        async with await anyio.open_process(command, env=env) as process:
+            await wait_for_line(process, "serving streamable-http", seen)
+            try:
+                async with Client(f"http://127.0.0.1:{port}/mcp") as client:
+                    async with client.listen(resources_list_changed=True) as listening:
+                        process.send_signal(signum)
+                        async for _ in listening:  # a graceful close ends the loop; a cut raises SubscriptionLost
+                            pass
+                    await exited(process, seen)
+            except* (httpx2.TransportError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                pass  # the server went away under the client, as it should
+            assert process.returncode in (0, -signal.SIGTERM)
+    assert not any("graceful shutdown exceeded" in line for line in seen)

@@ -9,7 +9,8 @@ FLASHSNAP_SHUTDOWN_GRACE_S. A tool call still running then is cut and answered w
 
 "Answered" is read off the wire: a POST (Streamable HTTP) is answered when its response is complete; over the
 legacy SSE transport, where a POST is only accepted (202) and its answer comes on the session's event stream, a
-request is answered when an event carrying its id has been sent there.
+request is answered when an event carrying its id has been sent there. A `subscriptions/listen` POST is not
+waited for: it is answered only when the stream closes, which the shutdown does once the calls are answered.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import logging
 import re
 import signal
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 from urllib.parse import parse_qs
@@ -38,9 +40,10 @@ _SESSION = re.compile(rb"session_id=([0-9a-fA-F]+)")
 class Draining:
     """ASGI middleware that knows which requests received are still unanswered, so a shutdown can wait for them."""
 
-    def __init__(self, app: ASGIApp, *, calls: InFlight) -> None:
+    def __init__(self, app: ASGIApp, *, calls: InFlight, close_streams: Callable[[], None] = lambda: None) -> None:
         self.app = app
         self.calls = calls
+        self.close_streams = close_streams  # ends the listen streams gracefully, once the calls are answered
         self._busy = 0  # requests other than GET in progress: a Streamable HTTP POST is answered when it ends
         self._awaited: dict[str, set[Any]] = {}  # SSE session -> ids of requests accepted and not yet answered
         self._idle: anyio.Event | None = None
@@ -59,11 +62,22 @@ class Draining:
                 await self.app(scope, receive, send)
         else:
             self._busy += 1
+            busy = [True]
+
+            async def reading() -> Message:
+                message = await receive()
+                if busy[0] and message["type"] == "http.request" and _listens(message.get("body", b"")):
+                    busy[0] = False  # a listen stream stays open as long as its client listens: not awaited
+                    self._busy -= 1
+                    self._changed()
+                return message
+
             try:
-                await self._request(scope, receive, send)
+                await self._request(scope, reading, send)
             finally:
-                self._busy -= 1
-                self._changed()
+                if busy[0]:
+                    self._busy -= 1
+                    self._changed()
 
     async def settled(self) -> None:
         """Return once every request received has been answered."""
@@ -139,6 +153,17 @@ def _request_ids(body: bytes) -> list[Any]:
     return [
         coerce_request_id(m["id"]) for m in messages if isinstance(m, dict) and "method" in m and _is_id(m.get("id"))
     ]
+
+
+def _listens(body: bytes) -> bool:
+    """Whether a POST's body is a `subscriptions/listen` request (2026-07-28): its answer comes when it closes."""
+    if b"subscriptions/listen" not in body:
+        return False
+    try:
+        message = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(message, dict) and message.get("method") == "subscriptions/listen"
 
 
 def _answered_ids(body: bytes) -> list[Any]:
@@ -220,4 +245,5 @@ class DrainingServer(uvicorn.Server):
             draining.calls.cut()
             with anyio.move_on_after(CUT_ANSWER_S):
                 await draining.settled()
+        draining.close_streams()  # each listen stream sends its result: its POST is answered, nothing waits on it
         super().handle_exit(sig, None)  # now uvicorn's shutdown, and sse-starlette's cut of the event streams

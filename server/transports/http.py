@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp
 
-from server import __version__
+from server import __version__, sdk_seams
 from server.app import create_app
 from server.auth import modes
 from server.auth.reloading import reload_on_hangup
@@ -126,7 +126,8 @@ def build_http_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp
         inner = ScopeCheck(inner, mcp.tool_scopes, lambda: runtime[0].metrics if runtime else NO_METRICS, audit,
                            unrouted=lambda: bool(current().accounts) and not has_default(settings))  # fmt: skip
     guarded: ASGIApp = GuardedHTTP(
-        Draining(inner, calls=mcp.in_flight),  # knows which requests are unanswered, for a shutdown to wait on
+        # Knows which requests are unanswered, for a shutdown to wait on; then ends the listen streams.
+        Draining(inner, calls=mcp.in_flight, close_streams=lambda: sdk_seams.close_listen_streams(mcp)),
         read_timeout_s=settings.http_read_timeout_s,
         max_body_bytes=settings.max_body_bytes,
         batches=http_batches if settings.transport == "streamable-http" else None,

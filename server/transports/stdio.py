@@ -53,7 +53,8 @@ class _Pending:
 
     A request the client cancelled (`notifications/cancelled`) is settled when the cancel is read: the SDK never
     answers it (the spec says not to), so waiting for its answer held the exit for the whole grace and more.
-    Ids are compared as the SDK correlates them ("7" and 7 are one id)."""
+    Ids are compared as the SDK correlates them ("7" and 7 are one id). A `subscriptions/listen` stream is not
+    waited for: it stays open as long as the session does, and ends with it."""
 
     def __init__(self) -> None:
         self.ids: set[Any] = set()
@@ -61,7 +62,7 @@ class _Pending:
         self.settled.set()
 
     def read(self, message: Any) -> None:
-        if isinstance(message, JSONRPCRequest):
+        if isinstance(message, JSONRPCRequest) and message.method != "subscriptions/listen":
             self.ids.add(coerce_request_id(message.id))
             self.settled = anyio.Event() if self.settled.is_set() else self.settled
         elif isinstance(message, JSONRPCNotification) and message.method == "notifications/cancelled":
