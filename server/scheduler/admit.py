@@ -153,10 +153,14 @@ def burst_held(w: Window, now: float, asker: Asker) -> Decision | None:
     """Whether the burst holds the next send: paced at the burst rate, or, while finding it, one send at a time."""
     ramp = ramps(w, asker)
     seconds = burst.burst_wait(w, now, ramp, asker.inherited, excluding=w.separate.keys())
+    if (
+        burst.ramping(w, ramp)
+        and w.in_flight > 0
+        and (seconds > 0 or burst.probes(w, now, asker.inherited, w.separate.keys()))
+    ):
+        return AwaitAnswers(FINDING_BURST)  # an answer may allow one more at once; a probe of the burst goes alone
     if seconds <= 0:
         return None
-    if burst.ramping(w, ramp) and w.in_flight > 0:
-        return AwaitAnswers(FINDING_BURST)  # an answer may allow one more at once
     return Wait(seconds, "pacing at the upstream's burst rate")
 
 
