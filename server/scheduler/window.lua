@@ -400,7 +400,9 @@ end
 local function burst_held(w, now, a)
   local ramp = a.own_window or shared(w, a.bucket)
   local seconds = burst_wait(w, now, ramp, a.inherited, w.separate)
-  if ramping(w, ramp) and in_flight(w) > 0 and (seconds > 0 or probes(w, now, a.inherited, w.separate)) then
+  local alone = a.own_window or next(w.separate) ~= nil
+  if ramping(w, ramp) and in_flight(w) > 0
+      and (seconds > 0 or (alone and probes(w, now, a.inherited, w.separate))) then
     return AWAIT("finding the upstream's burst rate")
   end
   if seconds <= 0 then return nil end
