@@ -180,9 +180,11 @@ class RunningClock:
         await anyio.sleep(max(0.0, seconds) / self._speed)
 
 
-# Per endpoint; the page's table names no limit of 8. Its average (2 a second) fills 6 of 8: its burst fills it.
+# Per endpoint; the page's table names no limit of 8. Its average (2 a second) fills 6 of 8: its burst fills it, with
+# room for the second a 429 holds everything.
 UNKNOWN_WINDOW_S, UNKNOWN_LIMIT, UNKNOWN_BURST = 3.0, 8, 4
 UNKNOWN_CALLS = 17  # per endpoint: the first window's, a whole window's and more, so a whole window lies between
+UNKNOWN_SPEED = 2.0  # the clock runs this many times faster than real time (a burst's margin: 25 ms of it)
 
 
 def window_use(records: list[RequestRecord]) -> float:
@@ -196,7 +198,7 @@ def window_use(records: list[RequestRecord]) -> float:
 async def unknown_burst_run(phase: float) -> EmulatorState:
     """17 snapshots and 17 searches fired at once, the first landing at `phase` (a share) of the upstream's window,
     against per-endpoint windows whose limit and burst the rate-limits page does not name."""
-    clock = RunningClock(speed=3.0)
+    clock = RunningClock(speed=UNKNOWN_SPEED)
     state = EmulatorState(clock)
     state.variants = Variants.profile("per-endpoint")
     state.variants.time_scale = UNKNOWN_WINDOW_S / 60

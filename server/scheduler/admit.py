@@ -153,10 +153,17 @@ def burst_held(w: Window, now: float, asker: Asker) -> Decision | None:
     """Whether the burst holds the next send: paced at the burst rate, or, while finding it, one send at a time."""
     ramp = ramps(w, asker)
     seconds = burst.burst_wait(w, now, ramp, asker.inherited, excluding=w.separate.keys())
+    # An endpoint's burst (its own window, or a key's that endpoints were split off from) is probed one send at a
+    # time, alone; a key's window that several merely share (maybe one budget, no burst at all) one send per answer.
+    alone = asker.own_window or bool(w.separate)
+    if (
+        burst.ramping(w, ramp)
+        and w.in_flight > 0
+        and (seconds > 0 or (alone and burst.probes(w, now, asker.inherited, w.separate.keys())))
+    ):
+        return AwaitAnswers(FINDING_BURST)  # an answer may allow one more at once
     if seconds <= 0:
         return None
-    if burst.ramping(w, ramp) and w.in_flight > 0:
-        return AwaitAnswers(FINDING_BURST)  # an answer may allow one more at once
     return Wait(seconds, "pacing at the upstream's burst rate")
 
 

@@ -115,6 +115,19 @@ def ramping(w: Window, ramp: bool) -> bool:
     return ramp and w.burst is None and page_burst(w) is None and may_burst(w)
 
 
+def counted(w: Window, now: float, inherited: tuple[float, ...] = (), excluding: Collection[str] = ()) -> list[float]:
+    """The sends that count towards the burst at `now`: the window's, less those of the buckets `excluding`, and
+    the `inherited` ones (see `burst_wait`)."""
+    return [*recent_sends(w, now, excluding=excluding), *(t for t in inherited if counts(t, now))]
+
+
+def probes(w: Window, now: float, inherited: tuple[float, ...] = (), excluding: Collection[str] = ()) -> bool:
+    """Whether one more send at `now` would go beyond both what went through without a 429 (`safe`) and the
+    window's average: a probe of an unknown burst, which goes alone (nothing else in flight), so that finding the
+    burst costs one 429, not one for each send that an old send leaving the period let out beside it."""
+    return len(counted(w, now, inherited, excluding)) + 1 > max(w.safe, average(w))
+
+
 def burst_wait(
     w: Window, now: float, ramp: bool, inherited: tuple[float, ...] = (), excluding: Collection[str] = ()
 ) -> float:
@@ -126,7 +139,7 @@ def burst_wait(
     cap = allowed(w, ramp)
     if cap is None:
         return 0.0
-    recent = sorted(recent_sends(w, now, excluding=excluding) + [t for t in inherited if counts(t, now)])
+    recent = sorted(counted(w, now, inherited, excluding))
     if len(recent) < cap:
         return 0.0
     return max(0.0, recent[-cap] + BURST_S + MARGIN_S - now)
@@ -143,14 +156,15 @@ def note_send(
     a send only if that second held more than its burst; the period's count may hold sends of the second before.
     """
     w.recent = [*((t, b) for t, b in w.recent if counts(t, now)), (now, bucket)][-64:]
-    counted = [*recent_sends(w, now, excluding=excluding), *(t for t in inherited if counts(t, now))]
+    sends = counted(w, now, inherited, excluding)
     second = math.floor(now)
-    return len(counted), sum(1 for t in counted if math.floor(t) == second)
+    return len(sends), sum(1 for t in sends if math.floor(t) == second)
 
 
-def note_success(w: Window, in_period: int) -> None:
-    """An answer without a 429, to a send that was one of `in_period` in its period: that many are safe."""
-    w.safe = max(w.safe, in_period)
+def note_success(w: Window, in_second: int) -> None:
+    """An answer without a 429, to a send that was one of `in_second` in its whole second: that many are safe (a
+    count over the last period may hold sends of the second before, and prove more than the upstream allows)."""
+    w.safe = max(w.safe, in_second)
 
 
 def note_burst_refusal(w: Window, in_period: int, now: float) -> None:

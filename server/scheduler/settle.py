@@ -81,7 +81,7 @@ def learn_burst(w: Window, now: float, answer: Answer, remaining: int | None) ->
         if remaining is not None and remaining > 0 and answer.in_period > 0 and burst.may_burst(w):
             burst.note_burst_refusal(w, answer.in_second or answer.in_period, now)
     elif answer.in_period > 0:
-        burst.note_success(w, answer.in_period)
+        burst.note_success(w, answer.in_second or answer.in_period)
 
 
 def learn_budget_owner(w: Window, now: float, answer: Answer, report: Report) -> None:

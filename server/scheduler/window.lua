@@ -286,14 +286,23 @@ local function allowed(w, ramp)
   return nil
 end
 
-local function burst_wait(w, now, ramp, inherited, excluding)
-  local cap = allowed(w, ramp)
-  if cap == nil then return 0.0 end
+local function counted(w, now, inherited, excluding)
   local recent = {}
   for _, p in ipairs(w.recent) do
     if counts(p[1], now) and excluding[p[2]] == nil then recent[#recent + 1] = p[1] end
   end
   for _, t in ipairs(inherited) do if counts(t, now) then recent[#recent + 1] = t end end
+  return recent
+end
+
+local function probes(w, now, inherited, excluding)
+  return #counted(w, now, inherited, excluding) + 1 > math.max(w.safe, average(w))
+end
+
+local function burst_wait(w, now, ramp, inherited, excluding)
+  local cap = allowed(w, ramp)
+  if cap == nil then return 0.0 end
+  local recent = counted(w, now, inherited, excluding)
   if #recent < cap then return 0.0 end
   table.sort(recent)
   return math.max(0.0, recent[#recent - cap + 1] + BURST_S + MARGIN_S - now)
@@ -391,8 +400,12 @@ end
 local function burst_held(w, now, a)
   local ramp = a.own_window or shared(w, a.bucket)
   local seconds = burst_wait(w, now, ramp, a.inherited, w.separate)
+  local alone = a.own_window or next(w.separate) ~= nil
+  if ramping(w, ramp) and in_flight(w) > 0
+      and (seconds > 0 or (alone and probes(w, now, a.inherited, w.separate))) then
+    return AWAIT("finding the upstream's burst rate")
+  end
   if seconds <= 0 then return nil end
-  if ramping(w, ramp) and in_flight(w) > 0 then return AWAIT("finding the upstream's burst rate") end
   return WAIT(seconds, "pacing at the upstream's burst rate", false)
 end
 
@@ -538,7 +551,9 @@ local function settle(w, now, a)
       note_burst_refusal(w, n, now)
     end
   elseif a.in_period > 0 then
-    w.safe = math.max(w.safe, a.in_period)
+    local n = a.in_second
+    if absent(n) or n == 0 then n = a.in_period end
+    w.safe = math.max(w.safe, n)
   end
   if not absent(a.throttled_for) then w.blocked_until = math.max(w.blocked_until, now + a.throttled_for) end
   return true

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from server.scheduler import burst
+from server.scheduler.admit import Asker, AwaitAnswers, Send, decide
 from server.scheduler.buckets import Report, bucket_of, key_part, latest, shows_own_budget
 from server.scheduler.settle import Answer, learn_report, settle
 from server.scheduler.window import Window
@@ -201,3 +202,36 @@ def test_a_429_gives_its_place_back_unless_the_report_says_it_was_counted(report
     answer = Answer.from_headers("r", True, headers, status=429, throttled_for=1.0, in_period=8, in_second=5)
     w = settle(doc.dump(), now, answer).result
     assert (w.remaining, w.burst) == (remaining, 4)
+
+
+@pytest.mark.parametrize(
+    ("sends", "flights", "now", "decision"),
+    [
+        # 4 went through without a 429; a 5th in the period is a probe of the burst, and goes only alone
+        ((99.9, 100.0, 100.1, 100.2), {"a": 200.0}, 100.3, AwaitAnswers),
+        ((99.9, 100.0, 100.1, 100.2), {}, 100.3, Send),
+        ((99.3, 99.9, 100.0, 100.1, 100.2), {"a": 200.0}, 100.36, AwaitAnswers),  # one left the period: a probe still
+        ((100.0, 100.1), {"a": 200.0}, 100.3, Send),  # within what went through without a 429
+    ],
+)
+def test_a_probe_of_an_unknown_burst_goes_only_with_nothing_else_in_flight(
+    sends: tuple[float, ...], flights: dict[str, float], now: float, decision: type
+) -> None:
+    w = window(40, 60.0, safe=4, windows=2, remaining=30, reset_at=150.0, flights=flights)
+    for t in sends:
+        burst.note_send(w, t, SNAP)
+    asker = Asker("me", 100.0, probe_first=False, paced=False, queued_here=0, flight_ttl_s=6.0, own_window=True,
+                  bucket=SNAP)  # fmt: skip
+    assert type(decide(w.dump(), now, asker).result[0]) is decision
+
+
+@pytest.mark.parametrize(
+    ("in_period", "in_second", "safe"),
+    [(6, 3, 3), (4, 4, 4), (2, 0, 2)],  # the whole second proves what went through; an older count, its period
+)
+def test_an_answer_without_a_429_proves_what_its_whole_second_held(in_period: int, in_second: int, safe: int) -> None:
+    now = 1_780_000_001.0
+    doc = window(12, 5.0, remaining=7, sent=5, reset_at=now + 4, windows=2, flights={"r": now + 6})
+    headers = {"x-ratelimit-limit": "12", "x-ratelimit-remaining": "7", "x-ratelimit-reset": str(now + 4)}
+    answer = Answer.from_headers("r", True, headers, status=200, in_period=in_period, in_second=in_second)
+    assert settle(doc.dump(), now, answer).result.safe == safe
