@@ -49,6 +49,15 @@ BAD_TEAM_FILES = [
     (f"[[principals]]\nname = 'al'\ntoken_sha256 = '{HEX}'\nconfirm_words = -1", "confirm_words"),
     (f"[[principals]]\nname = 'al'\ntoken_sha256 = '{HEX}'\nconfirm_words = '10'", "confirm_words"),
     (f"[[principals]]\nname = 'al'\ntoken_sha256 = '{HEX}'\nconfirm_delete = 'no'", "confirm_delete"),
+    # weight: a number in (0, 1000], in [defaults] or an entry; TOML's inf and nan are numbers too
+    *[
+        (f"{table}\nweight = {value}", f"{where}weight")
+        for table, where in [
+            ("[defaults]", "defaults."),
+            (f"[[principals]]\nname = 'al'\ntoken_sha256 = '{HEX}'", "(al)."),
+        ]
+        for value in ["0", "-1", "0.0", "1001", "inf", "-inf", "nan", "'3'", "true", "[3]"]
+    ],
     ("[[principals]]\nname = 'al'\ntoken_sha256 = 'not-a-hash'", "must be 64 hex digits"),
     (f"[[principals]]\nname = 'a l'\ntoken_sha256 = '{HEX}'", "principals[0] (a l).name: must be"),
     (f"[[principals]]\nname = 'other'\ntoken_sha256 = '{HEX}'", "'other' is kept"),

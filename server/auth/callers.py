@@ -28,6 +28,7 @@ class Caller(AccessToken):
     confirm_words: int | None = None  # its own FLASHSNAP_CONFIRM_WORDS; None: the server's
     confirm_delete: bool | None = None  # its own FLASHSNAP_CONFIRM_DELETE; None: the server's
     account: str | None = None  # the team file's upstream account its calls use; None: the default account
+    weight: float = 1.0  # its share at a shared gate against a weight-1 principal's (the team file's `weight`)
 
     @property
     def held(self) -> frozenset[str]:
@@ -48,9 +49,9 @@ def identify(token: AccessToken, team: Team, *, groups_claim: str = "groups") ->
     if entry is not None:
         name, label, policy = entry.name, entry.name, entry.policy
         confirm_words, confirm_delete = entry.confirm_words, entry.confirm_delete
-        account = entry.account
+        account, weight = entry.account, entry.weight
     else:
-        account = None
+        account, weight = None, team.default_weight
         name = f"{claims.get('iss', '')} {token.subject or token.client_id}".strip()
         label, policy = OTHER, team.default_policy
         confirm_words, confirm_delete = team.default_confirm_words, team.default_confirm_delete
@@ -63,6 +64,7 @@ def identify(token: AccessToken, team: Team, *, groups_claim: str = "groups") ->
         confirm_words=confirm_words,
         confirm_delete=confirm_delete,
         account=account,
+        weight=weight,
     )
 
 

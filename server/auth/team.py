@@ -25,6 +25,7 @@ from server.upstream.accounts import AccountEntry
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$"
 OTHER = "other"  # the label of every caller the team file does not name (bounded cardinality)
 MATCH_KEYS = ("sub", "client_id", "iss", "groups")
+MAX_WEIGHT = 1000.0  # a principal's weight at most: 1,000 turns to a weight-1 principal's one
 
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 Hash = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")]
@@ -54,11 +55,13 @@ class Match(_Strict):
 
 
 class Limits(_Strict):
-    """What `[defaults]` and each principal may set: its scopes and its own asking thresholds."""
+    """What `[defaults]` and each principal may set: its scopes, its own asking thresholds and its weight."""
 
     scopes: list[str] | None = None
     confirm_words: Annotated[int, Field(ge=0, le=10_000_000)] | None = None
     confirm_delete: bool | None = None
+    # Its share of the upstream budget when others wait too (weighted fair queuing, server/scheduler/fair.py).
+    weight: Annotated[float, Field(gt=0, le=MAX_WEIGHT, allow_inf_nan=False)] | None = None
 
     @field_validator("scopes")
     @classmethod
@@ -90,6 +93,7 @@ class Principal:
     confirm_words: int | None = None
     confirm_delete: bool | None = None
     account: str | None = None  # the upstream account its calls use; None: the default one
+    weight: float = 1.0  # its turns at a shared gate against another principal's 1 when both wait
 
     def matches(self, claims: Mapping[str, Any], groups_claim: str = "groups") -> bool:
         """Whether an OAuth token's claims are this principal's: each given key equal, `groups` by membership."""
@@ -113,6 +117,7 @@ class Team:
     default_policy: frozenset[str] = frozenset(scopes.CALLING)
     default_confirm_words: int | None = None
     default_confirm_delete: bool | None = None
+    default_weight: float = 1.0  # the weight of a caller the file does not name
     accounts: tuple[str, ...] = ()  # the names of its `[accounts.<name>]` tables (read by the runtime at start)
 
     @property
@@ -172,6 +177,7 @@ def parse(text: str, *, where: str = "team file") -> Team:
         default_policy=default_policy,
         default_confirm_words=checked.defaults.confirm_words,
         default_confirm_delete=checked.defaults.confirm_delete,
+        default_weight=checked.defaults.weight or 1.0,
         accounts=tuple(checked.accounts),
     )
 
@@ -186,6 +192,7 @@ def _principal(entry: Entry, default_policy: frozenset[str], defaults: Limits) -
         confirm_words=entry.confirm_words if entry.confirm_words is not None else defaults.confirm_words,
         confirm_delete=entry.confirm_delete if entry.confirm_delete is not None else defaults.confirm_delete,
         account=entry.account,
+        weight=entry.weight or defaults.weight or 1.0,
     )
 
 
@@ -219,9 +226,9 @@ def _check_unique(entries: Sequence[Entry], where: str) -> None:
 
 _KEYS = {
     (): "defaults, accounts, principals",
-    ("defaults",): "scopes, confirm_words, confirm_delete",
+    ("defaults",): "scopes, confirm_words, confirm_delete, weight",
     ("accounts",): ", ".join(ACCOUNT_KEYS),
-    ("principals",): "name, token_sha256, match, account, scopes, confirm_words, confirm_delete",
+    ("principals",): "name, token_sha256, match, account, scopes, confirm_words, confirm_delete, weight",
     ("match",): ", ".join(MATCH_KEYS),
 }
 _PATTERN_RULES = {

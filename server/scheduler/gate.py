@@ -17,9 +17,9 @@ shares one budget. The gate
 A send in flight is reserved for a few seconds at a time and renewed while its request is out, so
 a process killed mid-request holds the others up for seconds, not for the request's timeout.
 
-Within a process only the head of the queue asks the store; the others wait for their turn,
-which `FairQueue` hands out round-robin between sessions. Between processes, waiting calls go
-roughly in arrival order (tickets in the shared document).
+Within a process only the head of the queue asks the store; the others wait for their turn, which
+`FairQueue` hands out by start-time fair queuing between principals. Between processes and replicas the heads'
+tickets in the shared document are ordered the same way (`admit.py`).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from typing import Self
 
 import anyio
 
+from server import context
 from server.backoff import full_jitter
 from server.clock import Clock
 from server.context import HEARTBEAT_EVERY_S, Budget
@@ -291,6 +292,7 @@ class Gate(LeaseKeeper):
         """At the head of the lane's queue, ask its window until it lets a send out (`arrived`: Unix seconds);
         None when the window says the bucket has one of its own now."""
         me = secrets.token_hex(8)
+        turn = context.turn()  # whom it waits as: its principal's place in the shared queue (fair queuing)
         paced = False
         heartbeat_at = anyio.current_time() + HEARTBEAT_EVERY_S
         try:
@@ -298,7 +300,8 @@ class Gate(LeaseKeeper):
                 own = lane is not self._main
                 inherited = tuple(burst.recent_sends(self._main.seen, self._clock.now(), bucket)) if own else ()
                 asker = Asker(me, arrived, self._probe_first, paced, lane.queued - 1, self._flight_ttl_s,
-                              self._pace_below, own_window=own, bucket=bucket or "", inherited=inherited)  # fmt: skip
+                              self._pace_below, own_window=own, bucket=bucket or "", inherited=inherited,
+                              principal=turn.key, weight=turn.weight)  # fmt: skip
                 changed = lane.changed  # a change announced while the store decides is not missed
                 lane.deciding, lane.hold = True, None
                 try:

@@ -17,6 +17,8 @@ local TICKET_GRACE_S = 2.0
 local MAX_TICKET_S = MAX_WINDOW_S + TICKET_GRACE_S
 local RECENT_KEPT = 64
 local REPORTS_KEPT = 16
+local MAX_VIRTUAL = 1e12
+local MAX_TAG_LEAD = 1e6
 local PROBE_ANSWERS = 3
 local BURST_S = 1.0
 local MARGIN_S = 0.05
@@ -89,13 +91,14 @@ local function read(d)
     last_send = opt(d, 'last_send', number) or -math.huge,
     burst = opt(d, 'burst', count), burst_until = opt(d, 'burst_until', number) or 0,
     safe = opt(d, 'safe', count) or 0, answers = opt(d, 'answers', count) or 0,
+    virtual = opt(d, 'virtual', number) or 0,
     flights = {}, waiting = {}, recent = {}, reports = {}, separate = {}, sent_by = {},
   }
   for k, v in pairs(mapping(d.flights)) do w.flights[k] = number(v) end
   for k, v in pairs(mapping(d.waiting)) do
     local p = sequence(v)
-    if #p < 2 then malformed() end
-    w.waiting[k] = {number(p[1]), number(p[2])}
+    if #p < 4 then malformed() end
+    w.waiting[k] = {number(p[1]), number(p[2]), number(p[3]), text(p[4])}
   end
   for _, v in ipairs(sequence(d.recent)) do
     local p = sequence(v)
@@ -110,7 +113,7 @@ end
 
 local function fresh()
   return {blocked_until = 0, answered = 0, sent = 0, last_send = -math.huge, burst_until = 0, safe = 0, answers = 0,
-          flights = {}, waiting = {}, recent = {}, reports = {}, separate = {}, sent_by = {}}
+          virtual = 0, flights = {}, waiting = {}, recent = {}, reports = {}, separate = {}, sent_by = {}}
 end
 
 local function sorted_reports(reports, keep)
@@ -128,7 +131,12 @@ end
 local function bound(w, now)
   local flights, waiting = {}, {}
   for k, exp in pairs(w.flights) do if exp > now then flights[k] = math.min(exp, now + MAX_FLIGHT_S) end end
-  for k, p in pairs(w.waiting) do if p[2] > now then waiting[k] = {p[1], math.min(p[2], now + MAX_TICKET_S)} end end
+  w.virtual = math.min(math.max(0, w.virtual), MAX_VIRTUAL)
+  for k, p in pairs(w.waiting) do
+    if p[2] > now then
+      waiting[k] = {p[1], math.min(p[2], now + MAX_TICKET_S), math.min(p[3], w.virtual + MAX_TAG_LEAD), p[4]}
+    end
+  end
   w.flights, w.waiting = flights, waiting
   if w.limit ~= nil and not (0 < w.limit and w.limit <= MAX_COUNT) then w.limit = nil end
   if w.remaining ~= nil then w.remaining = math.min(clamp_count(w.remaining), w.limit or MAX_COUNT) end
@@ -169,7 +177,7 @@ local function nn(v) if v == nil then return null end return v end
 local function dump(w)
   local flights, waiting, recent, reports, separate, sent_by = {}, {}, arr({}), {}, {}, {}
   for k, v in pairs(w.flights) do flights[k] = v end
-  for k, p in pairs(w.waiting) do waiting[k] = arr({p[1], p[2]}) end
+  for k, p in pairs(w.waiting) do waiting[k] = arr({p[1], p[2], p[3], p[4]}) end
   for i, p in ipairs(w.recent) do recent[i] = arr({p[1], p[2]}) end
   for k, r in pairs(w.reports) do
     reports[k] = {bucket = r.bucket, remaining = r.remaining, reset_at = r.reset_at, limit = nn(r.limit),
@@ -182,7 +190,7 @@ local function dump(w)
   return {limit = nn(w.limit), remaining = nn(w.remaining), reset_at = nn(w.reset_at), blocked_until = w.blocked_until,
           window_s = nn(w.window_s), answered = w.answered, sent = w.sent, last_send = last_send, flights = flights,
           waiting = waiting, burst = nn(w.burst), burst_until = w.burst_until, safe = w.safe, recent = recent,
-          answers = w.answers, reports = reports, separate = separate, sent_by = sent_by}
+          answers = w.answers, reports = reports, separate = separate, sent_by = sent_by, virtual = w.virtual}
 end
 
 local function num(x)
@@ -312,10 +320,24 @@ local function turn_if_over(w, now)
   end
 end
 
+local function tag_of(w, a)
+  -- admit.tag_of: its ticket's start tag, given once; else max(V, its principal's last tag) + 1/weight.
+  local mine = w.waiting[a.id]
+  if mine ~= nil then return mine[3] end
+  local last = nil
+  for _, p in pairs(w.waiting) do
+    if p[4] == a.principal and (last == nil or p[3] > last) then last = p[3] end
+  end
+  if last == nil then last = w.virtual end
+  return math.max(w.virtual, last) + 1.0 / a.weight
+end
+
 local function waiting_besides(w, a, older)
   local n = 0
+  local tag = nil
+  if older then tag = tag_of(w, a) end
   for k, p in pairs(w.waiting) do
-    if k ~= a.id and (not older or p[1] < a.arrived_at) then n = n + 1 end
+    if k ~= a.id and (not older or p[3] < tag or (p[3] == tag and p[1] < a.arrived_at)) then n = n + 1 end
   end
   return n
 end
@@ -357,11 +379,12 @@ local function keep_ticket(d, w, now, a, decision)
   if ticket ~= nil and ticket[2] >= wake + TICKET_GRACE_S / 2 and d ~= nil and not changed(d, w) then
     return decision, false
   end
-  w.waiting[a.id] = {a.arrived_at, wake + TICKET_GRACE_S}
+  w.waiting[a.id] = {a.arrived_at, wake + TICKET_GRACE_S, tag_of(w, a), a.principal}
   return decision, true
 end
 
 local function reserve(w, now, a)
+  w.virtual = math.max(w.virtual, tag_of(w, a))
   w.waiting[a.id] = nil
   if w.remaining ~= nil then w.remaining = w.remaining - 1 end
   w.sent = w.sent + 1

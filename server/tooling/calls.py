@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Hashable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
 
@@ -20,6 +20,7 @@ from server.errors import FlashsnapError, ShutdownCut
 from server.observe.logs import SecretMask
 from server.observe.metrics import NO_METRICS, Observer
 from server.runtime import Runtime
+from server.tooling import turns
 from server.tooling.answers import MAX_DETAIL_CHARS, masked_cut
 from server.tooling.spec import runtime
 
@@ -104,13 +105,6 @@ class InFlight:
         for running in self._calls:
             running.scope.cancel()
         return len(self._calls)
-
-
-def fairness_key(ctx: Context[Runtime, Any]) -> Hashable:
-    """Whom a call takes its turn as (see server.context): the principal where the team names one, so one with
-    many sessions gets no bigger share; else the SDK's session object, which it builds per request."""
-    caller = callers.current()
-    return ("principal", caller.principal) if caller is not None else id(ctx.request_context.session)
 
 
 async def _by_principal(shared: Runtime, tool: str, outcome: str) -> None:
@@ -199,7 +193,7 @@ def tool_call(
                 max_wait = kwargs.get("max_wait_s")
                 wait_s = float(max_wait) if isinstance(max_wait, int | float) else shared.settings.max_wait_s
                 budget = Budget(shared.clock, shared.clock.now() + wait_s, Progress(ctx))
-                with context.serving(fairness_key(ctx), budget):
+                with context.serving(turns.turn_of(ctx), budget):
                     return await fn(*args, **kwargs)
             return await fn(*args, **kwargs)
         except AskClient as asked:
