@@ -22,6 +22,8 @@ PROBE_ANSWERS = 3  # header-less answers after which the gate stops probing one 
 ANSWERS_OUT = "waiting for answers to requests already sent"
 CAME_FIRST = "waiting for calls that came first"  # or whose principals' turn it is (fair queuing)
 FINDING_BURST = "finding the upstream's burst rate"
+YIELDING = "letting the call whose turn it is go first"
+YIELD_S = 0.05  # a call behind another principal's call that is due to look waits this long, then looks again
 TICKET_GRACE_S = bounds.TICKET_GRACE_S  # a waiting call's ticket outlives its next look at the gate by this much
 
 
@@ -149,6 +151,19 @@ def older_waiting(w: Window, asker: Asker) -> int:
     return sum(1 for k, t in w.waiting.items() if k != asker.id and (t.tag, t.arrived_at) < (tag, asker.arrived_at))
 
 
+def yields(w: Window, now: float, asker: Asker) -> bool:
+    """Whether a waiting call of another principal ahead of `asker` is due to look now (`now`: Unix seconds): it
+    goes first even while the window has room for both, so the turns follow the tags across processes, not the
+    speed of each process's loop. Never for the principal's own calls (a lone principal loses nothing); a ticket
+    is due once its next look has come (it expires a grace after it)."""
+    tag = tag_of(w, asker)
+    return any(
+        k != asker.id and t.principal != asker.principal and t.expires_at - TICKET_GRACE_S <= now
+        and (t.tag, t.arrived_at) < (tag, asker.arrived_at)
+        for k, t in w.waiting.items()
+    )  # fmt: skip
+
+
 def others_waiting(w: Window, asker: Asker) -> int:
     """How many calls of other processes still wait, older or not."""
     return sum(1 for k in w.waiting if k != asker.id)
@@ -162,6 +177,8 @@ def queued_or_paced(w: Window, now: float, asker: Asker) -> Decision | None:
     """
     if w.remaining is not None and older_waiting(w, asker) >= w.remaining:
         return AwaitAnswers(CAME_FIRST)
+    if yields(w, now, asker):
+        return Wait(YIELD_S, YIELDING)
     if burst.allowed(w, asker.own_window) is not None:
         return None
     if not asker.paced and (seconds := pace(w, now, asker, others_waiting(w, asker))) > 0:

@@ -342,6 +342,18 @@ local function waiting_besides(w, a, older)
   return n
 end
 
+local function yields(w, now, a)
+  -- admit.yields: a waiting call of another principal ahead of this one is due to look now.
+  local tag = tag_of(w, a)
+  for k, p in pairs(w.waiting) do
+    if k ~= a.id and p[4] ~= a.principal and p[2] - TICKET_GRACE_S <= now
+        and (p[3] < tag or (p[3] == tag and p[1] < a.arrived_at)) then
+      return true
+    end
+  end
+  return false
+end
+
 local function pace(w, now, a, others)
   if w.limit == nil or w.remaining == nil or w.reset_at == nil then return 0.0 end
   local demand = a.queued_here + 1 + others
@@ -357,6 +369,7 @@ local function queued_or_paced(w, now, a)
   if w.remaining ~= nil and waiting_besides(w, a, true) >= w.remaining then
     return AWAIT('waiting for calls that came first')
   end
+  if yields(w, now, a) then return WAIT(0.05, 'letting the call whose turn it is go first', false) end
   if allowed(w, a.own_window) ~= nil then return nil end
   if not a.paced then
     local seconds = pace(w, now, a, waiting_besides(w, a, false))
