@@ -89,6 +89,8 @@ class Running:
     asking: bool = False  # waiting for the user's answer to a question, before anything is sent
     account: str | None = None  # the account key of the first service it used (for its audit record)
     waited_s: float = 0.0  # seconds it waited for a rate limit or a retry (for its audit record)
+    sent: int = 0  # upstream requests the gates let out for it (for its principal's counts in status)
+    turn_waited_s: float = 0.0  # seconds it waited at the gates for its turn, queue and window (the same)
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,14 @@ def _note_wait(seconds: float) -> None:
     call = _values().running
     if call is not None:
         call.waited_s += seconds
+
+
+def note_turn(*, sent: bool, waited_s: float) -> None:
+    """Note one passage of the running call through a gate: let out or not, after `waited_s` seconds."""
+    call = _values().running
+    if call is not None:
+        call.sent += int(sent)
+        call.turn_waited_s += max(0.0, waited_s)
 
 
 def principal() -> Principal | None:

@@ -1,4 +1,5 @@
-"""What each principal did, as `flashsnap-mcp status` shows it: tool calls by outcome and the last one's time.
+"""What each principal did, as `flashsnap-mcp status` shows it: tool calls by outcome, the last one's time, and its
+turns at the upstream gates (requests let out, seconds waited).
 
 One document per principal label (the team file's names, else "other": bounded), under `principal:<label>` in the
 shared store, so every process and replica adds to the same counts. This module owns the format.
@@ -6,6 +7,7 @@ shared store, so every process and replica adds to the same counts. This module 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from server.state.layout import PRINCIPALS, principal_key
@@ -15,14 +17,25 @@ KEPT_S = 30 * 86_400.0  # a principal unseen for 30 days drops out of the view
 MAX_OUTCOMES = 50  # error codes are a fixed set; a bound all the same
 
 
-async def record(store: Store, label: str, outcome: str, now: float) -> None:
-    """Count one tool call of `label` ended with `outcome` ("ok" or the error code); never fails the call."""
+@dataclass(frozen=True)
+class Turns:
+    """One call's passages through the gates: upstream requests let out, and seconds it waited for them."""
+
+    sent: int = 0
+    waited_s: float = 0.0
+
+
+async def record(store: Store, label: str, outcome: str, now: float, turns: Turns = Turns()) -> None:
+    """Count one tool call of `label` ended with `outcome` ("ok" or the error code) and its `turns`; never fails
+    the call."""
 
     def add(doc: Doc | None) -> Change[None]:
         calls = dict((doc or {}).get("calls") or {})
         if outcome in calls or len(calls) < MAX_OUTCOMES:
             calls[outcome] = int(calls.get(outcome, 0)) + 1
-        return Change(None, {"calls": calls, "last_call": now}, ttl_s=KEPT_S)
+        sent, waited = _figure((doc or {}).get("sent")), _figure((doc or {}).get("waited_s"))
+        return Change(None, {"calls": calls, "last_call": now, "sent": int(sent) + turns.sent,
+                             "waited_s": waited + turns.waited_s}, ttl_s=KEPT_S)  # fmt: skip
 
     try:
         await store.update(principal_key(label), add)
@@ -36,7 +49,15 @@ def read(doc: Doc | None) -> dict[str, Any] | None:
         return None
     calls = {str(k): v for k, v in doc["calls"].items() if isinstance(v, int) and v >= 0}
     last = doc.get("last_call")
-    return {"calls": calls, "last_call": last if isinstance(last, int | float) else None}
+    return {"calls": calls, "last_call": last if isinstance(last, int | float) else None,
+            "sent": int(_figure(doc.get("sent"))), "waited_s": _figure(doc.get("waited_s"))}  # fmt: skip
+
+
+def _figure(value: object) -> float:
+    """A count or seconds as stored: a finite number at least 0, else 0 (another writer's or an older version's)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e15:
+        return 0.0
+    return float(value)
 
 
 async def listed(store: Store) -> dict[str, dict[str, Any] | None]:

@@ -1,25 +1,21 @@
-"""The gate in front of one upstream credential: first come, first served, never over the known budget.
+"""The gate in front of one upstream credential: fair turns between principals, never over the known budget.
 
-State comes from the upstream's own answers: `X-RateLimit-Limit`, `-Remaining` and `-Reset`
-(every NeuralSnap answer, errors included), and 429s with `Retry-After`. It lives in the state
-store (`window.py`; `admit.py` and `settle.py` decide on it), so every process using the credential
-shares one budget. The gate
+State comes from the upstream's own answers: `X-RateLimit-Limit`, `-Remaining` and `-Reset` (every NeuralSnap
+answer, errors included), and 429s with `Retry-After`. It lives in the state store (`window.py`; `admit.py` and
+`settle.py` decide on it), so every process using the credential shares one budget. The gate
 
 - sends nothing while the known remaining budget is 0 before the reset;
-- reserves each send before it leaves, so a burst never overshoots into a 429, whichever
-  processes it comes from;
+- reserves each send before it leaves, so a burst never overshoots into a 429, whichever processes it comes from;
 - until it has seen one answer, lets a single probe out and holds the rest for what it learns;
 - after a 429, holds every waiting call until the retry time (the penalty box);
-- when the budget runs low and more calls wait than it holds, spreads the last sends over the
-  rest of the window instead of bursting (advisory: pacing never makes a call fail);
+- when the budget runs low and more calls wait than it holds, spreads the last sends over the rest of the window
+  instead of bursting (advisory: pacing never makes a call fail);
 - fails a call at once when its place in the queue cannot be reached within its wait budget.
 
-A send in flight is reserved for a few seconds at a time and renewed while its request is out, so
-a process killed mid-request holds the others up for seconds, not for the request's timeout.
-
-Within a process only the head of the queue asks the store; the others wait for their turn, which
-`FairQueue` hands out by start-time fair queuing between principals. Between processes and replicas the heads'
-tickets in the shared document are ordered the same way (`admit.py`).
+A send in flight is reserved for a few seconds at a time and renewed while its request is out, so a process
+killed mid-request holds the others up for seconds, not for the request's timeout. Within a process only the
+head of the queue asks the store; the others wait for their turn, which `FairQueue` hands out by start-time fair
+queuing between principals; the heads' tickets in the shared document are ordered the same way (`admit.py`).
 """
 
 from __future__ import annotations
@@ -245,19 +241,23 @@ class Gate(LeaseKeeper):
             f"gate wait {self.scope}", {"flashsnap.gate": self.scope, "flashsnap.gate.queued_ahead": ahead}
         ):
             budget.check(lane.seen.estimate(self._clock.now(), ahead), scope=self.scope, why="rate limit")
-            arrived = self._clock.now()
+            arrived, label, reservation = self._clock.now(), context.turn().label, None
             lane.queued += 1
             self._observer.gate_queued(self.scope, self.queued)
+            self._observer.principal_turn(label, queued=1)
             try:
                 await self._take_turn(lane, budget, ahead)
                 try:
-                    return await self._wait_at_head(lane, budget, arrived, bucket)
+                    reservation = await self._wait_at_head(lane, budget, arrived, bucket)
+                    return reservation
                 finally:
                     lane.turns.release()
             finally:
-                lane.queued -= 1
+                waited, lane.queued = self._clock.now() - arrived, lane.queued - 1
                 self._observer.gate_queued(self.scope, self.queued)
-                self._observer.gate_waited(self.scope, self._clock.now() - arrived)
+                self._observer.gate_waited(self.scope, waited)
+                self._observer.principal_turn(label, queued=-1, sent=int(reservation is not None), waited_s=waited)
+                context.note_turn(sent=reservation is not None, waited_s=waited)
 
     async def _take_turn(self, lane: _Lane, budget: Budget, ahead: int) -> None:
         """Wait for this process's turn at the head of the lane's queue, `ahead` calls before it.

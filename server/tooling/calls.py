@@ -115,7 +115,9 @@ async def _by_principal(shared: Runtime, tool: str, outcome: str) -> None:
     shared.metrics.principal_call(caller.label, tool, outcome)
     # Shielded and bounded: a call cut off still counts, and a slow store never holds its answer for long.
     with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
-        await activity.record(shared.store, caller.label, outcome, shared.clock.now())
+        call = context.running()
+        turns = activity.Turns(call.sent, call.turn_waited_s) if call is not None else activity.Turns()
+        await activity.record(shared.store, caller.label, outcome, shared.clock.now(), turns)
 
 
 def _cut_off(tool: str, read_only: bool, running: Running) -> ShutdownCut:
