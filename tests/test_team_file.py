@@ -359,6 +359,17 @@ def test_the_readme_team_file_is_a_valid_team_file() -> None:
     assert bot.policy == {scopes.READ}
     assert dict(bot.match) == {"sub": "svc-ci"}
     assert (bot.confirm_words, bot.confirm_delete) == (0, False)
+    assert (alice.weight, bot.weight) == (1.0, 3.0)  # an entry's weight, else 1
+
+
+@pytest.mark.parametrize(
+    ("defaults", "entry", "expected"),
+    [("", "", 1.0), ("weight = 2", "", 2.0), ("weight = 2", "weight = 0.5", 0.5), ("", "weight = 1000", 1000.0)],
+)
+def test_a_principals_weight_is_its_own_else_the_defaults_else_1(defaults: str, entry: str, expected: float) -> None:
+    team = parse(f"[defaults]\n{defaults}\n[[principals]]\nname = 'al'\ntoken_sha256 = '{HEX}'\n{entry}\n")
+    assert team.principals[0].weight == expected
+    assert team.default_weight == (2.0 if defaults else 1.0)  # a caller the file does not name
 
 
 def test_the_readme_scope_table_is_each_tools_declared_scope() -> None:
