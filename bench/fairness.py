@@ -138,7 +138,10 @@ async def run() -> str:
             *rows,
             "",
             "Goals: bob among the first 2 sends; bob's share within 70-80 %; a lone principal 100 % of each "
-            "window and 0 429s.",
+            "window and 0 429s. Not met yet: weights across replicas. Each process shows the shared window only "
+            "its head call, and a head whose window has room goes at once, so two replicas both backlogged share "
+            "by the speed of their loops (about half each); the tags order them only at a window's turn, when both "
+            "wait.",
             "",
             f"Reproduce: `make bench BENCH=fairness`. Machine: {machine()}.",
         ]
