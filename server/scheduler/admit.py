@@ -164,6 +164,17 @@ def yields(w: Window, now: float, asker: Asker) -> bool:
     )  # fmt: skip
 
 
+def behind_active(w: Window, now: float, asker: Asker) -> bool:
+    """Whether another principal that sent a moment ago (`ACTIVE_S`) would go before `asker` with its next call: its
+    next tag, `max(V, its last) + 1/weight`, is smaller. Each process shows the window only its head call, so a
+    backlogged principal's next call is judged by its last; one that stops sending holds nobody after `ACTIVE_S`."""
+    tag = tag_of(w, asker)
+    return any(
+        p != asker.principal and until > now and max(w.virtual, last) + 1.0 / weight < tag
+        for p, (last, weight, until) in w.active.items()
+    )
+
+
 def others_waiting(w: Window, asker: Asker) -> int:
     """How many calls of other processes still wait, older or not."""
     return sum(1 for k in w.waiting if k != asker.id)
@@ -177,7 +188,7 @@ def queued_or_paced(w: Window, now: float, asker: Asker) -> Decision | None:
     """
     if w.remaining is not None and older_waiting(w, asker) >= w.remaining:
         return AwaitAnswers(CAME_FIRST)
-    if yields(w, now, asker):
+    if yields(w, now, asker) or behind_active(w, now, asker):
         return Wait(YIELD_S, YIELDING)
     if burst.allowed(w, asker.own_window) is not None:
         return None
@@ -238,7 +249,9 @@ def reserve(w: Window, now: float, asker: Asker) -> int:
 
     Returns how many sends its burst period holds with it.
     """
-    w.virtual = max(w.virtual, tag_of(w, asker))  # fair queuing's V: the tag of the call let out
+    tag = tag_of(w, asker)
+    w.virtual = max(w.virtual, tag)  # fair queuing's V: the tag of the call let out
+    w.active[asker.principal] = (tag, asker.weight, now + bounds.ACTIVE_S)
     w.waiting.pop(asker.id, None)
     if w.remaining is not None:
         w.remaining -= 1

@@ -19,6 +19,8 @@ local RECENT_KEPT = 64
 local REPORTS_KEPT = 16
 local MAX_VIRTUAL = 1e12
 local MAX_TAG_LEAD = 1e6
+local ACTIVE_S = 0.25
+local MIN_WEIGHT, MAX_WEIGHT = 0.001, 1000.0
 local PROBE_ANSWERS = 3
 local BURST_S = 1.0
 local MARGIN_S = 0.05
@@ -91,7 +93,7 @@ local function read(d)
     last_send = opt(d, 'last_send', number) or -math.huge,
     burst = opt(d, 'burst', count), burst_until = opt(d, 'burst_until', number) or 0,
     safe = opt(d, 'safe', count) or 0, answers = opt(d, 'answers', count) or 0,
-    virtual = opt(d, 'virtual', number) or 0,
+    virtual = opt(d, 'virtual', number) or 0, active = {},
     flights = {}, waiting = {}, recent = {}, reports = {}, separate = {}, sent_by = {},
   }
   for k, v in pairs(mapping(d.flights)) do w.flights[k] = number(v) end
@@ -99,6 +101,11 @@ local function read(d)
     local p = sequence(v)
     if #p < 4 then malformed() end
     w.waiting[k] = {number(p[1]), number(p[2]), number(p[3]), text(p[4])}
+  end
+  for k, v in pairs(mapping(d.active)) do
+    local p = sequence(v)
+    if #p < 3 then malformed() end
+    w.active[k] = {number(p[1]), number(p[2]), number(p[3])}
   end
   for _, v in ipairs(sequence(d.recent)) do
     local p = sequence(v)
@@ -113,7 +120,7 @@ end
 
 local function fresh()
   return {blocked_until = 0, answered = 0, sent = 0, last_send = -math.huge, burst_until = 0, safe = 0, answers = 0,
-          virtual = 0, flights = {}, waiting = {}, recent = {}, reports = {}, separate = {}, sent_by = {}}
+          virtual = 0, active = {}, flights = {}, waiting = {}, recent = {}, reports = {}, separate = {}, sent_by = {}}
 end
 
 local function sorted_reports(reports, keep)
@@ -138,6 +145,13 @@ local function bound(w, now)
     end
   end
   w.flights, w.waiting = flights, waiting
+  local active = {}
+  for k, p in pairs(w.active) do
+    if p[3] > now then
+      active[k] = {p[1], math.min(math.max(p[2], MIN_WEIGHT), MAX_WEIGHT), math.min(p[3], now + ACTIVE_S)}
+    end
+  end
+  w.active = active
   if w.limit ~= nil and not (0 < w.limit and w.limit <= MAX_COUNT) then w.limit = nil end
   if w.remaining ~= nil then w.remaining = math.min(clamp_count(w.remaining), w.limit or MAX_COUNT) end
   if w.reset_at ~= nil and w.reset_at > now + MAX_WINDOW_S then w.reset_at, w.remaining = nil, nil end
@@ -178,6 +192,8 @@ local function dump(w)
   local flights, waiting, recent, reports, separate, sent_by = {}, {}, arr({}), {}, {}, {}
   for k, v in pairs(w.flights) do flights[k] = v end
   for k, p in pairs(w.waiting) do waiting[k] = arr({p[1], p[2], p[3], p[4]}) end
+  local active = {}
+  for k, p in pairs(w.active) do active[k] = arr({p[1], p[2], p[3]}) end
   for i, p in ipairs(w.recent) do recent[i] = arr({p[1], p[2]}) end
   for k, r in pairs(w.reports) do
     reports[k] = {bucket = r.bucket, remaining = r.remaining, reset_at = r.reset_at, limit = nn(r.limit),
@@ -190,7 +206,8 @@ local function dump(w)
   return {limit = nn(w.limit), remaining = nn(w.remaining), reset_at = nn(w.reset_at), blocked_until = w.blocked_until,
           window_s = nn(w.window_s), answered = w.answered, sent = w.sent, last_send = last_send, flights = flights,
           waiting = waiting, burst = nn(w.burst), burst_until = w.burst_until, safe = w.safe, recent = recent,
-          answers = w.answers, reports = reports, separate = separate, sent_by = sent_by, virtual = w.virtual}
+          answers = w.answers, reports = reports, separate = separate, sent_by = sent_by, virtual = w.virtual,
+          active = active}
 end
 
 local function num(x)
@@ -354,6 +371,15 @@ local function yields(w, now, a)
   return false
 end
 
+local function behind_active(w, now, a)
+  -- admit.behind_active: another principal that sent a moment ago would go first with its next call.
+  local tag = tag_of(w, a)
+  for k, p in pairs(w.active) do
+    if k ~= a.principal and p[3] > now and math.max(w.virtual, p[1]) + 1.0 / p[2] < tag then return true end
+  end
+  return false
+end
+
 local function pace(w, now, a, others)
   if w.limit == nil or w.remaining == nil or w.reset_at == nil then return 0.0 end
   local demand = a.queued_here + 1 + others
@@ -369,7 +395,7 @@ local function queued_or_paced(w, now, a)
   if w.remaining ~= nil and waiting_besides(w, a, true) >= w.remaining then
     return AWAIT('waiting for calls that came first')
   end
-  if yields(w, now, a) then return WAIT(0.05, 'letting the call whose turn it is go first', false) end
+  if yields(w, now, a) or behind_active(w, now, a) then return WAIT(0.05, 'letting the call whose turn it is go first', false) end
   if allowed(w, a.own_window) ~= nil then return nil end
   if not a.paced then
     local seconds = pace(w, now, a, waiting_besides(w, a, false))
@@ -397,7 +423,9 @@ local function keep_ticket(d, w, now, a, decision)
 end
 
 local function reserve(w, now, a)
-  w.virtual = math.max(w.virtual, tag_of(w, a))
+  local tag = tag_of(w, a)
+  w.virtual = math.max(w.virtual, tag)
+  w.active[a.principal] = {tag, a.weight, now + ACTIVE_S}
   w.waiting[a.id] = nil
   if w.remaining ~= nil then w.remaining = w.remaining - 1 end
   w.sent = w.sent + 1

@@ -52,6 +52,8 @@ class Window:
     flights: dict[str, float] = field(default_factory=dict)  # reservation -> expires at
     waiting: dict[str, Ticket] = field(default_factory=dict)  # waiting call -> its ticket
     virtual: float = 0.0  # V: the start tag of the last call let out (fair queuing's virtual time)
+    # principal -> (its last tag let out, its weight, sending until): who sent a moment ago and may send again
+    active: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     burst: int | None = None  # sends per second at most, learnt from a 429 with room (else the page's table)
     burst_until: float = 0.0  # when the learnt burst is forgotten (Unix seconds)
     safe: int = 0  # the most sends within one burst period answered without a 429 (while the burst is unknown)
@@ -95,6 +97,7 @@ class Window:
             flights={k: bounds.number(v) for k, v in bounds.mapping(doc.get("flights")).items()},
             waiting={k: _ticket(v) for k, v in bounds.mapping(doc.get("waiting")).items()},
             virtual=opt("virtual", bounds.number) or 0.0,
+            active={k: _active(v) for k, v in bounds.mapping(doc.get("active")).items()},
             burst=opt("burst", bounds.count),
             burst_until=opt("burst_until", bounds.number) or 0.0,
             safe=opt("safe", bounds.count) or 0,
@@ -114,6 +117,10 @@ class Window:
             k: Ticket(t.arrived_at, min(t.expires_at, now + bounds.MAX_TICKET_S),
                       bounds.clamp_tag(t.tag, self.virtual), t.principal)
             for k, t in self.waiting.items() if t.expires_at > now
+        }  # fmt: skip
+        self.active = {
+            k: (tag, min(max(weight, bounds.MIN_WEIGHT), bounds.MAX_WEIGHT), min(until, now + bounds.ACTIVE_S))
+            for k, (tag, weight, until) in self.active.items() if until > now
         }  # fmt: skip
         self._bound_figures(now)
         self._bound_counts(now)
@@ -169,6 +176,7 @@ class Window:
             "separate": self.separate,
             "sent_by": self.sent_by,
             "virtual": self.virtual,
+            "active": {k: list(v) for k, v in self.active.items()},
         }
 
     @property
@@ -233,6 +241,13 @@ def _ticket(value: object) -> Ticket:
     if len(found) < 4:
         raise bounds.Malformed("too short")
     return Ticket(bounds.number(found[0]), bounds.number(found[1]), bounds.number(found[2]), bounds.text(found[3]))
+
+
+def _active(value: object) -> tuple[float, float, float]:
+    found = bounds.sequence(value)
+    if len(found) < 3:
+        raise bounds.Malformed("too short")
+    return bounds.number(found[0]), bounds.number(found[1]), bounds.number(found[2])
 
 
 def _recent(value: object) -> tuple[float, str]:

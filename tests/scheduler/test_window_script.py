@@ -79,6 +79,12 @@ def tag(r: random.Random) -> float:
     return r.choice([r.randint(0, 8), r.randint(0, 24) / 3, r.uniform(0, 10), 1e7, -1.0])
 
 
+def active(r: random.Random) -> list[Any]:
+    """A principal that sent a moment ago: its last tag, its weight (planted ones out of bounds too), until when."""
+    until = r.choice([NOW + 0.1, NOW + 0.25, NOW - 0.1, NOW + 100.0, time(r)])
+    return [tag(r), r.choice([1.0, 3.0, 0.5, 0.0001, 5000.0]), until]
+
+
 def ticket(r: random.Random) -> list[Any]:
     return [time(r), time(r), tag(r), r.choice(PRINCIPALS)]
 
@@ -107,6 +113,7 @@ FIELDS: dict[str, Callable[[random.Random], Any]] = {
     "flights": lambda r: some(r, IDS, time, 4),
     "waiting": lambda r: some(r, IDS, ticket, 4),
     "virtual": lambda r: r.choice([0.0, 1.0, tag(r), -5.0, 2e12]),
+    "active": lambda r: some(r, PRINCIPALS, active, 3),
     "burst": lambda r: maybe(r, lambda r: r.randint(-1, 12)),
     "burst_until": lambda r: r.choice([0.0, time(r)]),
     "safe": lambda r: r.randint(0, 12),
