@@ -47,6 +47,8 @@ PLANTED: list[tuple[str, dict[str, Any], float]] = [
     ("a burst of one learnt for ever, a send in the future", {"limit": 20, "window_s": 60.0, "burst": 1,
      "burst_until": FOREVER, "recent": [[FOREVER, ""]], "answered": 5}, burst.BURST_S + burst.MARGIN_S),
     ("a penalty of a day", {"blocked_until": NOW + DAY}, DAY),
+    ("another principal sending for ever at a huge weight",
+     {"limit": 20, "remaining": 20, "active": {"x": [0.0, 5000.0, FOREVER]}}, bounds.ACTIVE_S),
 ]  # fmt: skip
 
 
