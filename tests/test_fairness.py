@@ -181,7 +181,7 @@ async def test_a_late_principal_goes_among_the_next_two_sends_not_behind_a_busy_
     assert live.state.count_status("snapshot_create", 429) == 0
 
 
-@pytest.mark.parametrize("kind", ["team on one replica"])
+@pytest.mark.parametrize("kind", ["team on one replica", "replicas on one valkey"])
 async def test_backlogged_principals_share_the_sends_by_their_weights(
     live: Emulator, tmp_path: Path, kind: str
 ) -> None:

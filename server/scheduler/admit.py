@@ -209,7 +209,8 @@ def burst_held(w: Window, now: float, asker: Asker) -> Decision | None:
 
 def wakes_at(decision: Decision, now: float) -> float:
     """When (Unix seconds) a held call looks at the gate again: after its wait, or at once to await answers."""
-    return now + (decision.seconds if isinstance(decision, Wait) else 0.0)
+    # A call yielding to another principal's is due at once: a third principal's call behind it yields to it too.
+    return now + (decision.seconds if isinstance(decision, Wait) and decision.why != YIELDING else 0.0)
 
 
 def ticket_is_fresh(ticket: Ticket | None, wake: float) -> bool:

@@ -413,7 +413,7 @@ end
 
 local function keep_ticket(d, w, now, a, decision)
   local wake = now
-  if decision.k == 'wait' then wake = now + decision.s end
+  if decision.k == 'wait' and decision.why ~= 'letting the call whose turn it is go first' then wake = now + decision.s end
   local ticket = w.waiting[a.id]
   if ticket ~= nil and ticket[2] >= wake + TICKET_GRACE_S / 2 and d ~= nil and not changed(d, w) then
     return decision, false
