@@ -138,10 +138,10 @@ async def run() -> str:
             *rows,
             "",
             "Goals: bob among the first 2 sends; bob's share within 70-80 %; a lone principal 100 % of each "
-            "window and 0 429s. Not met yet: weights across replicas. Each process shows the shared window only "
-            "its head call, and a head whose window has room goes at once, so two replicas both backlogged share "
-            "by the speed of their loops (about half each); the tags order them only at a window's turn, when both "
-            "wait.",
+            "window and 0 429s. Across replicas each process shows the shared window only its head call, so the "
+            "window keeps each principal's last tag let out for 0.25 s: a call whose tag is past another sending "
+            "principal's next one waits 50 ms for it (the first run, before that, gave bob about 50 % on two "
+            "replicas).",
             "",
             f"Reproduce: `make bench BENCH=fairness`. Machine: {machine()}.",
         ]
