@@ -6,7 +6,7 @@ import sys
 
 import anyio
 
-from bench import load, oauth, overhead, rate_models, report, scheduling, sealing, shared, store_work
+from bench import fairness, load, oauth, overhead, rate_models, report, scheduling, sealing, shared, store_work
 
 BENCHES = {
     "scheduling": scheduling.run,
@@ -20,6 +20,7 @@ BENCHES = {
     "oauth": oauth.run,
     "sealing": sealing.run,
     "store_work": store_work.run,
+    "fairness": fairness.run,
 }
 
 

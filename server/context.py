@@ -9,7 +9,7 @@ enters `calling` and `serving` (tests/test_layout.py).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Hashable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
@@ -89,6 +89,8 @@ class Running:
     asking: bool = False  # waiting for the user's answer to a question, before anything is sent
     account: str | None = None  # the account key of the first service it used (for its audit record)
     waited_s: float = 0.0  # seconds it waited for a rate limit or a retry (for its audit record)
+    sent: int = 0  # upstream requests the gates let out for it (for its principal's counts in status)
+    turn_waited_s: float = 0.0  # seconds it waited at the gates for its turn, queue and window (the same)
 
 
 @dataclass(frozen=True)
@@ -103,17 +105,29 @@ class Principal:
 
 
 @dataclass(frozen=True)
+class Turn:
+    """Whom a call waits its turn as at a shared gate (server/tooling/turns.py settles it; fair queuing reads it).
+
+    `key` is the principal as every process and replica names it (a team entry's name; one MCP session; the
+    process), `label` its bounded name for metrics and status, `weight` its share against a weight-1 principal's.
+    """
+
+    key: str
+    label: str
+    weight: float = 1.0
+
+
+ANYONE = Turn("anyone", "anonymous")  # outside a call, and every call that names no principal nor session
+
+
+@dataclass(frozen=True)
 class _Values:
     running: Running | None = None
     budget: Budget | None = None
-    # The fairness key `FairQueue` rotates between: the principal where the team file's modes name one (tokens,
-    # oauth), so the rotation is between people. Elsewhere it is `id(ctx.request_context.session)`, and the SDK
-    # (2.3) builds that ServerSession per request: each call is its own "session", so the rotation is between
-    # calls, not clients (and an id may be reused once its object is gone).
-    session: Hashable = None
+    turn: Turn = ANYONE
 
 
-_OUTSIDE = _Values()  # outside a tool call: no budget to wait in, one shared session
+_OUTSIDE = _Values()  # outside a tool call: no budget to wait in, one shared turn
 # Replaced, never changed in place, so a value set for a call is seen by the tasks it starts and gone after it.
 _call: ContextVar[_Values | None] = ContextVar("flashsnap_call", default=None)
 
@@ -132,9 +146,9 @@ def wait_budget(clock: Clock) -> Budget:
     return _values().budget or Budget(clock, deadline=clock.now())
 
 
-def session() -> Hashable:
-    """The fairness key of the running call (see `_Values.session`); None, one shared key, outside a tool call."""
-    return _values().session
+def turn() -> Turn:
+    """Whom the running call takes its turn as (`Turn`); outside a tool call, `ANYONE`."""
+    return _values().turn
 
 
 def request_ids() -> list[str]:
@@ -161,6 +175,14 @@ def _note_wait(seconds: float) -> None:
     call = _values().running
     if call is not None:
         call.waited_s += seconds
+
+
+def note_turn(*, sent: bool, waited_s: float) -> None:
+    """Note one passage of the running call through a gate: let out or not, after `waited_s` seconds."""
+    call = _values().running
+    if call is not None:
+        call.sent += int(sent)
+        call.turn_waited_s += max(0.0, waited_s)
 
 
 def principal() -> Principal | None:
@@ -192,9 +214,9 @@ def calling(call: Running) -> Iterator[None]:
 
 
 @contextmanager
-def serving(session: Hashable, budget: Budget | None = None) -> Iterator[None]:
-    """The code inside this block waits its turn as `session`, within `budget` (for `server.tooling.calls` alone)."""
-    token = _call.set(replace(_values(), session=session, budget=budget))
+def serving(turn: Turn, budget: Budget | None = None) -> Iterator[None]:
+    """The code inside this block waits its turn as `turn`, within `budget` (for `server.tooling.calls` alone)."""
+    token = _call.set(replace(_values(), turn=turn, budget=budget))
     try:
         yield
     finally:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
 from types import SimpleNamespace
 
 import anyio
@@ -16,14 +15,14 @@ from server.auth.callers import TEAM_ISSUER, identify
 from server.auth.team import NO_TEAM
 from server.clock import FakeClock
 from server.context import Budget, Principal, Running
-from server.tooling.calls import fairness_key
+from server.tooling.turns import turn_of
 
 
 def test_outside_a_call_there_is_no_call_no_wait_one_shared_session_and_nobody() -> None:
     clock = FakeClock()
     assert context.running() is None
     assert context.wait_budget(clock).left() == 0
-    assert context.session() is None
+    assert context.turn() == context.ANYONE
     assert context.request_ids() == []
     context.note_request_id("req-1")  # noted for no call: nothing to keep it
     assert context.principal() is None
@@ -34,11 +33,11 @@ async def test_inside_a_call_its_values_are_seen_and_gone_after_it() -> None:
     call = Running(anyio.CancelScope())
     with context.calling(call):
         assert context.running() is call
-        with context.serving("session A", Budget(clock, clock.now() + 30)):
-            assert context.session() == "session A"
+        with context.serving(context.Turn("session A", "anonymous"), Budget(clock, clock.now() + 30)):
+            assert context.turn() == context.Turn("session A", "anonymous")
             assert context.wait_budget(clock).left() == 30
             assert context.running() is call  # entering the session keeps the call
-        assert context.session() is None
+        assert context.turn() == context.ANYONE
     assert context.running() is None
 
 
@@ -76,18 +75,17 @@ def test_the_caller_is_whom_the_sdks_bearer_auth_authenticated(
 def test_calls_take_their_turn_as_their_principal_whatever_their_session(
     principal: str, other: str, same: bool
 ) -> None:
-    """Two sessions of one principal share one turn; two principals have one each (tokens, oauth modes)."""
+    """Two sessions of one principal share one turn; two principals have one each (tokens, oauth modes). Each
+    transport's key without a team is tested through real transports in tests/test_fairness.py."""
 
-    def key_of(name: str, session: object) -> Hashable:
+    def key_of(name: str, session: str) -> str:
         token = identify(AccessToken(token="t", client_id=name, subject=name, scopes=[], claims={"iss": TEAM_ISSUER}),
                          NO_TEAM)  # fmt: skip
         reset = auth_context_var.set(AuthenticatedUser(token))
         try:
-            return fairness_key(SimpleNamespace(request_context=SimpleNamespace(session=session)))  # type: ignore[arg-type]
+            request = SimpleNamespace(headers={"mcp-session-id": session}, query_params={})
+            return turn_of(SimpleNamespace(request_context=SimpleNamespace(request=request))).key  # type: ignore[arg-type]
         finally:
             auth_context_var.reset(reset)
 
-    first, second = object(), object()
-    assert (key_of(principal, first) == key_of(other, second)) is same
-    # Without a named caller (stdio, none, the shared token), the session object as before.
-    assert fairness_key(SimpleNamespace(request_context=SimpleNamespace(session=first))) == id(first)  # type: ignore[arg-type]
+    assert (key_of(principal, "s1") == key_of(other, "s2")) is same

@@ -68,7 +68,7 @@ class Case:
     """One situation of the guard: the weights, the quota set once A and B are active, the settings, and each
     principal's share of what was left (None: no share fixed)."""
 
-    weights: tuple[int, int]
+    weights: tuple[float, float]
     quota: dict[str, int]
     period: str
     parts: tuple[int | None, int | None]
@@ -80,6 +80,7 @@ class Case:
 CASES = {
     "equal weights, a day": Case((1, 1), {"limit_daily": 10_000, "used_daily": 8_100}, "day", (950, 950)),
     "weights 3 to 1": Case((3, 1), {"limit_daily": 10_000, "used_daily": 8_400}, "day", (1_200, 400)),
+    "weights 1.5 to 0.5": Case((1.5, 0.5), {"limit_daily": 10_000, "used_daily": 8_400}, "day", (1_200, 400)),
     "exactly 20 % left is not scarce": Case((1, 1), {"limit_daily": 10_000, "used_daily": 8_000}, "day", (None, None)),
     "weights 1 to 4": Case((1, 4), {"limit_daily": 10_000, "used_daily": 9_000}, "day", (200, 800)),
     "the month": Case((1, 1), {"used": 161_000}, "month", (19_500, 19_500)),

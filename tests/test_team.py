@@ -388,6 +388,9 @@ async def test_metrics_and_status_name_each_principal(serve_team: ServeTeam, clo
     assert 'flashsnap_principal_tool_calls_total{outcome="ok",principal="alice",tool="list_workspaces"} 2.0' in scraped
     assert 'flashsnap_scope_refusals_total{principal="reader",scope="flashsnap:spend"} 1.0' in scraped
     assert TOKENS["alice"] not in scraped
+    # Each principal's turns at the gates: its requests let out and the seconds it waited for them.
+    assert 'flashsnap_principal_sent_total{principal="alice"}' in scraped
+    assert 'flashsnap_principal_queued{principal="alice"} 0.0' in scraped
     # `status` reads the shared store as the command does, on the test's clock (the documents' times are on it).
     store = await open_state(Settings.from_env({}), clock)
     try:
@@ -399,12 +402,16 @@ async def test_metrics_and_status_name_each_principal(serve_team: ServeTeam, clo
     principals = view["principals"]
     assert set(principals) == {"alice"}  # reader's call never ran: the 403 came first
     assert principals["alice"]["calls"] == {"ok": 2}
-    shown = status.render(view).split("principals (tool calls today, UTC, by outcome)")[1]
+    shown = status.render(view).split("principals (tool calls today, UTC, by outcome) and their turns at the gates")[1]
     assert "alice" in shown
     assert "ok 2" in shown
+    assert principals["alice"]["sent"] >= 2  # each list_workspaces reached neuroflash through its gate
+    assert f"sent {principals['alice']['sent']}" in shown
+    assert "queued 0" in shown
     assert next_day["principals"]["alice"]["calls"] == {}
     assert next_day["principals"]["alice"]["last_call"] == principals["alice"]["last_call"]
     assert "alice        none; last" in status.render(next_day)
+    assert next_day["principals"]["alice"]["sent"] == 0  # today's turns start afresh too
 
 
 @pytest.mark.parametrize("name", ["alice", "reader"])

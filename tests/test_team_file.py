@@ -69,6 +69,15 @@ BAD_TEAM_FILES = [
     (f"[[principals]]\nname = 'al'\ntoken_sha256 = '{HEX}'\nconfirm_words = -1", "confirm_words"),
     (f"[[principals]]\nname = 'al'\ntoken_sha256 = '{HEX}'\nconfirm_words = '10'", "confirm_words"),
     (f"[[principals]]\nname = 'al'\ntoken_sha256 = '{HEX}'\nconfirm_delete = 'no'", "confirm_delete"),
+    # weight: a number in (0, 1000], in [defaults] or an entry; TOML's inf and nan are numbers too
+    *[
+        (f"{table}\nweight = {value}", f"{where}weight")
+        for table, where in [
+            ("[defaults]", "defaults."),
+            (f"[[principals]]\nname = 'al'\ntoken_sha256 = '{HEX}'", "(al)."),
+        ]
+        for value in ["0", "-1", "0.0", "1001", "inf", "-inf", "nan", "'3'", "true", "[3]"]
+    ],
     ("[[principals]]\nname = 'al'\ntoken_sha256 = 'not-a-hash'", "must be 64 hex digits"),
     (f"[[principals]]\nname = 'a l'\ntoken_sha256 = '{HEX}'", "principals[0] (a l).name: must be"),
     (f"[[principals]]\nname = 'other'\ntoken_sha256 = '{HEX}'", "'other' is kept"),
@@ -392,6 +401,17 @@ def test_the_readme_team_file_is_a_valid_team_file() -> None:
     assert bot.policy == {scopes.READ}
     assert dict(bot.match) == {"sub": "svc-ci"}
     assert (bot.confirm_words, bot.confirm_delete) == (0, False)
+    assert (alice.weight, bot.weight) == (1.0, 3.0)  # an entry's weight, else 1
+
+
+@pytest.mark.parametrize(
+    ("defaults", "entry", "expected"),
+    [("", "", 1.0), ("weight = 2", "", 2.0), ("weight = 2", "weight = 0.5", 0.5), ("", "weight = 1000", 1000.0)],
+)
+def test_a_principals_weight_is_its_own_else_the_defaults_else_1(defaults: str, entry: str, expected: float) -> None:
+    team = parse(f"[defaults]\n{defaults}\n[[principals]]\nname = 'al'\ntoken_sha256 = '{HEX}'\n{entry}\n")
+    assert team.principals[0].weight == expected
+    assert team.default_weight == (2.0 if defaults else 1.0)  # a caller the file does not name
 
 
 def test_the_readme_scope_table_is_each_tools_declared_scope() -> None:

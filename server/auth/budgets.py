@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from server.auth.team import Caps
+from server.auth.team import MAX_WEIGHT, Caps
 from server.state.store import KEEP, Change, Doc, Store
 
 # (stock, period, the cap's key): the caps a spent amount counts against.
@@ -91,7 +91,8 @@ def fresh(doc: Doc | None, now: float) -> Doc:
         if _live(hold, now):
             holds[str(hold_id)] = hold
     weight = doc.get("weight")
-    return {"periods": periods, "spent": spent, "held": holds, "weight": weight if isinstance(weight, int) else 1}
+    readable = isinstance(weight, int | float) and not isinstance(weight, bool) and 0 < weight <= MAX_WEIGHT
+    return {"periods": periods, "spent": spent, "held": holds, "weight": weight if readable else 1}
 
 
 def _mapping(value: Any) -> dict[str, Any]:
@@ -140,7 +141,7 @@ def kept_s(now: float) -> float:
 
 async def admit(
     store: Store, key: str, caps: Caps, ask: Ask, now: float, *, shares: Mapping[str, int] | None = None,
-    hold: tuple[str, float] | None = None, weight: int = 1,
+    hold: tuple[str, float] | None = None, weight: float = 1.0,
 ) -> Refusal | None:  # fmt: skip
     """Judge `ask` for the principal at `key`; with `hold` (its id, until when), also hold it, in one atomic step.
 

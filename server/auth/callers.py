@@ -28,7 +28,7 @@ class Caller(AccessToken):
     confirm_words: int | None = None  # its own FLASHSNAP_CONFIRM_WORDS; None: the server's
     confirm_delete: bool | None = None  # its own FLASHSNAP_CONFIRM_DELETE; None: the server's
     account: str | None = None  # the team file's upstream account its calls use; None: the default account
-    weight: int = 1  # the team file's `weight`: its share of scarce words against the other principals'
+    weight: float = 1.0  # the team file's `weight`: its share at a shared gate and of scarce words
     caps: Caps = NO_CAPS  # its budgets on the shared stocks (server/auth/budgets.py)
 
     @property

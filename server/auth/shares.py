@@ -8,6 +8,7 @@ words scarce (one atomic step: every process and replica then reads the same sha
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -29,20 +30,22 @@ class Left:
         return below > 0 and self.limit > 0 and self.remaining < below * self.limit
 
 
-def divide(remaining: int, active: Mapping[str, tuple[int, int]]) -> dict[str, int]:
+def divide(remaining: int, active: Mapping[str, tuple[int, float]]) -> dict[str, int]:
     """Each active principal's cap for the rest of the period: what it spent so far plus its weighted part of
     `remaining` (`active`: label -> (spent in the period, weight)), rounded down so the parts never add up to more."""
     total = sum(weight for _, weight in active.values())
-    return {label: spent + remaining * weight // total for label, (spent, weight) in active.items()} if total else {}
+    if not total:
+        return {}
+    return {label: spent + math.floor(remaining * weight / total) for label, (spent, weight) in active.items()}
 
 
-async def active(store: Store, account: AccountKeys, period: str, now: float) -> dict[str, tuple[int, int]]:
+async def active(store: Store, account: AccountKeys, period: str, now: float) -> dict[str, tuple[int, float]]:
     """The principals that spent words on this account in the period now running: label -> (spent, weight).
 
     Raises:
         StoreUnavailable: the store failed.
     """
-    found: dict[str, tuple[int, int]] = {}
+    found: dict[str, tuple[int, float]] = {}
     for key in await store.keys(account.budgets):
         doc = budgets.fresh(await store.get(key), now)
         spent = doc["spent"][f"words:{period}"]

@@ -25,6 +25,7 @@ from server.upstream.accounts import AccountEntry
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$"
 OTHER = "other"  # the label of every caller the team file does not name (bounded cardinality)
 MATCH_KEYS = ("sub", "client_id", "iss", "groups")
+MAX_WEIGHT = 1000.0  # a principal's weight at most: 1,000 turns to a weight-1 principal's one
 
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 Hash = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")]
@@ -63,7 +64,9 @@ class Limits(_Strict):
     scopes: list[str] | None = None
     confirm_words: Annotated[int, Field(ge=0, le=10_000_000)] | None = None
     confirm_delete: bool | None = None
-    weight: Annotated[int, Field(ge=1, le=1000)] | None = None
+    # Its share of the upstream budget when others wait too (weighted fair queuing, server/scheduler/fair.py),
+    # and of the last words when they are scarce (server/auth/shares.py).
+    weight: Annotated[float, Field(gt=0, le=MAX_WEIGHT, allow_inf_nan=False)] | None = None
     words_per_day: Cap | None = None
     words_per_month: Cap | None = None
     crystallize_tokens_per_month: Cap | None = None
@@ -127,7 +130,7 @@ class Principal:
     confirm_words: int | None = None
     confirm_delete: bool | None = None
     account: str | None = None  # the upstream account its calls use; None: the default one
-    weight: int = 1  # its share of the scarce words (and its turn), against the others'
+    weight: float = 1.0  # its turns at a shared gate, and its share of scarce words, against another's 1
     caps: Caps = NO_CAPS
 
     def matches(self, claims: Mapping[str, Any], groups_claim: str = "groups") -> bool:
@@ -152,8 +155,8 @@ class Team:
     default_policy: frozenset[str] = frozenset(scopes.CALLING)
     default_confirm_words: int | None = None
     default_confirm_delete: bool | None = None
-    default_weight: int = 1
-    default_caps: Caps = NO_CAPS  # a caller the file does not name: `[defaults]`'s budgets
+    default_weight: float = 1.0  # the weight of a caller the file does not name
+    default_caps: Caps = NO_CAPS  # a caller the file does not name: `[defaults]`' budgets
     accounts: tuple[str, ...] = ()  # the names of its `[accounts.<name>]` tables (read by the runtime at start)
 
     @property
@@ -213,7 +216,7 @@ def parse(text: str, *, where: str = "team file") -> Team:
         default_policy=default_policy,
         default_confirm_words=checked.defaults.confirm_words,
         default_confirm_delete=checked.defaults.confirm_delete,
-        default_weight=checked.defaults.weight or 1,
+        default_weight=checked.defaults.weight or 1.0,
         default_caps=Caps.of(checked.defaults, checked.defaults),
         accounts=tuple(checked.accounts),
     )
@@ -229,7 +232,7 @@ def _principal(entry: Entry, default_policy: frozenset[str], defaults: Limits) -
         confirm_words=entry.confirm_words if entry.confirm_words is not None else defaults.confirm_words,
         confirm_delete=entry.confirm_delete if entry.confirm_delete is not None else defaults.confirm_delete,
         account=entry.account,
-        weight=entry.weight or defaults.weight or 1,
+        weight=entry.weight or defaults.weight or 1.0,
         caps=Caps.of(entry, defaults),
     )
 

@@ -19,6 +19,7 @@ import json
 import math
 import os
 import sys
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -139,8 +140,11 @@ async def gather(store: Store, clock: Clock, team: teams.Team = teams.NO_TEAM) -
                 for key in await store.keys(f"{keys.slots}:")
             }
         found.append(entry)
+    waiting = _queued_by(found)
     principals = {
-        label: None if seen is None else {**seen, "last_call": _when(seen["last_call"])}
+        label: None
+        if seen is None
+        else {**seen, "last_call": _when(seen["last_call"]), "queued": waiting.get(label, 0)}
         for label, seen in (await activity.listed(store, now)).items()
     }
     return {"at": _when(now), "store": store.kind, "where": store.describe(), "accounts": found,
@@ -166,6 +170,16 @@ async def _budgets(
     return found
 
 
+def _queued_by(accounts: list[dict[str, Any]]) -> Counter[str]:
+    """The calls waiting at every shared gate now, by principal (one per process and gate: the heads)."""
+    waiting: Counter[str] = Counter()
+    for entry in accounts:
+        for gate in [entry.get("gate"), *entry.get("endpoints", {}).values()]:
+            if isinstance(gate, dict):
+                waiting.update(gate.get("queued_by") or {})
+    return waiting
+
+
 def _token(doc: dict[str, Any] | None, now: float) -> dict[str, Any]:
     live = lease.live_parts(doc, now)  # the token itself is never read out
     token, failure = live.get("token"), live.get("failure")
@@ -188,6 +202,7 @@ def _gate(doc: dict[str, Any] | None, now: float) -> dict[str, Any]:
         "resets_at": _ahead(raw.get("reset_at"), now),
         "penalty_until": _ahead(raw.get("blocked_until") or None, now),
         "queued": len(w.waiting),
+        "queued_by": dict(Counter(t.principal for t in w.waiting.values())),  # whom the waiting calls are for
         "in_flight": w.in_flight,
         "burst_per_s": w.burst if w.burst is not None else burst.page_burst(w),  # learnt, else the page's
     }
@@ -241,16 +256,18 @@ def render(view: dict[str, Any]) -> str:
 
 
 def _principal_lines(principals: dict[str, dict[str, Any] | None]) -> list[str]:
-    """Who called (tokens, oauth modes): each principal's tool calls today by outcome, and when it last called."""
+    """Who called (tokens, oauth modes): each principal's tool calls today by outcome, when it last called, and its
+    turns at the gates: calls waiting now, requests let out and seconds waited today."""
     if not principals:
         return []
-    lines = ["", "principals (tool calls today, UTC, by outcome)"]
+    lines = ["", "principals (tool calls today, UTC, by outcome) and their turns at the gates"]
     for label, seen in sorted(principals.items()):
         if seen is None:
             lines.append(f"  {_printable(label):<12} unreadable")
             continue
         calls = ", ".join(f"{_printable(k)} {v}" for k, v in sorted(seen["calls"].items())) or "none"
-        lines.append(f"  {_printable(label):<12} {calls}; last {seen['last_call']}")
+        turns = f"queued {seen.get('queued', 0)}, sent {seen.get('sent', 0)}, waited {seen.get('waited_s', 0.0):.1f} s"
+        lines.append(f"  {_printable(label):<12} {calls}; last {seen['last_call']}; {turns}")
     return lines
 
 

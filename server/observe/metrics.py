@@ -78,6 +78,10 @@ class Observer:
     def budget_spent(self, principal: str, stock: str, amount: int) -> None:
         """A named principal's call spent `amount` of a stock its budgets count: words, crystallize, searches."""
 
+    def principal_turn(self, principal: str, *, queued: int, sent: int = 0, waited_s: float = 0.0) -> None:
+        """A principal's call joined a gate's queue (`queued` 1) or left it (-1), let out (`sent` 1) or not, after
+        waiting `waited_s` seconds; `principal` is its label (a team file's name, other, anonymous or local)."""
+
     def upstream(self, service: str, method: str, path: str, status: str) -> None:
         """One upstream attempt: `status` is the HTTP status, or "error" when no answer came."""
 
@@ -192,6 +196,18 @@ class Metrics(Observer):
             "What each principal spent of the stocks its budgets count (words, crystallize, searches).",
             ["principal", "stock"], registry=r,
         )  # fmt: skip
+        self._principal_queued = Gauge(
+            "flashsnap_principal_queued", "Calls of this process waiting at a gate now, by principal.",
+            ["principal"], registry=r,
+        )  # fmt: skip
+        self._principal_sent = Counter(
+            "flashsnap_principal_sent", "Upstream requests let out by the gates, by principal.", ["principal"],
+            registry=r,
+        )  # fmt: skip
+        self._principal_waited = Counter(
+            "flashsnap_principal_waited_seconds", "Seconds calls waited at the gates for their turn, by principal.",
+            ["principal"], registry=r,
+        )  # fmt: skip
         self._credentials: dict[str, str] = {}
         self._endpoints = _Bounded()
         self._workspaces = _Bounded()
@@ -214,6 +230,14 @@ class Metrics(Observer):
 
     def budget_spent(self, principal: str, stock: str, amount: int) -> None:
         self._budget_spent.labels(self._principals(principal), stock).inc(amount)
+
+    def principal_turn(self, principal: str, *, queued: int, sent: int = 0, waited_s: float = 0.0) -> None:
+        label = self._principals(principal)
+        self._principal_queued.labels(label).inc(queued)
+        if sent:
+            self._principal_sent.labels(label).inc(sent)
+        if waited_s > 0:
+            self._principal_waited.labels(label).inc(waited_s)
 
     def upstream(self, service: str, method: str, path: str, status: str) -> None:
         self._upstream.labels(service, method, self._endpoints(route_template(path)), status).inc()

@@ -1,7 +1,13 @@
 """May this request go now? The pure steps of one decision on a credential's shared window (`window.py`).
 
 A call is let out and its send reserved in the same atomic update, or held: by answers still out, a 429's
-penalty, a spent budget, older calls of any process, pacing, or the burst. A call held keeps a ticket.
+penalty, a spent budget, calls of any process ahead of it, pacing, or the burst. A call held keeps a ticket.
+
+Which calls are ahead is start-time fair queuing between principals: a call's start tag is given once, when it
+first asks, as `max(V, its principal's last tag) + 1/weight` (its principal's last tag: the largest among that
+principal's waiting tickets, of any process); a call is ahead when its tag is smaller, or equal and it came
+first; V becomes the tag of each call let out. One principal's calls on k replicas hold k tickets with tags a
+1/weight apart, so they take k turns to another's one only as their weight says.
 """
 
 from __future__ import annotations
@@ -9,13 +15,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from server.scheduler import bounds, burst
-from server.scheduler.window import WINDOW_TTL_S, Window
+from server.scheduler.window import WINDOW_TTL_S, Ticket, Window
 from server.state.store import Change, Doc
 
 PROBE_ANSWERS = 3  # header-less answers after which the gate stops probing one request at a time
 ANSWERS_OUT = "waiting for answers to requests already sent"
-CAME_FIRST = "waiting for calls that came first"
+CAME_FIRST = "waiting for calls that came first"  # or whose principals' turn it is (fair queuing)
 FINDING_BURST = "finding the upstream's burst rate"
+YIELDING = "letting the call whose turn it is go first"
+YIELD_S = 0.05  # a call behind another principal's call that is due to look waits this long, then looks again
 TICKET_GRACE_S = bounds.TICKET_GRACE_S  # a waiting call's ticket outlives its next look at the gate by this much
 
 
@@ -60,6 +68,8 @@ class Asker:
     own_window: bool = False  # the window is an endpoint's own: no call moves from it, and its unknown burst ramps up
     bucket: str = ""  # the request's method and route
     inherited: tuple[float, ...] = ()  # its bucket's sends still counted in the key's window (burst.py)
+    principal: str = ""  # whom it waits as (`context.Turn.key`): fair queuing's flow
+    weight: float = 1.0  # its principal's weight (> 0)
 
 
 def decide(doc: Doc | None, now: float, asker: Asker) -> Change[tuple[Decision, Window]]:
@@ -125,9 +135,45 @@ def turn_if_over(w: Window, now: float) -> None:
         w.reset_at = None
 
 
+def tag_of(w: Window, asker: Asker) -> float:
+    """`asker`'s start tag: its ticket's, given once; else what it gets now, `max(V, last) + 1/weight`, `last`
+    being the largest tag among its principal's waiting tickets (V when it has none)."""
+    ticket = w.waiting.get(asker.id)
+    if ticket is not None:
+        return ticket.tag
+    last = max((t.tag for t in w.waiting.values() if t.principal == asker.principal), default=w.virtual)
+    return max(w.virtual, last) + 1.0 / asker.weight
+
+
 def older_waiting(w: Window, asker: Asker) -> int:
-    """How many calls of other processes still wait that arrived before `asker`."""
-    return sum(1 for k, (arrived, _) in w.waiting.items() if k != asker.id and arrived < asker.arrived_at)
+    """How many calls of other processes still wait ahead of `asker`: a smaller start tag, or an equal one and
+    arrived before it."""
+    tag = tag_of(w, asker)
+    return sum(1 for k, t in w.waiting.items() if k != asker.id and (t.tag, t.arrived_at) < (tag, asker.arrived_at))
+
+
+def yields(w: Window, now: float, asker: Asker) -> bool:
+    """Whether a waiting call of another principal ahead of `asker` is due to look now (`now`: Unix seconds): it
+    goes first even while the window has room for both, so the turns follow the tags across processes, not the
+    speed of each process's loop. Never for the principal's own calls (a lone principal loses nothing); a ticket
+    is due once its next look has come (it expires a grace after it)."""
+    tag = tag_of(w, asker)
+    return any(
+        k != asker.id and t.principal != asker.principal and t.expires_at - TICKET_GRACE_S <= now
+        and (t.tag, t.arrived_at) < (tag, asker.arrived_at)
+        for k, t in w.waiting.items()
+    )  # fmt: skip
+
+
+def behind_active(w: Window, now: float, asker: Asker) -> bool:
+    """Whether another principal that sent a moment ago (`ACTIVE_S`) would go before `asker` with its next call: its
+    next tag, `max(V, its last) + 1/weight`, is smaller. Each process shows the window only its head call, so a
+    backlogged principal's next call is judged by its last; one that stops sending holds nobody after `ACTIVE_S`."""
+    tag = tag_of(w, asker)
+    return any(
+        p != asker.principal and until > now and max(w.virtual, last) + 1.0 / weight < tag
+        for p, (last, weight, until) in w.active.items()
+    )
 
 
 def others_waiting(w: Window, asker: Asker) -> int:
@@ -136,12 +182,15 @@ def others_waiting(w: Window, asker: Asker) -> int:
 
 
 def queued_or_paced(w: Window, now: float, asker: Asker) -> Decision | None:
-    """Whether older calls (first come, first served) or pacing hold `asker` in an open window.
+    """Whether calls ahead of it (fair queuing, else first come, first served) or pacing hold `asker` in an open
+    window.
 
     A window with a burst is paced at its burst rate (`burst_held`), never spread thinly over the window.
     """
     if w.remaining is not None and older_waiting(w, asker) >= w.remaining:
         return AwaitAnswers(CAME_FIRST)
+    if yields(w, now, asker) or behind_active(w, now, asker):
+        return Wait(YIELD_S, YIELDING)
     if burst.allowed(w, ramps(w, asker)) is not None:
         return None
     if not asker.paced and (seconds := pace(w, now, asker, others_waiting(w, asker))) > 0:
@@ -174,12 +223,13 @@ def ramps(w: Window, asker: Asker) -> bool:
 
 def wakes_at(decision: Decision, now: float) -> float:
     """When (Unix seconds) a held call looks at the gate again: after its wait, or at once to await answers."""
-    return now + (decision.seconds if isinstance(decision, Wait) else 0.0)
+    # A call yielding to another principal's is due at once: a third principal's call behind it yields to it too.
+    return now + (decision.seconds if isinstance(decision, Wait) and decision.why != YIELDING else 0.0)
 
 
-def ticket_is_fresh(ticket: tuple[float, float] | None, wake: float) -> bool:
+def ticket_is_fresh(ticket: Ticket | None, wake: float) -> bool:
     """Whether a waiting call's ticket still outlives its next look (at `wake`, Unix seconds) by half the grace."""
-    return ticket is not None and ticket[1] >= wake + TICKET_GRACE_S / 2
+    return ticket is not None and ticket.expires_at >= wake + TICKET_GRACE_S / 2
 
 
 def keep_ticket(
@@ -189,7 +239,7 @@ def keep_ticket(
     wake = wakes_at(decision, now)
     if ticket_is_fresh(w.waiting.get(asker.id), wake) and doc is not None and not _changed(doc, w):
         return Change((decision, w))  # ticket still fresh and nothing else changed: no write
-    w.waiting[asker.id] = (asker.arrived_at, wake + TICKET_GRACE_S)
+    w.waiting[asker.id] = Ticket(asker.arrived_at, wake + TICKET_GRACE_S, tag_of(w, asker), asker.principal)
     return Change((decision, w), w.dump(), WINDOW_TTL_S)
 
 
@@ -214,6 +264,9 @@ def reserve(w: Window, now: float, asker: Asker) -> tuple[int, int]:
 
     Returns how many sends its burst period and its whole second hold with it (`burst.note_send`).
     """
+    tag = tag_of(w, asker)
+    w.virtual = max(w.virtual, tag)  # fair queuing's V: the tag of the call let out
+    w.active[asker.principal] = (tag, asker.weight, now + bounds.ACTIVE_S)
     w.waiting.pop(asker.id, None)
     if w.remaining is not None:
         w.remaining -= 1

@@ -6,6 +6,8 @@ whole document read as a fresh window; a figure out of bounds is clamped or forg
 document can hold calls no longer than the bounds below, and never lets out more sends than the limit:
 
 - a reset, a 429's penalty or a waiting call's ticket at most `MAX_WINDOW_S` ahead (else forgotten);
+- fair queuing's virtual time within 0..`MAX_VIRTUAL`, a ticket's start tag at most `MAX_TAG_LEAD` past it; a
+  principal sending at most `ACTIVE_S` ahead, its weight within `MIN_WEIGHT`..`MAX_WEIGHT`;
 - a send in flight at most `MAX_FLIGHT_S` ahead; a learnt burst at most `burst.LEARNT_FOR_S`;
 - counts at most `MAX_COUNT`, the budget left at most the limit, times of past sends at most now;
 - a budget left with no reset known and nothing in flight lasts a window past the last send (a day at most).
@@ -26,6 +28,10 @@ TICKET_GRACE_S = 2.0  # a waiting call's ticket outlives its next look at the ga
 MAX_TICKET_S = MAX_WINDOW_S + TICKET_GRACE_S  # a ticket's next look is at most a window away
 RECENT_KEPT = 64  # sends of the last burst period kept at most
 REPORTS_KEPT = 16  # buckets' last reports kept at most
+MAX_VIRTUAL = 1e12  # fair queuing's virtual time at most (it grows by 1/weight a send: never reached)
+MAX_TAG_LEAD = 1e6  # a waiting call's start tag at most this far past the virtual time
+ACTIVE_S = 0.25  # a principal that sent within this long is still sending: a call with a larger tag waits for it
+MIN_WEIGHT, MAX_WEIGHT = 0.001, 1000.0  # a principal's weight, as a window document may hold it
 
 
 class Malformed(ValueError):
@@ -96,16 +102,15 @@ def sequence(value: object) -> list[Any]:
     return value
 
 
-def pair(value: object) -> tuple[float, float]:
-    """The first two numbers of a JSON array.
+def clamp_virtual(value: float) -> float:
+    """Fair queuing's virtual time, within 0..MAX_VIRTUAL (a planted one can only reorder waiting calls)."""
+    return min(max(0.0, value), MAX_VIRTUAL)
 
-    Raises:
-        Malformed: anything else.
-    """
-    found = sequence(value)
-    if len(found) < 2:
-        raise Malformed("too short")
-    return number(found[0]), number(found[1])
+
+def clamp_tag(tag: float, virtual: float) -> float:
+    """A waiting call's start tag at most MAX_TAG_LEAD past the virtual time: a planted tag cannot push its
+    principal's next calls behind everyone's for ever."""
+    return min(tag, virtual + MAX_TAG_LEAD)
 
 
 def clamp_count(value: int) -> int:

@@ -1,25 +1,21 @@
-"""The gate in front of one upstream credential: first come, first served, never over the known budget.
+"""The gate in front of one upstream credential: fair turns between principals, never over the known budget.
 
-State comes from the upstream's own answers: `X-RateLimit-Limit`, `-Remaining` and `-Reset`
-(every NeuralSnap answer, errors included), and 429s with `Retry-After`. It lives in the state
-store (`window.py`; `admit.py` and `settle.py` decide on it), so every process using the credential
-shares one budget. The gate
+State comes from the upstream's own answers: `X-RateLimit-Limit`, `-Remaining` and `-Reset` (every NeuralSnap
+answer, errors included), and 429s with `Retry-After`. It lives in the state store (`window.py`; `admit.py` and
+`settle.py` decide on it), so every process using the credential shares one budget. The gate
 
 - sends nothing while the known remaining budget is 0 before the reset;
-- reserves each send before it leaves, so a burst never overshoots into a 429, whichever
-  processes it comes from;
+- reserves each send before it leaves, so a burst never overshoots into a 429, whichever processes it comes from;
 - until it has seen one answer, lets a single probe out and holds the rest for what it learns;
 - after a 429, holds every waiting call until the retry time (the penalty box);
-- when the budget runs low and more calls wait than it holds, spreads the last sends over the
-  rest of the window instead of bursting (advisory: pacing never makes a call fail);
+- when the budget runs low and more calls wait than it holds, spreads the last sends over the rest of the window
+  instead of bursting (advisory: pacing never makes a call fail);
 - fails a call at once when its place in the queue cannot be reached within its wait budget.
 
-A send in flight is reserved for a few seconds at a time and renewed while its request is out, so
-a process killed mid-request holds the others up for seconds, not for the request's timeout.
-
-Within a process only the head of the queue asks the store; the others wait for their turn,
-which `FairQueue` hands out round-robin between sessions. Between processes, waiting calls go
-roughly in arrival order (tickets in the shared document).
+A send in flight is reserved for a few seconds at a time and renewed while its request is out, so a process
+killed mid-request holds the others up for seconds, not for the request's timeout. Within a process only the
+head of the queue asks the store; the others wait for their turn, which `FairQueue` hands out by start-time fair
+queuing between principals; the heads' tickets in the shared document are ordered the same way (`admit.py`).
 """
 
 from __future__ import annotations
@@ -32,6 +28,7 @@ from typing import Self
 
 import anyio
 
+from server import context
 from server.backoff import full_jitter
 from server.clock import Clock
 from server.context import HEARTBEAT_EVERY_S, Budget
@@ -245,19 +242,23 @@ class Gate(LeaseKeeper):
             f"gate wait {self.scope}", {"flashsnap.gate": self.scope, "flashsnap.gate.queued_ahead": ahead}
         ):
             budget.check(lane.seen.estimate(self._clock.now(), ahead), scope=self.scope, why="rate limit")
-            arrived = self._clock.now()
+            arrived, label, reservation = self._clock.now(), context.turn().label, None
             lane.queued += 1
             self._observer.gate_queued(self.scope, self.queued)
+            self._observer.principal_turn(label, queued=1)
             try:
                 await self._take_turn(lane, budget, ahead)
                 try:
-                    return await self._wait_at_head(lane, budget, arrived, bucket)
+                    reservation = await self._wait_at_head(lane, budget, arrived, bucket)
+                    return reservation
                 finally:
                     lane.turns.release()
             finally:
-                lane.queued -= 1
+                waited, lane.queued = self._clock.now() - arrived, lane.queued - 1
                 self._observer.gate_queued(self.scope, self.queued)
-                self._observer.gate_waited(self.scope, self._clock.now() - arrived)
+                self._observer.gate_waited(self.scope, waited)
+                self._observer.principal_turn(label, queued=-1, sent=int(reservation is not None), waited_s=waited)
+                context.note_turn(sent=reservation is not None, waited_s=waited)
 
     async def _take_turn(self, lane: _Lane, budget: Budget, ahead: int) -> None:
         """Wait for this process's turn at the head of the lane's queue, `ahead` calls before it.
@@ -292,6 +293,7 @@ class Gate(LeaseKeeper):
         """At the head of the lane's queue, ask its window until it lets a send out (`arrived`: Unix seconds);
         None when the window says the bucket has one of its own now."""
         me = secrets.token_hex(8)
+        turn = context.turn()  # whom it waits as: its principal's place in the shared queue (fair queuing)
         paced = False
         heartbeat_at = anyio.current_time() + HEARTBEAT_EVERY_S
         try:
@@ -299,7 +301,8 @@ class Gate(LeaseKeeper):
                 own = lane is not self._main
                 inherited = tuple(burst.recent_sends(self._main.seen, self._clock.now(), bucket)) if own else ()
                 asker = Asker(me, arrived, self._probe_first, paced, lane.queued - 1, self._flight_ttl_s,
-                              self._pace_below, own_window=own, bucket=bucket or "", inherited=inherited)  # fmt: skip
+                              self._pace_below, own_window=own, bucket=bucket or "", inherited=inherited,
+                              principal=turn.key, weight=turn.weight)  # fmt: skip
                 changed = lane.changed  # a change announced while the store decides is not missed
                 lane.deciding, lane.hold = True, None
                 try:

@@ -17,6 +17,10 @@ local TICKET_GRACE_S = 2.0
 local MAX_TICKET_S = MAX_WINDOW_S + TICKET_GRACE_S
 local RECENT_KEPT = 64
 local REPORTS_KEPT = 16
+local MAX_VIRTUAL = 1e12
+local MAX_TAG_LEAD = 1e6
+local ACTIVE_S = 0.25
+local MIN_WEIGHT, MAX_WEIGHT = 0.001, 1000.0
 local PROBE_ANSWERS = 3
 local BURST_S = 1.0
 local MARGIN_S = 0.05
@@ -115,13 +119,19 @@ local function read(d)
     burst = opt(d, 'burst', count), burst_until = opt(d, 'burst_until', number) or 0,
     safe = opt(d, 'safe', count) or 0, answers = opt(d, 'answers', count) or 0,
     windows = opt(d, 'windows', count) or 0,
+    virtual = opt(d, 'virtual', number) or 0, active = {},
     flights = {}, waiting = {}, recent = {}, reports = {}, separate = {}, sent_by = {},
   }
   for k, v in pairs(mapping(d.flights)) do w.flights[k] = number(v) end
   for k, v in pairs(mapping(d.waiting)) do
     local p = sequence(v)
-    if #p < 2 then malformed() end
-    w.waiting[k] = {number(p[1]), number(p[2])}
+    if #p < 4 then malformed() end
+    w.waiting[k] = {number(p[1]), number(p[2]), number(p[3]), text(p[4])}
+  end
+  for k, v in pairs(mapping(d.active)) do
+    local p = sequence(v)
+    if #p < 3 then malformed() end
+    w.active[k] = {number(p[1]), number(p[2]), number(p[3])}
   end
   w.recent = recent_of(d.recent)
   for k, v in pairs(mapping(d.reports)) do w.reports[k] = report_of(k, v) end
@@ -132,7 +142,8 @@ end
 
 local function fresh()
   return {blocked_until = 0, answered = 0, sent = 0, last_send = -math.huge, burst_until = 0, safe = 0, answers = 0,
-          windows = 0, flights = {}, waiting = {}, recent = {}, reports = {}, separate = {}, sent_by = {}}
+          windows = 0, virtual = 0, active = {}, flights = {}, waiting = {}, recent = {}, reports = {}, separate = {},
+          sent_by = {}}
 end
 
 local function sorted_reports(reports, keep)
@@ -150,8 +161,20 @@ end
 local function bound(w, now)
   local flights, waiting = {}, {}
   for k, exp in pairs(w.flights) do if exp > now then flights[k] = math.min(exp, now + MAX_FLIGHT_S) end end
-  for k, p in pairs(w.waiting) do if p[2] > now then waiting[k] = {p[1], math.min(p[2], now + MAX_TICKET_S)} end end
+  w.virtual = math.min(math.max(0, w.virtual), MAX_VIRTUAL)
+  for k, p in pairs(w.waiting) do
+    if p[2] > now then
+      waiting[k] = {p[1], math.min(p[2], now + MAX_TICKET_S), math.min(p[3], w.virtual + MAX_TAG_LEAD), p[4]}
+    end
+  end
   w.flights, w.waiting = flights, waiting
+  local active = {}
+  for k, p in pairs(w.active) do
+    if p[3] > now then
+      active[k] = {p[1], math.min(math.max(p[2], MIN_WEIGHT), MAX_WEIGHT), math.min(p[3], now + ACTIVE_S)}
+    end
+  end
+  w.active = active
   if w.limit ~= nil and not (0 < w.limit and w.limit <= MAX_COUNT) then w.limit = nil end
   if w.remaining ~= nil then w.remaining = math.min(clamp_count(w.remaining), w.limit or MAX_COUNT) end
   if w.reset_at ~= nil and w.reset_at > now + MAX_WINDOW_S then w.reset_at, w.remaining = nil, nil end
@@ -196,7 +219,9 @@ local function nn(v) if v == nil then return null end return v end
 local function dump(w)
   local flights, waiting, recent, reports, separate, sent_by = {}, {}, {}, {}, {}, {}
   for k, v in pairs(w.flights) do flights[k] = v end
-  for k, p in pairs(w.waiting) do waiting[k] = arr({p[1], p[2]}) end
+  for k, p in pairs(w.waiting) do waiting[k] = arr({p[1], p[2], p[3], p[4]}) end
+  local active = {}
+  for k, p in pairs(w.active) do active[k] = arr({p[1], p[2], p[3]}) end
   for _, p in ipairs(w.recent) do
     if recent[p[2]] == nil then recent[p[2]] = arr({}) end
     local times = recent[p[2]]
@@ -210,7 +235,8 @@ local function dump(w)
   return {limit = nn(w.limit), remaining = nn(w.remaining), reset_at = nn(w.reset_at), blocked_until = w.blocked_until,
           window_s = nn(w.window_s), answered = w.answered, sent = w.sent, last_send = last_send, flights = flights,
           waiting = waiting, burst = nn(w.burst), burst_until = w.burst_until, safe = w.safe, recent = recent,
-          answers = w.answers, reports = reports, separate = separate, sent_by = sent_by, windows = w.windows}
+          answers = w.answers, reports = reports, separate = separate, sent_by = sent_by, windows = w.windows,
+          virtual = w.virtual, active = active}
 end
 
 local function num(x)
@@ -366,12 +392,47 @@ local function turn_if_over(w, now)
   end
 end
 
+local function tag_of(w, a)
+  -- admit.tag_of: its ticket's start tag, given once; else max(V, its principal's last tag) + 1/weight.
+  local mine = w.waiting[a.id]
+  if mine ~= nil then return mine[3] end
+  local last = nil
+  for _, p in pairs(w.waiting) do
+    if p[4] == a.principal and (last == nil or p[3] > last) then last = p[3] end
+  end
+  if last == nil then last = w.virtual end
+  return math.max(w.virtual, last) + 1.0 / a.weight
+end
+
 local function waiting_besides(w, a, older)
   local n = 0
+  local tag = nil
+  if older then tag = tag_of(w, a) end
   for k, p in pairs(w.waiting) do
-    if k ~= a.id and (not older or p[1] < a.arrived_at) then n = n + 1 end
+    if k ~= a.id and (not older or p[3] < tag or (p[3] == tag and p[1] < a.arrived_at)) then n = n + 1 end
   end
   return n
+end
+
+local function yields(w, now, a)
+  -- admit.yields: a waiting call of another principal ahead of this one is due to look now.
+  local tag = tag_of(w, a)
+  for k, p in pairs(w.waiting) do
+    if k ~= a.id and p[4] ~= a.principal and p[2] - TICKET_GRACE_S <= now
+        and (p[3] < tag or (p[3] == tag and p[1] < a.arrived_at)) then
+      return true
+    end
+  end
+  return false
+end
+
+local function behind_active(w, now, a)
+  -- admit.behind_active: another principal that sent a moment ago would go first with its next call.
+  local tag = tag_of(w, a)
+  for k, p in pairs(w.active) do
+    if k ~= a.principal and p[3] > now and math.max(w.virtual, p[1]) + 1.0 / p[2] < tag then return true end
+  end
+  return false
 end
 
 local function pace(w, now, a, others)
@@ -389,6 +450,7 @@ local function queued_or_paced(w, now, a)
   if w.remaining ~= nil and waiting_besides(w, a, true) >= w.remaining then
     return AWAIT('waiting for calls that came first')
   end
+  if yields(w, now, a) or behind_active(w, now, a) then return WAIT(0.05, 'letting the call whose turn it is go first', false) end
   if allowed(w, a.own_window or shared(w, a.bucket)) ~= nil then return nil end
   if not a.paced then
     local seconds = pace(w, now, a, waiting_besides(w, a, false))
@@ -411,16 +473,19 @@ end
 
 local function keep_ticket(d, w, now, a, decision)
   local wake = now
-  if decision.k == 'wait' then wake = now + decision.s end
+  if decision.k == 'wait' and decision.why ~= 'letting the call whose turn it is go first' then wake = now + decision.s end
   local ticket = w.waiting[a.id]
   if ticket ~= nil and ticket[2] >= wake + TICKET_GRACE_S / 2 and d ~= nil and not changed(d, w) then
     return decision, false
   end
-  w.waiting[a.id] = {a.arrived_at, wake + TICKET_GRACE_S}
+  w.waiting[a.id] = {a.arrived_at, wake + TICKET_GRACE_S, tag_of(w, a), a.principal}
   return decision, true
 end
 
 local function reserve(w, now, a)
+  local tag = tag_of(w, a)
+  w.virtual = math.max(w.virtual, tag)
+  w.active[a.principal] = {tag, a.weight, now + ACTIVE_S}
   w.waiting[a.id] = nil
   if w.remaining ~= nil then w.remaining = w.remaining - 1 end
   w.sent = w.sent + 1

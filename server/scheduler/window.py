@@ -6,9 +6,10 @@ leaves (so N processes together never send more than the budget left; `admit.py`
 the answer say?" settles it from the rate-limit headers (`settle.py`). A reservation of a process
 that dies expires.
 
-Waiting calls of all processes leave a ticket with their arrival time; a send is granted only
-while the budget left covers every older ticket, so calls go roughly in arrival order whichever
-process holds them. Tickets expire too.
+Waiting calls of all processes leave a ticket with their arrival time, their principal and their start tag
+(start-time fair queuing: `admit.py`); a send is granted only while the budget left covers every ticket ahead
+of it (a smaller tag, or an equal one that came first), so principals take turns by weight whichever process
+or replica holds their calls. Tickets expire too.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from server.httpio import MAX_WINDOW_S
 from server.scheduler import bounds, burst
@@ -24,6 +25,15 @@ from server.scheduler.buckets import Report
 from server.state.store import Change, Doc
 
 WINDOW_TTL_S = 86_400.0
+
+
+class Ticket(NamedTuple):
+    """A waiting call's place in the shared queue; times are Unix seconds."""
+
+    arrived_at: float
+    expires_at: float
+    tag: float  # its start tag, given once when it first waited: max(V, its principal's last tag) + 1/weight
+    principal: str  # whom it waits as (`context.Turn.key`)
 
 
 @dataclass
@@ -39,7 +49,10 @@ class Window:
     sent: int = 0  # sends counted against the current window (or, before the first reset is known, ever)
     last_send: float = -math.inf
     flights: dict[str, float] = field(default_factory=dict)  # reservation -> expires at
-    waiting: dict[str, tuple[float, float]] = field(default_factory=dict)  # ticket -> (arrived at, expires at)
+    waiting: dict[str, Ticket] = field(default_factory=dict)  # waiting call -> its ticket
+    virtual: float = 0.0  # V: the start tag of the last call let out (fair queuing's virtual time)
+    # principal -> (its last tag let out, its weight, sending until): who sent a moment ago and may send again
+    active: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     burst: int | None = None  # sends per second at most, learnt from a 429 with room (else the page's table)
     burst_until: float = 0.0  # when the learnt burst is forgotten (Unix seconds)
     safe: int = 0  # the most sends within one burst period answered without a 429 (while the burst is unknown)
@@ -82,7 +95,9 @@ class Window:
             sent=opt("sent", bounds.count) or 0,
             last_send=-math.inf if bounds.absent(doc, "last_send") else bounds.number(doc["last_send"]),
             flights={k: bounds.number(v) for k, v in bounds.mapping(doc.get("flights")).items()},
-            waiting={k: bounds.pair(v) for k, v in bounds.mapping(doc.get("waiting")).items()},
+            waiting={k: _ticket(v) for k, v in bounds.mapping(doc.get("waiting")).items()},
+            virtual=opt("virtual", bounds.number) or 0.0,
+            active={k: _active(v) for k, v in bounds.mapping(doc.get("active")).items()},
             burst=opt("burst", bounds.count),
             burst_until=opt("burst_until", bounds.number) or 0.0,
             safe=opt("safe", bounds.count) or 0,
@@ -98,7 +113,16 @@ class Window:
         """Expire and clamp (in place) what was read: figures no window can have (kept by an older version, or
         planted by another writer of the store) are forgotten or bounded, never obeyed (`bounds.py`)."""
         self.flights = {k: min(exp, now + bounds.MAX_FLIGHT_S) for k, exp in self.flights.items() if exp > now}
-        self.waiting = {k: (a, min(e, now + bounds.MAX_TICKET_S)) for k, (a, e) in self.waiting.items() if e > now}
+        self.virtual = bounds.clamp_virtual(self.virtual)
+        self.waiting = {
+            k: Ticket(t.arrived_at, min(t.expires_at, now + bounds.MAX_TICKET_S),
+                      bounds.clamp_tag(t.tag, self.virtual), t.principal)
+            for k, t in self.waiting.items() if t.expires_at > now
+        }  # fmt: skip
+        self.active = {
+            k: (tag, min(max(weight, bounds.MIN_WEIGHT), bounds.MAX_WEIGHT), min(until, now + bounds.ACTIVE_S))
+            for k, (tag, weight, until) in self.active.items() if until > now
+        }  # fmt: skip
         self._bound_figures(now)
         self._bound_counts(now)
         burst.forget_old_burst(self, now)
@@ -155,6 +179,8 @@ class Window:
             "separate": self.separate,
             "sent_by": self.sent_by,
             "windows": self.windows,
+            "virtual": self.virtual,
+            "active": {k: list(v) for k, v in self.active.items()},
         }
 
     @property
@@ -234,6 +260,20 @@ def _recent(value: object) -> list[tuple[float, str]]:
     if isinstance(value, dict):
         return [(bounds.number(t), bounds.text(b)) for b, times in value.items() for t in bounds.sequence(times)]
     return [_pair(x) for x in bounds.sequence(value)]
+
+
+def _ticket(value: object) -> Ticket:
+    found = bounds.sequence(value)
+    if len(found) < 4:
+        raise bounds.Malformed("too short")
+    return Ticket(bounds.number(found[0]), bounds.number(found[1]), bounds.number(found[2]), bounds.text(found[3]))
+
+
+def _active(value: object) -> tuple[float, float, float]:
+    found = bounds.sequence(value)
+    if len(found) < 3:
+        raise bounds.Malformed("too short")
+    return bounds.number(found[0]), bounds.number(found[1]), bounds.number(found[2])
 
 
 def _pair(value: object) -> tuple[float, str]:

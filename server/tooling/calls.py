@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Hashable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
 
@@ -20,6 +20,7 @@ from server.errors import FlashsnapError, ShutdownCut
 from server.observe.logs import SecretMask
 from server.observe.metrics import NO_METRICS, Observer
 from server.runtime import Runtime
+from server.tooling import turns
 from server.tooling.answers import MAX_DETAIL_CHARS, masked_cut
 from server.tooling.spec import runtime
 
@@ -106,13 +107,6 @@ class InFlight:
         return len(self._calls)
 
 
-def fairness_key(ctx: Context[Runtime, Any]) -> Hashable:
-    """Whom a call takes its turn as (see server.context): the principal where the team names one, so one with
-    many sessions gets no bigger share; else the SDK's session object, which it builds per request."""
-    caller = callers.current()
-    return ("principal", caller.principal) if caller is not None else id(ctx.request_context.session)
-
-
 async def _by_principal(shared: Runtime, tool: str, outcome: str) -> None:
     """Count a named principal's call for /metrics and `status` (tokens, oauth: the team file's name or "other")."""
     caller = callers.current()
@@ -121,7 +115,9 @@ async def _by_principal(shared: Runtime, tool: str, outcome: str) -> None:
     shared.metrics.principal_call(caller.label, tool, outcome)
     # Shielded and bounded: a call cut off still counts, and a slow store never holds its answer for long.
     with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
-        await activity.record(shared.store, caller.label, outcome, shared.clock.now())
+        call = context.running()
+        turns = activity.Turns(call.sent, call.turn_waited_s) if call is not None else activity.Turns()
+        await activity.record(shared.store, caller.label, outcome, shared.clock.now(), turns)
 
 
 def _cut_off(tool: str, read_only: bool, running: Running) -> ShutdownCut:
@@ -199,7 +195,7 @@ def tool_call(
                 max_wait = kwargs.get("max_wait_s")
                 wait_s = float(max_wait) if isinstance(max_wait, int | float) else shared.settings.max_wait_s
                 budget = Budget(shared.clock, shared.clock.now() + wait_s, Progress(ctx))
-                with context.serving(fairness_key(ctx), budget):
+                with context.serving(turns.turn_of(ctx), budget):
                     return await fn(*args, **kwargs)
             return await fn(*args, **kwargs)
         except AskClient as asked:

@@ -39,11 +39,16 @@ PLANTED: list[tuple[str, dict[str, Any], float]] = [
     ("a penalty for ever, a send in flight for ever",
      {"blocked_until": FOREVER, "flights": {"x": FOREVER}, "limit": 20}, bounds.MAX_FLIGHT_S),
     # (the ticket's clamp, and the day every rewrite of the window gives the document, coincide here)
-    ("an older call waiting for ever", {"limit": 1, "remaining": 1, "waiting": {"x": [0.0, FOREVER]}},
+    ("an older call waiting for ever", {"limit": 1, "remaining": 1, "waiting": {"x": [0.0, FOREVER, 0.0, "x"]}},
+     bounds.MAX_TICKET_S),
+    ("a call first in the fair queue for ever, the virtual time far ahead",
+     {"limit": 1, "remaining": 1, "virtual": 1e300, "waiting": {"x": [0.0, FOREVER, -1e300, "x"]}},
      bounds.MAX_TICKET_S),
     ("a burst of one learnt for ever, a send in the future", {"limit": 20, "window_s": 60.0, "burst": 1,
      "burst_until": FOREVER, "recent": [[FOREVER, ""]], "answered": 5}, burst.BURST_S + burst.MARGIN_S),
     ("a penalty of a day", {"blocked_until": NOW + DAY}, DAY),
+    ("another principal sending for ever at a huge weight",
+     {"limit": 20, "remaining": 20, "active": {"x": [0.0, 5000.0, FOREVER]}}, bounds.ACTIVE_S),
 ]  # fmt: skip
 
 

@@ -16,7 +16,7 @@ from server.scheduler.settle import (
     settle,
     starts_newer_window,
 )
-from server.scheduler.window import Window
+from server.scheduler.window import Ticket, Window
 from server.state.store import KEEP
 
 NOW = 1_000.0
@@ -132,6 +132,9 @@ def test_an_absent_or_unreadable_document_reads_as_a_fresh_window(doc: dict[str,
 
 
 def test_loading_drops_reservations_and_tickets_that_expired() -> None:
-    doc = Window(flights={"live": NOW + 1, "gone": NOW}, waiting={"live": (0.0, NOW + 1), "gone": (0.0, NOW)}).dump()
+    doc = Window(
+        flights={"live": NOW + 1, "gone": NOW},
+        waiting={"live": Ticket(0.0, NOW + 1, 1.0, "a"), "gone": Ticket(0.0, NOW, 1.0, "a")},
+    ).dump()
     w = Window.load(doc, NOW)
     assert (set(w.flights), set(w.waiting)) == ({"live"}, {"live"})

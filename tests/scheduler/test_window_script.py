@@ -32,6 +32,7 @@ NOW = 1_780_000_000.0
 KEY = "test:window"
 IDS = ["me", "a", "b", "r"]
 BUCKETS = ["GET /a", "POST /b", ""]
+PRINCIPALS = ["alice", "bob", "session:ab12", ""]
 EXAMPLES = 150  # batches per step
 BATCH = 20  # documents per batch: 3,000 per step, 9,000 in all
 
@@ -73,6 +74,21 @@ def some(r: random.Random, keys: list[str], value: Callable[[random.Random], Any
     return {r.choice(keys): value(r) for _ in range(r.randint(0, most))}
 
 
+def tag(r: random.Random) -> float:
+    """A start tag: whole turns, thirds (weight 3), ties, and far past any virtual time."""
+    return r.choice([r.randint(0, 8), r.randint(0, 24) / 3, r.uniform(0, 10), 1e7, -1.0])
+
+
+def active(r: random.Random) -> list[Any]:
+    """A principal that sent a moment ago: its last tag, its weight (planted ones out of bounds too), until when."""
+    until = r.choice([NOW + 0.1, NOW + 0.25, NOW - 0.1, NOW + 100.0, time(r)])
+    return [tag(r), r.choice([1.0, 3.0, 0.5, 0.0001, 5000.0]), until]
+
+
+def ticket(r: random.Random) -> list[Any]:
+    return [time(r), time(r), tag(r), r.choice(PRINCIPALS)]
+
+
 def report(r: random.Random) -> dict[str, Any] | list[Any]:
     """As kept (`[remaining, reset_at, limit, answers_at]`), or as kept before (an object naming them)."""
     found = [count(r), time(r), maybe(r, count), r.randint(0, 20)]
@@ -107,7 +123,9 @@ FIELDS: dict[str, Callable[[random.Random], Any]] = {
     "sent": count,
     "last_send": lambda r: maybe(r, time),
     "flights": lambda r: some(r, IDS, time, 4),
-    "waiting": lambda r: some(r, IDS, lambda r: [time(r), time(r)], 4),
+    "waiting": lambda r: some(r, IDS, ticket, 4),
+    "virtual": lambda r: r.choice([0.0, 1.0, tag(r), -5.0, 2e12]),
+    "active": lambda r: some(r, PRINCIPALS, active, 3),
     "burst": lambda r: maybe(r, lambda r: r.randint(-1, 12)),
     "burst_until": lambda r: r.choice([0.0, time(r)]),
     "safe": lambda r: r.randint(0, 12),
@@ -118,7 +136,7 @@ FIELDS: dict[str, Callable[[random.Random], Any]] = {
     "sent_by": lambda r: some(r, BUCKETS, lambda r: r.randint(0, 30), 3),
     "windows": lambda r: r.randint(-1, 4),
 }
-BAD: list[Any] = ["x", True, 1.5, [], {"k": 1}, float("inf"), [1.0], None]
+BAD: list[Any] = ["x", True, 1.5, [], {"k": 1}, float("inf"), [1.0], None, {"me": [1.0, 2.0]}, {"me": [1, 2, 3, 4]}]
 
 
 def document(r: random.Random) -> Doc | None:
@@ -133,10 +151,11 @@ def document(r: random.Random) -> Doc | None:
 
 def asker(r: random.Random) -> Asker:
     return Asker(
-        r.choice(IDS), NOW + r.uniform(-300, 300), probe_first=r.random() < 0.5, paced=r.random() < 0.5,
-        queued_here=r.randint(0, 30), flight_ttl_s=r.choice([6.0, 70.0, 2_000.0]),
+        r.choice(IDS), r.choice([NOW, NOW + r.uniform(-300, 300)]), probe_first=r.random() < 0.5,
+        paced=r.random() < 0.5, queued_here=r.randint(0, 30), flight_ttl_s=r.choice([6.0, 70.0, 2_000.0]),
         pace_below=r.choice([0.1, 0.5, 1.0]), own_window=r.random() < 0.5, bucket=r.choice(BUCKETS),
         inherited=tuple(NOW - r.uniform(0, 2) for _ in range(r.randint(0, 4))),
+        principal=r.choice(PRINCIPALS), weight=r.choice([1.0, 3.0, 0.5, 1000.0, 0.001]),
     )  # fmt: skip
 
 

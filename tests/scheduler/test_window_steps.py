@@ -34,7 +34,7 @@ from server.scheduler.admit import (
     turn_if_over,
     wakes_at,
 )
-from server.scheduler.window import Window
+from server.scheduler.window import Ticket, Window
 from server.state.store import KEEP
 
 NOW = 1_000.0
@@ -172,8 +172,8 @@ def test_a_window_before_its_reset_does_not_turn() -> None:
 
 
 def test_only_other_calls_that_arrived_earlier_count_as_older() -> None:
-    w = Window(waiting={"me": (NOW, NOW + 9), "early": (NOW - 1, NOW + 9), "same": (NOW, NOW + 9),
-                        "late": (NOW + 1, NOW + 9)})  # fmt: skip
+    w = Window(waiting={"me": Ticket(NOW, NOW + 9, 1.0, ""), "early": Ticket(NOW - 1, NOW + 9, 1.0, ""),
+                        "same": Ticket(NOW, NOW + 9, 1.0, ""), "late": Ticket(NOW + 1, NOW + 9, 1.0, "")})  # fmt: skip
     assert older_waiting(w, asker("me")) == 1
     assert others_waiting(w, asker("me")) == 3
 
@@ -191,7 +191,7 @@ def test_a_call_waits_while_older_calls_of_other_processes_use_up_what_is_left(
     remaining: int | None, older: int, expected: Decision | None
 ) -> None:
     w = Window(limit=None if remaining is None else 20, remaining=remaining, reset_at=None)
-    w.waiting = {f"o{i}": (NOW - 10 + i, NOW + 9) for i in range(older)}
+    w.waiting = {f"o{i}": Ticket(NOW - 10 + i, NOW + 9, 1.0, "") for i in range(older)}
     assert queued_or_paced(w, NOW, asker(paced=True)) == expected
 
 
@@ -254,28 +254,28 @@ def test_a_held_call_looks_again_after_its_wait_or_at_once(decision: Decision, e
 def test_a_ticket_is_fresh_while_it_outlives_the_next_look_by_half_the_grace(
     expires_after_wake: float | None, expected: bool
 ) -> None:
-    ticket = None if expires_after_wake is None else (NOW - 5, NOW + 3 + expires_after_wake)
+    ticket = None if expires_after_wake is None else Ticket(NOW - 5, NOW + 3 + expires_after_wake, 1.0, "")
     assert ticket_is_fresh(ticket, NOW + 3) is expected
 
 
 def test_a_fresh_ticket_on_an_unchanged_document_costs_no_write() -> None:
-    w = known(0, waiting={"me": (NOW - 5, NOW + TICKET_GRACE_S)})
+    w = known(0, waiting={"me": Ticket(NOW - 5, NOW + TICKET_GRACE_S, 1.0, "")})
     change = keep_ticket(w.dump(), w, NOW, asker(arrived_at=NOW - 5), AwaitAnswers("x"))
     assert change.doc is KEEP
 
 
 def test_a_stale_ticket_is_renewed_to_a_grace_past_the_next_look_keeping_its_arrival() -> None:
-    w = known(0, waiting={"me": (NOW - 5, NOW + 0.5)})
+    w = known(0, waiting={"me": Ticket(NOW - 5, NOW + 0.5, 1.0, "")})
     change = keep_ticket(w.dump(), w, NOW, asker(arrived_at=NOW - 5), Wait(4.0, "x"))
     assert isinstance(change.doc, dict)
-    assert change.doc["waiting"]["me"] == [NOW - 5, NOW + 4.0 + TICKET_GRACE_S]
+    assert change.doc["waiting"]["me"] == [NOW - 5, NOW + 4.0 + TICKET_GRACE_S, 1.0, ""]  # its tag kept
 
 
 def test_a_first_wait_leaves_a_ticket_with_the_call_arrival_time() -> None:
     w = known(0)
     change = keep_ticket(None, w, NOW, asker(arrived_at=NOW - 2), AwaitAnswers("x"))
     assert isinstance(change.doc, dict)
-    assert change.doc["waiting"] == {"me": [NOW - 2, NOW + TICKET_GRACE_S]}
+    assert change.doc["waiting"] == {"me": [NOW - 2, NOW + TICKET_GRACE_S, 1.0, ""]}  # V 0 + 1/weight 1
 
 
 # --- letting a call out -------------------------------------------------------------------------------
@@ -288,7 +288,7 @@ def test_a_first_wait_leaves_a_ticket_with_the_call_arrival_time() -> None:
         (Window(), True, True),  # the probe: its answer is awaited by the others
         (Window(limit=20), False, True),
         (Window(remaining=3), False, True),
-        (Window(waiting={"x": (NOW, NOW + 9)}), False, True),
+        (Window(waiting={"x": Ticket(NOW, NOW + 9, 1.0, "")}), False, True),
         (Window(flights={"x": NOW + 60}), False, True),
     ],
     ids=["nothing-known", "probe", "limit-known", "remaining-known", "someone-waits", "someone-out"],
@@ -300,7 +300,7 @@ def test_a_send_is_counted_whenever_anything_could_count_against_it(
 
 
 def test_a_tracked_send_is_reserved_in_flight_and_counted_against_the_window() -> None:
-    w = known(5, sent=15, waiting={"me": (NOW - 1, NOW + 9)})
+    w = known(5, sent=15, waiting={"me": Ticket(NOW - 1, NOW + 9, 1.0, "")})
     change = let_out(w.dump(), w, NOW, asker(), learning=False)
     assert change.result[0] == Send(tracked=True)
     assert (w.remaining, w.sent, w.last_send) == (4, 16, NOW)
@@ -344,7 +344,7 @@ def test_a_call_is_admitted_when_remaining_is_zero_but_the_reset_is_in_the_past(
 
 
 def test_the_last_place_goes_to_the_call_that_came_first() -> None:
-    doc = known(1, waiting={"early": (NOW - 5, NOW + 9)}).dump()
+    doc = known(1, waiting={"early": Ticket(NOW - 5, NOW + 9, 1.0, "")}).dump()
     assert decide(doc, NOW, asker("late", arrived_at=NOW - 1)).result[0] == AwaitAnswers(
         "waiting for calls that came first"
     )
