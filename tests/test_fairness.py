@@ -170,7 +170,8 @@ async def test_a_late_principal_goes_among_the_next_two_sends_not_behind_a_busy_
     live: Emulator, tmp_path: Path, kind: str
 ) -> None:
     """ann queues 40 calls on a window of 20 per 4 s; bob calls once while ann's queue waits for the next window:
-    bob's is among its first 2 sends (first come, first served would send it after every call ann has waiting)."""
+    bob's is among its first 2 sends, so among the first 3 the emulator receives (first come, first served would send
+    it after every call ann has waiting)."""
     live.state.set_rate_limit(20, 4.0)
     with anyio.fail_after(60):
         async with topology(kind, live, tmp_path) as open_, open_("ann") as ann, open_("bob") as bob:
@@ -183,7 +184,11 @@ async def test_a_late_principal_goes_among_the_next_two_sends_not_behind_a_busy_
                 order = created(live.state)
                 before = sent_before(live.state, reset)  # the sends of the window bob's call arrived in
                 calls.cancel_scope.cancel()
-    assert order.index("bob") - before < 2, order[before:]
+    # The emulator sees arrivals, not the gate's order: once bob's request is let out (2nd), the gate lets ann's next
+    # one out within microseconds, and with both in flight at once ann's may arrive first (seen with the gate's
+    # grants logged: ann, bob, ann let out; ann, ann, bob arrived). So bob's is among the first 3 arrivals; first
+    # come, first served puts it after every call ann has waiting (about 20th).
+    assert order.index("bob") - before < 3, order[before:]
     assert live.state.count_status("snapshot_create", 429) == 0
 
 
