@@ -22,7 +22,7 @@ import anyio
 from bench.report import machine
 from server.clock import SystemClock
 from server.sandbox import Emulator, EmulatorState
-from tests.test_fairness import created, save, sent_before, topology, until_created, until_spent
+from tests.test_fairness import backlogged, created, save, sent_before, topology, until_spent
 
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 LIMIT, WINDOW_S = 20, 2.0
@@ -58,19 +58,8 @@ async def late(kind: str, work: Path) -> tuple[float, float]:
 async def weighted(kind: str, work: Path) -> tuple[float, float]:
     """ann (weight 1) and bob (weight 3) both backlogged: (bob's share of sends 21 to 100, 429s)."""
     with _emulator() as live:
-        async with (
-            topology(kind, live, work, weights=(1, 3)) as open_,
-            open_("ann") as ann,
-            open_("bob") as bob,
-            anyio.create_task_group() as calls,
-        ):
-            for i in range(60):
-                calls.start_soon(save, ann, "ann", i)
-            for i in range(120):
-                calls.start_soon(save, bob, "bob", i)
-            await until_created(live.state, 100)
-            order = created(live.state)[LIMIT:100]
-            calls.cancel_scope.cancel()
+        async with topology(kind, live, work, weights=(1, 3)) as open_:
+            order = await backlogged(open_, live.state, (60, 120), sends=(LIMIT, 100))
         return order.count("bob") / len(order), live.state.count_status("snapshot_create", 429)
 
 

@@ -29,10 +29,10 @@ from server.transports.http import build_http_app
 from tests.conftest import NO_QUESTIONS
 from tests.results import data, error
 from tests.servers import http_replica, valkey
+from tests.test_accounts import client_as
 from tests.test_readme_samples import README
 from tests.test_store_writer import keys_of, plant, writer
 from tests.test_team import TOKENS, as_, entry
-from tests.transports import http_client
 
 # Ten words of prompt and 16 tokens: an estimate of 22 words (10 + 16 x 0.75), more than the emulator writes (16).
 PROMPT = "Write one short line about the sea for our shop"
@@ -68,12 +68,6 @@ def serve(emulator: Emulator, clock: FakeClock, tmp_path: Path) -> ServeTeam:
     return serving
 
 
-@asynccontextmanager
-async def as_principal(url: str, name: str) -> AsyncIterator[Any]:
-    async with http_client(url, "auto", http=as_(name)) as client:
-        yield client
-
-
 def next_start(period: str, now: float) -> datetime:
     at = datetime.fromtimestamp(now, UTC)
     if period == "day":
@@ -97,7 +91,7 @@ async def test_a_cap_reached_refuses_with_its_period_sends_nothing_and_leaves_ot
     cap: str, value: int, tool: str, arguments: dict[str, Any], route: str, stock: str, period: str,
 ) -> None:  # fmt: skip
     async with serve(team(entry("alice", **{cap: value}), entry("dan"))) as url:
-        async with as_principal(url, "alice") as alice:
+        async with client_as(url, "alice") as alice:
             served = 0
             for _ in range(10):  # the cap lets a few through, never ten
                 before = state.count(route)
@@ -108,11 +102,11 @@ async def test_a_cap_reached_refuses_with_its_period_sends_nothing_and_leaves_ot
             refused = error(result)
             assert state.count(route) == before  # 0 upstream requests for the refused call
             report = data(await alice.call_tool("check_quota", {"workspace_id": MARKETING_WORKSPACE}))
-        async with as_principal(url, "dan") as dan:
+        async with client_as(url, "dan") as dan:
             for _ in range(served + 1):  # dan has no cap: he goes where alice was refused
                 data(await dan.call_tool(tool, arguments))
         clock.advance((next_start(period, clock.now()) - datetime.fromtimestamp(clock.now(), UTC)).total_seconds())
-        async with as_principal(url, "alice") as alice:
+        async with client_as(url, "alice") as alice:
             data(await alice.call_tool(tool, arguments))  # a new period: the budget starts afresh
     assert served >= 1
     assert refused["code"] == "budget_exhausted"
@@ -133,9 +127,9 @@ async def test_generations_in_flight_of_zero_refuses_every_generation_with_nothi
     serve: ServeTeam, state: EmulatorState
 ) -> None:
     async with serve(team(entry("alice", generations_in_flight=0), entry("dan"))) as url:
-        async with as_principal(url, "alice") as alice:
+        async with client_as(url, "alice") as alice:
             refused = error(await alice.call_tool("generate", GENERATE))
-        async with as_principal(url, "dan") as dan:
+        async with client_as(url, "dan") as dan:
             data(await dan.call_tool("generate", GENERATE))
     assert (refused["code"], refused["stock"], refused["period"]) == ("budget_exhausted", "generations_in_flight", None)
     assert state.count("chat") == 1  # dan's
@@ -146,10 +140,10 @@ async def test_defaults_cap_every_principal_and_a_callers_own_key_replaces_them(
 ) -> None:
     text = team(entry("alice"), entry("dan", searches_per_month=3), defaults="searches_per_month = 1\n")
     async with serve(text) as url:
-        async with as_principal(url, "alice") as alice:
+        async with client_as(url, "alice") as alice:
             data(await alice.call_tool("search_snapshots", SEARCH))
             assert error(await alice.call_tool("search_snapshots", SEARCH))["stock"] == "searches"
-        async with as_principal(url, "dan") as dan:
+        async with client_as(url, "dan") as dan:
             for _ in range(3):
                 data(await dan.call_tool("search_snapshots", SEARCH))
             assert error(await dan.call_tool("search_snapshots", SEARCH))["code"] == "budget_exhausted"
@@ -161,7 +155,7 @@ async def test_metrics_and_status_show_what_each_principal_spent(
 ) -> None:
     text = team(entry("alice", words_per_day=1000), entry("ops", "flashsnap:read", "flashsnap:admin"))
     async with serve(text) as url:
-        async with as_principal(url, "alice") as alice:
+        async with client_as(url, "alice") as alice:
             words = data(await alice.call_tool("generate", GENERATE))["words_used"]
             data(await alice.call_tool("search_snapshots", SEARCH))
         async with as_("ops") as http:
@@ -227,7 +221,7 @@ async def test_two_replicas_racing_on_the_last_words_of_a_cap_overspend_by_at_mo
             go = anyio.Event()
 
             async def spend(url: str, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-                async with as_principal(url, "alice") as alice:  # connected first, then all sent at once
+                async with client_as(url, "alice") as alice:  # connected first, then all sent at once
                     task_status.started()
                     await go.wait()
                     result = await alice.call_tool("generate", GENERATE)
@@ -267,7 +261,7 @@ async def test_a_hold_left_by_a_process_that_died_runs_out_and_the_budget_comes_
             assert left is None
         finally:
             await store.aclose()
-        async with as_principal(url, "alice") as alice:
+        async with client_as(url, "alice") as alice:
             held = error(await alice.call_tool("generate", GENERATE))
             clock.advance(701.0)
             data(await alice.call_tool("generate", GENERATE))
@@ -289,7 +283,7 @@ async def test_a_budget_or_share_planted_by_a_store_writer_refuses_nobody(
         async with writer({}, state_dir, clock) as raw:
             await plant(raw, keys.budget("alice"), spent)
             await plant(raw, keys.shares(MARKETING_WORKSPACE), nothing)
-        async with as_principal(url, "alice") as alice:
+        async with client_as(url, "alice") as alice:
             data(await alice.call_tool("generate", GENERATE))
             report = data(await alice.call_tool("check_quota", {"workspace_id": MARKETING_WORKSPACE}))
     row = next(b for b in report["budgets"] if (b["stock"], b["period"]) == ("words", "day"))
@@ -311,9 +305,9 @@ async def test_a_twin_chat_answers_to_the_words_budgets_too(
 ) -> None:
     """neuroflash reports no words for a twin chat: it holds one word and one generation while it runs."""
     async with serve(team(entry("alice", **{cap: 0}), entry("dan"))) as url:
-        async with as_principal(url, "alice") as alice:
+        async with client_as(url, "alice") as alice:
             refused = error(await alice.call_tool("ask_twins", TWINS))
-        async with as_principal(url, "dan") as dan:
+        async with client_as(url, "dan") as dan:
             data(await dan.call_tool("ask_twins", TWINS))
     assert (refused["code"], refused["stock"], refused["period"]) == ("budget_exhausted", stock, period)
     assert state.count("twin_group_chat") == 1  # dan's
@@ -324,9 +318,9 @@ async def test_a_budget_refusal_comes_before_any_question_to_the_user(serve: Ser
     never asked about (a client that cannot ask would otherwise get confirmation_required)."""
     large = {**GENERATE, "max_tokens": 2000}  # 1,510 words at most: above the 1,000 that ask first
     async with serve(team(entry("alice", words_per_day=1200), entry("dan")), confirm_words=1000) as url:
-        async with as_principal(url, "alice") as alice:
+        async with client_as(url, "alice") as alice:
             refused = error(await alice.call_tool("generate", large))
-        async with as_principal(url, "dan") as dan:
+        async with client_as(url, "dan") as dan:
             asked = error(await dan.call_tool("generate", large))
     assert (refused["code"], refused["period"]) == ("budget_exhausted", "day")
     assert asked["code"] == "confirmation_required"  # the same call by someone whose budget allows it asks
@@ -345,7 +339,7 @@ FAILURES = [
 async def test_a_failed_generation_gives_its_hold_back_or_counts_its_estimate(
     serve: ServeTeam, state: EmulatorState, fault: Fault, code: str, counted: int
 ) -> None:
-    async with serve(team(entry("alice", words_per_day=1000))) as url, as_principal(url, "alice") as alice:
+    async with serve(team(entry("alice", words_per_day=1000))) as url, client_as(url, "alice") as alice:
         state.inject("chat", fault)
         assert error(await alice.call_tool("generate", GENERATE))["code"] == code
         report = data(await alice.call_tool("check_quota", {"workspace_id": MARKETING_WORKSPACE}))

@@ -161,6 +161,18 @@ def sent_before(state: EmulatorState, at: float) -> int:
         return sum(1 for r in state.log if r.route == "snapshot_create" and r.at < at)
 
 
+async def backlogged(open_: Open, state: EmulatorState, calls: tuple[int, int], sends: tuple[int, int]) -> list[str]:
+    """ann and bob queue `calls` (theirs, each at once); whom the sends `sends[0]` up to `sends[1]` were for."""
+    async with open_("ann") as ann, open_("bob") as bob, anyio.create_task_group() as tasks:
+        for who, client, count in (("ann", ann, calls[0]), ("bob", bob, calls[1])):
+            for i in range(count):
+                tasks.start_soon(save, client, who, i)
+        await until_created(state, sends[1])
+        order = created(state)[sends[0] : sends[1]]
+        tasks.cancel_scope.cancel()
+    return order
+
+
 LATE = ["team on one replica", "replicas on one valkey", "sessions over streamable http", "sessions over sse",
         "stdio processes"]  # fmt: skip
 
@@ -200,19 +212,8 @@ async def test_backlogged_principals_share_the_sends_by_their_weights(
     once both are queued (the first window, while the calls arrive, is not counted)."""
     live.state.set_rate_limit(20, 1.0)
     with anyio.fail_after(60):
-        async with (
-            topology(kind, live, tmp_path, weights=(1, 3)) as open_,
-            open_("ann") as ann,
-            open_("bob") as bob,
-            anyio.create_task_group() as calls,
-        ):
-            for i in range(40):
-                calls.start_soon(save, ann, "ann", i)
-            for i in range(70):
-                calls.start_soon(save, bob, "bob", i)
-            await until_created(live.state, 60)
-            order = created(live.state)[20:60]
-            calls.cancel_scope.cancel()
+        async with topology(kind, live, tmp_path, weights=(1, 3)) as open_:
+            order = await backlogged(open_, live.state, (40, 70), sends=(20, 60))
     share = order.count("bob") / len(order)
     assert 0.70 <= share <= 0.80, order
     assert live.state.count_status("snapshot_create", 429) == 0

@@ -14,7 +14,8 @@ from server.clock import FakeClock
 from server.sandbox import EmulatorState
 from server.sandbox.catalog import MARKETING_WORKSPACE
 from tests.results import data, error
-from tests.test_budgets import GENERATE, ServeTeam, as_principal, next_start, serve, team  # noqa: F401 - a fixture
+from tests.test_accounts import client_as
+from tests.test_budgets import GENERATE, ServeTeam, next_start, serve, team  # noqa: F401 - a fixture
 from tests.test_team import entry
 
 BOOK_S = 31  # the quota book keeps what it read 30 s: past that, the next call reads the lowered quota
@@ -36,8 +37,8 @@ async def test_a_daily_limit_of_10000_below_2000_left_gives_a_at_most_1000_more_
     state.set_quota(MARKETING_WORKSPACE, limit_daily=10_000, used_daily=0)
     async with (
         serve(team(entry("alice"), entry("dan"))) as url,
-        as_principal(url, "alice") as a,
-        as_principal(url, "dan") as b,
+        client_as(url, "alice") as a,
+        client_as(url, "dan") as b,
     ):
         data(await a.call_tool("generate", GENERATE))  # both active today
         data(await b.call_tool("generate", GENERATE))
@@ -107,9 +108,9 @@ async def test_the_shares_of_scarce_words(
     text = team(entry("alice", weight=case.weights[0]), entry("dan", weight=case.weights[1]), entry("carol"))
     async with (
         serve(text, **case.env) as url,
-        as_principal(url, "alice") as a,
-        as_principal(url, "dan") as b,
-        as_principal(url, "carol") as c,
+        client_as(url, "alice") as a,
+        client_as(url, "dan") as b,
+        client_as(url, "carol") as c,
     ):
         data(await a.call_tool("generate", GENERATE))
         data(await b.call_tool("generate", GENERATE))

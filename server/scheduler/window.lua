@@ -404,12 +404,17 @@ local function tag_of(w, a)
   return math.max(w.virtual, last) + 1.0 / a.weight
 end
 
+local function ahead(p, tag, a)
+  -- A waiting ticket `p` goes before the call `a` of start tag `tag`: a smaller tag, or an equal one that came first.
+  return p[3] < tag or (p[3] == tag and p[1] < a.arrived_at)
+end
+
 local function waiting_besides(w, a, older)
   local n = 0
   local tag = nil
   if older then tag = tag_of(w, a) end
   for k, p in pairs(w.waiting) do
-    if k ~= a.id and (not older or p[3] < tag or (p[3] == tag and p[1] < a.arrived_at)) then n = n + 1 end
+    if k ~= a.id and (not older or ahead(p, tag, a)) then n = n + 1 end
   end
   return n
 end
@@ -418,8 +423,7 @@ local function yields(w, now, a)
   -- admit.yields: a waiting call of another principal ahead of this one is due to look now.
   local tag = tag_of(w, a)
   for k, p in pairs(w.waiting) do
-    if k ~= a.id and p[4] ~= a.principal and p[2] - TICKET_GRACE_S <= now
-        and (p[3] < tag or (p[3] == tag and p[1] < a.arrived_at)) then
+    if k ~= a.id and p[4] ~= a.principal and p[2] - TICKET_GRACE_S <= now and ahead(p, tag, a) then
       return true
     end
   end
